@@ -1,0 +1,185 @@
+"""The ``local`` launch backend: each worker is a process on this machine.
+
+Workers get the container contract's environment plus the torch distributed
+variables (``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``, ``WORLD_SIZE``,
+``RANK``, ``LOCAL_RANK``), so a torch DDP script runs unchanged. Each worker
+runs in its own session (signals reach its children too), writes stdout and
+stderr to its own log file, and is killed if the controller that started it
+dies (Linux parent-death signal), so no worker outlives the process that
+watches it. ``compute.cpu`` caps the math libraries' threads per worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mlrt import hookimpl
+from mlrt.launchers import LaunchContext, LaunchError, Launcher, LaunchRequest, WorkerRequest, WorkerStatus
+from mlrt.states import RunState
+
+_PR_SET_PDEATHSIG = 1
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def describe_exit(code: int) -> str:
+    """``exited with code 3`` or ``killed by signal SIGKILL`` for a process's return code."""
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class LocalLauncher(Launcher):
+    """Runs every worker as a child process of the controller."""
+
+    name: ClassVar[str] = "local"
+    description: ClassVar[str] = "worker processes on this machine"
+
+    def __init__(self) -> None:
+        self._processes: dict[str, list[subprocess.Popen[bytes]]] = {}
+
+    def plan(self, ctx: LaunchContext) -> LaunchRequest:
+        workers = int(ctx.compute.get("workers", 1))
+        port = _free_port()
+        threads = {}
+        if ctx.compute.get("cpu"):
+            threads = dict.fromkeys(_THREAD_VARIABLES, str(max(1, int(ctx.compute["cpu"]))))
+        requests = []
+        for rank in range(workers):
+            env = {
+                **threads,
+                **ctx.env,
+                "PYTHONUNBUFFERED": "1",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "WORLD_SIZE": str(workers),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(workers),
+            }
+            log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
+            requests.append(WorkerRequest(rank=rank, argv=list(ctx.argv), env=env, cwd=ctx.cwd, log_path=log_path))
+        return LaunchRequest(
+            backend=self.name,
+            run_id=ctx.run_id,
+            attempt=ctx.attempt,
+            workers=requests,
+            details={"inherits_environment": True},
+        )
+
+    def launch(self, request: LaunchRequest) -> dict[str, Any]:
+        key = f"{request.run_id}/{request.attempt}"
+        processes: list[subprocess.Popen[bytes]] = []
+        self._processes[key] = processes
+        workers = []
+        try:
+            for worker in request.workers:
+                Path(worker.log_path).parent.mkdir(parents=True, exist_ok=True)
+                with open(worker.log_path, "ab") as log:
+                    process = subprocess.Popen(
+                        worker.argv,
+                        env={**os.environ, **worker.env},
+                        cwd=worker.cwd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
+                    )
+                processes.append(process)
+                workers.append({"rank": worker.rank, "pid": process.pid, "started": time.time()})
+        except OSError as exc:
+            self.stop({"key": key, "workers": workers}, grace_period=0)
+            program = request.workers[0].argv[0]
+            raise LaunchError(f"cannot start {program!r}: {exc.strerror or exc}") from None
+        return {"key": key, "workers": workers}
+
+    def _process(self, handle: dict[str, Any], rank: int) -> subprocess.Popen[bytes] | None:
+        processes = self._processes.get(handle["key"], [])
+        return processes[rank] if rank < len(processes) else None
+
+    def poll(self, handle: dict[str, Any]) -> list[WorkerStatus]:
+        statuses = []
+        for worker in handle["workers"]:
+            process = self._process(handle, worker["rank"])
+            if process is None:
+                statuses.append(
+                    WorkerStatus(
+                        worker["rank"],
+                        RunState.RUNNING if _alive(worker["pid"]) else RunState.FAILED,
+                        reason="" if _alive(worker["pid"]) else "the worker process is gone; its exit status is unknown",
+                    )
+                )
+                continue
+            code = process.poll()
+            if code is None:
+                statuses.append(WorkerStatus(worker["rank"], RunState.RUNNING))
+            elif code == 0:
+                statuses.append(WorkerStatus(worker["rank"], RunState.SUCCEEDED, exit_code=0))
+            else:
+                statuses.append(WorkerStatus(worker["rank"], RunState.FAILED, exit_code=code, reason=describe_exit(code)))
+        return statuses
+
+    def stop(self, handle: dict[str, Any], grace_period: float) -> None:
+        pids = [w["pid"] for w in handle["workers"]]
+        for pid in pids:
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_period
+        while time.monotonic() < deadline and any(self._running(handle, w) for w in handle["workers"]):
+            time.sleep(0.05)
+        for worker in handle["workers"]:
+            if self._running(handle, worker):
+                _signal_group(worker["pid"], signal.SIGKILL)
+        for worker in handle["workers"]:
+            process = self._process(handle, worker["rank"])
+            if process is not None:
+                process.wait()
+
+    def _running(self, handle: dict[str, Any], worker: dict[str, Any]) -> bool:
+        process = self._process(handle, worker["rank"])
+        return process.poll() is None if process is not None else _alive(worker["pid"])
+
+    def cleanup(self, handle: dict[str, Any]) -> None:
+        self._processes.pop(handle["key"], None)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@hookimpl(trylast=True)
+def mlrt_launchers() -> list[Launcher]:
+    return [LocalLauncher()]

@@ -1,0 +1,88 @@
+"""The ``mlrt`` command line: one click group, commands in modules by noun.
+
+User mistakes (a bad spec, an unknown run id, a broken plugin) print one
+line per problem to stderr and exit 2, never a traceback. A job that ends in
+any state but SUCCEEDED makes ``submit`` exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from mlrt import __version__
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class App:
+    """Per-invocation state shared by commands: the database URL and a lazily opened store."""
+
+    def __init__(self, db: str | None):
+        self.db = db
+        self._store = None
+
+    @property
+    def store(self):
+        if self._store is None:
+            from mlrt.store import Store
+
+            self._store = Store(self.db)
+        return self._store
+
+
+class MlrtGroup(click.Group):
+    """Turns user-facing errors into one clear line each and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from mlrt.plugins import PluginError
+        from mlrt.spec import SpecError
+        from mlrt.store import NotFound
+
+        try:
+            return super().invoke(ctx)
+        except SpecError as exc:
+            for problem in exc.problems:
+                click.echo(f"error: {problem}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except (NotFound, PluginError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+
+
+@click.group(cls=MlrtGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlrt")
+@click.option(
+    "--db",
+    envvar="MLRT_DB",
+    metavar="URL",
+    help="Metadata database URL (default: sqlite under $MLRT_HOME, ~/.mlrt).",
+)
+@click.pass_context
+def cli(ctx: click.Context, db: str | None) -> None:
+    """mlrt: submit, track and diagnose training jobs."""
+    ctx.obj = App(db)
+
+
+def _register() -> None:
+    from mlrt.cli import jobs, runs
+    from mlrt.plugins import PluginError, get_plugin_manager
+
+    for command in (jobs.submit, jobs.validate, jobs.status, jobs.logs, jobs.cancel):
+        cli.add_command(command)
+    for command in (runs.runs, runs.metrics, runs.artifacts, runs.plugins_command):
+        cli.add_command(command)
+    try:
+        get_plugin_manager().hook.mlrt_commands(cli=cli)
+    except PluginError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    cli()

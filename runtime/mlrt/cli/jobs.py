@@ -1,0 +1,316 @@
+"""Job commands: submit, validate, status, logs, cancel."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlrt.cli import EXIT_FAILED, App
+from mlrt.cli.render import echo_json, number, seconds, styled_state, table
+
+pass_app = click.make_pass_decorator(App)
+_set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a spec field, e.g. --set spec.hyperparameters.C=0.5 (repeatable).",
+)
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _live_line(app: App, run_id: str, started: float) -> str:
+    run = app.store.get_run(run_id)
+    metrics = app.store.latest_metrics(run_id)
+    shown = "  ".join(f"{k}={number(v)}" for k, v in sorted(metrics.items())[:4])
+    attempt = f" attempt {run.attempts}/{run.max_attempts}" if run.max_attempts > 1 else ""
+    return f"{run_id} {styled_state(run.state)}{attempt}  {seconds(time.monotonic() - started)}  {shown}"
+
+
+def _wait(app: App, run_id: str, quiet: bool) -> None:
+    """Drive the run with an embedded controller, showing a live status line."""
+    from mlrt.controller import Controller
+
+    controller = Controller(app.store)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    try:
+        if quiet:
+            controller.run_until_done([run_id])
+            return
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        spinner = Spinner("dots", text=_live_line(app, run_id, started))
+        last = 0.0
+        with Live(spinner, refresh_per_second=8, transient=True, console=None) as live:
+
+            def tick() -> None:
+                nonlocal last
+                if time.monotonic() - last >= 0.25:
+                    spinner.update(text=_live_line(app, run_id, started))
+                    live.refresh()
+                    last = time.monotonic()
+
+            controller.run_until_done([run_id], on_tick=tick)
+    except KeyboardInterrupt:
+        controller.cancel_all("interrupted in the submitting terminal (Ctrl-C or SIGTERM)")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _summary(app: App, run_id: str) -> None:
+    from mlrt.records import RunRecord
+
+    record = RunRecord.load(app.store, run_id)
+    click.echo(
+        f"run {record.id} {record.state} in {seconds(record.duration()) or '-'}"
+        + (f" ({record.attempts} attempts)" if record.attempts > 1 else "")
+    )
+    if record.state != "SUCCEEDED":
+        click.echo(f"reason: {record.reason}")
+    if record.metrics:
+        rows = [(key, number(value)) for key, value in sorted(record.metrics.items())]
+        table(None, ["metric", "value"], rows)
+    click.echo(f"details: mlrt runs show {record.id}   logs: mlrt logs {record.id}")
+
+
+@click.command()
+@click.argument("spec_file", type=click.Path(dir_okay=False))
+@_set_option
+@click.option("--wait/--detach", default=True, help="Follow the job here (default) or return at once.")
+@click.option("--sanity", is_flag=True, help="Train on a small deterministic subsample first to catch bugs in seconds.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display; print only the run id and the outcome.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished run as JSON.")
+@pass_app
+def submit(app: App, spec_file: str, overrides: tuple[str, ...], wait: bool, sanity: bool, quiet: bool, as_json: bool) -> None:
+    """Validate SPEC_FILE, queue it as a job and run it.
+
+    With --detach the job runs in a background controller; follow it with
+    `mlrt status RUN` and `mlrt logs -f RUN`.
+    """
+    from mlrt.controller import process_identity
+    from mlrt.records import RunRecord
+    from mlrt.spec import load_spec
+    from mlrt.submission import log_dir, submit as submit_job
+
+    loaded = load_spec(spec_file, overrides)
+    run_id = submit_job(app.store, loaded, sanity=sanity)
+    if not wait:
+        logs = log_dir(run_id, 0).parent
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "controller.log", "ab") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "mlrt.controller", "--db", app.store.url, run_id],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        app.store.update_run(run_id, owner=process_identity(child.pid))
+        if as_json:
+            echo_json({"run_id": run_id, "state": "QUEUED", "controller_pid": child.pid})
+        else:
+            click.echo(f"submitted {run_id} (detached)\nfollow it: mlrt status {run_id}  |  mlrt logs -f {run_id}")
+        return
+    if not quiet and not as_json:
+        click.echo(f"submitted {run_id}")
+    _wait(app, run_id, quiet or as_json)
+    record = RunRecord.load(app.store, run_id)
+    if as_json:
+        echo_json(record.to_dict())
+    elif quiet:
+        click.echo(f"{run_id} {record.state}" + ("" if record.state == "SUCCEEDED" else f": {record.reason}"))
+    else:
+        _summary(app, run_id)
+    if record.state != "SUCCEEDED":
+        sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.argument("spec_file", type=click.Path(dir_okay=False))
+@_set_option
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved spec and launch request as JSON.")
+def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Check SPEC_FILE and print the launch request it would make; launch nothing.
+
+    The request shows, per worker, the exact command, the environment mlrt
+    sets (the worker also inherits the submitting environment) and the
+    working directory. Data channels are shown at the paths they will be
+    materialized to.
+    """
+    import yaml
+
+    from mlrt import plugins
+    from mlrt.data import uri_scheme
+    from mlrt.spec import load_spec
+    from mlrt.store import database_url, mlrt_home
+    from mlrt.submission import launch_context
+
+    loaded = load_spec(spec_file, overrides)
+    resolved = loaded.resolved()
+    spec = resolved["spec"]
+    spec["seed"] = spec["seed"] if spec.get("seed") is not None else "<chosen at submit>"
+    schemes = plugins.data_schemes()
+    cache = mlrt_home() / "cache"
+    paths = {}
+    for name, channel in spec["data"].items():
+        planned = schemes[uri_scheme(channel["uri"])].local_path(channel["uri"], cache)
+        paths[name] = str(planned) if planned else f"<{channel['uri']}, materialized at launch>"
+    run_id = f"{loaded.name}-<id>"
+    ctx = launch_context(resolved, run_id, 1, database_url(None), paths)
+    request = plugins.launchers()[spec["compute"]["backend"]].plan(ctx)
+    plan = {"spec": resolved, "launch": request.to_dict()}
+    if as_json:
+        echo_json(plan)
+    else:
+        click.echo(f"# {spec_file} is valid; this is what `mlrt submit` would launch (nothing was launched)")
+        click.echo(yaml.safe_dump(plan, sort_keys=False, width=120), nl=False)
+
+
+def _reap(app: App) -> None:
+    from mlrt.controller import reap_orphans
+
+    for run_id in reap_orphans(app.store):
+        click.echo(f"note: {run_id} lost its controller and was marked FAILED", err=True)
+
+
+@click.command()
+@click.argument("run_id", required=False)
+@click.option("--limit", default=20, show_default=True, help="How many recent runs to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def status(app: App, run_id: str | None, limit: int, as_json: bool) -> None:
+    """Show one run's state, attempts and recent events, or list recent runs."""
+    from mlrt.records import RunRecord
+
+    _reap(app)
+    if run_id is None:
+        records = [RunRecord.load(app.store, r.id) for r in app.store.list_runs(limit=limit)]
+        if as_json:
+            echo_json([r.to_dict() for r in records])
+            return
+        rows = [
+            (r.id, styled_state(r.state), f"{r.attempts}/{r.max_attempts}", r.created_at.strftime("%Y-%m-%d %H:%M:%S"), seconds(r.duration()), r.reason)
+            for r in records
+        ]
+        table("runs", ["run", "state", "attempts", "created (UTC)", "duration", "reason"], rows)
+        return
+    record = RunRecord.load(app.store, run_id)
+    attempts = app.store.attempts(run_id)
+    events = app.store.events(run_id)
+    if as_json:
+        echo_json(
+            {
+                **record.to_dict(),
+                "attempts": [a.model_dump(exclude={"request", "handle"}) for a in attempts],
+                "events": [e.model_dump() for e in events],
+            }
+        )
+        return
+    click.echo(f"run {record.id}: {record.state} — {record.reason}")
+    click.echo(f"attempts {record.attempts}/{record.max_attempts}, running time {seconds(record.duration()) or '-'}")
+    if attempts:
+        rows = [(a.number, styled_state(a.state), a.exit_code, a.reason) for a in attempts]
+        table("attempts", ["#", "state", "exit code", "reason"], rows)
+    rows = [(e.at.strftime("%H:%M:%S.%f")[:-3], e.from_state, e.to_state, e.reason) for e in events[-15:]]
+    table("events", ["time (UTC)", "from", "to", "reason"], rows)
+    if record.metrics:
+        table("latest metrics", ["metric", "value"], [(k, number(v)) for k, v in sorted(record.metrics.items())])
+
+
+def _log_files(attempt_request: dict[str, Any], worker: int | None) -> list[tuple[int, Path]]:
+    files = [(w["rank"], Path(w["log_path"])) for w in attempt_request.get("workers", [])]
+    return [f for f in files if worker is None or f[0] == worker]
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option("--attempt", type=int, help="Which attempt (default: the latest).")
+@click.option("--worker", type=int, help="Only this worker's log (rank).")
+@pass_app
+def logs(app: App, run_id: str, follow: bool, attempt: int | None, worker: int | None) -> None:
+    """Print a run's worker logs, prefixed with the worker rank when there are several."""
+    from mlrt.controller import reap_orphans
+    from mlrt.states import RunState
+
+    store = app.store
+    store.get_run(run_id)
+    offsets: dict[Path, int] = {}
+    shown_attempt = None
+    while True:
+        # Read the state before the logs, so the pass after the run ends prints everything.
+        done = not follow or RunState(store.get_run(run_id).state).is_terminal()
+        attempts = store.attempts(run_id)
+        if attempt is not None:
+            chosen = next((a for a in attempts if a.number == attempt), None)
+        else:
+            chosen = attempts[-1] if attempts else None
+        if chosen is not None:
+            if shown_attempt is not None and chosen.number != shown_attempt:
+                click.echo(f"--- attempt {chosen.number} ---")
+            shown_attempt = chosen.number
+            files = _log_files(chosen.request, worker)
+            for rank, path in files:
+                for line in _new_lines(path, offsets, complete_only=not done):
+                    click.echo(f"[worker {rank}] {line}" if len(files) > 1 else line)
+        if done:
+            return
+        reap_orphans(store)
+        time.sleep(0.2)
+
+
+def _new_lines(path: Path, offsets: dict[Path, int], complete_only: bool) -> list[str]:
+    """Lines added to ``path`` since the offset recorded in ``offsets``."""
+    if not path.exists():
+        return []
+    with path.open("rb") as handle:
+        handle.seek(offsets.get(path, 0))
+        chunk = handle.read()
+    end = chunk.rfind(b"\n") + 1 if complete_only else len(chunk)
+    offsets[path] = offsets.get(path, 0) + end
+    return chunk[:end].decode("utf-8", "replace").splitlines()
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the run to stop.")
+@pass_app
+def cancel(app: App, run_id: str, timeout: float) -> None:
+    """Stop a run: its workers get SIGTERM, then SIGKILL after the grace period."""
+    from mlrt.controller import owner_alive, stop_attempt_workers
+    from mlrt.states import RunState
+    from mlrt.store.models import utcnow
+
+    store = app.store
+    run = store.get_run(run_id)
+    if RunState(run.state).is_terminal():
+        click.echo(f"{run_id} already {run.state}; nothing to cancel")
+        return
+    store.update_run(run_id, cancel_requested=True)
+    if owner_alive(run) and run.owner is not None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = store.get_run(run_id)
+            if RunState(run.state).is_terminal():
+                click.echo(f"{run_id} {run.state}: {run.reason}")
+                return
+            time.sleep(0.1)
+        click.echo(f"{run_id} is still {run.state}; its controller has not stopped it yet", err=True)
+        sys.exit(EXIT_FAILED)
+    stop_attempt_workers(store, run_id, grace_period=5.0)
+    attempt = store.latest_attempt(run_id)
+    if attempt is not None and attempt.ended_at is None:
+        store.finish_attempt(attempt.id, RunState.CANCELLED, "cancelled by user", None)
+    store.transition(run_id, RunState.CANCELLED, "cancelled by user (no controller was driving it)", ended_at=utcnow())
+    click.echo(f"{run_id} CANCELLED")

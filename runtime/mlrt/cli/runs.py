@@ -1,0 +1,168 @@
+"""Run commands: runs list|show|compare, metrics, artifacts, and plugins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from mlrt.cli import App
+from mlrt.cli.render import echo_json, number, seconds, styled_state, table
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def runs(ctx: click.Context) -> None:
+    """List, show and compare runs (bare `mlrt runs` lists)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_runs)
+
+
+@runs.command("list")
+@click.option("--state", "states", multiple=True, help="Only runs in this state (repeatable).")
+@click.option("--job", "job_id", help="Only runs of this job.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def list_runs(app: App, states: tuple[str, ...] = (), job_id: str | None = None, limit: int = 50, as_json: bool = False) -> None:
+    """Recent runs, newest first, with their main metrics."""
+    from mlrt.records import RunRecord
+
+    records = [RunRecord.load(app.store, r.id) for r in app.store.list_runs(limit=limit, states=[s.upper() for s in states], job_id=job_id)]
+    if as_json:
+        echo_json([r.to_dict() for r in records])
+        return
+    rows = []
+    for r in records:
+        shown = {k: v for k, v in r.metrics.items() if k.startswith(("validation_", "val_"))} or r.metrics
+        metric_text = "  ".join(f"{k}={number(v)}" for k, v in sorted(shown.items())[:3])
+        rows.append((r.id, styled_state(r.state), r.params.get("algorithm", "-"), seconds(r.duration()), metric_text))
+    table("runs", ["run", "state", "algorithm", "duration", "metrics"], rows)
+
+
+def run_details(app: App, run_id: str) -> dict[str, Any]:
+    """Everything known about a run, as plain data."""
+    from mlrt.records import RunRecord
+
+    store = app.store
+    record = RunRecord.load(store, run_id)
+    run = store.get_run(run_id)
+    job = store.get_job(run.job_id)
+    return {
+        **record.to_dict(),
+        "artifacts": [a.model_dump(exclude={"run_id"}) for a in store.artifacts(run_id)],
+        "attempts": [a.model_dump(exclude={"handle"}) for a in store.attempts(run_id)],
+        "events": [e.model_dump(exclude={"run_id"}) for e in store.events(run_id)],
+        "reproducibility": {
+            **run.record,
+            "spec_submitted": job.spec_submitted,
+            "spec_resolved": job.spec_resolved,
+        },
+    }
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def show(app: App, run_id: str, as_json: bool) -> None:
+    """A run's params, metrics, artifacts and reproducibility record."""
+    details = run_details(app, run_id)
+    if as_json:
+        echo_json(details)
+        return
+    click.echo(f"run {details['id']}: {details['state']} — {details['reason']}")
+    repro = details["reproducibility"]
+    git = repro.get("git")
+    git_text = f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}" if git else "not a git checkout"
+    click.echo(f"seed {repro.get('seed')}  python {repro.get('python')}  git {git_text}  output {details['output_uri']}")
+    table("params", ["param", "value"], sorted(details["params"].items()))
+    table("metrics (latest)", ["metric", "value"], [(k, number(v)) for k, v in sorted(details["metrics"].items())])
+    table("data", ["channel", "uri", "content hash"], [(k, v["uri"], v["sha256"][:23] + "…") for k, v in repro.get("data", {}).items()])
+    table("artifacts", ["path", "size", "sha256"], [(a["path"], a["size"], a["sha256"][:16] + "…") for a in details["artifacts"]])
+
+
+@runs.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
+    """Params and latest metrics of several runs side by side (differing params marked *)."""
+    from mlrt.records import RunRecord
+
+    records = [RunRecord.load(app.store, r) for r in run_ids]
+    if as_json:
+        echo_json([{"id": r.id, "state": r.state, "params": r.params, "metrics": r.metrics} for r in records])
+        return
+    rows: list[tuple[Any, ...]] = [("state", *(styled_state(r.state) for r in records))]
+    for key in sorted({k for r in records for k in r.params}):
+        values = [r.params.get(key) for r in records]
+        marker = " *" if len(set(values)) > 1 else ""
+        rows.append((f"param {key}{marker}", *values))
+    for key in sorted({k for r in records for k in r.metrics}):
+        rows.append((key, *(number(r.metrics[key]) if key in r.metrics else None for r in records)))
+    table(None, ["", *run_ids], rows)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--key", help="All points of this metric (default: a summary of every metric).")
+@click.option("--json", "as_json", is_flag=True, help="Print every point as JSON.")
+@pass_app
+def metrics(app: App, run_id: str, key: str | None, as_json: bool) -> None:
+    """A run's metrics: a summary per key, or every point of one key."""
+    app.store.get_run(run_id)
+    points = app.store.metrics(run_id, key)
+    if as_json:
+        echo_json([{"key": p.key, "step": p.step, "value": p.value, "timestamp": p.timestamp} for p in points])
+        return
+    if key:
+        table(key, ["step", "value"], [(p.step, number(p.value)) for p in points])
+        return
+    summary: dict[str, list[float]] = {}
+    for p in points:
+        summary.setdefault(p.key, []).append(p.value)
+    rows = [(k, len(v), number(v[-1]), number(min(v)), number(max(v))) for k, v in sorted(summary.items())]
+    table("metrics", ["metric", "points", "last", "min", "max"], rows)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def artifacts(app: App, run_id: str, as_json: bool) -> None:
+    """Files a run produced, with size and sha256."""
+    app.store.get_run(run_id)
+    items = app.store.artifacts(run_id)
+    if as_json:
+        echo_json([a.model_dump(exclude={"run_id"}) for a in items])
+        return
+    table("artifacts", ["path", "size", "sha256", "uri"], [(a.path, a.size, a.sha256, a.uri) for a in items])
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def plugins_command(as_json: bool) -> None:
+    """Installed plugins: distribution, version, hooks, and what each provides."""
+    from mlrt import plugins
+
+    rows = plugins.describe()
+    if as_json:
+        echo_json(rows)
+        return
+    table(
+        "plugins",
+        ["plugin", "distribution", "version", "hooks", "provides"],
+        [
+            (
+                r["name"],
+                r["distribution"],
+                r["version"],
+                ", ".join(r["hooks"]),
+                "; ".join(f"{kind}: {', '.join(names)}" for kind, names in r["provides"].items()),
+            )
+            for r in rows
+        ],
+    )

@@ -1,0 +1,378 @@
+"""The controller: a reconcile loop that drives runs to a terminal state.
+
+Each pass looks at the runs this controller owns and moves each one step:
+a QUEUED run whose backoff has passed is materialized, planned and launched
+(STARTING -> RUNNING); a RUNNING run is polled, its log scanned for metric
+patterns, and it is cancelled, timed out, retried, failed or finished as its
+workers' states say. The database is the source of truth: every decision is
+made from rows, and every transition is an event with a reason.
+
+A controller owns the runs it is asked to drive (``owner`` =
+``host:pid:start-time``) and refreshes a heartbeat. :func:`reap_orphans`
+fails the runs whose owner died, so no run stays RUNNING forever after its
+controller was killed; ``mlrt status`` and every new controller call it.
+
+``python -m mlrt.controller --db URL RUN_ID...`` runs a controller until the
+given runs finish; ``mlrt submit --detach`` starts one that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+from mlrt import plugins
+from mlrt.artifacts import collect
+from mlrt.launchers import LaunchError, Launcher
+from mlrt.logscan import LogMetricScanner, last_line
+from mlrt.records import RunRecord
+from mlrt.states import RunState
+from mlrt.store import Store, mlrt_home
+from mlrt.store.models import Attempt, Run, utcnow
+from mlrt.submission import launch_context
+
+HEARTBEAT_EVERY = 2.0
+# A run whose owner runs elsewhere counts as orphaned after this long without a heartbeat.
+HEARTBEAT_STALE = timedelta(seconds=30)
+# A QUEUED run nobody claimed (its submitter died before starting a controller).
+UNCLAIMED_STALE = timedelta(seconds=60)
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``host:pid:start-time``, unique for a process even when pids are reused."""
+    import psutil
+
+    process = psutil.Process(pid or os.getpid())
+    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
+
+
+def owner_alive(run: Run) -> bool:
+    """Whether the controller that owns ``run`` is still there to drive it."""
+    if run.owner is None:
+        return utcnow() - run.created_at < UNCLAIMED_STALE
+    host, pid, started = run.owner.rsplit(":", 2)
+    if host == socket.gethostname():
+        import psutil
+
+        try:
+            return f"{psutil.Process(int(pid)).create_time():.2f}" == started
+        except psutil.NoSuchProcess:
+            return False
+    return run.heartbeat_at is not None and utcnow() - run.heartbeat_at < HEARTBEAT_STALE
+
+
+def stop_attempt_workers(store: Store, run_id: str, grace_period: float) -> None:
+    """Stop whatever is left of a run's latest attempt (used for orphaned runs)."""
+    attempt = store.latest_attempt(run_id)
+    if attempt is None or attempt.ended_at is not None or not attempt.handle:
+        return
+    launcher = plugins.launchers().get(attempt.backend)
+    if launcher is not None:
+        launcher.stop(attempt.handle, grace_period)
+        launcher.cleanup(attempt.handle)
+
+
+def reap_orphans(store: Store) -> list[str]:
+    """Fail every active run whose controller is gone; return their ids."""
+    reaped = []
+    for run in store.active_runs():
+        if owner_alive(run):
+            continue
+        stop_attempt_workers(store, run.id, grace_period=2.0)
+        who = f"controller {run.owner}" if run.owner else "no controller"
+        reason = f"{who} stopped while the run was {run.state}; its workers were stopped"
+        attempt = store.latest_attempt(run.id)
+        if attempt is not None and attempt.ended_at is None:
+            store.finish_attempt(attempt.id, RunState.FAILED, reason, None)
+        try:
+            store.transition(run.id, RunState.FAILED, reason)
+        except Exception:  # another process reaped or finished it first
+            continue
+        reaped.append(run.id)
+    return reaped
+
+
+@dataclasses.dataclass
+class _Active:
+    """What the controller keeps in memory about a launched attempt."""
+
+    attempt: Attempt
+    launcher: Launcher
+    handle: dict[str, Any]
+    scanner: LogMetricScanner
+    spec: dict[str, Any]
+
+
+class Controller:
+    """Drives the runs it owns; see the module docstring."""
+
+    def __init__(self, store: Store, *, poll_interval: float = 0.05):
+        self.store = store
+        self.poll_interval = poll_interval
+        self.owner = process_identity()
+        self._active: dict[str, _Active] = {}
+        self._last_heartbeat = 0.0
+
+    # -- ownership -----------------------------------------------------------
+
+    def claim(self, run_id: str) -> None:
+        """Take ownership of ``run_id``."""
+        self.store.update_run(run_id, owner=self.owner, heartbeat_at=utcnow())
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_EVERY:
+            self.store.heartbeat(self.owner)
+            self._last_heartbeat = now
+
+    # -- the loop ------------------------------------------------------------
+
+    def run_until_done(self, run_ids: list[str], on_tick: Callable[[], None] | None = None) -> None:
+        """Reconcile until every run in ``run_ids`` is terminal."""
+        reap_orphans(self.store)
+        for run_id in run_ids:
+            self.claim(run_id)
+        while True:
+            self.reconcile()
+            if on_tick is not None:
+                on_tick()
+            if all(RunState(self.store.get_run(r).state).is_terminal() for r in run_ids):
+                return
+            time.sleep(self.poll_interval)
+
+    def reconcile(self) -> None:
+        """One pass over the runs this controller owns."""
+        self._heartbeat()
+        for run in self.store.active_runs(owner=self.owner):
+            state = RunState(run.state)
+            if state is RunState.QUEUED:
+                self._reconcile_queued(run)
+            elif state is RunState.RUNNING:
+                self._reconcile_running(run)
+
+    def cancel_all(self, reason: str) -> None:
+        """Stop every run this controller owns (used on Ctrl-C / SIGTERM)."""
+        for run in self.store.active_runs(owner=self.owner):
+            self._finish(run, RunState.CANCELLED, reason, stop=True)
+
+    # -- QUEUED --------------------------------------------------------------
+
+    def _reconcile_queued(self, run: Run) -> None:
+        if run.cancel_requested:
+            self.store.transition(run.id, RunState.CANCELLED, "cancelled before launch")
+            self._notify_finished(run.id)
+            return
+        if run.not_before is not None and utcnow() < run.not_before:
+            return
+        number = run.attempts + 1
+        self.store.transition(
+            run.id, RunState.STARTING, f"starting attempt {number} of {run.max_attempts}", attempts=number
+        )
+        job = self.store.get_job(run.job_id)
+        resolved = job.spec_resolved
+        spec = resolved["spec"]
+        try:
+            paths = self._materialize(run, spec)
+            ctx = launch_context(
+                resolved, run.id, number, self.store.url, paths, sanity=bool(run.record.get("sanity"))
+            )
+            launcher = plugins.launchers()[spec["compute"]["backend"]]
+            request = launcher.plan(ctx)
+        except Exception as exc:
+            self._attempt_failed(run, None, f"could not prepare attempt {number}: {exc}", None)
+            return
+        for path in (ctx.env["MLRT_OUTPUT_DIR"], ctx.env["MLRT_CHECKPOINT_DIR"], ctx.log_dir):
+            Path(path).mkdir(parents=True, exist_ok=True)
+        attempt = self.store.add_attempt(
+            Attempt(
+                run_id=run.id,
+                number=number,
+                state=RunState.STARTING.value,
+                backend=launcher.name,
+                request=request.to_dict(),
+                log_dir=ctx.log_dir,
+            )
+        )
+        try:
+            handle = launcher.launch(request)
+        except LaunchError as exc:
+            self._attempt_failed(run, attempt, str(exc), None)
+            return
+        self.store.update_attempt(attempt.id, state=RunState.RUNNING.value, handle=handle)
+        scanner = LogMetricScanner(
+            Path(request.workers[0].log_path), spec.get("metrics") or [], self._next_steps(run.id)
+        )
+        self._active[run.id] = _Active(attempt, launcher, handle, scanner, spec)
+        workers = len(request.workers)
+        self.store.transition(
+            run.id, RunState.RUNNING, f"attempt {number}: {workers} worker{'s' * (workers > 1)} started"
+        )
+        record = RunRecord.load(self.store, run.id)
+        plugins.get_plugin_manager().hook.mlrt_run_started(run=record)
+
+    def _next_steps(self, run_id: str) -> dict[str, int]:
+        return {key: step + 1 for key, step in self.store.max_steps(run_id).items()}
+
+    def _materialize(self, run: Run, spec: dict[str, Any]) -> dict[str, str]:
+        """Local paths for every data channel; records their content hashes once."""
+        from mlrt.data import content_hash, uri_scheme
+
+        schemes = plugins.data_schemes()
+        cache = mlrt_home() / "cache"
+        paths: dict[str, str] = {}
+        data_record = dict(run.record.get("data") or {})
+        for name, channel in (spec.get("data") or {}).items():
+            try:
+                path = schemes[uri_scheme(channel["uri"])].materialize(channel["uri"], cache)
+            except Exception as exc:
+                raise RuntimeError(f"data channel {name!r} ({channel['uri']}): {exc}") from exc
+            paths[name] = str(path)
+            if name not in data_record:
+                data_record[name] = {"uri": channel["uri"], "path": str(path), "sha256": content_hash(Path(path))}
+        if data_record != run.record.get("data"):
+            self.store.update_run(run.id, record={**run.record, "data": data_record})
+        return paths
+
+    # -- RUNNING -------------------------------------------------------------
+
+    def _reconcile_running(self, run: Run) -> None:
+        active = self._active.get(run.id)
+        if active is None:  # launched by a process that is gone; nothing to poll
+            return
+        points = active.scanner.scan()
+        if points:
+            self.store.insert_metrics(run.id, points)
+        stopping = active.spec["stopping"]
+        if run.cancel_requested:
+            self._finish(run, RunState.CANCELLED, "cancelled by user", stop=True)
+            return
+        max_runtime = stopping.get("max_runtime")
+        if max_runtime and run.started_at and utcnow() - run.started_at > timedelta(seconds=max_runtime):
+            self._finish(
+                run,
+                RunState.TIMED_OUT,
+                f"exceeded stopping.max_runtime of {max_runtime:g}s; workers stopped",
+                stop=True,
+            )
+            return
+        statuses = active.launcher.poll(active.handle)
+        failed = [s for s in statuses if s.state is RunState.FAILED]
+        if failed:
+            first = failed[0]
+            active.launcher.stop(active.handle, stopping["grace_period"])
+            detail = self._failure_detail(active, first.rank)
+            reason = f"worker {first.rank} {first.reason}" + (f": {detail}" if detail else "")
+            self._attempt_failed(run, active.attempt, reason, first.exit_code)
+        elif all(s.state is RunState.SUCCEEDED for s in statuses):
+            self._finish(run, RunState.SUCCEEDED, f"all {len(statuses)} workers exited with code 0", exit_code=0)
+
+    def _failure_detail(self, active: _Active, rank: int) -> str:
+        """What the worker said about its failure: its failure file, else its last log line."""
+        failure_file = Path(active.attempt.log_dir) / "failure.txt"
+        if failure_file.is_file():
+            text = failure_file.read_text(errors="replace").strip()
+            if text:
+                return text.splitlines()[-1][:300]
+        request = active.attempt.request
+        return last_line(Path(request["workers"][rank]["log_path"]))
+
+    # -- endings ---------------------------------------------------------------
+
+    def _attempt_failed(self, run: Run, attempt: Attempt | None, reason: str, exit_code: int | None) -> None:
+        """Record a failed attempt, then retry with backoff or fail the run."""
+        self._close_attempt(run, RunState.FAILED, reason, exit_code, attempt)
+        current = self.store.get_run(run.id)
+        if current.cancel_requested:
+            self.store.transition(run.id, RunState.CANCELLED, "cancelled by user")
+        elif current.attempts < current.max_attempts:
+            job = self.store.get_job(run.job_id)
+            backoff = job.spec_resolved["spec"]["retries"]["backoff"] * 2 ** (current.attempts - 1)
+            self.store.transition(
+                run.id,
+                RunState.QUEUED,
+                f"attempt {current.attempts} failed ({reason}); retry {current.attempts} of "
+                f"{current.max_attempts - 1} in {backoff:g}s",
+                not_before=utcnow() + timedelta(seconds=backoff),
+            )
+            return
+        else:
+            tries = current.max_attempts
+            suffix = f" (after {tries} attempts)" if tries > 1 else ""
+            self.store.transition(run.id, RunState.FAILED, reason + suffix)
+        self._notify_finished(run.id)
+
+    def _finish(
+        self, run: Run, state: RunState, reason: str, *, stop: bool = False, exit_code: int | None = None
+    ) -> None:
+        active = self._active.get(run.id)
+        if stop and active is not None:
+            active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
+        self._close_attempt(run, state, reason, exit_code)
+        self.store.transition(run.id, state, reason)
+        self._notify_finished(run.id)
+
+    def _close_attempt(
+        self, run: Run, state: RunState, reason: str, exit_code: int | None, attempt: Attempt | None = None
+    ) -> None:
+        """End the attempt: last log metrics, artifacts, attempt row, backend cleanup.
+
+        ``attempt`` is the row of an attempt that never started workers (its
+        launch failed); attempts with workers are found in memory."""
+        active = self._active.pop(run.id, None)
+        if active is not None:
+            points = active.scanner.scan()
+            if points:
+                self.store.insert_metrics(run.id, points)
+            attempt = active.attempt
+            active.launcher.cleanup(active.handle)
+        if attempt is not None:
+            self.store.finish_attempt(attempt.id, state, reason, exit_code)
+        else:
+            self.store.add_event(run.id, f"attempt {run.attempts} did not start: {reason}")
+        self._register_artifacts(run)
+
+    def _register_artifacts(self, run: Run) -> None:
+        output_dir = Path(run.output_uri.removeprefix("file://")) / "output"
+        artifacts, skipped = collect(run.id, output_dir)
+        self.store.put_artifacts(artifacts)
+        for path in skipped:
+            self.store.add_event(run.id, f"artifact {path!r} skipped: it points outside the run's output")
+
+    def _notify_finished(self, run_id: str) -> None:
+        record = RunRecord.load(self.store, run_id)
+        try:
+            plugins.get_plugin_manager().hook.mlrt_run_finished(run=record)
+        except Exception as exc:  # a plugin's bug must not change the run's outcome
+            self.store.add_event(run_id, f"mlrt_run_finished hook failed: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a detached controller process."""
+    parser = argparse.ArgumentParser(prog="python -m mlrt.controller")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("run_ids", nargs="+")
+    args = parser.parse_args(argv)
+    controller = Controller(Store(args.db))
+
+    def _terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        controller.run_until_done(args.run_ids)
+    except KeyboardInterrupt:
+        controller.cancel_all("the controller was asked to stop (SIGTERM/SIGINT)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Data channels: URI schemes that plugins provide, and loading a channel in a worker.
+
+A channel is a named input (``train``, ``validation``, ``test`` ...) given in
+the spec as a URI, or as a mapping with ``uri``, ``format``, ``label`` and
+``id`` keys. Before workers start, the controller asks the channel's
+``DataScheme`` to materialize it as a local file or folder; the worker sees
+that path in ``MLRT_CHANNEL_<NAME>``. Tabular channels (CSV or Parquet) are
+loaded with :func:`load_dataset`.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt.algorithms import Dataset
+
+FORMATS = ("csv", "parquet")
+
+
+def uri_scheme(uri: str) -> str:
+    """The part of ``uri`` before ``://`` (``"file"`` for a bare path)."""
+    return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
+class DataScheme(abc.ABC):
+    """Base class for a data-channel URI scheme.
+
+    ``resolve`` and ``check`` run at validation time and must not write
+    anything; ``materialize`` runs in the controller before launch and may
+    download or generate files under ``cache_dir``.
+    """
+
+    scheme: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def resolve(self, uri: str, base_dir: Path) -> str:
+        """Return ``uri`` in canonical form (e.g. a relative path made absolute).
+
+        ``base_dir`` is the folder of the spec file, which relative paths are
+        relative to. The default returns ``uri`` unchanged.
+        """
+        return uri
+
+    @abc.abstractmethod
+    def check(self, uri: str) -> str | None:
+        """Return a one-line problem with the resolved ``uri``, or None if it is usable."""
+
+    @abc.abstractmethod
+    def materialize(self, uri: str, cache_dir: Path) -> Path:
+        """Make the channel available locally and return its path."""
+
+    def local_path(self, uri: str, cache_dir: Path) -> Path | None:
+        """Where ``materialize`` will place the channel, if known without side
+        effects (``mlrt validate`` shows it). Default: None (unknown)."""
+        return None
+
+    def default_label(self, uri: str) -> str:
+        """The label column to use when the spec names none (default ``"label"``)."""
+        return "label"
+
+
+def infer_format(path: Path, declared: str | None) -> str:
+    """The table format of ``path``: ``declared`` if given, else from its suffix."""
+    if declared:
+        return declared
+    return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+
+
+def load_dataset(
+    name: str, path: Path, fmt: str | None, label: str | None, id_column: str | None
+) -> Dataset:
+    """Load a CSV or Parquet channel into features, labels and ids.
+
+    A folder is read as every ``*.csv``/``*.parquet`` file in it, in name
+    order. ``label`` names the label column; a channel without it (for
+    example unlabeled data to predict on) has ``labels=None``.
+    """
+    import pandas as pd
+
+    from mlrt.algorithms import Dataset
+
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".parquet", ".pq")) if path.is_dir() else [path]
+    frames = []
+    for file in files:
+        kind = infer_format(file, fmt)
+        frames.append(pd.read_parquet(file) if kind == "parquet" else pd.read_csv(file))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if id_column and id_column in frame.columns:
+        ids = frame.pop(id_column)
+    else:
+        ids = pd.Series(range(len(frame)), name="id")
+    labels = frame.pop(label) if label and label in frame.columns else None
+    return Dataset(name=name, features=frame, labels=labels, ids=ids.reset_index(drop=True))
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, in order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,115 @@
+"""Every hook a plugin can implement: the plugin author's reference.
+
+A plugin is a module or object with functions decorated by ``mlrt.hookimpl``
+and named after the hooks below; it is found through the ``mlrt`` entry-point
+group (``[project.entry-points.mlrt] myplugin = "my_module"``). Registration
+hooks return a list of objects; mlrt collects the lists of all plugins,
+rejects duplicate names, and validates what it gets. A plugin implements only
+the hooks it needs.
+
+Notifications (``mlrt_run_started``, ``mlrt_run_finished``) are called in the
+controller process; they must not block for long and their return value is
+ignored. An exception in a notification is logged as an event, not raised.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    import click
+
+    from mlrt.algorithms import Algorithm
+    from mlrt.data import DataScheme
+    from mlrt.launchers import Launcher
+    from mlrt.records import RunRecord
+
+hookspec = pluggy.HookspecMarker("mlrt")
+
+
+@hookspec
+def mlrt_algorithms() -> list[Algorithm]:
+    """Return the training algorithms this plugin provides.
+
+    Each item is an instance of a subclass of ``mlrt.algorithms.Algorithm``
+    with a unique dotted ``name`` (``"sklearn.random_forest"``), a ``task``
+    (``"classification"`` or ``"regression"``), a ``hyperparameters`` schema
+    (name -> ``mlrt.algorithms.Hyperparameter``) and a ``train(ctx)`` method
+    that returns a fitted model. A job selects one with
+    ``spec.algorithm: NAME``; mlrt validates the job's hyperparameters against
+    the schema before anything launches, then calls ``train`` in the worker
+    and evaluates, saves and predicts with the model it returns.
+    """
+
+
+@hookspec
+def mlrt_tuners() -> list[Any]:
+    """Return hyperparameter search strategies (tuners) this plugin provides.
+
+    Each item has a unique ``name``; a TuningJob selects one with
+    ``spec.tuner``. A tuner suggests trial parameters and observes their
+    results. Tuning jobs are not part of this release; the hook is reserved so
+    tuner plugins can be written against it, and ``mlrt plugins`` lists them.
+    """
+
+
+@hookspec
+def mlrt_reports() -> list[Any]:
+    """Return error-analysis reports this plugin provides.
+
+    Each item has a unique ``name``; a job lists the reports to build after
+    each run in ``spec.reports`` and mlrt rejects names no plugin provides.
+    """
+
+
+@hookspec
+def mlrt_launchers() -> list[Launcher]:
+    """Return launch backends this plugin provides.
+
+    Each item is an instance of a subclass of ``mlrt.launchers.Launcher`` with
+    a unique ``name`` that ``spec.compute.backend`` selects. A launcher
+    separates ``plan(ctx) -> LaunchRequest`` (pure: no side effects, printed by
+    ``mlrt validate``) from ``launch(request) -> handle`` (starts the workers),
+    and implements ``poll``, ``stop`` and ``cleanup`` on the handle it returned.
+    """
+
+
+@hookspec
+def mlrt_data_schemes() -> list[DataScheme]:
+    """Return URI schemes for data channels this plugin provides.
+
+    Each item is an instance of a subclass of ``mlrt.data.DataScheme`` whose
+    ``scheme`` (``"file"``, ``"builtin"``, ``"s3"``) matches the part of a
+    channel URI before ``://``. The scheme checks a URI at validation time and
+    materializes it as a local path before the workers start; workers see that
+    path in ``MLRT_CHANNEL_<NAME>``.
+    """
+
+
+@hookspec
+def mlrt_commands(cli: click.Group) -> None:
+    """Add commands to the ``mlrt`` command line.
+
+    Called once after the built-in commands exist; use ``cli.add_command`` or
+    the ``@cli.command()`` decorator. Return value is ignored.
+    """
+
+
+@hookspec
+def mlrt_run_started(run: RunRecord) -> None:
+    """Called in the controller when an attempt of ``run`` starts RUNNING.
+
+    ``run`` is a read-only ``mlrt.records.RunRecord`` (id, job id, state,
+    attempt number, params). Return value is ignored.
+    """
+
+
+@hookspec
+def mlrt_run_finished(run: RunRecord) -> None:
+    """Called in the controller once ``run`` reaches a terminal state.
+
+    ``run.state`` is one of SUCCEEDED, FAILED, CANCELLED or TIMED_OUT and
+    ``run.reason`` says why. Return value is ignored.
+    """

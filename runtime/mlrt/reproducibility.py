@@ -1,0 +1,58 @@
+"""The reproducibility record kept with every run.
+
+It answers "what exactly produced this model?": the spec as submitted and as
+resolved, the ``--set`` overrides, the git commit of the working directory
+(and whether it had uncommitted changes), the content hash of every data
+channel, the Python and package versions, and the random seed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+# Packages whose version changes results; plugin distributions are added too.
+_PACKAGES = ("mlrt", "numpy", "pandas", "scikit-learn", "scipy", "torch", "pyarrow")
+
+
+def git_state(directory: Path) -> dict[str, Any] | None:
+    """Commit, branch and dirty flag of the repository containing ``directory``, if any."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        root = git("rev-parse", "--show-toplevel")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty, "root": root}
+
+
+def package_versions(extra: list[str] = ()) -> dict[str, str]:
+    """Installed versions of the packages that shape results (absent ones omitted)."""
+    versions = {}
+    for name in (*_PACKAGES, *extra):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def base_record(working_dir: Path, seed: int, plugin_distributions: list[str]) -> dict[str, Any]:
+    """Everything known at submission; data hashes are added when channels are materialized."""
+    return {
+        "git": git_state(working_dir),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(plugin_distributions),
+        "seed": seed,
+        "data": {},
+    }

@@ -1,0 +1,162 @@
+"""The worker SDK: record metrics, params and artifacts from inside a job.
+
+The SDK reads the container contract's environment (``MLRT_RUN_ID``,
+``MLRT_TRACKING_URI``, ``MLRT_OUTPUT_DIR``, ``RANK``). Metric points are
+buffered in memory and written in batches by a background thread (every
+second, or sooner once many are waiting) and at interpreter exit, so
+``log_metric`` costs microseconds and never waits on the database. In a
+distributed job only rank 0 records, the convention torch code follows for
+logging; other ranks' calls are accepted and dropped.
+
+Outside an mlrt job (``MLRT_RUN_ID`` unset) every call is a no-op, after one
+warning on stderr, so a training script runs unchanged on its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+FLUSH_INTERVAL = 1.0
+FLUSH_AT = 20_000
+
+
+class _Tracker:
+    """Buffers points for one run and writes them to the tracking store."""
+
+    def __init__(self, run_id: str, tracking_uri: str, output_dir: str | None):
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+        self.output_dir = Path(output_dir) if output_dir else None
+        self._buffer: list[tuple[str, int, float, float]] = []
+        self._steps: dict[str, int] | None = None
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._store = None
+        self._thread = threading.Thread(target=self._loop, name="mlrt-metrics", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)
+
+    @property
+    def store(self):
+        if self._store is None:
+            from mlrt.store import Store
+
+            self._store = Store(self.tracking_uri)
+        return self._store
+
+    def log_metric(self, key: str, value: float, step: int | None) -> None:
+        if step is None:
+            with self._lock:
+                if self._steps is None:
+                    self._steps = self.store.max_steps(self.run_id)
+                step = self._steps.get(key, -1) + 1
+                self._steps[key] = step
+                self._buffer.append((key, step, float(value), time.time()))
+        else:
+            with self._lock:
+                if self._steps is not None and step > self._steps.get(key, -1):
+                    self._steps[key] = step
+                self._buffer.append((key, int(step), float(value), time.time()))
+        if len(self._buffer) >= FLUSH_AT:
+            self._wake.set()
+
+    def flush(self) -> None:
+        with self._write_lock:
+            with self._lock:
+                points, self._buffer = self._buffer, []
+            if points:
+                self.store.insert_metrics(self.run_id, points)
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # keep training alive; the next flush retries
+                print(f"mlrt: could not record metrics yet: {exc}", file=sys.stderr)
+
+
+_tracker: _Tracker | None = None
+_tracker_lock = threading.Lock()
+_warned = False
+
+
+def _active() -> _Tracker | None:
+    global _tracker, _warned
+    if _tracker is not None:
+        return _tracker
+    run_id = os.environ.get("MLRT_RUN_ID")
+    if not run_id:
+        if not _warned:
+            print("mlrt: not inside an mlrt job (MLRT_RUN_ID is unset); nothing is recorded", file=sys.stderr)
+            _warned = True
+        return None
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    with _tracker_lock:
+        if _tracker is None:
+            _tracker = _Tracker(run_id, os.environ["MLRT_TRACKING_URI"], os.environ.get("MLRT_OUTPUT_DIR"))
+    return _tracker
+
+
+def log_metric(key: str, value: float, step: int | None = None) -> None:
+    """Record ``value`` for metric ``key`` at ``step`` (default: the key's next step)."""
+    tracker = _active()
+    if tracker is not None:
+        tracker.log_metric(key, value, step)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Record several metrics at the same ``step``."""
+    tracker = _active()
+    if tracker is not None:
+        for key, value in metrics.items():
+            tracker.log_metric(key, value, step)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Record run parameters (written at once; later values replace earlier ones)."""
+    tracker = _active()
+    if tracker is not None and params:
+        tracker.store.log_params(tracker.run_id, params)
+
+
+def log_param(key: str, value: Any) -> None:
+    """Record one run parameter."""
+    log_params({key: value})
+
+
+def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> None:
+    """Copy a file or folder into the run's output; it is registered, with size and
+    sha256, when the attempt ends. ``name`` is the path inside the output
+    (default: the file's name) and cannot leave it."""
+    tracker = _active()
+    if tracker is None:
+        return
+    if tracker.output_dir is None:
+        raise RuntimeError("MLRT_OUTPUT_DIR is unset; this job has no output location")
+    source = Path(path)
+    root = tracker.output_dir.resolve()
+    target = (root / (name or source.name)).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise ValueError(f"artifact name {name!r} must stay inside the run's output")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
+
+
+def flush() -> None:
+    """Write buffered metric points now (also done every second and at exit)."""
+    if _tracker is not None:
+        _tracker.flush()

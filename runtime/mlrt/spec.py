@@ -1,0 +1,427 @@
+"""The training job spec: its schema, loading, ``--set`` overrides and validation.
+
+A spec is YAML with a Kubernetes-style envelope (``apiVersion: mlrt/v1``,
+``kind: TrainingJob``, ``metadata``, ``spec``). :func:`load_spec` reads one,
+applies overrides, and checks everything a user can get wrong before anything
+launches: structure and types (pydantic), then what only the installed
+plugins know (algorithm names, hyperparameters, backends, data URIs, report
+names). Every problem is reported at once, one line each, prefixed with its
+field path. The returned :class:`LoadedSpec` carries the spec as submitted and
+as resolved (defaults filled in, relative paths made absolute).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlrt.units import parse_cpu, parse_duration, parse_memory
+
+API_VERSION = "mlrt/v1"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Cpu = Annotated[float, BeforeValidator(parse_cpu)]
+
+
+def _check_memory(value: object) -> str:
+    parse_memory(value)
+    return str(value)
+
+
+Memory = Annotated[str, BeforeValidator(_check_memory)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Metadata(_Model):
+    """``metadata``: the job's name (lowercase letters, digits and dashes) and labels."""
+
+    name: str
+    labels: dict[str, str] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            )
+        return value
+
+
+class Channel(_Model):
+    """One data channel: where it is, its table format and which columns are label and id."""
+
+    uri: str
+    format: Literal["csv", "parquet"] | None = None
+    label: str | None = None
+    id: str | None = None
+
+
+def _channel_shorthand(value: object) -> object:
+    return {"uri": value} if isinstance(value, str) else value
+
+
+class Compute(_Model):
+    """``spec.compute``: where and on how much hardware the workers run."""
+
+    backend: str = "local"
+    workers: int = Field(1, ge=1)
+    cpu: Cpu | None = None
+    memory: Memory | None = None
+    gpus: int = Field(0, ge=0)
+
+
+class Output(_Model):
+    """``spec.output``: where artifacts go (``file://`` path); default: under MLRT_HOME."""
+
+    path: str | None = None
+
+
+class Stopping(_Model):
+    """``spec.stopping``: when a run is stopped even though it has not finished."""
+
+    max_runtime: Duration | None = None
+    max_epochs: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    metric: str | None = None
+    grace_period: Duration = 30.0
+
+
+class Retries(_Model):
+    """``spec.retries``: how many times a failed attempt is retried, with exponential backoff."""
+
+    max: int = Field(0, ge=0)
+    backoff: Duration = 1.0
+
+
+class MetricPattern(_Model):
+    """A metric read from the worker log: ``regex`` captures the value in its first group
+    (or a group named ``value``); an optional group named ``step`` gives the step."""
+
+    name: str
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if pattern.groups < 1:
+            raise ValueError("needs a capturing group around the value, e.g. 'loss=([0-9.]+)'")
+        return value
+
+
+class Baseline(_Model):
+    """The level a model is judged against, e.g. human-level accuracy."""
+
+    metric: str
+    value: float
+    source: str | None = None
+
+
+class TrainingJobSpec(_Model):
+    """``spec`` of a TrainingJob: what to run, on what data, with which settings."""
+
+    algorithm: str | None = None
+    image: str | None = None
+    command: list[str] | None = None
+    working_dir: str | None = None
+    env: dict[str, str] = {}
+    data: dict[str, Annotated[Channel, BeforeValidator(_channel_shorthand)]] = {}
+    hyperparameters: dict[str, Any] = {}
+    compute: Compute = Compute()
+    output: Output = Output()
+    stopping: Stopping = Stopping()
+    retries: Retries = Retries()
+    metrics: list[MetricPattern] = []
+    reports: list[str] = []
+    baseline: Baseline | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _one_entry_point(self) -> TrainingJobSpec:
+        if self.algorithm and self.command:
+            raise ValueError("set either algorithm or command, not both")
+        if not self.algorithm and not self.command and not self.image:
+            raise ValueError("set algorithm (a registered algorithm) or command (a program to run)")
+        return self
+
+    @field_validator("command")
+    @classmethod
+    def _non_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must name a program, e.g. [python, train.py]")
+        return value
+
+
+class TrainingJob(_Model):
+    """A whole TrainingJob document."""
+
+    api_version: Literal["mlrt/v1"] = Field(alias="apiVersion")
+    kind: Literal["TrainingJob"]
+    metadata: Metadata
+    spec: TrainingJobSpec
+
+
+class SpecError(Exception):
+    """The spec cannot run; ``problems`` has one line per problem, field path first."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclasses.dataclass
+class LoadedSpec:
+    """A validated spec with what mlrt needs to launch and record it."""
+
+    job: TrainingJob
+    source_text: str
+    source_path: Path | None
+    base_dir: Path
+    overrides: list[str]
+    hyperparameters: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.job.metadata.name
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec as it will run: defaults filled in, paths absolute, hyperparameters complete."""
+        data = self.job.model_dump(mode="json", by_alias=True)
+        data["spec"]["hyperparameters"] = self.hyperparameters
+        return data
+
+
+def apply_override(document: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.path=value`` override (value parsed as YAML) to ``document``."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise SpecError([f"--set {assignment}: expected KEY=VALUE, e.g. spec.hyperparameters.C=0.5"])
+    value = yaml.safe_load(text) if text.strip() else ""
+    parts = key.strip().split(".")
+    target: Any = document
+    for index, part in enumerate(parts[:-1]):
+        nxt = parts[index + 1]
+        if isinstance(target, list):
+            if not part.isdigit() or int(part) >= len(target):
+                raise SpecError([f"--set {assignment}: {'.'.join(parts[:index + 1])} is not an index of the list"])
+            target = target[int(part)]
+            continue
+        if not isinstance(target.get(part), (dict, list)):
+            target[part] = [] if nxt.isdigit() and part == "command" else {}
+        target = target[part]
+    last = parts[-1]
+    if isinstance(target, list):
+        if not last.isdigit() or int(last) > len(target):
+            raise SpecError([f"--set {assignment}: {key} is not an index of the list"])
+        if int(last) == len(target):
+            target.append(value)
+        else:
+            target[int(last)] = value
+    else:
+        target[last] = value
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return sorted(info.alias or name for name, info in model.model_fields.items())
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated/Optional and step into dict/list values to reach a model."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        return _unwrap(args[0])
+    if origin in (dict, list):
+        return (_unwrap(args[-1]),)  # a container: its items' type, wrapped in a tuple
+    if origin in (typing.Union, types.UnionType):
+        return next((_unwrap(a) for a in args if a is not type(None)), None)
+    return annotation
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model whose field is at ``loc`` (for 'allowed fields' hints)."""
+    node: Any = TrainingJob
+    for part in loc:
+        if isinstance(node, tuple):  # inside a dict or list: ``part`` is a key or index
+            node = node[0]
+            continue
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            return None
+        fields = {info.alias or name: info for name, info in node.model_fields.items()}
+        if part not in fields:
+            return None
+        node = _unwrap(fields[part].annotation)
+    if isinstance(node, tuple):
+        node = node[0]
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    path = ".".join(str(p) for p in loc) or "(document)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(loc[:-1])
+        hint = f" (allowed: {', '.join(_field_names(owner))})" if owner else ""
+        return f"{path}: unknown field{hint}"
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    shown = error.get("input")
+    if kind != "value_error" and shown is not None and not isinstance(shown, (dict, list)):
+        message += f", got {shown!r}"
+    return f"{path}: {message}"
+
+
+def _semantic_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """Checks only the installed plugins can answer; also resolves hyperparameters."""
+    from mlrt import plugins
+    from mlrt.algorithms import resolve_hyperparameters
+    from mlrt.data import uri_scheme
+
+    problems: list[str] = []
+    spec = document.get("spec") if isinstance(document.get("spec"), dict) else {}
+    resolved_hp: dict[str, Any] = {}
+
+    name = spec.get("algorithm")
+    hyperparameters = spec.get("hyperparameters")
+    if isinstance(name, str) and name:
+        registry = plugins.algorithms()
+        algorithm = registry.get(name)
+        if algorithm is None:
+            known = ", ".join(sorted(registry)) or "none installed"
+            problems.append(f"spec.algorithm: unknown algorithm {name!r} (registered: {known})")
+        elif isinstance(hyperparameters, dict):
+            resolved_hp, bad = resolve_hyperparameters(algorithm, hyperparameters)
+            problems += [f"spec.hyperparameters.{key}: {text}" for key, text in bad.items()]
+    elif isinstance(hyperparameters, dict):
+        resolved_hp = dict(hyperparameters)
+
+    compute = spec.get("compute") if isinstance(spec.get("compute"), dict) else {}
+    backend = compute.get("backend", "local")
+    launcher = plugins.launchers().get(backend) if isinstance(backend, str) else None
+    if isinstance(backend, str) and launcher is None:
+        known = ", ".join(sorted(plugins.launchers())) or "none installed"
+        problems.append(f"spec.compute.backend: unknown backend {backend!r} (registered: {known})")
+    if launcher is not None and spec.get("image") and not launcher.runs_images:
+        problems.append(
+            f"spec.image: the {backend} backend runs programs on this machine, not images;"
+            " remove image or choose a backend that runs containers"
+        )
+
+    output = spec.get("output") if isinstance(spec.get("output"), dict) else {}
+    out_path = output.get("path")
+    if isinstance(out_path, str) and "://" in out_path and not out_path.startswith("file://"):
+        problems.append(f"spec.output.path: only file:// outputs are supported in this version, got {out_path!r}")
+
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    schemes = plugins.data_schemes()
+    for channel, value in data.items():
+        uri = value.get("uri") if isinstance(value, dict) else value
+        if not isinstance(uri, str):
+            continue
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", str(channel)):
+            problems.append(f"spec.data.{channel}: channel names are letters, digits and '_'")
+        scheme = schemes.get(uri_scheme(uri))
+        if scheme is None:
+            known = ", ".join(f"{s}://" for s in sorted(schemes)) or "none installed"
+            problems.append(f"spec.data.{channel}: unsupported URI scheme in {uri!r} (supported: {known})")
+            continue
+        resolved = scheme.resolve(uri, base_dir)
+        entry = value if isinstance(value, dict) else {}
+        entry["uri"] = resolved
+        if entry.get("label") is None:
+            entry["label"] = scheme.default_label(resolved)
+        data[channel] = entry
+        problem = scheme.check(resolved)
+        if problem:
+            problems.append(f"spec.data.{channel}: {problem}")
+
+    reports = spec.get("reports")
+    if isinstance(reports, list):
+        known_reports = plugins.reports()
+        for index, report in enumerate(reports):
+            if isinstance(report, str) and report not in known_reports:
+                known = ", ".join(sorted(known_reports)) or "none installed"
+                problems.append(f"spec.reports.{index}: unknown report {report!r} (registered: {known})")
+    return problems, resolved_hp
+
+
+def _absolute(path_text: str, base_dir: Path) -> str:
+    path = Path(path_text).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def parse_document(
+    document: Any, *, source_text: str, source_path: Path | None, base_dir: Path, overrides: list[str]
+) -> LoadedSpec:
+    """Validate an already-parsed spec document (see :func:`load_spec`)."""
+    if not isinstance(document, dict):
+        raise SpecError(["(document): expected a mapping with apiVersion, kind, metadata and spec"])
+    for assignment in overrides:
+        apply_override(document, assignment)
+    problems, hyperparameters = _semantic_problems(document, base_dir)
+    job = None
+    try:
+        job = TrainingJob.model_validate(document)
+    except ValidationError as exc:
+        problems = [_describe_error(e) for e in exc.errors()] + problems
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+    assert job is not None
+    spec = job.spec
+    if spec.output.path:
+        out = spec.output.path
+        if out.startswith("file://"):
+            spec.output.path = "file://" + _absolute(out.removeprefix("file://"), base_dir)
+        elif "://" not in out:
+            spec.output.path = "file://" + _absolute(out, base_dir)
+    spec.working_dir = _absolute(spec.working_dir or ".", base_dir)
+    return LoadedSpec(
+        job=job,
+        source_text=source_text,
+        source_path=source_path,
+        base_dir=base_dir,
+        overrides=list(overrides),
+        hyperparameters=hyperparameters,
+    )
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
+    """Read, override and validate the spec file at ``path``; raise SpecError on any problem."""
+    source_path = Path(path)
+    try:
+        text = source_path.read_text()
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read the spec file ({exc.strerror})"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([f"{path}:{where}: not valid YAML ({problem})"]) from None
+    return parse_document(
+        document,
+        source_text=text,
+        source_path=source_path.resolve(),
+        base_dir=source_path.resolve().parent,
+        overrides=list(overrides),
+    )

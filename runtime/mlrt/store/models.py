@@ -1,0 +1,134 @@
+"""The metadata tables. The database is the source of truth for every job and run.
+
+Schema changes go through an alembic migration in ``mlrt/store/migrations``;
+``tests/test_store.py`` fails when these models and the migrations disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer
+from sqlmodel import Field, SQLModel
+
+
+# 64-bit on PostgreSQL; INTEGER on SQLite, where only that type autoincrements.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time in UTC (timezone-aware; every timestamp column stores UTC)."""
+    return datetime.now(timezone.utc)
+
+
+class Job(SQLModel, table=True):
+    """A submitted spec. A TrainingJob has exactly one run, whose id is the job's id."""
+
+    __tablename__ = "jobs"
+
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    kind: str
+    labels: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    spec_submitted: str
+    spec_resolved: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(SQLModel, table=True):
+    """One training run: its state, why it is in it, and who is driving it.
+
+    ``owner`` identifies the controller process that drives the run
+    (``host:pid:start-time``) and ``heartbeat_at`` when it last said it was
+    alive; a run whose owner is gone is failed by the next controller or
+    ``mlrt status`` that looks. ``cancel_requested`` is how ``mlrt cancel``
+    tells the owner to stop it. ``not_before`` delays a retry (backoff).
+    """
+
+    __tablename__ = "runs"
+
+    id: str = Field(primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True)
+    state: str = Field(index=True)
+    reason: str = ""
+    attempts: int = 0
+    max_attempts: int = 1
+    output_uri: str
+    record: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    owner: str | None = Field(default=None, index=True)
+    heartbeat_at: datetime | None = None
+    cancel_requested: bool = False
+    not_before: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class Attempt(SQLModel, table=True):
+    """One try at a run: the launch request, the backend's handle, and how it ended."""
+
+    __tablename__ = "attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    number: int
+    state: str
+    reason: str = ""
+    exit_code: int | None = None
+    backend: str
+    request: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    handle: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    log_dir: str
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+
+
+class Param(SQLModel, table=True):
+    """A run parameter (hyperparameters and anything logged with ``log_params``)."""
+
+    __tablename__ = "params"
+
+    run_id: str = Field(foreign_key="runs.id", primary_key=True)
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Metric(SQLModel, table=True):
+    """One metric point: ``key`` at ``step`` had ``value`` at ``timestamp``."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIG_ID)
+    run_id: str = Field(foreign_key="runs.id")
+    key: str
+    step: int = 0
+    value: float
+    timestamp: float
+
+
+class Artifact(SQLModel, table=True):
+    """A file a run produced, relative to its output prefix, with size and sha256."""
+
+    __tablename__ = "artifacts"
+
+    run_id: str = Field(foreign_key="runs.id", primary_key=True)
+    path: str = Field(primary_key=True)
+    uri: str
+    size: int = Field(sa_type=BigInteger)
+    sha256: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    """A state transition (or other notable moment) of a run, with its reason."""
+
+    __tablename__ = "events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    from_state: str | None = None
+    to_state: str | None = None
+    reason: str = ""

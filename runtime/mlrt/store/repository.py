@@ -1,0 +1,220 @@
+"""Reads and writes of the metadata store, in one place.
+
+Every state change of a run goes through :meth:`Store.transition`, which
+checks it against the state machine and writes the event row in the same
+transaction, so the event history and the run row never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sqlalchemy import delete, func, insert, update
+from sqlmodel import Session, col, select
+
+from mlrt.states import RunState, check_transition
+from mlrt.store.engine import create_db_engine, database_url, migrate
+from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Param, Run, utcnow
+
+
+class NotFound(LookupError):
+    """No job or run has the given id."""
+
+
+def param_text(value: Any) -> str:
+    """How a parameter value is stored: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class Store:
+    """The metadata database of jobs, runs, attempts, params, metrics, artifacts and events."""
+
+    def __init__(self, url: str | None = None, *, migrate_schema: bool = True):
+        self.url = database_url(url)
+        self.engine = create_db_engine(self.url)
+        if migrate_schema:
+            migrate(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+
+    # -- jobs and runs -------------------------------------------------------
+
+    def create_job(self, job: Job, run: Run, params: dict[str, Any]) -> None:
+        """Insert a job with its run (QUEUED) and initial params, and the first event."""
+        with self.session() as s:
+            s.add(job)
+            s.flush()
+            s.add(run)
+            s.flush()
+            s.add_all(Param(run_id=run.id, key=k, value=param_text(v)) for k, v in params.items())
+            s.add(Event(run_id=run.id, to_state=run.state, reason="submitted"))
+
+    def get_job(self, job_id: str) -> Job:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id!r}")
+            return job
+
+    def get_run(self, run_id: str) -> Run:
+        with self.session() as s:
+            run = s.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id!r}")
+            return run
+
+    def list_runs(self, *, limit: int = 50, states: Sequence[str] = (), job_id: str | None = None) -> list[Run]:
+        """Newest first."""
+        with self.session() as s:
+            query = select(Run).order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit)
+            if states:
+                query = query.where(col(Run.state).in_(list(states)))
+            if job_id:
+                query = query.where(Run.job_id == job_id)
+            return list(s.exec(query))
+
+    def active_runs(self, owner: str | None = None) -> list[Run]:
+        """Runs not yet terminal, optionally only those a given controller owns."""
+        terminal = [s.value for s in RunState if s.is_terminal()]
+        with self.session() as s:
+            query = select(Run).where(col(Run.state).not_in(terminal))
+            if owner is not None:
+                query = query.where(Run.owner == owner)
+            return list(s.exec(query.order_by(Run.created_at)))
+
+    def transition(self, run_id: str, to: RunState, reason: str, **fields: Any) -> Run:
+        """Move a run to ``to`` (checked against the state machine), record the event, set ``fields``."""
+        with self.session() as s:
+            run = s.get(Run, run_id, with_for_update=True)
+            if run is None:
+                raise NotFound(f"no run {run_id!r}")
+            current = RunState(run.state)
+            check_transition(current, to)
+            run.state = to.value
+            run.reason = reason
+            for key, value in fields.items():
+                setattr(run, key, value)
+            if to is RunState.RUNNING and run.started_at is None:
+                run.started_at = utcnow()
+            if to.is_terminal():
+                run.ended_at = utcnow()
+            s.add(Event(run_id=run_id, from_state=current.value, to_state=to.value, reason=reason))
+            return run
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run that are not its state (owner, record, cancel flag...)."""
+        with self.session() as s:
+            s.exec(update(Run).where(Run.id == run_id).values(**fields))  # type: ignore[call-overload]
+
+    def heartbeat(self, owner: str) -> None:
+        """Mark every active run owned by ``owner`` as still watched."""
+        with self.session() as s:
+            s.exec(update(Run).where(Run.owner == owner).values(heartbeat_at=utcnow()))  # type: ignore[call-overload]
+
+    def add_event(self, run_id: str, reason: str) -> None:
+        """Record something notable that is not a state change."""
+        with self.session() as s:
+            s.add(Event(run_id=run_id, reason=reason))
+
+    def events(self, run_id: str) -> list[Event]:
+        with self.session() as s:
+            return list(s.exec(select(Event).where(Event.run_id == run_id).order_by(Event.id)))
+
+    # -- attempts --------------------------------------------------------------
+
+    def add_attempt(self, attempt: Attempt) -> Attempt:
+        with self.session() as s:
+            s.add(attempt)
+            s.flush()
+            s.refresh(attempt)
+            return attempt
+
+    def update_attempt(self, attempt_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            s.exec(update(Attempt).where(Attempt.id == attempt_id).values(**fields))  # type: ignore[call-overload]
+
+    def finish_attempt(self, attempt_id: int, state: RunState, reason: str, exit_code: int | None) -> None:
+        with self.session() as s:
+            s.exec(
+                update(Attempt)
+                .where(Attempt.id == attempt_id)
+                .values(state=state.value, reason=reason, exit_code=exit_code, ended_at=utcnow())
+            )  # type: ignore[call-overload]
+
+    def attempts(self, run_id: str) -> list[Attempt]:
+        with self.session() as s:
+            return list(s.exec(select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.number)))
+
+    def latest_attempt(self, run_id: str) -> Attempt | None:
+        with self.session() as s:
+            query = select(Attempt).where(Attempt.run_id == run_id).order_by(col(Attempt.number).desc())
+            return s.exec(query.limit(1)).first()
+
+    # -- params, metrics, artifacts ------------------------------------------
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Insert or replace params of a run."""
+        if not params:
+            return
+        with self.session() as s:
+            s.exec(delete(Param).where(Param.run_id == run_id, col(Param.key).in_(list(params))))  # type: ignore[call-overload]
+            s.add_all(Param(run_id=run_id, key=k, value=param_text(v)) for k, v in params.items())
+
+    def params(self, run_id: str) -> dict[str, str]:
+        with self.session() as s:
+            return {p.key: p.value for p in s.exec(select(Param).where(Param.run_id == run_id))}
+
+    def insert_metrics(self, run_id: str, points: Iterable[tuple[str, int, float, float]]) -> int:
+        """Insert ``(key, step, value, timestamp)`` points in one batch; returns how many."""
+        rows = [{"run_id": run_id, "key": k, "step": st, "value": v, "timestamp": t} for k, st, v, t in points]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(Metric.__table__), rows)
+        return len(rows)
+
+    def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
+        with self.session() as s:
+            query = select(Metric).where(Metric.run_id == run_id)
+            if key:
+                query = query.where(Metric.key == key)
+            return list(s.exec(query.order_by(Metric.key, Metric.step, Metric.id)))
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        """The last value logged for each metric key of a run."""
+        with self.session() as s:
+            newest = (
+                select(Metric.key, func.max(Metric.id).label("id"))
+                .where(Metric.run_id == run_id)
+                .group_by(Metric.key)
+                .subquery()
+            )
+            rows = s.exec(select(Metric.key, Metric.value).join(newest, Metric.id == newest.c.id))
+            return {key: value for key, value in rows}
+
+    def max_steps(self, run_id: str) -> dict[str, int]:
+        """The highest step logged so far for each metric key (to continue a series)."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Metric.key, func.max(Metric.step)).where(Metric.run_id == run_id).group_by(Metric.key)
+            )
+            return {key: int(step) for key, step in rows}
+
+    def put_artifacts(self, artifacts: list[Artifact]) -> None:
+        """Insert or replace artifact rows (same run and path replaces)."""
+        if not artifacts:
+            return
+        with self.session() as s:
+            for artifact in artifacts:
+                s.merge(artifact)
+
+    def artifacts(self, run_id: str) -> list[Artifact]:
+        with self.session() as s:
+            return list(s.exec(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.path)))

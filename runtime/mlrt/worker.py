@@ -1,0 +1,145 @@
+"""The worker of an ``algorithm:`` job: ``python -m mlrt.worker``.
+
+It reads the container contract's environment, loads every data channel,
+calls the algorithm plugin's ``train``, then evaluates the model on every
+labelled channel (``train_accuracy``, ``validation_accuracy``, ...), saves the
+model and writes ``predictions.parquet`` (id, split, label, prediction and
+class scores per row) into ``MLRT_OUTPUT_DIR`` for reports. With
+``MLRT_SANITY=1`` it first trains on a small deterministic subsample and
+stops early with a clear reason if that fails. On an error it writes a
+one-line reason to ``MLRT_FAILURE_FILE`` (shown by ``mlrt status``) and
+exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import mlrt
+from mlrt import plugins
+from mlrt.algorithms import Algorithm, Dataset, TrainContext
+from mlrt.data import load_dataset
+from mlrt.submission import channel_env
+
+SANITY_ROWS = 200
+
+
+def say(message: str) -> None:
+    """One progress line in the worker log."""
+    print(f"[mlrt worker] {message}", flush=True)
+
+
+def load_channels(spec: dict[str, Any]) -> dict[str, Dataset]:
+    """Every channel of the spec, from the local paths the controller materialized."""
+    channels = {}
+    for name, channel in (spec.get("data") or {}).items():
+        path = Path(os.environ[channel_env(name)])
+        dataset = load_dataset(name, path, channel.get("format"), channel.get("label"), channel.get("id"))
+        labelled = "labelled" if dataset.labels is not None else "unlabelled"
+        say(f"channel {name}: {len(dataset)} rows x {dataset.features.shape[1]} features ({labelled})")
+        channels[name] = dataset
+    return channels
+
+
+def subsample(dataset: Dataset, rows: int, seed: int) -> Dataset:
+    """A deterministic random subsample of at most ``rows`` rows."""
+    if len(dataset) <= rows:
+        return dataset
+    index = dataset.features.sample(n=rows, random_state=seed).index
+    return Dataset(
+        name=dataset.name,
+        features=dataset.features.loc[index].reset_index(drop=True),
+        labels=None if dataset.labels is None else dataset.labels.loc[index].reset_index(drop=True),
+        ids=dataset.ids.loc[index].reset_index(drop=True),
+    )
+
+
+def sanity_check(algorithm: Algorithm, ctx: TrainContext) -> None:
+    """Train on a small subsample first, so a broken setup fails in seconds."""
+    from mlrt.evaluation import metrics_for
+
+    small = {name: subsample(ds, SANITY_ROWS, ctx.seed) for name, ds in ctx.channels.items()}
+    started = time.monotonic()
+    model = algorithm.train(
+        TrainContext(**{**vars(ctx), "channels": small, "log_metric": lambda *a, **k: None})
+    )
+    fit = metrics_for(algorithm.task, model, small["train"])
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in fit.items())
+    say(f"sanity check passed in {time.monotonic() - started:.2f}s on {len(small['train'])} rows: {shown}")
+
+
+def run() -> None:
+    """Train, evaluate, save and predict, as the module docstring says."""
+    import pandas as pd
+
+    from mlrt.evaluation import metrics_for, predictions_frame
+
+    spec = json.loads(os.environ["MLRT_SPEC"])
+    algorithm = plugins.algorithms()[spec["algorithm"]]
+    hyperparameters = json.loads(os.environ.get("MLRT_HYPERPARAMETERS", "{}"))
+    output_dir = Path(os.environ["MLRT_OUTPUT_DIR"])
+    checkpoint_dir = Path(os.environ["MLRT_CHECKPOINT_DIR"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    channels = load_channels(spec)
+    if "train" not in channels:
+        raise ValueError("algorithm jobs need a data channel named 'train'")
+    ctx = TrainContext(
+        hyperparameters=hyperparameters,
+        channels=channels,
+        output_dir=output_dir,
+        checkpoint_dir=checkpoint_dir,
+        seed=int(os.environ["MLRT_SEED"]),
+        stopping=spec.get("stopping") or {},
+        log_metric=mlrt.log_metric,
+        rank=int(os.environ.get("RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+    )
+    if os.environ.get("MLRT_SANITY") == "1":
+        try:
+            sanity_check(algorithm, ctx)
+        except Exception as exc:
+            raise RuntimeError(f"sanity check failed: {type(exc).__name__}: {exc}") from exc
+
+    say(f"training {algorithm.name} with {json.dumps(hyperparameters, sort_keys=True)}")
+    started = time.monotonic()
+    model = algorithm.train(ctx)
+    say(f"trained in {time.monotonic() - started:.2f}s")
+    if ctx.rank != 0:
+        return
+
+    frames = []
+    for name, dataset in channels.items():
+        metrics = metrics_for(algorithm.task, model, dataset)
+        mlrt.log_metrics({f"{name}_{key}": value for key, value in metrics.items()})
+        if metrics:
+            say(f"{name}: " + " ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
+        frames.append(predictions_frame(algorithm.task, model, dataset))
+    saved = algorithm.save(model, output_dir)
+    pd.concat(frames, ignore_index=True).to_parquet(output_dir / "predictions.parquet", index=False)
+    say(f"saved {', '.join(p.name for p in saved)} and predictions.parquet to {output_dir}")
+    mlrt.flush()
+
+
+def main() -> int:
+    try:
+        run()
+    except Exception as exc:
+        traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        failure_file = os.environ.get("MLRT_FAILURE_FILE")
+        if failure_file:
+            Path(failure_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(failure_file).write_text(reason + "\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
