@@ -63,7 +63,9 @@ def owner_alive(run: Run) -> bool:
         import psutil
 
         try:
-            return f"{psutil.Process(int(pid)).create_time():.2f}" == started
+            process = psutil.Process(int(pid))
+            # A killed controller whose parent has not reaped it yet is a zombie: gone.
+            return f"{process.create_time():.2f}" == started and process.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
     return run.heartbeat_at is not None and utcnow() - run.heartbeat_at < HEARTBEAT_STALE

@@ -272,6 +272,27 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return node if isinstance(node, type) and issubclass(node, BaseModel) else None
 
 
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "literal_error": "must be {expected}",
+}
+
+
 def _describe_error(error: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
     path = ".".join(str(p) for p in loc) or "(document)"
@@ -282,7 +303,9 @@ def _describe_error(error: dict[str, Any]) -> str:
         return f"{path}: unknown field{hint}"
     if kind == "missing":
         return f"{path}: required field is missing"
-    message = str(error["msg"]).removeprefix("Value error, ")
+    context = error.get("ctx") or {}
+    template = _MESSAGES.get(kind)
+    message = template.format(**context) if template else str(error["msg"]).removeprefix("Value error, ")
     message = message[:1].lower() + message[1:]
     shown = error.get("input")
     if kind != "value_error" and shown is not None and not isinstance(shown, (dict, list)):

@@ -1,0 +1,96 @@
+"""Shared fixtures: an isolated MLRT_HOME per test and helpers to drive the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from click.testing import CliRunner, Result
+
+MLRT_SCRIPT = Path(sys.executable).parent / "mlrt"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own MLRT_HOME (database, logs, caches, outputs)."""
+    home = tmp_path / "mlrt-home"
+    monkeypatch.setenv("MLRT_HOME", str(home))
+    monkeypatch.delenv("MLRT_DB", raising=False)
+    return home
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """Run ``mlrt ARGS...`` in-process through click's CliRunner."""
+    from mlrt.cli import _register, cli as root
+
+    _register()
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(root, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write a TrainingJob spec (and optional program files) into tmp_path; return its path."""
+
+    def write(spec: str, name: str = "job.yaml", files: dict[str, str] | None = None) -> Path:
+        for filename, content in (files or {}).items():
+            (tmp_path / filename).write_text(textwrap.dedent(content))
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(spec))
+        return path
+
+    return write
+
+
+def command_spec(name: str, command: str, extra: str = "") -> str:
+    """A command job spec; ``extra`` is more YAML under ``spec:`` (indented 2)."""
+    return f"apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {{name: {name}}}\nspec:\n  command: {command}\n{extra}"
+
+
+def run_json(cli: Callable[..., Result], run_id: str) -> dict[str, Any]:
+    result = cli("runs", "show", run_id, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def postgres_url() -> str | None:
+    """The test server's URL when PostgreSQL answers on 127.0.0.1:5432, else None."""
+    url = os.environ.get("MLRT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=2):
+            return url
+    except Exception:
+        return None
