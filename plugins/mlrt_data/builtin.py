@@ -163,12 +163,19 @@ class BuiltinScheme(DataScheme):
         """One line naming the unknown dataset, split or query parameter, else None."""
         return parse(uri)[1]
 
+    def local_path(self, uri: str, cache_dir: Path) -> Path | None:
+        """The CSV path ``materialize`` writes, computed without writing it."""
+        ref, _ = parse(uri)
+        if ref is None:
+            return None
+        return cache_dir / "builtin" / SOURCE / ref.name / str(ref.seed) / f"{ref.split}.csv"
+
     def materialize(self, uri: str, cache_dir: Path) -> Path:
         """Write the split's CSV under ``cache_dir`` unless it is there already; return its path."""
         ref, problem = parse(uri)
         if ref is None:
             raise ValueError(problem)
-        target = cache_dir / "builtin" / SOURCE / ref.name / str(ref.seed) / f"{ref.split}.csv"
+        target = self.local_path(uri, cache_dir)
         if not target.exists():
             _write_csv_atomically(split_frame(load_frame(ref.name), ref), target)
         return target

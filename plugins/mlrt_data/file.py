@@ -54,6 +54,10 @@ class FileScheme(DataScheme):
             return f"file not readable: {path}"
         return None
 
+    def local_path(self, uri: str, cache_dir: Path) -> Path | None:
+        """The path itself (local data is used in place)."""
+        return local_path(uri)
+
     def materialize(self, uri: str, cache_dir: Path) -> Path:
         """The path itself: local data is used in place, never copied into ``cache_dir``."""
         path = local_path(uri)

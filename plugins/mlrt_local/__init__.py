@@ -6,7 +6,9 @@ variables (``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``, ``WORLD_SIZE``,
 runs in its own session (signals reach its children too), writes stdout and
 stderr to its own log file, and is killed if the controller that started it
 dies (Linux parent-death signal), so no worker outlives the process that
-watches it. ``compute.cpu`` caps the math libraries' threads per worker.
+watches it. ``compute.cpu`` caps the math libraries' threads per worker, and
+the directory of the Python running mlrt comes first on ``PATH``, so
+``command: [python, train.py]`` uses mlrt's own environment.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class LocalLauncher(Launcher):
             env = {
                 **threads,
                 **ctx.env,
+                # ``python`` in a command means the interpreter running mlrt, even
+                # when its virtual environment is not activated.
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
                 "PYTHONUNBUFFERED": "1",
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),

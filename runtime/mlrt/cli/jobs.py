@@ -68,6 +68,23 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def metrics_table(metrics: dict[str, float], channels: list[str]) -> None:
+    """Metrics named ``<channel>_<metric>`` side by side per channel (train vs validation
+    gap at a glance); any other metrics in a column of their own."""
+    by_name: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        channel = next((c for c in channels if key.startswith(f"{c}_")), "")
+        name = key[len(channel) + 1 :] if channel else key
+        by_name.setdefault(name, {})[channel] = value
+    columns = [c for c in channels if any(c in v for v in by_name.values())]
+    if any("" in v for v in by_name.values()):
+        columns.append("")
+    rows = [
+        (name, *(number(v[c]) if c in v else None for c in columns)) for name, v in sorted(by_name.items())
+    ]
+    table(None, ["metric", *(c or "value" for c in columns)], rows)
+
+
 def _summary(app: App, run_id: str) -> None:
     from mlrt.records import RunRecord
 
@@ -79,8 +96,8 @@ def _summary(app: App, run_id: str) -> None:
     if record.state != "SUCCEEDED":
         click.echo(f"reason: {record.reason}")
     if record.metrics:
-        rows = [(key, number(value)) for key, value in sorted(record.metrics.items())]
-        table(None, ["metric", "value"], rows)
+        channels = list(app.store.get_job(record.job_id).spec_resolved["spec"]["data"])
+        metrics_table(record.metrics, channels)
     click.echo(f"details: mlrt runs show {record.id}   logs: mlrt logs {record.id}")
 
 

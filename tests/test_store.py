@@ -1,0 +1,112 @@
+"""The metadata store: migrations match the models, SQLite WAL, and the same code on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from conftest import command_spec, postgres_url
+from sqlalchemy import create_engine, text
+from sqlmodel import SQLModel
+
+import mlrt.store.engine as engine_module
+from mlrt.states import IllegalTransition, RunState
+from mlrt.store import Store
+from mlrt.store.migrations import HEAD_REVISION
+
+
+def test_migrations_produce_exactly_the_models(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/m.db")
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_head_revision_constant_matches_the_newest_migration():
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def test_sqlite_uses_wal_and_reopening_keeps_data(tmp_path):
+    url = f"sqlite:///{tmp_path}/wal.db"
+    store = Store(url)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        conn.execute(text("CREATE TABLE keep_me (x INTEGER)"))
+        conn.execute(text("INSERT INTO keep_me VALUES (42)"))
+        conn.commit()
+    again = Store(url)  # migrate() on an up-to-date database must not touch data
+    with again.engine.connect() as conn:
+        assert conn.execute(text("SELECT x FROM keep_me")).scalar() == 42
+
+
+def test_illegal_transitions_are_refused(cli, write_spec):
+    run = json.loads(cli("submit", str(write_spec(command_spec("t", "[python, -c, '0']"))), "--json").stdout)
+    store = Store()
+    with pytest.raises(IllegalTransition):
+        store.transition(run["id"], RunState.RUNNING, "from SUCCEEDED? never")
+    assert store.get_run(run["id"]).state == "SUCCEEDED"
+
+
+def test_default_database_lives_under_mlrt_home(cli, write_spec, home):
+    cli("submit", str(write_spec(command_spec("t", "[python, -c, '0']"))), "--json")
+    assert (home / "mlrt.db").is_file()
+
+
+def test_db_option_selects_another_database(cli, write_spec, tmp_path, home):
+    other = tmp_path / "elsewhere.db"
+    result = cli("--db", f"sqlite:///{other}", "submit", str(write_spec(command_spec("t", "[python, -c, '0']"))), "--json")
+    assert json.loads(result.stdout)["state"] == "SUCCEEDED"
+    assert other.is_file() and not (home / "mlrt.db").exists()
+
+
+@pytest.fixture
+def postgres_db():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"mlrt_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_job_runs_end_to_end_on_postgresql(cli, write_spec, postgres_db):
+    program = (
+        "import mlrt\n"
+        "for i in range(100):\n"
+        "    mlrt.log_metric('loss', 1 / (i + 1))\n"
+        "mlrt.log_params({'lr': 0.1})\n"
+        "print('done val=0.5')\n"
+    )
+    spec = write_spec(
+        command_spec("pg", "[python, pg.py]", "  metrics: [{name: val, regex: 'val=([0-9.]+)'}]\n"),
+        files={"pg.py": program},
+    )
+    result = cli("--db", postgres_db, "submit", str(spec), "--json")
+    run = json.loads(result.stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    points = json.loads(cli("--db", postgres_db, "metrics", run["id"], "--json").stdout)
+    assert len([p for p in points if p["key"] == "loss"]) == 100
+    assert [p["value"] for p in points if p["key"] == "val"] == [0.5]
+    details = json.loads(cli("--db", postgres_db, "runs", "show", run["id"], "--json").stdout)
+    assert details["params"]["lr"] == "0.1"
+    assert [e["to_state"] for e in details["events"] if e["to_state"]] == ["QUEUED", "STARTING", "RUNNING", "SUCCEEDED"]
+    store = Store(postgres_db)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
