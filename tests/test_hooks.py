@@ -165,7 +165,7 @@ def test_a_failing_run_finished_hook_is_an_event_not_a_failure(store: Store, tmp
         record = run_job(store, spec_file(tmp_path, command_spec("pass")))
     assert record.state == "SUCCEEDED"
     reasons = [event.reason for event in store.events(record.id)]
-    assert "mlrt_run_finished hook failed: notification service is down" in reasons
+    assert "mlrt_run_finished hook failed: RuntimeError: notification service is down" in reasons
 
 
 class BrokenStarted:
@@ -174,12 +174,6 @@ class BrokenStarted:
         raise RuntimeError("notification service is down")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="core bug: Controller._reconcile_queued calls mlrt_run_started without the try/except that "
-    "_notify_finished has, so the plugin's exception escapes run_until_done (hookspecs promise an event)",
-)
 def test_a_failing_run_started_hook_is_an_event_not_a_failure(store: Store, tmp_path: Path):
     with plugins.registered(BrokenStarted(), name="broken"):
         record = run_job(store, spec_file(tmp_path, command_spec("pass")))
@@ -302,16 +296,17 @@ def test_duplicate_algorithm_names_name_both_plugins():
     assert "'test.constant'" in message and "'first'" in message and "'second'" in message
 
 
-def test_duplicate_of_a_builtin_is_a_one_line_cli_error():
+def test_duplicate_between_two_plugins_is_a_one_line_cli_error():
     class Clash(Constant):
-        name = "sklearn.logistic_regression"
+        name = "acme.same_name"
 
-    with plugins.registered(AlgorithmPlugin(Clash()), name="clash"):
-        result = invoke("plugins")
+    with plugins.registered(AlgorithmPlugin(Clash()), name="clash-a"):
+        with plugins.registered(AlgorithmPlugin(Clash()), name="clash-b"):
+            result = invoke("plugins")
     assert result.exit_code == 2
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: algorithm 'sklearn.logistic_regression' is registered by both ")
-    assert "'sklearn'" in line and "'clash'" in line
+    assert line.startswith("error: algorithm 'acme.same_name' is registered by both ")
+    assert "'clash-a'" in line and "'clash-b'" in line
 
 
 def test_a_registration_without_a_name_is_a_plugin_error():
@@ -433,6 +428,7 @@ BROKEN = {
         "from mlrt import hookimpl\n\n@hookimpl\ndef mlrt_algorithms():\n"
         "    raise RuntimeError('cannot build my algorithms')\n"
     ),
+    "misspelled": "from mlrt import hookimpl\n\n@hookimpl\ndef mlrt_algorithm():\n    return []\n",
 }
 
 
@@ -458,23 +454,46 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_exit_2(tmp_path: Path, ho
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: plugins.get_plugin_manager calls pm.register outside its try, so pluggy's "
-    "PluginValidationError (a hookimpl argument the hookspec lacks) is a traceback with exit 1",
-)
 def test_a_hook_with_a_wrong_argument_is_one_line_and_exit_2(tmp_path: Path, home: Path):
     done = broken_plugin(tmp_path, home, "bad_argument")
     assert (done.returncode, "Traceback" in done.stderr) == (2, False), done.stderr
     assert done.stderr.startswith("error: ") and "bad_argument" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: plugins._collect calls each registration hook unguarded, so an exception "
-    "raised inside a plugin's mlrt_algorithms is a traceback with exit 1 instead of a PluginError",
-)
 def test_a_registration_hook_that_raises_is_one_line_and_exit_2(tmp_path: Path, home: Path):
     done = broken_plugin(tmp_path, home, "hook_raises")
     assert (done.returncode, "Traceback" in done.stderr) == (2, False), done.stderr
     assert done.stderr.startswith("error: ") and "hook_raises" in done.stderr
+
+
+def test_a_misspelled_hook_is_one_line_and_exit_2(tmp_path: Path, home: Path):
+    done = broken_plugin(tmp_path, home, "misspelled")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: plugin 'misspelled' implements a hook mlrt does not have")
+    assert "mlrt_algorithm" in done.stderr
+
+
+class FasterLocal:
+    """A third-party plugin that replaces the built-in ``local`` launcher by name."""
+
+    def __init__(self) -> None:
+        from mlrt_local import LocalLauncher
+
+        class Replacement(LocalLauncher):
+            description = "a replacement local launcher"
+
+        self.launcher = Replacement()
+
+    @hookimpl
+    def mlrt_launchers(self) -> list[Any]:
+        return [self.launcher]
+
+
+def test_an_installed_plugin_overrides_a_trylast_builtin_of_the_same_name():
+    replacement = FasterLocal()
+    with plugins.registered(replacement, name="faster-local"):
+        assert plugins.launchers()["local"] is replacement.launcher
+        provided = {row["name"]: row["provides"] for row in plugins.describe()}
+        assert provided["faster-local"] == {"launchers": ["local"]}
+        assert "launchers" not in provided["local"]
+    assert plugins.launchers()["local"] is not replacement.launcher

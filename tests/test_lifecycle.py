@@ -250,3 +250,27 @@ def test_command_job_outputs_become_artifacts_with_sha256(cli, write_spec):
     assert Path(artifacts[0]["uri"].removeprefix("file://")).is_file()
     events = [e["reason"] for e in run_json(cli, run["id"])["events"]]
     assert any("'escape' skipped" in reason for reason in events)
+
+
+def test_interrupting_submit_cancels_the_run(write_spec, tmp_path, home):
+    import subprocess
+
+    from conftest import MLRT_SCRIPT
+
+    program = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    spec = write_spec(command_spec("interrupted", "[python, sleeper.py]"), files={"sleeper.py": program})
+    process = subprocess.Popen(
+        [str(MLRT_SCRIPT), "submit", "-q", str(spec)],
+        env={**os.environ, "MLRT_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "CANCELLED" in out and "interrupted in the submitting terminal" in out
+    assert not pid_alive(worker)
+    run = Store().list_runs()[0]
+    assert run.state == "CANCELLED"

@@ -15,7 +15,7 @@ from mlrt_data.file import FileScheme
 __all__ = ["BuiltinScheme", "FileScheme", "mlrt_data_schemes"]
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def mlrt_data_schemes() -> list[DataScheme]:
     """The ``file`` and ``builtin`` schemes."""
     return [FileScheme(), BuiltinScheme()]

@@ -30,7 +30,7 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
 )
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def mlrt_algorithms() -> list[Algorithm]:
     """One instance of each algorithm in ``ALGORITHMS``."""
     return [algorithm() for algorithm in ALGORITHMS]

@@ -217,8 +217,7 @@ class Controller:
         self.store.transition(
             run.id, RunState.RUNNING, f"attempt {number}: {workers} worker{'s' * (workers > 1)} started"
         )
-        record = RunRecord.load(self.store, run.id)
-        plugins.get_plugin_manager().hook.mlrt_run_started(run=record)
+        self._notify(run.id, "mlrt_run_started")
 
     def _next_steps(self, run_id: str) -> dict[str, int]:
         return {key: step + 1 for key, step in self.store.max_steps(run_id).items()}
@@ -349,11 +348,14 @@ class Controller:
             self.store.add_event(run.id, f"artifact {path!r} skipped: it points outside the run's output")
 
     def _notify_finished(self, run_id: str) -> None:
-        record = RunRecord.load(self.store, run_id)
+        self._notify(run_id, "mlrt_run_finished")
+
+    def _notify(self, run_id: str, hook: str) -> None:
+        """Call a lifecycle hook; a plugin's exception becomes an event, never the run's fate."""
         try:
-            plugins.get_plugin_manager().hook.mlrt_run_finished(run=record)
-        except Exception as exc:  # a plugin's bug must not change the run's outcome
-            self.store.add_event(run_id, f"mlrt_run_finished hook failed: {exc}")
+            getattr(plugins.get_plugin_manager().hook, hook)(run=RunRecord.load(self.store, run_id))
+        except Exception as exc:
+            self.store.add_event(run_id, f"{hook} hook failed: {type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,12 +63,18 @@ def get_plugin_manager() -> pluggy.PluginManager:
             continue
         if pm.get_plugin(ep.name) is not None:
             continue
+        # A broken plugin stops every command with one line naming it, rather
+        # than a traceback or a silently missing algorithm.
         try:
-            plugin = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not hide the others
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-        pm.register(plugin, name=ep.name)
         _DISTRIBUTIONS[ep.name] = (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
+    try:
+        pm.check_pending()  # a misspelled hook name is an error, not a silent no-op
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin)
+        raise PluginError(f"plugin {name!r} implements a hook mlrt does not have: {exc}") from exc
     return pm
 
 
@@ -78,12 +84,19 @@ def _collect(kind: str) -> dict[str, tuple[Any, str]]:
     attr = _KEY_ATTR.get(kind, "name")
     found: dict[str, tuple[Any, str]] = {}
     caller = getattr(pm.hook, _KINDS[kind])
+    # Call order: tryfirst plugins first, trylast (built-in fallbacks) last.
     for impl in reversed(caller.get_hookimpls()):
-        for item in impl.function() or []:
+        try:
+            items = list(impl.function() or [])
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name!r} failed in {_KINDS[kind]}(): {exc}") from exc
+        for item in items:
             key = getattr(item, attr, None)
             if not isinstance(key, str) or not key:
                 raise PluginError(f"plugin {impl.plugin_name!r} registered a {kind[:-1]} without a {attr}")
             if key in found:
+                if impl.trylast:  # a fallback yields to the plugin that registered the name first
+                    continue
                 raise PluginError(
                     f"{kind[:-1]} {key!r} is registered by both {found[key][1]!r} and {impl.plugin_name!r}"
                 )
