@@ -40,6 +40,7 @@ from mlrt.store.models import Attempt, Run, utcnow
 from mlrt.submission import launch_context
 
 HEARTBEAT_EVERY = 2.0
+FIRST_POLL = 0.005
 # A run whose owner runs elsewhere counts as orphaned after this long without a heartbeat.
 HEARTBEAT_STALE = timedelta(seconds=30)
 # A QUEUED run nobody claimed (its submitter died before starting a controller).
@@ -116,7 +117,7 @@ class _Active:
 class Controller:
     """Drives the runs it owns; see the module docstring."""
 
-    def __init__(self, store: Store, *, poll_interval: float = 0.05):
+    def __init__(self, store: Store, *, poll_interval: float = 0.1):
         self.store = store
         self.poll_interval = poll_interval
         self.owner = process_identity()
@@ -142,13 +143,16 @@ class Controller:
         reap_orphans(self.store)
         for run_id in run_ids:
             self.claim(run_id)
+        delay = FIRST_POLL
         while True:
             self.reconcile()
             if on_tick is not None:
                 on_tick()
             if all(RunState(self.store.get_run(r).state).is_terminal() for r in run_ids):
                 return
-            time.sleep(self.poll_interval)
+            # Poll fast at first so short jobs finish promptly, then back off.
+            time.sleep(delay)
+            delay = min(self.poll_interval, delay * 1.5)
 
     def reconcile(self) -> None:
         """One pass over the runs this controller owns."""

@@ -20,19 +20,18 @@ _PACKAGES = ("mlrt", "numpy", "pandas", "scikit-learn", "scipy", "torch", "pyarr
 
 
 def git_state(directory: Path) -> dict[str, Any] | None:
-    """Commit, branch and dirty flag of the repository containing ``directory``, if any."""
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
+    """Commit and dirty flag (tracked files changed) of the repository holding ``directory``."""
     try:
-        commit = git("rev-parse", "HEAD")
-        root = git("rev-parse", "--show-toplevel")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        status = subprocess.run(
+            ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+            cwd=directory, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": dirty, "root": root}
+    commit = next((line.split()[2] for line in status if line.startswith("# branch.oid ")), None)
+    if commit is None or commit == "(initial)":
+        return None
+    return {"commit": commit, "dirty": any(not line.startswith("#") for line in status)}
 
 
 def package_versions(extra: list[str] = ()) -> dict[str, str]:

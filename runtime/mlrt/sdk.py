@@ -52,20 +52,25 @@ class _Tracker:
             self._store = Store(self.tracking_uri)
         return self._store
 
-    def log_metric(self, key: str, value: float, step: int | None) -> None:
-        if step is None:
-            with self._lock:
+    def log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
+        """Buffer points (one lock and one clock read for the whole dict)."""
+        now = time.time()
+        with self._lock:
+            if step is None:
                 if self._steps is None:
                     self._steps = self.store.max_steps(self.run_id)
-                step = self._steps.get(key, -1) + 1
-                self._steps[key] = step
-                self._buffer.append((key, step, float(value), time.time()))
-        else:
-            with self._lock:
-                if self._steps is not None and step > self._steps.get(key, -1):
-                    self._steps[key] = step
-                self._buffer.append((key, int(step), float(value), time.time()))
-        if len(self._buffer) >= FLUSH_AT:
+                for key, value in metrics.items():
+                    next_step = self._steps.get(key, -1) + 1
+                    self._steps[key] = next_step
+                    self._buffer.append((key, next_step, float(value), now))
+            else:
+                step = int(step)
+                for key, value in metrics.items():
+                    if self._steps is not None and step > self._steps.get(key, -1):
+                        self._steps[key] = step
+                    self._buffer.append((key, step, float(value), now))
+            full = len(self._buffer) >= FLUSH_AT
+        if full:
             self._wake.set()
 
     def flush(self) -> None:
@@ -112,15 +117,14 @@ def log_metric(key: str, value: float, step: int | None = None) -> None:
     """Record ``value`` for metric ``key`` at ``step`` (default: the key's next step)."""
     tracker = _active()
     if tracker is not None:
-        tracker.log_metric(key, value, step)
+        tracker.log_metrics({key: value}, step)
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Record several metrics at the same ``step``."""
     tracker = _active()
     if tracker is not None:
-        for key, value in metrics.items():
-            tracker.log_metric(key, value, step)
+        tracker.log_metrics(metrics, step)
 
 
 def log_params(params: dict[str, Any]) -> None:

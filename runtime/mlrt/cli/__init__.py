@@ -7,6 +7,8 @@ any state but SUCCEEDED makes ``submit`` exit 1.
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 from typing import Any
 
@@ -31,6 +33,10 @@ class App:
             from mlrt.store import Store
 
             self._store = Store(self.db)
+            # Start-up imports are done: keep their objects out of future
+            # collections and turn the collector back on (main() paused it).
+            gc.freeze()
+            gc.enable()
         return self._store
 
 
@@ -83,6 +89,27 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Exits with ``os._exit`` once output is flushed: every command has committed
+    its writes by then, and skipping interpreter teardown (hundreds of
+    SQLAlchemy and pydantic objects) takes a tenth of a second off each call.
+    """
+    # Importing SQLAlchemy, sqlmodel and pydantic allocates many objects; the
+    # cyclic collector running during start-up costs ~0.1 s and frees nothing.
+    gc.disable()
     _register()
-    cli()
+    try:
+        cli(standalone_mode=False)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        code = 1
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

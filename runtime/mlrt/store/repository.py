@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
 from mlrt.states import RunState, check_transition
@@ -174,10 +174,14 @@ class Store:
 
     def insert_metrics(self, run_id: str, points: Iterable[tuple[str, int, float, float]]) -> int:
         """Insert ``(key, step, value, timestamp)`` points in one batch; returns how many."""
-        rows = [{"run_id": run_id, "key": k, "step": st, "value": v, "timestamp": t} for k, st, v, t in points]
+        rows = [(run_id, key, step, value, stamp) for key, step, value, stamp in points]
         if rows:
+            # The driver's executemany with tuples: half the cost of SQLAlchemy's
+            # per-row parameter processing, which matters for SDK batches.
+            marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+            sql = f"INSERT INTO metrics (run_id, key, step, value, timestamp) VALUES ({', '.join([marker] * 5)})"
             with self.engine.begin() as conn:
-                conn.execute(insert(Metric.__table__), rows)
+                conn.exec_driver_sql(sql, rows)
         return len(rows)
 
     def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:

@@ -1,0 +1,181 @@
+"""Launch overhead of a no-op job: `mlrt submit --wait -q` vs the program run directly vs TorchX.
+
+Run it from an environment that has mlrt (and, for the comparison, torchx)
+installed -- see bench/README.md:
+
+    python bench/launch_overhead.py            # 20 repetitions
+    python bench/launch_overhead.py -n 50 --json bench/results/launch.json
+
+Every repetition runs the same program, ``<this python> noop.py`` (an empty
+script), three ways, interleaved so drift on the machine hits all three alike:
+
+* direct:  ``python noop.py``
+* mlrt:    ``mlrt submit --wait -q job.yaml`` (a ``command:`` job running it)
+* torchx:  ``torchx run --scheduler local_cwd utils.binary --entrypoint python noop.py``
+
+Wall time is measured around each whole command (process start to exit).
+One untimed warm-up of each comes first; mlrt's warm-up also creates the
+database, so its time is shown separately as "first submit". One fresh
+MLRT_HOME is used for the whole benchmark run and reused by every
+repetition, as a user's would be.
+
+Overhead = median(tool) - median(direct). Target: mlrt's median overhead
+under 0.5 s (TorchX measured about 1.45 s for a no-op).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_env, machine_line, median, peer_version, percentile, tool  # noqa: E402
+
+TARGET_OVERHEAD_S = 0.5
+
+JOB_YAML = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {{name: noop}}
+spec:
+  command: [{python}, noop.py]
+"""
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Seconds ``argv`` took from start to exit; raises if it failed."""
+    started = time.perf_counter()
+    result = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        output = result.stdout.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}:\n{output}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--repetitions", type=int, default=20, help="timed repetitions of each (default 20)")
+    parser.add_argument("--mlrt", default=tool("mlrt"), help="the mlrt executable (default: next to this python)")
+    parser.add_argument("--torchx", default=tool("torchx"), help="the torchx executable (default: next to this python)")
+    parser.add_argument("--no-torchx", action="store_true", help="skip the TorchX comparison")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep the caller's PYTHONDONTWRITEBYTECODE (every process then recompiles uncached source)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    args = parser.parse_args()
+
+    if not args.mlrt:
+        print("error: no mlrt executable found next to this python or on PATH (pass --mlrt)", file=sys.stderr)
+        return 2
+    python = sys.executable
+    workdir = Path(tempfile.mkdtemp(prefix="mlrt-bench-launch-"))
+    (workdir / "noop.py").write_text("")
+    (workdir / "job.yaml").write_text(JOB_YAML.format(python=json.dumps(python)))
+    env = bench_env(workdir, bytecode_cache=not args.no_bytecode_cache)
+    env["MLRT_HOME"] = str(workdir / "mlrt-home")
+    env.pop("MLRT_DB", None)
+
+    commands: dict[str, list[str]] = {
+        "direct": [python, "noop.py"],
+        "mlrt": [args.mlrt, "submit", "--wait", "-q", "job.yaml"],
+    }
+    torchx_note = None
+    if args.no_torchx:
+        torchx_note = "skipped (--no-torchx)"
+    elif not args.torchx:
+        torchx_note = "NOT RUN: torchx is not installed here (pip install -r bench/requirements.txt, see bench/README.md)"
+    else:
+        commands["torchx"] = [
+            args.torchx, "run", "--scheduler", "local_cwd", "utils.binary", "--entrypoint", python, "noop.py",
+        ]  # fmt: skip
+
+    print(f"launch overhead of a no-op job, {args.repetitions} repetitions; {machine_line()}")
+    print(f"workdir {workdir}  (MLRT_HOME={env['MLRT_HOME']})")
+    print(f"bytecode cache: {'off (caller env kept)' if args.no_bytecode_cache else 'on (PYTHONPYCACHEPREFIX in workdir)'}")
+
+    warmup: dict[str, float] = {}
+    for name, argv in list(commands.items()):
+        try:
+            warmup[name] = timed(argv, workdir, env)
+        except (RuntimeError, OSError) as exc:
+            if name != "torchx":
+                raise
+            torchx_note = f"NOT RUN: torchx failed here: {str(exc).strip().splitlines()[-1]}"
+            del commands["torchx"]
+
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(args.repetitions):
+        for name, argv in commands.items():
+            samples[name].append(timed(argv, workdir, env))
+
+    # Check that every mlrt submission really made a SUCCEEDED run in the one database.
+    import sqlite3
+
+    with sqlite3.connect(workdir / "mlrt-home" / "mlrt.db") as db:
+        succeeded = db.execute("SELECT COUNT(*) FROM runs WHERE state = 'SUCCEEDED'").fetchone()[0]
+    expected_runs = args.repetitions + 1
+
+    direct_median = median(samples["direct"])
+    print()
+    print(f"{'command':<8} {'median s':>9} {'p90 s':>8} {'min s':>8} {'max s':>8} {'overhead s':>11}  first run s (cold)")
+    figures: dict[str, dict[str, float]] = {}
+    for name, values in samples.items():
+        row = {
+            "median_s": median(values),
+            "p90_s": percentile(values, 90),
+            "min_s": min(values),
+            "max_s": max(values),
+            "overhead_median_s": median(values) - direct_median,
+            "first_run_s": warmup[name],
+        }
+        figures[name] = row
+        print(
+            f"{name:<8} {row['median_s']:>9.3f} {row['p90_s']:>8.3f} {row['min_s']:>8.3f} {row['max_s']:>8.3f} "
+            f"{row['overhead_median_s'] if name != 'direct' else 0:>11.3f}  {row['first_run_s']:.3f}"
+        )
+    print()
+    mlrt_overhead = figures["mlrt"]["overhead_median_s"]
+    verdict = "MET" if mlrt_overhead < TARGET_OVERHEAD_S else "MISSED"
+    print(f"mlrt median overhead: {mlrt_overhead:.3f} s  (target < {TARGET_OVERHEAD_S} s: {verdict})")
+    print(f"mlrt runs SUCCEEDED in the database: {succeeded} of {expected_runs} submitted")
+    cold_note = "creates and migrates the database" + (
+        "; also fills the fresh bytecode cache" if not args.no_bytecode_cache else ""
+    )
+    print(f"mlrt first submit ({cold_note}): {warmup['mlrt']:.3f} s")
+    result = {
+        "repetitions": args.repetitions,
+        "machine": machine_line(),
+        "bytecode_cache": not args.no_bytecode_cache,
+        "figures": figures,
+        "mlrt_runs_succeeded": succeeded,
+        "mlrt_target_met": mlrt_overhead < TARGET_OVERHEAD_S,
+    }
+    if "torchx" in figures:
+        torchx_overhead = figures["torchx"]["overhead_median_s"]
+        ratio = mlrt_overhead / torchx_overhead if torchx_overhead > 0 else float("nan")
+        print(
+            f"torchx {peer_version('torchx') or '?'} median overhead: {torchx_overhead:.3f} s; "
+            f"mlrt/torchx overhead ratio: {ratio:.2f} (torchx is {1 / ratio:.1f}x mlrt's overhead)"
+        )
+        result["torchx_version"] = peer_version("torchx")
+        result["mlrt_to_torchx_overhead_ratio"] = ratio
+    else:
+        print(f"torchx: {torchx_note}")
+        result["torchx"] = torchx_note
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if succeeded == expected_runs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
