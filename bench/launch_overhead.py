@@ -91,7 +91,9 @@ def main() -> int:
     if args.no_torchx:
         torchx_note = "skipped (--no-torchx)"
     elif not args.torchx:
-        torchx_note = "NOT RUN: torchx is not installed here (pip install -r bench/requirements.txt, see bench/README.md)"
+        torchx_note = (
+            "NOT RUN: torchx is not installed here (pip install -r bench/requirements.txt, see bench/README.md)"
+        )
     else:
         commands["torchx"] = [
             args.torchx, "run", "--scheduler", "local_cwd", "utils.binary", "--entrypoint", python, "noop.py",
@@ -99,7 +101,9 @@ def main() -> int:
 
     print(f"launch overhead of a no-op job, {args.repetitions} repetitions; {machine_line()}")
     print(f"workdir {workdir}  (MLRT_HOME={env['MLRT_HOME']})")
-    print(f"bytecode cache: {'off (caller env kept)' if args.no_bytecode_cache else 'on (PYTHONPYCACHEPREFIX in workdir)'}")
+    print(
+        f"bytecode cache: {'off (caller env kept)' if args.no_bytecode_cache else 'on (PYTHONPYCACHEPREFIX in workdir)'}"
+    )
 
     warmup: dict[str, float] = {}
     for name, argv in list(commands.items()):
@@ -125,7 +129,9 @@ def main() -> int:
 
     direct_median = median(samples["direct"])
     print()
-    print(f"{'command':<8} {'median s':>9} {'p90 s':>8} {'min s':>8} {'max s':>8} {'overhead s':>11}  first run s (cold)")
+    print(
+        f"{'command':<8} {'median s':>9} {'p90 s':>8} {'min s':>8} {'max s':>8} {'overhead s':>11}  first run s (cold)"
+    )
     figures: dict[str, dict[str, float]] = {}
     for name, values in samples.items():
         row = {

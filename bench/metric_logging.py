@@ -91,7 +91,12 @@ def child_mlrt(case: str, n: int) -> dict:
     else:
         raise ValueError(case)
     done = time.perf_counter()
-    return {"points": n, "seconds": done - started, "call_seconds": logged - started, "run_id": os.environ["MLRT_RUN_ID"]}
+    return {
+        "points": n,
+        "seconds": done - started,
+        "call_seconds": logged - started,
+        "run_id": os.environ["MLRT_RUN_ID"],
+    }
 
 
 def child_mlflow(case: str, n: int, db_path: str) -> dict:
@@ -148,10 +153,21 @@ def count_rows(db_path: Path, table: str, run_column: str, run_id: str) -> int:
 
 def run_mlrt_case(case: str, n: int, workdir: Path, env: dict[str, str], mlrt: str) -> dict:
     out = workdir / f"mlrt-{case}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", f"mlrt:{case}", "--points", str(n), "--out", str(out)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        f"mlrt:{case}",
+        "--points",
+        str(n),
+        "--out",
+        str(out),
+    ]
     spec = workdir / f"job-{case}.yaml"
     spec.write_text(JOB_YAML.format(name=f"bench-{case}", command=json.dumps(command)))
-    result = subprocess.run([mlrt, "submit", "--wait", "-q", str(spec)], cwd=workdir, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [mlrt, "submit", "--wait", "-q", str(spec)], cwd=workdir, env=env, capture_output=True, text=True
+    )
     if result.returncode != 0 or not out.exists():
         raise RuntimeError(f"mlrt case {case} failed (exit {result.returncode}): {result.stdout}{result.stderr}")
     figures = json.loads(out.read_text())
@@ -177,7 +193,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=100_000, help="points per mlrt case (default 100,000)")
     parser.add_argument("--mlflow-points", type=int, default=2_000, help="points for MLflow one-by-one (default 2,000)")
-    parser.add_argument("--mlflow-batch-points", type=int, default=20_000, help="points for MLflow log_batch (default 20,000)")
+    parser.add_argument(
+        "--mlflow-batch-points", type=int, default=20_000, help="points for MLflow log_batch (default 20,000)"
+    )
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow comparison")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -224,7 +242,9 @@ def main() -> int:
     for side, case, label, n in cases:
         print(f"  running {side} {case} ({n:,} points)...", flush=True)
         try:
-            figures = run_mlrt_case(case, n, workdir, env, mlrt) if side == "mlrt" else run_mlflow_case(case, n, workdir, env)
+            figures = (
+                run_mlrt_case(case, n, workdir, env, mlrt) if side == "mlrt" else run_mlflow_case(case, n, workdir, env)
+            )
         except RuntimeError as exc:
             if side == "mlrt":
                 raise
@@ -258,12 +278,16 @@ def main() -> int:
         "all_points_in_db": ok,
         "batched_target_met": batched >= TARGET_BATCHED,
     }
-    print(f"mlrt batched: {batched:,.0f} points/s (target >= {TARGET_BATCHED:,}: {'MET' if batched >= TARGET_BATCHED else 'MISSED'})")
+    print(
+        f"mlrt batched: {batched:,.0f} points/s (target >= {TARGET_BATCHED:,}: {'MET' if batched >= TARGET_BATCHED else 'MISSED'})"
+    )
     if ("mlflow", "one") in by_key:
         ratio_one = one / by_key[("mlflow", "one")]["points_per_s"]
         met = ratio_one >= TARGET_ONE_BY_ONE_RATIO
         print(f"mlflow {peer_version('mlflow')}:")
-        print(f"  one-by-one: mlrt/mlflow = {ratio_one:,.1f}x (target >= {TARGET_ONE_BY_ONE_RATIO}x: {'MET' if met else 'MISSED'})")
+        print(
+            f"  one-by-one: mlrt/mlflow = {ratio_one:,.1f}x (target >= {TARGET_ONE_BY_ONE_RATIO}x: {'MET' if met else 'MISSED'})"
+        )
         summary["mlflow_version"] = peer_version("mlflow")
         summary["ratio_one_by_one"] = ratio_one
         summary["one_by_one_target_met"] = met

@@ -33,7 +33,10 @@ LAYERS = [
     ("import click", "import click"),
     ("import mlrt.cli (+ plugins, commands)", "from mlrt.cli import _register; _register()"),
     ("  + mlrt.spec (pydantic, yaml)", "from mlrt.cli import _register; _register(); import mlrt.spec"),
-    ("  + mlrt.store (sqlalchemy, sqlmodel, models)", "from mlrt.cli import _register; _register(); import mlrt.spec, mlrt.store"),
+    (
+        "  + mlrt.store (sqlalchemy, sqlmodel, models)",
+        "from mlrt.cli import _register; _register(); import mlrt.spec, mlrt.store",
+    ),
     (
         "  + controller, submission, records (all of submit)",
         "from mlrt.cli import _register; _register(); import mlrt.spec, mlrt.store, mlrt.controller, "
@@ -79,7 +82,9 @@ def main() -> int:
     )
     mlrt = tool("mlrt")
     timed([mlrt, "submit", "-q", "job.yaml"], workdir, env)  # creates the database
-    phases: dict[str, list[float]] = {k: [] for k in ("total", "start->submitted", "submitted->RUNNING", "RUNNING->SUCCEEDED", "SUCCEEDED->exit")}
+    phases: dict[str, list[float]] = {
+        k: [] for k in ("total", "start->submitted", "submitted->RUNNING", "RUNNING->SUCCEEDED", "SUCCEEDED->exit")
+    }
     db = sqlite3.connect(workdir / "mlrt-home" / "mlrt.db")
     for _ in range(args.n):
         total, start, end = timed([mlrt, "submit", "-q", "job.yaml"], workdir, env)

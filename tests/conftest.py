@@ -7,8 +7,9 @@ import os
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -28,7 +29,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     """Run ``mlrt ARGS...`` in-process through click's CliRunner."""
-    from mlrt.cli import _register, cli as root
+    from mlrt.cli import _register
+    from mlrt.cli import cli as root
 
     _register()
     runner = CliRunner()

@@ -37,7 +37,6 @@ from mlrt.store import Store
 from mlrt.submission import submit
 from mlrt_local import LocalLauncher
 
-
 # ``home`` (conftest, autouse) points MLRT_HOME at a fresh folder for every test.
 
 
@@ -361,7 +360,9 @@ class LauncherPlugin:
 
 def test_a_registered_launcher_plans_for_validate_and_launches_for_submit(store: Store, tmp_path: Path):
     plugin = LauncherPlugin()
-    spec = spec_file(tmp_path, command_spec("import os; assert os.environ['RANK'] == '0'", compute={"backend": "recording"}))
+    spec = spec_file(
+        tmp_path, command_spec("import os; assert os.environ['RANK'] == '0'", compute={"backend": "recording"})
+    )
     with plugins.registered(plugin, name="recording"):
         result = invoke("validate", "--json", str(spec))
         assert result.exit_code == 0, result.output

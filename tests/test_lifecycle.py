@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 from conftest import command_spec, pid_alive, run_json, wait_for
-
 from mlrt.store import Store
 
 

@@ -14,7 +14,10 @@ def test_outside_a_job_the_sdk_warns_once_and_records_nothing(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRT_")}
     result = subprocess.run(
         [sys.executable, "-c", "import mlrt\nfor i in range(3): mlrt.log_metric('a', i)\nmlrt.log_params({'x': 1})"],
-        env={**env, "MLRT_HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+        env={**env, "MLRT_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0
     assert result.stderr.count("not inside an mlrt job") == 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import command_spec
 
+from conftest import command_spec
 from mlrt.store import Store
 
 GOOD = """\
@@ -28,7 +28,10 @@ spec:
         ("spec.compute.workers=two", "spec.compute.workers: expected an integer, got 'two'"),
         ("spec.compute.workers=-1", "spec.compute.workers: must be >= 1, got -1"),
         ("spec.algorithm=sklearn.nope", "spec.algorithm: unknown algorithm 'sklearn.nope' (registered: "),
-        ("spec.hyperparameters.gamma=1", "spec.hyperparameters.gamma: unknown hyperparameter for sklearn.logistic_regression (allowed: C,"),
+        (
+            "spec.hyperparameters.gamma=1",
+            "spec.hyperparameters.gamma: unknown hyperparameter for sklearn.logistic_regression (allowed: C,",
+        ),
         ("spec.hyperparameters.C=high", "spec.hyperparameters.C: must be a float"),
         ("spec.data.train=file://./missing.csv", "spec.data.train: file not found: "),
         ("spec.stopping.max_runtime=soon", "spec.stopping.max_runtime: expected a duration such as 90s"),

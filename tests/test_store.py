@@ -11,11 +11,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import command_spec, postgres_url
 from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel
 
 import mlrt.store.engine as engine_module
+from conftest import command_spec, postgres_url
 from mlrt.states import IllegalTransition, RunState
 from mlrt.store import Store
 from mlrt.store.migrations import HEAD_REVISION
@@ -61,7 +61,9 @@ def test_default_database_lives_under_mlrt_home(cli, write_spec, home):
 
 def test_db_option_selects_another_database(cli, write_spec, tmp_path, home):
     other = tmp_path / "elsewhere.db"
-    result = cli("--db", f"sqlite:///{other}", "submit", str(write_spec(command_spec("t", "[python, -c, '0']"))), "--json")
+    result = cli(
+        "--db", f"sqlite:///{other}", "submit", str(write_spec(command_spec("t", "[python, -c, '0']"))), "--json"
+    )
     assert json.loads(result.stdout)["state"] == "SUCCEEDED"
     assert other.is_file() and not (home / "mlrt.db").exists()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from conftest import MLRT_SCRIPT, command_spec, run_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +19,11 @@ def test_quickstart_through_the_console_script(home):
     env = {**os.environ, "MLRT_HOME": str(home)}
     result = subprocess.run(
         [str(MLRT_SCRIPT), "submit", "job_specs/quickstart.yaml"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "SUCCEEDED" in result.stdout
@@ -98,7 +103,11 @@ def test_sanity_flag_trains_a_subsample_first(cli, write_spec):
 
 def test_sanity_failure_stops_early_with_the_reason(cli, write_spec, tmp_path):
     pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": [1, 1, 1, 1]}).to_csv(tmp_path / "one.csv", index=False)
-    spec = write_spec(command_spec("x", "[x]").replace("command: [x]", "algorithm: sklearn.logistic_regression\n  data: {train: one.csv}"))
+    spec = write_spec(
+        command_spec("x", "[x]").replace(
+            "command: [x]", "algorithm: sklearn.logistic_regression\n  data: {train: one.csv}"
+        )
+    )
     run = json.loads(cli("submit", str(spec), "--sanity", "--json").stdout)
     assert run["state"] == "FAILED"
     assert "sanity check failed" in run["reason"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mlrt import hookimpl
-from mlrt.launchers import LaunchContext, LaunchError, Launcher, LaunchRequest, WorkerRequest, WorkerStatus
+from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.states import RunState
 
 _PR_SET_PDEATHSIG = 1
@@ -133,7 +133,9 @@ class LocalLauncher(Launcher):
                     WorkerStatus(
                         worker["rank"],
                         RunState.RUNNING if _alive(worker["pid"]) else RunState.FAILED,
-                        reason="" if _alive(worker["pid"]) else "the worker process is gone; its exit status is unknown",
+                        reason=""
+                        if _alive(worker["pid"])
+                        else "the worker process is gone; its exit status is unknown",
                     )
                 )
                 continue
@@ -143,7 +145,9 @@ class LocalLauncher(Launcher):
             elif code == 0:
                 statuses.append(WorkerStatus(worker["rank"], RunState.SUCCEEDED, exit_code=0))
             else:
-                statuses.append(WorkerStatus(worker["rank"], RunState.FAILED, exit_code=code, reason=describe_exit(code)))
+                statuses.append(
+                    WorkerStatus(worker["rank"], RunState.FAILED, exit_code=code, reason=describe_exit(code))
+                )
         return statuses
 
     def stop(self, handle: dict[str, Any], grace_period: float) -> None:

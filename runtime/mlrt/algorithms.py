@@ -157,9 +157,7 @@ class Algorithm(abc.ABC):
         return [path]
 
 
-def resolve_hyperparameters(
-    algorithm: Algorithm, values: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
+def resolve_hyperparameters(algorithm: Algorithm, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Check ``values`` against ``algorithm``'s schema.
 
     Returns ``(resolved, problems)``: ``resolved`` holds every declared

@@ -25,13 +25,14 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlrt import plugins
 from mlrt.artifacts import collect
-from mlrt.launchers import LaunchError, Launcher
+from mlrt.launchers import Launcher, LaunchError
 from mlrt.logscan import LogMetricScanner, last_line
 from mlrt.records import RunRecord
 from mlrt.states import RunState
@@ -187,9 +188,7 @@ class Controller:
         spec = resolved["spec"]
         try:
             paths = self._materialize(run, spec)
-            ctx = launch_context(
-                resolved, run.id, number, self.store.url, paths, sanity=bool(run.record.get("sanity"))
-            )
+            ctx = launch_context(resolved, run.id, number, self.store.url, paths, sanity=bool(run.record.get("sanity")))
             launcher = plugins.launchers()[spec["compute"]["backend"]]
             request = launcher.plan(ctx)
         except Exception as exc:

@@ -70,9 +70,7 @@ def infer_format(path: Path, declared: str | None) -> str:
     return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
 
 
-def load_dataset(
-    name: str, path: Path, fmt: str | None, label: str | None, id_column: str | None
-) -> Dataset:
+def load_dataset(name: str, path: Path, fmt: str | None, label: str | None, id_column: str | None) -> Dataset:
     """Load a CSV or Parquet channel into features, labels and ids.
 
     A folder is read as every ``*.csv``/``*.parquet`` file in it, in name
@@ -83,7 +81,11 @@ def load_dataset(
 
     from mlrt.algorithms import Dataset
 
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".parquet", ".pq")) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".parquet", ".pq"))
+        if path.is_dir()
+        else [path]
+    )
     frames = []
     for file in files:
         kind = infer_format(file, fmt)

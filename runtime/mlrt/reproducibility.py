@@ -24,7 +24,11 @@ def git_state(directory: Path) -> dict[str, Any] | None:
     try:
         status = subprocess.run(
             ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
-            cwd=directory, capture_output=True, text=True, timeout=10, check=True,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -219,7 +219,7 @@ def apply_override(document: dict[str, Any], assignment: str) -> None:
         nxt = parts[index + 1]
         if isinstance(target, list):
             if not part.isdigit() or int(part) >= len(target):
-                raise SpecError([f"--set {assignment}: {'.'.join(parts[:index + 1])} is not an index of the list"])
+                raise SpecError([f"--set {assignment}: {'.'.join(parts[: index + 1])} is not an index of the list"])
             target = target[int(part)]
             continue
         if not isinstance(target.get(part), (dict, list)):

@@ -30,15 +30,11 @@ class RunState(str, enum.Enum):
         return self.value
 
 
-TERMINAL_STATES = frozenset(
-    {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.TIMED_OUT}
-)
+TERMINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.TIMED_OUT})
 
 _ALLOWED: dict[RunState, frozenset[RunState]] = {
     RunState.QUEUED: frozenset({RunState.STARTING, RunState.CANCELLED, RunState.FAILED}),
-    RunState.STARTING: frozenset(
-        {RunState.RUNNING, RunState.QUEUED, RunState.FAILED, RunState.CANCELLED}
-    ),
+    RunState.STARTING: frozenset({RunState.RUNNING, RunState.QUEUED, RunState.FAILED, RunState.CANCELLED}),
     RunState.RUNNING: frozenset(
         {
             RunState.SUCCEEDED,
@@ -59,4 +55,3 @@ def check_transition(current: RunState, target: RunState) -> None:
     """Raise IllegalTransition unless ``current -> target`` is allowed."""
     if target not in _ALLOWED.get(current, frozenset()):
         raise IllegalTransition(f"a run cannot go from {current} to {target}")
-

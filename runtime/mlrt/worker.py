@@ -66,9 +66,7 @@ def sanity_check(algorithm: Algorithm, ctx: TrainContext) -> None:
 
     small = {name: subsample(ds, SANITY_ROWS, ctx.seed) for name, ds in ctx.channels.items()}
     started = time.monotonic()
-    model = algorithm.train(
-        TrainContext(**{**vars(ctx), "channels": small, "log_metric": lambda *a, **k: None})
-    )
+    model = algorithm.train(TrainContext(**{**vars(ctx), "channels": small, "log_metric": lambda *a, **k: None}))
     fit = metrics_for(algorithm.task, model, small["train"])
     shown = ", ".join(f"{k}={v:.4g}" for k, v in fit.items())
     say(f"sanity check passed in {time.monotonic() - started:.2f}s on {len(small['train'])} rows: {shown}")

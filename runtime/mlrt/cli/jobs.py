@@ -79,9 +79,7 @@ def metrics_table(metrics: dict[str, float], channels: list[str]) -> None:
     columns = [c for c in channels if any(c in v for v in by_name.values())]
     if any("" in v for v in by_name.values()):
         columns.append("")
-    rows = [
-        (name, *(number(v[c]) if c in v else None for c in columns)) for name, v in sorted(by_name.items())
-    ]
+    rows = [(name, *(number(v[c]) if c in v else None for c in columns)) for name, v in sorted(by_name.items())]
     table(None, ["metric", *(c or "value" for c in columns)], rows)
 
 
@@ -109,7 +107,9 @@ def _summary(app: App, run_id: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; print only the run id and the outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run as JSON.")
 @pass_app
-def submit(app: App, spec_file: str, overrides: tuple[str, ...], wait: bool, sanity: bool, quiet: bool, as_json: bool) -> None:
+def submit(
+    app: App, spec_file: str, overrides: tuple[str, ...], wait: bool, sanity: bool, quiet: bool, as_json: bool
+) -> None:
     """Validate SPEC_FILE, queue it as a job and run it.
 
     With --detach the job runs in a background controller; follow it with
@@ -118,7 +118,8 @@ def submit(app: App, spec_file: str, overrides: tuple[str, ...], wait: bool, san
     from mlrt.controller import process_identity
     from mlrt.records import RunRecord
     from mlrt.spec import load_spec
-    from mlrt.submission import log_dir, submit as submit_job
+    from mlrt.submission import log_dir
+    from mlrt.submission import submit as submit_job
 
     loaded = load_spec(spec_file, overrides)
     run_id = submit_job(app.store, loaded, sanity=sanity)
@@ -217,7 +218,14 @@ def status(app: App, run_id: str | None, limit: int, as_json: bool) -> None:
             echo_json([r.to_dict() for r in records])
             return
         rows = [
-            (r.id, styled_state(r.state), f"{r.attempts}/{r.max_attempts}", r.created_at.strftime("%Y-%m-%d %H:%M:%S"), seconds(r.duration()), r.reason)
+            (
+                r.id,
+                styled_state(r.state),
+                f"{r.attempts}/{r.max_attempts}",
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                seconds(r.duration()),
+                r.reason,
+            )
             for r in records
         ]
         table("runs", ["run", "state", "attempts", "created (UTC)", "duration", "reason"], rows)

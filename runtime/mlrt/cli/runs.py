@@ -26,11 +26,16 @@ def runs(ctx: click.Context) -> None:
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
-def list_runs(app: App, states: tuple[str, ...] = (), job_id: str | None = None, limit: int = 50, as_json: bool = False) -> None:
+def list_runs(
+    app: App, states: tuple[str, ...] = (), job_id: str | None = None, limit: int = 50, as_json: bool = False
+) -> None:
     """Recent runs, newest first, with their main metrics."""
     from mlrt.records import RunRecord
 
-    records = [RunRecord.load(app.store, r.id) for r in app.store.list_runs(limit=limit, states=[s.upper() for s in states], job_id=job_id)]
+    records = [
+        RunRecord.load(app.store, r.id)
+        for r in app.store.list_runs(limit=limit, states=[s.upper() for s in states], job_id=job_id)
+    ]
     if as_json:
         echo_json([r.to_dict() for r in records])
         return
@@ -77,11 +82,21 @@ def show(app: App, run_id: str, as_json: bool) -> None:
     repro = details["reproducibility"]
     git = repro.get("git")
     git_text = f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}" if git else "not a git checkout"
-    click.echo(f"seed {repro.get('seed')}  python {repro.get('python')}  git {git_text}  output {details['output_uri']}")
+    click.echo(
+        f"seed {repro.get('seed')}  python {repro.get('python')}  git {git_text}  output {details['output_uri']}"
+    )
     table("params", ["param", "value"], sorted(details["params"].items()))
     table("metrics (latest)", ["metric", "value"], [(k, number(v)) for k, v in sorted(details["metrics"].items())])
-    table("data", ["channel", "uri", "content hash"], [(k, v["uri"], v["sha256"][:23] + "…") for k, v in repro.get("data", {}).items()])
-    table("artifacts", ["path", "size", "sha256"], [(a["path"], a["size"], a["sha256"][:16] + "…") for a in details["artifacts"]])
+    table(
+        "data",
+        ["channel", "uri", "content hash"],
+        [(k, v["uri"], v["sha256"][:23] + "…") for k, v in repro.get("data", {}).items()],
+    )
+    table(
+        "artifacts",
+        ["path", "size", "sha256"],
+        [(a["path"], a["size"], a["sha256"][:16] + "…") for a in details["artifacts"]],
+    )
 
 
 @runs.command("compare")

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer
 from sqlmodel import Field, SQLModel
 
-
 # 64-bit on PostgreSQL; INTEGER on SQLite, where only that type autoincrements.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 

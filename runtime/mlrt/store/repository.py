@@ -8,9 +8,9 @@ transaction, so the event history and the run row never disagree.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
@@ -206,9 +206,7 @@ class Store:
     def max_steps(self, run_id: str) -> dict[str, int]:
         """The highest step logged so far for each metric key (to continue a series)."""
         with self.session() as s:
-            rows = s.exec(
-                select(Metric.key, func.max(Metric.step)).where(Metric.run_id == run_id).group_by(Metric.key)
-            )
+            rows = s.exec(select(Metric.key, func.max(Metric.step)).where(Metric.run_id == run_id).group_by(Metric.key))
             return {key: int(step) for key, step in rows}
 
     def put_artifacts(self, artifacts: list[Artifact]) -> None:
