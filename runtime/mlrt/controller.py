@@ -292,6 +292,8 @@ class Controller:
 
     def _attempt_failed(self, run: Run, attempt: Attempt | None, reason: str, exit_code: int | None) -> None:
         """Record a failed attempt, then retry with backoff or fail the run."""
+        if attempt is None:
+            self.store.add_event(run.id, f"attempt {run.attempts} did not start: {reason}")
         self._close_attempt(run, RunState.FAILED, reason, exit_code, attempt)
         current = self.store.get_run(run.id)
         if current.cancel_requested:
@@ -339,8 +341,6 @@ class Controller:
             active.launcher.cleanup(active.handle)
         if attempt is not None:
             self.store.finish_attempt(attempt.id, state, reason, exit_code)
-        else:
-            self.store.add_event(run.id, f"attempt {run.attempts} did not start: {reason}")
         self._register_artifacts(run)
 
     def _register_artifacts(self, run: Run) -> None:
