@@ -115,6 +115,14 @@ class TrainContext:
     per-epoch curves; final metrics per channel are computed by mlrt);
     ``stopping`` is the job's ``spec.stopping`` as a dict; ``rank`` and
     ``world_size`` describe the distributed job (0 and 1 for one worker).
+
+    Iterative algorithms also get: ``checkpoint_every`` (save every N steps as
+    well as every epoch; None: epochs only), ``resume_from`` (another run's
+    checkpoint folder to start from when ``checkpoint_dir`` holds none of this
+    run's own), ``init_from`` (a weights file or a run's output folder to
+    initialize from) with ``freeze`` (parameter-name prefixes, or
+    ``"all_but_head"``), ``rendezvous_timeout`` (seconds to wait for the other
+    workers) and ``gpus`` (GPUs requested per worker).
     """
 
     hyperparameters: dict[str, Any]
@@ -126,6 +134,12 @@ class TrainContext:
     log_metric: Callable[[str, float, int], None]
     rank: int = 0
     world_size: int = 1
+    checkpoint_every: int | None = None
+    resume_from: Path | None = None
+    init_from: Path | None = None
+    freeze: list[str] = dataclasses.field(default_factory=list)
+    rendezvous_timeout: float = 300.0
+    gpus: int = 0
 
 
 class Algorithm(abc.ABC):

@@ -188,7 +188,7 @@ class Controller:
         spec = resolved["spec"]
         try:
             paths = self._materialize(run, spec)
-            ctx = launch_context(resolved, run.id, number, self.store.url, paths, sanity=bool(run.record.get("sanity")))
+            ctx = launch_context(resolved, run.id, number, self.store.url, paths, run.record)
             launcher = plugins.launchers()[spec["compute"]["backend"]]
             request = launcher.plan(ctx)
         except Exception as exc:

@@ -80,6 +80,7 @@ class Compute(_Model):
     cpu: Cpu | None = None
     memory: Memory | None = None
     gpus: int = Field(0, ge=0)
+    rendezvous_timeout: Duration = 300.0
 
 
 class Output(_Model):
@@ -89,13 +90,21 @@ class Output(_Model):
 
 
 class Stopping(_Model):
-    """``spec.stopping``: when a run is stopped even though it has not finished."""
+    """``spec.stopping``: when a run is stopped even though it has not finished.
+
+    ``max_runtime`` stops the run (SIGTERM, then SIGKILL after
+    ``grace_period``) as TIMED_OUT. Iterative algorithms also honour
+    ``max_epochs`` and plateau stopping: no improvement of ``metric``
+    (default ``validation_loss``) by at least ``min_delta`` for ``patience``
+    epochs; ``mode`` says whether lower or higher is better (default: lower
+    for names with loss, error, rmse or mae, higher otherwise)."""
 
     max_runtime: Duration | None = None
     max_epochs: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)
     min_delta: float = Field(0.0, ge=0)
     metric: str | None = None
+    mode: Literal["min", "max"] | None = None
     grace_period: Duration = 30.0
 
 
@@ -125,6 +134,30 @@ class MetricPattern(_Model):
         return value
 
 
+class Checkpoint(_Model):
+    """``spec.checkpoint``: how often iterative algorithms save a checkpoint.
+
+    Every epoch by default; ``every: N`` also saves every N optimizer steps."""
+
+    every: int | None = Field(None, ge=1)
+
+
+class InitFrom(_Model):
+    """``spec.init_from``: start from another run's model or a weights file.
+
+    ``freeze`` lists parameter-name prefixes to keep fixed, or ``all_but_head``."""
+
+    run: str | None = None
+    path: str | None = None
+    freeze: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InitFrom:
+        if bool(self.run) == bool(self.path):
+            raise ValueError("set exactly one of run (a run id) or path (a weights file)")
+        return self
+
+
 class Baseline(_Model):
     """The level a model is judged against, e.g. human-level accuracy."""
 
@@ -146,6 +179,8 @@ class TrainingJobSpec(_Model):
     compute: Compute = Compute()
     output: Output = Output()
     stopping: Stopping = Stopping()
+    checkpoint: Checkpoint = Checkpoint()
+    init_from: InitFrom | None = None
     retries: Retries = Retries()
     metrics: list[MetricPattern] = []
     reports: list[str] = []
@@ -417,6 +452,8 @@ def parse_document(
         elif "://" not in out:
             spec.output.path = "file://" + _absolute(out, base_dir)
     spec.working_dir = _absolute(spec.working_dir or ".", base_dir)
+    if spec.init_from and spec.init_from.path:
+        spec.init_from.path = _absolute(spec.init_from.path.removeprefix("file://"), base_dir)
     return LoadedSpec(
         job=job,
         source_text=source_text,

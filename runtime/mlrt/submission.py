@@ -41,11 +41,39 @@ def log_dir(run_id: str, attempt: int) -> Path:
     return mlrt_home() / "logs" / run_id / f"attempt-{attempt}"
 
 
-def submit(store: Store, loaded: LoadedSpec, *, sanity: bool = False) -> str:
-    """Queue ``loaded`` as a new job with one run; return the run id (= the job id)."""
+def _run_output(store: Store, run_id: str, field: str) -> Path:
+    """The output prefix of an earlier run, for ``init_from.run`` and ``--resume-from``."""
+    from mlrt.spec import SpecError
+    from mlrt.store import NotFound
+
+    try:
+        run = store.get_run(run_id)
+    except NotFound:
+        raise SpecError([f"{field}: no run {run_id!r} in this database (see mlrt runs list)"]) from None
+    return Path(run.output_uri.removeprefix("file://"))
+
+
+def submit(store: Store, loaded: LoadedSpec, *, sanity: bool = False, resume_from: str | None = None) -> str:
+    """Queue ``loaded`` as a new job with one run; return the run id (= the job id).
+
+    ``resume_from`` names a run whose latest checkpoint the new run starts from.
+    """
     from mlrt import plugins
+    from mlrt.spec import SpecError
 
     resolved = loaded.resolved()
+    starts: dict[str, Any] = {}
+    init_from = resolved["spec"].get("init_from")
+    if init_from:
+        source = init_from["path"] or str(_run_output(store, init_from["run"], "spec.init_from.run") / "output")
+        if not Path(source).exists():
+            raise SpecError([f"spec.init_from: {source} does not exist"])
+        starts["init_from"] = {**init_from, "resolved": source}
+    if resume_from:
+        checkpoints = _run_output(store, resume_from, "--resume-from") / "checkpoints"
+        if not checkpoints.is_dir() or not any(checkpoints.iterdir()):
+            raise SpecError([f"--resume-from: run {resume_from!r} saved no checkpoint"])
+        starts["resume_from"] = {"run": resume_from, "checkpoint_dir": str(checkpoints)}
     spec = resolved["spec"]
     seed = spec.get("seed")
     if seed is None:
@@ -56,6 +84,7 @@ def submit(store: Store, loaded: LoadedSpec, *, sanity: bool = False) -> str:
     record = base_record(Path(spec["working_dir"]), seed, distributions)
     record["overrides"] = loaded.overrides
     record["sanity"] = sanity
+    record.update(starts)
     params = dict(spec.get("hyperparameters") or {})
     if spec.get("algorithm"):
         params["algorithm"] = spec["algorithm"]
@@ -93,10 +122,12 @@ def launch_context(
     attempt: int,
     tracking_uri: str,
     channel_paths: dict[str, str],
-    *,
-    sanity: bool = False,
+    record: dict[str, Any],
 ) -> LaunchContext:
-    """The backend-neutral description of attempt ``attempt`` of run ``run_id``."""
+    """The backend-neutral description of attempt ``attempt`` of run ``run_id``.
+
+    ``record`` is the run's reproducibility record: it says whether this is a
+    ``--sanity`` run and which weights or checkpoint the run starts from."""
     spec = resolved["spec"]
     prefix = output_prefix(resolved, run_id)
     logs = log_dir(run_id, attempt)
@@ -113,9 +144,14 @@ def launch_context(
         "MLRT_SEED": str(spec["seed"]),
         "MLRT_FAILURE_FILE": str(logs / "failure.txt"),
         "MLRT_SPEC": json.dumps(worker_spec),
+        "MLRT_RENDEZVOUS_TIMEOUT": str(spec["compute"]["rendezvous_timeout"]),
     }
-    if sanity:
+    if record.get("sanity"):
         env["MLRT_SANITY"] = "1"
+    if record.get("init_from"):
+        env["MLRT_INIT_FROM"] = record["init_from"]["resolved"]
+    if record.get("resume_from"):
+        env["MLRT_RESUME_FROM"] = record["resume_from"]["checkpoint_dir"]
     for name, path in channel_paths.items():
         env[channel_env(name)] = path
     argv = list(WORKER_ARGV) if spec.get("algorithm") else list(spec["command"])

@@ -35,6 +35,11 @@ def say(message: str) -> None:
     print(f"[mlrt worker] {message}", flush=True)
 
 
+def _path_from_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def load_channels(spec: dict[str, Any]) -> dict[str, Dataset]:
     """Every channel of the spec, from the local paths the controller materialized."""
     channels = {}
@@ -98,6 +103,12 @@ def run() -> None:
         log_metric=mlrt.log_metric,
         rank=int(os.environ.get("RANK", "0")),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        checkpoint_every=(spec.get("checkpoint") or {}).get("every"),
+        resume_from=_path_from_env("MLRT_RESUME_FROM"),
+        init_from=_path_from_env("MLRT_INIT_FROM"),
+        freeze=list((spec.get("init_from") or {}).get("freeze") or []),
+        rendezvous_timeout=float(os.environ.get("MLRT_RENDEZVOUS_TIMEOUT", "300")),
+        gpus=int((spec.get("compute") or {}).get("gpus") or 0),
     )
     if os.environ.get("MLRT_SANITY") == "1":
         try:

@@ -104,11 +104,19 @@ def _summary(app: App, run_id: str) -> None:
 @_set_option
 @click.option("--wait/--detach", default=True, help="Follow the job here (default) or return at once.")
 @click.option("--sanity", is_flag=True, help="Train on a small deterministic subsample first to catch bugs in seconds.")
+@click.option("--resume-from", metavar="RUN", help="Start from the latest checkpoint of another run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; print only the run id and the outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run as JSON.")
 @pass_app
 def submit(
-    app: App, spec_file: str, overrides: tuple[str, ...], wait: bool, sanity: bool, quiet: bool, as_json: bool
+    app: App,
+    spec_file: str,
+    overrides: tuple[str, ...],
+    wait: bool,
+    sanity: bool,
+    resume_from: str | None,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Validate SPEC_FILE, queue it as a job and run it.
 
@@ -122,7 +130,7 @@ def submit(
     from mlrt.submission import submit as submit_job
 
     loaded = load_spec(spec_file, overrides)
-    run_id = submit_job(app.store, loaded, sanity=sanity)
+    run_id = submit_job(app.store, loaded, sanity=sanity, resume_from=resume_from)
     if not wait:
         logs = log_dir(run_id, 0).parent
         logs.mkdir(parents=True, exist_ok=True)
@@ -185,7 +193,7 @@ def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
         planned = schemes[uri_scheme(channel["uri"])].local_path(channel["uri"], cache)
         paths[name] = str(planned) if planned else f"<{channel['uri']}, materialized at launch>"
     run_id = f"{loaded.name}-<id>"
-    ctx = launch_context(resolved, run_id, 1, database_url(None), paths)
+    ctx = launch_context(resolved, run_id, 1, database_url(None), paths, {})
     request = plugins.launchers()[spec["compute"]["backend"]].plan(ctx)
     plan = {"spec": resolved, "launch": request.to_dict()}
     if as_json:
