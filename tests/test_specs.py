@@ -119,3 +119,10 @@ def test_set_overrides_reach_the_run(cli, write_spec):
     details = json.loads(cli("runs", "show", run["id"], "--json").stdout)
     assert details["reproducibility"]["overrides"] == ["spec.hyperparameters.C=0.5", "spec.seed=11"]
     assert details["reproducibility"]["seed"] == 11
+
+
+def test_an_algorithm_job_without_hyperparameters_gets_the_schema_defaults(cli, write_spec):
+    spec = write_spec(GOOD.replace("  hyperparameters: {C: 1.0}\n", ""))
+    plan = json.loads(cli("validate", str(spec), "--json").stdout)
+    assert plan["spec"]["spec"]["hyperparameters"]["C"] == 1.0
+    assert plan["spec"]["spec"]["hyperparameters"]["max_iter"] == 1000

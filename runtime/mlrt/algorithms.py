@@ -112,7 +112,8 @@ class TrainContext:
     ``hyperparameters`` are already validated and completed with defaults;
     ``channels`` maps channel names (``train``, ``validation``, ...) to loaded
     datasets; ``log_metric(key, value, step)`` records a metric (use it for
-    per-epoch curves; final metrics per channel are computed by mlrt);
+    per-epoch curves; mlrt then computes each channel's final metrics, except
+    those whose key the algorithm logged itself, so a series is never repeated);
     ``stopping`` is the job's ``spec.stopping`` as a dict; ``rank`` and
     ``world_size`` describe the distributed job (0 and 1 for one worker).
 

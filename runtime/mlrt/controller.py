@@ -276,7 +276,9 @@ class Controller:
             reason = f"worker {first.rank} {first.reason}" + (f": {detail}" if detail else "")
             self._attempt_failed(run, active.attempt, reason, first.exit_code)
         elif all(s.state is RunState.SUCCEEDED for s in statuses):
-            self._finish(run, RunState.SUCCEEDED, f"all {len(statuses)} workers exited with code 0", exit_code=0)
+            reason = f"all {len(statuses)} workers exited with code 0"
+            stop_reason = self.store.params(run.id).get("stop_reason")  # set by iterative algorithms
+            self._finish(run, RunState.SUCCEEDED, f"{stop_reason}; {reason}" if stop_reason else reason, exit_code=0)
 
     def _failure_detail(self, active: _Active, rank: int) -> str:
         """What the worker said about its failure: its failure file, else its last log line."""

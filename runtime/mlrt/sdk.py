@@ -160,6 +160,20 @@ def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> None:
         shutil.copy2(source, target)
 
 
+def discard_metrics(keys: tuple[str, ...] | list[str], from_step: int) -> None:
+    """Delete this run's points of ``keys`` at ``from_step`` or later.
+
+    An algorithm that resumes from a checkpoint calls this so the steps it is
+    about to log again replace those an interrupted attempt logged after the
+    checkpoint, instead of duplicating them."""
+    tracker = _active()
+    if tracker is not None:
+        tracker.flush()
+        tracker.store.delete_metrics(tracker.run_id, list(keys), from_step)
+        with tracker._lock:
+            tracker._steps = None
+
+
 def flush() -> None:
     """Write buffered metric points now (also done every second and at exit)."""
     if _tracker is not None:

@@ -359,7 +359,7 @@ def _semantic_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[s
     resolved_hp: dict[str, Any] = {}
 
     name = spec.get("algorithm")
-    hyperparameters = spec.get("hyperparameters")
+    hyperparameters = spec.get("hyperparameters", {})
     if isinstance(name, str) and name:
         registry = plugins.algorithms()
         algorithm = registry.get(name)

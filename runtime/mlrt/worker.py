@@ -91,6 +91,12 @@ def run() -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     channels = load_channels(spec)
+    logged_by_algorithm: set[str] = set()
+
+    def record_metric(key: str, value: float, step: int | None = None) -> None:
+        logged_by_algorithm.add(key)
+        mlrt.log_metric(key, value, step)
+
     if "train" not in channels:
         raise ValueError("algorithm jobs need a data channel named 'train'")
     ctx = TrainContext(
@@ -100,7 +106,7 @@ def run() -> None:
         checkpoint_dir=checkpoint_dir,
         seed=int(os.environ["MLRT_SEED"]),
         stopping=spec.get("stopping") or {},
-        log_metric=mlrt.log_metric,
+        log_metric=record_metric,
         rank=int(os.environ.get("RANK", "0")),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         checkpoint_every=(spec.get("checkpoint") or {}).get("every"),
@@ -126,7 +132,9 @@ def run() -> None:
     frames = []
     for name, dataset in channels.items():
         metrics = metrics_for(algorithm.task, model, dataset)
-        mlrt.log_metrics({f"{name}_{key}": value for key, value in metrics.items()})
+        # A series the algorithm logged itself (per epoch) already ends at this model.
+        final = {f"{name}_{key}": value for key, value in metrics.items()}
+        mlrt.log_metrics({key: value for key, value in final.items() if key not in logged_by_algorithm})
         if metrics:
             say(f"{name}: " + " ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
         frames.append(predictions_frame(algorithm.task, model, dataset))

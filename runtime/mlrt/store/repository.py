@@ -184,6 +184,13 @@ class Store:
                 conn.exec_driver_sql(sql, rows)
         return len(rows)
 
+    def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
+        """Delete the points of ``keys`` at ``from_step`` or later (to rewrite a series on resume)."""
+        with self.session() as s:
+            s.exec(
+                delete(Metric).where(Metric.run_id == run_id, col(Metric.key).in_(keys), col(Metric.step) >= from_step)
+            )  # type: ignore[call-overload]
+
     def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
         with self.session() as s:
             query = select(Metric).where(Metric.run_id == run_id)

@@ -1,0 +1,228 @@
+"""The torch plugin end to end: DDP, checkpoints and resume, stopping, transfer learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_json, wait_for
+from mlrt.store import Store
+
+torch = pytest.importorskip(
+    "torch", reason="the torch plugin needs torch (pip install -c constraints.txt 'mlrt[torch]')"
+)
+
+DIGITS = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {{name: {name}}}
+spec:
+  algorithm: {algorithm}
+  data:
+    train: builtin://sklearn/digits?split=train
+    validation: builtin://sklearn/digits?split=validation
+  hyperparameters: {hyperparameters}
+  compute: {{workers: {workers}, cpu: 1}}
+  seed: 3
+"""
+
+
+def digits_spec(write_spec, name="digits", algorithm="torch.mlp", hyperparameters="{epochs: 3}", workers=1, extra=""):
+    text = DIGITS.format(name=name, algorithm=algorithm, hyperparameters=hyperparameters, workers=workers)
+    return write_spec(text + extra, name=f"{name}.yaml")
+
+
+def series(cli, run_id, key):
+    return [(p["step"], p["value"]) for p in json.loads(cli("metrics", run_id, "--key", key, "--json").stdout)]
+
+
+def test_two_worker_ddp_cnn_reaches_target_with_one_metric_series(cli, write_spec):
+    spec = digits_spec(
+        write_spec, "ddp-cnn", "torch.cnn", "{epochs: 8, batch_size: 32, learning_rate: 0.003}", workers=2
+    )
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    assert run["metrics"]["validation_accuracy"] >= 0.9
+    accuracy = series(cli, run["id"], "validation_accuracy")
+    assert [step for step, _ in accuracy] == list(range(8)), "one point per epoch, not one series per rank"
+    assert "completed 8 epochs" in run["reason"]
+    artifacts = {a["path"] for a in json.loads(cli("artifacts", run["id"], "--json").stdout)}
+    assert {"model.pt", "predictions.parquet"} <= artifacts
+
+
+def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(cli, write_spec):
+    spec = digits_spec(
+        write_spec,
+        "resume",
+        hyperparameters="{epochs: 25, batch_size: 8, hidden_size: 64}",
+        extra="  retries: {max: 1, backoff: 0.1s}\n",
+    )
+    run_id = json.loads(cli("submit", str(spec), "--detach", "--json").stdout)["run_id"]
+    store = Store()
+    wait_for(lambda: any(p.step >= 2 for p in store.metrics(run_id, "validation_accuracy")), timeout=120)
+    pid = store.latest_attempt(run_id).handle["workers"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    run = wait_for(lambda: (r := store.get_run(run_id)).state in ("SUCCEEDED", "FAILED") and r, timeout=240)
+    assert run.state == "SUCCEEDED", run.reason
+    assert run.attempts == 2
+    params = store.params(run_id)
+    assert int(params["resumed_at_epoch"]) >= 3
+    steps = [p.step for p in store.metrics(run_id, "validation_accuracy")]
+    assert steps == list(range(25)), "the series continues without gaps or duplicate steps"
+    assert store.metrics(run_id, "validation_accuracy")[-1].value >= 0.9
+
+
+def test_max_runtime_stops_gracefully_with_a_checkpoint(cli, write_spec):
+    spec = digits_spec(
+        write_spec,
+        "timeout",
+        hyperparameters="{epochs: 10000, batch_size: 8}",
+        extra="  stopping: {max_runtime: 4s, grace_period: 60s}\n",
+    )
+    started = time.monotonic()
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "TIMED_OUT"
+    assert time.monotonic() - started < 45, "the worker saved and exited on SIGTERM, well inside the grace period"
+    checkpoint = Path(run["output_uri"].removeprefix("file://")) / "checkpoints" / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["epoch"] >= 0 and saved["global_step"] > 0
+    attempt = run_json(cli, run["id"])["attempts"][-1]
+    assert attempt["exit_code"] is None or attempt["state"] == "TIMED_OUT"
+
+
+def test_plateau_stopping_stops_early_and_says_why(cli, write_spec):
+    spec = digits_spec(
+        write_spec,
+        "plateau",
+        hyperparameters="{epochs: 50}",
+        extra="  stopping: {patience: 2, min_delta: 10, metric: validation_loss}\n",
+    )
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED"
+    assert "plateau: validation_loss did not improve by more than 10 for 2 epochs" in run["reason"]
+    assert [step for step, _ in series(cli, run["id"], "validation_loss")] == [0, 1, 2]
+    assert run["params"]["stop_reason"].startswith("plateau")
+
+
+def test_max_epochs_caps_the_epochs(cli, write_spec):
+    spec = digits_spec(write_spec, "capped", hyperparameters="{epochs: 50}", extra="  stopping: {max_epochs: 2}\n")
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert "completed 2 epochs (stopping.max_epochs 2)" in run["reason"]
+
+
+def test_fine_tuning_with_frozen_layers_changes_only_the_head(cli, write_spec, tmp_path):
+    base = json.loads(
+        cli("submit", str(digits_spec(write_spec, "base", hyperparameters="{epochs: 3}")), "--json").stdout
+    )
+    assert base["state"] == "SUCCEEDED"
+    # A new task on the same inputs: is the digit odd? (2 classes instead of 10)
+    from mlrt_data.builtin import BuiltinScheme
+
+    cache = tmp_path / "cache"
+    for split in ("train", "validation"):
+        frame = pd.read_csv(BuiltinScheme().materialize(f"builtin://sklearn/digits?split={split}", cache))
+        frame["label"] = frame["label"] % 2
+        frame.to_csv(tmp_path / f"odd-{split}.csv", index=False)
+    spec = write_spec(
+        f"""\
+        apiVersion: mlrt/v1
+        kind: TrainingJob
+        metadata: {{name: odd}}
+        spec:
+          algorithm: torch.mlp
+          data: {{train: odd-train.csv, validation: odd-validation.csv}}
+          hyperparameters: {{epochs: 3}}
+          init_from: {{run: {base["id"]}, freeze: [all_but_head]}}
+        """,
+        name="odd.yaml",
+    )
+    tuned = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert tuned["state"] == "SUCCEEDED", tuned["reason"]
+    before = torch.load(Path(base["output_uri"][7:]) / "output" / "model.pt", weights_only=True)["state_dict"]
+    after = torch.load(Path(tuned["output_uri"][7:]) / "output" / "model.pt", weights_only=True)["state_dict"]
+    for name in before:
+        if name.startswith("head."):
+            assert after[name].shape[0] == 2 and before[name].shape[0] == 10
+        else:
+            assert torch.equal(before[name], after[name]), f"{name} was frozen but changed"
+    params = tuned["params"]
+    assert json.loads(params["init_replaced"]) == ["head.weight", "head.bias"]
+    assert set(json.loads(params["frozen"])) == {n for n in before if not n.startswith("head.")}
+    assert tuned["metrics"]["validation_accuracy"] > 0.8
+    record = run_json(cli, tuned["id"])["reproducibility"]
+    assert record["init_from"]["run"] == base["id"]
+
+
+def test_init_from_an_unknown_run_is_bad_input(cli, write_spec):
+    spec = digits_spec(write_spec, "ghost", extra="  init_from: {run: no-such-run}\n")
+    result = cli("submit", str(spec))
+    assert result.exit_code == 2
+    assert "spec.init_from.run: no run 'no-such-run'" in result.stderr
+
+
+def test_resume_from_another_runs_checkpoint(cli, write_spec):
+    first = json.loads(
+        cli("submit", str(digits_spec(write_spec, "first", hyperparameters="{epochs: 3}")), "--json").stdout
+    )
+    spec = digits_spec(write_spec, "second", hyperparameters="{epochs: 5}")
+    second = json.loads(cli("submit", str(spec), "--resume-from", first["id"], "--json").stdout)
+    assert second["state"] == "SUCCEEDED"
+    assert second["params"]["resumed_at_epoch"] == "3"
+    assert [step for step, _ in series(cli, second["id"], "validation_accuracy")] == [3, 4]
+    missing = cli("submit", str(spec), "--resume-from", "nope")
+    assert missing.exit_code == 2 and "--resume-from: no run 'nope'" in missing.stderr
+
+
+def test_an_unreachable_rendezvous_fails_within_its_timeout(cli, write_spec, tmp_path):
+    pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "label": [0, 1, 0, 1]}).to_csv(tmp_path / "t.csv", index=False)
+    spec = write_spec(
+        "apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: lonely}\nspec:\n"
+        "  algorithm: torch.mlp\n  data: {train: t.csv}\n"
+        "  compute: {workers: 2, rendezvous_timeout: 3s}\n  seed: 1\n"
+    )
+    plan = json.loads(cli("validate", str(spec), "--json").stdout)
+    env = plan["launch"]["workers"][1]["env"]  # rank 1; rank 0, which hosts the rendezvous, never starts
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        env["MASTER_PORT"] = str(sock.getsockname()[1])  # a port nobody listens on
+    env["MLRT_CHANNEL_TRAIN"] = str(tmp_path / "t.csv")
+    env["MLRT_FAILURE_FILE"] = str(tmp_path / "failure.txt")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "mlrt.worker"], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    assert elapsed < 60
+    reason = (tmp_path / "failure.txt").read_text()
+    assert "worker 1 of 2 could not join the rendezvous at 127.0.0.1:" in reason
+    assert "within 3s" in reason
+
+
+def test_mlp_regressor_learns_diabetes(cli, write_spec):
+    spec = write_spec(
+        """\
+        apiVersion: mlrt/v1
+        kind: TrainingJob
+        metadata: {name: sugar}
+        spec:
+          algorithm: torch.mlp_regressor
+          data:
+            train: builtin://sklearn/diabetes?split=train
+            validation: builtin://sklearn/diabetes?split=validation
+          hyperparameters: {epochs: 200, learning_rate: 0.01, hidden_size: 32, batch_size: 32}
+          seed: 0
+        """
+    )
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    assert run["metrics"]["validation_r2"] > 0.3
