@@ -126,3 +126,13 @@ def test_an_algorithm_job_without_hyperparameters_gets_the_schema_defaults(cli, 
     plan = json.loads(cli("validate", str(spec), "--json").stdout)
     assert plan["spec"]["spec"]["hyperparameters"]["C"] == 1.0
     assert plan["spec"]["spec"]["hyperparameters"]["max_iter"] == 1000
+
+
+def test_every_example_spec_validates(cli):
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "job_specs").glob("*.yaml"))
+    assert len(examples) >= 3
+    for example in examples:
+        result = cli("validate", str(example))
+        assert result.exit_code == 0, f"{example.name}: {result.stderr}"

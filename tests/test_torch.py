@@ -226,3 +226,16 @@ def test_mlp_regressor_learns_diabetes(cli, write_spec):
     run = json.loads(cli("submit", str(spec), "--json").stdout)
     assert run["state"] == "SUCCEEDED", run["reason"]
     assert run["metrics"]["validation_r2"] > 0.3
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_bring_your_own_ddp_script_runs_on_two_workers(cli):
+    run = json.loads(cli("submit", str(REPO / "job_specs" / "ddp_script.yaml"), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    assert [step for step, _ in series(cli, run["id"], "val_accuracy")] == list(range(10))
+    assert run["metrics"]["val_accuracy"] > 0.85
+    logs = cli("logs", run["id"]).output
+    assert "[worker 0] epoch 9 val_accuracy=" in logs
+    assert "model.pt" in {a["path"] for a in json.loads(cli("artifacts", run["id"], "--json").stdout)}
