@@ -219,7 +219,7 @@ def test_mlp_regressor_learns_diabetes(cli, write_spec):
           data:
             train: builtin://sklearn/diabetes?split=train
             validation: builtin://sklearn/diabetes?split=validation
-          hyperparameters: {epochs: 200, learning_rate: 0.01, hidden_size: 32, batch_size: 32}
+          hyperparameters: {epochs: 30, learning_rate: 0.03, hidden_size: 32, batch_size: 16, dropout: 0.0}
           seed: 0
         """
     )
