@@ -178,6 +178,11 @@ def test_resume_from_another_runs_checkpoint(cli, write_spec):
     assert second["state"] == "SUCCEEDED"
     assert second["params"]["resumed_at_epoch"] == "3"
     assert [step for step, _ in series(cli, second["id"], "validation_accuracy")] == [3, 4]
+    other = cli(
+        "submit", str(spec), "--resume-from", first["id"], "--json", "--set", "spec.hyperparameters.hidden_size=7"
+    )
+    assert json.loads(other.stdout)["state"] == "FAILED"
+    assert "is of another network" in json.loads(other.stdout)["reason"]
     missing = cli("submit", str(spec), "--resume-from", "nope")
     assert missing.exit_code == 2 and "--resume-from: no run 'nope'" in missing.stderr
 

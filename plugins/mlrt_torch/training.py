@@ -222,6 +222,11 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
     resume = _checkpoint_to_resume(ctx)
     checkpoint = torch.load(resume[0], map_location="cpu", weights_only=False) if resume else None
     if checkpoint is not None:
+        if (checkpoint["kind"], checkpoint["config"]) != (setup.kind, setup.config):
+            raise ValueError(
+                f"checkpoint {resume[0]} is of another network ({checkpoint['kind']} {checkpoint['config']});"
+                " resume with the hyperparameters and data it was trained with"
+            )
         setup.preprocessor = Preprocessor(checkpoint["preprocessor"])
     network = build(setup.kind, setup.config)
     if checkpoint is None:
