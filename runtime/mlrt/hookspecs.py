@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from mlrt.data import DataScheme
     from mlrt.launchers import Launcher
     from mlrt.records import RunRecord
+    from mlrt.tuning import EarlyStopper, Tuner
 
 hookspec = pluggy.HookspecMarker("mlrt")
 
@@ -45,13 +46,27 @@ def mlrt_algorithms() -> list[Algorithm]:
 
 
 @hookspec
-def mlrt_tuners() -> list[Any]:
+def mlrt_tuners() -> list[Tuner]:
     """Return hyperparameter search strategies (tuners) this plugin provides.
 
-    Each item has a unique ``name``; a TuningJob selects one with
-    ``spec.tuner``. A tuner suggests trial parameters and observes their
-    results. Tuning jobs are not part of this release; the hook is reserved so
-    tuner plugins can be written against it, and ``mlrt plugins`` lists them.
+    Each item is an instance of a subclass of ``mlrt.tuning.Tuner`` with a
+    unique ``name`` that a TuningJob selects with ``spec.tuner``. mlrt creates
+    one search per tuning job by calling ``start(space, goal, seed, parallel,
+    history)`` on a fresh copy (``copy.deepcopy``) of the registered object,
+    then ``suggest(number)`` for each new trial and ``observe(result)`` when
+    a trial ends.
+    """
+
+
+@hookspec
+def mlrt_early_stoppers() -> list[EarlyStopper]:
+    """Return early-stopping rules for tuning jobs this plugin provides.
+
+    Each item is an instance of a subclass of ``mlrt.tuning.EarlyStopper``
+    with a unique ``name`` that ``spec.early_stopping.algorithm`` selects and
+    a ``settings`` schema for the rule's options. While trials run, mlrt calls
+    ``should_stop(trial, others, goal, settings)`` with every trial's
+    intermediate objective values; a reason ends the trial as PRUNED.
     """
 
 

@@ -33,6 +33,7 @@ _KINDS = {
     "data_schemes": "mlrt_data_schemes",
     "reports": "mlrt_reports",
     "tuners": "mlrt_tuners",
+    "early_stoppers": "mlrt_early_stoppers",
 }
 # How each kind names its items: most by ``name``, data schemes by ``scheme``.
 _KEY_ATTR = {"data_schemes": "scheme"}
@@ -132,6 +133,11 @@ def reports() -> dict[str, Any]:
 def tuners() -> dict[str, Any]:
     """Registered tuners by name."""
     return {k: v[0] for k, v in _registry("tuners").items()}
+
+
+def early_stoppers() -> dict[str, Any]:
+    """Registered early-stopping rules by name."""
+    return {k: v[0] for k, v in _registry("early_stoppers").items()}
 
 
 def refresh() -> None:

@@ -1,0 +1,117 @@
+"""What tuner and early-stopping plugins implement.
+
+A TuningJob searches a space of :class:`Parameter` s. The controller asks the
+job's :class:`Tuner` for trial parameters (``suggest``), runs each trial as an
+ordinary run, and reports its objective back (``observe``). While trials run,
+the job's :class:`EarlyStopper` looks at their intermediate objective values
+(the step-indexed metric each trial logs) and may stop one: it ends PRUNED.
+
+A tuner sees the whole history on ``start``: finished trials of this job when
+it resumes, and of earlier jobs named in ``warm_start``. It must give the same
+answers for the same history and seed, so a resumed job continues its search.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from mlrt.algorithms import Hyperparameter
+
+Goal = Literal["minimize", "maximize"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One dimension of the search space.
+
+    ``type`` is ``float``, ``int`` or ``categorical``. Numbers have ``min``
+    and ``max`` (inclusive) and a ``scale`` (``linear`` or ``log``); an
+    optional ``step`` makes a number range discrete. Categorical parameters
+    list their ``values``. ``path`` is where the value goes in the trial's
+    spec (``hyperparameters.C``, ``algorithm``).
+    """
+
+    name: str
+    type: Literal["float", "int", "categorical"]
+    path: str
+    min: float | None = None
+    max: float | None = None
+    scale: Literal["linear", "log"] = "linear"
+    step: float | None = None
+    values: tuple[Any, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+    """A finished trial as a tuner sees it: its parameters, state and objective.
+
+    ``state`` is ``SUCCEEDED``, ``FAILED``, ``PRUNED`` (``value`` is then the
+    last intermediate value, or None) or another terminal state; ``value`` is
+    None when the trial produced no objective.
+    """
+
+    number: int
+    params: dict[str, Any]
+    state: str
+    value: float | None
+
+
+class Tuner(abc.ABC):
+    """Base class for tuner plugins (``spec.tuner``)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    parallel_aware: ClassVar[bool] = False
+    """True when suggestions stay diverse while earlier ones are still running."""
+
+    def check(self, space: list[Parameter]) -> str | None:
+        """A one-line problem if this tuner cannot search ``space`` (validation time), else None."""
+        return None
+
+    @abc.abstractmethod
+    def start(self, space: list[Parameter], goal: Goal, seed: int, parallel: int, history: list[TrialResult]) -> None:
+        """Prepare a search over ``space``.
+
+        ``parallel`` is how many trials may run at once (``spec.parallel_trials``);
+        ``history`` holds trials already finished (resume and warm start)."""
+
+    @abc.abstractmethod
+    def suggest(self, number: int) -> dict[str, Any] | None:
+        """Parameters (name -> value) for trial ``number``, or None when the space is exhausted."""
+
+    @abc.abstractmethod
+    def observe(self, result: TrialResult) -> None:
+        """Learn the outcome of a trial this tuner suggested."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialProgress:
+    """The intermediate objective values of one trial so far, by step."""
+
+    number: int
+    values: dict[int, float]
+    finished: bool
+
+
+class EarlyStopper(abc.ABC):
+    """Base class for early-stopping plugins (``spec.early_stopping.algorithm``).
+
+    ``settings`` declares the stopper's options (the other keys of
+    ``spec.early_stopping``), checked like an algorithm's hyperparameters;
+    ``should_stop`` receives them validated, with defaults filled in.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    settings: ClassVar[Mapping[str, Hyperparameter]] = {}
+
+    @abc.abstractmethod
+    def should_stop(
+        self, trial: TrialProgress, others: list[TrialProgress], goal: Goal, settings: dict[str, Any]
+    ) -> str | None:
+        """A one-line reason to stop ``trial`` now, or None to let it run on.
+
+        ``others`` are every other trial of the job, running or finished."""
