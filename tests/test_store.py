@@ -112,3 +112,34 @@ def test_a_job_runs_end_to_end_on_postgresql(cli, write_spec, postgres_db):
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_upgrading_an_older_schema_keeps_its_data(tmp_path):
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = engine_module.create_db_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, name, kind, labels, spec_submitted, spec_resolved, created_at) "
+                "VALUES ('old-1', 'old', 'TrainingJob', '{}', 'x', '{}', '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, job_id, state, reason, attempts, max_attempts, output_uri, record, "
+                "cancel_requested, created_at) VALUES ('old-1', 'old-1', 'SUCCEEDED', 'done', 1, 1, 'file:///x', "
+                "'{}', 0, '2026-01-01 00:00:00')"
+            )
+        )
+    store = Store(url)  # migrates to the newest revision
+    run = store.get_run("old-1")
+    assert (run.state, run.reason, run.parent_id) == ("SUCCEEDED", "done", None)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION

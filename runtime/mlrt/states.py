@@ -1,7 +1,7 @@
 """The one state machine every run follows, whatever launches it.
 
 A run moves QUEUED -> STARTING -> RUNNING and ends SUCCEEDED, FAILED,
-CANCELLED or TIMED_OUT. A failed attempt with retries left sends the run back
+CANCELLED or TIMED_OUT (a tuning trial may also end PRUNED). A failed attempt with retries left sends the run back
 to QUEUED; the next attempt is a new row of the same run. Backends map their
 native states (exit codes, pod phases) into these values.
 """
@@ -21,6 +21,7 @@ class RunState(str, enum.Enum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     TIMED_OUT = "TIMED_OUT"
+    PRUNED = "PRUNED"  # a tuning trial stopped early by the job's early-stopping rule
 
     def is_terminal(self) -> bool:
         """True once the run can no longer change state."""
@@ -41,6 +42,7 @@ _ALLOWED: dict[RunState, frozenset[RunState]] = {
             RunState.FAILED,
             RunState.CANCELLED,
             RunState.TIMED_OUT,
+            RunState.PRUNED,
             RunState.QUEUED,  # a failed attempt with retries left
         }
     ),

@@ -38,6 +38,9 @@ class Job(SQLModel, table=True):
 class Run(SQLModel, table=True):
     """One training run: its state, why it is in it, and who is driving it.
 
+    A tuning job has a run of its own that drives the search; each trial is a
+    run whose ``parent_id`` is that run and ``trial`` its number.
+
     ``owner`` identifies the controller process that drives the run
     (``host:pid:start-time``) and ``heartbeat_at`` when it last said it was
     alive; a run whose owner is gone is failed by the next controller or
@@ -49,6 +52,8 @@ class Run(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     job_id: str = Field(foreign_key="jobs.id", index=True)
+    parent_id: str | None = Field(default=None, foreign_key="runs.id", index=True)
+    trial: int | None = None
     state: str = Field(index=True)
     reason: str = ""
     attempts: int = 0
