@@ -241,8 +241,8 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
     model_for_training = nn.parallel.DistributedDataParallel(network) if distributed else network
 
     train_set = ctx.channels["train"]
-    x = torch.from_numpy(setup.preprocessor.transform(train_set.features))
-    y = _targets(train_set.labels, setup)
+    x = torch.from_numpy(setup.preprocessor.transform(train_set.features)).to(device)
+    y = _targets(train_set.labels, setup).to(device)
     validation = ctx.channels.get("validation")
     loss_fn = nn.CrossEntropyLoss() if setup.task == "classification" else nn.MSELoss()
 
@@ -295,18 +295,17 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
             batches = torch.split(order, batch_size)
             started = time.perf_counter()
             model_for_training.train()
-            loss_sum, seen = torch.zeros(2), 0
+            loss_total, seen = 0.0, 0
             first = skip_batches if epoch == start_epoch else 0
             for index in range(first, len(batches)):
                 rows = batches[index]
-                xb, yb = x[rows].to(device), y[rows].to(device)
+                xb, yb = x[rows], y[rows]
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model_for_training(xb), yb)
                 loss.backward()
                 optimizer.step()
                 global_step += 1
-                loss_sum[0] += loss.item() * len(rows)
-                loss_sum[1] += len(rows)
+                loss_total += loss.item() * len(rows)
                 seen += len(rows)
                 if _any(terminate["flag"], distributed):
                     if leader:
@@ -315,12 +314,13 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
                 if leader and ctx.checkpoint_every and global_step % ctx.checkpoint_every == 0:
                     _save_checkpoint(checkpoint_path, state(epoch, index + 1))
             elapsed = time.perf_counter() - started
+            totals = torch.tensor([loss_total, float(seen)], dtype=torch.float64)
             if distributed:
-                dist.all_reduce(loss_sum)
+                dist.all_reduce(totals)
             stop = False
             if leader:
-                values = {"train_loss": (loss_sum[0] / max(loss_sum[1], 1)).item()}
-                values["samples_per_second"] = seen * ctx.world_size / elapsed if elapsed > 0 else 0.0
+                values = {"train_loss": (totals[0] / max(totals[1], 1)).item()}
+                values["samples_per_second"] = totals[1].item() / elapsed if elapsed > 0 else 0.0
                 if validation is not None and validation.labels is not None:
                     values.update(_evaluate(network, validation, setup, loss_fn, device))
                 for key, value in values.items():
@@ -360,5 +360,5 @@ def _evaluate(network: nn.Module, dataset, setup: Setup, loss_fn, device) -> dic
     predicted = np.asarray(setup.classes)[outputs.argmax(1).numpy()]
     accuracy = float((predicted == dataset.labels.to_numpy()).mean())
     known = dataset.labels.isin(setup.classes).to_numpy()
-    loss = loss_fn(outputs[torch.from_numpy(known)], _targets(dataset.labels[known], setup)).item()
+    loss = loss_fn(outputs[torch.as_tensor(known)], _targets(dataset.labels[known], setup)).item()
     return {"validation_loss": loss, "validation_accuracy": accuracy}

@@ -172,20 +172,21 @@ class Algorithm(abc.ABC):
         return [path]
 
 
-def resolve_hyperparameters(algorithm: Algorithm, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Check ``values`` against ``algorithm``'s schema.
+def resolve_values(
+    schema: Mapping[str, Hyperparameter], values: Mapping[str, Any], owner: str, noun: str = "hyperparameter"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check ``values`` against ``schema`` (what ``owner`` accepts).
 
-    Returns ``(resolved, problems)``: ``resolved`` holds every declared
-    hyperparameter (given values coerced, defaults filled in); ``problems``
-    maps a hyperparameter name to what is wrong with it.
+    Returns ``(resolved, problems)``: ``resolved`` holds every declared entry
+    (given values coerced, defaults filled in); ``problems`` maps a name to
+    what is wrong with it.
     """
-    schema = algorithm.hyperparameters
     resolved: dict[str, Any] = {}
     problems: dict[str, str] = {}
     for key, value in values.items():
         if key not in schema:
             allowed = ", ".join(sorted(schema)) or "none"
-            problems[key] = f"unknown hyperparameter for {algorithm.name} (allowed: {allowed})"
+            problems[key] = f"unknown {noun} for {owner} (allowed: {allowed})"
             continue
         coerced, problem = schema[key].check(value)
         if problem:
@@ -196,3 +197,10 @@ def resolve_hyperparameters(algorithm: Algorithm, values: Mapping[str, Any]) -> 
         if key not in values and hp.default is not None:
             resolved[key] = hp.default
     return resolved, problems
+
+
+def resolve_hyperparameters(
+    algorithm: Algorithm, values: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check ``values`` against ``algorithm``'s hyperparameter schema (see :func:`resolve_values`)."""
+    return resolve_values(algorithm.hyperparameters, values, algorithm.name)

@@ -1,0 +1,279 @@
+"""The TuningJob spec: a trial template, a search space, an objective and when to stop.
+
+```yaml
+apiVersion: mlrt/v1
+kind: TuningJob
+metadata: {name: cancer-tune}
+spec:
+  template:                  # the spec of a TrainingJob: every trial starts from it
+    algorithm: sklearn.hist_gradient_boosting
+    data: {train: ..., validation: ...}
+  objective: {metric: validation_roc_auc, goal: maximize}
+  parameters:                # name -> range; the value goes to hyperparameters.<name>
+    learning_rate: {type: float, min: 0.01, max: 0.3, scale: log}
+    max_depth: {type: int, min: 2, max: 10}
+    algorithm: {type: categorical, values: [sklearn.random_forest, sklearn.svm]}
+  tuner: tpe
+  max_trials: 30
+  parallel_trials: 2
+  max_failed_trials: 3
+  early_stopping: {algorithm: asha, min_resource: 1, reduction_factor: 3}
+  completion: {target: 0.995, no_improvement_trials: 10, max_runtime: 1h}
+```
+
+A parameter named ``algorithm`` chooses the trial's algorithm, so several
+algorithms compete in one job; ``algorithms: [...]`` limits a parameter to
+trials of those algorithms; ``path`` puts the value elsewhere in the trial's
+spec. Validation builds the trial spec at the ends of every range, for every
+algorithm, so a range the algorithm rejects is reported before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlrt.spec import (
+    Duration,
+    LoadedSpec,
+    Metadata,
+    SpecError,
+    _describe_error,
+    _Model,
+    parse_document,
+)
+from mlrt.tuning import Parameter
+
+
+class ParameterSpec(_Model):
+    """One searched parameter (see the module docstring)."""
+
+    type: Literal["float", "int", "categorical"]
+    min: float | None = None
+    max: float | None = None
+    scale: Literal["linear", "log"] = "linear"
+    step: float | None = Field(None, gt=0)
+    values: list[Any] | None = None
+    path: str | None = None
+    algorithms: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> ParameterSpec:
+        if self.type == "categorical":
+            if not self.values:
+                raise ValueError("a categorical parameter needs a non-empty list of values")
+            if self.min is not None or self.max is not None:
+                raise ValueError("a categorical parameter has values, not min/max")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError(f"a {self.type} parameter needs min and max")
+        if self.values is not None:
+            raise ValueError(f"a {self.type} parameter has min/max, not values")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) must not be above max ({self.max:g})")
+        if self.scale == "log" and self.min <= 0:
+            raise ValueError(f"a log scale needs min > 0, got {self.min:g}")
+        if self.type == "int" and (self.min != int(self.min) or self.max != int(self.max)):
+            raise ValueError("an int parameter needs whole-number min and max")
+        return self
+
+
+class Objective(_Model):
+    """What the search optimizes: a metric the trials log, and its direction."""
+
+    metric: str
+    goal: Literal["minimize", "maximize"]
+
+
+class EarlyStoppingSpec(BaseModel):
+    """``algorithm`` names an early-stopping plugin; the other keys are its settings."""
+
+    model_config = ConfigDict(extra="allow")
+    algorithm: str
+
+
+class Completion(_Model):
+    """When the search ends before ``max_trials``: an objective value reached, no
+    improvement of the best for N finished trials, or a time limit."""
+
+    target: float | None = None
+    no_improvement_trials: int | None = Field(None, ge=1)
+    max_runtime: Duration | None = None
+
+
+class TuningJobSpec(_Model):
+    """``spec`` of a TuningJob."""
+
+    template: dict[str, Any]
+    objective: Objective
+    parameters: dict[str, ParameterSpec] = Field(min_length=1)
+    tuner: str = "tpe"
+    max_trials: int = Field(20, ge=1)
+    parallel_trials: int = Field(1, ge=1)
+    max_failed_trials: int = Field(3, ge=0)
+    early_stopping: EarlyStoppingSpec | None = None
+    completion: Completion = Completion()
+    warm_start: list[str] = []
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+
+class TuningJob(_Model):
+    """A whole TuningJob document."""
+
+    api_version: Literal["mlrt/v1"] = Field(alias="apiVersion")
+    kind: Literal["TuningJob"]
+    metadata: Metadata
+    spec: TuningJobSpec
+
+
+@dataclasses.dataclass
+class LoadedTuning:
+    """A validated TuningJob with its source, like :class:`mlrt.spec.LoadedSpec`."""
+
+    job: TuningJob
+    source_text: str
+    source_path: Path | None
+    base_dir: Path
+    overrides: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.job.metadata.name
+
+    def resolved(self) -> dict[str, Any]:
+        data = self.job.model_dump(mode="json", by_alias=True)
+        data["base_dir"] = str(self.base_dir)
+        return data
+
+
+def search_space(spec: dict[str, Any]) -> list[Parameter]:
+    """The tuner's view of ``spec.parameters`` (a resolved TuningJob spec)."""
+    space = []
+    for name, p in spec["parameters"].items():
+        path = p.get("path") or ("algorithm" if name == "algorithm" else f"hyperparameters.{name}")
+        space.append(
+            Parameter(
+                name=name,
+                type=p["type"],
+                path=path,
+                min=p.get("min"),
+                max=p.get("max"),
+                scale=p.get("scale", "linear"),
+                step=p.get("step"),
+                values=tuple(p.get("values") or ()),
+            )
+        )
+    return space
+
+
+def applicable(spec: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` minus those limited to other algorithms than the trial's."""
+    algorithm = params.get("algorithm", spec["template"].get("algorithm"))
+    limits = {name: p.get("algorithms") for name, p in spec["parameters"].items()}
+    return {k: v for k, v in params.items() if not limits.get(k) or algorithm in limits[k]}
+
+
+def trial_document(resolved: dict[str, Any], name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The TrainingJob document of one trial: the template with ``params`` applied."""
+    spec = resolved["spec"]
+    template = copy.deepcopy(spec["template"])
+    paths = {p.name: p.path for p in search_space(spec)}
+    for key, value in applicable(spec, params).items():
+        target = template
+        *parents, last = paths[key].split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = value
+    if "seed" not in template and spec.get("seed") is not None:
+        template["seed"] = spec["seed"]
+    labels = dict(resolved["metadata"].get("labels") or {})
+    return {"apiVersion": "mlrt/v1", "kind": "TrainingJob", "metadata": {"name": name, "labels": labels}, "spec": template}
+
+
+def load_trial(resolved: dict[str, Any], name: str, params: dict[str, Any]) -> LoadedSpec:
+    """Validate and resolve one trial's TrainingJob (raises SpecError)."""
+    document = trial_document(resolved, name, params)
+    return parse_document(
+        document, source_text="", source_path=None, base_dir=Path(resolved["base_dir"]), overrides=[]
+    )
+
+
+def _corners(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parameter sets at the ends of every range, for every algorithm choice."""
+    algorithms = spec["parameters"].get("algorithm", {}).get("values") or [None]
+    sets = []
+    for end in (0, -1):
+        for algorithm in algorithms:
+            params = {}
+            for name, p in spec["parameters"].items():
+                if name == "algorithm":
+                    params[name] = algorithm
+                elif p["type"] == "categorical":
+                    params[name] = p["values"][end]
+                else:
+                    value = p["min"] if end == 0 else p["max"]
+                    params[name] = int(value) if p["type"] == "int" else float(value)
+            sets.append(params)
+    return sets
+
+
+def _semantic_problems(loaded: LoadedTuning) -> list[str]:
+    from mlrt import plugins
+    from mlrt.algorithms import resolve_values
+
+    problems: list[str] = []
+    resolved = loaded.resolved()
+    spec = resolved["spec"]
+    tuner = plugins.tuners().get(spec["tuner"])
+    if tuner is None:
+        problems.append(f"spec.tuner: unknown tuner {spec['tuner']!r} (registered: {', '.join(sorted(plugins.tuners())) or 'none'})")
+    else:
+        problem = tuner.check(search_space(spec))
+        if problem:
+            problems.append(f"spec.parameters: {problem}")
+    stopping = spec.get("early_stopping")
+    if stopping:
+        stopper = plugins.early_stoppers().get(stopping["algorithm"])
+        if stopper is None:
+            known = ", ".join(sorted(plugins.early_stoppers())) or "none"
+            problems.append(f"spec.early_stopping.algorithm: unknown rule {stopping['algorithm']!r} (registered: {known})")
+        else:
+            settings = {k: v for k, v in stopping.items() if k != "algorithm"}
+            _, bad = resolve_values(stopper.settings, settings, stopping["algorithm"], noun="setting")
+            problems += [f"spec.early_stopping.{key}: {text}" for key, text in bad.items()]
+    tuned = set(spec["parameters"])
+    for params in _corners(spec):
+        try:
+            load_trial(resolved, f"{loaded.name}-check", params)
+        except SpecError as exc:
+            for line in exc.problems:
+                field, _, text = line.partition(": ")
+                parts = field.split(".")
+                if field.startswith("spec.hyperparameters.") and parts[2] in tuned:
+                    problems.append(f"spec.parameters.{parts[2]}: {text}")
+                elif field == "spec.algorithm" and "algorithm" in tuned:
+                    problems.append(f"spec.parameters.algorithm: {text}")
+                elif field.startswith("spec."):
+                    problems.append(f"spec.template.{field[5:]}: {text}")
+                else:
+                    problems.append(f"spec.template: {line}")
+    return list(dict.fromkeys(problems))
+
+
+def parse_tuning(
+    document: dict[str, Any], *, source_text: str, source_path: Path | None, base_dir: Path, overrides: list[str]
+) -> LoadedTuning:
+    """Validate a TuningJob document (overrides already applied); raise SpecError."""
+    try:
+        job = TuningJob.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError([_describe_error(e) for e in exc.errors()]) from None
+    loaded = LoadedTuning(job, source_text, source_path, base_dir, overrides)
+    problems = _semantic_problems(loaded)
+    if problems:
+        raise SpecError(problems)
+    return loaded
