@@ -222,14 +222,15 @@ class TunerPlugin:
 
 
 def test_registered_tuner_is_listed(tmp_path: Path):
-    with plugins.registered(TunerPlugin(), name="tuners"):
-        assert list(plugins.tuners()) == ["example_random"]
+    builtin = set(plugins.tuners())
+    with plugins.registered(TunerPlugin(), name="example-tuners"):
+        assert set(plugins.tuners()) == builtin | {"example_random"}
         result = invoke("plugins", "--json")
         assert result.exit_code == 0, result.output
         rows = {row["name"]: row for row in json.loads(result.output)}
-        assert rows["tuners"]["hooks"] == ["mlrt_tuners"]
-        assert rows["tuners"]["provides"] == {"tuners": ["example_random"]}
-    assert plugins.tuners() == {}
+        assert rows["example-tuners"]["hooks"] == ["mlrt_tuners"]
+        assert rows["example-tuners"]["provides"] == {"tuners": ["example_random"]}
+    assert set(plugins.tuners()) == builtin
 
 
 # -- mlrt_algorithms ----------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_max_runtime_stops_gracefully_with_a_checkpoint(cli, write_spec):
         write_spec,
         "timeout",
         hyperparameters="{epochs: 10000, batch_size: 8}",
-        extra="  stopping: {max_runtime: 4s, grace_period: 60s}\n",
+        extra="  stopping: {max_runtime: 12s, grace_period: 60s}\n",
     )
     started = time.monotonic()
     run = json.loads(cli("submit", str(spec), "--json").stdout)

@@ -39,6 +39,7 @@ from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
 from mlrt.store.models import Attempt, Run, utcnow
 from mlrt.submission import launch_context
+from mlrt.tuning_controller import Study
 
 HEARTBEAT_EVERY = 2.0
 FIRST_POLL = 0.005
@@ -123,6 +124,8 @@ class Controller:
         self.poll_interval = poll_interval
         self.owner = process_identity()
         self._active: dict[str, _Active] = {}
+        self._studies: dict[str, Study] = {}
+        self._kinds: dict[str, str] = {}
         self._last_heartbeat = 0.0
 
     # -- ownership -----------------------------------------------------------
@@ -159,11 +162,43 @@ class Controller:
         """One pass over the runs this controller owns."""
         self._heartbeat()
         for run in self.store.active_runs(owner=self.owner):
+            if RunState(self.store.get_run(run.id).state).is_terminal():
+                continue  # ended earlier in this pass (a trial its tuning run stopped)
             state = RunState(run.state)
-            if state is RunState.QUEUED:
+            if self._kind(run) == "TuningJob":
+                self._reconcile_tuning(run)
+            elif state is RunState.QUEUED:
                 self._reconcile_queued(run)
             elif state is RunState.RUNNING:
                 self._reconcile_running(run)
+
+    def _kind(self, run: Run) -> str:
+        if run.id not in self._kinds:
+            self._kinds[run.id] = self.store.get_job(run.job_id).kind
+        return self._kinds[run.id]
+
+    def _reconcile_tuning(self, run: Run) -> None:
+        if run.state == RunState.QUEUED.value:
+            spec = self.store.get_job(run.job_id).spec_resolved["spec"]
+            self.store.transition(run.id, RunState.STARTING, f"starting the search with the {spec['tuner']} tuner")
+            try:
+                self._studies[run.id] = Study(self, run)
+            except Exception as exc:
+                self.finish_run(self.store.get_run(run.id), RunState.FAILED, f"could not start the search: {exc}")
+                return
+            self.store.transition(
+                run.id,
+                RunState.RUNNING,
+                f"searching: up to {spec['max_trials']} trials, {spec['parallel_trials']} at a time",
+            )
+            return
+        study = self._studies.get(run.id)
+        if study is not None:
+            study.reconcile(run)
+
+    def finish_run(self, run: Run, state: RunState, reason: str) -> None:
+        """End ``run`` in ``state``: its workers are stopped first if it has any running."""
+        self._finish(run, state, reason, stop=True)
 
     def cancel_all(self, reason: str) -> None:
         """Stop every run this controller owns (used on Ctrl-C / SIGTERM)."""

@@ -430,11 +430,21 @@ def _absolute(path_text: str, base_dir: Path) -> str:
 def parse_document(
     document: Any, *, source_text: str, source_path: Path | None, base_dir: Path, overrides: list[str]
 ) -> LoadedSpec:
-    """Validate an already-parsed spec document (see :func:`load_spec`)."""
+    """Validate an already-parsed spec document (see :func:`load_spec`).
+
+    A TuningJob document gives a :class:`mlrt.tuning_spec.LoadedTuning`."""
     if not isinstance(document, dict):
         raise SpecError(["(document): expected a mapping with apiVersion, kind, metadata and spec"])
     for assignment in overrides:
         apply_override(document, assignment)
+    if document.get("kind") == "TuningJob":
+        from mlrt.tuning_spec import parse_tuning
+
+        return parse_tuning(
+            document, source_text=source_text, source_path=source_path, base_dir=base_dir, overrides=overrides
+        )
+    if document.get("kind") != "TrainingJob":
+        raise SpecError([f"kind: must be TrainingJob or TuningJob, got {document.get('kind')!r}"])
     problems, hyperparameters = _semantic_problems(document, base_dir)
     job = None
     try:

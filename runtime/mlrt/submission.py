@@ -53,11 +53,24 @@ def _run_output(store: Store, run_id: str, field: str) -> Path:
     return Path(run.output_uri.removeprefix("file://"))
 
 
-def submit(store: Store, loaded: LoadedSpec, *, sanity: bool = False, resume_from: str | None = None) -> str:
+def submit(
+    store: Store,
+    loaded: LoadedSpec,
+    *,
+    sanity: bool = False,
+    resume_from: str | None = None,
+    trial_of: tuple[str, int] | None = None,
+    owner: str | None = None,
+) -> str:
     """Queue ``loaded`` as a new job with one run; return the run id (= the job id).
 
     ``resume_from`` names a run whose latest checkpoint the new run starts from.
+    ``trial_of`` is ``(tuning run id, trial number)`` for a tuning trial, whose
+    id is then ``<tuning run>-t<number>``; ``owner`` is the controller that
+    will drive it.
     """
+    if not isinstance(loaded, LoadedSpec):
+        return _submit_tuning(store, loaded, resume_from=resume_from)
     from mlrt import plugins
     from mlrt.spec import SpecError
 
@@ -79,7 +92,7 @@ def submit(store: Store, loaded: LoadedSpec, *, sanity: bool = False, resume_fro
     if seed is None:
         seed = secrets.randbelow(2**31)
         spec["seed"] = seed
-    job_id = new_job_id(loaded.name)
+    job_id = f"{trial_of[0]}-t{trial_of[1]:03d}" if trial_of else new_job_id(loaded.name)
     distributions = sorted({row["distribution"] for row in plugins.describe() if row["distribution"]})
     record = base_record(Path(spec["working_dir"]), seed, distributions)
     record["overrides"] = loaded.overrides
@@ -105,8 +118,54 @@ def submit(store: Store, loaded: LoadedSpec, *, sanity: bool = False, resume_fro
             max_attempts=spec["retries"]["max"] + 1,
             output_uri="file://" + str(output_prefix(resolved, job_id)),
             record=record,
+            parent_id=trial_of[0] if trial_of else None,
+            trial=trial_of[1] if trial_of else None,
+            owner=owner,
         ),
         params,
+    )
+    return job_id
+
+
+def _submit_tuning(store: Store, loaded, *, resume_from: str | None) -> str:
+    """Queue a TuningJob: its own run drives the search (see :mod:`mlrt.tuning_controller`)."""
+    from mlrt.spec import SpecError
+    from mlrt.store import NotFound
+
+    resolved = loaded.resolved()
+    spec = resolved["spec"]
+    if spec.get("seed") is None:
+        spec["seed"] = secrets.randbelow(2**31)
+    earlier = list(spec.get("warm_start") or []) + ([resume_from] if resume_from else [])
+    for index, other in enumerate(earlier):
+        try:
+            kind = store.get_job(other).kind
+        except NotFound:
+            kind = None
+        if kind != "TuningJob":
+            field = "--resume-from" if other == resume_from else f"spec.warm_start.{index}"
+            raise SpecError([f"{field}: {other!r} is not a tuning job in this database"])
+    job_id = new_job_id(loaded.name)
+    record = base_record(loaded.base_dir, spec["seed"], [])
+    record.update(overrides=loaded.overrides, resume_from=resume_from)
+    store.create_job(
+        Job(
+            id=job_id,
+            name=loaded.name,
+            kind="TuningJob",
+            labels=loaded.job.metadata.labels,
+            spec_submitted=loaded.source_text,
+            spec_resolved=resolved,
+        ),
+        Run(
+            id=job_id,
+            job_id=job_id,
+            state=RunState.QUEUED.value,
+            reason="submitted",
+            output_uri="file://" + str(mlrt_home() / "runs" / job_id),
+            record=record,
+        ),
+        {"tuner": spec["tuner"], "objective": f"{spec['objective']['goal']} {spec['objective']['metric']}"},
     )
     return job_id
 

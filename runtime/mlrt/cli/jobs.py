@@ -28,8 +28,41 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def tuning_summary(app: App, run_id: str) -> dict[str, Any] | None:
+    """Trial counts by state and the best objective so far, for a tuning run (else None)."""
+    trials = app.store.trials(run_id)
+    job = app.store.get_job(app.store.get_run(run_id).job_id)
+    if job.kind != "TuningJob":
+        return None
+    objective = job.spec_resolved["spec"]["objective"]
+    counts: dict[str, int] = {}
+    best: tuple[float, int] | None = None
+    for trial in trials:
+        counts[trial.state] = counts.get(trial.state, 0) + 1
+        value = app.store.latest_metrics(trial.id).get(objective["metric"]) if trial.state == "SUCCEEDED" else None
+        if value is not None and (
+            best is None or (value > best[0] if objective["goal"] == "maximize" else value < best[0])
+        ):
+            best = (value, trial.trial or 0)
+    return {
+        "trials": counts,
+        "objective": objective,
+        "best": None if best is None else {"value": best[0], "trial": best[1]},
+    }
+
+
+def _tuning_line(summary: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary["trials"].items())) or "no trials yet"
+    best = summary["best"]
+    metric = summary["objective"]["metric"]
+    return f"trials: {counts}" + (f"; best {metric}={number(best['value'])} (trial {best['trial']})" if best else "")
+
+
 def _live_line(app: App, run_id: str, started: float) -> str:
     run = app.store.get_run(run_id)
+    summary = tuning_summary(app, run_id)
+    if summary is not None:
+        return f"{run_id} {styled_state(run.state)}  {seconds(time.monotonic() - started)}  {_tuning_line(summary)}"
     metrics = app.store.latest_metrics(run_id)
     shown = "  ".join(f"{k}={number(v)}" for k, v in sorted(metrics.items())[:4])
     attempt = f" attempt {run.attempts}/{run.max_attempts}" if run.max_attempts > 1 else ""
@@ -241,16 +274,20 @@ def status(app: App, run_id: str | None, limit: int, as_json: bool) -> None:
     record = RunRecord.load(app.store, run_id)
     attempts = app.store.attempts(run_id)
     events = app.store.events(run_id)
+    summary = tuning_summary(app, run_id)
     if as_json:
         echo_json(
             {
                 **record.to_dict(),
                 "attempts": [a.model_dump(exclude={"request", "handle"}) for a in attempts],
                 "events": [e.model_dump() for e in events],
+                "tuning": summary,
             }
         )
         return
     click.echo(f"run {record.id}: {record.state} — {record.reason}")
+    if summary is not None:
+        click.echo(_tuning_line(summary) + f"   (mlrt runs compare {record.id})")
     click.echo(f"attempts {record.attempts}/{record.max_attempts}, running time {seconds(record.duration()) or '-'}")
     if attempts:
         rows = [(a.number, styled_state(a.state), a.exit_code, a.reason) for a in attempts]

@@ -104,12 +104,29 @@ def show(app: App, run_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
 def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
-    """Params and latest metrics of several runs side by side (differing params marked *)."""
+    """Params and latest metrics of several runs side by side (differing params marked *).
+
+    Given one tuning job, compares its trials, best first by the objective."""
     from mlrt.records import RunRecord
 
-    records = [RunRecord.load(app.store, r) for r in run_ids]
+    best_id = None
+    if len(run_ids) == 1 and app.store.trials(run_ids[0]):
+        objective = app.store.get_job(app.store.get_run(run_ids[0]).job_id).spec_resolved["spec"]["objective"]
+        trials = [RunRecord.load(app.store, t.id) for t in app.store.trials(run_ids[0])]
+        scored = [t for t in trials if objective["metric"] in t.metrics]
+        scored.sort(key=lambda t: t.metrics[objective["metric"]], reverse=objective["goal"] == "maximize")
+        records = scored + [t for t in trials if t not in scored]
+        best_id = next((t.id for t in scored if t.state == "SUCCEEDED"), None)
+        run_ids = tuple(r.id for r in records)
+    else:
+        records = [RunRecord.load(app.store, r) for r in run_ids]
     if as_json:
-        echo_json([{"id": r.id, "state": r.state, "params": r.params, "metrics": r.metrics} for r in records])
+        echo_json(
+            [
+                {"id": r.id, "state": r.state, "best": r.id == best_id, "params": r.params, "metrics": r.metrics}
+                for r in records
+            ]
+        )
         return
     rows: list[tuple[Any, ...]] = [("state", *(styled_state(r.state) for r in records))]
     for key in sorted({k for r in records for k in r.params}):
@@ -118,7 +135,7 @@ def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
         rows.append((f"param {key}{marker}", *values))
     for key in sorted({k for r in records for k in r.metrics}):
         rows.append((key, *(number(r.metrics[key]) if key in r.metrics else None for r in records)))
-    table(None, ["", *run_ids], rows)
+    table(None, ["", *(f"{r} (best)" if r == best_id else r for r in run_ids)], rows)
 
 
 @click.command()

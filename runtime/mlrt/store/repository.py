@@ -78,8 +78,13 @@ class Store:
             if states:
                 query = query.where(col(Run.state).in_(list(states)))
             if job_id:
-                query = query.where(Run.job_id == job_id)
+                query = query.where((Run.job_id == job_id) | (Run.parent_id == job_id))
             return list(s.exec(query))
+
+    def trials(self, parent_id: str) -> list[Run]:
+        """The trial runs of a tuning run, by trial number."""
+        with self.session() as s:
+            return list(s.exec(select(Run).where(Run.parent_id == parent_id).order_by(Run.trial)))
 
     def active_runs(self, owner: str | None = None) -> list[Run]:
         """Runs not yet terminal, optionally only those a given controller owns."""

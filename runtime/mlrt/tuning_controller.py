@@ -1,0 +1,218 @@
+"""Driving a TuningJob: suggest trials, run them as ordinary runs, learn, stop.
+
+A tuning job has a run of its own (the *tuning run*); each trial is a
+TrainingJob run with ``parent_id`` = the tuning run and ``trial`` = its
+number, owned and launched by the same controller like any other run. Each
+reconcile pass over a RUNNING tuning run:
+
+1. reports every newly finished trial to the tuner (``observe``);
+2. replays every newly logged step of the objective metric of each running
+   trial to the early-stopping rule, and ends a trial PRUNED when it says so;
+3. checks completion: too many failed trials (FAILED), the target reached,
+   no improvement for N trials, ``completion.max_runtime``, or every trial
+   done (``max_trials`` or the tuner's space exhausted);
+4. otherwise starts new trials up to ``parallel_trials``.
+
+When the search completes, running trials are cancelled and the best trial's
+output (its model) is copied into the tuning run's output as its artifacts.
+``--resume-from`` a stopped tuning job continues it: its finished trials
+count toward ``max_trials``, seed the tuner and compete for best, and are not
+run again. ``warm_start`` jobs only seed the tuner.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlrt import plugins
+from mlrt.spec import SpecError
+from mlrt.states import RunState
+from mlrt.store.models import Run, utcnow
+from mlrt.tuning import TrialProgress, TrialResult
+from mlrt.tuning_spec import load_trial, search_space
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt.controller import Controller
+
+
+def trial_value(store, trial: Run, metric: str) -> float | None:
+    """A trial's objective: the last value of ``metric`` it logged, if any."""
+    return store.latest_metrics(trial.id).get(metric)
+
+
+def trial_result(store, trial: Run, metric: str) -> TrialResult:
+    """A finished trial as a tuner sees it."""
+    value = trial_value(store, trial, metric) if trial.state in ("SUCCEEDED", "PRUNED") else None
+    return TrialResult(trial.trial or 0, dict(trial.record.get("trial_params") or {}), trial.state, value)
+
+
+class Study:
+    """One tuning run's search, kept in memory by the controller that drives it."""
+
+    def __init__(self, controller: Controller, run: Run):
+        self.controller = controller
+        self.store = controller.store
+        self.run_id = run.id
+        job = self.store.get_job(run.job_id)
+        self.name = job.name
+        self.resolved = job.spec_resolved
+        self.spec = self.resolved["spec"]
+        self.metric = self.spec["objective"]["metric"]
+        self.goal = self.spec["objective"]["goal"]
+        resume_from = run.record.get("resume_from")
+        self.inherited = self._trials_of(resume_from) if resume_from else []
+        warm = [t for other in self.spec.get("warm_start") or [] for t in self._trials_of(other)]
+        history = [trial_result(self.store, t, self.metric) for t in self.inherited + warm]
+        self.tuner = copy.deepcopy(plugins.tuners()[self.spec["tuner"]])
+        self.tuner.start(search_space(self.spec), self.goal, self.spec["seed"], self.spec["parallel_trials"], history)
+        stopping = self.spec.get("early_stopping")
+        self.stopper = plugins.early_stoppers()[stopping["algorithm"]] if stopping else None
+        if self.stopper is not None:
+            from mlrt.algorithms import resolve_values
+
+            options = {k: v for k, v in stopping.items() if k != "algorithm"}
+            self.settings, _ = resolve_values(self.stopper.settings, options, stopping["algorithm"], noun="setting")
+        self.observed: set[str] = set()
+        self.judged: dict[str, int] = {}
+        self.unstartable = 0
+        self.next_number = max((t.trial or 0 for t in self.inherited), default=0) + 1
+        self.exhausted = False
+
+    def _trials_of(self, job_id: str) -> list[Run]:
+        """Finished trials of an earlier tuning job, following its own resume chain."""
+        run = self.store.get_run(job_id)
+        own = [t for t in self.store.trials(job_id) if RunState(t.state).is_terminal()]
+        earlier = run.record.get("resume_from")
+        return (self._trials_of(earlier) if earlier else []) + own
+
+    # -- one pass -------------------------------------------------------------
+
+    def reconcile(self, run: Run) -> None:
+        trials = self.store.trials(self.run_id)
+        if run.cancel_requested:
+            self._complete(run, trials, RunState.CANCELLED, "cancelled by user")
+            return
+        for trial in trials:
+            if RunState(trial.state).is_terminal() and trial.id not in self.observed:
+                self.observed.add(trial.id)
+                self.tuner.observe(trial_result(self.store, trial, self.metric))
+        if self.stopper is not None:
+            self._early_stop(trials)
+            trials = self.store.trials(self.run_id)
+        outcome = self._completion(run, trials)
+        if outcome is not None:
+            self._complete(run, trials, *outcome)
+            return
+        self._start_trials(run, trials)
+
+    def _early_stop(self, trials: list[Run]) -> None:
+        series = {t.id: {p.step: p.value for p in self.store.metrics(t.id, self.metric)} for t in trials}
+        for trial in trials:
+            if trial.state != RunState.RUNNING.value:
+                continue
+            others = [
+                TrialProgress(t.trial or 0, series[t.id], RunState(t.state).is_terminal())
+                for t in trials
+                if t.id != trial.id
+            ]
+            # Every newly logged step in order, so a rule judging "on arrival at a step" misses none.
+            for step in sorted(s for s in series[trial.id] if s > self.judged.get(trial.id, -1)):
+                self.judged[trial.id] = step
+                seen = {s: v for s, v in series[trial.id].items() if s <= step}
+                reason = self.stopper.should_stop(
+                    TrialProgress(trial.trial or 0, seen, False), others, self.goal, self.settings
+                )
+                if reason:
+                    self.controller.finish_run(trial, RunState.PRUNED, f"pruned at step {step}: {reason}")
+                    break
+
+    def _best(self, finished: list[Run]) -> tuple[Run, float] | None:
+        scored = [(t, v) for t in finished if t.state == "SUCCEEDED" and (v := trial_value(self.store, t, self.metric)) is not None]
+        if not scored:
+            return None
+        pick = max if self.goal == "maximize" else min
+        return pick(scored, key=lambda item: item[1])
+
+    def _completion(self, run: Run, trials: list[Run]) -> tuple[RunState, str] | None:
+        spec, completion = self.spec, self.spec["completion"]
+        finished = self.inherited + [t for t in trials if RunState(t.state).is_terminal()]
+        active = [t for t in trials if not RunState(t.state).is_terminal()]
+        failed = sum(t.state == "FAILED" for t in finished) + self.unstartable
+        if failed > spec["max_failed_trials"]:
+            return RunState.FAILED, f"{failed} trials failed, more than max_failed_trials ({spec['max_failed_trials']})"
+        best = self._best(finished)
+        target = completion.get("target")
+        if best and target is not None and (best[1] >= target if self.goal == "maximize" else best[1] <= target):
+            return RunState.SUCCEEDED, f"completion.target {target:g} reached by trial {best[0].trial} ({self.metric}={best[1]:.6g})"
+        patience = completion.get("no_improvement_trials")
+        if best and patience:
+            done = sorted((t for t in finished if t.state == "SUCCEEDED"), key=lambda t: (t.ended_at, t.trial or 0))
+            since = len(done) - 1 - done.index(best[0])
+            if since >= patience:
+                return RunState.SUCCEEDED, f"best {self.metric} did not improve for {since} trials (completion.no_improvement_trials {patience})"
+        limit = completion.get("max_runtime")
+        if limit and run.started_at and utcnow() - run.started_at > timedelta(seconds=limit):
+            return RunState.SUCCEEDED, f"completion.max_runtime of {limit:g}s reached"
+        started = len(self.inherited) + len(trials) + self.unstartable
+        if not active and (started >= spec["max_trials"] or self.exhausted):
+            why = "the tuner's search space is exhausted" if self.exhausted and started < spec["max_trials"] else f"all {started} trials finished"
+            return RunState.SUCCEEDED, why
+        return None
+
+    def _start_trials(self, run: Run, trials: list[Run]) -> None:
+        active = sum(not RunState(t.state).is_terminal() for t in trials)
+        started = len(self.inherited) + len(trials) + self.unstartable
+        while active < self.spec["parallel_trials"] and started < self.spec["max_trials"] and not self.exhausted:
+            number = self.next_number
+            params = self.tuner.suggest(number)
+            if params is None:
+                self.exhausted = True
+                return
+            self.next_number += 1
+            started += 1
+            try:
+                self._submit_trial(number, params)
+                active += 1
+            except SpecError as exc:
+                self.unstartable += 1
+                self.tuner.observe(TrialResult(number, params, "FAILED", None))
+                self.store.add_event(self.run_id, f"trial {number} {params} is invalid: {'; '.join(exc.problems)}")
+
+    def _submit_trial(self, number: int, params: dict[str, Any]) -> None:
+        from mlrt.submission import submit
+
+        loaded = load_trial(self.resolved, f"{self.name[:56]}-t{number:03d}", params)
+        trial_id = submit(self.store, loaded, trial_of=(self.run_id, number), owner=self.controller.owner)
+        record = self.store.get_run(trial_id).record
+        self.store.update_run(trial_id, record={**record, "trial_params": params})
+
+    # -- the end ----------------------------------------------------------------
+
+    def _complete(self, run: Run, trials: list[Run], state: RunState, reason: str) -> None:
+        for trial in trials:
+            if not RunState(trial.state).is_terminal():
+                self.controller.finish_run(trial, RunState.CANCELLED, f"the tuning job ended: {reason}")
+        finished = self.inherited + self.store.trials(self.run_id)
+        best = self._best(finished)
+        if best is None and state is RunState.SUCCEEDED:
+            state, reason = RunState.FAILED, f"{reason}; no trial produced {self.metric}"
+        if best is not None:
+            trial, value = best
+            self._promote(trial)
+            self.store.log_params(
+                self.run_id,
+                {"best_trial": trial.id, "best_value": value, "best_params": trial.record.get("trial_params") or {}},
+            )
+            reason = f"{reason}; best trial {trial.trial} ({trial.id}) {self.metric}={value:.6g}"
+        self.controller.finish_run(run, state, reason)
+
+    def _promote(self, trial: Run) -> None:
+        """Copy the best trial's output (model, predictions) into the tuning run's output."""
+        source = Path(trial.output_uri.removeprefix("file://")) / "output"
+        target = Path(self.store.get_run(self.run_id).output_uri.removeprefix("file://")) / "output"
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
