@@ -199,8 +199,6 @@ def resolve_values(
     return resolved, problems
 
 
-def resolve_hyperparameters(
-    algorithm: Algorithm, values: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
+def resolve_hyperparameters(algorithm: Algorithm, values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Check ``values`` against ``algorithm``'s hyperparameter schema (see :func:`resolve_values`)."""
     return resolve_values(algorithm.hyperparameters, values, algorithm.name)

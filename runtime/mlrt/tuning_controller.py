@@ -15,9 +15,10 @@ reconcile pass over a RUNNING tuning run:
 
 When the search completes, running trials are cancelled and the best trial's
 output (its model) is copied into the tuning run's output as its artifacts.
-``--resume-from`` a stopped tuning job continues it: its finished trials
-count toward ``max_trials``, seed the tuner and compete for best, and are not
-run again. ``warm_start`` jobs only seed the tuner.
+``--resume-from`` a stopped tuning job continues it: its trials that finished
+with a result (SUCCEEDED or PRUNED) count toward ``max_trials``, seed the
+tuner and compete for best, and are not run again; trials it lost when its
+controller stopped are. ``warm_start`` jobs only seed the tuner.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ class Study:
         self.exhausted = False
 
     def _trials_of(self, job_id: str) -> list[Run]:
-        """Finished trials of an earlier tuning job, following its own resume chain."""
+        """Trials of an earlier tuning job that finished with a result (SUCCEEDED or
+        PRUNED), following its own resume chain; the others are run again."""
         run = self.store.get_run(job_id)
-        own = [t for t in self.store.trials(job_id) if RunState(t.state).is_terminal()]
+        own = [t for t in self.store.trials(job_id) if t.state in ("SUCCEEDED", "PRUNED")]
         earlier = run.record.get("resume_from")
         return (self._trials_of(earlier) if earlier else []) + own
 
@@ -131,7 +133,11 @@ class Study:
                     break
 
     def _best(self, finished: list[Run]) -> tuple[Run, float] | None:
-        scored = [(t, v) for t in finished if t.state == "SUCCEEDED" and (v := trial_value(self.store, t, self.metric)) is not None]
+        scored = [
+            (t, v)
+            for t in finished
+            if t.state == "SUCCEEDED" and (v := trial_value(self.store, t, self.metric)) is not None
+        ]
         if not scored:
             return None
         pick = max if self.goal == "maximize" else min
@@ -147,19 +153,29 @@ class Study:
         best = self._best(finished)
         target = completion.get("target")
         if best and target is not None and (best[1] >= target if self.goal == "maximize" else best[1] <= target):
-            return RunState.SUCCEEDED, f"completion.target {target:g} reached by trial {best[0].trial} ({self.metric}={best[1]:.6g})"
+            return (
+                RunState.SUCCEEDED,
+                f"completion.target {target:g} reached by trial {best[0].trial} ({self.metric}={best[1]:.6g})",
+            )
         patience = completion.get("no_improvement_trials")
         if best and patience:
             done = sorted((t for t in finished if t.state == "SUCCEEDED"), key=lambda t: (t.ended_at, t.trial or 0))
             since = len(done) - 1 - done.index(best[0])
             if since >= patience:
-                return RunState.SUCCEEDED, f"best {self.metric} did not improve for {since} trials (completion.no_improvement_trials {patience})"
+                return (
+                    RunState.SUCCEEDED,
+                    f"best {self.metric} did not improve for {since} trials (completion.no_improvement_trials {patience})",
+                )
         limit = completion.get("max_runtime")
         if limit and run.started_at and utcnow() - run.started_at > timedelta(seconds=limit):
             return RunState.SUCCEEDED, f"completion.max_runtime of {limit:g}s reached"
         started = len(self.inherited) + len(trials) + self.unstartable
         if not active and (started >= spec["max_trials"] or self.exhausted):
-            why = "the tuner's search space is exhausted" if self.exhausted and started < spec["max_trials"] else f"all {started} trials finished"
+            why = (
+                "the tuner's search space is exhausted"
+                if self.exhausted and started < spec["max_trials"]
+                else f"all {started} trials finished"
+            )
             return RunState.SUCCEEDED, why
         return None
 

@@ -191,15 +191,18 @@ def trial_document(resolved: dict[str, Any], name: str, params: dict[str, Any]) 
     if "seed" not in template and spec.get("seed") is not None:
         template["seed"] = spec["seed"]
     labels = dict(resolved["metadata"].get("labels") or {})
-    return {"apiVersion": "mlrt/v1", "kind": "TrainingJob", "metadata": {"name": name, "labels": labels}, "spec": template}
+    return {
+        "apiVersion": "mlrt/v1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "labels": labels},
+        "spec": template,
+    }
 
 
 def load_trial(resolved: dict[str, Any], name: str, params: dict[str, Any]) -> LoadedSpec:
     """Validate and resolve one trial's TrainingJob (raises SpecError)."""
     document = trial_document(resolved, name, params)
-    return parse_document(
-        document, source_text="", source_path=None, base_dir=Path(resolved["base_dir"]), overrides=[]
-    )
+    return parse_document(document, source_text="", source_path=None, base_dir=Path(resolved["base_dir"]), overrides=[])
 
 
 def _corners(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -230,7 +233,9 @@ def _semantic_problems(loaded: LoadedTuning) -> list[str]:
     spec = resolved["spec"]
     tuner = plugins.tuners().get(spec["tuner"])
     if tuner is None:
-        problems.append(f"spec.tuner: unknown tuner {spec['tuner']!r} (registered: {', '.join(sorted(plugins.tuners())) or 'none'})")
+        problems.append(
+            f"spec.tuner: unknown tuner {spec['tuner']!r} (registered: {', '.join(sorted(plugins.tuners())) or 'none'})"
+        )
     else:
         problem = tuner.check(search_space(spec))
         if problem:
@@ -240,7 +245,9 @@ def _semantic_problems(loaded: LoadedTuning) -> list[str]:
         stopper = plugins.early_stoppers().get(stopping["algorithm"])
         if stopper is None:
             known = ", ".join(sorted(plugins.early_stoppers())) or "none"
-            problems.append(f"spec.early_stopping.algorithm: unknown rule {stopping['algorithm']!r} (registered: {known})")
+            problems.append(
+                f"spec.early_stopping.algorithm: unknown rule {stopping['algorithm']!r} (registered: {known})"
+            )
         else:
             settings = {k: v for k, v in stopping.items() if k != "algorithm"}
             _, bad = resolve_values(stopper.settings, settings, stopping["algorithm"], noun="setting")

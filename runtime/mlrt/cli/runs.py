@@ -106,17 +106,18 @@ def show(app: App, run_id: str, as_json: bool) -> None:
 def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
     """Params and latest metrics of several runs side by side (differing params marked *).
 
-    Given one tuning job, compares its trials, best first by the objective."""
+    Given one tuning job, compares its trials: the succeeded ones best first by
+    the objective, then the rest."""
     from mlrt.records import RunRecord
 
     best_id = None
     if len(run_ids) == 1 and app.store.trials(run_ids[0]):
         objective = app.store.get_job(app.store.get_run(run_ids[0]).job_id).spec_resolved["spec"]["objective"]
         trials = [RunRecord.load(app.store, t.id) for t in app.store.trials(run_ids[0])]
-        scored = [t for t in trials if objective["metric"] in t.metrics]
+        scored = [t for t in trials if t.state == "SUCCEEDED" and objective["metric"] in t.metrics]
         scored.sort(key=lambda t: t.metrics[objective["metric"]], reverse=objective["goal"] == "maximize")
         records = scored + [t for t in trials if t not in scored]
-        best_id = next((t.id for t in scored if t.state == "SUCCEEDED"), None)
+        best_id = scored[0].id if scored else None
         run_ids = tuple(r.id for r in records)
     else:
         records = [RunRecord.load(app.store, r) for r in run_ids]
