@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import MLRT_SCRIPT, command_spec, run_json
 
@@ -175,3 +176,64 @@ def test_listing_commands_have_json(cli, write_spec):
         assert cli(*args).exit_code == 0
     unknown = cli("runs", "show", "no-such-run")
     assert unknown.exit_code == 2 and "no run 'no-such-run'" in unknown.stderr
+
+
+def test_business_metrics_are_recorded_and_can_be_tuned(cli, write_spec):
+    spec = write_spec(
+        """\
+        apiVersion: mlrt/v1
+        kind: TrainingJob
+        metadata: {name: costly}
+        spec:
+          algorithm: sklearn.logistic_regression
+          data:
+            train: builtin://sklearn/breast_cancer?split=train
+            validation: builtin://sklearn/breast_cancer?split=validation
+          business_metrics:
+            - {name: cost, cost_matrix: {"1": {"0": 10}, "0": {"1": 1}}}
+            - {name: blend, weights: {recall: 0.75, precision: 0.25}}
+        """
+    )
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    uri = next(
+        a["uri"] for a in json.loads(cli("artifacts", run["id"], "--json").stdout) if a["path"] == "predictions.parquet"
+    )
+    predictions = pd.read_parquet(uri.removeprefix("file://"))
+    validation = predictions[predictions["split"] == "validation"]
+    misses = ((validation["label"] == 1) & (validation["prediction"] == 0)).sum()
+    alarms = ((validation["label"] == 0) & (validation["prediction"] == 1)).sum()
+    assert run["metrics"]["validation_cost"] == pytest.approx((10 * misses + alarms) / len(validation))
+    m = run["metrics"]
+    assert m["validation_blend"] == pytest.approx(0.75 * m["validation_recall"] + 0.25 * m["validation_precision"])
+
+    bad = cli("validate", str(spec), "--set", "spec.business_metrics.0.weights={recall: 1}")
+    assert bad.exit_code == 2 and "spec.business_metrics.0: set exactly one of cost_matrix" in bad.stderr
+
+
+def test_a_tuning_job_can_minimize_a_business_cost(cli, write_spec):
+    spec = write_spec(
+        """\
+        apiVersion: mlrt/v1
+        kind: TuningJob
+        metadata: {name: cheapest}
+        spec:
+          template:
+            algorithm: sklearn.logistic_regression
+            data:
+              train: builtin://sklearn/breast_cancer?split=train
+              validation: builtin://sklearn/breast_cancer?split=validation
+            business_metrics: [{name: cost, cost_matrix: {"1": {"0": 10}, "0": {"1": 1}}}]
+          objective: {metric: validation_cost, goal: minimize}
+          parameters:
+            class_weight: {type: categorical, values: [balanced, null]}
+          tuner: grid
+        """
+    )
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    from mlrt.store import Store
+
+    costs = [Store().latest_metrics(t.id)["validation_cost"] for t in Store().trials(run["id"])]
+    assert len(costs) == 2
+    assert float(run["params"]["best_value"]) == min(costs)

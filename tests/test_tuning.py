@@ -250,3 +250,15 @@ def test_an_invalid_parameter_range_names_the_field(cli, write_spec, parameters,
     assert result.exit_code == 2
     assert expected in result.stderr, result.stderr
     assert Store().list_runs() == []
+
+
+def test_warm_start_from_an_earlier_tuning_job(cli, write_spec):
+    body = "  tuner: tpe\n  max_trials: 3\n  seed: 3\n  parameters:\n    x: {type: float, min: 0, max: 6}\n"
+    first = json.loads(cli("submit", str(tuning_spec(write_spec, body)), "--json").stdout)
+    assert first["state"] == "SUCCEEDED"
+    warm = tuning_spec(write_spec, body + f"  warm_start: [{first['id']}]\n", name="warm.yaml")
+    second = json.loads(cli("submit", str(warm), "--json").stdout)
+    assert second["state"] == "SUCCEEDED", second["reason"]
+    assert len(Store().trials(second["id"])) == 3, "warm-start trials seed the tuner but do not use the budget"
+    unknown = cli("submit", str(warm), "--set", "spec.warm_start=[nope]")
+    assert unknown.exit_code == 2 and "spec.warm_start.0: 'nope' is not a tuning job" in unknown.stderr

@@ -158,6 +158,22 @@ class InitFrom(_Model):
         return self
 
 
+class BusinessMetric(_Model):
+    """A metric the project is judged on, evaluated per channel (see :mod:`mlrt.business`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    cost_matrix: dict[str, dict[str, float]] | None = None
+    weights: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> BusinessMetric:
+        if (self.cost_matrix is None) == (self.weights is None):
+            raise ValueError(
+                "set exactly one of cost_matrix ({actual: {predicted: cost}}) or weights ({metric: weight})"
+            )
+        return self
+
+
 class Baseline(_Model):
     """The level a model is judged against, e.g. human-level accuracy."""
 
@@ -183,6 +199,7 @@ class TrainingJobSpec(_Model):
     init_from: InitFrom | None = None
     retries: Retries = Retries()
     metrics: list[MetricPattern] = []
+    business_metrics: list[BusinessMetric] = []
     reports: list[str] = []
     baseline: Baseline | None = None
     seed: int | None = Field(None, ge=0, le=2**32 - 1)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import mlrt
-from mlrt import plugins
+from mlrt import business, plugins
 from mlrt.algorithms import Algorithm, Dataset, TrainContext
 from mlrt.data import load_dataset
 from mlrt.submission import channel_env
@@ -132,12 +132,17 @@ def run() -> None:
     frames = []
     for name, dataset in channels.items():
         metrics = metrics_for(algorithm.task, model, dataset)
+        predictions = predictions_frame(algorithm.task, model, dataset)
+        if dataset.labels is not None and spec.get("business_metrics"):
+            metrics.update(
+                business.evaluate(spec["business_metrics"], dataset.labels, predictions["prediction"], metrics)
+            )
         # A series the algorithm logged itself (per epoch) already ends at this model.
         final = {f"{name}_{key}": value for key, value in metrics.items()}
         mlrt.log_metrics({key: value for key, value in final.items() if key not in logged_by_algorithm})
         if metrics:
             say(f"{name}: " + " ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
-        frames.append(predictions_frame(algorithm.task, model, dataset))
+        frames.append(predictions)
     saved = algorithm.save(model, output_dir)
     pd.concat(frames, ignore_index=True).to_parquet(output_dir / "predictions.parquet", index=False)
     say(f"saved {', '.join(p.name for p in saved)} and predictions.parquet to {output_dir}")
