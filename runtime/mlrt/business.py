@@ -27,7 +27,7 @@ def evaluate(definitions: list[dict[str, Any]], labels, predictions, metrics: di
             costs = definition["cost_matrix"]
             total = sum(
                 costs.get(str(actual), {}).get(str(predicted), 0.0)
-                for actual, predicted in zip(labels.tolist(), list(predictions))
+                for actual, predicted in zip(labels.tolist(), list(predictions), strict=True)
             )
             values[definition["name"]] = total / max(len(labels), 1)
         else:
