@@ -205,6 +205,10 @@ def test_several_algorithms_compete_in_one_job(cli, write_spec):
     )
     plan = cli("validate", str(spec))
     assert plan.exit_code == 2 and "grid needs values or a step for float parameter 'C'" in plan.stderr
+    plan = json.loads(cli("validate", str(spec), "--json", "--set", "spec.tuner=random").stdout)
+    assert [p["name"] for p in plan["search_space"]] == ["algorithm", "C", "n_estimators"]
+    assert plan["example_trial"]["parameters"] == {"algorithm": "sklearn.logistic_regression", "C": 0.01}
+    assert json.loads(plan["example_trial"]["launch"]["workers"][0]["env"]["MLRT_HYPERPARAMETERS"])["C"] == 0.01
     result = cli(
         "submit",
         str(spec),

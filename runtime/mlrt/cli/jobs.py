@@ -205,17 +205,42 @@ def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
     The request shows, per worker, the exact command, the environment mlrt
     sets (the worker also inherits the submitting environment) and the
     working directory. Data channels are shown at the paths they will be
-    materialized to.
+    materialized to. For a TuningJob: the search space and the launch
+    request of a first trial (at the low end of every range).
     """
+    import dataclasses
+
     import yaml
 
+    from mlrt.spec import LoadedSpec, load_spec
+    from mlrt.tuning_spec import _corners, applicable, load_trial, search_space
+
+    loaded = load_spec(spec_file, overrides)
+    if isinstance(loaded, LoadedSpec):
+        plan = _training_plan(loaded, f"{loaded.name}-<id>")
+    else:
+        resolved = loaded.resolved()
+        example = applicable(resolved["spec"], _corners(resolved["spec"])[0])
+        trial = load_trial(resolved, f"{loaded.name[:56]}-t001", example)
+        plan = {
+            "spec": resolved,
+            "search_space": [dataclasses.asdict(p) for p in search_space(resolved["spec"])],
+            "example_trial": {"parameters": example, **_training_plan(trial, f"{loaded.name}-<id>-t001")},
+        }
+    if as_json:
+        echo_json(plan)
+    else:
+        click.echo(f"# {spec_file} is valid; this is what `mlrt submit` would launch (nothing was launched)")
+        click.echo(yaml.safe_dump(plan, sort_keys=False, width=120), nl=False)
+
+
+def _training_plan(loaded, run_id: str) -> dict[str, Any]:
+    """The resolved spec and the exact launch request of a TrainingJob, without side effects."""
     from mlrt import plugins
     from mlrt.data import uri_scheme
-    from mlrt.spec import load_spec
     from mlrt.store import database_url, mlrt_home
     from mlrt.submission import launch_context
 
-    loaded = load_spec(spec_file, overrides)
     resolved = loaded.resolved()
     spec = resolved["spec"]
     spec["seed"] = spec["seed"] if spec.get("seed") is not None else "<chosen at submit>"
@@ -225,15 +250,9 @@ def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
     for name, channel in spec["data"].items():
         planned = schemes[uri_scheme(channel["uri"])].local_path(channel["uri"], cache)
         paths[name] = str(planned) if planned else f"<{channel['uri']}, materialized at launch>"
-    run_id = f"{loaded.name}-<id>"
     ctx = launch_context(resolved, run_id, 1, database_url(None), paths, {})
     request = plugins.launchers()[spec["compute"]["backend"]].plan(ctx)
-    plan = {"spec": resolved, "launch": request.to_dict()}
-    if as_json:
-        echo_json(plan)
-    else:
-        click.echo(f"# {spec_file} is valid; this is what `mlrt submit` would launch (nothing was launched)")
-        click.echo(yaml.safe_dump(plan, sort_keys=False, width=120), nl=False)
+    return {"spec": resolved, "launch": request.to_dict()}
 
 
 def _reap(app: App) -> None:
