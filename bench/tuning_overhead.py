@@ -132,9 +132,9 @@ def mlrt_check(db_path: Path, trials: int) -> tuple[list[dict], list[float], dic
     (observe, suggest, submit), created -> started (launch), started -> ended
     (the process, plus however long the controller took to notice its exit)."""
     with sqlite3.connect(db_path) as db:
-        tuning_runs = db.execute(
-            "SELECT id, state FROM runs WHERE parent_id IS NULL ORDER BY created_at"
-        ).fetchall()[1:]  # the first tuning run was the untimed warm-up
+        tuning_runs = db.execute("SELECT id, state FROM runs WHERE parent_id IS NULL ORDER BY created_at").fetchall()[
+            1:
+        ]  # the first tuning run was the untimed warm-up
         summary, cadences = [], []
         phases: dict[str, list[float]] = {"ended_to_next_created": [], "created_to_started": [], "started_to_ended": []}
         for run_id, state in tuning_runs:
@@ -144,10 +144,10 @@ def mlrt_check(db_path: Path, trials: int) -> tuple[list[dict], list[float], dic
                 (run_id,),
             ).fetchall()
             created = [datetime.fromisoformat(r[2]) for r in rows]
-            cadences += [(b - a).total_seconds() for a, b in zip(created, created[1:])]
+            cadences += [(b - a).total_seconds() for a, b in zip(created, created[1:], strict=False)]
             started = [datetime.fromisoformat(r[3]) if r[3] else None for r in rows]
             ended = [datetime.fromisoformat(r[4]) if r[4] else None for r in rows]
-            for i, (c, s, e) in enumerate(zip(created, started, ended)):
+            for i, (c, s, e) in enumerate(zip(created, started, ended, strict=True)):
                 if s is not None:
                     phases["created_to_started"].append((s - c).total_seconds())
                 if s is not None and e is not None:

@@ -149,19 +149,22 @@ class Controller:
             self.claim(run_id)
         delay = FIRST_POLL
         while True:
-            self.reconcile()
+            changed = self.reconcile()
             if on_tick is not None:
                 on_tick()
             if all(RunState(self.store.get_run(r).state).is_terminal() for r in run_ids):
                 return
-            # Poll fast at first so short jobs finish promptly, then back off.
+            # Poll fast right after something changed (a launch, an exit, a new
+            # trial), so short runs and trial hand-offs are prompt; then back off.
+            delay = FIRST_POLL if changed else min(self.poll_interval, delay * 1.5)
             time.sleep(delay)
-            delay = min(self.poll_interval, delay * 1.5)
 
-    def reconcile(self) -> None:
-        """One pass over the runs this controller owns."""
+    def reconcile(self) -> bool:
+        """One pass over the runs this controller owns; True when any of them changed
+        state, ended or appeared during it."""
         self._heartbeat()
-        for run in self.store.active_runs(owner=self.owner):
+        runs = self.store.active_runs(owner=self.owner)
+        for run in runs:
             if RunState(self.store.get_run(run.id).state).is_terminal():
                 continue  # ended earlier in this pass (a trial its tuning run stopped)
             state = RunState(run.state)
@@ -171,6 +174,8 @@ class Controller:
                 self._reconcile_queued(run)
             elif state is RunState.RUNNING:
                 self._reconcile_running(run)
+        after = self.store.active_runs(owner=self.owner)
+        return [(r.id, r.state) for r in runs] != [(r.id, r.state) for r in after]
 
     def _kind(self, run: Run) -> str:
         if run.id not in self._kinds:
