@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,10 +32,22 @@ _PR_SET_PDEATHSIG = 1
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+# Below Linux's ephemeral range (32768-60999): outgoing connections are handed
+# ports from that range, so one could take a rendezvous port between plan and bind.
+_PORT_RANGE = (20000, 32000)
+
+
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, outside the ephemeral range."""
+    for _ in range(100):
+        port = random.randrange(*_PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LaunchError(f"no free port for the rendezvous in {_PORT_RANGE[0]}-{_PORT_RANGE[1]}")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
