@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from mlrt.algorithms import Dataset
-from mlrt.evaluation import metrics_for, predictions_frame
+from mlrt.evaluation import evaluate, metrics_for, predictions_frame
 
 
 def split(loader, labels=lambda y: y) -> tuple[Dataset, Dataset]:
@@ -151,3 +151,28 @@ def test_unknown_task_is_rejected(multiclass):
     model, test = multiclass
     with pytest.raises(ValueError, match=r"unknown task 'ranking' \(allowed: classification, regression\)"):
         metrics_for("ranking", model, test)
+
+
+def test_evaluate_gives_both_from_one_pass_of_the_model(binary):
+    model, test = binary
+
+    class Counting:
+        """Counts calls so the test sees the model run once per output kind."""
+
+        def __init__(self):
+            self.calls = {"predict": 0, "predict_proba": 0}
+            self.classes_ = model.classes_
+
+        def predict(self, features):
+            self.calls["predict"] += 1
+            return model.predict(features)
+
+        def predict_proba(self, features):
+            self.calls["predict_proba"] += 1
+            return model.predict_proba(features)
+
+    counting = Counting()
+    scored, frame = evaluate("classification", counting, test)
+    assert counting.calls == {"predict": 1, "predict_proba": 1}
+    assert scored == metrics_for("classification", model, test)
+    pd.testing.assert_frame_equal(frame, predictions_frame("classification", model, test))

@@ -24,7 +24,10 @@ spec:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ("spec.colour=blue", "spec.colour: unknown field (allowed: algorithm, baseline, business_metrics, checkpoint, command"),
+        (
+            "spec.colour=blue",
+            "spec.colour: unknown field (allowed: algorithm, baseline, business_metrics, checkpoint, command",
+        ),
         ("spec.compute.workers=two", "spec.compute.workers: expected an integer, got 'two'"),
         ("spec.compute.workers=-1", "spec.compute.workers: must be >= 1, got -1"),
         ("spec.algorithm=sklearn.nope", "spec.algorithm: unknown algorithm 'sklearn.nope' (registered: "),

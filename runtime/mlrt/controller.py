@@ -124,6 +124,7 @@ class Controller:
         self.poll_interval = poll_interval
         self.owner = process_identity()
         self._active: dict[str, _Active] = {}
+        self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}
         self._last_heartbeat = 0.0
@@ -163,10 +164,11 @@ class Controller:
         """One pass over the runs this controller owns; True when any of them changed
         state, ended or appeared during it."""
         self._heartbeat()
+        self._ended_this_pass = set()
         runs = self.store.active_runs(owner=self.owner)
         for run in runs:
-            if RunState(self.store.get_run(run.id).state).is_terminal():
-                continue  # ended earlier in this pass (a trial its tuning run stopped)
+            if run.id in self._ended_this_pass:
+                continue  # a trial its tuning run stopped earlier in this pass
             state = RunState(run.state)
             if self._kind(run) == "TuningJob":
                 self._reconcile_tuning(run)
@@ -365,6 +367,7 @@ class Controller:
             active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
         self._close_attempt(run, state, reason, exit_code)
         self.store.transition(run.id, state, reason)
+        self._ended_this_pass.add(run.id)
         self._notify_finished(run.id)
 
     def _close_attempt(

@@ -49,12 +49,17 @@ def _classes(model: Any, labels: pd.Series, predictions: np.ndarray) -> np.ndarr
     return np.asarray(classes) if classes is not None else np.unique(np.concatenate([labels, predictions]))
 
 
-def _classification_metrics(model: Any, dataset: Dataset) -> dict[str, float]:
+def _outputs(task: str, model: Any, dataset: Dataset) -> tuple[Any, Any]:
+    """The model's predictions and, for classifiers that have them, class scores: one pass each."""
+    predictions = model.predict(dataset.features)
+    scores = model.predict_proba(dataset.features) if task == "classification" and _has_scores(model) else None
+    return predictions, scores
+
+
+def _classification_metrics(model: Any, labels: Any, predictions: Any, scores: Any) -> dict[str, float]:
     import numpy as np
     from sklearn import metrics
 
-    labels = dataset.labels.to_numpy()
-    predictions = model.predict(dataset.features)
     classes = _classes(model, labels, predictions)
     if len(classes) == 2:
         averaging: dict[str, Any] = {"average": "binary", "pos_label": classes[1]}
@@ -66,8 +71,7 @@ def _classification_metrics(model: Any, dataset: Dataset) -> dict[str, float]:
         "recall": metrics.recall_score(labels, predictions, zero_division=0, **averaging),
         "f1": metrics.f1_score(labels, predictions, zero_division=0, **averaging),
     }
-    if _has_scores(model):
-        scores = model.predict_proba(dataset.features)
+    if scores is not None:
         present = [i for i, c in enumerate(classes) if np.any(labels == c)]
         # For two classes one curve says it all; the other is its mirror image.
         curves = [1] if len(classes) == 2 else present
@@ -78,16 +82,39 @@ def _classification_metrics(model: Any, dataset: Dataset) -> dict[str, float]:
     return {key: float(value) for key, value in result.items()}
 
 
-def _regression_metrics(model: Any, dataset: Dataset) -> dict[str, float]:
+def _regression_metrics(labels: Any, predictions: Any) -> dict[str, float]:
     from sklearn import metrics
 
-    labels = dataset.labels.to_numpy()
-    predictions = model.predict(dataset.features)
     return {
         "rmse": float(metrics.root_mean_squared_error(labels, predictions)),
         "mae": float(metrics.mean_absolute_error(labels, predictions)),
         "r2": float(metrics.r2_score(labels, predictions)),
     }
+
+
+def _metrics(task: str, model: Any, dataset: Dataset, predictions: Any, scores: Any) -> dict[str, float]:
+    labels = dataset.labels.to_numpy()
+    if task == "classification":
+        return _classification_metrics(model, labels, predictions, scores)
+    return _regression_metrics(labels, predictions)
+
+
+def _frame(model: Any, dataset: Dataset, predictions: Any, scores: Any) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "id": dataset.ids.to_numpy(),
+            "split": dataset.name,
+            "label": np.nan if dataset.labels is None else dataset.labels.to_numpy(),
+            "prediction": predictions,
+        }
+    )
+    if scores is not None:
+        for i, cls in enumerate(model.classes_):
+            frame[f"score_{cls}"] = scores[:, i]
+    return frame
 
 
 def metrics_for(task: str, model: Any, dataset: Dataset) -> dict[str, float]:
@@ -99,9 +126,7 @@ def metrics_for(task: str, model: Any, dataset: Dataset) -> dict[str, float]:
     _check_task(task)
     if dataset.labels is None:
         return {}
-    if task == "classification":
-        return _classification_metrics(model, dataset)
-    return _regression_metrics(model, dataset)
+    return _metrics(task, model, dataset, *_outputs(task, model, dataset))
 
 
 def predictions_frame(task: str, model: Any, dataset: Dataset) -> pd.DataFrame:
@@ -112,20 +137,13 @@ def predictions_frame(task: str, model: Any, dataset: Dataset) -> pd.DataFrame:
     classifiers with ``predict_proba`` and ``classes_`` one ``score_<class>`` column per class
     in ``classes_`` order, holding that class's predicted probability.
     """
-    import numpy as np
-    import pandas as pd
-
     _check_task(task)
-    frame = pd.DataFrame(
-        {
-            "id": dataset.ids.to_numpy(),
-            "split": dataset.name,
-            "label": np.nan if dataset.labels is None else dataset.labels.to_numpy(),
-            "prediction": model.predict(dataset.features),
-        }
-    )
-    if task == "classification" and _has_scores(model):
-        scores = model.predict_proba(dataset.features)
-        for i, cls in enumerate(model.classes_):
-            frame[f"score_{cls}"] = scores[:, i]
-    return frame
+    return _frame(model, dataset, *_outputs(task, model, dataset))
+
+
+def evaluate(task: str, model: Any, dataset: Dataset) -> tuple[dict[str, float], pd.DataFrame]:
+    """:func:`metrics_for` and :func:`predictions_frame` together, running the model once."""
+    _check_task(task)
+    predictions, scores = _outputs(task, model, dataset)
+    metrics = {} if dataset.labels is None else _metrics(task, model, dataset, predictions, scores)
+    return metrics, _frame(model, dataset, predictions, scores)

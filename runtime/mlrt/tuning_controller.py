@@ -45,6 +45,15 @@ def trial_value(store, trial: Run, metric: str) -> float | None:
     return store.latest_metrics(trial.id).get(metric)
 
 
+def best_trial(store, trials: list[Run], metric: str, goal: str) -> tuple[Run, float] | None:
+    """The SUCCEEDED trial with the best objective, and that value (the first one on ties)."""
+    scored = [(t, v) for t in trials if t.state == "SUCCEEDED" and (v := trial_value(store, t, metric)) is not None]
+    if not scored:
+        return None
+    pick = max if goal == "maximize" else min
+    return pick(scored, key=lambda item: item[1])
+
+
 def trial_result(store, trial: Run, metric: str) -> TrialResult:
     """A finished trial as a tuner sees it."""
     value = trial_value(store, trial, metric) if trial.state in ("SUCCEEDED", "PRUNED") else None
@@ -132,17 +141,6 @@ class Study:
                     self.controller.finish_run(trial, RunState.PRUNED, f"pruned at step {step}: {reason}")
                     break
 
-    def _best(self, finished: list[Run]) -> tuple[Run, float] | None:
-        scored = [
-            (t, v)
-            for t in finished
-            if t.state == "SUCCEEDED" and (v := trial_value(self.store, t, self.metric)) is not None
-        ]
-        if not scored:
-            return None
-        pick = max if self.goal == "maximize" else min
-        return pick(scored, key=lambda item: item[1])
-
     def _completion(self, run: Run, trials: list[Run]) -> tuple[RunState, str] | None:
         spec, completion = self.spec, self.spec["completion"]
         finished = self.inherited + [t for t in trials if RunState(t.state).is_terminal()]
@@ -150,7 +148,7 @@ class Study:
         failed = sum(t.state == "FAILED" for t in finished) + self.unstartable
         if failed > spec["max_failed_trials"]:
             return RunState.FAILED, f"{failed} trials failed, more than max_failed_trials ({spec['max_failed_trials']})"
-        best = self._best(finished)
+        best = best_trial(self.store, finished, self.metric, self.goal)
         target = completion.get("target")
         if best and target is not None and (best[1] >= target if self.goal == "maximize" else best[1] <= target):
             return (
@@ -213,7 +211,7 @@ class Study:
             if not RunState(trial.state).is_terminal():
                 self.controller.finish_run(trial, RunState.CANCELLED, f"the tuning job ended: {reason}")
         finished = self.inherited + self.store.trials(self.run_id)
-        best = self._best(finished)
+        best = best_trial(self.store, finished, self.metric, self.goal)
         if best is None and state is RunState.SUCCEEDED:
             state, reason = RunState.FAILED, f"{reason}; no trial produced {self.metric}"
         if best is not None:

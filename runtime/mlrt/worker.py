@@ -81,7 +81,7 @@ def run() -> None:
     """Train, evaluate, save and predict, as the module docstring says."""
     import pandas as pd
 
-    from mlrt.evaluation import metrics_for, predictions_frame
+    from mlrt.evaluation import evaluate
 
     spec = json.loads(os.environ["MLRT_SPEC"])
     algorithm = plugins.algorithms()[spec["algorithm"]]
@@ -131,8 +131,7 @@ def run() -> None:
 
     frames = []
     for name, dataset in channels.items():
-        metrics = metrics_for(algorithm.task, model, dataset)
-        predictions = predictions_frame(algorithm.task, model, dataset)
+        metrics, predictions = evaluate(algorithm.task, model, dataset)
         if dataset.labels is not None and spec.get("business_metrics"):
             metrics.update(
                 business.evaluate(spec["business_metrics"], dataset.labels, predictions["prediction"], metrics)

@@ -34,20 +34,17 @@ def tuning_summary(app: App, run_id: str) -> dict[str, Any] | None:
     job = app.store.get_job(app.store.get_run(run_id).job_id)
     if job.kind != "TuningJob":
         return None
+    from mlrt.tuning_controller import best_trial
+
     objective = job.spec_resolved["spec"]["objective"]
     counts: dict[str, int] = {}
-    best: tuple[float, int] | None = None
     for trial in trials:
         counts[trial.state] = counts.get(trial.state, 0) + 1
-        value = app.store.latest_metrics(trial.id).get(objective["metric"]) if trial.state == "SUCCEEDED" else None
-        if value is not None and (
-            best is None or (value > best[0] if objective["goal"] == "maximize" else value < best[0])
-        ):
-            best = (value, trial.trial or 0)
+    best = best_trial(app.store, trials, objective["metric"], objective["goal"])
     return {
         "trials": counts,
         "objective": objective,
-        "best": None if best is None else {"value": best[0], "trial": best[1]},
+        "best": None if best is None else {"value": best[1], "trial": best[0].trial},
     }
 
 
