@@ -196,13 +196,13 @@ class ReportPlugin:
 
 def test_registered_report_names_are_valid_in_spec_reports(tmp_path: Path):
     path = spec_file(tmp_path, command_spec("pass", reports=["example_slices", "nope"]))
-    with plugins.registered(ReportPlugin(), name="reports"):
+    with plugins.registered(ReportPlugin(), name="example_reports"):
         assert "example_slices" in plugins.reports()
         with pytest.raises(SpecError) as caught:
             load_spec(path)
-        assert [p for p in caught.value.problems if p.startswith("spec.reports.")] == [
-            "spec.reports.1: unknown report 'nope' (registered: example_slices)"
-        ]
+        problems = [p for p in caught.value.problems if p.startswith("spec.reports.")]
+        assert len(problems) == 1 and problems[0].startswith("spec.reports.1: unknown report 'nope' (registered: ")
+        assert "example_slices" in problems[0] and "slices" in problems[0]
         loaded = load_spec(path, ["spec.reports=[example_slices]"])
         assert loaded.resolved()["spec"]["reports"] == ["example_slices"]
     with pytest.raises(SpecError) as caught:

@@ -7,7 +7,14 @@ from mlrt.states import IllegalTransition, RunState, check_transition
 
 def test_terminal_states():
     terminal = {s for s in RunState if s.is_terminal()}
-    assert terminal == {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.TIMED_OUT, RunState.PRUNED}
+    assert terminal == {
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.TIMED_OUT,
+        RunState.PRUNED,
+        RunState.FAILED_GATE,
+    }
 
 
 @pytest.mark.parametrize("state", [s for s in RunState if s.is_terminal()])

@@ -9,11 +9,14 @@ dies (Linux parent-death signal), so no worker outlives the process that
 watches it. ``compute.cpu`` caps the math libraries' threads per worker, and
 the directory of the Python running mlrt comes first on ``PATH``, so
 ``command: [python, train.py]`` uses mlrt's own environment.
+
+With ``compute.warm`` (on by default for tuning trials) a Python worker is
+forked from a pre-started interpreter instead of started cold; see
+:mod:`mlrt_local.warm`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import random
 import signal
@@ -27,9 +30,19 @@ from typing import Any, ClassVar
 from mlrt import hookimpl
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.states import RunState
+from mlrt_local.lifetime import die_with_parent
+from mlrt_local.warm import Zygote, eligible
 
-_PR_SET_PDEATHSIG = 1
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Read when an interpreter starts or imports: a zygote is only shared by workers that agree on them.
+_STARTUP_VARIABLES = (
+    *_THREAD_VARIABLES,
+    "PYTHONPATH",
+    "PYTHONHASHSEED",
+    "PYTHONWARNINGS",
+    "MLRT_LOAD_PLUGINS",
+    "MLRT_DISABLE_PLUGINS",
+)
 
 
 # Below Linux's ephemeral range (32768-60999): outgoing connections are handed
@@ -50,11 +63,6 @@ def _free_port() -> int:
     raise LaunchError(f"no free port for the rendezvous in {_PORT_RANGE[0]}-{_PORT_RANGE[1]}")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def describe_exit(code: int) -> str:
     """``exited with code 3`` or ``killed by signal SIGKILL`` for a process's return code."""
     if code < 0:
@@ -72,7 +80,9 @@ class LocalLauncher(Launcher):
     description: ClassVar[str] = "worker processes on this machine"
 
     def __init__(self) -> None:
-        self._processes: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self._processes: dict[str, list[subprocess.Popen[bytes] | WarmProcess]] = {}
+        self._zygotes: dict[tuple[tuple[str, ...], tuple[str, ...]], Zygote] = {}
+        self._pidfds: dict[int, int] = {}  # cold worker pid -> pidfd, readable once it exits
 
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
         workers = int(ctx.compute.get("workers", 1))
@@ -98,22 +108,33 @@ class LocalLauncher(Launcher):
             }
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             requests.append(WorkerRequest(rank=rank, argv=list(ctx.argv), env=env, cwd=ctx.cwd, log_path=log_path))
+        details: dict[str, Any] = {"inherits_environment": True, "warm": False}
+        if ctx.compute.get("warm") and eligible(list(ctx.argv), requests[0].env):
+            details.update(warm=True, preload=_preload(ctx))
         return LaunchRequest(
             backend=self.name,
             run_id=ctx.run_id,
             attempt=ctx.attempt,
             workers=requests,
-            details={"inherits_environment": True},
+            details=details,
         )
 
     def launch(self, request: LaunchRequest) -> dict[str, Any]:
         key = f"{request.run_id}/{request.attempt}"
-        processes: list[subprocess.Popen[bytes]] = []
+        processes: list[subprocess.Popen[bytes] | WarmProcess] = []
         self._processes[key] = processes
         workers = []
         try:
             for worker in request.workers:
                 Path(worker.log_path).parent.mkdir(parents=True, exist_ok=True)
+                if request.details.get("warm"):
+                    env = {**os.environ, **worker.env}
+                    startup = {k: env[k] for k in _STARTUP_VARIABLES if k in env}
+                    zygote = self._zygote(startup, request.details["preload"])
+                    pid = zygote.spawn(worker.argv, env, worker.cwd, worker.log_path)
+                    processes.append(WarmProcess(zygote, pid))
+                    workers.append({"rank": worker.rank, "pid": pid, "started": time.time(), "warm": True})
+                    continue
                 with open(worker.log_path, "ab") as log:
                     process = subprocess.Popen(
                         worker.argv,
@@ -123,17 +144,27 @@ class LocalLauncher(Launcher):
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=die_with_parent,
                     )
                 processes.append(process)
                 workers.append({"rank": worker.rank, "pid": process.pid, "started": time.time()})
+                if hasattr(os, "pidfd_open"):
+                    self._pidfds[process.pid] = os.pidfd_open(process.pid)
         except OSError as exc:
             self.stop({"key": key, "workers": workers}, grace_period=0)
             program = request.workers[0].argv[0]
             raise LaunchError(f"cannot start {program!r}: {exc.strerror or exc}") from None
         return {"key": key, "workers": workers}
 
-    def _process(self, handle: dict[str, Any], rank: int) -> subprocess.Popen[bytes] | None:
+    def _zygote(self, startup: dict[str, str], preload: list[str]) -> Zygote:
+        key = (tuple(sorted(startup.items())), tuple(preload))
+        zygote = self._zygotes.get(key)
+        if zygote is None or not zygote.alive():
+            environment = {k: v for k, v in os.environ.items() if k not in _STARTUP_VARIABLES}
+            zygote = self._zygotes[key] = Zygote({**environment, **startup}, preload)
+        return zygote
+
+    def _process(self, handle: dict[str, Any], rank: int) -> subprocess.Popen[bytes] | WarmProcess | None:
         processes = self._processes.get(handle["key"], [])
         return processes[rank] if rank < len(processes) else None
 
@@ -182,8 +213,55 @@ class LocalLauncher(Launcher):
         process = self._process(handle, worker["rank"])
         return process.poll() is None if process is not None else _alive(worker["pid"])
 
+    def wakeup_fds(self) -> list[int]:
+        fds = []
+        for zygote in self._zygotes.values():
+            if zygote.alive():
+                zygote.drain()
+                fds.append(zygote.fileno())
+        for processes in self._processes.values():
+            for process in processes:
+                if isinstance(process, subprocess.Popen) and process.returncode is None and process.pid in self._pidfds:
+                    fds.append(self._pidfds[process.pid])
+        return fds
+
     def cleanup(self, handle: dict[str, Any]) -> None:
         self._processes.pop(handle["key"], None)
+        for worker in handle["workers"]:
+            fd = self._pidfds.pop(worker["pid"], None)
+            if fd is not None:
+                os.close(fd)
+
+
+class WarmProcess:
+    """A worker forked by a zygote, with the part of ``Popen``'s interface the launcher uses."""
+
+    def __init__(self, zygote: Zygote, pid: int):
+        self.zygote = zygote
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        code = self.zygote.returncode(self.pid)
+        if code is None and not self.zygote.alive():
+            return -signal.SIGKILL  # it died with its zygote (parent-death signal)
+        return code
+
+    def wait(self) -> int:
+        while (code := self.poll()) is None:
+            time.sleep(0.01)
+        return code
+
+
+def _preload(ctx: LaunchContext) -> list[str]:
+    """What a zygote imports before forking: the worker and its algorithm's plugin, or mlrt's SDK."""
+    if ctx.argv[1:3] != ["-m", "mlrt.worker"]:
+        return ["mlrt"]
+    import json
+
+    from mlrt import plugins
+
+    algorithm = plugins.algorithms().get(json.loads(ctx.env["MLRT_SPEC"]).get("algorithm"))
+    return ["mlrt.worker"] + ([type(algorithm).__module__] if algorithm is not None else [])
 
 
 def _alive(pid: int) -> bool:

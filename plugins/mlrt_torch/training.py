@@ -203,7 +203,12 @@ def train(ctx: TrainContext, setup: Setup) -> TorchModel:
     if distributed:
         join_process_group(ctx)
     try:
-        return _train(ctx, setup, distributed)
+        model = _train(ctx, setup, distributed)
+        if distributed:
+            # Leave together: a gloo group torn down while a peer still talks to
+            # it can abort that peer ("terminate called without an active exception").
+            dist.barrier()
+        return model
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -327,8 +332,10 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
                     ctx.log_metric(key, value, epoch)
                 if metric in values and plateau.update(values[metric], epoch):
                     stop, stop_reason = True, plateau.reason()
-                _save_checkpoint(checkpoint_path, state(epoch + 1, 0))
+                # Metrics first: a worker killed between the two resumes at this
+                # epoch and rewrites its points, instead of skipping past them.
                 mlrt.flush()
+                _save_checkpoint(checkpoint_path, state(epoch + 1, 0))
             if _any(stop, distributed):
                 break
     finally:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import select
 import signal
 import socket
 import sys
@@ -155,10 +156,24 @@ class Controller:
                 on_tick()
             if all(RunState(self.store.get_run(r).state).is_terminal() for r in run_ids):
                 return
-            # Poll fast right after something changed (a launch, an exit, a new
-            # trial), so short runs and trial hand-offs are prompt; then back off.
-            delay = FIRST_POLL if changed else min(self.poll_interval, delay * 1.5)
-            time.sleep(delay)
+            # Right after something changed (a launch, an exit, a new trial) pass
+            # again at once: one change often enables the next (a trial ends, the
+            # tuning run submits another, which is launched). Otherwise wait, for
+            # longer and longer up to the poll interval, or until a launcher
+            # signals that a worker exited.
+            if changed:
+                delay = FIRST_POLL
+                continue
+            self._wait(delay)
+            delay = min(self.poll_interval, delay * 1.5)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a launcher signals that a worker changed."""
+        fds = [fd for launcher in plugins.launchers().values() for fd in launcher.wakeup_fds()]
+        if fds:
+            select.select(fds, [], [], seconds)
+        else:
+            time.sleep(seconds)
 
     def reconcile(self) -> bool:
         """One pass over the runs this controller owns; True when any of them changed
@@ -166,7 +181,9 @@ class Controller:
         self._heartbeat()
         self._ended_this_pass = set()
         runs = self.store.active_runs(owner=self.owner)
-        for run in runs:
+        # Trials before their tuning runs, so a tuning run sees the trials that
+        # ended in this very pass and starts their successors at once.
+        for run in sorted(runs, key=lambda r: self._kind(r) == "TuningJob"):
             if run.id in self._ended_this_pass:
                 continue  # a trial its tuning run stopped earlier in this pass
             state = RunState(run.state)
@@ -320,7 +337,30 @@ class Controller:
         elif all(s.state is RunState.SUCCEEDED for s in statuses):
             reason = f"all {len(statuses)} workers exited with code 0"
             stop_reason = self.store.params(run.id).get("stop_reason")  # set by iterative algorithms
-            self._finish(run, RunState.SUCCEEDED, f"{stop_reason}; {reason}" if stop_reason else reason, exit_code=0)
+            reason = f"{stop_reason}; {reason}" if stop_reason else reason
+            failures = self._reports_and_gates(run, active.spec)
+            if failures:
+                reason = f"{reason}, but it failed {len(failures)} gate(s): " + "; ".join(failures)
+                self._finish(run, RunState.FAILED_GATE, reason, exit_code=0)
+            else:
+                self._finish(run, RunState.SUCCEEDED, reason, exit_code=0)
+
+    def _reports_and_gates(self, run: Run, spec: dict[str, Any]) -> list[str]:
+        """Build the run's reports (``spec.reports`` and what gates read); return gate failures.
+
+        A report that cannot be built is an event, not the run's fate, unless a
+        gate needed it."""
+        from mlrt import report_runner
+
+        if not report_runner.needed_reports(spec):
+            return []
+        try:
+            results = report_runner.build(self.store, run.id)
+        except Exception as exc:
+            self.store.add_event(run.id, f"reports not built: {type(exc).__name__}: {exc}")
+            return [f"reports not built: {exc}"] if spec.get("gates") else []
+        self.store.add_event(run.id, f"reports built: {', '.join(results)}")
+        return report_runner.check_gates(self.store, run.id, results)
 
     def _failure_detail(self, active: _Active, rank: int) -> str:
         """What the worker said about its failure: its failure file, else its last log line."""
@@ -400,8 +440,11 @@ class Controller:
 
     def _notify(self, run_id: str, hook: str) -> None:
         """Call a lifecycle hook; a plugin's exception becomes an event, never the run's fate."""
+        caller = getattr(plugins.get_plugin_manager().hook, hook)
+        if not caller.get_hookimpls():
+            return  # nobody listens: skip loading the record
         try:
-            getattr(plugins.get_plugin_manager().hook, hook)(run=RunRecord.load(self.store, run_id))
+            caller(run=RunRecord.load(self.store, run_id))
         except Exception as exc:
             self.store.add_event(run_id, f"{hook} hook failed: {type(exc).__name__}: {exc}")
 

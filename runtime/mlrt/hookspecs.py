@@ -14,7 +14,7 @@ ignored. An exception in a notification is logged as an event, not raised.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from mlrt.data import DataScheme
     from mlrt.launchers import Launcher
     from mlrt.records import RunRecord
+    from mlrt.reports import Report
     from mlrt.tuning import EarlyStopper, Tuner
 
 hookspec = pluggy.HookspecMarker("mlrt")
@@ -71,11 +72,13 @@ def mlrt_early_stoppers() -> list[EarlyStopper]:
 
 
 @hookspec
-def mlrt_reports() -> list[Any]:
-    """Return error-analysis reports this plugin provides.
+def mlrt_reports() -> list[Report]:
+    """Return error-analysis reports this plugin provides (:class:`mlrt.reports.Report`).
 
-    Each item has a unique ``name``; a job lists the reports to build after
-    each run in ``spec.reports`` and mlrt rejects names no plugin provides.
+    Each has a unique ``name``; a job lists the reports to build after each
+    successful run in ``spec.reports`` (mlrt rejects names no plugin
+    provides, and options its ``options`` schema does not allow), and
+    ``mlrt report RUN`` builds any of them on demand.
     """
 
 
@@ -125,6 +128,8 @@ def mlrt_run_started(run: RunRecord) -> None:
 def mlrt_run_finished(run: RunRecord) -> None:
     """Called in the controller once ``run`` reaches a terminal state.
 
-    ``run.state`` is one of SUCCEEDED, FAILED, CANCELLED or TIMED_OUT and
-    ``run.reason`` says why. Return value is ignored.
+    ``run.state`` is one of SUCCEEDED, FAILED, CANCELLED, TIMED_OUT, PRUNED
+    (a tuning trial stopped early) or FAILED_GATE (a ``spec.gates`` check
+    failed; the reports are built by then) and ``run.reason`` says why.
+    Return value is ignored.
     """

@@ -37,6 +37,30 @@ class LaunchContext:
     log_dir: str
     compute: dict[str, Any]
     image: str | None = None
+    algorithm: str | None = None
+
+    def container_image(self) -> str:
+        """The image a container backend runs: ``spec.image``, else (for an
+        ``algorithm:`` job) mlrt's training image, see :func:`training_image`."""
+        return self.image or training_image()
+
+    def container_argv(self) -> list[str]:
+        """The argv inside a container: ``python -m mlrt.worker`` for an
+        ``algorithm:`` job (the image's Python, not this machine's), else the
+        spec's ``command`` (empty for an image-only job: the image's own entry point)."""
+        return ["python", "-m", "mlrt.worker"] if self.algorithm else list(self.argv)
+
+
+def training_image() -> str:
+    """The image that runs ``algorithm:`` jobs on container backends:
+    ``MLRT_TRAINING_IMAGE``, else ``localhost/mlrt-train:VERSION``, which
+    ``podman build -t localhost/mlrt-train:VERSION -f containers/train.Containerfile .``
+    builds from this checkout."""
+    import os
+
+    from mlrt import __version__
+
+    return os.environ.get("MLRT_TRAINING_IMAGE") or f"localhost/mlrt-train:{__version__}"
 
 
 @dataclasses.dataclass
@@ -86,6 +110,10 @@ class Launcher(abc.ABC):
     description: ClassVar[str] = ""
     runs_images: ClassVar[bool] = False
     """True when the backend runs ``spec.image``; jobs with an image are rejected otherwise."""
+    survives_controller: ClassVar[bool] = False
+    """True when workers keep running after the controller that launched them
+    dies (containers, pods). A restarted controller then re-attaches to them
+    with :meth:`adopt` instead of failing the run."""
 
     @abc.abstractmethod
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
@@ -107,6 +135,25 @@ class Launcher(abc.ABC):
     def stop(self, handle: dict[str, Any], grace_period: float) -> None:
         """Ask every worker to stop (SIGTERM or equivalent), force it after
         ``grace_period`` seconds, and return once all are gone. Idempotent."""
+
+    def adopt(self, request: LaunchRequest, handle: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Re-attach to the workers of an attempt that a controller now gone launched.
+
+        ``handle`` is what that controller stored (``None`` when it died between
+        starting the workers and storing it): find the workers by their labels,
+        resume copying their logs into ``request.workers[i].log_path`` (appending
+        only what the file lacks), and return a handle for :meth:`poll`. Return
+        ``None`` when no worker of the attempt exists: the controller launches it
+        then. Only called when :attr:`survives_controller` is true."""
+        return None
+
+    def wakeup_fds(self) -> list[int]:
+        """File descriptors that become readable when a worker of this backend may
+        have changed state (exited). Between passes the controller waits on them
+        (``select``) instead of sleeping blindly, so it notices an exit at once
+        without polling fast. Default: none (the controller polls, backing off to
+        its poll interval)."""
+        return []
 
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the attempt left behind (containers, pods). Default: nothing."""

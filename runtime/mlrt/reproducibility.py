@@ -8,6 +8,7 @@ channel, the Python and package versions, and the random seed.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import subprocess
@@ -38,8 +39,12 @@ def git_state(directory: Path) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": any(not line.startswith("#") for line in status)}
 
 
-def package_versions(extra: list[str] = ()) -> dict[str, str]:
-    """Installed versions of the packages that shape results (absent ones omitted)."""
+@functools.lru_cache(maxsize=8)
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of the packages that shape results (absent ones omitted).
+
+    Read once per process: packages installed under a running controller do
+    not change the code it already imported."""
     versions = {}
     for name in (*_PACKAGES, *extra):
         try:
@@ -49,13 +54,21 @@ def package_versions(extra: list[str] = ()) -> dict[str, str]:
     return versions
 
 
-def base_record(working_dir: Path, seed: int, plugin_distributions: list[str]) -> dict[str, Any]:
-    """Everything known at submission; data hashes are added when channels are materialized."""
+_UNSET: Any = object()
+
+
+def base_record(
+    working_dir: Path, seed: int, plugin_distributions: list[str], *, git: dict[str, Any] | None = _UNSET
+) -> dict[str, Any]:
+    """Everything known at submission; data hashes are added when channels are materialized.
+
+    ``git`` is the repository state when the caller already has it (a tuning
+    trial takes its tuning job's); otherwise it is read from ``working_dir``."""
     return {
-        "git": git_state(working_dir),
+        "git": git_state(working_dir) if git is _UNSET else git,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": package_versions(plugin_distributions),
+        "packages": dict(package_versions(tuple(plugin_distributions))),
         "seed": seed,
         "data": {},
     }

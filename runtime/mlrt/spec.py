@@ -73,7 +73,12 @@ def _channel_shorthand(value: object) -> object:
 
 
 class Compute(_Model):
-    """``spec.compute``: where and on how much hardware the workers run."""
+    """``spec.compute``: where and on how much hardware the workers run.
+
+    ``warm`` (local backend) forks each Python worker from a pre-started
+    interpreter that already imported mlrt and the algorithm, instead of
+    starting a fresh one: milliseconds instead of a second for short runs.
+    Tuning trials use it unless their template says ``warm: false``."""
 
     backend: str = "local"
     workers: int = Field(1, ge=1)
@@ -81,6 +86,7 @@ class Compute(_Model):
     memory: Memory | None = None
     gpus: int = Field(0, ge=0)
     rendezvous_timeout: Duration = 300.0
+    warm: bool = False
 
 
 class Output(_Model):
@@ -175,11 +181,101 @@ class BusinessMetric(_Model):
 
 
 class Baseline(_Model):
-    """The level a model is judged against, e.g. human-level accuracy."""
+    """The level a model is judged against, e.g. human-level performance.
+
+    ``metric``/``value`` name a metric the run records (``validation_accuracy:
+    0.99``); ``bias_variance`` turns it into an error (1 - value for scores
+    such as accuracy, the value itself for errors and losses). ``source``
+    says where the number comes from (``human-level``, ``literature``,
+    ``old system``)."""
 
     metric: str
     value: float
     source: str | None = None
+
+
+class SliceColumn(_Model):
+    """One ``spec.slices`` entry: a feature column to break metrics down by.
+
+    Numbers are binned: ``bins`` is a count of quantile bins or a list of edges."""
+
+    column: str
+    bins: int | list[float] | None = None
+
+
+def _slice_shorthand(value: Any) -> Any:
+    return {"column": value} if isinstance(value, str) else value
+
+
+class TagRule(_Model):
+    """A rule that tags an example (``error_categories``); set one test.
+
+    ``contains``/``regex`` test the text of ``column``; ``equals`` its value;
+    ``min``/``max`` bound a number (inclusive); ``function`` is
+    ``module:callable`` taking the report frame and returning a boolean per row."""
+
+    column: str | None = None
+    contains: str | None = None
+    regex: str | None = None
+    equals: str | float | int | bool | None = None
+    min: float | None = None
+    max: float | None = None
+    function: str | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> TagRule:
+        tests = [self.contains, self.regex, self.equals, self.function]
+        ranged = self.min is not None or self.max is not None
+        if sum(t is not None for t in tests) + ranged != 1:
+            raise ValueError("set exactly one of contains, regex, equals, min/max or function")
+        if self.function is None and not self.column:
+            raise ValueError("set column (the feature the rule looks at)")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError("function must be module:callable")
+        return self
+
+
+class Tags(_Model):
+    """``spec.tags``: categories of examples for ``error_categories`` (not mutually exclusive).
+
+    ``rules`` tag by rule; ``column`` names a column that already holds tags
+    (``separator``-separated); ``files`` are reviewed CSVs (``id`` and
+    ``tags`` columns), such as the sample ``error_categories`` writes, read
+    back after a person tagged them."""
+
+    rules: dict[str, TagRule] = {}
+    column: str | None = None
+    separator: str = ","
+    files: list[str] = []
+
+
+class Gate(_Model):
+    """One ``spec.gates`` entry: a condition the run must meet to succeed.
+
+    Either bound a report number, ``{metric: slices.worst_accuracy, min: 0.9}``
+    or ``{metric: fairness.max_equalized_odds_difference, max: 0.1}`` (see
+    ``mlrt report RUN --json`` for each report's ``gate_values``), or compare
+    with an earlier run: ``{compare_to: RUN, max_regression: 0.02}`` fails when
+    any slice, class or group metric is worse by more than that."""
+
+    metric: str | None = None
+    min: float | None = None
+    max: float | None = None
+    compare_to: str | None = None
+    max_regression: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Gate:
+        if self.metric is not None:
+            if self.compare_to is not None or self.max_regression is not None:
+                raise ValueError("a metric gate takes min and/or max, not compare_to")
+            if self.min is None and self.max is None:
+                raise ValueError("set min and/or max for the metric")
+            if "." not in self.metric:
+                raise ValueError("metric must be <report>.<value>, e.g. slices.worst_accuracy")
+        elif self.compare_to is None or self.max_regression is None:
+            raise ValueError("set metric with min/max, or compare_to with max_regression")
+        return self
 
 
 class TrainingJobSpec(_Model):
@@ -201,7 +297,12 @@ class TrainingJobSpec(_Model):
     metrics: list[MetricPattern] = []
     business_metrics: list[BusinessMetric] = []
     reports: list[str] = []
+    report_options: dict[str, dict[str, Any]] = {}
     baseline: Baseline | None = None
+    slices: list[Annotated[SliceColumn, BeforeValidator(_slice_shorthand)]] = []
+    protected: list[str] = []
+    tags: Tags | None = None
+    gates: list[Gate] = []
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
@@ -436,6 +537,18 @@ def _semantic_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[s
             if isinstance(report, str) and report not in known_reports:
                 known = ", ".join(sorted(known_reports)) or "none installed"
                 problems.append(f"spec.reports.{index}: unknown report {report!r} (registered: {known})")
+    options = spec.get("report_options")
+    if isinstance(options, dict):
+        from mlrt.algorithms import resolve_values
+
+        known_reports = plugins.reports()
+        for name, given in options.items():
+            if name not in known_reports:
+                known = ", ".join(sorted(known_reports)) or "none installed"
+                problems.append(f"spec.report_options.{name}: unknown report (registered: {known})")
+            elif isinstance(given, dict):
+                _, option_problems = resolve_values(known_reports[name].options, given, name, noun="option")
+                problems += [f"spec.report_options.{name}.{key}: {why}" for key, why in option_problems.items()]
     return problems, resolved_hp
 
 

@@ -1,7 +1,9 @@
 """The one state machine every run follows, whatever launches it.
 
 A run moves QUEUED -> STARTING -> RUNNING and ends SUCCEEDED, FAILED,
-CANCELLED or TIMED_OUT (a tuning trial may also end PRUNED). A failed attempt with retries left sends the run back
+CANCELLED or TIMED_OUT; a tuning trial may also end PRUNED, and a run whose
+workers succeeded but whose reports fail one of ``spec.gates`` ends
+FAILED_GATE. A failed attempt with retries left sends the run back
 to QUEUED; the next attempt is a new row of the same run. Backends map their
 native states (exit codes, pod phases) into these values.
 """
@@ -22,6 +24,7 @@ class RunState(str, enum.Enum):
     CANCELLED = "CANCELLED"
     TIMED_OUT = "TIMED_OUT"
     PRUNED = "PRUNED"  # a tuning trial stopped early by the job's early-stopping rule
+    FAILED_GATE = "FAILED_GATE"  # the workers succeeded, but the run failed one of spec.gates
 
     def is_terminal(self) -> bool:
         """True once the run can no longer change state."""
@@ -32,7 +35,14 @@ class RunState(str, enum.Enum):
 
 
 TERMINAL_STATES = frozenset(
-    {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.TIMED_OUT, RunState.PRUNED}
+    {
+        RunState.SUCCEEDED,
+        RunState.FAILED,
+        RunState.CANCELLED,
+        RunState.TIMED_OUT,
+        RunState.PRUNED,
+        RunState.FAILED_GATE,
+    }
 )
 
 _ALLOWED: dict[RunState, frozenset[RunState]] = {
@@ -45,6 +55,7 @@ _ALLOWED: dict[RunState, frozenset[RunState]] = {
             RunState.CANCELLED,
             RunState.TIMED_OUT,
             RunState.PRUNED,
+            RunState.FAILED_GATE,
             RunState.QUEUED,  # a failed attempt with retries left
         }
     ),

@@ -59,15 +59,16 @@ def submit(
     *,
     sanity: bool = False,
     resume_from: str | None = None,
-    trial_of: tuple[str, int] | None = None,
+    trial_of: tuple[str, int, dict[str, Any]] | None = None,
     owner: str | None = None,
 ) -> str:
     """Queue ``loaded`` as a new job with one run; return the run id (= the job id).
 
     ``resume_from`` names a run whose latest checkpoint the new run starts from.
-    ``trial_of`` is ``(tuning run id, trial number)`` for a tuning trial, whose
-    id is then ``<tuning run>-t<number>``; ``owner`` is the controller that
-    will drive it.
+    ``trial_of`` is ``(tuning run id, trial number, parameters)`` for a tuning
+    trial, whose id is then ``<tuning run>-t<number>``; it shares its tuning
+    run's git state (read at the tuning job's submission). ``owner`` is the
+    controller that will drive it.
     """
     if not isinstance(loaded, LoadedSpec):
         return _submit_tuning(store, loaded, resume_from=resume_from)
@@ -94,7 +95,12 @@ def submit(
         spec["seed"] = seed
     job_id = f"{trial_of[0]}-t{trial_of[1]:03d}" if trial_of else new_job_id(loaded.name)
     distributions = sorted({row["distribution"] for row in plugins.describe() if row["distribution"]})
-    record = base_record(Path(spec["working_dir"]), seed, distributions)
+    if trial_of:
+        parent = store.get_run(trial_of[0]).record
+        record = base_record(Path(spec["working_dir"]), seed, distributions, git=parent.get("git"))
+        record["trial_params"] = trial_of[2]
+    else:
+        record = base_record(Path(spec["working_dir"]), seed, distributions)
     record["overrides"] = loaded.overrides
     record["sanity"] = sanity
     record.update(starts)
@@ -213,7 +219,7 @@ def launch_context(
         env["MLRT_RESUME_FROM"] = record["resume_from"]["checkpoint_dir"]
     for name, path in channel_paths.items():
         env[channel_env(name)] = path
-    argv = list(WORKER_ARGV) if spec.get("algorithm") else list(spec["command"])
+    argv = list(WORKER_ARGV) if spec.get("algorithm") else list(spec.get("command") or [])
     return LaunchContext(
         run_id=run_id,
         attempt=attempt,
@@ -223,4 +229,5 @@ def launch_context(
         log_dir=str(logs),
         compute=spec["compute"],
         image=spec.get("image"),
+        algorithm=spec.get("algorithm"),
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,23 +41,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlrt.controller import Controller
 
 
-def trial_value(store, trial: Run, metric: str) -> float | None:
-    """A trial's objective: the last value of ``metric`` it logged, if any."""
-    return store.latest_metrics(trial.id).get(metric)
+def best_trial(trials: list[Run], values: Mapping[str, float], goal: str) -> tuple[Run, float] | None:
+    """The SUCCEEDED trial with the best objective, and that value (the first one on ties).
 
-
-def best_trial(store, trials: list[Run], metric: str, goal: str) -> tuple[Run, float] | None:
-    """The SUCCEEDED trial with the best objective, and that value (the first one on ties)."""
-    scored = [(t, v) for t in trials if t.state == "SUCCEEDED" and (v := trial_value(store, t, metric)) is not None]
+    ``values`` maps run ids to their objective (the last value of the metric,
+    as :meth:`Store.last_values` returns); trials without one are skipped."""
+    scored = [(t, values[t.id]) for t in trials if t.state == "SUCCEEDED" and t.id in values]
     if not scored:
         return None
     pick = max if goal == "maximize" else min
     return pick(scored, key=lambda item: item[1])
 
 
-def trial_result(store, trial: Run, metric: str) -> TrialResult:
+def trial_result(trial: Run, values: Mapping[str, float]) -> TrialResult:
     """A finished trial as a tuner sees it."""
-    value = trial_value(store, trial, metric) if trial.state in ("SUCCEEDED", "PRUNED") else None
+    value = values.get(trial.id) if trial.state in ("SUCCEEDED", "PRUNED") else None
     return TrialResult(trial.trial or 0, dict(trial.record.get("trial_params") or {}), trial.state, value)
 
 
@@ -76,7 +75,10 @@ class Study:
         resume_from = run.record.get("resume_from")
         self.inherited = self._trials_of(resume_from) if resume_from else []
         warm = [t for other in self.spec.get("warm_start") or [] for t in self._trials_of(other)]
-        history = [trial_result(self.store, t, self.metric) for t in self.inherited + warm]
+        self.values: dict[str, float] = {}  # objective of every finished trial, read once
+        self.valued: set[str] = set()
+        self._learn_values(self.inherited + warm)
+        history = [trial_result(t, self.values) for t in self.inherited + warm]
         self.tuner = copy.deepcopy(plugins.tuners()[self.spec["tuner"]])
         self.tuner.start(search_space(self.spec), self.goal, self.spec["seed"], self.spec["parallel_trials"], history)
         stopping = self.spec.get("early_stopping")
@@ -100,6 +102,14 @@ class Study:
         earlier = run.record.get("resume_from")
         return (self._trials_of(earlier) if earlier else []) + own
 
+    def _learn_values(self, trials: list[Run]) -> None:
+        """Read the objective of finished trials not read yet (one query); a finished
+        trial's metrics no longer change."""
+        new = [t.id for t in trials if RunState(t.state).is_terminal() and t.id not in self.valued]
+        if new:
+            self.values.update(self.store.last_values(new, self.metric))
+            self.valued.update(new)
+
     # -- one pass -------------------------------------------------------------
 
     def reconcile(self, run: Run) -> None:
@@ -107,10 +117,11 @@ class Study:
         if run.cancel_requested:
             self._complete(run, trials, RunState.CANCELLED, "cancelled by user")
             return
+        self._learn_values(trials)
         for trial in trials:
             if RunState(trial.state).is_terminal() and trial.id not in self.observed:
                 self.observed.add(trial.id)
-                self.tuner.observe(trial_result(self.store, trial, self.metric))
+                self.tuner.observe(trial_result(trial, self.values))
         if self.stopper is not None:
             self._early_stop(trials)
             trials = self.store.trials(self.run_id)
@@ -148,7 +159,7 @@ class Study:
         failed = sum(t.state == "FAILED" for t in finished) + self.unstartable
         if failed > spec["max_failed_trials"]:
             return RunState.FAILED, f"{failed} trials failed, more than max_failed_trials ({spec['max_failed_trials']})"
-        best = best_trial(self.store, finished, self.metric, self.goal)
+        best = best_trial(finished, self.values, self.goal)
         target = completion.get("target")
         if best and target is not None and (best[1] >= target if self.goal == "maximize" else best[1] <= target):
             return (
@@ -200,9 +211,7 @@ class Study:
         from mlrt.submission import submit
 
         loaded = load_trial(self.resolved, f"{self.name[:56]}-t{number:03d}", params)
-        trial_id = submit(self.store, loaded, trial_of=(self.run_id, number), owner=self.controller.owner)
-        record = self.store.get_run(trial_id).record
-        self.store.update_run(trial_id, record={**record, "trial_params": params})
+        submit(self.store, loaded, trial_of=(self.run_id, number, params), owner=self.controller.owner)
 
     # -- the end ----------------------------------------------------------------
 
@@ -211,7 +220,8 @@ class Study:
             if not RunState(trial.state).is_terminal():
                 self.controller.finish_run(trial, RunState.CANCELLED, f"the tuning job ended: {reason}")
         finished = self.inherited + self.store.trials(self.run_id)
-        best = best_trial(self.store, finished, self.metric, self.goal)
+        self._learn_values(finished)
+        best = best_trial(finished, self.values, self.goal)
         if best is None and state is RunState.SUCCEEDED:
             state, reason = RunState.FAILED, f"{reason}; no trial produced {self.metric}"
         if best is not None:

@@ -190,6 +190,9 @@ def trial_document(resolved: dict[str, Any], name: str, params: dict[str, Any]) 
         target[last] = value
     if "seed" not in template and spec.get("seed") is not None:
         template["seed"] = spec["seed"]
+    compute = template.setdefault("compute", {})
+    if isinstance(compute, dict):
+        compute.setdefault("warm", True)
     labels = dict(resolved["metadata"].get("labels") or {})
     return {
         "apiVersion": "mlrt/v1",

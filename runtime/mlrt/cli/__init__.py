@@ -74,12 +74,12 @@ def cli(ctx: click.Context, db: str | None) -> None:
 
 
 def _register() -> None:
-    from mlrt.cli import jobs, runs
+    from mlrt.cli import jobs, reports, runs
     from mlrt.plugins import PluginError, get_plugin_manager
 
     for command in (jobs.submit, jobs.validate, jobs.status, jobs.logs, jobs.cancel):
         cli.add_command(command)
-    for command in (runs.runs, runs.metrics, runs.artifacts, runs.plugins_command):
+    for command in (runs.runs, runs.metrics, runs.artifacts, runs.plugins_command, reports.report):
         cli.add_command(command)
     try:
         get_plugin_manager().hook.mlrt_commands(cli=cli)

@@ -40,7 +40,8 @@ def tuning_summary(app: App, run_id: str) -> dict[str, Any] | None:
     counts: dict[str, int] = {}
     for trial in trials:
         counts[trial.state] = counts.get(trial.state, 0) + 1
-    best = best_trial(app.store, trials, objective["metric"], objective["goal"])
+    values = app.store.last_values([t.id for t in trials], objective["metric"])
+    best = best_trial(trials, values, objective["goal"])
     return {
         "trials": counts,
         "objective": objective,
@@ -126,6 +127,9 @@ def _summary(app: App, run_id: str) -> None:
     if record.metrics:
         channels = list(app.store.get_job(record.job_id).spec_resolved["spec"]["data"])
         metrics_table(record.metrics, channels)
+    from mlrt.cli.reports import print_summary
+
+    print_summary(app, record.id)
     click.echo(f"details: mlrt runs show {record.id}   logs: mlrt logs {record.id}")
 
 

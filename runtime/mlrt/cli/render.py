@@ -36,6 +36,7 @@ STATE_STYLE = {
     "SUCCEEDED": "green",
     "FAILED": "red",
     "TIMED_OUT": "red",
+    "FAILED_GATE": "red",
     "CANCELLED": "yellow",
     "RUNNING": "cyan",
     "STARTING": "cyan",

@@ -1,0 +1,1 @@
+"""The ``container`` launch backend (in progress)."""

@@ -1,0 +1,1 @@
+"""The ``kubernetes`` launch backend (in progress)."""

@@ -1,0 +1,138 @@
+"""``mlrt report``: build and show a run's error-analysis reports, or diff two runs'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlrt.cli import EXIT_BAD_INPUT, App
+from mlrt.cli.render import console, echo_json, number, table
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN | diff RUN_A RUN_B")
+@click.option("--only", "only", multiple=True, metavar="NAME", help="Only this report (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write the HTML page to FILE.")
+@click.option("--regressions", is_flag=True, help="diff: only the numbers that got worse.")
+@pass_app
+def report(
+    app: App, runs: tuple[str, ...], only: tuple[str, ...], as_json: bool, html_file: str | None, regressions: bool
+) -> None:
+    """Error-analysis reports of RUN (built now), or `mlrt report diff RUN_A RUN_B`.
+
+    Without --only it builds the reports the job lists in spec.reports (and
+    those its gates read), or every registered report when it lists none.
+    The results are stored with the run (output/reports/*.json, report.html).
+    """
+    if runs[0] == "diff":
+        if len(runs) != 3:
+            _fail("usage: mlrt report diff RUN_A RUN_B")
+        _diff(app, runs[1], runs[2], as_json, regressions)
+        return
+    if len(runs) != 1:
+        _fail("give one run (or: mlrt report diff RUN_A RUN_B)")
+    _report(app, runs[0], list(only), as_json, html_file)
+
+
+def _report(app: App, run_id: str, only: list[str], as_json: bool, html_file: str | None) -> None:
+    from mlrt import plugins, report_runner
+
+    run = app.store.get_run(run_id)
+    job = app.store.get_job(run.job_id)
+    spec = job.spec_resolved["spec"]
+    if job.kind == "TuningJob":
+        _fail(f"{run_id} is a tuning job; report on one of its trials (mlrt runs compare {run_id})")
+    names = only or report_runner.needed_reports(spec) or sorted(plugins.reports())
+    try:
+        results = report_runner.build(app.store, run_id, names)
+    except report_runner.ReportError as exc:
+        _fail(str(exc))
+    page = report_runner.reports_dir(run) / "report.html"
+    if html_file:
+        Path(html_file).write_text(page.read_text())
+    if as_json:
+        echo_json(results)
+        return
+    registry = plugins.reports()
+    out = console()
+    for name, result in results.items():
+        out.rule(name)
+        if result.get("skipped"):
+            out.print(f"skipped: {result['skipped']}")
+        else:
+            registry[name].render(result, out)
+    print_summary(app, run_id, results)
+
+
+def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | None = None) -> None:
+    """The one-screen summary: the regime, the top findings, gate failures, the HTML page."""
+    from mlrt import report_runner
+
+    run = app.store.get_run(run_id)
+    results = results if results is not None else report_runner.load_results(app.store, run_id)
+    if not results:
+        return
+    out = console()
+    out.rule("diagnosis")
+    for finding in report_runner.summary_findings(results):
+        style = {"problem": "red", "warning": "yellow"}.get(finding.severity, "cyan")
+        out.print(f"[{style}]{finding.report}[/]: {finding.text}", highlight=False)
+    for name, result in results.items():
+        if str(result.get("skipped", "")).startswith("failed:"):
+            out.print(f"[red]{name}[/]: {result['skipped']}", highlight=False)
+    if run.state == "FAILED_GATE":
+        out.print(f"[red]gates failed[/]: {run.reason.split('gate(s): ', 1)[-1]}", highlight=False)
+    page = report_runner.reports_dir(run) / "report.html"
+    if page.is_file():
+        out.print(f"full report: {page}", highlight=False)
+
+
+def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: bool) -> None:
+    from mlrt import report_runner
+
+    before, after = (report_runner.load_results(app.store, r) for r in (before_id, after_id))
+    for run_id, results in ((before_id, before), (after_id, after)):
+        if not results:
+            _fail(f"run {run_id} has no reports yet (mlrt report {run_id})")
+    metrics = [app.store.latest_metrics(r) for r in (before_id, after_id)]
+    overall = [
+        {"metric": k, "before": metrics[0][k], "after": metrics[1][k], "change": metrics[1][k] - metrics[0][k]}
+        for k in sorted(set(metrics[0]) & set(metrics[1]))
+    ]
+    rows = report_runner.diff(before, after)
+    if regressions:
+        rows = [r for r in rows if r["regression"] > 0]
+    if as_json:
+        echo_json({"before": before_id, "after": after_id, "metrics": overall, "rows": rows})
+        return
+    table(
+        f"metrics: {before_id} -> {after_id}",
+        ["metric", "before", "after", "change"],
+        [(o["metric"], number(o["before"]), number(o["after"]), f"{o['change']:+.4g}") for o in overall],
+    )
+    table(
+        "slices, classes and groups (worse first)",
+        ["report", "what", "metric", "before", "after", "change", ""],
+        [
+            (
+                r["report"],
+                r["key"],
+                r["metric"],
+                number(r["before"]),
+                number(r["after"]),
+                f"{r['change']:+.4g}",
+                "[red]regressed[/]" if r["regression"] > 0 else "",
+            )
+            for r in sorted(rows, key=lambda r: -r["regression"])
+        ],
+    )

@@ -1,0 +1,321 @@
+"""Building a run's reports: from its predictions file and data channels to stored results.
+
+``build(store, run_id)`` joins the run's ``predictions.parquet`` (``id``,
+``split``, ``label``, ``prediction``, ``score_<class>``) with the feature
+columns of its data channels (by split and id), gives every requested
+report a :class:`mlrt.reports.ReportInput`, and writes each result to
+``<run output>/output/reports/<name>.json`` plus the whole page to
+``report.html`` beside them, registering them as the run's artifacts.
+``check_gates`` evaluates ``spec.gates`` on those results, and ``diff``
+lines two runs' comparable numbers up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlrt import plugins
+from mlrt.reports import Comparable, Finding, ReportInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from mlrt.store import Store
+    from mlrt.store.models import Run
+
+PREDICTIONS = "predictions.parquet"
+
+
+class ReportError(RuntimeError):
+    """Reports cannot be built for this run; the message says why and what to do."""
+
+
+def output_dir(run: Run) -> Path:
+    """The run's output folder (``MLRT_OUTPUT_DIR`` of its workers)."""
+    return Path(run.output_uri.removeprefix("file://")) / "output"
+
+
+def reports_dir(run: Run) -> Path:
+    return output_dir(run) / "reports"
+
+
+def load_frame(store: Store, run: Run, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+    """The run's predictions joined with its channels' feature columns, and the feature names."""
+    import pandas as pd
+
+    from mlrt.data import load_dataset
+
+    path = output_dir(run) / PREDICTIONS
+    if not path.is_file():
+        raise ReportError(
+            f"run {run.id} has no {PREDICTIONS}: algorithm jobs write one; a command job writes it to "
+            "$MLRT_OUTPUT_DIR with columns id, split, label, prediction and optional score_<class>"
+        )
+    predictions = pd.read_parquet(path)
+    missing = {"id", "split", "label", "prediction"} - set(predictions.columns)
+    if missing:
+        raise ReportError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    data_record = run.record.get("data") or {}
+    parts, features = [], []
+    for name, channel in (spec.get("data") or {}).items():
+        local = (data_record.get(name) or {}).get("path")
+        if not local or not Path(local).exists():
+            continue
+        dataset = load_dataset(name, Path(local), channel.get("format"), channel.get("label"), channel.get("id"))
+        frame = dataset.features.copy()
+        frame.insert(0, "split", name)
+        frame.insert(0, "id", dataset.ids.to_numpy())
+        parts.append(frame)
+        features += [c for c in dataset.features.columns if c not in features]
+    if not parts:
+        return predictions, []
+    table = pd.concat(parts, ignore_index=True)
+    features = [c for c in features if c not in predictions.columns]
+    predictions = predictions.astype({"id": str})
+    table = table.astype({"id": str})[["id", "split", *features]]
+    return predictions.merge(table, on=["split", "id"], how="left"), features
+
+
+def task_of(spec: dict[str, Any], frame: pd.DataFrame) -> str:
+    """``classification`` or ``regression``: the algorithm's task, else guessed from the predictions."""
+    algorithm = plugins.algorithms().get(spec.get("algorithm") or "")
+    if algorithm is not None:
+        return algorithm.task
+    if any(c.startswith("score_") for c in frame.columns):
+        return "classification"
+    labels = frame["label"].dropna()
+    numeric = labels.dtype.kind == "f" and labels.nunique() > 20
+    return "regression" if numeric else "classification"
+
+
+def _classes(frame: pd.DataFrame, task: str) -> list[Any]:
+    if task != "classification":
+        return []
+    scored = [c.removeprefix("score_") for c in frame.columns if c.startswith("score_")]
+    if scored:
+        return scored
+    values = frame["label"].dropna().unique().tolist() + frame["prediction"].dropna().unique().tolist()
+    return sorted({str(v) for v in values}, key=_natural)
+
+
+def _natural(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, math.nan, value)
+
+
+def _retrainer(spec: dict[str, Any], frame: pd.DataFrame, features: list[str], task: str):
+    """A ``retrain(fraction, seed)`` for learning curves (algorithm jobs only)."""
+    from mlrt.algorithms import Dataset
+
+    algorithm = plugins.algorithms().get(spec.get("algorithm") or "")
+    if algorithm is None or not features:
+        return None
+    full = {  # built once; each call subsamples the training channel
+        split: Dataset(
+            name=split,
+            features=rows[features].reset_index(drop=True),
+            labels=_labels(rows["label"], task).reset_index(drop=True),
+            ids=rows["id"].reset_index(drop=True),
+        )
+        for split, rows in frame[frame["label"].notna()].groupby("split")
+    }
+
+    def retrain(fraction: float, seed: int) -> dict[str, dict[str, float]]:
+        import tempfile
+
+        from mlrt.algorithms import TrainContext
+        from mlrt.evaluation import metrics_for
+
+        channels = dict(full)
+        train = channels["train"]
+        keep = train.features.sample(frac=fraction, random_state=seed).index
+        channels["train"] = Dataset("train", train.features.loc[keep], train.labels.loc[keep], train.ids.loc[keep])
+        with tempfile.TemporaryDirectory() as scratch:
+            ctx = TrainContext(
+                hyperparameters=dict(spec.get("hyperparameters") or {}),
+                channels=channels,
+                output_dir=Path(scratch),
+                checkpoint_dir=Path(scratch),
+                seed=seed,
+                stopping=spec.get("stopping") or {},
+                log_metric=lambda *args, **kwargs: None,
+            )
+            model = algorithm.train(ctx)
+        return {name: metrics_for(task, model, dataset) for name, dataset in channels.items()}
+
+    return retrain
+
+
+def _labels(labels: pd.Series, task: str) -> pd.Series:
+    if task == "regression":
+        return labels.astype(float)
+    as_int = labels.dropna()
+    if as_int.dtype.kind == "f" and (as_int == as_int.round()).all():
+        return labels.astype(int)
+    return labels
+
+
+def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Build ``names`` (default: ``spec.reports``, plus those ``spec.gates`` need) for
+    ``run_id``; store and return every result by report name."""
+    from mlrt.algorithms import resolve_values
+    from mlrt.artifacts import collect
+
+    run = store.get_run(run_id)
+    spec = store.get_job(run.job_id).spec_resolved["spec"]
+    registry = plugins.reports()
+    wanted = list(names) if names else needed_reports(spec)
+    unknown = [n for n in wanted if n not in registry]
+    if unknown:
+        raise ReportError(f"unknown report(s) {', '.join(unknown)} (registered: {', '.join(sorted(registry))})")
+    frame, features = load_frame(store, run, spec)
+    task = task_of(spec, frame)
+    classes = _classes(frame, task)
+    retrain = _retrainer(spec, frame, features, task)
+    metrics = store.latest_metrics(run_id)
+    target = reports_dir(run)
+    target.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name in wanted:
+        report = registry[name]
+        options, _ = resolve_values(report.options, (spec.get("report_options") or {}).get(name) or {}, name)
+        data = ReportInput(
+            run_id=run_id,
+            frame=frame,
+            features=features,
+            task=task,
+            classes=classes,
+            positive=classes[-1] if len(classes) == 2 else None,
+            spec=spec,
+            metrics=metrics,
+            options=options,
+            output_dir=target,
+            retrain=retrain,
+        )
+        try:
+            result = report.build(data)
+        except Exception as exc:  # one broken report must not hide the others
+            result = {"report": name, "skipped": f"failed: {type(exc).__name__}: {exc}"}
+        (target / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        results[name] = result
+    from mlrt.report_page import page
+
+    (target / "report.html").write_text(page(run_id, metrics, results, summary_findings(results)))
+    artifacts, _ = collect(run_id, output_dir(run))
+    store.put_artifacts(artifacts)
+    return results
+
+
+def needed_reports(spec: dict[str, Any]) -> list[str]:
+    """``spec.reports`` plus every report a gate reads, in order, without repeats."""
+    wanted = list(spec.get("reports") or [])
+    for gate in spec.get("gates") or []:
+        if gate.get("metric"):
+            name = gate["metric"].split(".", 1)[0]
+            if name not in wanted:
+                wanted.append(name)
+    return wanted
+
+
+def load_results(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
+    """The stored results of a run's reports (empty when none were built)."""
+    folder = reports_dir(store.get_run(run_id))
+    if not folder.is_dir():
+        return {}
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def summary_findings(results: dict[str, dict[str, Any]], limit: int = 3) -> list[Finding]:
+    """The regime (bias_variance) first, then the ``limit`` findings with the largest gain."""
+    registry = plugins.reports()
+    regime, others = [], []
+    for name, result in results.items():
+        if name not in registry or result.get("skipped"):
+            continue
+        for finding in registry[name].findings(result):
+            (regime if name == "bias_variance" else others).append(finding)
+    others.sort(key=lambda f: (f.severity != "problem", -f.gain))
+    return regime[:1] + others[:limit]
+
+
+def check_gates(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per ``spec.gates`` entry the run fails (empty: every gate passed)."""
+    run = store.get_run(run_id)
+    spec = store.get_job(run.job_id).spec_resolved["spec"]
+    registry = plugins.reports()
+    failures = []
+    for index, gate in enumerate(spec.get("gates") or []):
+        where = f"gates.{index}"
+        if gate.get("metric"):
+            report_name, value_name = gate["metric"].split(".", 1)
+            result = results.get(report_name) or {}
+            if result.get("skipped"):
+                failures.append(f"{where}: {gate['metric']} unavailable: {result['skipped']}")
+                continue
+            values = registry[report_name].gate_values(result)
+            if value_name not in values:
+                known = ", ".join(sorted(values)) or "none"
+                failures.append(f"{where}: report {report_name} has no value {value_name!r} (it has: {known})")
+                continue
+            value = values[value_name]
+            if gate.get("min") is not None and value < gate["min"]:
+                failures.append(f"{gate['metric']} = {value:.4g} is below the gate's min {gate['min']:g}")
+            if gate.get("max") is not None and value > gate["max"]:
+                failures.append(f"{gate['metric']} = {value:.4g} is above the gate's max {gate['max']:g}")
+        else:
+            other = gate["compare_to"]
+            try:
+                before = load_results(store, other)
+            except Exception:  # noqa: BLE001 - the run may be gone
+                before = {}
+            if not before:
+                failures.append(f"{where}: run {other!r} has no reports to compare with (mlrt report {other})")
+                continue
+            worse = [row for row in diff(before, results) if row["regression"] > gate["max_regression"]]
+            worse.sort(key=lambda row: -row["regression"])
+            for row in worse[:5]:
+                failures.append(
+                    f"{row['report']} {row['key']} {row['metric']} regressed by {row['regression']:.3f} vs {other} "
+                    f"({row['before']:.4g} -> {row['after']:.4g}; gate allows {gate['max_regression']:g})"
+                )
+            if len(worse) > 5:
+                failures.append(f"... and {len(worse) - 5} more regressions vs {other}")
+    return failures
+
+
+def diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every comparable number both runs' reports have, side by side; ``regression`` is how
+    much worse ``after`` is (0 when better, or when neither direction is better)."""
+    registry = plugins.reports()
+    rows = []
+    for name in [n for n in after if n in before and n in registry]:
+        if before[name].get("skipped") or after[name].get("skipped"):
+            continue
+        old = {(c.key, c.metric): c for c in registry[name].comparable(before[name])}
+        for new in registry[name].comparable(after[name]):
+            match: Comparable | None = old.get((new.key, new.metric))
+            if match is None:
+                continue
+            change = new.value - match.value
+            if new.higher_is_better is None:
+                regression = 0.0
+            else:
+                regression = max(0.0, -change if new.higher_is_better else change)
+            rows.append(
+                {
+                    "report": name,
+                    "key": new.key,
+                    "metric": new.metric,
+                    "before": match.value,
+                    "after": new.value,
+                    "change": change,
+                    "higher_is_better": new.higher_is_better,
+                    "regression": regression,
+                }
+            )
+    return rows
