@@ -9,8 +9,14 @@ made from rows, and every transition is an event with a reason.
 
 A controller owns the runs it is asked to drive (``owner`` =
 ``host:pid:start-time``) and refreshes a heartbeat. :func:`reap_orphans`
-fails the runs whose owner died, so no run stays RUNNING forever after its
-controller was killed; ``mlrt status`` and every new controller call it.
+deals with the runs whose owner died, so no run stays RUNNING forever after
+its controller was killed; ``mlrt status``, ``mlrt logs -f`` and every new
+controller call it. Workers of backends that outlive their controller
+(containers, pods) are adopted: a new detached controller takes the run over
+(compare-and-set on the owner, so only one does), re-attaches to the running
+workers through the backend's ``adopt`` and drives the run to its end without
+launching it twice. Other runs (local processes die with their controller)
+are failed with the reason.
 
 ``python -m mlrt.controller --db URL RUN_ID...`` runs a controller until the
 given runs finish; ``mlrt submit --detach`` starts one that way.
@@ -24,6 +30,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,9 +40,10 @@ from typing import Any
 
 from mlrt import plugins
 from mlrt.artifacts import collect
-from mlrt.launchers import Launcher, LaunchError
-from mlrt.logscan import LogMetricScanner, last_line
+from mlrt.launchers import Launcher, LaunchError, LaunchRequest, WorkerRequest
+from mlrt.logscan import LogMetricScanner, LogRecords, last_line
 from mlrt.records import RunRecord
+from mlrt.sdk import LOG_TRACKING_URI
 from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
 from mlrt.store.models import Attempt, Run, utcnow
@@ -86,11 +94,53 @@ def stop_attempt_workers(store: Store, run_id: str, grace_period: float) -> None
         launcher.cleanup(attempt.handle)
 
 
+def spawn_controller(db_url: str, run_ids: list[str], log_file: Path, *, adopt: bool = False) -> subprocess.Popen:
+    """Start a detached controller process for ``run_ids``, logging to ``log_file``.
+
+    With ``adopt`` it drives only the runs whose ownership the caller hands it
+    (:meth:`Store.transfer_owner`) instead of claiming them."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "mlrt.controller", "--db", db_url, *(["--adopt"] if adopt else []), *run_ids]
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _adoptable(store: Store, run: Run) -> bool:
+    """Whether ``run``'s workers outlive its controller, so another can take it over."""
+    if run.state not in (RunState.RUNNING.value, RunState.STARTING.value):
+        return False
+    attempt = store.latest_attempt(run.id)
+    if attempt is None or attempt.number != run.attempts or attempt.ended_at is not None:
+        return False
+    launcher = plugins.launchers().get(attempt.backend)
+    return launcher is not None and launcher.survives_controller
+
+
+def _hand_over(store: Store, run: Run) -> bool:
+    """Start a controller that adopts ``run``; False when another process got there first."""
+    from mlrt.submission import log_dir
+
+    child = spawn_controller(store.url, [run.id], log_dir(run.id, 0).parent / "controller.log", adopt=True)
+    heir = process_identity(child.pid)
+    if store.transfer_owner(run.id, run.owner, heir):
+        who = f"controller {run.owner}" if run.owner else "no controller"
+        store.add_event(run.id, f"{who} stopped; controller {heir} adopted the running workers")
+        return True
+    child.kill()
+    child.wait()
+    return False
+
+
 def reap_orphans(store: Store) -> list[str]:
-    """Fail every active run whose controller is gone; return their ids."""
+    """Hand over or fail every active run whose controller is gone; return their ids."""
     reaped = []
     for run in store.active_runs():
         if owner_alive(run):
+            continue
+        if _adoptable(store, run):
+            _hand_over(store, run)
             continue
         stop_attempt_workers(store, run.id, grace_period=2.0)
         who = f"controller {run.owner}" if run.owner else "no controller"
@@ -115,6 +165,8 @@ class _Active:
     handle: dict[str, Any]
     scanner: LogMetricScanner
     spec: dict[str, Any]
+    waiting: dict[int, str] = dataclasses.field(default_factory=dict)
+    """The last reason each worker gave for not running yet (reported once as an event)."""
 
 
 class Controller:
@@ -144,11 +196,20 @@ class Controller:
 
     # -- the loop ------------------------------------------------------------
 
-    def run_until_done(self, run_ids: list[str], on_tick: Callable[[], None] | None = None) -> None:
-        """Reconcile until every run in ``run_ids`` is terminal."""
+    def run_until_done(
+        self, run_ids: list[str], on_tick: Callable[[], None] | None = None, *, adopt: bool = False
+    ) -> None:
+        """Reconcile until every run in ``run_ids`` is terminal.
+
+        With ``adopt`` the runs are not claimed: the process that started this
+        controller hands them over (see :func:`reap_orphans`); a run it did not
+        get within a few seconds is left to whoever owns it."""
         reap_orphans(self.store)
-        for run_id in run_ids:
-            self.claim(run_id)
+        if adopt:
+            run_ids = self._await_handover(run_ids)
+        else:
+            for run_id in run_ids:
+                self.claim(run_id)
         delay = FIRST_POLL
         while True:
             changed = self.reconcile()
@@ -166,6 +227,14 @@ class Controller:
                 continue
             self._wait(delay)
             delay = min(self.poll_interval, delay * 1.5)
+
+    def _await_handover(self, run_ids: list[str], timeout: float = 10.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            mine = [r for r in run_ids if self.store.get_run(r).owner == self.owner]
+            if len(mine) == len(run_ids) or time.monotonic() > deadline:
+                return mine
+            time.sleep(0.05)
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when a launcher signals that a worker changed."""
@@ -191,6 +260,8 @@ class Controller:
                 self._reconcile_tuning(run)
             elif state is RunState.QUEUED:
                 self._reconcile_queued(run)
+            elif run.id not in self._active and state in (RunState.STARTING, RunState.RUNNING):
+                self._adopt(run)
             elif state is RunState.RUNNING:
                 self._reconcile_running(run)
         after = self.store.active_runs(owner=self.owner)
@@ -270,19 +341,75 @@ class Controller:
         except LaunchError as exc:
             self._attempt_failed(run, attempt, str(exc), None)
             return
+        self._started(run, attempt, launcher, request, handle, spec)
+
+    def _started(
+        self,
+        run: Run,
+        attempt: Attempt,
+        launcher: Launcher,
+        request: LaunchRequest,
+        handle: dict[str, Any],
+        spec: dict[str, Any],
+        adopted: bool = False,
+    ) -> None:
+        """Record running workers (launched now, or adopted) and start watching them."""
         self.store.update_attempt(attempt.id, state=RunState.RUNNING.value, handle=handle)
+        first = request.workers[0]
         scanner = LogMetricScanner(
-            Path(request.workers[0].log_path), spec.get("metrics") or [], self._next_steps(run.id)
+            Path(first.log_path),
+            spec.get("metrics") or [],
+            self._next_steps(run.id),
+            sdk_records=first.env.get("MLRT_TRACKING_URI") == LOG_TRACKING_URI,
         )
+        scanner.offset = int(handle.get("scanned", 0))
+        attempt.handle = handle
         self._active[run.id] = _Active(attempt, launcher, handle, scanner, spec)
-        workers = len(request.workers)
-        self.store.transition(
-            run.id, RunState.RUNNING, f"attempt {number}: {workers} worker{'s' * (workers > 1)} started"
-        )
-        self._notify(run.id, "mlrt_run_started")
+        if run.state != RunState.RUNNING.value:
+            workers = len(request.workers)
+            verb = "adopted" if adopted else "started"
+            self.store.transition(
+                run.id, RunState.RUNNING, f"attempt {attempt.number}: {workers} worker{'s' * (workers > 1)} {verb}"
+            )
+        if not adopted:
+            self._notify(run.id, "mlrt_run_started")
+
+    def _adopt(self, run: Run) -> None:
+        """Take over the workers of a run whose controller is gone (see :func:`reap_orphans`)."""
+        attempt = self.store.latest_attempt(run.id)
+        launcher = plugins.launchers().get(attempt.backend) if attempt is not None else None
+        if attempt is None or launcher is None or not launcher.survives_controller:
+            self.finish_run(run, RunState.FAILED, "its controller stopped and its workers cannot be adopted")
+            return
+        spec = self.store.get_job(run.job_id).spec_resolved["spec"]
+        request = _request_from_row(attempt.request)
+        try:
+            handle = launcher.adopt(request, attempt.handle)
+            if handle is None:  # the old controller died before the workers started
+                self.store.add_event(run.id, f"attempt {attempt.number} had no workers yet; launching them")
+                handle = launcher.launch(request)
+        except LaunchError as exc:
+            self._attempt_failed(run, attempt, str(exc), None)
+            return
+        self._started(run, attempt, launcher, request, handle, spec, adopted=True)
 
     def _next_steps(self, run_id: str) -> dict[str, int]:
         return {key: step + 1 for key, step in self.store.max_steps(run_id).items()}
+
+    def _ingest(self, run_id: str, active: _Active) -> None:
+        """Store what the rank-0 log said since the last scan (pattern metrics, SDK records)."""
+        found: LogRecords = active.scanner.scan()
+        for kind, value in found.entries:
+            if kind == "metrics":
+                self.store.insert_metrics(run_id, value)
+            elif kind == "params":
+                self.store.log_params(run_id, value)
+            else:
+                self.store.delete_metrics(run_id, *value)
+        if found and active.launcher.survives_controller:
+            # An adopting controller resumes reading here, so nothing is stored twice.
+            active.handle["scanned"] = active.scanner.offset
+            self.store.update_attempt(active.attempt.id, handle=active.handle)
 
     def _materialize(self, run: Run, spec: dict[str, Any]) -> dict[str, str]:
         """Local paths for every data channel; records their content hashes once."""
@@ -310,9 +437,7 @@ class Controller:
         active = self._active.get(run.id)
         if active is None:  # launched by a process that is gone; nothing to poll
             return
-        points = active.scanner.scan()
-        if points:
-            self.store.insert_metrics(run.id, points)
+        self._ingest(run.id, active)
         stopping = active.spec["stopping"]
         if run.cancel_requested:
             self._finish(run, RunState.CANCELLED, "cancelled by user", stop=True)
@@ -327,6 +452,10 @@ class Controller:
             )
             return
         statuses = active.launcher.poll(active.handle)
+        for status in statuses:
+            if status.state is RunState.RUNNING and status.reason and active.waiting.get(status.rank) != status.reason:
+                active.waiting[status.rank] = status.reason
+                self.store.add_event(run.id, f"worker {status.rank}: {status.reason}")
         failed = [s for s in statuses if s.state is RunState.FAILED]
         if failed:
             first = failed[0]
@@ -419,11 +548,9 @@ class Controller:
         launch failed); attempts with workers are found in memory."""
         active = self._active.pop(run.id, None)
         if active is not None:
-            points = active.scanner.scan()
-            if points:
-                self.store.insert_metrics(run.id, points)
+            active.launcher.cleanup(active.handle)  # finishes copying the logs first
+            self._ingest(run.id, active)
             attempt = active.attempt
-            active.launcher.cleanup(active.handle)
         if attempt is not None:
             self.store.finish_attempt(attempt.id, state, reason, exit_code)
         self._register_artifacts(run)
@@ -449,10 +576,17 @@ class Controller:
             self.store.add_event(run_id, f"{hook} hook failed: {type(exc).__name__}: {exc}")
 
 
+def _request_from_row(row: dict[str, Any]) -> LaunchRequest:
+    """The :class:`LaunchRequest` an attempt row stored (``LaunchRequest.to_dict``)."""
+    workers = [WorkerRequest(**w) for w in row["workers"]]
+    return LaunchRequest(**{**row, "workers": workers})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a detached controller process."""
     parser = argparse.ArgumentParser(prog="python -m mlrt.controller")
     parser.add_argument("--db", required=True)
+    parser.add_argument("--adopt", action="store_true", help="drive the runs handed over to this process")
     parser.add_argument("run_ids", nargs="+")
     args = parser.parse_args(argv)
     controller = Controller(Store(args.db))
@@ -462,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        controller.run_until_done(args.run_ids)
+        controller.run_until_done(args.run_ids, adopt=args.adopt)
     except KeyboardInterrupt:
         controller.cancel_all("the controller was asked to stop (SIGTERM/SIGINT)")
         return 1

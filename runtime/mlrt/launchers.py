@@ -38,6 +38,10 @@ class LaunchContext:
     compute: dict[str, Any]
     image: str | None = None
     algorithm: str | None = None
+    channels: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Each data channel's URI, for backends whose workers fetch the data themselves."""
+    stopping: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """``spec.stopping``, for backends that enforce ``max_runtime`` on their side too."""
 
     def container_image(self) -> str:
         """The image a container backend runs: ``spec.image``, else (for an

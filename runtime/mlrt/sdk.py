@@ -10,11 +10,17 @@ logging; other ranks' calls are accepted and dropped.
 
 Outside an mlrt job (``MLRT_RUN_ID`` unset) every call is a no-op, after one
 warning on stderr, so a training script runs unchanged on its own.
+
+A worker that cannot reach the store (a pod of a controller whose store is a
+SQLite file) gets ``MLRT_TRACKING_URI=log:``: the SDK then writes each batch as
+one ``##mlrt {json}`` line on stdout, and the controller, which copies every
+worker's log anyway, reads them back into the store (:mod:`mlrt.logscan`).
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import sys
@@ -25,6 +31,36 @@ from typing import Any
 
 FLUSH_INTERVAL = 1.0
 FLUSH_AT = 20_000
+LOG_TRACKING_URI = "log:"
+LOG_RECORD_PREFIX = "##mlrt "
+_POINTS_PER_LINE = 500
+
+
+class _LogSink:
+    """The store's write side as ``##mlrt {json}`` lines on stdout (``MLRT_TRACKING_URI=log:``).
+
+    Records: ``{"metrics": [[key, step, value, timestamp], ...]}``,
+    ``{"params": {key: value}}`` and ``{"discard": [keys], "from_step": n}``.
+    Each is written with one ``write`` call on file descriptor 1, so a line is
+    never split by the program's own output."""
+
+    def max_steps(self, run_id: str) -> dict[str, int]:
+        return {}  # write-only: implicit steps start at 0 in every attempt
+
+    def insert_metrics(self, run_id: str, points: list[tuple[str, int, float, float]]) -> None:
+        for start in range(0, len(points), _POINTS_PER_LINE):
+            self._write({"metrics": [list(p) for p in points[start : start + _POINTS_PER_LINE]]})
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self._write({"params": params})
+
+    def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
+        self._write({"discard": keys, "from_step": from_step})
+
+    @staticmethod
+    def _write(record: dict[str, Any]) -> None:
+        sys.stdout.flush()
+        os.write(1, f"{LOG_RECORD_PREFIX}{json.dumps(record, default=str)}\n".encode())
 
 
 class _Tracker:
@@ -47,9 +83,12 @@ class _Tracker:
     @property
     def store(self):
         if self._store is None:
-            from mlrt.store import Store
+            if self.tracking_uri == LOG_TRACKING_URI:
+                self._store = _LogSink()
+            else:
+                from mlrt.store import Store
 
-            self._store = Store(self.tracking_uri)
+                self._store = Store(self.tracking_uri)
         return self._store
 
     def log_metrics(self, metrics: dict[str, float], step: int | None) -> None:

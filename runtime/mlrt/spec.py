@@ -72,13 +72,103 @@ def _channel_shorthand(value: object) -> object:
     return {"uri": value} if isinstance(value, str) else value
 
 
+class SecretKey(_Model):
+    """One key of a Kubernetes Secret, used as an environment variable's value."""
+
+    secret: str
+    key: str
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration (``key``, ``operator``, ``value``, ``effect``, ``toleration_seconds``)."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Volume(_Model):
+    """A volume mounted into every worker pod at ``mount_path``: exactly one of
+    ``claim`` (a PersistentVolumeClaim), ``secret``, ``config_map`` or ``empty_dir``."""
+
+    name: str
+    mount_path: str
+    read_only: bool = False
+    sub_path: str | None = None
+    claim: str | None = None
+    secret: str | None = None
+    config_map: str | None = None
+    empty_dir: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
+        return value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path inside the container, e.g. /data")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        sources = [n for n in ("claim", "secret", "config_map") if getattr(self, n)] + (["empty_dir"] * self.empty_dir)
+        if len(sources) != 1:
+            raise ValueError("set exactly one of claim, secret, config_map or empty_dir: true")
+        return self
+
+
+class Kubernetes(_Model):
+    """``spec.compute.kubernetes``: how the workers run as pods (``backend: kubernetes``).
+
+    ``secret_env`` maps an environment variable to a Secret key (values never
+    appear in the manifest); ``env_from_secrets`` exposes every key of the named
+    Secrets. ``queue`` names a Kueue LocalQueue: the Job is created suspended and
+    labelled for Kueue, which admits it; ``suspend: true`` alone leaves
+    admission to another controller. ``ttl_after_finished`` is how long the
+    finished Job and its pods stay for inspection before the cluster deletes
+    them (mlrt has kept the reason and the logs by then). ``schedule_timeout``
+    fails an attempt whose pods stay unschedulable that long."""
+
+    namespace: str = "default"
+    service_account: str | None = None
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+    priority_class: str | None = None
+    image_pull_secrets: list[str] = []
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    env_from_secrets: list[str] = []
+    secret_env: dict[str, SecretKey] = {}
+    volumes: list[Volume] = []
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    queue: str | None = None
+    suspend: bool = False
+    ttl_after_finished: Duration = 3600.0
+    schedule_timeout: Duration = 900.0
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
+        return value
+
+
 class Compute(_Model):
     """``spec.compute``: where and on how much hardware the workers run.
 
     ``warm`` (local backend) forks each Python worker from a pre-started
     interpreter that already imported mlrt and the algorithm, instead of
     starting a fresh one: milliseconds instead of a second for short runs.
-    Tuning trials use it unless their template says ``warm: false``."""
+    Tuning trials use it unless their template says ``warm: false``.
+    ``kubernetes`` holds the pod settings of the kubernetes backend."""
 
     backend: str = "local"
     workers: int = Field(1, ge=1)
@@ -87,6 +177,7 @@ class Compute(_Model):
     gpus: int = Field(0, ge=0)
     rendezvous_timeout: Duration = 300.0
     warm: bool = False
+    kubernetes: Kubernetes = Kubernetes()
 
 
 class Output(_Model):

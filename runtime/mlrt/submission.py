@@ -230,4 +230,6 @@ def launch_context(
         compute=spec["compute"],
         image=spec.get("image"),
         algorithm=spec.get("algorithm"),
+        channels={name: channel["uri"] for name, channel in (spec.get("data") or {}).items()},
+        stopping=spec.get("stopping") or {},
     )

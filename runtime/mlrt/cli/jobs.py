@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ import click
 
 from mlrt.cli import EXIT_FAILED, App
 from mlrt.cli.render import echo_json, number, seconds, styled_state, table
+from mlrt.logscan import is_sdk_record
 
 pass_app = click.make_pass_decorator(App)
 _set_option = click.option(
@@ -157,7 +157,7 @@ def submit(
     With --detach the job runs in a background controller; follow it with
     `mlrt status RUN` and `mlrt logs -f RUN`.
     """
-    from mlrt.controller import process_identity
+    from mlrt.controller import process_identity, spawn_controller
     from mlrt.records import RunRecord
     from mlrt.spec import load_spec
     from mlrt.submission import log_dir
@@ -166,16 +166,7 @@ def submit(
     loaded = load_spec(spec_file, overrides)
     run_id = submit_job(app.store, loaded, sanity=sanity, resume_from=resume_from)
     if not wait:
-        logs = log_dir(run_id, 0).parent
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / "controller.log", "ab") as out:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "mlrt.controller", "--db", app.store.url, run_id],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        child = spawn_controller(app.store.url, [run_id], log_dir(run_id, 0).parent / "controller.log")
         app.store.update_run(run_id, owner=process_identity(child.pid))
         if as_json:
             echo_json({"run_id": run_id, "state": "QUEUED", "controller_pid": child.pid})
@@ -200,7 +191,13 @@ def submit(
 @click.argument("spec_file", type=click.Path(dir_okay=False))
 @_set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved spec and launch request as JSON.")
-def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--manifests",
+    is_flag=True,
+    help="Print only what the backend will create, as YAML: Kubernetes objects (one document each, "
+    "ready for kubectl or a schema check) or container engine commands.",
+)
+def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool, manifests: bool) -> None:
     """Check SPEC_FILE and print the launch request it would make; launch nothing.
 
     The request shows, per worker, the exact command, the environment mlrt
@@ -228,7 +225,21 @@ def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
             "search_space": [dataclasses.asdict(p) for p in search_space(resolved["spec"])],
             "example_trial": {"parameters": example, **_training_plan(trial, f"{loaded.name}-<id>-t001")},
         }
-    if as_json:
+    if manifests:
+        launch = (plan.get("example_trial") or plan)["launch"]
+        details = launch["details"]
+        created = details.get("manifests") or details.get("commands")
+        if not created:
+            raise click.UsageError(
+                f"the {launch['backend']} backend creates no manifests; see `mlrt validate` without --manifests"
+            )
+        if as_json:
+            echo_json(created)
+        elif "manifests" in details:
+            click.echo(yaml.safe_dump_all(created, sort_keys=False, width=120), nl=False)
+        else:
+            click.echo(yaml.safe_dump(created, sort_keys=False, width=120), nl=False)
+    elif as_json:
         echo_json(plan)
     else:
         click.echo(f"# {spec_file} is valid; this is what `mlrt submit` would launch (nothing was launched)")
@@ -369,7 +380,7 @@ def _new_lines(path: Path, offsets: dict[Path, int], complete_only: bool) -> lis
         chunk = handle.read()
     end = chunk.rfind(b"\n") + 1 if complete_only else len(chunk)
     offsets[path] = offsets.get(path, 0) + end
-    return chunk[:end].decode("utf-8", "replace").splitlines()
+    return [line for line in chunk[:end].decode("utf-8", "replace").splitlines() if not is_sdk_record(line)]
 
 
 @click.command()

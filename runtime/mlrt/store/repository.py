@@ -119,6 +119,14 @@ class Store:
         with self.session() as s:
             s.exec(update(Run).where(Run.id == run_id).values(**fields))  # type: ignore[call-overload]
 
+    def transfer_owner(self, run_id: str, old: str | None, new: str) -> bool:
+        """Make ``new`` the owner of ``run_id`` if ``old`` still owns it; False when
+        another process took it first (compare-and-set, so one adopter wins)."""
+        with self.session() as s:
+            current = col(Run.owner).is_(None) if old is None else Run.owner == old
+            result = s.exec(update(Run).where(Run.id == run_id, current).values(owner=new, heartbeat_at=utcnow()))  # type: ignore[call-overload]
+            return result.rowcount == 1
+
     def heartbeat(self, owner: str) -> None:
         """Mark every active run owned by ``owner`` as still watched."""
         with self.session() as s:

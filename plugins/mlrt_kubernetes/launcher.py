@@ -1,0 +1,494 @@
+"""The ``kubernetes`` launch backend: each attempt is an Indexed Job and a headless Service.
+
+Everything goes through the official ``kubernetes`` client, configured from
+the in-cluster service account when mlrt runs in a pod, else from kubeconfig
+(``KUBECONFIG``; ``MLRT_KUBE_CONTEXT`` picks a context). ``plan`` is pure
+(:mod:`mlrt_kubernetes.manifests`); ``launch`` creates the Service, then the
+Job, then makes the Job the Service's owner, so deleting the Job deletes it.
+Objects are named after the run and attempt and labelled with them, so a
+launch that finds its Job already there adopts it instead of creating a
+second one, and a restarted controller finds it by its labels (``adopt``).
+
+State comes from watches on the attempt's namespace (Jobs and Pods that mlrt
+manages), kept in a cache that ``poll`` reads; each event wakes the
+controller through :meth:`KubernetesLauncher.wakeup_fds`. Every worker pod's
+log is copied into the worker's log file as it is written, so ``mlrt logs
+-f``, metric patterns and failure reasons work as on the other backends, and
+they stay after the cluster deletes the finished Job
+(``ttlSecondsAfterFinished``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
+from mlrt.states import RunState
+from mlrt_kubernetes.manifests import INDEX_LABEL, MANAGED_BY, plan_manifests, selector
+
+# Waiting reasons after which a pod will not start without someone changing something.
+FATAL_WAITING = {
+    "ErrImagePull": "its image could not be pulled",
+    "ImagePullBackOff": "its image could not be pulled",
+    "InvalidImageName": "its image name is invalid",
+    "CreateContainerConfigError": "its container could not be configured (a missing Secret or ConfigMap?)",
+    "CreateContainerError": "its container could not be created",
+}
+
+
+def _api_error(exc: Exception) -> str:
+    """One line from a client exception: the Status message when the API sent one."""
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            return json.loads(body).get("message") or str(body)
+        except (ValueError, AttributeError):
+            return str(body)
+    return str(getattr(exc, "reason", None) or exc)
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _index(pod: dict[str, Any]) -> int:
+    meta = pod["metadata"]
+    value = (meta.get("labels") or {}).get(INDEX_LABEL) or (meta.get("annotations") or {}).get(INDEX_LABEL)
+    return int(value) if value is not None else -1
+
+
+def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
+    """The ``state`` of the pod's ``worker`` container (``waiting``, ``running`` or ``terminated``)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == "worker":
+            return status.get("state") or {}
+    return {}
+
+
+def _age(pod: dict[str, Any]) -> float:
+    stamp = pod["metadata"].get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    created = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (datetime.now(timezone.utc) - created).total_seconds()
+
+
+class _Cluster:
+    """The client objects, created on first use (planning needs no cluster)."""
+
+    def __init__(self) -> None:
+        from kubernetes import client, config
+
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+            self.api = client.ApiClient()
+        else:
+            configuration = client.Configuration()
+            config.load_kube_config(context=os.environ.get("MLRT_KUBE_CONTEXT"), client_configuration=configuration)
+            self.api = client.ApiClient(configuration)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+
+    @staticmethod
+    def raw(response: Any) -> dict[str, Any]:
+        """The JSON body of a call made with ``_preload_content=False``."""
+        return json.loads(response.data)
+
+
+class _Watch:
+    """Watches mlrt's Jobs and Pods in one namespace into a cache; pokes a pipe on every event."""
+
+    def __init__(self, cluster: _Cluster, namespace: str, wake: int):
+        self.cluster = cluster
+        self.namespace = namespace
+        self.wake = wake
+        self.lock = threading.Lock()
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {"Job": {}, "Pod": {}}
+        self.synced: set[str] = set()
+        for kind in self.objects:
+            threading.Thread(target=self._run, args=(kind,), name=f"mlrt-watch-{kind}", daemon=True).start()
+
+    def _list_function(self, kind: str):
+        if kind == "Job":
+            return self.cluster.batch.list_namespaced_job
+        return self.cluster.core.list_namespaced_pod
+
+    def _run(self, kind: str) -> None:
+        from kubernetes import watch
+
+        function = self._list_function(kind)
+        while True:
+            try:
+                listing = self.cluster.raw(
+                    function(self.namespace, label_selector=f"{MANAGED_BY}=mlrt", _preload_content=False)
+                )
+                with self.lock:
+                    self.objects[kind] = {item["metadata"]["name"]: item for item in listing["items"]}
+                    self.synced.add(kind)
+                self._poke()
+                stream = watch.Watch().stream(
+                    function,
+                    self.namespace,
+                    label_selector=f"{MANAGED_BY}=mlrt",
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=300,
+                )
+                for event in stream:
+                    obj = event["raw_object"]
+                    if obj.get("kind") == "Status":
+                        break  # the version expired: list again
+                    with self.lock:
+                        if event["type"] == "DELETED":
+                            self.objects[kind].pop(obj["metadata"]["name"], None)
+                        else:
+                            self.objects[kind][obj["metadata"]["name"]] = obj
+                    self._poke()
+            except Exception:
+                with self.lock:
+                    self.synced.discard(kind)
+                time.sleep(1.0)
+
+    def _poke(self) -> None:
+        try:
+            os.write(self.wake, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full: the controller will wake anyway
+
+    def job(self, name: str) -> tuple[bool, dict[str, Any] | None]:
+        """``(known, job)``: whether the cache can answer, and the Job if it exists."""
+        with self.lock:
+            return "Job" in self.synced, self.objects["Job"].get(name)
+
+    def pods(self, job: str) -> tuple[bool, list[dict[str, Any]]]:
+        with self.lock:
+            pods = [
+                p for p in self.objects["Pod"].values() if (p["metadata"].get("labels") or {}).get("job-name") == job
+            ]
+            return "Pod" in self.synced, pods
+
+
+class _LogCopy:
+    """Copies one pod's worker log into a file as it is written, skipping ``skip`` bytes first."""
+
+    def __init__(self, cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str = ""):
+        self.thread = threading.Thread(
+            target=self._run, args=(cluster, namespace, pod, path, skip, header), name=f"mlrt-log-{pod}", daemon=True
+        )
+        self.thread.start()
+
+    @staticmethod
+    def _run(cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as out:
+            if header:
+                out.write(header.encode())
+            for _ in range(3):
+                try:
+                    response = cluster.core.read_namespaced_pod_log(
+                        pod, namespace, container="worker", follow=True, _preload_content=False
+                    )
+                    for chunk in response.stream(65536):
+                        if skip:
+                            dropped = min(skip, len(chunk))
+                            chunk, skip = chunk[dropped:], skip - dropped
+                        out.write(chunk)
+                        out.flush()
+                    return
+                except Exception:  # the stream broke (API restart): read again, skipping what we have
+                    skip = path.stat().st_size
+                    time.sleep(0.5)
+
+
+class KubernetesLauncher(Launcher):
+    """Runs an attempt's workers as the pods of an Indexed Job; see the module docstring."""
+
+    name: ClassVar[str] = "kubernetes"
+    description: ClassVar[str] = "pods of a batch/v1 Indexed Job on a Kubernetes cluster"
+    runs_images: ClassVar[bool] = True
+    survives_controller: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._cluster: _Cluster | None = None
+        self._watches: dict[str, _Watch] = {}
+        self._copies: dict[str, _LogCopy] = {}  # pod name -> its log copy
+        self._resume: set[tuple[str, int]] = set()  # (job, rank) whose log file an adopted copy continues
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    @property
+    def cluster(self) -> _Cluster:
+        if self._cluster is None:
+            try:
+                self._cluster = _Cluster()
+            except Exception as exc:
+                raise LaunchError(f"cannot reach a Kubernetes cluster: {exc}") from None
+        return self._cluster
+
+    # -- plan ----------------------------------------------------------------
+
+    def plan(self, ctx: LaunchContext) -> LaunchRequest:
+        job, service = plan_manifests(ctx)
+        name = job["metadata"]["name"]
+        workers = []
+        for rank in range(int(ctx.compute.get("workers", 1))):
+            env = {
+                e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e
+            }
+            env["RANK"] = str(rank)
+            log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
+            workers.append(WorkerRequest(rank=rank, argv=ctx.container_argv(), env=env, cwd="", log_path=log_path))
+        details = {
+            "namespace": job["metadata"]["namespace"],
+            "job": name,
+            "selector": selector(ctx.run_id, ctx.attempt),
+            "schedule_timeout": (ctx.compute.get("kubernetes") or {}).get("schedule_timeout", 900.0),
+            "manifests": [service, job],
+        }
+        return LaunchRequest(self.name, ctx.run_id, ctx.attempt, workers, details)
+
+    # -- act -----------------------------------------------------------------
+
+    def launch(self, request: LaunchRequest) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        service, job = request.details["manifests"]
+        namespace, name = request.details["namespace"], request.details["job"]
+        cluster = self.cluster
+        self._watch(namespace)
+        try:
+            try:
+                cluster.core.create_namespaced_service(namespace, service)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            try:
+                created = cluster.raw(cluster.batch.create_namespaced_job(namespace, job, _preload_content=False))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                created = cluster.raw(cluster.batch.read_namespaced_job(name, namespace, _preload_content=False))
+                if created["metadata"].get("labels", {}).get(MANAGED_BY) != "mlrt":
+                    raise LaunchError(f"a Job named {name} that mlrt did not create exists in {namespace}") from None
+            owner = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": created["metadata"]["uid"],
+                "blockOwnerDeletion": True,
+            }
+            cluster.core.patch_namespaced_service(name, namespace, {"metadata": {"ownerReferences": [owner]}})
+        except ApiException as exc:
+            raise LaunchError(f"the cluster refused the attempt's objects: {_api_error(exc)}") from None
+        return self._handle(request)
+
+    def adopt(self, request: LaunchRequest, handle: dict[str, Any] | None) -> dict[str, Any] | None:
+        namespace = request.details["namespace"]
+        try:
+            jobs = self.cluster.raw(
+                self.cluster.batch.list_namespaced_job(
+                    namespace, label_selector=request.details["selector"], _preload_content=False
+                )
+            )["items"]
+        except Exception as exc:
+            raise LaunchError(f"cannot look for the attempt's Job: {_api_error(exc)}") from None
+        if not jobs:
+            return None
+        self._watch(namespace)
+        adopted = self._handle(request)
+        self._resume.update((adopted["job"], w.rank) for w in request.workers)
+        if handle and "scanned" in handle:
+            adopted["scanned"] = handle["scanned"]
+        return adopted
+
+    def _handle(self, request: LaunchRequest) -> dict[str, Any]:
+        return {
+            "namespace": request.details["namespace"],
+            "job": request.details["job"],
+            "workers": [{"rank": w.rank, "log_path": w.log_path} for w in request.workers],
+            "schedule_timeout": request.details["schedule_timeout"],
+        }
+
+    def _watch(self, namespace: str) -> _Watch:
+        if namespace not in self._watches:
+            self._watches[namespace] = _Watch(self.cluster, namespace, self._write)
+        return self._watches[namespace]
+
+    # -- observe -------------------------------------------------------------
+
+    def _state(self, handle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The attempt's Job (None when gone) and its pods, from the watch cache when it is synced."""
+        namespace, name = handle["namespace"], handle["job"]
+        watch = self._watches.get(namespace)
+        if watch is not None:
+            jobs_known, job = watch.job(name)
+            pods_known, pods = watch.pods(name)
+            if jobs_known and pods_known:
+                return job, pods
+        from kubernetes.client.exceptions import ApiException
+
+        cluster = self.cluster
+        try:
+            job = cluster.raw(cluster.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            job = None
+        pods = cluster.raw(
+            cluster.core.list_namespaced_pod(namespace, label_selector=f"job-name={name}", _preload_content=False)
+        )["items"]
+        return job, pods
+
+    def poll(self, handle: dict[str, Any]) -> list[WorkerStatus]:
+        job, pods = self._state(handle)
+        self._copy_logs(handle, pods)
+        ranks = [w["rank"] for w in handle["workers"]]
+        if job is None:
+            return [WorkerStatus(r, RunState.FAILED, reason="its Job was deleted outside mlrt") for r in ranks]
+        if _condition(job, "Complete"):
+            return [WorkerStatus(r, RunState.SUCCEEDED, exit_code=0) for r in ranks]
+        failed = _condition(job, "Failed")
+        latest: dict[int, dict[str, Any]] = {}
+        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+            latest[_index(pod)] = pod
+        statuses = []
+        for rank in ranks:
+            pod = latest.get(rank)
+            status = self._pod_status(rank, pod, handle) if pod is not None else None
+            if status is None or (failed and status.state is RunState.RUNNING):
+                if failed:
+                    why = failed.get("reason", "Failed")
+                    message = failed.get("message", "")
+                    if why == "DeadlineExceeded":
+                        message = "the Job ran past its activeDeadlineSeconds"
+                    status = WorkerStatus(rank, RunState.FAILED, reason=f"its Job failed ({why}): {message}".strip())
+                else:
+                    status = WorkerStatus(rank, RunState.RUNNING, reason="")
+            statuses.append(status)
+        return statuses
+
+    @staticmethod
+    def _pod_status(rank: int, pod: dict[str, Any], handle: dict[str, Any]) -> WorkerStatus:
+        name = pod["metadata"]["name"]
+        phase = (pod.get("status") or {}).get("phase", "Pending")
+        for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            terminated = (init.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode", 0) != 0:
+                message = (terminated.get("message") or "").strip().splitlines()
+                detail = f": {message[-1]}" if message else ""
+                return WorkerStatus(
+                    rank,
+                    RunState.FAILED,
+                    exit_code=terminated["exitCode"],
+                    reason=f"could not fetch its data in pod {name} (init container {init.get('name')}){detail}",
+                )
+        state = _container_state(pod)
+        terminated = state.get("terminated")
+        if terminated is not None:
+            code = int(terminated.get("exitCode", 0))
+            if code == 0:
+                return WorkerStatus(rank, RunState.SUCCEEDED, exit_code=0)
+            if terminated.get("reason") == "OOMKilled":
+                reason = f"was OOM-killed (exit code {code}) in pod {name}: raise compute.memory"
+            else:
+                reason = f"exited with code {code} in pod {name}"
+            return WorkerStatus(rank, RunState.FAILED, exit_code=code, reason=reason)
+        if phase == "Failed":
+            reason = (pod.get("status") or {}).get("reason") or "Failed"
+            return WorkerStatus(rank, RunState.FAILED, reason=f"pod {name} failed ({reason})")
+        if phase == "Succeeded":
+            return WorkerStatus(rank, RunState.SUCCEEDED, exit_code=0)
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in FATAL_WAITING:
+            detail = f": {waiting['message']}" if waiting.get("message") else ""
+            return WorkerStatus(
+                rank,
+                RunState.FAILED,
+                reason=f"pod {name} {FATAL_WAITING[waiting['reason']]} ({waiting['reason']}{detail})",
+            )
+        unscheduled = next(
+            (
+                c
+                for c in (pod.get("status") or {}).get("conditions") or []
+                if c.get("type") == "PodScheduled" and c.get("status") == "False"
+            ),
+            None,
+        )
+        if unscheduled is not None:
+            why = f"{unscheduled.get('reason', 'Unschedulable')}: {unscheduled.get('message', '')}".strip(": ")
+            if _age(pod) > float(handle.get("schedule_timeout", 900.0)):
+                limit = f"{float(handle['schedule_timeout']):g}s"
+                return WorkerStatus(
+                    rank, RunState.FAILED, reason=f"pod {name} could not be scheduled within {limit} ({why})"
+                )
+            return WorkerStatus(rank, RunState.RUNNING, reason=f"pending, pod {name} {why}")
+        return WorkerStatus(rank, RunState.RUNNING)
+
+    def _copy_logs(self, handle: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        """Start copying the log of every pod whose worker container has started."""
+        paths = {w["rank"]: Path(w["log_path"]) for w in handle["workers"]}
+        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+            name = pod["metadata"]["name"]
+            state = _container_state(pod)
+            if name in self._copies or not (state.get("running") or state.get("terminated")):
+                continue
+            path = paths.get(_index(pod))
+            if path is None:
+                continue
+            size = path.stat().st_size if path.exists() else 0
+            skip, header = 0, ""
+            if (handle["job"], _index(pod)) in self._resume:
+                self._resume.discard((handle["job"], _index(pod)))
+                skip = size  # the pod's log from the start: the file already has this much
+            elif size:
+                header = f"--- pod {name} (replacing a disrupted pod) ---\n"
+            self._copies[name] = _LogCopy(self.cluster, handle["namespace"], name, path, skip, header)
+
+    def wakeup_fds(self) -> list[int]:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return [self._read] if self._watches else []
+
+    # -- stop and clean up ----------------------------------------------------
+
+    def stop(self, handle: dict[str, Any], grace_period: float) -> None:
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.exceptions import ApiException
+
+        job, _ = self._state(handle)
+        if job is None or _condition(job, "Complete") or _condition(job, "Failed"):
+            return  # nothing runs any more; the TTL removes the finished Job later
+        options = V1DeleteOptions(propagation_policy="Foreground", grace_period_seconds=int(grace_period))
+        try:
+            self.cluster.batch.delete_namespaced_job(handle["job"], handle["namespace"], body=options)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        deadline = time.monotonic() + grace_period + 30
+        while time.monotonic() < deadline:
+            job, pods = self._state(handle)
+            if job is None and not pods:
+                return
+            time.sleep(0.1)
+
+    def cleanup(self, handle: dict[str, Any]) -> None:
+        """Finish copying the attempt's logs; the Job stays for ``ttl_after_finished``, then the cluster removes it."""
+        _, pods = self._state(handle)
+        self._copy_logs(handle, pods)
+        deadline = time.monotonic() + 10
+        for pod in pods:
+            copy = self._copies.pop(pod["metadata"]["name"], None)
+            if copy is not None:
+                copy.thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,248 @@
+"""The Kubernetes objects of one attempt, planned without touching a cluster.
+
+An attempt is a ``batch/v1`` Indexed Job (``completions = parallelism =
+workers``) and a headless Service named like the Job. Each pod's hostname is
+``JOB-INDEX`` under the Service's subdomain, so every worker resolves rank 0
+as ``JOB-0.JOB`` (``MASTER_ADDR``) as soon as the Service exists; the
+Service publishes not-ready addresses, so the name resolves before rank 0
+is ready. ``RANK`` comes from the pod's completion index.
+
+Paths of the container contract live under ``/mlrt`` in the pod: data
+channels are fetched into an ``emptyDir`` by an init container of mlrt's
+training image (:mod:`mlrt.fetch`), output and checkpoints go to
+``/mlrt/run`` (an ``emptyDir`` unless the spec mounts a volume there), and a
+worker's failure reason goes to the container's termination message, which
+the cluster keeps with the pod. Metrics travel in the worker's log
+(``MLRT_TRACKING_URI=log:``) unless ``secret_env`` gives the pods a tracking
+URI of their own.
+
+Retries: an attempt's Job has ``backoffLimit: 0`` and a pod failure policy
+that ignores disruptions (preemption, eviction, node drain: the pod is
+recreated without counting a failure) and fails the Job at the first real
+failure, so every failure is reported with its pod's reason and log. mlrt
+then retries with a new attempt (``spec.retries``, exponential backoff),
+which resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from mlrt.launchers import LaunchContext, training_image
+from mlrt.sdk import LOG_TRACKING_URI
+from mlrt.submission import channel_env
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+RUN_LABEL = "mlrt.dev/run-id"
+ATTEMPT_LABEL = "mlrt.dev/attempt"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MASTER_PORT = 29500
+DATA_DIR = "/mlrt/data"
+RUN_DIR = "/mlrt/run"
+TERMINATION_LOG = "/dev/termination-log"
+# Pod names add "-INDEX-xxxxx" to the Job's name and must stay within 63 characters.
+_MAX_JOB_NAME = 50
+
+
+def object_name(run_id: str, attempt: int) -> str:
+    """The Job's (and Service's) name: ``mlrt-RUN-ATTEMPT``, shortened with a hash when too long."""
+    name = re.sub(r"[^a-z0-9-]", "-", f"mlrt-{run_id}-{attempt}".lower())
+    if len(name) > _MAX_JOB_NAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[: _MAX_JOB_NAME - 9].rstrip('-')}-{digest}"
+    return name
+
+
+def selector(run_id: str, attempt: int) -> str:
+    """The label selector of an attempt's objects."""
+    return f"{MANAGED_BY}=mlrt,{RUN_LABEL}={_label_value(run_id)},{ATTEMPT_LABEL}={attempt}"
+
+
+def _label_value(value: str) -> str:
+    value = re.sub(r"[^A-Za-z0-9._-]", "-", value)[:63]
+    return value.strip("-._")
+
+
+def _cpu(cores: float) -> str:
+    return f"{cores:g}" if float(cores).is_integer() else f"{round(cores * 1000)}m"
+
+
+def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Job and the headless Service of ``ctx``'s attempt, as plain manifests."""
+    kube = ctx.compute.get("kubernetes") or {}
+    workers = int(ctx.compute.get("workers", 1))
+    name = object_name(ctx.run_id, ctx.attempt)
+    namespace = kube.get("namespace", "default")
+    labels = {
+        **kube.get("labels", {}),
+        MANAGED_BY: "mlrt",
+        RUN_LABEL: _label_value(ctx.run_id),
+        ATTEMPT_LABEL: str(ctx.attempt),
+    }
+    if kube.get("queue"):
+        labels[KUEUE_QUEUE_LABEL] = kube["queue"]
+    annotations = {**kube.get("annotations", {}), "mlrt.dev/run-id": ctx.run_id}
+    metadata = {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations}
+
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": workers,
+        "parallelism": workers,
+        "backoffLimit": 0,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "NotIn", "values": [0]}},
+            ]
+        },
+        "ttlSecondsAfterFinished": int(kube.get("ttl_after_finished", 3600)),
+        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": _pod_spec(ctx, name)},
+    }
+    stopping = ctx.stopping
+    if stopping.get("max_runtime"):
+        # The cluster's backstop; mlrt stops the run gracefully first.
+        job_spec["activeDeadlineSeconds"] = int(stopping["max_runtime"] + stopping.get("grace_period", 30) + 60)
+    if kube.get("suspend") or kube.get("queue"):
+        job_spec["suspend"] = True
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {MANAGED_BY: "mlrt", RUN_LABEL: labels[RUN_LABEL], ATTEMPT_LABEL: str(ctx.attempt)},
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+        },
+    }
+    return job, service
+
+
+def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
+    kube = ctx.compute.get("kubernetes") or {}
+    image = ctx.container_image()
+    volumes: list[dict[str, Any]] = [{"name": "mlrt-data", "emptyDir": {}}]
+    mounts = [{"name": "mlrt-data", "mountPath": DATA_DIR}]
+    if not any(v["mount_path"] == RUN_DIR for v in kube.get("volumes", [])):
+        volumes.append({"name": "mlrt-run", "emptyDir": {}})
+        mounts.append({"name": "mlrt-run", "mountPath": RUN_DIR})
+    for volume in kube.get("volumes", []):
+        volumes.append({"name": volume["name"], **_volume_source(volume)})
+        mount = {"name": volume["name"], "mountPath": volume["mount_path"], "readOnly": volume["read_only"]}
+        if volume.get("sub_path"):
+            mount["subPath"] = volume["sub_path"]
+        mounts.append(mount)
+
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": image,
+        "env": _env(ctx, name),
+        "volumeMounts": mounts,
+        "ports": [{"name": "rendezvous", "containerPort": MASTER_PORT}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    argv = ctx.container_argv()
+    if argv:
+        container["command"] = argv  # run in the image's working directory: the spec's is on another machine
+    resources = _resources(ctx.compute)
+    if resources:
+        container["resources"] = resources
+    if kube.get("env_from_secrets"):
+        container["envFrom"] = [{"secretRef": {"name": secret}} for secret in kube["env_from_secrets"]]
+    if kube.get("image_pull_policy"):
+        container["imagePullPolicy"] = kube["image_pull_policy"]
+
+    spec: dict[str, Any] = {"restartPolicy": "Never", "subdomain": name, "containers": [container], "volumes": volumes}
+    if ctx.channels:
+        channels = [f"{channel}={uri}" for channel, uri in sorted(ctx.channels.items())]
+        fetch = {
+            "name": "fetch-data",
+            "image": training_image() if not ctx.algorithm else image,
+            "command": ["python", "-m", "mlrt.fetch", DATA_DIR, *channels],
+            "volumeMounts": [{"name": "mlrt-data", "mountPath": DATA_DIR}],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+        if kube.get("image_pull_policy"):
+            fetch["imagePullPolicy"] = kube["image_pull_policy"]
+        spec["initContainers"] = [fetch]
+    if kube.get("service_account"):
+        spec["serviceAccountName"] = kube["service_account"]
+    if kube.get("node_selector"):
+        spec["nodeSelector"] = dict(kube["node_selector"])
+    if kube.get("tolerations"):
+        spec["tolerations"] = [_toleration(t) for t in kube["tolerations"]]
+    if kube.get("priority_class"):
+        spec["priorityClassName"] = kube["priority_class"]
+    if kube.get("image_pull_secrets"):
+        spec["imagePullSecrets"] = [{"name": secret} for secret in kube["image_pull_secrets"]]
+    return spec
+
+
+def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
+    """The contract's environment with pod paths, the torch variables and secret references."""
+    kube = ctx.compute.get("kubernetes") or {}
+    workers = int(ctx.compute.get("workers", 1))
+    values = dict(ctx.env)
+    for channel in ctx.channels:
+        values[channel_env(channel)] = f"{DATA_DIR}/{channel}"
+    values.update(
+        MLRT_TRACKING_URI=LOG_TRACKING_URI,
+        MLRT_OUTPUT_DIR=f"{RUN_DIR}/output",
+        MLRT_CHECKPOINT_DIR=f"{RUN_DIR}/checkpoints",
+        MLRT_FAILURE_FILE=TERMINATION_LOG,
+        PYTHONUNBUFFERED="1",
+        MASTER_ADDR=f"{name}-0.{name}",
+        MASTER_PORT=str(MASTER_PORT),
+        WORLD_SIZE=str(workers),
+        LOCAL_RANK="0",
+        LOCAL_WORLD_SIZE="1",
+    )
+    for dropped in ("MLRT_INIT_FROM", "MLRT_RESUME_FROM"):  # paths of the controller's machine
+        values.pop(dropped, None)
+    if ctx.compute.get("cpu"):
+        threads = str(max(1, int(ctx.compute["cpu"])))
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            values.setdefault(variable, threads)
+    secret_env = kube.get("secret_env", {})
+    env = [{"name": key, "value": value} for key, value in sorted(values.items()) if key not in secret_env]
+    env.append({"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}})
+    for key, ref in sorted(secret_env.items()):
+        env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref["secret"], "key": ref["key"]}}})
+    return env
+
+
+def _resources(compute: dict[str, Any]) -> dict[str, Any]:
+    amounts: dict[str, Any] = {}
+    if compute.get("cpu"):
+        amounts["cpu"] = _cpu(float(compute["cpu"]))
+    if compute.get("memory"):
+        amounts["memory"] = str(compute["memory"]).strip()
+    resources: dict[str, Any] = {}
+    if amounts:
+        resources = {"requests": dict(amounts), "limits": dict(amounts)}
+    if compute.get("gpus"):
+        resources.setdefault("limits", {})["nvidia.com/gpu"] = int(compute["gpus"])
+    return resources
+
+
+def _volume_source(volume: dict[str, Any]) -> dict[str, Any]:
+    if volume.get("claim"):
+        return {"persistentVolumeClaim": {"claimName": volume["claim"], "readOnly": volume["read_only"]}}
+    if volume.get("secret"):
+        return {"secret": {"secretName": volume["secret"]}}
+    if volume.get("config_map"):
+        return {"configMap": {"name": volume["config_map"]}}
+    return {"emptyDir": {}}
+
+
+def _toleration(toleration: dict[str, Any]) -> dict[str, Any]:
+    keys = {"key": "key", "operator": "operator", "value": "value", "effect": "effect"}
+    result = {k8s: toleration[ours] for ours, k8s in keys.items() if toleration.get(ours) is not None}
+    if toleration.get("toleration_seconds") is not None:
+        result["tolerationSeconds"] = toleration["toleration_seconds"]
+    return result
