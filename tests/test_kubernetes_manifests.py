@@ -84,7 +84,7 @@ def test_manifests_match_the_reviewed_golden_files_and_the_kubernetes_schemas(cl
     text = yaml.safe_dump_all(documents, sort_keys=False, width=120)
     if os.environ.get("MLRT_UPDATE_GOLDEN"):
         golden.write_text(text)
-    assert text == golden.read_text(), f"the plan changed; review it and run with MLRT_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(), "the plan changed; review it and run with MLRT_UPDATE_GOLDEN=1"
 
 
 def _worker(job: dict) -> dict:
@@ -121,12 +121,15 @@ def test_data_channels_are_fetched_by_an_init_container_into_the_contract_paths(
     assert env["MLRT_CHANNEL_TRAIN"] == "/mlrt/data/train"
     assert env["MLRT_TRACKING_URI"] == "log:", "metrics travel in the pod log when the pods cannot reach the store"
     assert env["MLRT_FAILURE_FILE"] == _worker(job)["terminationMessagePath"]
-    assert _worker(job)["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    assert _worker(job)["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "1", "memory": "2Gi"},
+    }
 
 
 def test_gpu_requests_and_kueue_queue_suspend_the_job_for_admission(cli, write_spec):
     _, job = manifests(cli, write_spec, "gpu")
-    assert _worker(job)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert _worker(job)["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert _worker(job)["image"] == "registry.example.com/acme/train:1.2"
@@ -144,7 +147,9 @@ def test_secret_values_never_appear_only_references(cli, write_spec):
 
 def test_retries_map_to_a_pod_failure_policy_and_max_runtime_to_a_deadline(cli, write_spec):
     what, compute = CASES["single-worker"]
-    text = BASE.format(name="deadline", what=what, compute=compute) + "  stopping: {max_runtime: 10m, grace_period: 20s}\n"
+    text = (
+        BASE.format(name="deadline", what=what, compute=compute) + "  stopping: {max_runtime: 10m, grace_period: 20s}\n"
+    )
     result = cli("validate", str(write_spec(text)), "--manifests", "--json")
     _, job = json.loads(result.stdout)
     assert job["spec"]["backoffLimit"] == 0
@@ -165,6 +170,8 @@ def test_invalid_kubernetes_settings_are_one_line_errors(cli, write_spec):
 
 
 def test_the_local_backend_has_no_manifests(cli, write_spec):
-    spec = write_spec("apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: local}\nspec:\n  command: [python, -V]\n")
+    spec = write_spec(
+        "apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: local}\nspec:\n  command: [python, -V]\n"
+    )
     result = cli("validate", str(spec), "--manifests")
     assert result.exit_code == 2 and "creates no manifests" in result.output

@@ -325,11 +325,12 @@ class KubernetesLauncher(Launcher):
 
     # -- observe -------------------------------------------------------------
 
-    def _state(self, handle: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """The attempt's Job (None when gone) and its pods, from the watch cache when it is synced."""
+    def _state(self, handle: dict[str, Any], fresh: bool = False) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The attempt's Job (None when gone) and its pods: from the watch cache when
+        it is synced, else (or when ``fresh``) from the API."""
         namespace, name = handle["namespace"], handle["job"]
         watch = self._watches.get(namespace)
-        if watch is not None:
+        if watch is not None and not fresh:
             jobs_known, job = watch.job(name)
             pods_known, pods = watch.pods(name)
             if jobs_known and pods_known:
@@ -350,6 +351,10 @@ class KubernetesLauncher(Launcher):
 
     def poll(self, handle: dict[str, Any]) -> list[WorkerStatus]:
         job, pods = self._state(handle)
+        if job is None or _condition(job, "Complete") or _condition(job, "Failed"):
+            # The Job's and the pods' watches are separate streams: read the pods'
+            # final states from the API, not from a cache that may lag the Job's.
+            job, pods = self._state(handle, fresh=True)
         self._copy_logs(handle, pods)
         ranks = [w["rank"] for w in handle["workers"]]
         if job is None:
@@ -373,8 +378,23 @@ class KubernetesLauncher(Launcher):
                     status = WorkerStatus(rank, RunState.FAILED, reason=f"its Job failed ({why}): {message}".strip())
                 else:
                     status = WorkerStatus(rank, RunState.RUNNING, reason="")
+            if status.state is RunState.FAILED and pod is not None:
+                status.reason += self._log_complete(pod, Path(handle["workers"][ranks.index(rank)]["log_path"]))
             statuses.append(status)
         return statuses
+
+    def _log_complete(self, pod: dict[str, Any], path: Path) -> str:
+        """Wait (briefly) until a finished pod's log is fully copied, so the failure
+        reason can quote its last line; return the termination message as detail
+        when the log has nothing."""
+        copy = self._copies.get(pod["metadata"]["name"])
+        if copy is not None:
+            copy.thread.join(5.0)
+        if path.exists() and path.stat().st_size:
+            return ""
+        message = (_container_state(pod).get("terminated") or {}).get("message") or ""
+        lines = [line for line in message.splitlines() if line.strip()]
+        return f": {lines[-1].strip()[:300]}" if lines else ""
 
     @staticmethod
     def _pod_status(rank: int, pod: dict[str, Any], handle: dict[str, Any]) -> WorkerStatus:
@@ -485,7 +505,7 @@ class KubernetesLauncher(Launcher):
 
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Finish copying the attempt's logs; the Job stays for ``ttl_after_finished``, then the cluster removes it."""
-        _, pods = self._state(handle)
+        _, pods = self._state(handle, fresh=True)
         self._copy_logs(handle, pods)
         deadline = time.monotonic() + 10
         for pod in pods:

@@ -226,7 +226,7 @@ def _resources(compute: dict[str, Any]) -> dict[str, Any]:
     if amounts:
         resources = {"requests": dict(amounts), "limits": dict(amounts)}
     if compute.get("gpus"):
-        resources.setdefault("limits", {})["nvidia.com/gpu"] = int(compute["gpus"])
+        resources.setdefault("limits", {})["nvidia.com/gpu"] = str(int(compute["gpus"]))
     return resources
 
 

@@ -1,0 +1,1542 @@
+"""An in-process stand-in for the Kubernetes API server, for tests and benchmarks.
+
+:class:`KubeStandIn` serves enough of the Kubernetes REST protocol (plain HTTP on 127.0.0.1, an ephemeral port) for
+the official ``kubernetes`` Python client to create, read, list, watch, patch and delete batch/v1 Jobs, v1 Pods and
+v1 Services, and to read (and follow) pod logs. There is no cluster behind it: a simulated Job controller creates the
+pods of a Job and keeps its status the way the real controller does, and the test plays scheduler and kubelet by
+calling methods such as :meth:`KubeStandIn.start_pod`, :meth:`KubeStandIn.append_log` and
+:meth:`KubeStandIn.fail_pod`::
+
+    with KubeStandIn() as kube:
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        ...  # code under test: kubernetes.config.load_kube_config(config_file=kubeconfig), BatchV1Api(), ...
+        for pod in kube.pods("default", job="train"):
+            kube.start_pod(pod["metadata"]["name"])
+            kube.succeed_pod(pod["metadata"]["name"])
+
+Deliberate simplifications:
+
+- A delete without a propagation policy uses ``Background`` for every kind. (The real API defaults batch/v1 Jobs to
+  ``Orphan`` for legacy reasons, which leaves their pods running; code under test should always pass a policy.)
+- Deletion is immediate: no graceful termination and no finalizers. ``Foreground`` marks the owner with a
+  ``deletionTimestamp``, deletes its dependents, then the owner; ``Orphan`` strips the owner's ``ownerReferences``
+  from its dependents.
+- Strategic merge patches are applied as JSON merge patches (lists are replaced, not merged by key); JSON patches
+  (a list of operations) are refused with 415.
+- Watches filter events by the object's state in each event: an object that stops matching a selector produces no
+  DELETED event. The event history is never compacted, so any resourceVersion can be watched from (never 410 Gone).
+- Job controller: no ``FailIndex``/``backoffLimitPerIndex``, no ``successPolicy``, no pod-tracking finalizers.
+  A pod deleted before it finished counts as failed, as in the real controller.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import hashlib
+import itertools
+import json
+import math
+import random
+import re
+import select
+import socket
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import kubernetes
+import kubernetes_validate
+import yaml
+
+JSON = dict[str, Any]
+
+SERVER_VERSION = "1.33.0"
+"""The Kubernetes version the stand-in reports on ``/version`` and validates created objects against."""
+
+TOKEN = "standin-token"
+"""The bearer token every request must carry (the kubeconfig of :meth:`KubeStandIn.kubeconfig` has it)."""
+
+CONTEXT = "standin"
+"""Name of the cluster, user and context in the kubeconfig."""
+
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+"""Label and annotation carrying an Indexed Job pod's completion index."""
+
+_TICK = 0.2  # seconds an open stream waits for news before checking whether it should end
+_NODE_NAME = "standin-node"
+_NODE_IP = "10.0.0.10"
+_MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
+_SERVER_MANAGED_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "generation")
+_PROPAGATION_POLICIES = ("Background", "Foreground", "Orphan")
+
+
+# --- resource kinds and API errors -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """A REST resource type the stand-in serves."""
+
+    kind: str
+    api_version: str
+    plural: str
+
+    @property
+    def group(self) -> str:
+        """The API group: ``batch`` for Jobs, ``""`` for the core group."""
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def prefix(self) -> str:
+        """URL path prefix of the group version: ``/api/v1`` or ``/apis/batch/v1``."""
+        return f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
+
+    @property
+    def resource(self) -> str:
+        """The resource qualified by its group, as API messages name it: ``jobs.batch``, ``pods``."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def qualified_kind(self) -> str:
+        """The kind qualified by its group, as validation messages name it: ``Job.batch``, ``Pod``."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+
+JOBS = ResourceKind("Job", "batch/v1", "jobs")
+PODS = ResourceKind("Pod", "v1", "pods")
+SERVICES = ResourceKind("Service", "v1", "services")
+KINDS = (JOBS, PODS, SERVICES)
+
+
+def resolve_kind(name: str) -> ResourceKind:
+    """The kind called ``name``: its kind (``Job``) or plural (``jobs``), in any case."""
+    for kind in KINDS:
+        if name.lower() in (kind.kind.lower(), kind.plural):
+            return kind
+    raise KeyError(f"the stand-in serves no kind {name!r}")
+
+
+class ApiError(Exception):
+    """An error answer, sent as a ``kind: Status`` object with HTTP status ``code``."""
+
+    def __init__(self, code: int, reason: str, message: str, details: JSON | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def status(self) -> JSON:
+        """The ``Status`` object the API answers with."""
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+        status.update(message=self.message, reason=self.reason, code=self.code)
+        if self.details is not None:
+            status["details"] = self.details
+        return status
+
+    @classmethod
+    def not_found(cls, kind: ResourceKind, name: str) -> ApiError:
+        details = {"name": name, "group": kind.group, "kind": kind.plural}
+        return cls(404, "NotFound", f'{kind.resource} "{name}" not found', details)
+
+    @classmethod
+    def already_exists(cls, kind: ResourceKind, name: str) -> ApiError:
+        details = {"name": name, "group": kind.group, "kind": kind.plural}
+        return cls(409, "AlreadyExists", f'{kind.resource} "{name}" already exists', details)
+
+    @classmethod
+    def invalid(cls, kind: ResourceKind, name: str, errors: list[str]) -> ApiError:
+        listed = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+        details = {"name": name, "group": kind.group, "kind": kind.kind}
+        return cls(422, "Invalid", f'{kind.qualified_kind} "{name}" is invalid: {listed}', details)
+
+    @classmethod
+    def bad_request(cls, message: str) -> ApiError:
+        return cls(400, "BadRequest", message)
+
+
+# --- small pure helpers ----------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    """The current time in the API's timestamp format."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_SELECTOR_TERMS = re.compile(r",(?![^()]*\))")  # commas outside parentheses
+_LABEL_KEY = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
+_SET_TERM = re.compile(rf"^({_LABEL_KEY})\s+(in|notin)\s*\(([^()]*)\)$")
+_EQUALITY_TERM = re.compile(rf"^({_LABEL_KEY})\s*(==|=|!=)\s*([-A-Za-z0-9_.]*)$")
+_EXISTS_TERM = re.compile(rf"^(!?)\s*({_LABEL_KEY})$")
+_FIELD_TERM = re.compile(r"^([A-Za-z][A-Za-z.]*)\s*(==|=|!=)\s*(.*)$")
+
+
+def label_selector(text: str) -> Callable[[JSON], bool]:
+    """Compile a label selector into a predicate on objects.
+
+    Terms are comma-joined (all must hold): ``k=v`` (or ``k==v``), ``k!=v``, ``k`` (has the label), ``!k`` (has not),
+    ``k in (a,b)``, ``k notin (a,b)``. Raises a 400 :class:`ApiError` for a term it cannot parse.
+    """
+    requirements = [_label_requirement(term.strip()) for term in _SELECTOR_TERMS.split(text) if term.strip()]
+    return lambda obj: all(holds(obj["metadata"].get("labels") or {}) for holds in requirements)
+
+
+def _label_requirement(term: str) -> Callable[[dict[str, str]], bool]:
+    if match := _SET_TERM.match(term):
+        key, operator, listed = match.groups()
+        values = {value.strip() for value in listed.split(",")}
+        if operator == "in":
+            return lambda labels: labels.get(key) in values
+        return lambda labels: labels.get(key) not in values
+    if match := _EQUALITY_TERM.match(term):
+        key, operator, value = match.groups()
+        if operator == "!=":
+            return lambda labels: labels.get(key) != value
+        return lambda labels: labels.get(key) == value
+    if match := _EXISTS_TERM.match(term):
+        negated, key = match.groups()
+        return lambda labels: (key in labels) != bool(negated)
+    raise ApiError.bad_request(f"unable to parse requirement: {term!r}")
+
+
+def field_selector(text: str) -> Callable[[JSON], bool]:
+    """Compile a field selector (``metadata.name=x``, ``status.phase!=Running``, comma-joined) into a predicate.
+
+    Any dotted path is accepted (the real API allows only a few per kind); a missing field compares as ``""``.
+    """
+    requirements = []
+    for term in filter(None, (term.strip() for term in text.split(","))):
+        match = _FIELD_TERM.match(term)
+        if match is None:
+            raise ApiError.bad_request(f"invalid field selector: {term!r}")
+        path, operator, value = match.groups()
+        requirements.append((path.split("."), operator == "!=", value))
+    return lambda obj: all((_field(obj, path) == value) != negated for path, negated, value in requirements)
+
+
+def _field(obj: Any, path: list[str]) -> str:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return "" if obj is None else str(obj)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply a JSON merge patch (RFC 7386) to ``target``, returning a new value: ``null`` deletes a key."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+def _format_indexes(indexes: set[int]) -> str:
+    """Completed indexes the way Job status writes them: ``"0-2,5"``."""
+    ranges: list[list[int]] = []
+    for index in sorted(indexes):
+        if ranges and ranges[-1][1] == index - 1:
+            ranges[-1][1] = index
+        else:
+            ranges.append([index, index])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
+
+
+def _parse_indexes(text: str) -> set[int]:
+    """The inverse of :func:`_format_indexes`."""
+    indexes: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        indexes.update(range(int(low), int(high or low) + 1))
+    return indexes
+
+
+def _put_condition(conditions: list[JSON], type_: str, status: str, reason: str = "", message: str = "") -> None:
+    """Set the condition of type ``type_``, in place or appended; its transition time moves only if it changed."""
+    condition = {"type": type_, "status": status, "lastProbeTime": _now(), "lastTransitionTime": _now()}
+    if reason:
+        condition.update(reason=reason, message=message)
+    for position, existing in enumerate(conditions):
+        if existing["type"] == type_:
+            if (existing["status"], existing.get("reason", "")) != (status, reason):
+                conditions[position] = condition
+            return
+    conditions.append(condition)
+
+
+def _has_condition(obj: JSON, type_: str) -> bool:
+    """Whether the object's status has condition ``type_`` with status True."""
+    return any(c["type"] == type_ and c["status"] == "True" for c in obj["status"].get("conditions", []))
+
+
+def _job_finished(job: JSON) -> bool:
+    return _has_condition(job, "Complete") or _has_condition(job, "Failed")
+
+
+def _pod_finished(pod: JSON) -> bool:
+    return pod["status"].get("phase") in ("Succeeded", "Failed")
+
+
+def _pod_index(pod: JSON) -> int:
+    return int(pod["metadata"]["annotations"][INDEX_KEY])
+
+
+def _owner_reference(obj: JSON) -> JSON:
+    """A controller ownerReference to ``obj``, as the Job controller puts on its pods."""
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+# --- storage, resource versions, watch history and garbage collection -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """An entry of the watch history: an object's state right after a change. Never mutated."""
+
+    resource_version: int
+    kind: ResourceKind
+    type: str
+    object: JSON
+
+
+class Store:
+    """The objects by (kind, namespace, name), the global resourceVersion counter and the watch history.
+
+    ``cond`` is the stand-in's one lock (re-entrant); every method expects the caller to hold it. Open watch and
+    log streams wait on it, and every change notifies them.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.RLock())
+        self.closed = False
+        self._objects: dict[tuple[str, str, str], JSON] = {}
+        self._recorded: dict[tuple[str, str, str], JSON] = {}  # each object's state in its latest event
+        self._history: list[Event] = []
+        self._version = 0
+
+    @property
+    def resource_version(self) -> str:
+        return str(self._version)
+
+    def get(self, kind: ResourceKind, namespace: str, name: str) -> JSON | None:
+        """The live stored object, or None."""
+        return self._objects.get((kind.plural, namespace, name))
+
+    def list(self, kind: ResourceKind, namespace: str) -> list[JSON]:
+        """The live stored objects of a kind in a namespace, by name."""
+        found = [(key, obj) for key, obj in self._objects.items() if key[:2] == (kind.plural, namespace)]
+        return [obj for _, obj in sorted(found, key=lambda item: item[0])]
+
+    def create(
+        self, kind: ResourceKind, namespace: str, obj: JSON, prepare: Callable[[JSON], None] | None = None
+    ) -> JSON:
+        """Store a new object: name it (``generateName``), fill in the server-managed metadata, record ADDED.
+
+        ``prepare`` runs after the metadata is filled in and before the object is stored (API defaulting that needs
+        the uid, for instance).
+        """
+        meta = obj.setdefault("metadata", {})
+        name = meta.get("name") or self._generate_name(kind, namespace, meta.get("generateName", ""))
+        if (kind.plural, namespace, name) in self._objects:
+            raise ApiError.already_exists(kind, name)
+        obj.update(apiVersion=kind.api_version, kind=kind.kind)
+        meta.update(name=name, namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=_now())
+        if prepare is not None:
+            prepare(obj)
+        self._objects[(kind.plural, namespace, name)] = obj
+        self._record(kind, "ADDED", obj)
+        return obj
+
+    def update(self, kind: ResourceKind, obj: JSON) -> None:
+        """Store the object's new state and record MODIFIED; an update that changes nothing is a no-op."""
+        key = (kind.plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self._objects[key] = obj
+        if obj != self._recorded[key]:
+            self._record(kind, "MODIFIED", obj)
+
+    def delete(self, kind: ResourceKind, obj: JSON, propagation: str) -> None:
+        """Delete the object (record DELETED) and garbage-collect its dependents as ``propagation`` says.
+
+        Dependents are the objects of any kind whose ``ownerReferences`` name the object's uid. ``Background``
+        deletes the owner, then its dependents; ``Foreground`` marks the owner as being deleted, deletes its
+        dependents, then the owner; ``Orphan`` deletes the owner and removes the reference from its dependents.
+        """
+        meta = obj["metadata"]
+        key = (kind.plural, meta["namespace"], meta["name"])
+        if self._objects.get(key) is not obj:
+            return  # already collected through another owner
+        dependents = self._dependents(meta["namespace"], meta["uid"])
+        if propagation == "Foreground":
+            meta.update(deletionTimestamp=_now(), finalizers=[*meta.get("finalizers", []), "foregroundDeletion"])
+            self.update(kind, obj)
+            for dependent_kind, dependent in dependents:
+                self.delete(dependent_kind, dependent, "Foreground")
+        del self._objects[key], self._recorded[key]
+        self._record(kind, "DELETED", obj)
+        if propagation == "Background":
+            for dependent_kind, dependent in dependents:
+                self.delete(dependent_kind, dependent, "Background")
+        elif propagation == "Orphan":
+            for dependent_kind, dependent in dependents:
+                references = [ref for ref in dependent["metadata"]["ownerReferences"] if ref["uid"] != meta["uid"]]
+                dependent["metadata"]["ownerReferences"] = references
+                self.update(dependent_kind, dependent)
+
+    def cursor_after(self, resource_version: int) -> int:
+        """The history position of the first event newer than ``resource_version``."""
+        return bisect.bisect_right(self._history, resource_version, key=lambda event: event.resource_version)
+
+    @property
+    def cursor(self) -> int:
+        """The history position the next event will take."""
+        return len(self._history)
+
+    def events_from(self, cursor: int, timeout: float) -> tuple[list[Event], int]:
+        """The events from history position ``cursor`` on, waiting up to ``timeout`` seconds if there are none."""
+        if cursor == len(self._history) and not self.closed:
+            self.cond.wait(timeout)
+        return self._history[cursor:], len(self._history)
+
+    def close(self) -> None:
+        """Mark the store closed and wake every stream waiting on it, so that they end."""
+        self.closed = True
+        self.cond.notify_all()
+
+    def _dependents(self, namespace: str, uid: str) -> list[tuple[ResourceKind, JSON]]:
+        return [
+            (kind, obj)
+            for kind in KINDS
+            for obj in self.list(kind, namespace)
+            if any(ref["uid"] == uid for ref in obj["metadata"].get("ownerReferences", []))
+        ]
+
+    def _generate_name(self, kind: ResourceKind, namespace: str, prefix: str) -> str:
+        if not prefix:
+            raise ApiError.invalid(kind, "", ["metadata.name: Required value: name or generateName is required"])
+        while True:
+            name = prefix + "".join(random.choices(string.ascii_lowercase, k=5))
+            if (kind.plural, namespace, name) not in self._objects:
+                return name
+
+    def _record(self, kind: ResourceKind, type_: str, obj: JSON) -> None:
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+        snapshot = copy.deepcopy(obj)
+        self._history.append(Event(self._version, kind, type_, snapshot))
+        if type_ != "DELETED":
+            self._recorded[(kind.plural, obj["metadata"]["namespace"], obj["metadata"]["name"])] = snapshot
+        self.cond.notify_all()
+
+
+# --- the simulated Job controller -------------------------------------------------------------------------------
+
+
+class JobController:
+    """Simulates the batch/v1 Job controller: creates the pods of Jobs and keeps their status.
+
+    Callers hold the store's lock. The controller reacts to explicit calls: :meth:`sync` after a Job is created or
+    changed, :meth:`pod_updated`, :meth:`pod_finished` and :meth:`pod_deleted` when one of its pods changes.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def sync(self, job: JSON) -> None:
+        """Bring the Job's pods and status in line with its spec (the controller's reconcile loop)."""
+        if _job_finished(job) or job["metadata"].get("deletionTimestamp"):
+            return
+        status = job["status"]
+        conditions = status.setdefault("conditions", [])
+        active = [pod for pod in self._pods(job) if not _pod_finished(pod)]
+        if job["spec"]["suspend"]:
+            for pod in active:
+                self._store.delete(PODS, pod, "Background")
+            active = []
+            _put_condition(conditions, "Suspended", "True", "JobSuspended", "Job suspended")
+        else:
+            if any(c["type"] == "Suspended" and c["status"] == "True" for c in conditions):
+                _put_condition(conditions, "Suspended", "False", "JobResumed", "Job resumed")
+                status["startTime"] = _now()
+            status.setdefault("startTime", _now())
+            if self._succeeded(job, active):
+                self._finish(
+                    job,
+                    "SuccessCriteriaMet",
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                )
+                return
+            active += [self._create_pod(job, index) for index in self._missing(job, active)]
+        if not conditions:
+            del status["conditions"]
+        self._count(status, "active", len(active))
+        status["ready"] = sum(_has_condition(pod, "Ready") for pod in active)
+        self._store.update(JOBS, job)
+
+    def pod_updated(self, pod: JSON) -> None:
+        """A pod changed without finishing (started, became unschedulable...): refresh its Job's counts."""
+        job = self._job_of(pod)
+        if job is not None:
+            self.sync(job)
+
+    def pod_finished(self, pod: JSON) -> None:
+        """Account for a pod that has just reached phase Succeeded or Failed."""
+        self._account(pod, succeeded=pod["status"]["phase"] == "Succeeded")
+
+    def pod_deleted(self, pod: JSON) -> None:
+        """Account for a pod deleted through the API: one deleted before it finished counts as failed."""
+        if not _pod_finished(pod):
+            self._account(pod, succeeded=False)
+
+    def expire_deadline(self, job: JSON) -> None:
+        """Fail the Job as if its ``activeDeadlineSeconds`` had passed."""
+        if not _job_finished(job):
+            self._finish(
+                job, "FailureTarget", "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
+            )
+
+    def finish_ttl(self, namespace: str) -> None:
+        """Delete (Background) every finished Job with ``ttlSecondsAfterFinished`` set, as if its TTL had passed."""
+        for job in self._store.list(JOBS, namespace):
+            if _job_finished(job) and job["spec"].get("ttlSecondsAfterFinished") is not None:
+                self._store.delete(JOBS, job, "Background")
+
+    def _account(self, pod: JSON, succeeded: bool) -> None:
+        job = self._job_of(pod)
+        if job is None or _job_finished(job) or job["metadata"].get("deletionTimestamp"):
+            return
+        status = job["status"]
+        if succeeded:
+            if job["spec"]["completionMode"] == "Indexed":
+                done = _parse_indexes(status.get("completedIndexes", "")) | {_pod_index(pod)}
+                status["completedIndexes"] = _format_indexes(done)
+                status["succeeded"] = len(done)
+            else:
+                self._count(status, "succeeded", status.get("succeeded", 0) + 1)
+        else:
+            action, message = self._failure_action(job, pod)
+            if action == "FailJob":
+                self._finish(job, "FailureTarget", "Failed", "PodFailurePolicy", message)
+                return
+            if action != "Ignore":
+                self._count(status, "failed", status.get("failed", 0) + 1)
+                if status["failed"] > job["spec"]["backoffLimit"]:
+                    self._finish(
+                        job,
+                        "FailureTarget",
+                        "Failed",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                    )
+                    return
+        self.sync(job)
+
+    def _failure_action(self, job: JSON, pod: JSON) -> tuple[str, str]:
+        """The action of the first ``podFailurePolicy`` rule the failed pod matches (``Count`` if none) and why."""
+        for position, rule in enumerate(job["spec"].get("podFailurePolicy", {}).get("rules", [])):
+            reason = _rule_match(rule, pod)
+            if reason is not None:
+                return rule["action"], f"{reason} matching {rule['action']} rule at index {position}"
+        return "Count", ""
+
+    def _succeeded(self, job: JSON, active: list[JSON]) -> bool:
+        """Whether the Job has enough successes: ``completions`` of them, or (without completions) one, all done."""
+        succeeded, completions = job["status"].get("succeeded", 0), job["spec"].get("completions")
+        if completions is None:
+            return succeeded > 0 and not active
+        return succeeded >= completions
+
+    def _missing(self, job: JSON, active: list[JSON]) -> list[int | None]:
+        """The pods to create now, as completion indexes (None for a NonIndexed Job), within ``parallelism``."""
+        spec = job["spec"]
+        room = spec["parallelism"] - len(active)
+        if spec["completionMode"] == "Indexed":
+            taken = {_pod_index(pod) for pod in active} | _parse_indexes(job["status"].get("completedIndexes", ""))
+            return [index for index in range(spec["completions"]) if index not in taken][: max(room, 0)]
+        succeeded = job["status"].get("succeeded", 0)
+        if spec.get("completions") is None:
+            wanted = 0 if succeeded else room
+        else:
+            wanted = min(room, spec["completions"] - succeeded - len(active))
+        return [None] * max(wanted, 0)
+
+    def _create_pod(self, job: JSON, index: int | None) -> JSON:
+        """Create a pod from the Job's template: ``{job}-{index}-xxxxx`` (Indexed) or ``{job}-xxxxx``."""
+        name = job["metadata"]["name"]
+        template = copy.deepcopy(job["spec"]["template"])
+        meta, spec = template.get("metadata", {}), template["spec"]
+        labels, annotations = dict(meta.get("labels", {})), dict(meta.get("annotations", {}))
+        prefix = f"{name}-"
+        if index is not None:
+            prefix = f"{name}-{index}-"
+            labels[INDEX_KEY] = annotations[INDEX_KEY] = str(index)
+            spec["hostname"] = f"{name}-{index}"
+            index_env = {
+                "name": "JOB_COMPLETION_INDEX",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{INDEX_KEY}']"}},
+            }
+            for container in spec["containers"]:
+                container["env"] = [*container.get("env", []), index_env]
+        pod_meta = {"generateName": prefix, "labels": labels, "ownerReferences": [_owner_reference(job)]}
+        if annotations:
+            pod_meta["annotations"] = annotations
+        pod = {"metadata": pod_meta, "spec": spec, "status": {"phase": "Pending"}}
+        return self._store.create(PODS, job["metadata"]["namespace"], pod)
+
+    def _finish(self, job: JSON, interim: str, final: str, reason: str, message: str) -> None:
+        """End the Job the way the real controller does: the interim condition, its active pods deleted, the final.
+
+        ``SuccessCriteriaMet`` then ``Complete`` (with ``completionTime``), or ``FailureTarget`` then ``Failed``.
+        Finished pods are kept until the Job itself is deleted.
+        """
+        status = job["status"]
+        conditions = status.setdefault("conditions", [])
+        _put_condition(conditions, interim, "True", reason, message)
+        self._store.update(JOBS, job)
+        for pod in self._pods(job):
+            if not _pod_finished(pod):
+                self._store.delete(PODS, pod, "Background")
+        _put_condition(conditions, final, "True", reason, message)
+        if final == "Complete":
+            status["completionTime"] = _now()
+        self._count(status, "active", 0)
+        status["ready"] = 0
+        self._store.update(JOBS, job)
+
+    def _pods(self, job: JSON) -> list[JSON]:
+        uid = job["metadata"]["uid"]
+        return [
+            pod
+            for pod in self._store.list(PODS, job["metadata"]["namespace"])
+            if any(ref["uid"] == uid and ref.get("controller") for ref in pod["metadata"].get("ownerReferences", []))
+        ]
+
+    def _job_of(self, pod: JSON) -> JSON | None:
+        for ref in pod["metadata"].get("ownerReferences", []):
+            if ref["kind"] == "Job" and ref.get("controller"):
+                job = self._store.get(JOBS, pod["metadata"]["namespace"], ref["name"])
+                return job if job is not None and job["metadata"]["uid"] == ref["uid"] else None
+        return None
+
+    @staticmethod
+    def _count(status: JSON, field: str, value: int) -> None:
+        """Set a count field of Job status; like the real API, a zero count is left out."""
+        if value:
+            status[field] = value
+        else:
+            status.pop(field, None)
+
+
+def _rule_match(rule: JSON, pod: JSON) -> str | None:
+    """Why a failed pod matches a ``podFailurePolicy`` rule (the start of the Job's message), or None.
+
+    ``onExitCodes`` looks at containers that terminated with a non-zero code (optionally only ``containerName``);
+    ``onPodConditions`` at the pod's conditions (``status`` defaults to True).
+    """
+    pod_name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    if "onExitCodes" in rule:
+        requirement = rule["onExitCodes"]
+        for container in pod["status"].get("containerStatuses", []):
+            code = container["state"].get("terminated", {}).get("exitCode", 0)
+            if code == 0 or requirement.get("containerName", container["name"]) != container["name"]:
+                continue
+            if (code in requirement["values"]) == (requirement["operator"] == "In"):
+                return f"Container {container['name']} for pod {pod_name} failed with exit code {code}"
+        return None
+    for requirement in rule.get("onPodConditions", []):
+        wanted = (requirement["type"], requirement.get("status", "True"))
+        if any((c["type"], c["status"]) == wanted for c in pod["status"].get("conditions", [])):
+            return f"Pod {pod_name} has condition {requirement['type']}"
+    return None
+
+
+# --- the simulated scheduler and kubelet ------------------------------------------------------------------------
+
+
+class Kubelet:
+    """Plays scheduler and kubelet for the test: moves pods through their lifecycle and keeps their logs.
+
+    Callers hold the store's lock. Methods raise KeyError for an unknown pod and ValueError for a pod that has
+    already finished. Each change is one MODIFIED event, after which the Job controller reacts.
+    """
+
+    def __init__(self, store: Store, controller: JobController) -> None:
+        self._store = store
+        self._controller = controller
+        self._logs: dict[str, str] = {}  # by pod uid
+        self._addresses = itertools.count()
+
+    def start_pod(self, namespace: str, name: str) -> None:
+        """Schedule the pod on the node and start its containers: phase Running, all conditions True, a podIP."""
+        pod = self._pod(namespace, name, unfinished=True)
+        now, address = _now(), next(self._addresses)
+        ip = f"10.244.{address // 250}.{address % 250 + 2}"
+        pod["spec"]["nodeName"] = _NODE_NAME
+        status = pod["status"]
+        status.update(phase="Running", hostIP=_NODE_IP, hostIPs=[{"ip": _NODE_IP}], podIP=ip, podIPs=[{"ip": ip}])
+        status.setdefault("startTime", now)
+        conditions = status.setdefault("conditions", [])
+        for type_ in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"):
+            _put_condition(conditions, type_, "True")
+        status["containerStatuses"] = [
+            _container_status(pod, container, {"running": {"startedAt": now}})
+            for container in pod["spec"]["containers"]
+        ]
+        self._store.update(PODS, pod)
+        self._controller.pod_updated(pod)
+
+    def succeed_pod(self, namespace: str, name: str) -> None:
+        """Terminate every container with exit code 0 (reason Completed): phase Succeeded."""
+        pod = self._pod(namespace, name, unfinished=True)
+        self._terminate(pod, "Succeeded", {})
+
+    def fail_pod(
+        self,
+        namespace: str,
+        name: str,
+        exit_code: int,
+        reason: str,
+        message: str,
+        container: str | None,
+        disruption: str | None,
+    ) -> None:
+        """Terminate ``container`` (default: the first) with ``exit_code``/``reason``, the others with 0: phase Failed.
+
+        ``disruption`` (e.g. ``PreemptionByScheduler``) first gives the pod a DisruptionTarget condition with that
+        reason, as preemption and eviction do.
+        """
+        pod = self._pod(namespace, name, unfinished=True)
+        names = [spec["name"] for spec in pod["spec"]["containers"]]
+        failed = container or names[0]
+        if failed not in names:
+            raise KeyError(f"pod {namespace}/{name} has no container {failed!r}")
+        if disruption:
+            conditions = pod["status"].setdefault("conditions", [])
+            _put_condition(conditions, "DisruptionTarget", "True", disruption, "The pod was disrupted")
+        self._terminate(pod, "Failed", {failed: (exit_code, reason, message)})
+
+    def unschedulable(self, namespace: str, name: str, message: str) -> None:
+        """Leave the pod Pending with condition PodScheduled False, reason Unschedulable."""
+        pod = self._pod(namespace, name, unfinished=True)
+        pod["status"]["phase"] = "Pending"
+        _put_condition(pod["status"].setdefault("conditions", []), "PodScheduled", "False", "Unschedulable", message)
+        self._store.update(PODS, pod)
+        self._controller.pod_updated(pod)
+
+    def image_pull_backoff(self, namespace: str, name: str, message: str | None) -> None:
+        """Schedule the pod but leave its containers waiting with reason ImagePullBackOff: phase Pending."""
+        pod = self._pod(namespace, name, unfinished=True)
+        pod["spec"]["nodeName"] = _NODE_NAME
+        status = pod["status"]
+        status["phase"] = "Pending"
+        _put_condition(status.setdefault("conditions", []), "PodScheduled", "True")
+
+        def waiting(container: JSON) -> JSON:
+            why = message or f'Back-off pulling image "{container["image"]}"'
+            return _container_status(pod, container, {"waiting": {"reason": "ImagePullBackOff", "message": why}})
+
+        status["containerStatuses"] = [waiting(container) for container in pod["spec"]["containers"]]
+        self._store.update(PODS, pod)
+        self._controller.pod_updated(pod)
+
+    def append_log(self, namespace: str, name: str, text: str) -> None:
+        """Add ``text`` to the pod's log; followers receive it."""
+        uid = self._pod(namespace, name, unfinished=False)["metadata"]["uid"]
+        self._logs[uid] = self._logs.get(uid, "") + text
+        self._store.cond.notify_all()
+
+    def log(self, uid: str) -> str:
+        """The log so far of the pod with this uid."""
+        return self._logs.get(uid, "")
+
+    def _pod(self, namespace: str, name: str, unfinished: bool) -> JSON:
+        """The live pod; KeyError if there is none, ValueError if ``unfinished`` is asked for and it has finished."""
+        pod = self._store.get(PODS, namespace, name)
+        if pod is None:
+            raise KeyError(f"no pod {namespace}/{name}")
+        if unfinished and _pod_finished(pod):
+            raise ValueError(f"pod {namespace}/{name} has already finished ({pod['status']['phase']})")
+        return pod
+
+    def _terminate(self, pod: JSON, phase: str, failures: dict[str, tuple[int, str, str]]) -> None:
+        """Terminate every container, with exit code 0 unless ``failures`` names it; set the phase."""
+        now, status = _now(), pod["status"]
+        started = {
+            s["name"]: s["state"].get("running", {}).get("startedAt") for s in status.get("containerStatuses", [])
+        }
+        statuses = []
+        for container in pod["spec"]["containers"]:
+            code, reason, message = failures.get(container["name"], (0, "Completed", ""))
+            terminated = {"exitCode": code, "reason": reason, "finishedAt": now}
+            if message:
+                terminated["message"] = message
+            if started.get(container["name"]):
+                terminated["startedAt"] = started[container["name"]]
+            statuses.append(_container_status(pod, container, {"terminated": terminated}))
+        status.update(phase=phase, containerStatuses=statuses)
+        conditions = status.setdefault("conditions", [])
+        for type_ in ("Ready", "ContainersReady"):
+            _put_condition(conditions, type_, "False", "PodCompleted" if phase == "Succeeded" else "PodFailed")
+        self._store.update(PODS, pod)
+        self._controller.pod_finished(pod)
+
+
+def _container_status(pod: JSON, container: JSON, state: JSON) -> JSON:
+    """A containerStatuses entry with the fields the client's model requires."""
+    image = container.get("image", "")
+    status = {
+        "name": container["name"],
+        "image": image,
+        "imageID": "",
+        "ready": "running" in state,
+        "restartCount": 0,
+        "started": "running" in state,
+        "state": state,
+        "lastState": {},
+    }
+    if "waiting" not in state:
+        digest = hashlib.sha256(f"{pod['metadata']['uid']}/{container['name']}".encode()).hexdigest()
+        status.update(
+            imageID=f"{image}@sha256:{hashlib.sha256(image.encode()).hexdigest()}", containerID=f"containerd://{digest}"
+        )
+    return status
+
+
+# --- the REST verbs ---------------------------------------------------------------------------------------------
+
+
+class RestApi:
+    """The REST verbs on parsed requests: validation, defaulting, selectors, deletion options, watch and log streams.
+
+    Each verb takes the store's lock itself and answers deep copies (or, for streams, an iterator that takes the
+    lock only while it looks for news). Errors are raised as :class:`ApiError`.
+    """
+
+    def __init__(self, store: Store, controller: JobController, kubelet: Kubelet) -> None:
+        self._store = store
+        self._controller = controller
+        self._kubelet = kubelet
+        self._cluster_ips = itertools.count()
+
+    def create(self, kind: ResourceKind, namespace: str, body: Any) -> JSON:
+        """POST: validate the body against the schema, default it, store it; Jobs get their pods."""
+        obj = _validated(kind, namespace, body)
+        with self._store.cond:
+            prepare = {JOBS: _default_job, PODS: _default_pod, SERVICES: self._default_service}[kind]
+            obj = self._store.create(kind, namespace, obj, prepare)
+            if kind is JOBS:
+                self._controller.sync(obj)
+            return copy.deepcopy(obj)
+
+    def read(self, kind: ResourceKind, namespace: str, name: str) -> JSON:
+        """GET one object."""
+        with self._store.cond:
+            return copy.deepcopy(self._require(kind, namespace, name))
+
+    def list(self, kind: ResourceKind, namespace: str, query: dict[str, str]) -> JSON:
+        """GET the collection, filtered by ``labelSelector`` and ``fieldSelector``."""
+        matches = _selector(query)
+        with self._store.cond:
+            items = [copy.deepcopy(obj) for obj in self._store.list(kind, namespace) if matches(obj)]
+            return {
+                "kind": f"{kind.kind}List",
+                "apiVersion": kind.api_version,
+                "metadata": {"resourceVersion": self._store.resource_version},
+                "items": items,
+            }
+
+    def patch(self, kind: ResourceKind, namespace: str, name: str, body: Any, content_type: str) -> JSON:
+        """PATCH with a (strategic) merge patch; status and server-managed metadata are not patchable."""
+        if content_type not in _MERGE_PATCH_TYPES:
+            raise ApiError(
+                415, "UnsupportedMediaType", f"the stand-in accepts only {', '.join(_MERGE_PATCH_TYPES)} patches"
+            )
+        if not isinstance(body, dict):
+            raise ApiError.bad_request("a merge patch must be a JSON object")
+        with self._store.cond:
+            obj = self._require(kind, namespace, name)
+            patched = merge_patch(copy.deepcopy(obj), body)
+            patched.setdefault("metadata", {}).update(
+                {key: obj["metadata"][key] for key in _SERVER_MANAGED_METADATA if key in obj["metadata"]}
+            )
+            patched["status"] = obj["status"]
+            unchecked = {key: value for key, value in patched.items() if key != "status"}
+            _validated(kind, namespace, unchecked)
+            if "generation" in obj["metadata"] and patched.get("spec") != obj.get("spec"):
+                patched["metadata"]["generation"] += 1
+            self._store.update(kind, patched)
+            if kind is JOBS:
+                self._controller.sync(patched)
+            return copy.deepcopy(patched)
+
+    def delete(self, kind: ResourceKind, namespace: str, name: str, query: dict[str, str], body: Any) -> JSON:
+        """DELETE with the ``propagationPolicy`` of the DeleteOptions body or the query (default Background).
+
+        Answers a ``Status`` for Jobs and the deleted object for pods and services, as the real API does.
+        """
+        options = body if isinstance(body, dict) else {}
+        policy = options.get("propagationPolicy") or query.get("propagationPolicy") or "Background"
+        if policy not in _PROPAGATION_POLICIES:
+            raise ApiError.bad_request(
+                f"unsupported propagationPolicy {policy!r}: use one of {', '.join(_PROPAGATION_POLICIES)}"
+            )
+        with self._store.cond:
+            obj = self._require(kind, namespace, name)
+            self._store.delete(kind, obj, policy)
+            if kind is PODS:
+                self._controller.pod_deleted(obj)
+            if kind is not JOBS:
+                return copy.deepcopy(obj)
+            details = {"name": name, "group": kind.group, "kind": kind.plural, "uid": obj["metadata"]["uid"]}
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+    def watch(
+        self, kind: ResourceKind, namespace: str, query: dict[str, str], cancelled: Callable[[], bool]
+    ) -> Iterator[JSON]:
+        """GET ``?watch=true``: the watch events, as ``{"type", "object"}`` dicts.
+
+        With ``resourceVersion`` (other than ``"0"``), the events after it are replayed from the history; without,
+        the stream starts with an ADDED event for each matching object, like the real API. The iterator ends after
+        ``timeoutSeconds``, when ``cancelled()`` turns true or when the stand-in stops.
+        """
+        matches = _selector(query)
+        timeout = _int_param(query, "timeoutSeconds")
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        since = _int_param(query, "resourceVersion") or 0
+        with self._store.cond:
+            if since:
+                initial, cursor = [], self._store.cursor_after(since)
+            else:
+                objects = [obj for obj in self._store.list(kind, namespace) if matches(obj)]
+                initial, cursor = (
+                    [{"type": "ADDED", "object": copy.deepcopy(obj)} for obj in objects],
+                    self._store.cursor,
+                )
+        return self._events(kind, namespace, matches, initial, cursor, deadline, cancelled)
+
+    def pod_log(self, namespace: str, name: str, query: dict[str, str]) -> str:
+        """GET ``pods/{name}/log``: the log so far (its last ``tailLines`` lines if given)."""
+        with self._store.cond:
+            text = self._kubelet.log(self._loggable_pod(namespace, name, query)["metadata"]["uid"])
+            return text[_tail_offset(text, query) :]
+
+    def follow_log(
+        self, namespace: str, name: str, query: dict[str, str], cancelled: Callable[[], bool]
+    ) -> Iterator[str]:
+        """GET ``pods/{name}/log?follow=true``: the log so far, then new text as it is appended.
+
+        The iterator ends once the pod has finished or is deleted, when ``cancelled()`` turns true or when the
+        stand-in stops.
+        """
+        with self._store.cond:
+            pod = self._loggable_pod(namespace, name, query)
+            offset = _tail_offset(self._kubelet.log(pod["metadata"]["uid"]), query)
+        return self._log_chunks(pod["metadata"]["uid"], namespace, name, offset, cancelled)
+
+    def _events(
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        matches: Callable[[JSON], bool],
+        initial: list[JSON],
+        cursor: int,
+        deadline: float,
+        cancelled: Callable[[], bool],
+    ) -> Iterator[JSON]:
+        yield from initial
+        while not (self._store.closed or cancelled()) and time.monotonic() < deadline:
+            with self._store.cond:
+                events, cursor = self._store.events_from(cursor, max(0.0, min(_TICK, deadline - time.monotonic())))
+            for event in events:
+                if event.kind is kind and event.object["metadata"]["namespace"] == namespace and matches(event.object):
+                    yield {"type": event.type, "object": event.object}
+
+    def _log_chunks(
+        self, uid: str, namespace: str, name: str, offset: int, cancelled: Callable[[], bool]
+    ) -> Iterator[str]:
+        def following() -> bool:
+            pod = self._store.get(PODS, namespace, name)
+            return (
+                pod is not None and pod["metadata"]["uid"] == uid and not _pod_finished(pod) and not self._store.closed
+            )
+
+        def news() -> bool:
+            return len(self._kubelet.log(uid)) > offset or not following()
+
+        while True:
+            with self._store.cond:
+                self._store.cond.wait_for(news, _TICK)
+                text, more = self._kubelet.log(uid), following()
+            if len(text) > offset:
+                yield text[offset:]
+                offset = len(text)
+            if not more or cancelled():
+                return
+
+    def _loggable_pod(self, namespace: str, name: str, query: dict[str, str]) -> JSON:
+        """The pod whose log is asked for; 400 if the container is not named right or has not started yet."""
+        pod = self._require(PODS, namespace, name)
+        containers = [container["name"] for container in pod["spec"]["containers"]]
+        container = query.get("container")
+        if container is None and len(containers) > 1:
+            raise ApiError.bad_request(
+                f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+            )
+        container = container or containers[0]
+        if container not in containers:
+            raise ApiError.bad_request(f"container {container} is not valid for pod {name}")
+        if pod["status"].get("phase") == "Pending":
+            raise ApiError.bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: {_waiting(pod, container)}'
+            )
+        return pod
+
+    def _require(self, kind: ResourceKind, namespace: str, name: str) -> JSON:
+        obj = self._store.get(kind, namespace, name)
+        if obj is None:
+            raise ApiError.not_found(kind, name)
+        return obj
+
+    def _default_service(self, service: JSON) -> None:
+        """Service defaulting: type ClusterIP and an allocated cluster IP unless headless."""
+        spec = service.setdefault("spec", {})
+        spec.setdefault("type", "ClusterIP")
+        if "clusterIP" not in spec:
+            address = next(self._cluster_ips)
+            spec["clusterIP"] = f"10.96.{address // 250}.{address % 250 + 10}"
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        service["status"] = {"loadBalancer": {}}
+
+
+def _validated(kind: ResourceKind, namespace: str, body: Any) -> JSON:
+    """A copy of a posted object, checked against the JSON schema of :data:`SERVER_VERSION` and (Jobs) the rules the
+    schema cannot express; raises 400 for a wrong kind or namespace and 422 ``Invalid`` for a schema violation."""
+    if not isinstance(body, dict):
+        raise ApiError.bad_request(f"the body of a {kind.kind} must be a JSON object")
+    obj = copy.deepcopy(body)
+    obj.setdefault("apiVersion", kind.api_version)
+    obj.setdefault("kind", kind.kind)
+    if (obj["apiVersion"], obj["kind"]) != (kind.api_version, kind.kind):
+        raise ApiError.bad_request(f"expected {kind.api_version} {kind.kind}, got {obj['apiVersion']} {obj['kind']}")
+    meta = obj.get("metadata") or {}
+    if meta.get("namespace", namespace) != namespace:
+        raise ApiError.bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    name = meta.get("name") or meta.get("generateName", "")
+    try:
+        kubernetes_validate.validate(obj, SERVER_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        raise ApiError.invalid(kind, name, [f"{_field_path(error.path)}: {error.message}"]) from None
+    if kind is JOBS:
+        errors = _job_errors(obj)
+        if errors:
+            raise ApiError.invalid(kind, name, errors)
+    return obj
+
+
+def _field_path(path: Any) -> str:
+    """A JSON path (``["spec", "containers", 0]``) as API messages write it: ``spec.containers[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".") or "<root>"
+
+
+def _job_errors(job: JSON) -> list[str]:
+    """Job rules the JSON schema cannot express, with the real API's messages."""
+    if "spec" not in job:
+        return ["spec: Required value"]
+    spec = job["spec"]
+    restart_policy = spec["template"].get("spec", {}).get("restartPolicy")
+    errors = []
+    if restart_policy not in ("Never", "OnFailure"):
+        errors.append(
+            f'spec.template.spec.restartPolicy: Unsupported value: "{restart_policy}": supported values: "OnFailure", "Never"'
+        )
+    elif "podFailurePolicy" in spec and restart_policy != "Never":
+        errors.append(
+            'spec.template.spec.restartPolicy: Invalid value: "OnFailure": only "Never" is supported when podFailurePolicy is specified'
+        )
+    if spec.get("completionMode") == "Indexed" and spec.get("completions") is None:
+        errors.append("spec.completions: Required value: when completion mode is Indexed")
+    return errors
+
+
+def _default_job(job: JSON) -> None:
+    """Job defaulting, as the API server does it on create (it needs the uid for the selector)."""
+    spec, meta = job["spec"], job["metadata"]
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "Failed" if "podFailurePolicy" in spec else "TerminatingOrFailed")
+    job_labels = {
+        "batch.kubernetes.io/controller-uid": meta["uid"],
+        "batch.kubernetes.io/job-name": meta["name"],
+        "controller-uid": meta["uid"],
+        "job-name": meta["name"],
+    }
+    spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}})
+    template_meta = spec["template"].setdefault("metadata", {})
+    template_meta["labels"] = {**template_meta.get("labels", {}), **job_labels}
+    meta["generation"] = 1
+    job["status"] = {}
+
+
+def _default_pod(pod: JSON) -> None:
+    """Pod defaulting for pods created through the API: restartPolicy Always, phase Pending."""
+    pod.setdefault("spec", {}).setdefault("restartPolicy", "Always")
+    pod["status"] = {"phase": "Pending"}
+
+
+def _selector(query: dict[str, str]) -> Callable[[JSON], bool]:
+    """The predicate of a request's ``labelSelector`` and ``fieldSelector``."""
+    labels, fields = label_selector(query.get("labelSelector", "")), field_selector(query.get("fieldSelector", ""))
+    return lambda obj: labels(obj) and fields(obj)
+
+
+def _int_param(query: dict[str, str], key: str) -> int | None:
+    """An integer query parameter; None if absent or empty, 400 if not an integer."""
+    if not query.get(key):
+        return None
+    try:
+        return int(query[key])
+    except ValueError:
+        raise ApiError.bad_request(f"{key} must be an integer, not {query[key]!r}") from None
+
+
+def _tail_offset(text: str, query: dict[str, str]) -> int:
+    """Where the last ``tailLines`` lines of ``text`` start (0 without ``tailLines``)."""
+    tail = _int_param(query, "tailLines")
+    if tail is None:
+        return 0
+    if tail <= 0:
+        return len(text)
+    return len(text) - sum(len(line) for line in text.splitlines(keepends=True)[-tail:])
+
+
+def _waiting(pod: JSON, container: str) -> str:
+    """Why a Pending pod's container has not started, in the words of the log endpoint."""
+    for status in pod["status"].get("containerStatuses", []):
+        reason = status["name"] == container and status["state"].get("waiting", {}).get("reason")
+        if reason in ("ImagePullBackOff", "ErrImagePull"):
+            return "trying and failing to pull image"
+        if reason:
+            return reason
+    return "ContainerCreating"
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------------------
+
+
+_RESOURCE_PATH = re.compile(
+    r"^(?P<prefix>/api/v1|/apis/batch/v1)/namespaces/(?P<namespace>[^/]+)/(?P<plural>[^/]+)"
+    r"(?:/(?P<name>[^/]+)(?P<log>/log)?)?/?$"
+)
+
+
+def _route(path: str) -> tuple[ResourceKind, str, str | None, bool]:
+    """(kind, namespace, name or None, whether it is the log subresource) of a resource URL; 404 otherwise."""
+    match = _RESOURCE_PATH.match(path)
+    for kind in KINDS:
+        if (
+            match
+            and (match["prefix"], match["plural"]) == (kind.prefix, kind.plural)
+            and (kind is PODS or not match["log"])
+        ):
+            return kind, match["namespace"], match["name"], bool(match["log"])
+    raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Turns HTTP requests into :class:`RestApi` calls and their answers into JSON, text or chunked streams."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: do not let them wait for an ACK
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet: :attr:`KubeStandIn.requests` records the requests."""
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.record(method, url.path)
+        try:
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            self._dispatch(method, url.path, dict(parse_qsl(url.query)), raw_body)
+        except ApiError as error:
+            self._send_json(error.code, error.status())
+        except Exception as error:  # a stand-in bug: answer 500 so the client fails at once, and show the traceback
+            self._send_json(500, ApiError(500, "InternalError", f"stand-in error: {error!r}").status())
+            raise
+
+    def _dispatch(self, method: str, path: str, query: dict[str, str], raw_body: bytes) -> None:
+        api = self.server.api
+        if method == "GET" and path.rstrip("/") in ("/version", "/api", "/apis"):
+            return self._send_json(200, self._discovery(path.rstrip("/")))
+        kind, namespace, name, log = _route(path)
+        if log and method == "GET":
+            if query.get("follow") in ("true", "1"):
+                return self._stream(api.follow_log(namespace, name, query, self._client_gone), str.encode, "text/plain")
+            return self._send(200, api.pod_log(namespace, name, query).encode(), "text/plain")
+        if name is None and method == "GET":
+            if query.get("watch") in ("true", "1"):
+                events = api.watch(kind, namespace, query, self._client_gone)
+                return self._stream(events, _event_line, "application/json")
+            return self._send_json(200, api.list(kind, namespace, query))
+        if name is None and method == "POST":
+            return self._send_json(201, api.create(kind, namespace, _json(raw_body)))
+        if name is not None and not log and method == "GET":
+            return self._send_json(200, api.read(kind, namespace, name))
+        if name is not None and not log and method == "PATCH":
+            content_type = self.headers.get("Content-Type", "").partition(";")[0].strip()
+            return self._send_json(200, api.patch(kind, namespace, name, _json(raw_body), content_type))
+        if name is not None and not log and method == "DELETE":
+            options = _json(raw_body) if raw_body else None
+            return self._send_json(200, api.delete(kind, namespace, name, query, options))
+        raise ApiError(405, "MethodNotAllowed", f"the stand-in does not allow {method} on {path}")
+
+    def _discovery(self, path: str) -> JSON:
+        """The minimal discovery documents: ``/version``, ``/api`` and ``/apis``."""
+        if path == "/version":
+            major, minor, _ = SERVER_VERSION.split(".")
+            return {
+                "major": major,
+                "minor": minor,
+                "gitVersion": f"v{SERVER_VERSION}",
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2025-04-23T00:00:00Z",
+                "goVersion": "go1.24.2",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        if path == "/api":
+            host, port = self.server.server_address[:2]
+            addresses = [{"clientCIDR": "0.0.0.0/0", "serverAddress": f"{host}:{port}"}]
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": addresses}
+        batch = {"groupVersion": "batch/v1", "version": "v1"}
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [{"name": "batch", "versions": [batch], "preferredVersion": batch}],
+        }
+
+    def _send_json(self, code: int, obj: JSON) -> None:
+        self._send(code, json.dumps(obj).encode(), "application/json")
+
+    def _send(self, code: int, data: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, items: Iterator[Any], encode: Callable[[Any], bytes], content_type: str) -> None:
+        """Send each item as one HTTP chunk, as it comes; end with the last chunk when the iterator ends."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for item in items:
+                data = encode(item)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client has gone away
+            self.close_connection = True
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed the connection: it is readable, with nothing to read."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+
+
+def _json(raw_body: bytes) -> Any:
+    try:
+        return json.loads(raw_body or b"null")
+    except ValueError as error:
+        raise ApiError.bad_request(f"the request body is not JSON: {error}") from None
+
+
+def _event_line(event: JSON) -> bytes:
+    return json.dumps(event).encode() + b"\n"
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server: one daemon thread per connection, each connection tracked so that stopping can end it."""
+
+    daemon_threads = True
+
+    def __init__(self, api: RestApi, requests: list[tuple[str, str]], lock: threading.Condition) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.api = api
+        self._requests = requests
+        self._lock = lock
+        self._connections: set[socket.socket] = set()
+        self._connections_changed = threading.Condition()
+        self._closing = False
+
+    def record(self, method: str, path: str) -> None:
+        with self._lock:
+            self._requests.append((method, path))
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_changed:
+            self._connections.add(connection)
+            if self._closing:
+                self._end(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_changed:
+            self._connections.discard(connection)
+            self._connections_changed.notify_all()
+
+    def close_connections(self, timeout: float) -> None:
+        """End every open connection and wait up to ``timeout`` seconds for their threads to finish.
+
+        Shutting down only the reading side wakes a thread waiting for the next request on a kept-alive
+        connection, while a stream that is ending can still write its last chunk.
+        """
+        with self._connections_changed:
+            self._closing = True
+            for connection in self._connections:
+                self._end(connection)
+            self._connections_changed.wait_for(lambda: not self._connections, timeout)
+
+    @staticmethod
+    def _end(connection: socket.socket) -> None:
+        try:
+            connection.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # already closed
+
+
+# --- the stand-in -------------------------------------------------------------------------------------------------
+
+
+class KubeStandIn:
+    """An in-process Kubernetes API server with a simulated Job controller, driven by the test.
+
+    Use it as a context manager (or call :meth:`start` and :meth:`stop`). Point code under test at it with
+    :meth:`write_kubeconfig`; query the cluster state with :meth:`pods`, :meth:`jobs`, :meth:`services`,
+    :meth:`get` and :attr:`requests`; play scheduler and kubelet with :meth:`start_pod`, :meth:`append_log`,
+    :meth:`succeed_pod`, :meth:`fail_pod`, :meth:`unschedulable` and :meth:`image_pull_backoff`; fire the Job
+    controller's timers with :meth:`expire_deadline` and :meth:`finish_ttl`. All of these are thread-safe (one
+    lock), and objects they return are copies. A stand-in serves once: it cannot be started again after stopping.
+    """
+
+    def __init__(self) -> None:
+        self._store = Store()
+        self._controller = JobController(self._store)
+        self._kubelet = Kubelet(self._store, self._controller)
+        self._requests: list[tuple[str, str]] = []
+        self._server = _Server(RestApi(self._store, self._controller, self._kubelet), self._requests, self._store.cond)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="kube-standin", daemon=True
+        )
+
+    # lifecycle and connection
+
+    def start(self) -> KubeStandIn:
+        """Start serving on 127.0.0.1 (ephemeral port)."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: open watch and log streams end cleanly, then every connection is closed. Idempotent."""
+        with self._store.cond:
+            self._store.close()
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.close_connections(timeout=5)
+        self._server.server_close()
+
+    def __enter__(self) -> KubeStandIn:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, ``http://127.0.0.1:PORT``."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def kubeconfig(self) -> JSON:
+        """A kubeconfig for the stand-in: cluster, user (bearer :data:`TOKEN`) and current context ``standin``."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
+            "users": [{"name": CONTEXT, "user": {"token": TOKEN}}],
+            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": "default"}}],
+            "current-context": CONTEXT,
+        }
+
+    def write_kubeconfig(self, path: str | Path) -> Path:
+        """Write :meth:`kubeconfig` as YAML to ``path`` (for ``kubernetes.config.load_kube_config``); return it."""
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+        return path
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """A client configured for the stand-in, independent of the client's global default configuration."""
+        return kubernetes.config.new_client_from_config_dict(self.kubeconfig())
+
+    # cluster state
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """The ``(method, path)`` of every request served so far (the path without its query string)."""
+        with self._store.cond:
+            return list(self._requests)
+
+    def get(self, kind: str, namespace: str, name: str) -> JSON | None:
+        """The object (``kind`` as ``Job`` or ``jobs``), or None."""
+        with self._store.cond:
+            return copy.deepcopy(self._store.get(resolve_kind(kind), namespace, name))
+
+    def pods(self, namespace: str = "default", job: str | None = None) -> list[JSON]:
+        """The pods (of one Job if ``job`` is given), by completion index, then name."""
+        with self._store.cond:
+            pods = [
+                copy.deepcopy(pod)
+                for pod in self._store.list(PODS, namespace)
+                if job is None or pod["metadata"].get("labels", {}).get("job-name") == job
+            ]
+        return sorted(
+            pods, key=lambda pod: (int(pod["metadata"].get("labels", {}).get(INDEX_KEY, -1)), pod["metadata"]["name"])
+        )
+
+    def jobs(self, namespace: str = "default") -> list[JSON]:
+        """The Jobs, by name."""
+        with self._store.cond:
+            return copy.deepcopy(self._store.list(JOBS, namespace))
+
+    def services(self, namespace: str = "default") -> list[JSON]:
+        """The Services, by name."""
+        with self._store.cond:
+            return copy.deepcopy(self._store.list(SERVICES, namespace))
+
+    # scheduler and kubelet
+
+    def start_pod(self, name: str, namespace: str = "default") -> None:
+        """Schedule and start the pod: PodScheduled and Ready True, phase Running, containers running, a podIP."""
+        with self._store.cond:
+            self._kubelet.start_pod(namespace, name)
+
+    def append_log(self, name: str, text: str, namespace: str = "default") -> None:
+        """Append ``text`` to the pod's log (followers of the log receive it)."""
+        with self._store.cond:
+            self._kubelet.append_log(namespace, name, text)
+
+    def succeed_pod(self, name: str, namespace: str = "default") -> None:
+        """Terminate the pod's containers with exit code 0 (reason Completed): phase Succeeded."""
+        with self._store.cond:
+            self._kubelet.succeed_pod(namespace, name)
+
+    def fail_pod(
+        self,
+        name: str,
+        exit_code: int = 1,
+        reason: str = "Error",
+        message: str = "",
+        namespace: str = "default",
+        container: str | None = None,
+        disruption: str | None = None,
+    ) -> None:
+        """Terminate the pod's ``container`` (default: the first) with ``exit_code`` and ``reason``: phase Failed.
+
+        An out-of-memory kill is ``exit_code=137, reason="OOMKilled"``. ``disruption`` (e.g.
+        ``"PreemptionByScheduler"``) first gives the pod a DisruptionTarget condition with that reason.
+        """
+        with self._store.cond:
+            self._kubelet.fail_pod(namespace, name, exit_code, reason, message, container, disruption)
+
+    def unschedulable(
+        self,
+        name: str,
+        message: str = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        namespace: str = "default",
+    ) -> None:
+        """Keep the pod Pending with condition PodScheduled False, reason Unschedulable, and ``message``."""
+        with self._store.cond:
+            self._kubelet.unschedulable(namespace, name, message)
+
+    def image_pull_backoff(self, name: str, message: str | None = None, namespace: str = "default") -> None:
+        """Keep the pod Pending with its containers waiting, reason ImagePullBackOff (default message names the image)."""
+        with self._store.cond:
+            self._kubelet.image_pull_backoff(namespace, name, message)
+
+    # Job controller timers
+
+    def expire_deadline(self, job: str, namespace: str = "default") -> None:
+        """Fail the Job as if its activeDeadlineSeconds had passed: FailureTarget, then Failed reason
+        DeadlineExceeded; its running pods are deleted."""
+        with self._store.cond:
+            found = self._store.get(JOBS, namespace, job)
+            if found is None:
+                raise KeyError(f"no job {namespace}/{job}")
+            self._controller.expire_deadline(found)
+
+    def finish_ttl(self, namespace: str = "default") -> None:
+        """Delete (Background propagation) every finished Job with ttlSecondsAfterFinished set, as the TTL
+        controller would once the TTL has passed."""
+        with self._store.cond:
+            self._controller.finish_ttl(namespace)
