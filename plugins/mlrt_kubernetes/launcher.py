@@ -192,19 +192,20 @@ class _LogCopy:
             if header:
                 out.write(header.encode())
             for _ in range(3):
+                seen = 0  # bytes of the pod's log read in this request, from its start
                 try:
                     response = cluster.core.read_namespaced_pod_log(
                         pod, namespace, container="worker", follow=True, _preload_content=False
                     )
                     for chunk in response.stream(65536):
-                        if skip:
-                            dropped = min(skip, len(chunk))
-                            chunk, skip = chunk[dropped:], skip - dropped
-                        out.write(chunk)
-                        out.flush()
+                        new = chunk[max(0, skip - seen) :]
+                        seen += len(chunk)
+                        if new:
+                            out.write(new)
+                            out.flush()
                     return
                 except Exception:  # the stream broke (API restart): read again, skipping what we have
-                    skip = path.stat().st_size
+                    skip = max(skip, seen)
                     time.sleep(0.5)
 
 
