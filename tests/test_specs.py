@@ -38,7 +38,10 @@ spec:
         ("spec.hyperparameters.C=high", "spec.hyperparameters.C: must be a float"),
         ("spec.data.train=file://./missing.csv", "spec.data.train: file not found: "),
         ("spec.stopping.max_runtime=soon", "spec.stopping.max_runtime: expected a duration such as 90s"),
-        ("spec.compute.backend=mars", "spec.compute.backend: unknown backend 'mars' (registered: container, kubernetes, local)"),
+        (
+            "spec.compute.backend=mars",
+            "spec.compute.backend: unknown backend 'mars' (registered: container, kubernetes, local)",
+        ),
         ("spec.reports=[nonexistent]", "spec.reports.0: unknown report 'nonexistent'"),
         ("metadata.name=Digits_1", "metadata.name: must be 1-63 lowercase letters"),
         ("apiVersion=mlrt/v9", "apiVersion: must be 'mlrt/v1', got 'mlrt/v9'"),

@@ -381,14 +381,19 @@ class Controller:
         if attempt is None or launcher is None or not launcher.survives_controller:
             self.finish_run(run, RunState.FAILED, "its controller stopped and its workers cannot be adopted")
             return
-        spec = self.store.get_job(run.job_id).spec_resolved["spec"]
+        resolved = self.store.get_job(run.job_id).spec_resolved
+        spec = resolved["spec"]
         request = _request_from_row(attempt.request)
         try:
             handle = launcher.adopt(request, attempt.handle)
             if handle is None:  # the old controller died before the workers started
                 self.store.add_event(run.id, f"attempt {attempt.number} had no workers yet; launching them")
+                # Plan again: a stored request lacks what must not be stored (spec.env values).
+                paths = self._materialize(run, spec)
+                ctx = launch_context(resolved, run.id, attempt.number, self.store.url, paths, run.record)
+                request = launcher.plan(ctx)
                 handle = launcher.launch(request)
-        except LaunchError as exc:
+        except (LaunchError, RuntimeError) as exc:
             self._attempt_failed(run, attempt, str(exc), None)
             return
         self._started(run, attempt, launcher, request, handle, spec, adopted=True)

@@ -264,7 +264,9 @@ def _training_plan(loaded, run_id: str) -> dict[str, Any]:
         paths[name] = str(planned) if planned else f"<{channel['uri']}, materialized at launch>"
     ctx = launch_context(resolved, run_id, 1, database_url(None), paths, {})
     request = plugins.launchers()[spec["compute"]["backend"]].plan(ctx)
-    return {"spec": resolved, "launch": request.to_dict()}
+    # spec.env may hold secrets: show its names only, as the container backend's request does.
+    shown = {**resolved, "spec": {**spec, "env": dict.fromkeys(spec.get("env") or {}, "<not shown>")}}
+    return {"spec": shown, "launch": request.to_dict()}
 
 
 def _reap(app: App) -> None:
