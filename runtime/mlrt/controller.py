@@ -40,7 +40,7 @@ from typing import Any
 
 from mlrt import plugins
 from mlrt.artifacts import collect
-from mlrt.launchers import Launcher, LaunchError, LaunchRequest, WorkerRequest
+from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest
 from mlrt.logscan import LogMetricScanner, LogRecords, last_line
 from mlrt.records import RunRecord
 from mlrt.sdk import LOG_TRACKING_URI
@@ -317,10 +317,8 @@ class Controller:
         resolved = job.spec_resolved
         spec = resolved["spec"]
         try:
-            paths = self._materialize(run, spec)
-            ctx = launch_context(resolved, run.id, number, self.store.url, paths, run.record)
             launcher = plugins.launchers()[spec["compute"]["backend"]]
-            request = launcher.plan(ctx)
+            ctx, request = self._plan(run, resolved, number, launcher)
         except Exception as exc:
             self._attempt_failed(run, None, f"could not prepare attempt {number}: {exc}", None)
             return
@@ -389,14 +387,20 @@ class Controller:
             if handle is None:  # the old controller died before the workers started
                 self.store.add_event(run.id, f"attempt {attempt.number} had no workers yet; launching them")
                 # Plan again: a stored request lacks what must not be stored (spec.env values).
-                paths = self._materialize(run, spec)
-                ctx = launch_context(resolved, run.id, attempt.number, self.store.url, paths, run.record)
-                request = launcher.plan(ctx)
+                _, request = self._plan(run, resolved, attempt.number, launcher)
                 handle = launcher.launch(request)
         except (LaunchError, RuntimeError) as exc:
             self._attempt_failed(run, attempt, str(exc), None)
             return
         self._started(run, attempt, launcher, request, handle, spec, adopted=True)
+
+    def _plan(
+        self, run: Run, resolved: dict[str, Any], number: int, launcher: Launcher
+    ) -> tuple[LaunchContext, LaunchRequest]:
+        """Materialize the data channels and plan attempt ``number`` of ``run``."""
+        paths = self._materialize(run, resolved["spec"])
+        ctx = launch_context(resolved, run.id, number, self.store.url, paths, run.record)
+        return ctx, launcher.plan(ctx)
 
     def _next_steps(self, run_id: str) -> dict[str, int]:
         return {key: step + 1 for key, step in self.store.max_steps(run_id).items()}
