@@ -7,12 +7,16 @@ import os
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
+
+from s3_server import s3_endpoint, s3_server  # noqa: F401  (S3 fixtures for every test module)
 
 MLRT_SCRIPT = Path(sys.executable).parent / "mlrt"
 
@@ -96,3 +100,21 @@ def postgres_url() -> str | None:
             return url
     except Exception:
         return None
+
+
+@pytest.fixture
+def postgres_db():
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"mlrt_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -41,7 +41,7 @@ def test_plugin_registers_both_schemes_against_the_hookspecs():
     pm.add_hookspecs(hookspecs)
     pm.register(mlrt_data)  # validates the hookimpl's signature against the spec
     (schemes,) = pm.hook.mlrt_data_schemes()
-    assert sorted(s.scheme for s in schemes) == ["builtin", "file"]
+    assert sorted(s.scheme for s in schemes) == ["builtin", "file", "s3"]
     assert all(s.description for s in schemes)
 
 

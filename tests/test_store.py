@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import mlrt.store.engine as engine_module
-from conftest import command_spec, postgres_url
+from conftest import command_spec
 from mlrt.states import IllegalTransition, RunState
 from mlrt.store import Store
 from mlrt.store.migrations import HEAD_REVISION
@@ -66,24 +65,6 @@ def test_db_option_selects_another_database(cli, write_spec, tmp_path, home):
     )
     assert json.loads(result.stdout)["state"] == "SUCCEEDED"
     assert other.is_file() and not (home / "mlrt.db").exists()
-
-
-@pytest.fixture
-def postgres_db():
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    url = postgres_url()
-    if url is None:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"mlrt_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres

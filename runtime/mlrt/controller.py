@@ -46,8 +46,8 @@ from mlrt.records import RunRecord
 from mlrt.sdk import LOG_TRACKING_URI
 from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
-from mlrt.store.models import Attempt, Run, utcnow
-from mlrt.submission import launch_context
+from mlrt.store.models import Artifact, Attempt, Run, utcnow
+from mlrt.submission import launch_context, local_prefix
 from mlrt.tuning_controller import Study
 
 HEARTBEAT_EVERY = 2.0
@@ -169,12 +169,48 @@ class _Active:
     """The last reason each worker gave for not running yet (reported once as an event)."""
 
 
+class WorkerTracking:
+    """Where an attempt's workers send metrics and params (``MLRT_TRACKING_URI``).
+
+    The default is the metadata database itself, which local workers can
+    open. The controller service replaces it with its HTTP tracking endpoint
+    and a run-scoped token per attempt (:mod:`mlrt.service`)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def environment(self, run_id: str) -> dict[str, str]:
+        """Variables that tell the workers of ``run_id`` where and how to report."""
+        return {"MLRT_TRACKING_URI": self.store.url}
+
+    def attempt_ended(self, run_id: str) -> None:
+        """The attempt's workers are gone: revoke whatever was issued to them."""
+
+
+# Variables whose values are credentials: never stored with an attempt's request.
+SECRET_VARIABLES = ("MLRT_TRACKING_TOKEN",)
+HIDDEN = "<not shown>"
+
+
+def stored_request(request: LaunchRequest, spec: dict[str, Any]) -> dict[str, Any]:
+    """The request as the database keeps it: values of ``spec.env`` (which may hold
+    secrets) and of :data:`SECRET_VARIABLES` replaced by ``<not shown>``."""
+    secret = set(spec.get("env") or {}) | set(SECRET_VARIABLES)
+    row = request.to_dict()
+    for worker in row["workers"]:
+        worker["env"] = {k: HIDDEN if k in secret else v for k, v in worker["env"].items()}
+    return row
+
+
 class Controller:
     """Drives the runs it owns; see the module docstring."""
 
-    def __init__(self, store: Store, *, poll_interval: float = 0.1):
+    def __init__(self, store: Store, *, poll_interval: float = 0.1, tracking: WorkerTracking | None = None):
         self.store = store
         self.poll_interval = poll_interval
+        self.tracking = tracking or WorkerTracking(store)
+        self.wakeup_fds: list[int] = []
+        """More descriptors that end a wait between passes (the service's submissions)."""
         self.owner = process_identity()
         self._active: dict[str, _Active] = {}
         self._ended_this_pass: set[str] = set()
@@ -238,7 +274,7 @@ class Controller:
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when a launcher signals that a worker changed."""
-        fds = [fd for launcher in plugins.launchers().values() for fd in launcher.wakeup_fds()]
+        fds = [fd for launcher in plugins.launchers().values() for fd in launcher.wakeup_fds()] + self.wakeup_fds
         if fds:
             select.select(fds, [], [], seconds)
         else:
@@ -330,7 +366,7 @@ class Controller:
                 number=number,
                 state=RunState.STARTING.value,
                 backend=launcher.name,
-                request=request.to_dict(),
+                request=stored_request(request, spec),
                 log_dir=ctx.log_dir,
             )
         )
@@ -400,6 +436,7 @@ class Controller:
         """Materialize the data channels and plan attempt ``number`` of ``run``."""
         paths = self._materialize(run, resolved["spec"])
         ctx = launch_context(resolved, run.id, number, self.store.url, paths, run.record)
+        ctx.env.update(self.tracking.environment(run.id))
         return ctx, launcher.plan(ctx)
 
     def _next_steps(self, run_id: str) -> dict[str, int]:
@@ -562,11 +599,27 @@ class Controller:
             attempt = active.attempt
         if attempt is not None:
             self.store.finish_attempt(attempt.id, state, reason, exit_code)
+        self.tracking.attempt_ended(run.id)
         self._register_artifacts(run)
 
     def _register_artifacts(self, run: Run) -> None:
-        output_dir = Path(run.output_uri.removeprefix("file://")) / "output"
-        artifacts, skipped = collect(run.id, output_dir)
+        """Register the run's output files (size, sha256); for an ``s3://`` output,
+        upload the output and the checkpoints first (unchanged files are not sent again)."""
+        local = local_prefix(run.output_uri, run.id)
+        if run.output_uri.startswith("s3://"):
+            from mlrt import s3
+
+            try:
+                uploaded, skipped = s3.upload_tree(local / "output", f"{run.output_uri}/output")
+                s3.upload_tree(local / "checkpoints", f"{run.output_uri}/checkpoints")
+            except Exception as exc:
+                self.store.add_event(run.id, f"output not uploaded to {run.output_uri}: {type(exc).__name__}: {exc}")
+                return
+            artifacts = [
+                Artifact(run_id=run.id, path=o.path, uri=o.uri, size=o.size, sha256=o.sha256) for o in uploaded
+            ]
+        else:
+            artifacts, skipped = collect(run.id, local / "output")
         self.store.put_artifacts(artifacts)
         for path in skipped:
             self.store.add_event(run.id, f"artifact {path!r} skipped: it points outside the run's output")

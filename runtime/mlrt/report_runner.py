@@ -35,7 +35,9 @@ class ReportError(RuntimeError):
 
 def output_dir(run: Run) -> Path:
     """The run's output folder (``MLRT_OUTPUT_DIR`` of its workers)."""
-    return Path(run.output_uri.removeprefix("file://")) / "output"
+    from mlrt.submission import local_prefix
+
+    return local_prefix(run.output_uri, run.id) / "output"
 
 
 def reports_dir(run: Run) -> Path:

@@ -11,6 +11,11 @@ logging; other ranks' calls are accepted and dropped.
 Outside an mlrt job (``MLRT_RUN_ID`` unset) every call is a no-op, after one
 warning on stderr, so a training script runs unchanged on its own.
 
+Workers of the controller service get ``MLRT_TRACKING_URI=http(s)://...``
+and ``MLRT_TRACKING_TOKEN`` (a token that can write this run only): batches
+go to the service's tracking endpoint, retried with backoff while it is
+unreachable (a restarting controller loses no points).
+
 A worker that cannot reach the store (a pod of a controller whose store is a
 SQLite file) gets ``MLRT_TRACKING_URI=log:``: the SDK then writes each batch as
 one ``##mlrt {json}`` line on stdout, and the controller, which copies every
@@ -63,6 +68,58 @@ class _LogSink:
         os.write(1, f"{LOG_RECORD_PREFIX}{json.dumps(record, default=str)}\n".encode())
 
 
+class _HttpSink:
+    """The store's write side over the controller service's tracking endpoint."""
+
+    RETRY_FOR = 120.0
+    POINTS_PER_REQUEST = 10_000
+
+    def __init__(self, base_url: str, token: str, run_id: str):
+        from urllib.parse import quote
+
+        import httpx
+
+        self._http = httpx.Client(
+            base_url=f"{base_url.rstrip('/')}/api/v1/runs/{quote(run_id)}/tracking",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
+        )
+
+    def _send(self, method: str, path: str, body: Any = None) -> Any:
+        import httpx
+
+        deadline = time.monotonic() + self.RETRY_FOR
+        pause = 0.5
+        while True:
+            try:
+                response = self._http.request(method, path, json=body)
+                if response.status_code < 500 and response.status_code != 429:
+                    response.raise_for_status()
+                    return response.json() if response.content else None
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = str(exc) or type(exc).__name__
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tracking endpoint unavailable: {problem}")
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+    def max_steps(self, run_id: str) -> dict[str, int]:
+        return self._send("GET", "/max-steps")
+
+    def insert_metrics(self, run_id: str, points: list[tuple[str, int, float, float]]) -> None:
+        for start in range(0, len(points), self.POINTS_PER_REQUEST):
+            self._send(
+                "POST", "/metrics", {"points": [list(p) for p in points[start : start + self.POINTS_PER_REQUEST]]}
+            )
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self._send("POST", "/params", json.loads(json.dumps(params, default=str)))
+
+    def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
+        self._send("POST", "/discard", {"keys": keys, "from_step": from_step})
+
+
 class _Tracker:
     """Buffers points for one run and writes them to the tracking store."""
 
@@ -85,6 +142,8 @@ class _Tracker:
         if self._store is None:
             if self.tracking_uri == LOG_TRACKING_URI:
                 self._store = _LogSink()
+            elif self.tracking_uri.startswith(("http://", "https://")):
+                self._store = _HttpSink(self.tracking_uri, os.environ.get("MLRT_TRACKING_TOKEN", ""), self.run_id)
             else:
                 from mlrt.store import Store
 
@@ -117,7 +176,12 @@ class _Tracker:
             with self._lock:
                 points, self._buffer = self._buffer, []
             if points:
-                self.store.insert_metrics(self.run_id, points)
+                try:
+                    self.store.insert_metrics(self.run_id, points)
+                except Exception:
+                    with self._lock:  # keep them for the next flush, in order
+                        self._buffer[:0] = points
+                    raise
 
     def _loop(self) -> None:
         while True:

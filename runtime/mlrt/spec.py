@@ -181,7 +181,9 @@ class Compute(_Model):
 
 
 class Output(_Model):
-    """``spec.output``: where artifacts go (``file://`` path); default: under MLRT_HOME."""
+    """``spec.output``: where artifacts and checkpoints go: a ``file://`` path or
+    ``s3://bucket/prefix`` (each run gets ``<path>/<run id>``); default:
+    ``MLRT_DEFAULT_OUTPUT``, else under MLRT_HOME."""
 
     path: str | None = None
 
@@ -595,8 +597,10 @@ def _semantic_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[s
 
     output = spec.get("output") if isinstance(spec.get("output"), dict) else {}
     out_path = output.get("path")
-    if isinstance(out_path, str) and "://" in out_path and not out_path.startswith("file://"):
-        problems.append(f"spec.output.path: only file:// outputs are supported in this version, got {out_path!r}")
+    if isinstance(out_path, str) and "://" in out_path and not out_path.startswith(("file://", "s3://")):
+        problems.append(f"spec.output.path: use a file:// path or an s3://bucket/prefix, got {out_path!r}")
+    elif isinstance(out_path, str) and out_path.startswith("s3://") and not out_path[5:].split("/", 1)[0]:
+        problems.append(f"spec.output.path: {out_path!r} names no bucket; write s3://bucket/prefix")
 
     data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
     schemes = plugins.data_schemes()
@@ -702,17 +706,23 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         text = source_path.read_text()
     except OSError as exc:
         raise SpecError([f"{path}: cannot read the spec file ({exc.strerror})"]) from None
+    return parse_text(text, str(path), source_path.resolve(), overrides)
+
+
+def parse_text(text: str, name: str, source_path: Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
+    """Validate spec ``text``; ``name`` is how problems refer to it, and relative
+    paths in it are taken against ``source_path``'s folder."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"{path}:{where}: not valid YAML ({problem})"]) from None
+        raise SpecError([f"{name}:{where}: not valid YAML ({problem})"]) from None
     return parse_document(
         document,
         source_text=text,
-        source_path=source_path.resolve(),
-        base_dir=source_path.resolve().parent,
+        source_path=source_path,
+        base_dir=source_path.parent,
         overrides=list(overrides),
     )

@@ -9,6 +9,7 @@ environment, the working directory and the log folder.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -30,10 +31,32 @@ def new_job_id(name: str) -> str:
     return f"{name}-{secrets.token_hex(3)}"
 
 
+def output_uri(resolved: dict[str, Any], run_id: str) -> str:
+    """Where a run's artifacts and checkpoints live: ``<spec.output.path>/<run id>``.
+
+    Without ``spec.output.path``: ``MLRT_DEFAULT_OUTPUT`` (a cluster
+    controller sets it, typically to an ``s3://`` prefix), else
+    ``$MLRT_HOME/runs``."""
+    base = resolved["spec"]["output"].get("path") or os.environ.get("MLRT_DEFAULT_OUTPUT")
+    base = base or f"file://{mlrt_home() / 'runs'}"
+    if "://" not in base:
+        base = "file://" + base
+    return f"{base.rstrip('/')}/{run_id}"
+
+
+def local_prefix(output: str, run_id: str) -> Path:
+    """The local folder where workers write a run's output and checkpoints.
+
+    A ``file://`` output is used in place; for an ``s3://`` output it is a
+    staging folder under ``$MLRT_HOME/staging``, uploaded when each attempt ends."""
+    if output.startswith("file://"):
+        return Path(output.removeprefix("file://"))
+    return mlrt_home() / "staging" / run_id
+
+
 def output_prefix(resolved: dict[str, Any], run_id: str) -> Path:
-    """The run's own folder under ``spec.output.path`` (default ``$MLRT_HOME/runs``)."""
-    base = resolved["spec"]["output"].get("path") or f"file://{mlrt_home() / 'runs'}"
-    return Path(base.removeprefix("file://")) / run_id
+    """The run's local output folder (see :func:`local_prefix`)."""
+    return local_prefix(output_uri(resolved, run_id), run_id)
 
 
 def log_dir(run_id: str, attempt: int) -> Path:
@@ -50,7 +73,7 @@ def _run_output(store: Store, run_id: str, field: str) -> Path:
         run = store.get_run(run_id)
     except NotFound:
         raise SpecError([f"{field}: no run {run_id!r} in this database (see mlrt runs list)"]) from None
-    return Path(run.output_uri.removeprefix("file://"))
+    return local_prefix(run.output_uri, run.id)
 
 
 def submit(
@@ -61,6 +84,8 @@ def submit(
     resume_from: str | None = None,
     trial_of: tuple[str, int, dict[str, Any]] | None = None,
     owner: str | None = None,
+    project: str | None = None,
+    submitted_by: str | None = None,
 ) -> str:
     """Queue ``loaded`` as a new job with one run; return the run id (= the job id).
 
@@ -68,10 +93,11 @@ def submit(
     ``trial_of`` is ``(tuning run id, trial number, parameters)`` for a tuning
     trial, whose id is then ``<tuning run>-t<number>``; it shares its tuning
     run's git state (read at the tuning job's submission). ``owner`` is the
-    controller that will drive it.
+    controller that will drive it. ``project`` and ``submitted_by`` mark a job
+    submitted through the controller's API (a trial inherits its tuning job's).
     """
     if not isinstance(loaded, LoadedSpec):
-        return _submit_tuning(store, loaded, resume_from=resume_from)
+        return _submit_tuning(store, loaded, resume_from=resume_from, project=project, submitted_by=submitted_by)
     from mlrt import plugins
     from mlrt.spec import SpecError
 
@@ -96,6 +122,8 @@ def submit(
     job_id = f"{trial_of[0]}-t{trial_of[1]:03d}" if trial_of else new_job_id(loaded.name)
     distributions = sorted({row["distribution"] for row in plugins.describe() if row["distribution"]})
     if trial_of:
+        parent_job = store.get_job(store.get_run(trial_of[0]).job_id)
+        project, submitted_by = parent_job.project, parent_job.submitted_by
         parent = store.get_run(trial_of[0]).record
         record = base_record(Path(spec["working_dir"]), seed, distributions, git=parent.get("git"))
         record["trial_params"] = trial_of[2]
@@ -115,6 +143,8 @@ def submit(
             labels=loaded.job.metadata.labels,
             spec_submitted=loaded.source_text,
             spec_resolved=resolved,
+            project=project,
+            submitted_by=submitted_by,
         ),
         Run(
             id=job_id,
@@ -122,7 +152,7 @@ def submit(
             state=RunState.QUEUED.value,
             reason="submitted",
             max_attempts=spec["retries"]["max"] + 1,
-            output_uri="file://" + str(output_prefix(resolved, job_id)),
+            output_uri=output_uri(resolved, job_id),
             record=record,
             parent_id=trial_of[0] if trial_of else None,
             trial=trial_of[1] if trial_of else None,
@@ -133,7 +163,9 @@ def submit(
     return job_id
 
 
-def _submit_tuning(store: Store, loaded, *, resume_from: str | None) -> str:
+def _submit_tuning(
+    store: Store, loaded, *, resume_from: str | None, project: str | None, submitted_by: str | None
+) -> str:
     """Queue a TuningJob: its own run drives the search (see :mod:`mlrt.tuning_controller`)."""
     from mlrt.spec import SpecError
     from mlrt.store import NotFound
@@ -162,6 +194,8 @@ def _submit_tuning(store: Store, loaded, *, resume_from: str | None) -> str:
             labels=loaded.job.metadata.labels,
             spec_submitted=loaded.source_text,
             spec_resolved=resolved,
+            project=project,
+            submitted_by=submitted_by,
         ),
         Run(
             id=job_id,

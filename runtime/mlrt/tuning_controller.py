@@ -27,13 +27,13 @@ import copy
 import shutil
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlrt import plugins
 from mlrt.spec import SpecError
 from mlrt.states import RunState
 from mlrt.store.models import Run, utcnow
+from mlrt.submission import local_prefix
 from mlrt.tuning import TrialProgress, TrialResult
 from mlrt.tuning_spec import load_trial, search_space
 
@@ -236,7 +236,7 @@ class Study:
 
     def _promote(self, trial: Run) -> None:
         """Copy the best trial's output (model, predictions) into the tuning run's output."""
-        source = Path(trial.output_uri.removeprefix("file://")) / "output"
-        target = Path(self.store.get_run(self.run_id).output_uri.removeprefix("file://")) / "output"
+        source = local_prefix(trial.output_uri, trial.id) / "output"
+        target = local_prefix(self.store.get_run(self.run_id).output_uri, self.run_id) / "output"
         if source.is_dir():
             shutil.copytree(source, target, dirs_exist_ok=True)

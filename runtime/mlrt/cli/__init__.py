@@ -21,14 +21,41 @@ EXIT_BAD_INPUT = 2
 
 
 class App:
-    """Per-invocation state shared by commands: the database URL and a lazily opened store."""
+    """Per-invocation state shared by commands: where runs live and a lazily opened store.
 
-    def __init__(self, db: str | None):
+    Locally that is the metadata database; with ``server`` set, the controller
+    service's API (:mod:`mlrt.remote`), which answers the same reads."""
+
+    def __init__(self, db: str | None, server: str | None = None, token: str | None = None):
         self.db = db
+        self.server = server
+        self.token = token
         self._store = None
+        self._remote = None
+
+    @property
+    def remote(self):
+        """The API client in remote mode, else None."""
+        if self.server and self._remote is None:
+            from mlrt.remote import ApiClient, saved_token
+
+            self._remote = ApiClient(self.server, self.token or saved_token(self.server))
+        return self._remote
+
+    def report_results(self, run_id: str) -> dict[str, Any]:
+        """The stored report results of a run (built earlier)."""
+        if self.remote is not None:
+            return self.remote.report_results(run_id)
+        from mlrt import report_runner
+
+        return report_runner.load_results(self.store, run_id)
 
     @property
     def store(self):
+        if self._store is None and self.remote is not None:
+            from mlrt.remote import RemoteStore
+
+            self._store = RemoteStore(self.remote)
         if self._store is None:
             from mlrt.store import Store
 
@@ -45,6 +72,7 @@ class MlrtGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         from mlrt.plugins import PluginError
+        from mlrt.remote import RemoteError
         from mlrt.spec import SpecError
         from mlrt.store import NotFound
 
@@ -54,7 +82,7 @@ class MlrtGroup(click.Group):
             for problem in exc.problems:
                 click.echo(f"error: {problem}", err=True)
             sys.exit(EXIT_BAD_INPUT)
-        except (NotFound, PluginError) as exc:
+        except (NotFound, PluginError, RemoteError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
 
@@ -67,17 +95,25 @@ class MlrtGroup(click.Group):
     metavar="URL",
     help="Metadata database URL (default: sqlite under $MLRT_HOME, ~/.mlrt).",
 )
+@click.option(
+    "--server",
+    envvar="MLRT_SERVER",
+    metavar="URL",
+    help="Use the controller service at URL instead of the local database (token: MLRT_TOKEN or mlrt login).",
+)
 @click.pass_context
-def cli(ctx: click.Context, db: str | None) -> None:
+def cli(ctx: click.Context, db: str | None, server: str | None) -> None:
     """mlrt: submit, track and diagnose training jobs."""
-    ctx.obj = App(db)
+    ctx.obj = App(db, server, os.environ.get("MLRT_TOKEN"))
 
 
 def _register() -> None:
-    from mlrt.cli import jobs, reports, runs
+    from mlrt.cli import jobs, reports, runs, service
     from mlrt.plugins import PluginError, get_plugin_manager
 
     for command in (jobs.submit, jobs.validate, jobs.status, jobs.logs, jobs.cancel):
+        cli.add_command(command)
+    for command in (service.controller, service.tokens, service.login):
         cli.add_command(command)
     for command in (runs.runs, runs.metrics, runs.artifacts, runs.plugins_command, reports.report):
         cli.add_command(command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,25 @@ def _live_line(app: App, run_id: str, started: float) -> str:
 
 
 def _wait(app: App, run_id: str, quiet: bool) -> None:
-    """Drive the run with an embedded controller, showing a live status line."""
-    from mlrt.controller import Controller
+    """Follow the run to its end, showing a live status line.
 
-    controller = Controller(app.store)
+    Locally an embedded controller drives it, and Ctrl-C cancels it. In remote
+    mode the service drives it and this only watches: Ctrl-C stops watching."""
+    if app.remote is not None:
+        drive = _watcher(app, run_id)
+    else:
+        from mlrt.controller import Controller
+
+        controller = Controller(app.store)
+
+        def drive(on_tick: Callable[[], None] | None) -> None:
+            controller.run_until_done([run_id], on_tick=on_tick)
+
     previous = signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     try:
         if quiet:
-            controller.run_until_done([run_id])
+            drive(None)
             return
         from rich.live import Live
         from rich.spinner import Spinner
@@ -92,11 +103,27 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
                     live.refresh()
                     last = time.monotonic()
 
-            controller.run_until_done([run_id], on_tick=tick)
+            drive(tick)
     except KeyboardInterrupt:
+        if app.remote is not None:
+            click.echo(f"stopped following {run_id}; it goes on (mlrt cancel {run_id} stops it)", err=True)
+            sys.exit(EXIT_FAILED)
         controller.cancel_all("interrupted in the submitting terminal (Ctrl-C or SIGTERM)")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _watcher(app: App, run_id: str, interval: float = 0.5) -> Callable[[Callable[[], None] | None], None]:
+    """Poll a run on the service until it is terminal, calling ``on_tick`` between polls."""
+    from mlrt.states import RunState
+
+    def watch(on_tick: Callable[[], None] | None) -> None:
+        while not RunState(app.store.get_run(run_id).state).is_terminal():
+            if on_tick is not None:
+                on_tick()
+            time.sleep(interval)
+
+    return watch
 
 
 def metrics_table(metrics: dict[str, float], channels: list[str]) -> None:
@@ -163,8 +190,17 @@ def submit(
     from mlrt.submission import log_dir
     from mlrt.submission import submit as submit_job
 
-    loaded = load_spec(spec_file, overrides)
-    run_id = submit_job(app.store, loaded, sanity=sanity, resume_from=resume_from)
+    if app.remote is not None:
+        run_id = app.remote.submit(spec_file, overrides, sanity, resume_from)
+        if not wait:
+            if as_json:
+                echo_json({"run_id": run_id, "state": "QUEUED", "server": app.remote.server})
+            else:
+                click.echo(f"submitted {run_id} (detached)\nfollow it: mlrt status {run_id}  |  mlrt logs -f {run_id}")
+            return
+    else:
+        loaded = load_spec(spec_file, overrides)
+        run_id = submit_job(app.store, loaded, sanity=sanity, resume_from=resume_from)
     if not wait:
         child = spawn_controller(app.store.url, [run_id], log_dir(run_id, 0).parent / "controller.log")
         app.store.update_run(run_id, owner=process_identity(child.pid))
@@ -197,7 +233,8 @@ def submit(
     help="Print only what the backend will create, as YAML: Kubernetes objects (one document each, "
     "ready for kubectl or a schema check) or container engine commands.",
 )
-def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool, manifests: bool) -> None:
+@pass_app
+def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool, manifests: bool) -> None:
     """Check SPEC_FILE and print the launch request it would make; launch nothing.
 
     The request shows, per worker, the exact command, the environment mlrt
@@ -206,25 +243,14 @@ def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool, manifest
     materialized to. For a TuningJob: the search space and the launch
     request of a first trial (at the low end of every range).
     """
-    import dataclasses
-
     import yaml
 
-    from mlrt.spec import LoadedSpec, load_spec
-    from mlrt.tuning_spec import _corners, applicable, load_trial, search_space
-
-    loaded = load_spec(spec_file, overrides)
-    if isinstance(loaded, LoadedSpec):
-        plan = _training_plan(loaded, f"{loaded.name}-<id>")
+    if app.remote is not None:
+        plan = app.remote.validate(spec_file, overrides)
     else:
-        resolved = loaded.resolved()
-        example = applicable(resolved["spec"], _corners(resolved["spec"])[0])
-        trial = load_trial(resolved, f"{loaded.name[:56]}-t001", example)
-        plan = {
-            "spec": resolved,
-            "search_space": [dataclasses.asdict(p) for p in search_space(resolved["spec"])],
-            "example_trial": {"parameters": example, **_training_plan(trial, f"{loaded.name}-<id>-t001")},
-        }
+        from mlrt.spec import load_spec
+
+        plan = validation_plan(load_spec(spec_file, overrides))
     if manifests:
         launch = (plan.get("example_trial") or plan)["launch"]
         details = launch["details"]
@@ -244,6 +270,26 @@ def validate(spec_file: str, overrides: tuple[str, ...], as_json: bool, manifest
     else:
         click.echo(f"# {spec_file} is valid; this is what `mlrt submit` would launch (nothing was launched)")
         click.echo(yaml.safe_dump(plan, sort_keys=False, width=120), nl=False)
+
+
+def validation_plan(loaded) -> dict[str, Any]:
+    """What ``mlrt validate --json`` prints for a loaded spec: the resolved spec and
+    the launch request (for a TuningJob: the search space and a first trial's)."""
+    import dataclasses
+
+    from mlrt.spec import LoadedSpec
+    from mlrt.tuning_spec import _corners, applicable, load_trial, search_space
+
+    if isinstance(loaded, LoadedSpec):
+        return _training_plan(loaded, f"{loaded.name}-<id>")
+    resolved = loaded.resolved()
+    example = applicable(resolved["spec"], _corners(resolved["spec"])[0])
+    trial = load_trial(resolved, f"{loaded.name[:56]}-t001", example)
+    return {
+        "spec": resolved,
+        "search_space": [dataclasses.asdict(p) for p in search_space(resolved["spec"])],
+        "example_trial": {"parameters": example, **_training_plan(trial, f"{loaded.name}-<id>-t001")},
+    }
 
 
 def _training_plan(loaded, run_id: str) -> dict[str, Any]:
@@ -270,6 +316,8 @@ def _training_plan(loaded, run_id: str) -> dict[str, Any]:
 
 
 def _reap(app: App) -> None:
+    if app.remote is not None:
+        return  # the service's leader takes care of runs whose controller stopped
     from mlrt.controller import reap_orphans
 
     for run_id in reap_orphans(app.store):
@@ -344,12 +392,11 @@ def _log_files(attempt_request: dict[str, Any], worker: int | None) -> list[tupl
 @pass_app
 def logs(app: App, run_id: str, follow: bool, attempt: int | None, worker: int | None) -> None:
     """Print a run's worker logs, prefixed with the worker rank when there are several."""
-    from mlrt.controller import reap_orphans
     from mlrt.states import RunState
 
     store = app.store
     store.get_run(run_id)
-    offsets: dict[Path, int] = {}
+    offsets: dict[tuple[int, int], int] = {}
     shown_attempt = None
     while True:
         # Read the state before the logs, so the pass after the run ends prints everything.
@@ -365,24 +412,37 @@ def logs(app: App, run_id: str, follow: bool, attempt: int | None, worker: int |
             shown_attempt = chosen.number
             files = _log_files(chosen.request, worker)
             for rank, path in files:
-                for line in _new_lines(path, offsets, complete_only=not done):
-                    click.echo(f"[worker {rank}] {line}" if len(files) > 1 else line)
+                key = (chosen.number, rank)
+                chunk = _log_bytes(app, run_id, chosen.number, rank, path, offsets.get(key, 0))
+                end = chunk.rfind(b"\n") + 1 if not done else len(chunk)
+                offsets[key] = offsets.get(key, 0) + end
+                for line in chunk[:end].decode("utf-8", "replace").splitlines():
+                    if not is_sdk_record(line):
+                        click.echo(f"[worker {rank}] {line}" if len(files) > 1 else line)
         if done:
             return
-        reap_orphans(store)
+        if app.remote is None:
+            from mlrt.controller import reap_orphans
+
+            reap_orphans(store)
         time.sleep(0.2)
 
 
-def _new_lines(path: Path, offsets: dict[Path, int], complete_only: bool) -> list[str]:
-    """Lines added to ``path`` since the offset recorded in ``offsets``."""
-    if not path.exists():
-        return []
-    with path.open("rb") as handle:
-        handle.seek(offsets.get(path, 0))
-        chunk = handle.read()
-    end = chunk.rfind(b"\n") + 1 if complete_only else len(chunk)
-    offsets[path] = offsets.get(path, 0) + end
-    return [line for line in chunk[:end].decode("utf-8", "replace").splitlines() if not is_sdk_record(line)]
+def _log_bytes(app: App, run_id: str, attempt: int, rank: int, path: Path, offset: int) -> bytes:
+    """What a worker's log holds from ``offset`` on: read here, or fetched from the service."""
+    if app.remote is None:
+        if not path.exists():
+            return b""
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    parts = []
+    while True:  # the service answers at most 1 MiB at a time
+        part = app.remote.log_bytes(run_id, attempt, rank, offset)
+        parts.append(part)
+        offset += len(part)
+        if len(part) < 1 << 20:
+            return b"".join(parts)
 
 
 @click.command()
@@ -400,8 +460,11 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
     if RunState(run.state).is_terminal():
         click.echo(f"{run_id} already {run.state}; nothing to cancel")
         return
-    store.update_run(run_id, cancel_requested=True)
-    if owner_alive(run) and run.owner is not None:
+    if app.remote is not None:
+        app.remote.cancel(run_id)  # the service's leader stops it; wait below as locally
+    else:
+        store.update_run(run_id, cancel_requested=True)
+    if app.remote is not None or (owner_alive(run) and run.owner is not None):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = store.get_run(run_id)

@@ -52,14 +52,18 @@ def _report(app: App, run_id: str, only: list[str], as_json: bool, html_file: st
     spec = job.spec_resolved["spec"]
     if job.kind == "TuningJob":
         _fail(f"{run_id} is a tuning job; report on one of its trials (mlrt runs compare {run_id})")
-    names = only or report_runner.needed_reports(spec) or sorted(plugins.reports())
-    try:
-        results = report_runner.build(app.store, run_id, names)
-    except report_runner.ReportError as exc:
-        _fail(str(exc))
-    page = report_runner.reports_dir(run) / "report.html"
-    if html_file:
-        Path(html_file).write_text(page.read_text())
+    if app.remote is not None:
+        results = app.remote.build_reports(run_id, only)
+        if html_file:
+            Path(html_file).write_text(app.remote.report_page(run_id) or "")
+    else:
+        names = only or report_runner.needed_reports(spec) or sorted(plugins.reports())
+        try:
+            results = report_runner.build(app.store, run_id, names)
+        except report_runner.ReportError as exc:
+            _fail(str(exc))
+        if html_file:
+            Path(html_file).write_text((report_runner.reports_dir(run) / "report.html").read_text())
     if as_json:
         echo_json(results)
         return
@@ -79,7 +83,7 @@ def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | No
     from mlrt import report_runner
 
     run = app.store.get_run(run_id)
-    results = results if results is not None else report_runner.load_results(app.store, run_id)
+    results = results if results is not None else app.report_results(run_id)
     if not results:
         return
     out = console()
@@ -92,6 +96,9 @@ def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | No
             out.print(f"[red]{name}[/]: {result['skipped']}", highlight=False)
     if run.state == "FAILED_GATE":
         out.print(f"[red]gates failed[/]: {run.reason.split('gate(s): ', 1)[-1]}", highlight=False)
+    if app.remote is not None:
+        out.print(f"full report: mlrt report {run_id} --html FILE", highlight=False)
+        return
     page = report_runner.reports_dir(run) / "report.html"
     if page.is_file():
         out.print(f"full report: {page}", highlight=False)
@@ -100,7 +107,7 @@ def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | No
 def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: bool) -> None:
     from mlrt import report_runner
 
-    before, after = (report_runner.load_results(app.store, r) for r in (before_id, after_id))
+    before, after = (app.report_results(r) for r in (before_id, after_id))
     for run_id, results in ((before_id, before), (after_id, after)):
         if not results:
             _fail(f"run {run_id} has no reports yet (mlrt report {run_id})")

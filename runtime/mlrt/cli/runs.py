@@ -177,11 +177,12 @@ def artifacts(app: App, run_id: str, as_json: bool) -> None:
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def plugins_command(as_json: bool) -> None:
-    """Installed plugins: distribution, version, hooks, and what each provides."""
+@pass_app
+def plugins_command(app: App, as_json: bool) -> None:
+    """Installed plugins: distribution, version, hooks, and what each provides (the service's, with --server)."""
     from mlrt import plugins
 
-    rows = plugins.describe()
+    rows = app.remote.get("/plugins") if app.remote is not None else plugins.describe()
     if as_json:
         echo_json(rows)
         return

@@ -33,6 +33,9 @@ class Job(SQLModel, table=True):
     spec_submitted: str
     spec_resolved: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    project: str | None = Field(default=None, index=True)
+    """The project a job submitted through the controller's API belongs to (None: local)."""
+    submitted_by: str | None = None
 
 
 class Run(SQLModel, table=True):
@@ -136,3 +139,22 @@ class Event(SQLModel, table=True):
     from_state: str | None = None
     to_state: str | None = None
     reason: str = ""
+
+
+class Token(SQLModel, table=True):
+    """An API token of the controller service, stored as a sha256 hash only.
+
+    ``kind`` is ``user`` (acts on its project's jobs), ``admin`` (every
+    project) or ``worker`` (writes metrics and params of ``run_id`` only,
+    issued per attempt and revoked when the attempt ends)."""
+
+    __tablename__ = "tokens"
+
+    id: str = Field(primary_key=True)
+    secret_hash: str
+    kind: str
+    user: str
+    project: str | None = None
+    run_id: str | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

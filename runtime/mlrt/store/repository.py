@@ -71,10 +71,19 @@ class Store:
                 raise NotFound(f"no run {run_id!r}")
             return run
 
-    def list_runs(self, *, limit: int = 50, states: Sequence[str] = (), job_id: str | None = None) -> list[Run]:
-        """Newest first."""
+    def list_runs(
+        self,
+        *,
+        limit: int = 50,
+        states: Sequence[str] = (),
+        job_id: str | None = None,
+        project: str | None = None,
+    ) -> list[Run]:
+        """Newest first; ``project`` keeps only the runs of that project's jobs."""
         with self.session() as s:
             query = select(Run).order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit)
+            if project is not None:
+                query = query.join(Job, Job.id == Run.job_id).where(Job.project == project)
             if states:
                 query = query.where(col(Run.state).in_(list(states)))
             if job_id:
@@ -94,6 +103,28 @@ class Store:
             if owner is not None:
                 query = query.where(Run.owner == owner)
             return list(s.exec(query.order_by(Run.created_at)))
+
+    def project_runs_not_owned_by(self, owner: str) -> list[Run]:
+        """Active runs of jobs submitted through the API (they have a project) that
+        ``owner`` does not drive: new submissions, and runs of a former leader."""
+        terminal = [s.value for s in RunState if s.is_terminal()]
+        with self.session() as s:
+            query = (
+                select(Run)
+                .join(Job, Job.id == Run.job_id)
+                .where(col(Job.project).is_not(None), col(Run.state).not_in(terminal))
+                .where(col(Run.owner).is_(None) | (Run.owner != owner))
+                .order_by(Run.created_at)
+            )
+            return list(s.exec(query))
+
+    def projects_of(self, run_ids: Sequence[str]) -> dict[str, str | None]:
+        """The project of each run's job (None for local jobs); unknown runs are left out."""
+        if not run_ids:
+            return {}
+        with self.session() as s:
+            rows = s.exec(select(Run.id, Job.project).join(Job, Job.id == Run.job_id).where(col(Run.id).in_(run_ids)))
+            return {run_id: project for run_id, project in rows}
 
     def transition(self, run_id: str, to: RunState, reason: str, **fields: Any) -> Run:
         """Move a run to ``to`` (checked against the state machine), record the event, set ``fields``."""

@@ -1,0 +1,192 @@
+"""The CLI's remote mode: the same commands against a controller service's API.
+
+``--server URL`` (or ``MLRT_SERVER``) and ``MLRT_TOKEN`` switch every
+command from the embedded controller and local database to the API; without
+``MLRT_TOKEN`` the token saved by ``mlrt login`` for that server is used
+(``$XDG_CONFIG_HOME/mlrt/credentials.json``, default ``~/.config``, readable
+by its owner only). :class:`RemoteStore` answers the read side of
+:class:`mlrt.store.Store` from the API, so commands print the same tables
+and JSON in both modes; refusals and bad input keep their exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from mlrt.spec import SpecError
+from mlrt.store import NotFound
+from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Run
+
+
+class RemoteError(Exception):
+    """The service refused a request or could not be reached; the message says why."""
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "mlrt"
+
+
+def credentials_file() -> Path:
+    return config_dir() / "credentials.json"
+
+
+def saved_token(server: str) -> str | None:
+    """The token ``mlrt login`` saved for ``server``, if any."""
+    path = credentials_file()
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("servers", {}).get(server.rstrip("/"), {}).get("token")
+
+
+def save_token(server: str, token: str) -> Path:
+    """Store ``token`` for ``server`` in a file only its owner can read or write."""
+    folder = config_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = credentials_file()
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.setdefault("servers", {})[server.rstrip("/")] = {"token": token}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.chmod(path, 0o600)  # an older file may have been created with looser permissions
+    return path
+
+
+class ApiClient:
+    """Authenticated calls to one controller service."""
+
+    def __init__(self, server: str, token: str | None, *, timeout: float = 60.0):
+        self.server = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=f"{self.server}/api/v1", headers=headers, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; turn refusals into :class:`NotFound`, :class:`SpecError` or :class:`RemoteError`."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach the mlrt controller at {self.server}: {exc}") from None
+        if response.is_success:
+            return response
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text.strip() or response.reason_phrase}
+        detail = body.get("detail")
+        if response.status_code == 422 and "problems" in body:
+            raise SpecError(body["problems"])
+        if response.status_code == 404:
+            raise NotFound(str(detail))
+        if not isinstance(detail, str):
+            detail = json.dumps(detail)
+        raise RemoteError(f"{self.server} refused ({response.status_code}): {detail}")
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params).json()
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, json=body or {}).json()
+
+    # -- commands that act --------------------------------------------------------
+
+    def submit(self, spec_file: str, overrides: tuple[str, ...], sanity: bool, resume_from: str | None) -> str:
+        body = {
+            **_spec_body(spec_file, overrides),
+            "sanity": sanity,
+            "resume_from": resume_from,
+        }
+        return self.post("/jobs", body)["run_id"]
+
+    def validate(self, spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+        return self.post("/validate", _spec_body(spec_file, overrides))
+
+    def cancel(self, run_id: str) -> Run:
+        return Run.model_validate(self.post(f"/runs/{quote(run_id)}/cancel"))
+
+    def log_bytes(self, run_id: str, attempt: int, rank: int, offset: int) -> bytes:
+        response = self.request("GET", f"/runs/{quote(run_id)}/logs/{attempt}/{rank}", params={"offset": offset})
+        return response.content
+
+    def build_reports(self, run_id: str, only: list[str]) -> dict[str, Any]:
+        return self.post(f"/runs/{quote(run_id)}/reports", {"only": only})
+
+    def report_results(self, run_id: str) -> dict[str, Any]:
+        return self.get(f"/runs/{quote(run_id)}/reports")
+
+    def report_page(self, run_id: str) -> str | None:
+        try:
+            return self.request("GET", f"/runs/{quote(run_id)}/reports/html").text
+        except NotFound:
+            return None
+
+    def artifact_bytes(self, run_id: str, path: str) -> bytes:
+        return self.request("GET", f"/runs/{quote(run_id)}/artifacts/{quote(path)}").content
+
+
+def _spec_body(spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+    path = Path(spec_file)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([f"{spec_file}: cannot read the spec file ({exc.strerror})"]) from None
+    return {"spec": text, "filename": path.name, "overrides": list(overrides)}
+
+
+class RemoteStore:
+    """The read side of :class:`mlrt.store.Store`, answered by the API."""
+
+    def __init__(self, client: ApiClient):
+        self.client = client
+        self.url = client.server
+
+    def _run(self, run_id: str, suffix: str = "") -> str:
+        return f"/runs/{quote(run_id)}{suffix}"
+
+    def get_run(self, run_id: str) -> Run:
+        return Run.model_validate(self.client.get(self._run(run_id)))
+
+    def get_job(self, job_id: str) -> Job:
+        return Job.model_validate(self.client.get(self._run(job_id, "/job")))
+
+    def list_runs(self, *, limit: int = 50, states=(), job_id: str | None = None) -> list[Run]:
+        params: dict[str, Any] = {"limit": limit, "state": list(states)}
+        if job_id:
+            params["job"] = job_id
+        return [Run.model_validate(r) for r in self.client.get("/runs", **params)]
+
+    def trials(self, parent_id: str) -> list[Run]:
+        return [Run.model_validate(r) for r in self.client.get(self._run(parent_id, "/trials"))]
+
+    def attempts(self, run_id: str) -> list[Attempt]:
+        return [Attempt.model_validate(a) for a in self.client.get(self._run(run_id, "/attempts"))]
+
+    def latest_attempt(self, run_id: str) -> Attempt | None:
+        attempts = self.attempts(run_id)
+        return attempts[-1] if attempts else None
+
+    def events(self, run_id: str) -> list[Event]:
+        return [Event.model_validate(e) for e in self.client.get(self._run(run_id, "/events"))]
+
+    def params(self, run_id: str) -> dict[str, str]:
+        return self.client.get(self._run(run_id, "/params"))
+
+    def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
+        params = {"key": key} if key else {}
+        return [Metric.model_validate(m) for m in self.client.get(self._run(run_id, "/metrics"), **params)]
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        return self.client.get(self._run(run_id, "/metrics/latest"))
+
+    def last_values(self, run_ids: list[str], key: str) -> dict[str, float]:
+        if not run_ids:
+            return {}
+        return self.client.get("/last-values", key=key, run=list(run_ids))
+
+    def artifacts(self, run_id: str) -> list[Artifact]:
+        return [Artifact.model_validate(a) for a in self.client.get(self._run(run_id, "/artifacts"))]

@@ -1,0 +1,52 @@
+"""``mlrt controller``: the long-running controller service of a platform team.
+
+One process serves the HTTP API (:mod:`mlrt.service.api`) and, when it is
+the elected leader (:mod:`mlrt.service.leader`), runs the same reconcile
+loop as ``mlrt submit`` (:mod:`mlrt.service.loop`). Run several replicas
+against one PostgreSQL database for availability: all serve the API, one
+launches. The schema is migrated at start-up (concurrent starts wait for
+each other).
+
+Settings come from options or the environment: ``MLRT_DB`` (database URL),
+``MLRT_ADVERTISE_URL`` (how workers reach this service's tracking
+endpoint), ``MLRT_DEFAULT_OUTPUT`` (default ``spec.output.path``, e.g. an
+``s3://`` prefix), ``MLRT_ALLOWED_BACKENDS`` (comma-separated; jobs for
+other backends are refused), and the S3 and Kubernetes client settings
+(:mod:`mlrt.s3`, ``mlrt_kubernetes``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from mlrt.store import Store
+
+
+def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, poll_interval: float = 0.2) -> None:
+    """Run the service until SIGTERM/SIGINT; leadership is given up on the way out."""
+    import uvicorn
+
+    from mlrt.service.api import create_app
+    from mlrt.service.loop import ServiceLoop
+    from mlrt.service.telemetry import Telemetry
+
+    store = Store(db)  # applies pending migrations first
+    telemetry = Telemetry(store)
+    loop = ServiceLoop(
+        store, advertise_url or f"http://{_reachable(host)}:{port}", telemetry, poll_interval=poll_interval
+    )
+    app = create_app(store, loop, telemetry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        loop.start()
+        yield
+        loop.stop()
+
+    app.router.lifespan_context = lifespan
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+def _reachable(host: str) -> str:
+    """A host name workers on this machine can use for a bind address."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

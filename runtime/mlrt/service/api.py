@@ -1,0 +1,418 @@
+"""The controller service's HTTP API (FastAPI; the schema is at ``/openapi.json``, docs at ``/docs``).
+
+Every ``/api/v1`` route needs ``Authorization: Bearer <token>`` (see
+:mod:`mlrt.service.auth`). A missing or unknown token is 401; a user token
+acting on another project's job, or a worker token used outside its run or
+on a user route, is 403. Refused requests change nothing.
+
+User routes (``user`` and ``admin`` tokens): submit and validate a spec,
+list and read runs (state, attempts, events, params, metrics, artifacts,
+logs, reports) and cancel. Tracking routes (``worker`` tokens, the SDK's
+``MLRT_TRACKING_URI=http(s)://...``): write metrics and params of the
+token's own run. Health: ``/healthz`` (the process answers), ``/readyz``
+(the database answers and its schema is current), ``/metrics`` (Prometheus).
+"""
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from mlrt import __version__
+from mlrt.service import auth, views
+from mlrt.service.auth import Principal
+from mlrt.service.loop import ServiceLoop
+from mlrt.service.telemetry import Telemetry
+from mlrt.states import RunState
+from mlrt.store import NotFound, Store, mlrt_home
+from mlrt.store.engine import current_revision
+from mlrt.store.migrations import HEAD_REVISION
+from mlrt.store.models import Run
+
+LOG_CHUNK = 1 << 20
+MAX_POINTS = 50_000
+
+
+class SubmitBody(BaseModel):
+    spec: str = Field(description="The spec file's text (YAML).")
+    filename: str = Field("job.yaml", description="The spec file's name, used in error messages.")
+    overrides: list[str] = Field(default_factory=list, description="`--set PATH=VALUE` overrides.")
+    sanity: bool = False
+    resume_from: str | None = None
+
+
+class ValidateBody(BaseModel):
+    spec: str
+    filename: str = "job.yaml"
+    overrides: list[str] = Field(default_factory=list)
+
+
+class MetricsBody(BaseModel):
+    points: list[tuple[str, int, float, float]] = Field(description="[key, step, value, unix time] per point.")
+
+
+class DiscardBody(BaseModel):
+    keys: list[str]
+    from_step: int
+
+
+class ReportsBody(BaseModel):
+    only: list[str] = Field(default_factory=list)
+
+
+class SpecProblems(Exception):
+    """A submitted spec cannot run (answered 422 with one line per problem)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+
+def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> FastAPI:
+    """The API over ``store``; ``loop`` is woken on submissions and cancels (None: API only)."""
+    app = FastAPI(
+        title="mlrt controller",
+        version=__version__,
+        description=__doc__.split("\n\n", 1)[1],
+    )
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        telemetry.requests.labels(request.method, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(SpecProblems)
+    async def spec_problems(_request: Request, exc: SpecProblems):
+        return JSONResponse(status_code=422, content={"detail": exc.problems[0], "problems": exc.problems})
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound):
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HTTPException(
+                401,
+                "missing token: send Authorization: Bearer <token> (see mlrt login)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        found = auth.authenticate(store, authorization.removeprefix("Bearer ").strip())
+        if found is None:
+            raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+    def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.kind == "worker":
+            raise HTTPException(403, "a worker token can only record metrics and params of its own run")
+        return who
+
+    User = Annotated[Principal, Depends(user)]
+    Anyone = Annotated[Principal, Depends(principal)]
+
+    def visible_run(who: Principal, run_id: str) -> Run:
+        run = store.get_run(run_id)
+        if not who.can_see(store.projects_of([run_id]).get(run_id)):
+            raise HTTPException(403, f"run {run_id!r} belongs to another project")
+        return run
+
+    def spec_of(run: Run) -> dict[str, Any]:
+        return store.get_job(run.job_id).spec_resolved["spec"]
+
+    # -- health ----------------------------------------------------------------
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        try:
+            revision = current_revision(store.engine)
+        except Exception as exc:
+            return JSONResponse(status_code=503, content={"status": "database unreachable", "detail": str(exc)})
+        if revision != HEAD_REVISION:
+            return JSONResponse(status_code=503, content={"status": f"schema at {revision}, not {HEAD_REVISION}"})
+        body = {"status": "ready", "leader": bool(loop and loop.leader.held)}
+        if loop is not None and loop.error:
+            body["last_error"] = loop.error
+        return JSONResponse(body)
+
+    @app.get("/metrics", tags=["health"])
+    def prometheus() -> Response:
+        return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- identity and plugins --------------------------------------------------
+
+    @app.get("/api/v1/whoami", tags=["auth"])
+    def whoami(who: Anyone) -> dict[str, Any]:
+        return {"user": who.user, "project": who.project, "kind": who.kind}
+
+    @app.get("/api/v1/plugins", tags=["jobs"])
+    def plugin_list(_who: User) -> list[dict[str, Any]]:
+        from mlrt import plugins
+
+        return plugins.describe()
+
+    # -- submit and validate ---------------------------------------------------
+
+    def load(text: str, filename: str, overrides: list[str], folder: Path):
+        import os
+
+        from mlrt.spec import SpecError, parse_text
+
+        name = Path(filename).name or "job.yaml"
+        try:
+            loaded = parse_text(text, name, folder / name, overrides)
+        except SpecError as exc:
+            raise SpecProblems(exc.problems) from None
+        allowed = [b for b in os.environ.get("MLRT_ALLOWED_BACKENDS", "").split(",") if b]
+        resolved = loaded.resolved()
+        spec = (
+            resolved["spec"].get("template", resolved["spec"]) if loaded.job.kind == "TuningJob" else resolved["spec"]
+        )
+        backend = (spec.get("compute") or {}).get("backend", "local")
+        if allowed and backend not in allowed:
+            raise SpecProblems([f"spec.compute.backend: this controller runs {', '.join(allowed)} jobs, not {backend}"])
+        return loaded
+
+    def check_referenced(who: Principal, loaded, resume_from: str | None) -> None:
+        """Runs a spec starts from must be visible to the submitter too."""
+        referenced = {"--resume-from": resume_from} if resume_from else {}
+        spec = loaded.resolved()["spec"]
+        if (spec.get("init_from") or {}).get("run"):
+            referenced["spec.init_from.run"] = spec["init_from"]["run"]
+        for index, other in enumerate(spec.get("warm_start") or []):
+            referenced[f"spec.warm_start.{index}"] = other
+        projects = store.projects_of(list(referenced.values()))
+        for field, run_id in referenced.items():
+            if run_id in projects and not who.can_see(projects[run_id]):
+                raise HTTPException(403, f"{field}: run {run_id!r} belongs to another project")
+
+    @app.post("/api/v1/jobs", status_code=201, tags=["jobs"])
+    def submit(body: SubmitBody, who: User) -> dict[str, Any]:
+        """Queue a spec as a new job of the token's project; the leader launches it."""
+        from mlrt.spec import SpecError
+        from mlrt.submission import submit as submit_job
+
+        if who.project is None:
+            raise HTTPException(403, "an admin token has no project to submit into; use a user token")
+        folder = mlrt_home() / "submissions" / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        (folder / (Path(body.filename).name or "job.yaml")).write_text(body.spec)
+        loaded = load(body.spec, body.filename, body.overrides, folder)
+        check_referenced(who, loaded, body.resume_from)
+        try:
+            run_id = submit_job(
+                store,
+                loaded,
+                sanity=body.sanity,
+                resume_from=body.resume_from,
+                project=who.project,
+                submitted_by=who.user,
+            )
+        except SpecError as exc:
+            raise SpecProblems(exc.problems) from None
+        if loop is not None:
+            loop.wake()
+        return {"run_id": run_id, "state": RunState.QUEUED.value}
+
+    @app.post("/api/v1/validate", tags=["jobs"])
+    def validate(body: ValidateBody, _who: User) -> dict[str, Any]:
+        """What `mlrt validate --json` prints: the resolved spec and launch request; launches nothing."""
+        import tempfile
+
+        from mlrt.cli.jobs import validation_plan
+
+        with tempfile.TemporaryDirectory() as folder:
+            plan = validation_plan(load(body.spec, body.filename, body.overrides, Path(folder)))
+        spec = plan["spec"].get("spec") or {}
+        if spec.get("env"):
+            plan["spec"]["spec"] = {**spec, "env": dict.fromkeys(spec["env"], views.HIDDEN)}
+        return plan
+
+    # -- runs ------------------------------------------------------------------
+
+    @app.get("/api/v1/runs", tags=["runs"])
+    def list_runs(
+        who: User,
+        limit: int = 50,
+        state: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI reads the default)
+        job: str | None = None,
+    ) -> list[dict[str, Any]]:
+        project = None if who.kind == "admin" else who.project
+        runs = store.list_runs(limit=limit, states=state, job_id=job, project=project)
+        return [r.model_dump(mode="json") for r in runs]
+
+    @app.get("/api/v1/runs/{run_id}", tags=["runs"])
+    def get_run(run_id: str, who: User) -> dict[str, Any]:
+        return visible_run(who, run_id).model_dump(mode="json")
+
+    @app.get("/api/v1/runs/{run_id}/job", tags=["runs"])
+    def get_job(run_id: str, who: User) -> dict[str, Any]:
+        return views.job_view(store.get_job(visible_run(who, run_id).job_id))
+
+    @app.get("/api/v1/runs/{run_id}/trials", tags=["runs"])
+    def trials(run_id: str, who: User) -> list[dict[str, Any]]:
+        visible_run(who, run_id)
+        return [t.model_dump(mode="json") for t in store.trials(run_id)]
+
+    @app.get("/api/v1/runs/{run_id}/attempts", tags=["runs"])
+    def attempts(run_id: str, who: User) -> list[dict[str, Any]]:
+        spec = spec_of(visible_run(who, run_id))
+        return [views.attempt_view(a, spec) for a in store.attempts(run_id)]
+
+    @app.get("/api/v1/runs/{run_id}/events", tags=["runs"])
+    def events(run_id: str, who: User) -> list[dict[str, Any]]:
+        visible_run(who, run_id)
+        return [e.model_dump(mode="json") for e in store.events(run_id)]
+
+    @app.get("/api/v1/runs/{run_id}/params", tags=["runs"])
+    def params(run_id: str, who: User) -> dict[str, str]:
+        visible_run(who, run_id)
+        return store.params(run_id)
+
+    @app.get("/api/v1/runs/{run_id}/metrics", tags=["runs"])
+    def metrics(run_id: str, who: User, key: str | None = None) -> list[dict[str, Any]]:
+        visible_run(who, run_id)
+        return [m.model_dump(mode="json") for m in store.metrics(run_id, key)]
+
+    @app.get("/api/v1/runs/{run_id}/metrics/latest", tags=["runs"])
+    def latest_metrics(run_id: str, who: User) -> dict[str, float]:
+        visible_run(who, run_id)
+        return store.latest_metrics(run_id)
+
+    @app.get("/api/v1/last-values", tags=["runs"])
+    def last_values(who: User, key: str, run: Annotated[list[str], Query()]) -> dict[str, float]:
+        """The last value of metric ``key`` for each of several runs (trials of a tuning job)."""
+        projects = store.projects_of(run)
+        if any(not who.can_see(projects.get(r)) for r in run):
+            raise HTTPException(403, "some of these runs belong to another project")
+        return store.last_values(run, key)
+
+    @app.post("/api/v1/runs/{run_id}/cancel", tags=["runs"])
+    def cancel(run_id: str, who: User) -> dict[str, Any]:
+        """Ask the leader to stop the run (SIGTERM, then SIGKILL after its grace period)."""
+        run = visible_run(who, run_id)
+        if not RunState(run.state).is_terminal():
+            store.update_run(run_id, cancel_requested=True)
+            store.add_event(run_id, f"cancel requested by {who.user}")
+            if loop is not None:
+                loop.wake()
+        return store.get_run(run_id).model_dump(mode="json")
+
+    @app.get("/api/v1/runs/{run_id}/logs/{attempt}/{rank}", tags=["runs"], response_class=PlainTextResponse)
+    def logs(run_id: str, attempt: int, rank: int, who: User, offset: int = 0) -> Response:
+        """Bytes of worker ``rank``'s log of ``attempt`` from ``offset`` (at most 1 MiB);
+        the ``X-Next-Offset`` header says where to continue."""
+        visible_run(who, run_id)
+        row = next((a for a in store.attempts(run_id) if a.number == attempt), None)
+        workers = {w["rank"]: w["log_path"] for w in (row.request.get("workers", []) if row else [])}
+        if rank not in workers:
+            raise HTTPException(404, f"run {run_id!r} has no worker {rank} in attempt {attempt}")
+        path = Path(workers[rank])
+        chunk = b""
+        if path.is_file():
+            with path.open("rb") as handle:
+                handle.seek(max(offset, 0))
+                chunk = handle.read(LOG_CHUNK)
+        return Response(chunk, media_type="text/plain", headers={"X-Next-Offset": str(max(offset, 0) + len(chunk))})
+
+    @app.get("/api/v1/runs/{run_id}/artifacts", tags=["artifacts"])
+    def artifacts(run_id: str, who: User) -> list[dict[str, Any]]:
+        visible_run(who, run_id)
+        return [a.model_dump(mode="json") for a in store.artifacts(run_id)]
+
+    @app.get("/api/v1/runs/{run_id}/artifacts/{path:path}", tags=["artifacts"])
+    def artifact(run_id: str, path: str, who: User) -> Response:
+        """The content of one registered artifact (only registered paths are served)."""
+        visible_run(who, run_id)
+        parts = path.split("/")
+        if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+            raise HTTPException(400, f"artifact path {path!r} must be relative and stay inside the run")
+        row = next((a for a in store.artifacts(run_id) if a.path == path), None)
+        if row is None:
+            raise HTTPException(404, f"run {run_id!r} has no artifact {path!r}")
+        headers = {"X-Sha256": row.sha256, "Content-Length": str(row.size)}
+        if row.uri.startswith("s3://"):
+            from mlrt import s3
+
+            return StreamingResponse(s3.open_object(row.uri), media_type="application/octet-stream", headers=headers)
+        from mlrt.submission import local_prefix
+
+        run = store.get_run(run_id)
+        root = (local_prefix(run.output_uri, run_id) / "output").resolve()
+        file = Path(row.uri.removeprefix("file://")).resolve()
+        if not file.is_relative_to(root) or not file.is_file():
+            raise HTTPException(404, f"artifact {path!r} is no longer on the controller")
+        return Response(file.read_bytes(), media_type="application/octet-stream", headers=headers)
+
+    # -- reports ---------------------------------------------------------------
+
+    @app.get("/api/v1/runs/{run_id}/reports", tags=["reports"])
+    def stored_reports(run_id: str, who: User) -> dict[str, Any]:
+        from mlrt import report_runner
+
+        visible_run(who, run_id)
+        return report_runner.load_results(store, run_id)
+
+    @app.post("/api/v1/runs/{run_id}/reports", tags=["reports"])
+    def build_reports(run_id: str, body: ReportsBody, who: User) -> dict[str, Any]:
+        """Build the run's reports now (``only``: these; default: the spec's, else all)."""
+        from mlrt import plugins, report_runner
+
+        run = visible_run(who, run_id)
+        job = store.get_job(run.job_id)
+        if job.kind == "TuningJob":
+            raise SpecProblems([f"{run_id} is a tuning job; report on one of its trials (mlrt runs compare {run_id})"])
+        names = body.only or report_runner.needed_reports(job.spec_resolved["spec"]) or sorted(plugins.reports())
+        try:
+            return report_runner.build(store, run_id, names)
+        except report_runner.ReportError as exc:
+            raise SpecProblems([str(exc)]) from None
+
+    @app.get("/api/v1/runs/{run_id}/reports/html", tags=["reports"], response_class=HTMLResponse)
+    def report_page(run_id: str, who: User) -> HTMLResponse:
+        from mlrt import report_runner
+
+        page = report_runner.reports_dir(visible_run(who, run_id)) / "report.html"
+        if not page.is_file():
+            raise HTTPException(404, f"run {run_id!r} has no report page yet")
+        return HTMLResponse(page.read_text())
+
+    # -- tracking (worker tokens) --------------------------------------------
+
+    def tracked(who: Principal, run_id: str) -> None:
+        if not who.can_track(run_id):
+            raise HTTPException(403, f"this token cannot record data of run {run_id!r}")
+
+    @app.post("/api/v1/runs/{run_id}/tracking/metrics", tags=["tracking"], status_code=204)
+    def track_metrics(run_id: str, body: MetricsBody, who: Anyone) -> Response:
+        tracked(who, run_id)
+        if len(body.points) > MAX_POINTS:
+            raise HTTPException(413, f"at most {MAX_POINTS} points per request")
+        count = store.insert_metrics(run_id, body.points)
+        telemetry.metric_points.inc(count)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/runs/{run_id}/tracking/max-steps", tags=["tracking"])
+    def track_max_steps(run_id: str, who: Anyone) -> dict[str, int]:
+        tracked(who, run_id)
+        return store.max_steps(run_id)
+
+    @app.post("/api/v1/runs/{run_id}/tracking/params", tags=["tracking"], status_code=204)
+    def track_params(run_id: str, body: dict[str, Any], who: Anyone) -> Response:
+        tracked(who, run_id)
+        store.log_params(run_id, body)
+        return Response(status_code=204)
+
+    @app.post("/api/v1/runs/{run_id}/tracking/discard", tags=["tracking"], status_code=204)
+    def track_discard(run_id: str, body: DiscardBody, who: Anyone) -> Response:
+        tracked(who, run_id)
+        store.delete_metrics(run_id, body.keys, body.from_step)
+        return Response(status_code=204)
+
+    return app

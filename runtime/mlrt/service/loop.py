@@ -1,0 +1,175 @@
+"""The controller service's reconcile loop: the local controller, driven by the leader.
+
+A background thread asks for leadership every pass (:mod:`mlrt.service.leader`).
+While it leads, it takes over the runs of API-submitted jobs that it does not
+drive yet, then runs one :meth:`Controller.reconcile` pass. Taking a run over:
+
+- QUEUED: claimed, then launched by the pass like any queued run;
+- STARTING/RUNNING on a backend whose workers outlive a controller
+  (containers, pods): adopted, so the running workers are watched again,
+  never launched twice;
+- STARTING/RUNNING on the local backend (the workers died with the old
+  leader): the attempt is closed as interrupted and the run queued again
+  for one more attempt (the user's retry budget is not charged), which
+  resumes from the run's latest checkpoint; points already recorded stay,
+  and an algorithm that resumes discards the steps it will log again, so the
+  series ends up with every step once;
+- a tuning run: its search state lived in the old leader's memory, so it is
+  failed with the reason and its running trials are cancelled; resubmit
+  with ``--resume-from`` to continue without re-running finished trials.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from mlrt import plugins
+from mlrt.controller import FIRST_POLL, Controller, WorkerTracking, stop_attempt_workers
+from mlrt.service import auth
+from mlrt.service.leader import LeaderLock
+from mlrt.service.telemetry import Telemetry
+from mlrt.states import RunState
+from mlrt.store import Store
+from mlrt.store.models import Run
+
+STANDBY_RETRY = 1.0
+
+
+class ServiceTracking(WorkerTracking):
+    """Workers report to the service's HTTP tracking endpoint with a token for their run."""
+
+    def __init__(self, store: Store, advertise_url: str):
+        super().__init__(store)
+        self.advertise_url = advertise_url.rstrip("/")
+
+    def environment(self, run_id: str) -> dict[str, str]:
+        token = auth.issue(self.store, "worker", user=f"run:{run_id}", run_id=run_id)
+        return {"MLRT_TRACKING_URI": self.advertise_url, "MLRT_TRACKING_TOKEN": token}
+
+    def attempt_ended(self, run_id: str) -> None:
+        auth.revoke_run_tokens(self.store, run_id)
+
+
+class ServiceLoop:
+    """Leader election plus reconcile passes, in a daemon thread."""
+
+    def __init__(self, store: Store, advertise_url: str, telemetry: Telemetry, *, poll_interval: float = 0.2):
+        self.store = store
+        self.telemetry = telemetry
+        self.poll_interval = poll_interval
+        self.controller = Controller(store, poll_interval=poll_interval, tracking=ServiceTracking(store, advertise_url))
+        self.leader = LeaderLock(store)
+        self._stop = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self.controller.wakeup_fds.append(self._wake_read)
+        self._thread = threading.Thread(target=self._run, name="mlrt-reconcile", daemon=True)
+        self.error: str | None = None
+        """The last error a pass raised (shown by /readyz until a pass succeeds)."""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the current pass, then give up leadership (workers keep running)."""
+        self._stop.set()
+        self.wake()
+        self._thread.join(timeout)
+        self.leader.release()
+
+    def wake(self) -> None:
+        """Start the next pass now (a job was submitted or cancelled)."""
+        try:
+            os.write(self._wake_write, b"x")
+        except BlockingIOError:
+            pass
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _run(self) -> None:
+        delay = FIRST_POLL
+        while not self._stop.is_set():
+            try:
+                leading = self.leader.acquire()
+            except Exception as exc:  # the database is unreachable: stay a standby, ask again
+                leading = False
+                self.error = f"leader election: {exc}"
+            self.telemetry.leader.set(1 if leading else 0)
+            if not leading:
+                self._stop.wait(STANDBY_RETRY)
+                continue
+            started = time.perf_counter()
+            try:
+                self._drain()
+                changed = self.take_over() | self.controller.reconcile()
+                self.error = None
+            except Exception as exc:  # keep serving; the next pass starts from the database again
+                changed = False
+                self.error = f"reconcile: {type(exc).__name__}: {exc}"
+            self.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
+            if changed:
+                delay = FIRST_POLL
+                continue
+            self.controller._wait(delay)
+            delay = min(self.poll_interval, delay * 1.5)
+
+    # -- taking runs over ----------------------------------------------------
+
+    def take_over(self) -> bool:
+        """Drive every API run not driven yet (see the module docstring); True if any."""
+        runs = self.store.project_runs_not_owned_by(self.controller.owner)
+        for run in runs:
+            if self.controller._kind(run) == "TuningJob" and run.state != RunState.QUEUED.value:
+                self._fail_search(run)
+            elif run.state == RunState.QUEUED.value or run.owner is None:
+                self.store.transfer_owner(run.id, run.owner, self.controller.owner)
+            elif self._adoptable(run):
+                if self.store.transfer_owner(run.id, run.owner, self.controller.owner):
+                    self.store.add_event(run.id, f"controller {self.controller.owner} adopted the running workers")
+            else:
+                self._requeue(run)
+        return bool(runs)
+
+    def _adoptable(self, run: Run) -> bool:
+        attempt = self.store.latest_attempt(run.id)
+        if attempt is None or attempt.ended_at is not None:
+            return False
+        launcher = plugins.launchers().get(attempt.backend)
+        return launcher is not None and launcher.survives_controller
+
+    def _requeue(self, run: Run) -> None:
+        if not self.store.transfer_owner(run.id, run.owner, self.controller.owner):
+            return
+        stop_attempt_workers(self.store, run.id, grace_period=2.0)
+        attempt = self.store.latest_attempt(run.id)
+        reason = f"the controller stopped during attempt {run.attempts}; its workers stopped with it"
+        if attempt is not None and attempt.ended_at is None:
+            self.store.finish_attempt(attempt.id, RunState.FAILED, reason, None)
+        self.controller.tracking.attempt_ended(run.id)
+        self.store.transition(
+            run.id,
+            RunState.QUEUED,
+            f"{reason}; attempt {run.attempts + 1} resumes from the latest checkpoint",
+            max_attempts=run.max_attempts + 1,
+            not_before=None,
+        )
+
+    def _fail_search(self, run: Run) -> None:
+        if not self.store.transfer_owner(run.id, run.owner, self.controller.owner):
+            return
+        for trial in self.store.trials(run.id):
+            if not RunState(trial.state).is_terminal():
+                self.store.update_run(trial.id, cancel_requested=True)
+        self.controller.finish_run(
+            run,
+            RunState.FAILED,
+            "the controller stopped while it drove this search; continue it with "
+            f"`mlrt submit SPEC --resume-from {run.id}` (finished trials are not run again)",
+        )

@@ -1,0 +1,324 @@
+"""The controller service end to end: a real `mlrt controller` process on PostgreSQL,
+driven through the CLI's remote mode and raw HTTP, with S3 outputs on a moto server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from conftest import wait_for
+from mlrt import s3
+from mlrt.service import auth
+from mlrt.states import RunState
+from mlrt.store import Store
+from service_process import ServiceProcess
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+EPOCHS = 30
+MODEL = bytes(range(256)) * 4096  # 1 MiB: the artifact whose sha256 is checked end to end
+
+PROGRAM = f"""
+import os, pathlib, sys, time
+import mlrt
+
+print("tracking over", os.environ["MLRT_TRACKING_URI"].split(":")[0], flush=True)
+checkpoint = pathlib.Path(os.environ["MLRT_CHECKPOINT_DIR"]) / "epoch.txt"
+start = int(checkpoint.read_text()) + 1 if checkpoint.exists() else 0
+if start:
+    mlrt.discard_metrics(["loss"], from_step=start)  # steps after the checkpoint are logged again
+for epoch in range(start, {EPOCHS}):
+    mlrt.log_metric("loss", 1.0 / (epoch + 1), step=epoch)
+    mlrt.flush()
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_text(str(epoch))
+    time.sleep(float(os.environ.get("EPOCH_SECONDS", "0")))
+mlrt.log_params({{"epochs": {EPOCHS}}})
+output = pathlib.Path(os.environ["MLRT_OUTPUT_DIR"])
+output.mkdir(parents=True, exist_ok=True)
+(output / "model.bin").write_bytes(bytes(range(256)) * 4096)
+print("trained", flush=True)
+"""
+
+
+@pytest.fixture
+def program(tmp_path: Path) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(PROGRAM)
+    return path
+
+
+def job_spec(tmp_path: Path, program: Path, name: str = "tracked", extra: str = "") -> Path:
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+        apiVersion: mlrt/v1
+        kind: TrainingJob
+        metadata: {{name: {name}}}
+        spec:
+          command: [{sys.executable}, {program}]
+        """)
+        + textwrap.indent(extra, "  ")
+    )
+    return spec
+
+
+@pytest.fixture
+def service(postgres_db: str, tmp_path: Path, home: Path):
+    started = ServiceProcess(postgres_db, tmp_path / "controller.log").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def tokens(postgres_db: str) -> dict[str, str]:
+    store = Store(postgres_db)
+    return {
+        "alice": auth.issue(store, "user", "alice", "vision"),
+        "bob": auth.issue(store, "user", "bob", "speech"),
+        "admin": auth.issue(store, "admin", "ops"),
+    }
+
+
+@pytest.fixture
+def remote(service: ServiceProcess):
+    """Run `mlrt --server URL ARGS...` in-process with a token (MLRT_TOKEN)."""
+    from mlrt.cli import _register
+    from mlrt.cli import cli as root
+
+    _register()
+    runner = CliRunner()
+
+    def invoke(token: str | None, *args: str):
+        env = {"MLRT_TOKEN": token} if token else {"MLRT_TOKEN": None}
+        return runner.invoke(root, ["--server", service.url, *args], env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def api(service: ServiceProcess, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=f"{service.url}/api/v1", headers=headers, timeout=30)
+
+
+def row_counts(db: str) -> dict[str, int]:
+    from sqlalchemy import text
+
+    store = Store(db)
+    with store.engine.connect() as conn:
+        return {
+            table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+            for table in ("jobs", "runs", "attempts", "events", "metrics", "params", "artifacts")
+        }
+
+
+def test_a_job_submitted_over_http_runs_tracks_through_the_endpoint_and_stores_artifacts_in_s3(
+    s3_endpoint,  # noqa: F811  (first: the service starts with its S3 settings)
+    remote,
+    service,
+    tokens,
+    tmp_path,
+    program,
+):
+    spec = job_spec(
+        tmp_path, program, extra="output: {path: s3://mlrt-test/teams/vision}\nenv: {API_KEY: s3cr3t-v4lue}\n"
+    )
+    result = remote(tokens["alice"], "submit", str(spec), "--json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    assert run["state"] == "SUCCEEDED"
+    assert run["output_uri"] == f"s3://mlrt-test/teams/vision/{run['id']}"
+
+    # Metrics went through the tracking endpoint, with a run-scoped token.
+    logs = remote(tokens["alice"], "logs", run["id"])
+    assert "tracking over http" in logs.stdout
+    points = json.loads(remote(tokens["alice"], "metrics", run["id"], "--key", "loss", "--json").stdout)
+    assert [p["step"] for p in points] == list(range(EPOCHS))
+    assert json.loads(remote(tokens["alice"], "runs", "show", run["id"], "--json").stdout)["params"]["epochs"] == "30"
+
+    # The artifact is in S3 under the run's prefix, with the sha256 of what the worker wrote.
+    expected = hashlib.sha256(MODEL).hexdigest()
+    artifacts = json.loads(remote(tokens["alice"], "artifacts", run["id"], "--json").stdout)
+    model = next(a for a in artifacts if a["path"] == "model.bin")
+    assert model["sha256"] == expected and model["size"] == len(MODEL)
+    assert model["uri"] == f"s3://mlrt-test/teams/vision/{run['id']}/output/model.bin"
+    body = s3.client().get_object(Bucket="mlrt-test", Key=f"teams/vision/{run['id']}/output/model.bin")
+    assert hashlib.sha256(body["Body"].read()).hexdigest() == expected
+    served = api(service, tokens["alice"]).get(f"/runs/{run['id']}/artifacts/model.bin")
+    assert served.status_code == 200 and hashlib.sha256(served.content).hexdigest() == expected
+
+    # Secrets: neither the spec's env value nor the worker token shows anywhere.
+    with api(service, tokens["alice"]) as client:
+        answers = [client.get(f"/runs/{run['id']}{suffix}").text for suffix in ("", "/job", "/attempts", "/events")]
+    shown = json.loads(remote(tokens["alice"], "runs", "show", run["id"], "--json").stdout)
+    everything = "\n".join([*answers, json.dumps(shown), service.log_file.read_text()])
+    assert "s3cr3t-v4lue" not in everything
+    assert "mlrt_" not in everything.replace("mlrt_run", "")  # no token text
+    from sqlalchemy import text
+
+    with Store(service.db).engine.connect() as conn:
+        stored = json.dumps([list(r) for r in conn.execute(text("SELECT request FROM attempts")).all()])
+        assert "s3cr3t-v4lue" not in stored and "mlrt_" not in stored
+        assert (
+            conn.execute(text("SELECT count(*) FROM tokens WHERE kind = 'worker' AND revoked_at IS NULL")).scalar() == 0
+        )
+
+
+def test_remote_mode_keeps_the_local_exit_codes_and_messages(remote, tokens, tmp_path, program):
+    bad = job_spec(tmp_path, program, name="bad", extra="compute: {workers: 0}\n")
+    result = remote(tokens["alice"], "submit", str(bad))
+    assert result.exit_code == 2
+    assert "error: spec.compute.workers" in result.output and "Traceback" not in result.output
+
+    failing = tmp_path / "fail.py"
+    failing.write_text("import sys\nprint('boom: bad data')\nsys.exit(3)\n")
+    result = remote(tokens["alice"], "submit", str(job_spec(tmp_path, failing, name="failing")), "-q")
+    assert result.exit_code == 1
+    assert "FAILED" in result.stdout and "exit" in result.stdout
+
+    result = remote(tokens["alice"], "status", "no-such-run")
+    assert result.exit_code == 2 and "error: no run 'no-such-run'" in result.output
+
+
+def test_cancel_over_http_stops_the_workers(remote, tokens, tmp_path, program):
+    spec = job_spec(tmp_path, program, extra="env: {EPOCH_SECONDS: '1'}\n")
+    result = remote(tokens["alice"], "submit", str(spec), "--detach", "--json")
+    run_id = json.loads(result.stdout)["run_id"]
+    wait_for(lambda: json.loads(remote(tokens["alice"], "status", run_id, "--json").stdout)["state"] == "RUNNING")
+    result = remote(tokens["alice"], "cancel", run_id)
+    assert result.exit_code == 0, result.output
+    assert "CANCELLED" in result.stdout
+    status = json.loads(remote(tokens["alice"], "status", run_id, "--json").stdout)
+    assert status["state"] == "CANCELLED" and status["attempts"][0]["state"] == "CANCELLED"
+
+
+def test_a_controller_killed_mid_job_and_restarted_finishes_it_once_without_losing_points(
+    remote, service, tokens, tmp_path, program
+):
+    spec = job_spec(tmp_path, program, extra="env: {EPOCH_SECONDS: '0.2'}\n")
+    result = remote(tokens["alice"], "submit", str(spec), "--detach", "--json")
+    run_id = json.loads(result.stdout)["run_id"]
+    with api(service, tokens["alice"]) as client:
+        wait_for(lambda: len(client.get(f"/runs/{run_id}/metrics").json()) >= 5, timeout=60)
+    service.kill()
+
+    restarted = ServiceProcess(service.db, service.log_file, port=service.port).start()
+    try:
+        with api(restarted, tokens["alice"]) as client:
+            wait_for(lambda: RunState(client.get(f"/runs/{run_id}").json()["state"]).is_terminal(), timeout=90)
+            points = client.get(f"/runs/{run_id}/metrics", params={"key": "loss"}).json()
+            events = client.get(f"/runs/{run_id}/events").json()
+            attempts = client.get(f"/runs/{run_id}/attempts").json()
+    finally:
+        restarted.stop()
+    assert [e["to_state"] for e in events][-1] == "SUCCEEDED", events[-1]["reason"]
+    assert [p["step"] for p in points] == list(range(EPOCHS))  # every step once: none lost, none twice
+    assert [p["value"] for p in points] == [1.0 / (e + 1) for e in range(EPOCHS)]
+    assert [e["to_state"] for e in events].count("SUCCEEDED") == 1
+    assert [a["state"] for a in attempts] == ["FAILED", "SUCCEEDED"]
+    assert "controller stopped during attempt 1" in attempts[0]["reason"]
+
+
+def test_refused_requests_get_401_or_403_and_leave_no_trace(remote, service, tokens, tmp_path, program, postgres_db):
+    result = remote(tokens["alice"], "submit", str(job_spec(tmp_path, program)), "-q")
+    run_id = result.stdout.split()[0]
+    other = remote(tokens["bob"], "submit", str(job_spec(tmp_path, program, name="bobs")), "-q").stdout.split()[0]
+    before = row_counts(postgres_db)
+
+    with api(service, None) as anonymous:
+        assert anonymous.get("/runs").status_code == 401
+        assert anonymous.post(f"/runs/{run_id}/cancel").status_code == 401
+    with api(service, "mlrt_0123456789ab_not-a-real-secret") as wrong:
+        assert wrong.get(f"/runs/{run_id}").status_code == 401
+        assert wrong.post("/jobs", json={"spec": job_spec(tmp_path, program).read_text()}).status_code == 401
+    with api(service, tokens["bob"]) as bob:
+        assert bob.get(f"/runs/{run_id}").status_code == 403
+        assert bob.get(f"/runs/{run_id}/metrics").status_code == 403
+        assert bob.post(f"/runs/{run_id}/cancel").status_code == 403
+        assert bob.get(f"/runs/{run_id}/artifacts/model.bin").status_code == 403
+        assert run_id not in bob.get("/runs").text
+    worker = auth.issue(Store(postgres_db), "worker", f"run:{other}", run_id=other)
+    with api(service, worker) as stray:
+        point = {"points": [["loss", 99, 1.0, 0.0]]}
+        assert stray.post(f"/runs/{run_id}/tracking/metrics", json=point).status_code == 403
+        assert stray.post(f"/runs/{run_id}/tracking/params", json={"x": 1}).status_code == 403
+        assert stray.get(f"/runs/{run_id}").status_code == 403
+        assert stray.get("/runs").status_code == 403
+        assert stray.post("/jobs", json={"spec": job_spec(tmp_path, program).read_text()}).status_code == 403
+    with api(service, tokens["alice"]) as alice:
+        for path in ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "a/../../b", "%2Fetc%2Fpasswd"):
+            assert alice.get(f"/runs/{run_id}/artifacts/{path}").status_code in (400, 404)
+    assert row_counts(postgres_db) == before
+
+    # The CLI says why, with exit code 2, and no traceback.
+    result = remote(tokens["bob"], "cancel", run_id)
+    assert result.exit_code == 2 and "403" in result.output and "another project" in result.output
+    result = remote(None, "runs", "list")
+    assert result.exit_code == 2 and "401" in result.output and "Traceback" not in result.output
+
+
+def test_login_saves_the_token_for_the_owner_only_and_later_commands_use_it(
+    remote, service, tokens, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    result = remote(None, "login", "--token", tokens["alice"])
+    assert result.exit_code == 0, result.output
+    assert "as alice (project vision)" in result.stdout
+    saved = tmp_path / "config" / "mlrt" / "credentials.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert stat.S_IMODE(saved.parent.stat().st_mode) == 0o700
+    assert remote(None, "runs", "list", "--json").exit_code == 0
+    result = remote(None, "login", "--token", "mlrt_bad_token")
+    assert result.exit_code == 2 and "401" in result.output
+
+
+def test_replicas_elect_one_leader_that_launches_each_job_once(postgres_db, service, tokens, tmp_path, program, remote):
+    standby = ServiceProcess(postgres_db, tmp_path / "standby.log").start(leader=False)
+    try:
+        assert service.is_leader() and not standby.is_leader()
+        with api(standby, tokens["alice"]) as client:
+            spec = job_spec(tmp_path, program).read_text()
+            run_ids = [client.post("/jobs", json={"spec": spec}).json()["run_id"] for _ in range(4)]
+            wait_for(lambda: all(client.get(f"/runs/{r}").json()["state"] == "SUCCEEDED" for r in run_ids), 90)
+            assert all(len(client.get(f"/runs/{r}/attempts").json()) == 1 for r in run_ids)
+        scrape = httpx.get(f"{service.url}/metrics").text
+        assert "mlrt_leader 1.0" in scrape and 'mlrt_runs{state="SUCCEEDED"} 4.0' in scrape
+        assert "mlrt_queue_depth 0.0" in scrape and "mlrt_reconcile_seconds_count" in scrape
+        assert "mlrt_leader 0.0" in httpx.get(f"{standby.url}/metrics").text
+
+        service.kill()  # the lock goes with the leader's connection; the standby takes over
+        wait_for(standby.is_leader, timeout=30)
+        result = remote(tokens["alice"], "runs", "list", "--json")  # the old address is gone
+        assert result.exit_code == 2
+        with api(standby, tokens["alice"]) as client:
+            run_id = client.post("/jobs", json={"spec": spec}).json()["run_id"]
+            wait_for(lambda: client.get(f"/runs/{run_id}").json()["state"] == "SUCCEEDED", 60)
+    finally:
+        standby.stop()
+
+
+def test_the_openapi_schema_lists_every_route(service):
+    schema = httpx.get(f"{service.url}/openapi.json").json()
+    paths = set(schema["paths"])
+    for path in (
+        "/api/v1/jobs",
+        "/api/v1/validate",
+        "/api/v1/runs",
+        "/api/v1/runs/{run_id}/cancel",
+        "/api/v1/runs/{run_id}/logs/{attempt}/{rank}",
+        "/api/v1/runs/{run_id}/artifacts/{path}",
+        "/api/v1/runs/{run_id}/reports",
+        "/api/v1/runs/{run_id}/tracking/metrics",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert path in paths, path
