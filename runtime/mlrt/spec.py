@@ -13,6 +13,7 @@ as resolved (defaults filled in, relative paths made absolute).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -124,6 +125,11 @@ class Volume(_Model):
         return self
 
 
+def managed_namespaces() -> list[str]:
+    """``MLRT_KUBE_NAMESPACES`` (comma-separated), else ``["default"]``."""
+    return [n.strip() for n in os.environ.get("MLRT_KUBE_NAMESPACES", "").split(",") if n.strip()] or ["default"]
+
+
 class Kubernetes(_Model):
     """``spec.compute.kubernetes``: how the workers run as pods (``backend: kubernetes``).
 
@@ -134,9 +140,11 @@ class Kubernetes(_Model):
     admission to another controller. ``ttl_after_finished`` is how long the
     finished Job and its pods stay for inspection before the cluster deletes
     them (mlrt has kept the reason and the logs by then). ``schedule_timeout``
-    fails an attempt whose pods stay unschedulable that long."""
+    fails an attempt whose pods stay unschedulable that long. ``namespace``
+    defaults to the first of ``MLRT_KUBE_NAMESPACES`` (the namespaces a
+    controller service may launch in), else ``default``."""
 
-    namespace: str = "default"
+    namespace: str = Field(default_factory=lambda: managed_namespaces()[0])
     service_account: str | None = None
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
@@ -177,7 +185,7 @@ class Compute(_Model):
     gpus: int = Field(0, ge=0)
     rendezvous_timeout: Duration = 300.0
     warm: bool = False
-    kubernetes: Kubernetes = Kubernetes()
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
 
 
 class Output(_Model):

@@ -14,6 +14,7 @@ token's own run. Health: ``/healthz`` (the process answers), ``/readyz``
 """
 
 import secrets
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -162,7 +163,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
     def load(text: str, filename: str, overrides: list[str], folder: Path):
         import os
 
-        from mlrt.spec import SpecError, parse_text
+        from mlrt.spec import SpecError, managed_namespaces, parse_text
 
         name = Path(filename).name or "job.yaml"
         try:
@@ -177,6 +178,11 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
         backend = (spec.get("compute") or {}).get("backend", "local")
         if allowed and backend not in allowed:
             raise SpecProblems([f"spec.compute.backend: this controller runs {', '.join(allowed)} jobs, not {backend}"])
+        namespace = ((spec.get("compute") or {}).get("kubernetes") or {}).get("namespace")
+        if backend == "kubernetes" and os.environ.get("MLRT_KUBE_NAMESPACES") and namespace not in managed_namespaces():
+            raise SpecProblems(
+                [f"spec.compute.kubernetes.namespace: this controller launches in {', '.join(managed_namespaces())}"]
+            )
         return loaded
 
     def check_referenced(who: Principal, loaded, resume_from: str | None) -> None:
@@ -200,12 +206,14 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
 
         if who.project is None:
             raise HTTPException(403, "an admin token has no project to submit into; use a user token")
+        # The spec's own folder on this side: relative paths in it resolve here,
+        # and it is the default working directory of its workers.
         folder = mlrt_home() / "submissions" / secrets.token_hex(8)
         folder.mkdir(parents=True)
-        (folder / (Path(body.filename).name or "job.yaml")).write_text(body.spec)
-        loaded = load(body.spec, body.filename, body.overrides, folder)
-        check_referenced(who, loaded, body.resume_from)
         try:
+            (folder / (Path(body.filename).name or "job.yaml")).write_text(body.spec)
+            loaded = load(body.spec, body.filename, body.overrides, folder)
+            check_referenced(who, loaded, body.resume_from)
             run_id = submit_job(
                 store,
                 loaded,
@@ -215,7 +223,11 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
                 submitted_by=who.user,
             )
         except SpecError as exc:
+            shutil.rmtree(folder)
             raise SpecProblems(exc.problems) from None
+        except BaseException:
+            shutil.rmtree(folder)  # nothing half-written for a refused submission
+            raise
         if loop is not None:
             loop.wake()
         return {"run_id": run_id, "state": RunState.QUEUED.value}
