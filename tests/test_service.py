@@ -322,3 +322,27 @@ def test_the_openapi_schema_lists_every_route(service):
         "/metrics",
     ):
         assert path in paths, path
+
+
+def test_every_command_answers_from_the_service(remote, tokens):
+    quickstart = str(Path(__file__).parents[1] / "job_specs" / "quickstart.yaml")
+    plan = json.loads(remote(tokens["alice"], "validate", quickstart, "--json").stdout)
+    assert plan["launch"]["backend"] == "local"
+    result = remote(tokens["alice"], "submit", quickstart, "--set", "spec.reports=[confusion]")
+    assert result.exit_code == 0, result.output
+    run_id = result.stdout.split()[1]
+    assert f"details: mlrt runs show {run_id}" in result.stdout and "validation" in result.stdout
+
+    shown = json.loads(remote(tokens["alice"], "runs", "show", run_id, "--json").stdout)
+    assert shown["state"] == "SUCCEEDED" and shown["params"]["algorithm"] == "sklearn.logistic_regression"
+    assert {"artifacts", "attempts", "events", "reproducibility", "metrics"} <= set(shown)
+    assert run_id in {r["id"] for r in json.loads(remote(tokens["alice"], "status", "--json").stdout)}
+    assert run_id in {r["id"] for r in json.loads(remote(tokens["alice"], "runs", "list", "--json").stdout)}
+    assert "validation_accuracy" in remote(tokens["alice"], "metrics", run_id).stdout
+    assert "model" in remote(tokens["alice"], "artifacts", run_id).stdout
+    assert remote(tokens["alice"], "runs", "compare", run_id, run_id).exit_code == 0
+    report = json.loads(remote(tokens["alice"], "report", run_id, "--only", "confusion", "--json").stdout)
+    assert report["confusion"]["classes"]
+    plugins = json.loads(remote(tokens["alice"], "plugins", "--json").stdout)
+    assert {"local", "sklearn", "reports"} <= {p["name"] for p in plugins}
+    assert remote(tokens["alice"], "logs", run_id).exit_code == 0
