@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 from mlrt.launchers import LaunchError
+from mlrt.store import mlrt_home
 
 ENGINE_VARIABLE = "MLRT_CONTAINER_ENGINE"
 RUN_ARGS_VARIABLE = "MLRT_CONTAINER_RUN_ARGS"
@@ -90,6 +91,10 @@ def run(
     timeout: float | None = COMMAND_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     """Run one engine command (``argv[0]`` is the engine); :class:`EngineError` when it fails."""
+    # Engine helpers (podman's conmon) may drop files such as ``oom`` in their
+    # working directory: give them a folder of their own, not the user's.
+    workdir = mlrt_home() / "engine"
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         result = subprocess.run(
             argv,
@@ -99,6 +104,7 @@ def run(
             text=True,
             env=env,
             timeout=timeout,
+            cwd=workdir,
         )
     except subprocess.TimeoutExpired:
         raise EngineError(f"`{shlex.join(argv[:2])}` did not answer within {timeout:g}s") from None
