@@ -114,7 +114,8 @@ class ResourceKind:
 JOBS = ResourceKind("Job", "batch/v1", "jobs")
 PODS = ResourceKind("Pod", "v1", "pods")
 SERVICES = ResourceKind("Service", "v1", "services")
-KINDS = (JOBS, PODS, SERVICES)
+SECRETS = ResourceKind("Secret", "v1", "secrets")
+KINDS = (JOBS, PODS, SERVICES, SECRETS)
 
 
 def resolve_kind(name: str) -> ResourceKind:
@@ -842,7 +843,12 @@ class RestApi:
         """POST: validate the body against the schema, default it, store it; Jobs get their pods."""
         obj = _validated(kind, namespace, body)
         with self._store.cond:
-            prepare = {JOBS: _default_job, PODS: _default_pod, SERVICES: self._default_service}[kind]
+            prepare = {
+                JOBS: _default_job,
+                PODS: _default_pod,
+                SERVICES: self._default_service,
+                SECRETS: _fold_string_data,
+            }[kind]
             obj = self._store.create(kind, namespace, obj, prepare)
             if kind is JOBS:
                 self._controller.sync(obj)
@@ -879,7 +885,10 @@ class RestApi:
             patched.setdefault("metadata", {}).update(
                 {key: obj["metadata"][key] for key in _SERVER_MANAGED_METADATA if key in obj["metadata"]}
             )
-            patched["status"] = obj["status"]
+            if "status" in obj:
+                patched["status"] = obj["status"]
+            if kind is SECRETS:
+                _fold_string_data(patched)
             unchecked = {key: value for key, value in patched.items() if key != "status"}
             _validated(kind, namespace, unchecked)
             if "generation" in obj["metadata"] and patched.get("spec") != obj.get("spec"):
@@ -1104,6 +1113,14 @@ def _default_job(job: JSON) -> None:
     template_meta["labels"] = {**template_meta.get("labels", {}), **job_labels}
     meta["generation"] = 1
     job["status"] = {}
+
+
+def _fold_string_data(secret: JSON) -> None:
+    """What the API server does with a Secret's write-only ``stringData``: base64 into ``data``."""
+    import base64
+
+    for key, value in secret.pop("stringData", {}).items():
+        secret.setdefault("data", {})[key] = base64.b64encode(value.encode()).decode()
 
 
 def _default_pod(pod: JSON) -> None:
@@ -1468,6 +1485,11 @@ class KubeStandIn:
         """The Jobs, by name."""
         with self._store.cond:
             return copy.deepcopy(self._store.list(JOBS, namespace))
+
+    def secrets(self, namespace: str = "default") -> list[JSON]:
+        """The Secrets, by name."""
+        with self._store.cond:
+            return copy.deepcopy(self._store.list(SECRETS, namespace))
 
     def services(self, namespace: str = "default") -> list[JSON]:
         """The Services, by name."""

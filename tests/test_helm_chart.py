@@ -187,6 +187,7 @@ def launcher_permissions() -> set[tuple[str, str, str]]:
         "pod": ("", "pods"),
         "pod_log": ("", "pods/log"),
         "service": ("", "services"),
+        "secret": ("", "secrets"),
     }
     verbs = {"read": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
     pattern = r"\b(create|read|list|patch|replace|delete|deletecollection)_namespaced_([a-z_]+)\b"
@@ -408,6 +409,8 @@ def test_the_launcher_permissions_are_what_this_test_expects():
         ("", "pods/log", "get"),
         ("", "services", "create"),
         ("", "services", "patch"),
+        ("", "secrets", "create"),
+        ("", "secrets", "patch"),
     }
 
 
@@ -425,7 +428,8 @@ def test_rbac_is_exactly_what_the_launcher_uses(renderer, values, namespaces):
     for namespace, role in roles.items():
         granted = rules(role)
         assert granted == needed, f"{namespace}: extra {granted - needed}, missing {needed - granted}"
-        assert not {r for _, r, _ in granted} & {"secrets", "leases", "configmaps"}
+        assert not {r for _, r, _ in granted} & {"leases", "configmaps"}
+        assert {v for _, r, v in granted if r == "secrets"} == {"create", "patch"}, "Secrets are never read"
         assert not any("*" in triple for triple in granted)
         binding = bindings[namespace]
         assert binding["roleRef"] == {

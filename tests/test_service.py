@@ -3,11 +3,13 @@ driven through the CLI's remote mode and raw HTTP, with S3 outputs on a moto ser
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import stat
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -346,3 +348,64 @@ def test_every_command_answers_from_the_service(remote, tokens):
     plugins = json.loads(remote(tokens["alice"], "plugins", "--json").stdout)
     assert {"local", "sklearn", "reports"} <= {p["name"] for p in plugins}
     assert remote(tokens["alice"], "logs", run_id).exit_code == 0
+
+
+KUBE_SPEC = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {name: kube-tracked}
+spec:
+  image: registry.example.com/acme/train:1.0
+  command: [python, train.py]
+"""
+
+
+def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(postgres_db, tokens, tmp_path, home):
+    from kube_standin import KubeStandIn
+
+    with KubeStandIn() as kube:
+        env = {
+            "KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+            "MLRT_ADVERTISE_URL": "http://mlrt.mlrt.svc:8080",
+            "MLRT_KUBE_NAMESPACES": "ml",
+            "MLRT_ALLOWED_BACKENDS": "kubernetes",
+        }
+        service = ServiceProcess(postgres_db, tmp_path / "controller.log", env=env).start()
+        try:
+            with api(service, tokens["alice"]) as alice:
+                local = KUBE_SPEC.replace("  image: registry.example.com/acme/train:1.0\n", "")
+                refused = alice.post("/jobs", json={"spec": local + "  compute: {backend: local}\n"})
+                assert refused.status_code == 422 and "runs kubernetes jobs" in refused.json()["detail"]
+                other = KUBE_SPEC + "  compute: {backend: kubernetes, kubernetes: {namespace: kube-system}}\n"
+                assert "launches in ml" in alice.post("/jobs", json={"spec": other}).json()["detail"]
+                spec = KUBE_SPEC + "  compute: {backend: kubernetes}\n"
+                run_id = alice.post("/jobs", json={"spec": spec}).json()["run_id"]
+                (pod,) = wait_for(lambda: kube.pods("ml"), timeout=30)
+                (job,) = kube.jobs("ml")
+                (secret,) = kube.secrets("ml")
+
+                # The Job names the endpoint and takes the token from the attempt's Secret, owned by the Job.
+                container = job["spec"]["template"]["spec"]["containers"][0]
+                variables = {e["name"]: e for e in container["env"]}
+                assert variables["MLRT_TRACKING_URI"]["value"] == "http://mlrt.mlrt.svc:8080"
+                reference = variables["MLRT_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]
+                assert reference == {"name": secret["metadata"]["name"], "key": "token"}
+                token = base64.b64decode(secret["data"]["token"]).decode()
+                assert token.startswith("mlrt_") and token not in json.dumps(job)
+                owners = wait_for(lambda: kube.secrets("ml")[0]["metadata"].get("ownerReferences"), timeout=10)
+                assert owners[0]["uid"] == job["metadata"]["uid"]
+
+                # Acting as the pod: its token writes its own run only.
+                kube.start_pod(pod["metadata"]["name"], namespace="ml")
+                with api(service, token) as worker:
+                    points = {"points": [["loss", step, 1.0 / (step + 1), time.time()] for step in range(5)]}
+                    assert worker.post(f"/runs/{run_id}/tracking/metrics", json=points).status_code == 204
+                    assert worker.get(f"/runs/{run_id}").status_code == 403
+                    kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
+                    wait_for(lambda: alice.get(f"/runs/{run_id}").json()["state"] == "SUCCEEDED", timeout=30)
+                    assert worker.post(f"/runs/{run_id}/tracking/metrics", json=points).status_code == 401
+                assert [p["step"] for p in alice.get(f"/runs/{run_id}/metrics").json()] == list(range(5))
+                kube.finish_ttl("ml")
+                assert kube.secrets("ml") == [], "the token's Secret goes with the Job"
+        finally:
+            service.stop()

@@ -30,7 +30,14 @@ from typing import Any, ClassVar
 
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.states import RunState
-from mlrt_kubernetes.manifests import INDEX_LABEL, MANAGED_BY, plan_manifests, selector
+from mlrt_kubernetes.manifests import (
+    INDEX_LABEL,
+    MANAGED_BY,
+    TOKEN_VARIABLE,
+    plan_manifests,
+    selector,
+    tracking_secret,
+)
 
 # Waiting reasons after which a pod will not start without someone changing something.
 FATAL_WAITING = {
@@ -246,6 +253,8 @@ class KubernetesLauncher(Launcher):
                 e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e
             }
             env["RANK"] = str(rank)
+            if TOKEN_VARIABLE in ctx.env:  # for launch (the Secret); never stored or printed
+                env[TOKEN_VARIABLE] = ctx.env[TOKEN_VARIABLE]
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             workers.append(WorkerRequest(rank=rank, argv=ctx.container_argv(), env=env, cwd="", log_path=log_path))
         details = {
@@ -255,6 +264,9 @@ class KubernetesLauncher(Launcher):
             "schedule_timeout": (ctx.compute.get("kubernetes") or {}).get("schedule_timeout", 900.0),
             "manifests": [service, job],
         }
+        secret = tracking_secret(ctx)
+        if secret is not None:
+            details["manifests"].insert(0, secret)
         return LaunchRequest(self.name, ctx.run_id, ctx.attempt, workers, details)
 
     # -- act -----------------------------------------------------------------
@@ -262,11 +274,19 @@ class KubernetesLauncher(Launcher):
     def launch(self, request: LaunchRequest) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
-        service, job = request.details["manifests"]
+        *secrets, service, job = request.details["manifests"]
         namespace, name = request.details["namespace"], request.details["job"]
         cluster = self.cluster
         self._watch(namespace)
         try:
+            for secret in secrets:  # the tracking token: it must exist before the pods start
+                token = {"token": request.workers[0].env[TOKEN_VARIABLE]}
+                try:
+                    cluster.core.create_namespaced_secret(namespace, {**secret, "stringData": token})
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    cluster.core.patch_namespaced_secret(secret["metadata"]["name"], namespace, {"stringData": token})
             try:
                 cluster.core.create_namespaced_service(namespace, service)
             except ApiException as exc:
@@ -287,7 +307,10 @@ class KubernetesLauncher(Launcher):
                 "uid": created["metadata"]["uid"],
                 "blockOwnerDeletion": True,
             }
-            cluster.core.patch_namespaced_service(name, namespace, {"metadata": {"ownerReferences": [owner]}})
+            owned = {"metadata": {"ownerReferences": [owner]}}
+            cluster.core.patch_namespaced_service(name, namespace, owned)
+            for secret in secrets:  # deleted with the Job
+                cluster.core.patch_namespaced_secret(secret["metadata"]["name"], namespace, owned)
         except ApiException as exc:
             raise LaunchError(f"the cluster refused the attempt's objects: {_api_error(exc)}") from None
         return self._handle(request)

@@ -13,8 +13,10 @@ training image (:mod:`mlrt.fetch`), output and checkpoints go to
 ``/mlrt/run`` (an ``emptyDir`` unless the spec mounts a volume there), and a
 worker's failure reason goes to the container's termination message, which
 the cluster keeps with the pod. Metrics travel in the worker's log
-(``MLRT_TRACKING_URI=log:``) unless ``secret_env`` gives the pods a tracking
-URI of their own.
+(``MLRT_TRACKING_URI=log:``), unless the controller service gives its
+workers an HTTP tracking endpoint the pods can reach: then the pods get that
+URI, and their run-scoped token through a Secret of the attempt
+(:func:`tracking_secret`), never as a plain value in the Job.
 
 Retries: an attempt's Job has ``backoffLimit: 0`` and a pod failure policy
 that ignores disruptions (preemption, eviction, node drain: the pod is
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlrt.launchers import LaunchContext, training_image
 from mlrt.sdk import LOG_TRACKING_URI
@@ -68,6 +71,33 @@ def _label_value(value: str) -> str:
 
 def _cpu(cores: float) -> str:
     return f"{cores:g}" if float(cores).is_integer() else f"{round(cores * 1000)}m"
+
+
+TOKEN_VARIABLE = "MLRT_TRACKING_TOKEN"
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def remote_tracking(ctx: LaunchContext) -> bool:
+    """Whether the workers report to an HTTP tracking endpoint a pod can reach (not loopback)."""
+    uri = ctx.env.get("MLRT_TRACKING_URI", "")
+    return uri.startswith(("http://", "https://")) and (urlsplit(uri).hostname or "") not in _LOOPBACK
+
+
+def tracking_secret(ctx: LaunchContext) -> dict[str, Any] | None:
+    """The attempt's Secret holding the workers' tracking token (the value is set at
+    launch; a plan shows ``<set at launch>``), or None with log tracking."""
+    if not remote_tracking(ctx) or TOKEN_VARIABLE not in ctx.env:
+        return None
+    name = object_name(ctx.run_id, ctx.attempt)
+    kube = ctx.compute.get("kubernetes") or {}
+    labels = {MANAGED_BY: "mlrt", RUN_LABEL: _label_value(ctx.run_id), ATTEMPT_LABEL: str(ctx.attempt)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-tracking", "namespace": kube.get("namespace", "default"), "labels": labels},
+        "type": "Opaque",
+        "stringData": {"token": "<set at launch>"},
+    }
 
 
 def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -190,8 +220,9 @@ def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
     values = dict(ctx.env)
     for channel in ctx.channels:
         values[channel_env(channel)] = f"{DATA_DIR}/{channel}"
+    values.pop(TOKEN_VARIABLE, None)
     values.update(
-        MLRT_TRACKING_URI=LOG_TRACKING_URI,
+        MLRT_TRACKING_URI=values["MLRT_TRACKING_URI"] if remote_tracking(ctx) else LOG_TRACKING_URI,
         MLRT_OUTPUT_DIR=f"{RUN_DIR}/output",
         MLRT_CHECKPOINT_DIR=f"{RUN_DIR}/checkpoints",
         MLRT_FAILURE_FILE=TERMINATION_LOG,
@@ -213,6 +244,10 @@ def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
     env.append({"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}})
     for key, ref in sorted(secret_env.items()):
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref["secret"], "key": ref["key"]}}})
+    secret = tracking_secret(ctx)
+    if secret is not None:
+        reference = {"name": secret["metadata"]["name"], "key": "token"}
+        env.append({"name": TOKEN_VARIABLE, "valueFrom": {"secretKeyRef": reference}})
     return env
 
 
