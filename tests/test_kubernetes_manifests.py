@@ -127,6 +127,30 @@ def test_data_channels_are_fetched_by_an_init_container_into_the_contract_paths(
     }
 
 
+def test_an_s3_output_is_restored_and_uploaded_by_containers_of_the_pod(cli, write_spec, monkeypatch):
+    monkeypatch.setenv("MLRT_S3_ENDPOINT_URL", "http://minio.storage:9000")
+    what, compute = CASES["secrets"]
+    text = BASE.format(name="to-s3", what=what + "\n  output: {path: s3://team-bucket/runs}", compute=compute)
+    result = cli("validate", str(write_spec(text, name="to-s3.yaml")), "--manifests")
+    assert result.exit_code == 0, result.output
+    documents = list(yaml.safe_load_all(result.stdout))
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    pod = documents[-1]["spec"]["template"]["spec"]
+    fetch, restore, upload = pod["initContainers"]
+    uri = restore["command"][-1]
+    assert uri.startswith("s3://team-bucket/runs/to-s3-")
+    assert restore["command"] == ["python", "-m", "mlrt.s3sync", "restore", "/mlrt/run", uri]
+    assert upload["command"] == ["python", "-m", "mlrt.s3sync", "watch", "/mlrt/run", uri]
+    assert upload["restartPolicy"] == "Always", "a native sidecar: runs beside the worker, stopped after it"
+    assert "restartPolicy" not in restore and fetch["name"] == "fetch-data"
+    for container in (restore, upload):
+        assert container["volumeMounts"] == [{"name": "mlrt-run", "mountPath": "/mlrt/run"}]
+        assert container["env"] == [{"name": "MLRT_S3_ENDPOINT_URL", "value": "http://minio.storage:9000"}]
+        assert container["envFrom"] == [{"secretRef": {"name": "wandb-credentials"}}]
+    assert pod["serviceAccountName"] == "trainer", "S3 credentials come from the pod's own identity"
+
+
 def test_gpu_requests_and_kueue_queue_suspend_the_job_for_admission(cli, write_spec):
     _, job = manifests(cli, write_spec, "gpu")
     assert _worker(job)["resources"]["limits"]["nvidia.com/gpu"] == "1"

@@ -316,3 +316,48 @@ def test_scheme_materializes_a_folder(prefix: str, tmp_path: Path):
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
     dataset = load_dataset("train", folder, None, "label", None)
     assert dataset.features["x"].tolist() == [1, 2] and dataset.labels.tolist() == [0, 1]
+
+
+def test_a_pods_sync_containers_restore_checkpoints_and_upload_on_sigterm(s3_endpoint, tmp_path):  # noqa: F811
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlrt import s3sync
+
+    def stored_sha256(key_uri):
+        try:
+            return s3.sha256_of(key_uri)
+        except FileNotFoundError:
+            return None
+
+    uri = "s3://mlrt-test/sync/run-1"
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "mlrt.s3sync", "watch", str(run), uri, "--every", "0.2"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        (run / "checkpoints" / "epoch-1.pt").write_bytes(b"weights after epoch 1")
+        deadline = time.monotonic() + 30
+        while stored_sha256(f"{uri}/checkpoints/epoch-1.pt") is None:  # uploaded while the worker runs
+            assert time.monotonic() < deadline, "checkpoint not uploaded"
+            time.sleep(0.1)
+        (run / "output").mkdir()
+        (run / "output" / "model.bin").write_bytes(b"final model")
+        assert stored_sha256(f"{uri}/output/model.bin") is None
+        watcher.send_signal(signal.SIGTERM)  # the worker exited: the kubelet stops the sidecar
+        assert watcher.wait(30) == 0
+    finally:
+        watcher.kill()
+    assert "final upload: 1 file(s)" in watcher.stdout.read()
+    assert s3.sha256_of(f"{uri}/output/model.bin") == hashlib.sha256(b"final model").hexdigest()
+
+    retry = tmp_path / "retry"
+    assert s3sync.restore(retry, uri) == 1
+    assert (retry / "checkpoints" / "epoch-1.pt").read_bytes() == b"weights after epoch 1"
+    assert s3sync.restore(tmp_path / "first", "s3://mlrt-test/sync/never-ran") == 0

@@ -360,8 +360,15 @@ spec:
 """
 
 
-def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(postgres_db, tokens, tmp_path, home):
+def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(
+    s3_endpoint,  # noqa: F811  (first: the service starts with its S3 settings)
+    postgres_db,
+    tokens,
+    tmp_path,
+    home,
+):
     from kube_standin import KubeStandIn
+    from mlrt import s3sync
 
     with KubeStandIn() as kube:
         env = {
@@ -369,6 +376,7 @@ def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(postgre
             "MLRT_ADVERTISE_URL": "http://mlrt.mlrt.svc:8080",
             "MLRT_KUBE_NAMESPACES": "ml",
             "MLRT_ALLOWED_BACKENDS": "kubernetes",
+            "MLRT_DEFAULT_OUTPUT": "s3://mlrt-test/cluster",
         }
         service = ServiceProcess(postgres_db, tmp_path / "controller.log", env=env).start()
         try:
@@ -401,10 +409,18 @@ def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(postgre
                     points = {"points": [["loss", step, 1.0 / (step + 1), time.time()] for step in range(5)]}
                     assert worker.post(f"/runs/{run_id}/tracking/metrics", json=points).status_code == 204
                     assert worker.get(f"/runs/{run_id}").status_code == 403
+                    # The pod's upload sidecar (mlrt.s3sync) sends the output; the controller registers it.
+                    pod_run = tmp_path / "pod-run"
+                    (pod_run / "output").mkdir(parents=True)
+                    (pod_run / "output" / "model.bin").write_bytes(MODEL)
+                    s3sync.upload(pod_run, f"s3://mlrt-test/cluster/{run_id}", ("output",))
                     kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
                     wait_for(lambda: alice.get(f"/runs/{run_id}").json()["state"] == "SUCCEEDED", timeout=30)
                     assert worker.post(f"/runs/{run_id}/tracking/metrics", json=points).status_code == 401
                 assert [p["step"] for p in alice.get(f"/runs/{run_id}/metrics").json()] == list(range(5))
+                (model,) = alice.get(f"/runs/{run_id}/artifacts").json()
+                assert model["uri"] == f"s3://mlrt-test/cluster/{run_id}/output/model.bin"
+                assert model["sha256"] == hashlib.sha256(MODEL).hexdigest() and model["size"] == len(MODEL)
                 kube.finish_ttl("ml")
                 assert kube.secrets("ml") == [], "the token's Secret goes with the Job"
         finally:

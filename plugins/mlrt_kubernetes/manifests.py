@@ -10,7 +10,9 @@ is ready. ``RANK`` comes from the pod's completion index.
 Paths of the container contract live under ``/mlrt`` in the pod: data
 channels are fetched into an ``emptyDir`` by an init container of mlrt's
 training image (:mod:`mlrt.fetch`), output and checkpoints go to
-``/mlrt/run`` (an ``emptyDir`` unless the spec mounts a volume there), and a
+``/mlrt/run`` (an ``emptyDir`` unless the spec mounts a volume there; for an
+``s3://`` output, an init container restores earlier attempts' checkpoints
+there and a native sidecar uploads it, see :mod:`mlrt.s3sync`), and a
 worker's failure reason goes to the container's termination message, which
 the cluster keeps with the pod. Metrics travel in the worker's log
 (``MLRT_TRACKING_URI=log:``), unless the controller service gives its
@@ -200,6 +202,9 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
         if kube.get("image_pull_policy"):
             fetch["imagePullPolicy"] = kube["image_pull_policy"]
         spec["initContainers"] = [fetch]
+    if ctx.output_uri.startswith("s3://"):
+        run_mount = next(m for m in mounts if m["mountPath"] == RUN_DIR)
+        spec["initContainers"] = spec.get("initContainers", []) + _s3_sync(ctx, image, run_mount)
     if kube.get("service_account"):
         spec["serviceAccountName"] = kube["service_account"]
     if kube.get("node_selector"):
@@ -211,6 +216,40 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     if kube.get("image_pull_secrets"):
         spec["imagePullSecrets"] = [{"name": secret} for secret in kube["image_pull_secrets"]]
     return spec
+
+
+# Settings of the controller's S3 client that pods need too (credentials come from the pod itself).
+_S3_SETTINGS = ("MLRT_S3_ENDPOINT_URL", "MLRT_S3_MULTIPART_MB", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[dict[str, Any]]:
+    """For an ``s3://`` output: an init container that restores the checkpoints of earlier
+    attempts, and a native sidecar that uploads checkpoints while the worker runs and the
+    output when it has exited (:mod:`mlrt.s3sync`)."""
+    import os
+
+    kube = ctx.compute.get("kubernetes") or {}
+    base: dict[str, Any] = {
+        "image": image if ctx.algorithm else training_image(),
+        "volumeMounts": [{"name": run_mount["name"], "mountPath": RUN_DIR}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    settings = [{"name": key, "value": os.environ[key]} for key in _S3_SETTINGS if os.environ.get(key)]
+    if settings:
+        base["env"] = settings
+    if kube.get("env_from_secrets"):
+        base["envFrom"] = [{"secretRef": {"name": secret}} for secret in kube["env_from_secrets"]]
+    if kube.get("image_pull_policy"):
+        base["imagePullPolicy"] = kube["image_pull_policy"]
+    sync = ["python", "-m", "mlrt.s3sync"]
+    restore = {"name": "restore-checkpoints", **base, "command": [*sync, "restore", RUN_DIR, ctx.output_uri]}
+    upload = {
+        "name": "upload-output",
+        **base,
+        "restartPolicy": "Always",
+        "command": [*sync, "watch", RUN_DIR, ctx.output_uri],
+    }
+    return [restore, upload]
 
 
 def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:

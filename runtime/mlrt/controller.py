@@ -612,12 +612,10 @@ class Controller:
             try:
                 uploaded, skipped = s3.upload_tree(local / "output", f"{run.output_uri}/output")
                 s3.upload_tree(local / "checkpoints", f"{run.output_uri}/checkpoints")
+                artifacts = _s3_artifacts(run, {o.path: o.sha256 for o in uploaded})
             except Exception as exc:
                 self.store.add_event(run.id, f"output not uploaded to {run.output_uri}: {type(exc).__name__}: {exc}")
                 return
-            artifacts = [
-                Artifact(run_id=run.id, path=o.path, uri=o.uri, size=o.size, sha256=o.sha256) for o in uploaded
-            ]
         else:
             artifacts, skipped = collect(run.id, local / "output")
         self.store.put_artifacts(artifacts)
@@ -636,6 +634,27 @@ class Controller:
             caller(run=RunRecord.load(self.store, run_id))
         except Exception as exc:
             self.store.add_event(run_id, f"{hook} hook failed: {type(exc).__name__}: {exc}")
+
+
+def _s3_artifacts(run: Run, known: dict[str, str]) -> list[Artifact]:
+    """Every object under the run's ``s3://`` output (also those its pods uploaded themselves),
+    with the sha256 recorded at upload (``known``: path -> sha256 of what was just uploaded)."""
+    from mlrt import s3
+
+    try:
+        objects = s3.list_objects(f"{run.output_uri}/output/")
+    except FileNotFoundError:
+        return []
+    return [
+        Artifact(
+            run_id=run.id,
+            path=obj.relative,
+            uri=obj.uri,
+            size=obj.size,
+            sha256=known.get(obj.relative) or s3.sha256_of(obj.uri) or "",
+        )
+        for obj in objects
+    ]
 
 
 def _request_from_row(row: dict[str, Any]) -> LaunchRequest:

@@ -42,6 +42,10 @@ class LaunchContext:
     """Each data channel's URI, for backends whose workers fetch the data themselves."""
     stopping: dict[str, Any] = dataclasses.field(default_factory=dict)
     """``spec.stopping``, for backends that enforce ``max_runtime`` on their side too."""
+    output_uri: str = ""
+    """Where the run's output and checkpoints end up (``file://`` or ``s3://``); ``env`` has the
+    local folders workers write to, which the controller uploads unless the backend's workers
+    cannot be read from the controller's machine (then they upload it themselves)."""
 
     def container_image(self) -> str:
         """The image a container backend runs: ``spec.image``, else (for an

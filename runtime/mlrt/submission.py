@@ -266,4 +266,5 @@ def launch_context(
         algorithm=spec.get("algorithm"),
         channels={name: channel["uri"] for name, channel in (spec.get("data") or {}).items()},
         stopping=spec.get("stopping") or {},
+        output_uri=output_uri(resolved, run_id),
     )
