@@ -81,6 +81,10 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _job_name(pod: dict[str, Any]) -> str | None:
+    return (pod["metadata"].get("labels") or {}).get("job-name")
+
+
 def _age(pod: dict[str, Any]) -> float:
     stamp = pod["metadata"].get("creationTimestamp")
     if not stamp:
@@ -120,6 +124,7 @@ class _Watch:
         self.wake = wake
         self.lock = threading.Lock()
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"Job": {}, "Pod": {}}
+        self.pods_by_job: dict[str, dict[str, dict[str, Any]]] = {}  # job-name label -> pod name -> pod
         self.synced: set[str] = set()
         for kind in self.objects:
             threading.Thread(target=self._run, args=(kind,), name=f"mlrt-watch-{kind}", daemon=True).start()
@@ -140,6 +145,10 @@ class _Watch:
                 )
                 with self.lock:
                     self.objects[kind] = {item["metadata"]["name"]: item for item in listing["items"]}
+                    if kind == "Pod":
+                        self.pods_by_job = {}
+                        for item in listing["items"]:
+                            self.pods_by_job.setdefault(_job_name(item), {})[item["metadata"]["name"]] = item
                     self.synced.add(kind)
                 self._poke()
                 stream = watch.Watch().stream(
@@ -154,10 +163,18 @@ class _Watch:
                     if obj.get("kind") == "Status":
                         break  # the version expired: list again
                     with self.lock:
+                        name = obj["metadata"]["name"]
                         if event["type"] == "DELETED":
-                            self.objects[kind].pop(obj["metadata"]["name"], None)
+                            self.objects[kind].pop(name, None)
+                            pods = self.pods_by_job.get(_job_name(obj)) if kind == "Pod" else None
+                            if pods is not None:
+                                pods.pop(name, None)
+                                if not pods:
+                                    del self.pods_by_job[_job_name(obj)]
                         else:
-                            self.objects[kind][obj["metadata"]["name"]] = obj
+                            self.objects[kind][name] = obj
+                            if kind == "Pod":
+                                self.pods_by_job.setdefault(_job_name(obj), {})[name] = obj
                     self._poke()
             except Exception:
                 with self.lock:
@@ -177,10 +194,7 @@ class _Watch:
 
     def pods(self, job: str) -> tuple[bool, list[dict[str, Any]]]:
         with self.lock:
-            pods = [
-                p for p in self.objects["Pod"].values() if (p["metadata"].get("labels") or {}).get("job-name") == job
-            ]
-            return "Pod" in self.synced, pods
+            return "Pod" in self.synced, list(self.pods_by_job.get(job, {}).values())
 
 
 class _LogCopy:

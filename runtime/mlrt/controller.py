@@ -300,8 +300,7 @@ class Controller:
                 self._adopt(run)
             elif state is RunState.RUNNING:
                 self._reconcile_running(run)
-        after = self.store.active_runs(owner=self.owner)
-        return [(r.id, r.state) for r in runs] != [(r.id, r.state) for r in after]
+        return [(r.id, r.state) for r in runs] != self.store.active_states(self.owner)
 
     def _kind(self, run: Run) -> str:
         if run.id not in self._kinds:

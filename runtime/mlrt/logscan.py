@@ -61,6 +61,8 @@ class LogMetricScanner:
         if not self.patterns and not self.sdk_records:
             return found
         try:
+            if self.path.stat().st_size <= self.offset:
+                return found  # nothing new: skip opening the file (every run, every pass)
             with self.path.open("rb") as handle:
                 handle.seek(self.offset)
                 chunk = handle.read()

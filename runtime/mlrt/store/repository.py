@@ -104,6 +104,13 @@ class Store:
                 query = query.where(Run.owner == owner)
             return list(s.exec(query.order_by(Run.created_at)))
 
+    def active_states(self, owner: str) -> list[tuple[str, str]]:
+        """``(id, state)`` of the runs :meth:`active_runs` returns for ``owner``, without loading the rows."""
+        terminal = [s.value for s in RunState if s.is_terminal()]
+        with self.session() as s:
+            query = select(Run.id, Run.state).where(col(Run.state).not_in(terminal), Run.owner == owner)
+            return [tuple(row) for row in s.exec(query.order_by(Run.created_at))]
+
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
         """Active runs of jobs submitted through the API (they have a project) that
         ``owner`` does not drive: new submissions, and runs of a former leader."""
@@ -219,7 +226,13 @@ class Store:
     def insert_metrics(self, run_id: str, points: Iterable[tuple[str, int, float, float]]) -> int:
         """Insert ``(key, step, value, timestamp)`` points in one batch; returns how many."""
         rows = [(run_id, key, step, value, stamp) for key, step, value, stamp in points]
-        if rows:
+        if rows and self.engine.dialect.driver == "psycopg":
+            # COPY: 1.4-2.3x the points/s of executemany (bench/controller_service.py).
+            with self.engine.begin() as conn, conn.connection.driver_connection.cursor() as cursor:
+                with cursor.copy("COPY metrics (run_id, key, step, value, timestamp) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        elif rows:
             # The driver's executemany with tuples: half the cost of SQLAlchemy's
             # per-row parameter processing, which matters for SDK batches.
             marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"

@@ -1,0 +1,770 @@
+"""Controller service throughput: submissions/s, submit-to-RUNNING latency and metric ingestion points/s.
+
+Run it from the repository root with an interpreter that has mlrt[test]
+installed (the stand-in needs kubernetes-validate; the `mlrt` script next to
+the interpreter is started as the controller) -- see bench/README.md:
+
+    python bench/controller_service.py                      # 1,000 jobs, 8 clients, 200,000 points, PostgreSQL
+    python bench/controller_service.py --jobs 200 --points 20000 --db sqlite --json bench/results/service.json
+
+What runs: a real `mlrt --db URL controller` process (the HTTP API and the
+leader's reconcile loop) on a fresh database (PostgreSQL at 127.0.0.1:5432:
+a new `mlrt_bench_*` database per round, dropped afterwards; or `--db
+sqlite`: a file in the workdir), launching `compute.backend: kubernetes`
+jobs against the in-process Kubernetes API stand-in of tests/kube_standin.py.
+The stand-in stores objects and plays the Job controller (a Job gets its
+pod) but never starts pods, so every launched run stays RUNNING: the
+figures are submit -> RUNNING, i.e. the control plane only.
+
+Rounds (each with its own fresh database, stand-in and controller, so one
+round's running runs do not slow the next):
+
+* sequential: `--jobs` submissions from one client (POST /api/v1/jobs, one
+  after the other);
+* concurrent: `--jobs` submissions from `--clients` threads;
+* ingestion: one submitted (RUNNING) run, a worker token for it, and
+  `--points` points per case POSTed to /api/v1/runs/ID/tracking/metrics in
+  batches of 1,000 and 10,000, from 1 and 4 clients; then the SDK end to end
+  (a process logging `--sdk-points` points one by one with
+  MLRT_TRACKING_URI=<the service>) and, as the ratio's reference, the same
+  SDK process writing straight to the database (MLRT_TRACKING_URI=<db URL>).
+
+Submit-to-RUNNING per run: from the client's clock just before the request
+to the `at` of the run's RUNNING event in the database (same machine, same
+clock). Its parts come from the run's events too: request start -> QUEUED
+event (the submit's commit), QUEUED -> STARTING (waiting for a reconcile
+pass) and STARTING -> RUNNING (planning and the Kubernetes API calls).
+
+There is no peer for the submission figures: no Kubeflow, SageMaker or other
+job service is installed here. The ingestion ratio compares the service's
+HTTP tracking path with the SDK writing to the same database directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from _common import bench_env, machine_line, median, percentile, tool  # noqa: E402
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+IMAGE = "localhost/mlrt-train:bench"
+BATCHES = (1_000, 10_000)
+INGEST_CLIENTS = 4
+
+ALGORITHM_SPEC = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {{name: bench-{index:05d}}}
+spec:
+  algorithm: sklearn.logistic_regression
+  data:
+    train: builtin://sklearn/digits?split=train
+    validation: builtin://sklearn/digits?split=validation
+  hyperparameters: {{C: 1.0, max_iter: 200}}
+  compute:
+    backend: kubernetes
+    workers: 1
+    cpu: 1
+    memory: 1Gi
+    kubernetes: {{namespace: default}}
+  stopping: {{max_runtime: 1h}}
+"""
+
+COMMAND_SPEC = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {{name: bench-{index:05d}}}
+spec:
+  image: registry.example.com/acme/train:1.0
+  command: [python, train.py]
+  compute:
+    backend: kubernetes
+    workers: 1
+    kubernetes: {{namespace: default}}
+  stopping: {{max_runtime: 1h}}
+"""
+
+QUIET = False
+
+
+def say(message: str) -> None:
+    if not QUIET:
+        print(message, flush=True)
+
+
+# -- the SDK child (runs in its own process) -------------------------------------
+
+
+def child_sdk(key: str, n: int) -> dict:
+    """Log ``n`` points one by one (explicit steps), then flush; time from the first call to the flush's return."""
+    import mlrt
+
+    mlrt.log_metric("_warmup", 0.0, step=0)  # opens the connection / database outside the clock
+    mlrt.flush()
+    started = time.perf_counter()
+    for i in range(n):
+        mlrt.log_metric(key, float(i), step=i)
+    logged = time.perf_counter()
+    mlrt.flush()
+    ended = time.perf_counter()
+    return {"points": n, "seconds": ended - started, "call_seconds": logged - started}
+
+
+def speed_check() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 3), taken before and after each round.
+
+    The shared machines these run on change speed from minute to minute; a round
+    whose check moved is not comparable with one whose did not."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(i * i for i in range(1_000_000))
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
+# -- timing the Kubernetes API stand-in (it runs in this process) -----------------
+
+
+class StandInClock:
+    """Wall time the stand-in spends per request kind, and in schema validation (wraps its methods)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.seconds: dict[str, float] = {}
+            self.counts: dict[str, int] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        with self.lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def install(self, module) -> None:
+        def timed(name, function, kind_arg: bool):
+            @functools.wraps(function)
+            def wrapper(*args, **kwargs):
+                started = time.perf_counter()
+                try:
+                    return function(*args, **kwargs)
+                finally:
+                    label = f"{name} {args[1].plural}" if kind_arg else name
+                    self.add(label, time.perf_counter() - started)
+
+            return wrapper
+
+        for verb in ("create", "read", "list", "patch", "delete"):
+            setattr(module.RestApi, verb, timed(verb, getattr(module.RestApi, verb), True))
+        module._validated = timed("validate (schema)", module._validated, False)
+
+    def figures(self) -> dict:
+        with self.lock:
+            return {k: {"count": self.counts[k], "seconds": self.seconds[k]} for k in sorted(self.seconds)}
+
+
+# -- one environment: database, stand-in, controller -------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Environment:
+    """A fresh database, a Kubernetes API stand-in and a controller process; ``close`` removes all three."""
+
+    def __init__(self, name: str, args, workdir: Path, standin_clock: StandInClock):
+        from kube_standin import KubeStandIn
+        from mlrt.service import auth
+        from mlrt.store import Store
+
+        self.name = name
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True)
+        self.admin_engine = None
+        self.db_name = None
+        self.process: subprocess.Popen | None = None
+        self.kube = None
+        self.store = None
+        try:
+            if args.db == "postgres":
+                from sqlalchemy import create_engine, text
+
+                self.admin_engine = create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
+                self.db_name = f"mlrt_bench_{uuid.uuid4().hex[:10]}"
+                with self.admin_engine.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+                self.url = args.pg_url.rsplit("/", 1)[0] + f"/{self.db_name}"
+            else:
+                self.url = f"sqlite:///{self.workdir / 'mlrt.db'}"
+            self.store = Store(self.url)  # creates the schema
+            self.token = auth.issue(self.store, "user", "bench", "bench")
+            standin_clock.reset()
+            self.kube = KubeStandIn().start()
+            kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
+            env = bench_env(self.workdir, bytecode_cache=True)
+            env.pop("MLRT_DB", None)
+            env.update(MLRT_HOME=str(self.workdir / "mlrt-home"), KUBECONFIG=str(kubeconfig), MLRT_TRAINING_IMAGE=IMAGE)
+            self.env = env
+            port = free_port()
+            self.url_api = f"http://127.0.0.1:{port}"
+            self.log = self.workdir / "controller.log"
+            command = [args.mlrt, "--db", self.url, "controller", "--port", str(port)]
+            command += ["--poll-interval", str(args.poll_interval)]
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                )
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"controller exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                ready = httpx.get(f"{self.url_api}/readyz", timeout=2)
+                if ready.status_code == 200 and ready.json().get("leader"):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"controller not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system
+
+    def reconcile_histogram(self) -> tuple[float, float]:
+        """(passes, seconds) of ``mlrt_reconcile_seconds`` so far."""
+        import httpx
+
+        count = total = 0.0
+        for line in httpx.get(f"{self.url_api}/metrics", timeout=30).text.splitlines():
+            if line.startswith("mlrt_reconcile_seconds_count"):
+                count = float(line.split()[-1])
+            elif line.startswith("mlrt_reconcile_seconds_sum"):
+                total = float(line.split()[-1])
+        return count, total
+
+    def state_counts(self) -> dict[str, int]:
+        from sqlalchemy import text
+
+        with self.store.engine.connect() as conn:
+            return dict(conn.execute(text("SELECT state, COUNT(*) FROM runs GROUP BY state")).all())
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self.kube is not None:
+            self.kube.stop()
+            self.kube = None
+        if self.store is not None:
+            self.store.engine.dispose()
+            self.store = None
+        if self.admin_engine is not None:
+            from sqlalchemy import text
+
+            with self.admin_engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+            self.admin_engine.dispose()
+            self.admin_engine = None
+
+
+# -- submissions ---------------------------------------------------------------------
+
+
+def submit_all(env: Environment, specs: list[str], clients: int) -> list[dict]:
+    """POST every spec, from ``clients`` threads; per submission its client-side start/end (unix time) and run id."""
+    import httpx
+
+    results: list[dict | None] = [None] * len(specs)
+    next_index = iter(range(len(specs)))
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=env.url_api, headers={"Authorization": f"Bearer {env.token}"}, timeout=120) as http:
+            while True:
+                with lock:
+                    index = next(next_index, None)
+                if index is None or errors:
+                    return
+                body = {"spec": specs[index], "filename": "job.yaml"}
+                started = time.time()
+                response = http.post("/api/v1/jobs", json=body)
+                ended = time.time()
+                if response.status_code != 201:
+                    errors.append(f"submission {index}: HTTP {response.status_code}: {response.text[:500]}")
+                    return
+                results[index] = {"start": started, "end": ended, "run_id": response.json()["run_id"]}
+
+    threads = [threading.Thread(target=client, name=f"bench-client-{i}") for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(errors[0])
+    return results  # type: ignore[return-value]
+
+
+def wait_running(env: Environment, n: int, timeout: float, label: str) -> None:
+    """Until ``n`` runs have left QUEUED/STARTING (all RUNNING, the stand-in never ends a pod); fail on others."""
+    deadline = time.monotonic() + timeout
+    last_print = 0.0
+    while True:
+        counts = env.state_counts()
+        running = counts.get("RUNNING", 0)
+        others = {s: c for s, c in counts.items() if s not in ("QUEUED", "STARTING", "RUNNING")}
+        if others:
+            raise RuntimeError(f"{label}: runs ended instead of running: {others}; see {env.log}")
+        if running >= n:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{label}: only {running} of {n} runs RUNNING after {timeout:.0f}s ({counts})")
+        if time.monotonic() - last_print > 5:
+            say(f"    {label}: {running:,}/{n:,} RUNNING, {counts.get('QUEUED', 0):,} QUEUED")
+            last_print = time.monotonic()
+        time.sleep(0.25)
+
+
+def run_events(env: Environment) -> dict[str, dict[str, float]]:
+    """Per run, the unix time of its first QUEUED, STARTING and RUNNING event."""
+    from sqlalchemy import text
+
+    found: dict[str, dict[str, float]] = {}
+    with env.store.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT run_id, to_state, at FROM events WHERE to_state IS NOT NULL ORDER BY id")
+        ).all()
+    for run_id, state, at in rows:
+        if isinstance(at, str):
+            at = datetime.fromisoformat(at)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=timezone.utc)
+        found.setdefault(run_id, {}).setdefault(state, at.timestamp())
+    return found
+
+
+def spread(values: list[float]) -> dict:
+    return {
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "min": min(values),
+    }
+
+
+def submission_round(name: str, clients: int, args, workdir: Path, clock: StandInClock) -> dict:
+    template = ALGORITHM_SPEC if args.spec == "algorithm" else COMMAND_SPEC
+    specs = [template.format(index=i) for i in range(args.jobs)]
+    say(
+        f"  {name}: {args.jobs:,} jobs from {clients} client{'s' * (clients > 1)}; starting database, stand-in, controller"
+    )
+    speed_before = speed_check()
+    env = Environment(name, args, workdir, clock)
+    try:
+        say(f"    controller at {env.url_api}, database {env.url.rsplit('/', 1)[-1]}; one warm-up job first")
+        # The controller's first launch imports the backend and the algorithm's plugin and
+        # materializes the builtin data set into the cache: shown apart, not in the figures.
+        (warmup,) = submit_all(env, [template.format(index=99999)], 1)
+        wait_running(env, 1, timeout=300, label=f"{name} warm-up")
+        cold = run_events(env)[warmup["run_id"]]["RUNNING"] - warmup["start"]
+        cpu_before = env.cpu_seconds()
+        passes_before = env.reconcile_histogram()
+        say("    submitting...")
+        submitted = submit_all(env, specs, clients)
+        last_response = max(s["end"] for s in submitted)
+        say(f"    submitted in {last_response - submitted[0]['start']:.1f}s; waiting for RUNNING...")
+        wait_running(env, args.jobs + 1, timeout=args.timeout, label=name)
+        drained = time.time()
+        cpu_drain = env.cpu_seconds() - cpu_before
+        passes_drain = env.reconcile_histogram()
+        # The controller's steady cost with every run RUNNING and nothing changing.
+        idle_cpu0, idle_passes0 = env.cpu_seconds(), env.reconcile_histogram()
+        time.sleep(args.idle_window)
+        idle_cpu = env.cpu_seconds() - idle_cpu0
+        idle_passes = env.reconcile_histogram()
+        events = run_events(env)
+        standin = clock.figures()
+        kube_objects = {
+            "jobs": len(env.kube.jobs()),
+            "pods": len(env.kube.pods()),
+            "services": len(env.kube.services()),
+        }
+    finally:
+        env.close()
+    speed_after = speed_check()
+
+    total, http, to_queued, queued_wait, launch = [], [], [], [], []
+    for s in submitted:
+        e = events[s["run_id"]]
+        total.append(e["RUNNING"] - s["start"])
+        http.append(s["end"] - s["start"])
+        to_queued.append(e["QUEUED"] - s["start"])
+        queued_wait.append(e["STARTING"] - e["QUEUED"])
+        launch.append(e["RUNNING"] - e["STARTING"])
+    first_start = min(s["start"] for s in submitted)
+    last_running = max(events[s["run_id"]]["RUNNING"] for s in submitted)
+    first_starting = min(events[s["run_id"]]["STARTING"] for s in submitted)
+    # Latency by submission order, in tenths: does it grow with the number of runs already running?
+    tenth = max(1, len(total) // 10)
+    by_tenth = [median(total[i : i + tenth]) for i in range(0, len(total), tenth)][:10]
+    drain_passes = passes_drain[0] - passes_before[0]
+    idle_count = idle_passes[0] - idle_passes0[0]
+    return {
+        "round": name,
+        "clients": clients,
+        "first_launch_cold_s": cold,
+        "jobs": args.jobs,
+        "submissions_per_s": args.jobs / (last_response - first_start),
+        "submit_seconds": last_response - first_start,
+        "submit_to_running": spread(total),
+        "http_request": spread(http),
+        "request_to_queued_commit": spread(to_queued),
+        "queued_to_starting": spread(queued_wait),
+        "starting_to_running": spread(launch),
+        "median_by_tenth": by_tenth,
+        "drain_seconds": last_running - first_start,
+        "launches_per_s": args.jobs / (last_running - first_start),
+        "launch_rate_while_launching": args.jobs / max(1e-9, last_running - first_starting),
+        "controller_cpu_seconds": cpu_drain,
+        "controller_cpu_share": cpu_drain / (drained - first_start),
+        "reconcile_passes": drain_passes,
+        "reconcile_mean_ms": 1000 * (passes_drain[1] - passes_before[1]) / max(1, drain_passes),
+        "idle_window_s": args.idle_window,
+        "idle_cpu_share": idle_cpu / args.idle_window,
+        "idle_passes_per_s": idle_count / args.idle_window,
+        "idle_pass_mean_ms": 1000 * (idle_passes[1] - idle_passes0[1]) / max(1, idle_count),
+        "standin": standin,
+        "kube_objects": kube_objects,
+        "speed_check_ms": [speed_before, speed_after],
+    }
+
+
+# -- metric ingestion -----------------------------------------------------------------
+
+
+def post_points(env: Environment, run_id: str, token: str, key: str, points: int, batch: int, clients: int) -> float:
+    """POST ``points`` points of ``key`` in bodies of ``batch`` from ``clients`` threads; wall seconds.
+
+    Bodies are encoded before the clock starts, so the figure is the service's, not the client's JSON encoding."""
+    import httpx
+
+    now = time.time()
+    bodies = []
+    for start in range(0, points, batch):
+        chunk = [[key, step, float(step), now] for step in range(start, min(points, start + batch))]
+        bodies.append(json.dumps({"points": chunk}).encode())
+    next_body = iter(bodies)
+    lock = threading.Lock()
+    errors: list[str] = []
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    http_clients = [httpx.Client(base_url=env.url_api, headers=headers, timeout=120) for _ in range(clients)]
+    for http in http_clients:  # connect outside the clock
+        http.get("/healthz")
+
+    def client(http) -> None:
+        while not errors:
+            with lock:
+                body = next(next_body, None)
+            if body is None:
+                return
+            response = http.post(f"/api/v1/runs/{run_id}/tracking/metrics", content=body)
+            if response.status_code != 204:
+                errors.append(f"HTTP {response.status_code}: {response.text[:300]}")
+
+    threads = [threading.Thread(target=client, args=(http,)) for http in http_clients]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    for http in http_clients:
+        http.close()
+    if errors:
+        raise RuntimeError(f"ingestion {key}: {errors[0]}")
+    return seconds
+
+
+def count_points(env: Environment, run_id: str, key: str) -> int:
+    from sqlalchemy import text
+
+    with env.store.engine.connect() as conn:
+        query = text("SELECT COUNT(*) FROM metrics WHERE run_id = :run AND key = :key")
+        return conn.execute(query, {"run": run_id, "key": key}).scalar_one()
+
+
+def run_sdk_child(env: Environment, run_id: str, key: str, n: int, tracking_uri: str, token: str | None) -> dict:
+    out = env.workdir / f"sdk-{key}.json"
+    child_env = dict(env.env, MLRT_RUN_ID=run_id, MLRT_TRACKING_URI=tracking_uri, RANK="0")
+    child_env.pop("MLRT_TRACKING_TOKEN", None)
+    if token:
+        child_env["MLRT_TRACKING_TOKEN"] = token
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", key, "--sdk-points", str(n)]
+    command += ["--out", str(out)]
+    result = subprocess.run(command, env=child_env, cwd=env.workdir, capture_output=True, text=True)
+    if result.returncode != 0 or not out.exists():
+        raise RuntimeError(f"SDK child {key} failed (exit {result.returncode}): {result.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def ingestion_round(args, workdir: Path, clock: StandInClock) -> dict:
+    from mlrt.service import auth
+
+    say(f"  ingestion: {args.points:,} points per case; starting database, stand-in, controller")
+    speed_before = speed_check()
+    env = Environment("ingestion", args, workdir, clock)
+    cases = []
+    try:
+        template = ALGORITHM_SPEC if args.spec == "algorithm" else COMMAND_SPEC
+        (submitted,) = submit_all(env, [template.format(index=0)], 1)
+        run_id = submitted["run_id"]
+        wait_running(env, 1, timeout=60, label="ingestion")
+        token = auth.issue(env.store, "worker", f"run:{run_id}", run_id=run_id)
+        for clients in (1, INGEST_CLIENTS):
+            for batch in BATCHES:
+                key = f"http_b{batch}_c{clients}"
+                say(f"    POST tracking/metrics: {batch:,} points/request, {clients} client{'s' * (clients > 1)}...")
+                seconds = post_points(env, run_id, token, key, args.points, batch, clients)
+                rows = count_points(env, run_id, key)
+                label = f"HTTP POST, {batch:,} points/request, {clients} client{'s' * (clients > 1)}"
+                cases.append({"case": key, "label": label, "points": args.points, "seconds": seconds, "rows": rows})
+        if args.sdk_points:
+            for key, uri, tok, label in (
+                ("sdk_http", env.url_api, token, "SDK log_metric one-by-one -> service (HTTP)"),
+                ("sdk_direct", env.url, None, "SDK log_metric one-by-one -> database directly"),
+            ):
+                say(f"    {label} ({args.sdk_points:,} points)...")
+                figures = run_sdk_child(env, run_id, key, args.sdk_points, uri, tok)
+                rows = count_points(env, run_id, key)
+                cases.append({"case": key, "label": label, **figures, "rows": rows})
+        points_counter = None
+        import httpx
+
+        for line in httpx.get(f"{env.url_api}/metrics", timeout=30).text.splitlines():
+            if line.startswith("mlrt_metric_points_total"):
+                points_counter = float(line.split()[-1])
+    finally:
+        env.close()
+    for case in cases:
+        case["points_per_s"] = case["points"] / case["seconds"]
+    return {"cases": cases, "service_points_counter": points_counter, "speed_check_ms": [speed_before, speed_check()]}
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:,.0f}"
+
+
+def print_round(r: dict) -> None:
+    print(
+        f"{r['round']} ({r['jobs']:,} jobs, {r['clients']} client{'s' * (r['clients'] > 1)}): "
+        f"{r['submissions_per_s']:,.1f} submissions/s; drain {r['drain_seconds']:.1f}s "
+        f"({r['launches_per_s']:,.1f} launches/s end to end, {r['launch_rate_while_launching']:,.1f}/s from the first launch)"
+    )
+    print(
+        f"  (warm-up job before the clock: first launch after the controller started took {r['first_launch_cold_s']:.1f}s)"
+    )
+    print(f"  {'ms':<36} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
+    for key, label in (
+        ("submit_to_running", "submit -> RUNNING"),
+        ("http_request", "  submit request (client side)"),
+        ("request_to_queued_commit", "  request start -> QUEUED committed"),
+        ("queued_to_starting", "  QUEUED -> STARTING (wait for pass)"),
+        ("starting_to_running", "  STARTING -> RUNNING (launch)"),
+    ):
+        s = r[key]
+        print(f"  {label:<36} {ms(s['p50']):>8} {ms(s['p90']):>8} {ms(s['p99']):>8} {ms(s['max']):>8}")
+    tenths = " ".join(ms(v) for v in r["median_by_tenth"])
+    print(f"  median submit -> RUNNING by tenth of the submissions (ms): {tenths}")
+    print(
+        f"  controller: {r['controller_cpu_seconds']:.1f} CPU-s during the round ({r['controller_cpu_share']:.0%} of a core), "
+        f"{r['reconcile_passes']:,.0f} reconcile passes, mean {r['reconcile_mean_ms']:,.0f} ms"
+    )
+    print(
+        f"  with all {r['jobs']:,} RUNNING and nothing changing ({r['idle_window_s']:g}s): {r['idle_cpu_share']:.0%} of a core, "
+        f"{r['idle_passes_per_s']:.1f} passes/s, mean pass {r['idle_pass_mean_ms']:,.0f} ms"
+    )
+    parts = ", ".join(
+        f"{name} {f['count']:,} x {1000 * f['seconds'] / f['count']:.1f} ms" for name, f in r["standin"].items()
+    )
+    busy = sum(f["seconds"] for name, f in r["standin"].items() if not name.startswith("validate"))
+    print(
+        f"  speed check (fixed Python loop) before / after the round: {r['speed_check_ms'][0]:.0f} / {r['speed_check_ms'][1]:.0f} ms"
+    )
+    print(
+        f"  stand-in (in this process): {busy:.1f}s busy in requests over a {r['drain_seconds']:.1f}s drain; {parts}; "
+        f"objects: {r['kube_objects']}"
+    )
+
+
+def main() -> int:
+    global QUIET
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="submissions per round (default 1,000)")
+    parser.add_argument("--clients", type=int, default=8, help="client threads of the concurrent round (default 8)")
+    parser.add_argument("--points", type=int, default=200_000, help="points per HTTP ingestion case (default 200,000)")
+    parser.add_argument(
+        "--sdk-points", type=int, default=100_000, help="points of the SDK cases (default 100,000; 0 skips them)"
+    )
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres", help="database (default postgres)")
+    parser.add_argument("--pg-url", default=os.environ.get("MLRT_TEST_POSTGRES", DEFAULT_PG), help="server URL")
+    parser.add_argument("--spec", choices=("algorithm", "command"), default="algorithm", help="job kind submitted")
+    parser.add_argument(
+        "--no-schema-check",
+        action="store_true",
+        help="the stand-in skips its JSON-schema validation of created objects (~20 ms each in Python; "
+        "a real API server validates in Go), so the figures are the controller's rather than the stand-in's",
+    )
+    parser.add_argument("--poll-interval", type=float, default=0.2, help="the controller's --poll-interval")
+    parser.add_argument("--rounds", default="sequential,concurrent,ingestion", help="which rounds to run")
+    parser.add_argument("--idle-window", type=float, default=5.0, help="seconds to watch the drained controller")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="longest wait for a round to drain (s)")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir (logs) afterwards")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        Path(args.out).write_text(json.dumps(child_sdk(args.child, args.sdk_points)))
+        return 0
+
+    QUIET = args.quiet
+    args.mlrt = tool("mlrt")
+    if args.mlrt is None:
+        print("error: no mlrt executable found next to this python or on PATH", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(BENCH.parent / "tests"))
+    try:
+        import kube_standin
+    except ImportError as exc:
+        print(f"error: the Kubernetes API stand-in needs the kubernetes client extras: {exc}", file=sys.stderr)
+        return 2
+    clock = StandInClock()
+    clock.install(kube_standin)
+    if args.no_schema_check:
+        import types
+
+        real = kube_standin.kubernetes_validate
+        kube_standin.kubernetes_validate = types.SimpleNamespace(
+            validate=lambda *a, **k: None, ValidationError=real.ValidationError
+        )
+
+    rounds = [r.strip() for r in args.rounds.split(",") if r.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="mlrt-bench-service-"))
+    database = "SQLite (file in the workdir)"
+    if args.db == "postgres":
+        from sqlalchemy import create_engine, text
+
+        try:
+            engine = create_engine(args.pg_url)
+            with engine.connect() as conn:
+                database = f"PostgreSQL {conn.execute(text('SHOW server_version')).scalar_one()} at {args.pg_url.split('@')[-1]}"
+            engine.dispose()
+        except Exception as exc:
+            print(f"error: PostgreSQL not reachable at {args.pg_url}: {exc}", file=sys.stderr)
+            return 2
+    print(f"controller service: submissions and metric ingestion; {machine_line()}")
+    schema = "without its schema check" if args.no_schema_check else "with its schema check"
+    print(f"database: {database}; Kubernetes: API stand-in (tests/kube_standin.py) in this process, {schema}")
+    print(f"spec: {args.spec} job, compute.backend kubernetes; controller --poll-interval {args.poll_interval:g}")
+    print(f"workdir {workdir}")
+
+    summary: dict = {
+        "machine": machine_line(),
+        "database": database,
+        "spec": args.spec,
+        "standin_schema_check": not args.no_schema_check,
+        "poll_interval": args.poll_interval,
+        "rounds": [],
+    }
+    try:
+        load_before = os.getloadavg()
+        for name, clients in (("sequential", 1), ("concurrent", args.clients)):
+            if name in rounds:
+                summary["rounds"].append(submission_round(name, clients, args, workdir, clock))
+                print()
+                print_round(summary["rounds"][-1])
+                print()
+        if "ingestion" in rounds:
+            summary["ingestion"] = ingestion_round(args, workdir, clock)
+        load_after = os.getloadavg()
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
+
+    ok = True
+    if "ingestion" in summary:
+        print()
+        ing = summary["ingestion"]
+        print(f"{'metric ingestion':<56} {'points':>9} {'in DB':>9} {'seconds':>8} {'points/s':>10}")
+        for c in ing["cases"]:
+            ok &= c["rows"] == c["points"]
+            print(
+                f"{c['label']:<56} {c['points']:>9,} {c['rows']:>9,} {c['seconds']:>8.2f} {c['points_per_s']:>10,.0f}"
+            )
+        by_case = {c["case"]: c for c in ing["cases"]}
+        if "sdk_http" in by_case:
+            ratio = by_case["sdk_http"]["points_per_s"] / by_case["sdk_direct"]["points_per_s"]
+            ing["ratio_sdk_http_to_direct"] = ratio
+            print(f"SDK through the service / SDK straight to the database: {ratio:.2f}x")
+        print(f"every posted point found in the database: {'yes' if ok else 'NO -- figures are not valid'}")
+        print(
+            f"speed check before / after ingestion: {ing['speed_check_ms'][0]:.0f} / {ing['speed_check_ms'][1]:.0f} ms"
+        )
+    print("peer: none for submissions (no Kubeflow, SageMaker or other job service here); the ingestion ratio above")
+    print("      compares the service's HTTP tracking path with the SDK writing to the same database directly")
+    print(f"load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    summary["all_points_in_db"] = ok
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
