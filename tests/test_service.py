@@ -425,3 +425,18 @@ def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(
                 assert kube.secrets("ml") == [], "the token's Secret goes with the Job"
         finally:
             service.stop()
+
+
+def test_tokens_are_administered_on_the_database_and_shown_only_once(cli, postgres_db):
+    created = json.loads(
+        cli("--db", postgres_db, "tokens", "create", "--user", "carol", "--project", "nlp", "--json").stdout
+    )
+    token = created["token"]
+    assert auth.authenticate(Store(postgres_db), token).project == "nlp"
+    listed = json.loads(cli("--db", postgres_db, "tokens", "list", "--json").stdout)
+    assert [t["user"] for t in listed] == ["carol"] and token not in json.dumps(listed)
+    token_id = token.split("_")[1]
+    assert cli("--db", postgres_db, "tokens", "revoke", token_id).exit_code == 0
+    assert auth.authenticate(Store(postgres_db), token) is None
+    refused = cli("--server", "http://127.0.0.1:9", "tokens", "list")
+    assert refused.exit_code == 2 and "--db URL" in refused.output

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from mlrt.spec import SpecError
 from mlrt.store import NotFound
 from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Run
@@ -62,12 +60,17 @@ class ApiClient:
     """Authenticated calls to one controller service."""
 
     def __init__(self, server: str, token: str | None, *, timeout: float = 60.0):
+        import httpx  # only in remote mode: local commands do not pay for the import
+
         self.server = server.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=f"{self.server}/api/v1", headers=headers, timeout=timeout)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; turn refusals into :class:`NotFound`, :class:`SpecError` or :class:`RemoteError`."""
+    def request(self, method: str, path: str, **kwargs: Any):
+        """Send a request (an ``httpx.Response`` back); turn refusals into :class:`NotFound`,
+        :class:`SpecError` or :class:`RemoteError`."""
+        import httpx
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:

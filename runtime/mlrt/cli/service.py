@@ -10,6 +10,12 @@ from mlrt.cli.render import echo_json, table
 pass_app = click.make_pass_decorator(App)
 
 
+def _database(app: App) -> None:
+    """Service administration works on the database itself, never through an API."""
+    if app.server:
+        raise click.UsageError("this command works on the controller's database: use --db URL / MLRT_DB, not --server")
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
 @click.option("--port", default=8080, show_default=True, type=int)
@@ -28,6 +34,7 @@ def controller(app: App, host: str, port: int, advertise_url: str | None, poll_i
     is migrated at start-up. API docs: http://HOST:PORT/docs."""
     from mlrt.service import serve
 
+    _database(app)
     serve(app.db, host, port, advertise_url, poll_interval=poll_interval)
 
 
@@ -46,6 +53,7 @@ def create_token(app: App, user: str, project: str | None, admin: bool, as_json:
     """Create a token; it is printed once and stored only as a hash."""
     from mlrt.service import auth
 
+    _database(app)
     if admin == bool(project):
         raise click.UsageError("give either --project NAME or --admin")
     token = auth.issue(app.store, "admin" if admin else "user", user, project)
@@ -63,6 +71,7 @@ def list_tokens(app: App, as_json: bool) -> None:
     """User and admin tokens (ids only: the tokens themselves are not stored)."""
     from mlrt.service import auth
 
+    _database(app)
     rows = [t.model_dump(mode="json", exclude={"secret_hash", "run_id"}) for t in auth.list_tokens(app.store)]
     if as_json:
         echo_json(rows)
@@ -82,6 +91,7 @@ def revoke_token(app: App, token_id: str) -> None:
     from mlrt.service import auth
     from mlrt.store import NotFound
 
+    _database(app)
     if not auth.revoke(app.store, token_id):
         raise NotFound(f"no active token {token_id!r}")
     click.echo(f"token {token_id} revoked")

@@ -134,7 +134,8 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
         try:
             revision = current_revision(store.engine)
         except Exception as exc:
-            return JSONResponse(status_code=503, content={"status": "database unreachable", "detail": str(exc)})
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+            return JSONResponse(status_code=503, content={"status": "database unreachable", "detail": detail})
         if revision != HEAD_REVISION:
             return JSONResponse(status_code=503, content={"status": f"schema at {revision}, not {HEAD_REVISION}"})
         body = {"status": "ready", "leader": bool(loop and loop.leader.held)}
