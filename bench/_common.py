@@ -66,3 +66,12 @@ def peer_version(distribution: str) -> str | None:
         return version(distribution)
     except PackageNotFoundError:
         return None
+
+
+def write_json(path: str, summary: dict) -> None:
+    """Write a benchmark's figures to ``path`` (``--json``) and say where."""
+    import json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {path}")

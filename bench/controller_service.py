@@ -60,7 +60,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from _common import bench_env, machine_line, median, percentile, tool  # noqa: E402
+from _common import bench_env, machine_line, median, percentile, tool, write_json  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 IMAGE = "localhost/mlrt-train:bench"
@@ -760,9 +760,7 @@ def main() -> int:
     print(f"load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f}")
     summary["all_points_in_db"] = ok
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, summary)
     return 0 if ok else 1
 
 

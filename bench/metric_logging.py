@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, machine_line, peer_version  # noqa: E402
+from _common import bench_env, machine_line, peer_version, write_json  # noqa: E402
 
 BATCH_KEYS = [f"m{k}" for k in range(10)]
 TARGET_BATCHED = 100_000
@@ -304,9 +304,7 @@ def main() -> int:
         summary["mlflow"] = mlflow_note
     print(f"every logged point found in its database: {'yes' if ok else 'NO -- figures are not valid'}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, summary)
     return 0 if ok else 1
 
 

@@ -49,10 +49,17 @@ import signal
 import time
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from mlrt import hookimpl
-from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
+from mlrt.launchers import (
+    LaunchContext,
+    Launcher,
+    LaunchError,
+    LaunchRequest,
+    WorkerRequest,
+    WorkerStatus,
+    is_loopback,
+)
 from mlrt.states import RunState
 from mlrt_container import engine as engines
 from mlrt_container.follow import LogFollower, Waiter
@@ -69,7 +76,6 @@ _ENV_FILE_MAX = 32 * 1024
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Folders a container's own system lives in: bind-mounting one of them over the image breaks it.
 _SYSTEM_PATHS = frozenset("/ /bin /boot /dev /etc /lib /lib64 /proc /run /sbin /sys /usr /var".split())
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 LOG_FLUSH_TIMEOUT = 10.0
 
 
@@ -386,7 +392,7 @@ def _contract_env(ctx: LaunchContext) -> tuple[dict[str, str], str | None]:
             path = os.path.abspath(path)  # the same file from the container's working directory too
             env["MLRT_TRACKING_URI"] = f"sqlite:///{path}" + (f"?{query}" if query else "")
             tracking_dir = str(Path(path).parent)
-    elif "://" in uri and (urlsplit(uri).hostname or "") in _LOOPBACK:
+    elif "://" in uri and is_loopback(uri):
         from mlrt import sdk
 
         env["MLRT_TRACKING_URI"] = getattr(sdk, "LOG_TRACKING_URI", uri)

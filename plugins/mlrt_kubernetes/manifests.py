@@ -33,9 +33,8 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
-from mlrt.launchers import LaunchContext, training_image
+from mlrt.launchers import LaunchContext, is_loopback, training_image
 from mlrt.sdk import LOG_TRACKING_URI
 from mlrt.submission import channel_env
 
@@ -76,13 +75,12 @@ def _cpu(cores: float) -> str:
 
 
 TOKEN_VARIABLE = "MLRT_TRACKING_TOKEN"
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
 def remote_tracking(ctx: LaunchContext) -> bool:
     """Whether the workers report to an HTTP tracking endpoint a pod can reach (not loopback)."""
     uri = ctx.env.get("MLRT_TRACKING_URI", "")
-    return uri.startswith(("http://", "https://")) and (urlsplit(uri).hostname or "") not in _LOOPBACK
+    return uri.startswith(("http://", "https://")) and not is_loopback(uri)
 
 
 def tracking_secret(ctx: LaunchContext) -> dict[str, Any] | None:

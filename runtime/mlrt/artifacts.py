@@ -21,6 +21,28 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def relative_path_problem(relative: str) -> str | None:
+    """Why ``relative`` cannot be used as a path below a prefix or folder, or None if it can.
+
+    Allowed: ``/``-separated segments, none empty, ``.`` or ``..``, with no
+    backslash or NUL and no leading ``/``.
+    """
+    if not relative:
+        return "is empty"
+    if "\0" in relative:
+        return "contains NUL"
+    if "\\" in relative:
+        return "contains a backslash"
+    if relative.startswith("/"):
+        return "is absolute"
+    segments = relative.split("/")
+    if "" in segments:
+        return "has an empty segment"
+    if "." in segments or ".." in segments:
+        return "has a '.' or '..' segment"
+    return None
+
+
 def collect(run_id: str, output_dir: Path) -> tuple[list[Artifact], list[str]]:
     """Artifacts for every file under ``output_dir``, and the paths skipped for escaping it."""
     root = output_dir.resolve()

@@ -83,15 +83,17 @@ def owner_alive(run: Run) -> bool:
     return run.heartbeat_at is not None and utcnow() - run.heartbeat_at < HEARTBEAT_STALE
 
 
-def stop_attempt_workers(store: Store, run_id: str, grace_period: float) -> None:
-    """Stop whatever is left of a run's latest attempt (used for orphaned runs)."""
+def close_orphaned_attempt(store: Store, run_id: str, state: RunState, reason: str, grace_period: float) -> None:
+    """End the latest attempt of a run no controller drives: stop whatever is left of
+    its workers, then record the attempt as ``state`` with ``reason``."""
     attempt = store.latest_attempt(run_id)
-    if attempt is None or attempt.ended_at is not None or not attempt.handle:
+    if attempt is None or attempt.ended_at is not None:
         return
-    launcher = plugins.launchers().get(attempt.backend)
+    launcher = plugins.launchers().get(attempt.backend) if attempt.handle else None
     if launcher is not None:
         launcher.stop(attempt.handle, grace_period)
         launcher.cleanup(attempt.handle)
+    store.finish_attempt(attempt.id, state, reason, None)
 
 
 def spawn_controller(db_url: str, run_ids: list[str], log_file: Path, *, adopt: bool = False) -> subprocess.Popen:
@@ -107,7 +109,7 @@ def spawn_controller(db_url: str, run_ids: list[str], log_file: Path, *, adopt: 
         )
 
 
-def _adoptable(store: Store, run: Run) -> bool:
+def adoptable(store: Store, run: Run) -> bool:
     """Whether ``run``'s workers outlive its controller, so another can take it over."""
     if run.state not in (RunState.RUNNING.value, RunState.STARTING.value):
         return False
@@ -139,15 +141,12 @@ def reap_orphans(store: Store) -> list[str]:
     for run in store.active_runs():
         if owner_alive(run):
             continue
-        if _adoptable(store, run):
+        if adoptable(store, run):
             _hand_over(store, run)
             continue
-        stop_attempt_workers(store, run.id, grace_period=2.0)
         who = f"controller {run.owner}" if run.owner else "no controller"
         reason = f"{who} stopped while the run was {run.state}; its workers were stopped"
-        attempt = store.latest_attempt(run.id)
-        if attempt is not None and attempt.ended_at is None:
-            store.finish_attempt(attempt.id, RunState.FAILED, reason, None)
+        close_orphaned_attempt(store, run.id, RunState.FAILED, reason, grace_period=2.0)
         try:
             store.transition(run.id, RunState.FAILED, reason)
         except Exception:  # another process reaped or finished it first
@@ -192,14 +191,14 @@ SECRET_VARIABLES = ("MLRT_TRACKING_TOKEN",)
 HIDDEN = "<not shown>"
 
 
-def stored_request(request: LaunchRequest, spec: dict[str, Any]) -> dict[str, Any]:
-    """The request as the database keeps it: values of ``spec.env`` (which may hold
-    secrets) and of :data:`SECRET_VARIABLES` replaced by ``<not shown>``."""
+def hide_secrets(request: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A launch request (plain data) with the values of ``spec.env`` (which may hold
+    secrets) and of :data:`SECRET_VARIABLES` replaced by ``<not shown>``, as the
+    database keeps it and the API shows it."""
     secret = set(spec.get("env") or {}) | set(SECRET_VARIABLES)
-    row = request.to_dict()
-    for worker in row["workers"]:
-        worker["env"] = {k: HIDDEN if k in secret else v for k, v in worker["env"].items()}
-    return row
+    for worker in request.get("workers", []):
+        worker["env"] = {k: HIDDEN if k in secret else v for k, v in worker.get("env", {}).items()}
+    return request
 
 
 class Controller:
@@ -261,7 +260,7 @@ class Controller:
             if changed:
                 delay = FIRST_POLL
                 continue
-            self._wait(delay)
+            self.wait(delay)
             delay = min(self.poll_interval, delay * 1.5)
 
     def _await_handover(self, run_ids: list[str], timeout: float = 10.0) -> list[str]:
@@ -272,7 +271,7 @@ class Controller:
                 return mine
             time.sleep(0.05)
 
-    def _wait(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when a launcher signals that a worker changed."""
         fds = [fd for launcher in plugins.launchers().values() for fd in launcher.wakeup_fds()] + self.wakeup_fds
         if fds:
@@ -288,11 +287,11 @@ class Controller:
         runs = self.store.active_runs(owner=self.owner)
         # Trials before their tuning runs, so a tuning run sees the trials that
         # ended in this very pass and starts their successors at once.
-        for run in sorted(runs, key=lambda r: self._kind(r) == "TuningJob"):
+        for run in sorted(runs, key=lambda r: self.kind(r) == "TuningJob"):
             if run.id in self._ended_this_pass:
                 continue  # a trial its tuning run stopped earlier in this pass
             state = RunState(run.state)
-            if self._kind(run) == "TuningJob":
+            if self.kind(run) == "TuningJob":
                 self._reconcile_tuning(run)
             elif state is RunState.QUEUED:
                 self._reconcile_queued(run)
@@ -302,7 +301,8 @@ class Controller:
                 self._reconcile_running(run)
         return [(r.id, r.state) for r in runs] != self.store.active_states(self.owner)
 
-    def _kind(self, run: Run) -> str:
+    def kind(self, run: Run) -> str:
+        """The kind of ``run``'s job (``TrainingJob`` or ``TuningJob``), read once."""
         if run.id not in self._kinds:
             self._kinds[run.id] = self.store.get_job(run.job_id).kind
         return self._kinds[run.id]
@@ -365,7 +365,7 @@ class Controller:
                 number=number,
                 state=RunState.STARTING.value,
                 backend=launcher.name,
-                request=stored_request(request, spec),
+                request=hide_secrets(request.to_dict(), spec),
                 log_dir=ctx.log_dir,
             )
         )

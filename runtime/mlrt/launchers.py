@@ -59,6 +59,14 @@ class LaunchContext:
         return ["python", "-m", "mlrt.worker"] if self.algorithm else list(self.argv)
 
 
+def is_loopback(uri: str) -> bool:
+    """Whether ``uri`` names this machine only (``localhost``, ``127.0.0.1``, ``::1``): an
+    address a container or a pod cannot use to reach the controller."""
+    from urllib.parse import urlsplit
+
+    return (urlsplit(uri).hostname or "") in ("localhost", "127.0.0.1", "::1")
+
+
 def training_image() -> str:
     """The image that runs ``algorithm:`` jobs on container backends:
     ``MLRT_TRAINING_IMAGE``, else ``localhost/mlrt-train:VERSION``, which

@@ -48,7 +48,6 @@ client gets its own session, created under a lock).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import tempfile
@@ -56,6 +55,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+
+from mlrt.artifacts import relative_path_problem, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from boto3.s3.transfer import TransferConfig
@@ -184,28 +185,6 @@ def is_prefix(uri: str) -> bool:
     return uri.endswith("/")
 
 
-def relative_path_problem(relative: str) -> str | None:
-    """Why ``relative`` cannot be used as a path below a prefix or folder, or None if it can.
-
-    Allowed: ``/``-separated segments, none empty, ``.`` or ``..``, with no
-    backslash or NUL and no leading ``/``.
-    """
-    if not relative:
-        return "is empty"
-    if "\0" in relative:
-        return "contains NUL"
-    if "\\" in relative:
-        return "contains a backslash"
-    if relative.startswith("/"):
-        return "is absolute"
-    segments = relative.split("/")
-    if "" in segments:
-        return "has an empty segment"
-    if "." in segments or ".." in segments:
-        return "has a '.' or '..' segment"
-    return None
-
-
 def object_key(prefix_key: str, relative: str) -> str:
     """The key of ``relative`` under ``prefix_key`` (a run's prefix, with or without a trailing ``/``).
 
@@ -233,15 +212,6 @@ def _head(bucket: str, key: str, **extra: Any) -> dict[str, Any] | None:
         if _error_code(error) in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a local file's content."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(MIB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_of(uri: str) -> str | None:

@@ -451,7 +451,7 @@ def _log_bytes(app: App, run_id: str, attempt: int, rank: int, path: Path, offse
 @pass_app
 def cancel(app: App, run_id: str, timeout: float) -> None:
     """Stop a run: its workers get SIGTERM, then SIGKILL after the grace period."""
-    from mlrt.controller import owner_alive, stop_attempt_workers
+    from mlrt.controller import close_orphaned_attempt, owner_alive
     from mlrt.states import RunState
     from mlrt.store.models import utcnow
 
@@ -474,9 +474,6 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
             time.sleep(0.1)
         click.echo(f"{run_id} is still {run.state}; its controller has not stopped it yet", err=True)
         sys.exit(EXIT_FAILED)
-    stop_attempt_workers(store, run_id, grace_period=5.0)
-    attempt = store.latest_attempt(run_id)
-    if attempt is not None and attempt.ended_at is None:
-        store.finish_attempt(attempt.id, RunState.CANCELLED, "cancelled by user", None)
+    close_orphaned_attempt(store, run_id, RunState.CANCELLED, "cancelled by user", grace_period=5.0)
     store.transition(run_id, RunState.CANCELLED, "cancelled by user (no controller was driving it)", ended_at=utcnow())
     click.echo(f"{run_id} CANCELLED")

@@ -342,10 +342,12 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
     @app.get("/api/v1/runs/{run_id}/artifacts/{path:path}", tags=["artifacts"])
     def artifact(run_id: str, path: str, who: User) -> Response:
         """The content of one registered artifact (only registered paths are served)."""
+        from mlrt.artifacts import relative_path_problem
+
         visible_run(who, run_id)
-        parts = path.split("/")
-        if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
-            raise HTTPException(400, f"artifact path {path!r} must be relative and stay inside the run")
+        problem = relative_path_problem(path)
+        if problem:
+            raise HTTPException(400, f"artifact path {path!r} {problem}: it must stay inside the run")
         row = next((a for a in store.artifacts(run_id) if a.path == path), None)
         if row is None:
             raise HTTPException(404, f"run {run_id!r} has no artifact {path!r}")

@@ -25,8 +25,7 @@ import os
 import threading
 import time
 
-from mlrt import plugins
-from mlrt.controller import FIRST_POLL, Controller, WorkerTracking, stop_attempt_workers
+from mlrt.controller import FIRST_POLL, Controller, WorkerTracking, adoptable, close_orphaned_attempt
 from mlrt.service import auth
 from mlrt.service.leader import LeaderLock
 from mlrt.service.telemetry import Telemetry
@@ -86,15 +85,19 @@ class ServiceLoop:
         except BlockingIOError:
             pass
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Empty the wake-up pipe; True when something was written to it."""
+        woken = False
         try:
             while os.read(self._wake_read, 4096):
-                pass
+                woken = True
         except BlockingIOError:
             pass
+        return woken
 
     def _run(self) -> None:
         delay = FIRST_POLL
+        last_take_over = float("-inf")
         while not self._stop.is_set():
             try:
                 leading = self.leader.acquire()
@@ -107,8 +110,13 @@ class ServiceLoop:
                 continue
             started = time.perf_counter()
             try:
-                self._drain()
-                changed = self.take_over() | self.controller.reconcile()
+                # Taking over is a query over every API run: at once when this replica's API
+                # was used, else at most every poll interval (another replica's submissions).
+                changed = False
+                if self._drain() or started - last_take_over >= self.poll_interval:
+                    changed = self.take_over()
+                    last_take_over = started
+                changed = self.controller.reconcile() | changed
                 self.error = None
             except Exception as exc:  # keep serving; the next pass starts from the database again
                 changed = False
@@ -117,7 +125,7 @@ class ServiceLoop:
             if changed:
                 delay = FIRST_POLL
                 continue
-            self.controller._wait(delay)
+            self.controller.wait(delay)
             delay = min(self.poll_interval, delay * 1.5)
 
     # -- taking runs over ----------------------------------------------------
@@ -126,32 +134,22 @@ class ServiceLoop:
         """Drive every API run not driven yet (see the module docstring); True if any."""
         runs = self.store.project_runs_not_owned_by(self.controller.owner)
         for run in runs:
-            if self.controller._kind(run) == "TuningJob" and run.state != RunState.QUEUED.value:
+            if self.controller.kind(run) == "TuningJob" and run.state != RunState.QUEUED.value:
                 self._fail_search(run)
             elif run.state == RunState.QUEUED.value or run.owner is None:
                 self.store.transfer_owner(run.id, run.owner, self.controller.owner)
-            elif self._adoptable(run):
+            elif adoptable(self.store, run):
                 if self.store.transfer_owner(run.id, run.owner, self.controller.owner):
                     self.store.add_event(run.id, f"controller {self.controller.owner} adopted the running workers")
             else:
                 self._requeue(run)
         return bool(runs)
 
-    def _adoptable(self, run: Run) -> bool:
-        attempt = self.store.latest_attempt(run.id)
-        if attempt is None or attempt.ended_at is not None:
-            return False
-        launcher = plugins.launchers().get(attempt.backend)
-        return launcher is not None and launcher.survives_controller
-
     def _requeue(self, run: Run) -> None:
         if not self.store.transfer_owner(run.id, run.owner, self.controller.owner):
             return
-        stop_attempt_workers(self.store, run.id, grace_period=2.0)
-        attempt = self.store.latest_attempt(run.id)
         reason = f"the controller stopped during attempt {run.attempts}; its workers stopped with it"
-        if attempt is not None and attempt.ended_at is None:
-            self.store.finish_attempt(attempt.id, RunState.FAILED, reason, None)
+        close_orphaned_attempt(self.store, run.id, RunState.FAILED, reason, grace_period=2.0)
         self.controller.tracking.attempt_ended(run.id)
         self.store.transition(
             run.id,

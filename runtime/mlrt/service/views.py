@@ -12,12 +12,8 @@ from typing import Any
 
 import yaml
 
-from mlrt.controller import HIDDEN, SECRET_VARIABLES
+from mlrt.controller import HIDDEN, hide_secrets
 from mlrt.store.models import Attempt, Job
-
-
-def _hidden_keys(spec: dict[str, Any]) -> set[str]:
-    return set(spec.get("env") or {}) | set(SECRET_VARIABLES)
 
 
 def submitted_text(text: str) -> str:
@@ -47,7 +43,5 @@ def job_view(job: Job) -> dict[str, Any]:
 def attempt_view(attempt: Attempt, spec: dict[str, Any]) -> dict[str, Any]:
     """An attempt row without its backend handle and with secret variables hidden."""
     data = attempt.model_dump(mode="json", exclude={"handle"})
-    hidden = _hidden_keys(spec)
-    for worker in data["request"].get("workers", []):
-        worker["env"] = {k: HIDDEN if k in hidden else v for k, v in worker.get("env", {}).items()}
+    hide_secrets(data["request"], spec)
     return data
