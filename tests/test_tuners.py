@@ -313,3 +313,52 @@ def test_resume_is_deterministic_and_does_not_repeat_draws() -> None:
     resumed = [a.suggest(5 + i) for i in range(5)]
     assert resumed == [b.suggest(5 + i) for i in range(5)]
     assert not any(r == h.params for r in resumed for h in history)
+
+
+GATE_X_MIN = 3.0  # a gate that only trials with x >= 3 pass; the bowl's minimum lies outside it
+
+
+def _gated_search(seed: int, tell_violation: bool, trials: int = 40) -> tuple[float, int]:
+    """TPE on the quadratic where x < GATE_X_MIN misses a gate. With ``tell_violation``
+    the tuner hears FAILED_GATE with the objective and how far x fell short (as the
+    controller reports it); without, it hears a plain FAILED trial (no result).
+    Returns the best feasible value and how many suggestions after the first 5 were feasible."""
+    tuner = started("tpe", PLANE, seed=seed)
+    best, feasible = math.inf, 0
+    for number in range(trials):
+        params = tuner.suggest(number)
+        assert params is not None
+        value = quadratic(params)
+        if params["x"] >= GATE_X_MIN:
+            tuner.observe(TrialResult(number, params, "SUCCEEDED", value))
+            best, feasible = min(best, value), feasible + (number >= 5)
+        elif tell_violation:
+            tuner.observe(TrialResult(number, params, "FAILED_GATE", value, GATE_X_MIN - params["x"]))
+        else:
+            tuner.observe(TrialResult(number, params, "FAILED", None))
+    return best, feasible
+
+
+def test_tpe_learns_the_feasible_region_from_gate_violations() -> None:
+    seeds = range(5)
+    told = [_gated_search(seed, tell_violation=True) for seed in seeds]
+    blind = [_gated_search(seed, tell_violation=False) for seed in seeds]
+    assert sum(f for _, f in told) >= 2 * sum(f for _, f in blind), (told, blind)
+    told_best = sum(b for b, _ in told) / len(told)
+    blind_best = sum(b for b, _ in blind) / len(blind)
+    assert told_best < blind_best / 1.5, (told_best, blind_best)
+    assert min(b for b, _ in told) >= (GATE_X_MIN - OPTIMUM[0]) ** 2  # only feasible trials count as best
+
+
+def test_gate_violations_reach_the_optuna_study_as_constraints() -> None:
+    history = [
+        TrialResult(0, {"x": 0.0, "y": 0.0}, "FAILED_GATE", 1.0, 0.25),
+        TrialResult(1, {"x": 4.0, "y": 0.0}, "SUCCEEDED", 2.0),
+    ]
+    tuner = started("tpe", PLANE, history=history)
+    params = tuner.suggest(2)
+    assert params is not None
+    tuner.observe(TrialResult(2, params, "FAILED_GATE", 0.5, 0.0))  # no amount given: still infeasible
+    trials = tuner._study.get_trials(deepcopy=False)
+    assert [t.constraints for t in trials] == [{"gates": 0.25}, {}, {"gates": 1.0}]
+    assert [t.value for t in trials] == [1.0, 2.0, 0.5]

@@ -122,6 +122,48 @@ def test_failed_trials_fail_the_job_past_max_failed_trials(cli, write_spec):
     assert "this trial was told to fail" in trials[0].reason
 
 
+
+def test_gates_are_constraints_a_gated_trial_never_wins(cli, write_spec):
+    # Maximizing training accuracy alone would pick the least regularized model
+    # (C=100), but the gate refuses models whose validation error exceeds their
+    # training error by more than a point: the best feasible trial wins instead.
+    spec = write_spec(
+        """\
+        apiVersion: mlrt/v1
+        kind: TuningJob
+        metadata: {name: gated}
+        spec:
+          template:
+            algorithm: sklearn.logistic_regression
+            data:
+              train: builtin://sklearn/breast_cancer?split=train
+              validation: builtin://sklearn/breast_cancer?split=validation
+            gates:
+              - {metric: bias_variance.variance, max: 0.01}
+          objective: {metric: train_accuracy, goal: maximize}
+          parameters:
+            C: {type: categorical, values: [0.01, 1.0, 100.0]}
+          tuner: grid
+          max_trials: 3
+          max_failed_trials: 0
+        """
+    )
+    result = cli("submit", str(spec), "--json")
+    run = json.loads(result.stdout)
+    assert result.exit_code == 0 and run["state"] == "SUCCEEDED", run["reason"]
+    store = Store()
+    trials = {t.record["trial_params"]["C"]: t for t in trials_of(store, run["id"])}
+    assert {c: t.state for c, t in trials.items()} == {0.01: "SUCCEEDED", 1.0: "SUCCEEDED", 100.0: "FAILED_GATE"}
+    gated = trials[100.0]
+    assert "bias_variance.variance" in gated.reason and "above the gate's max 0.01" in gated.reason
+    objective = store.last_values([t.id for t in trials.values()], "train_accuracy")
+    assert objective[gated.id] > max(objective[t.id] for c, t in trials.items() if c != 100.0)
+    assert run["params"]["best_trial"] == trials[1.0].id, "the gated trial had the best objective but cannot win"
+    violation = float(store.params(gated.id)["gate_violation"])
+    assert violation > 0 and float(store.params(trials[1.0].id)["gate_violation"]) == 0
+    status = json.loads(cli("status", run["id"], "--json").stdout)
+    assert status["tuning"]["trials"].get("FAILED_GATE") == 1
+
 def test_asha_prunes_torch_trials_and_saves_epochs(cli, write_spec):
     pytest.importorskip("torch")
     spec = write_spec(

@@ -42,6 +42,15 @@ def _sampler_seed(seed: int, history: list[TrialResult]) -> int:
     return int(np.random.SeedSequence([seed % 2**32, len(history)]).generate_state(1)[0])
 
 
+GATES = "gates"
+"""The name of the one constraint a FAILED_GATE trial carries in the Optuna study."""
+
+
+def _violation(result: TrialResult) -> float:
+    # Optuna calls a constraint <= 0 feasible; a FAILED_GATE trial never is.
+    return result.violation if result.violation > 0 and math.isfinite(result.violation) else 1.0
+
+
 class _OptunaTuner(Tuner):
     """Shared ask/tell plumbing; subclasses choose the Optuna sampler."""
 
@@ -91,10 +100,13 @@ class _OptunaTuner(Tuner):
     def observe(self, result: TrialResult) -> None:
         """Tell the study how trial ``result.number`` ended.
 
-        SUCCEEDED with a finite value is COMPLETE; PRUNED keeps its last value
-        (if any) as its score; anything else is FAIL, which the samplers
-        ignore. A result for a trial this tuner did not suggest is added like
-        history; a second result for the same trial is ignored."""
+        SUCCEEDED with a finite value is COMPLETE; FAILED_GATE with a value is
+        COMPLETE too, with its ``violation`` as the constraint ``gates`` (TPE
+        then ranks it below every feasible trial, by violation, and learns
+        where the feasible region is); PRUNED keeps its last value (if any) as
+        its score; anything else is FAIL, which the samplers ignore. A result
+        for a trial this tuner did not suggest is added like history; a second
+        result for the same trial is ignored."""
         trial = self._pending.pop(result.number, None)
         with _quiet() as optuna:
             if trial is None:
@@ -103,6 +115,8 @@ class _OptunaTuner(Tuner):
                 return
             state, value = self._outcome(optuna, result)
             if state == optuna.trial.TrialState.COMPLETE:
+                if result.state == "FAILED_GATE":
+                    trial.set_constraint(GATES, _violation(result))
                 self._study.tell(trial, value)
             else:
                 if value is not None:
@@ -152,7 +166,7 @@ class _OptunaTuner(Tuner):
         value = result.value
         if value is not None and not math.isfinite(value):
             value = None
-        if result.state == "SUCCEEDED" and value is not None:
+        if result.state in ("SUCCEEDED", "FAILED_GATE") and value is not None:
             return states.COMPLETE, float(value)
         if result.state == "PRUNED":
             return states.PRUNED, None if value is None else float(value)
@@ -165,6 +179,7 @@ class _OptunaTuner(Tuner):
         state, value = self._outcome(optuna, result)
         # A pruned trial's score is its last intermediate value, as tell() records it.
         pruned_score = {0: value} if state == optuna.trial.TrialState.PRUNED and value is not None else None
+        infeasible = state == optuna.trial.TrialState.COMPLETE and result.state == "FAILED_GATE"
         self._study.add_trial(
             optuna.trial.create_trial(
                 params=params,
@@ -172,6 +187,7 @@ class _OptunaTuner(Tuner):
                 value=value,
                 state=state,
                 intermediate_values=pruned_score,
+                constraints={GATES: _violation(result)} if infeasible else None,
             )
         )
 

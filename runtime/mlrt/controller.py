@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlrt import plugins
 from mlrt.artifacts import collect
@@ -49,6 +49,9 @@ from mlrt.store import Store, mlrt_home
 from mlrt.store.models import Artifact, Attempt, Run, utcnow
 from mlrt.submission import launch_context, local_prefix
 from mlrt.tuning_controller import Study
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt import report_runner
 
 HEARTBEAT_EVERY = 2.0
 FIRST_POLL = 0.005
@@ -514,16 +517,18 @@ class Controller:
             reason = f"{stop_reason}; {reason}" if stop_reason else reason
             failures = self._reports_and_gates(run, active.spec)
             if failures:
-                reason = f"{reason}, but it failed {len(failures)} gate(s): " + "; ".join(failures)
+                lines = "; ".join(f.line for f in failures)
+                reason = f"{reason}, but it failed {len(failures)} gate(s): {lines}"
                 self._finish(run, RunState.FAILED_GATE, reason, exit_code=0)
             else:
                 self._finish(run, RunState.SUCCEEDED, reason, exit_code=0)
 
-    def _reports_and_gates(self, run: Run, spec: dict[str, Any]) -> list[str]:
+    def _reports_and_gates(self, run: Run, spec: dict[str, Any]) -> list[report_runner.GateFailure]:
         """Build the run's reports (``spec.reports`` and what gates read); return gate failures.
 
         A report that cannot be built is an event, not the run's fate, unless a
-        gate needed it."""
+        gate needed it. A run with gates gets the param ``gate_violation``: the
+        sum of its failures' excesses, 0 when it passed (a tuner's constraint)."""
         from mlrt import report_runner
 
         if not report_runner.needed_reports(spec):
@@ -532,9 +537,14 @@ class Controller:
             results = report_runner.build(self.store, run.id)
         except Exception as exc:
             self.store.add_event(run.id, f"reports not built: {type(exc).__name__}: {exc}")
-            return [f"reports not built: {exc}"] if spec.get("gates") else []
-        self.store.add_event(run.id, f"reports built: {', '.join(results)}")
-        return report_runner.check_gates(self.store, run.id, results)
+            failures = [report_runner.GateFailure(f"reports not built: {exc}", report_runner.UNAVAILABLE)]
+        else:
+            self.store.add_event(run.id, f"reports built: {', '.join(results)}")
+            failures = report_runner.check_gates(self.store, run.id, results)
+        if not spec.get("gates"):
+            return []
+        self.store.log_params(run.id, {"gate_violation": sum(f.excess for f in failures)})
+        return failures
 
     def _failure_detail(self, active: _Active, rank: int) -> str:
         """What the worker said about its failure: its failure file, else its last log line."""

@@ -12,6 +12,7 @@ lines two runs' comparable numbers up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -245,8 +246,27 @@ def summary_findings(results: dict[str, dict[str, Any]], limit: int = 3) -> list
     return regime[:1] + others[:limit]
 
 
-def check_gates(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per ``spec.gates`` entry the run fails (empty: every gate passed)."""
+@dataclasses.dataclass(frozen=True)
+class GateFailure:
+    """One way a run misses its ``spec.gates``.
+
+    ``line`` says which gate and by how much, for people; ``excess`` is how far
+    past the gate's limit the value is (``min - value``, ``value - max``, or a
+    regression beyond ``max_regression``), always > 0, and 1.0 when the value
+    could not be computed at all. Tuning uses the sum of a trial's excesses as
+    its constraint violation, so a trial that misses a gate by a little ranks
+    above one that misses it by a lot."""
+
+    line: str
+    excess: float
+
+
+UNAVAILABLE = 1.0
+"""The excess of a gate whose value could not be computed."""
+
+
+def check_gates(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -> list[GateFailure]:
+    """Every way the run misses a ``spec.gates`` entry (empty: every gate passed)."""
     run = store.get_run(run_id)
     spec = store.get_job(run.job_id).spec_resolved["spec"]
     registry = plugins.reports()
@@ -257,18 +277,21 @@ def check_gates(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -
             report_name, value_name = gate["metric"].split(".", 1)
             result = results.get(report_name) or {}
             if result.get("skipped"):
-                failures.append(f"{where}: {gate['metric']} unavailable: {result['skipped']}")
+                failures.append(GateFailure(f"{where}: {gate['metric']} unavailable: {result['skipped']}", UNAVAILABLE))
                 continue
             values = registry[report_name].gate_values(result)
             if value_name not in values:
                 known = ", ".join(sorted(values)) or "none"
-                failures.append(f"{where}: report {report_name} has no value {value_name!r} (it has: {known})")
+                line = f"{where}: report {report_name} has no value {value_name!r} (it has: {known})"
+                failures.append(GateFailure(line, UNAVAILABLE))
                 continue
             value = values[value_name]
             if gate.get("min") is not None and value < gate["min"]:
-                failures.append(f"{gate['metric']} = {value:.4g} is below the gate's min {gate['min']:g}")
+                line = f"{gate['metric']} = {value:.4g} is below the gate's min {gate['min']:g}"
+                failures.append(GateFailure(line, gate["min"] - value))
             if gate.get("max") is not None and value > gate["max"]:
-                failures.append(f"{gate['metric']} = {value:.4g} is above the gate's max {gate['max']:g}")
+                line = f"{gate['metric']} = {value:.4g} is above the gate's max {gate['max']:g}"
+                failures.append(GateFailure(line, value - gate["max"]))
         else:
             other = gate["compare_to"]
             try:
@@ -276,17 +299,20 @@ def check_gates(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -
             except Exception:  # noqa: BLE001 - the run may be gone
                 before = {}
             if not before:
-                failures.append(f"{where}: run {other!r} has no reports to compare with (mlrt report {other})")
+                line = f"{where}: run {other!r} has no reports to compare with (mlrt report {other})"
+                failures.append(GateFailure(line, UNAVAILABLE))
                 continue
             worse = [row for row in diff(before, results) if row["regression"] > gate["max_regression"]]
             worse.sort(key=lambda row: -row["regression"])
             for row in worse[:5]:
-                failures.append(
+                line = (
                     f"{row['report']} {row['key']} {row['metric']} regressed by {row['regression']:.3f} vs {other} "
                     f"({row['before']:.4g} -> {row['after']:.4g}; gate allows {gate['max_regression']:g})"
                 )
+                failures.append(GateFailure(line, row["regression"] - gate["max_regression"]))
             if len(worse) > 5:
-                failures.append(f"... and {len(worse) - 5} more regressions vs {other}")
+                rest = sum(row["regression"] - gate["max_regression"] for row in worse[5:])
+                failures.append(GateFailure(f"... and {len(worse) - 5} more regressions vs {other}", rest))
     return failures
 
 

@@ -49,14 +49,21 @@ class TrialResult:
     """A finished trial as a tuner sees it: its parameters, state and objective.
 
     ``state`` is ``SUCCEEDED``, ``FAILED``, ``PRUNED`` (``value`` is then the
-    last intermediate value, or None) or another terminal state; ``value`` is
-    None when the trial produced no objective.
+    last intermediate value, or None), ``FAILED_GATE`` or another terminal
+    state; ``value`` is None when the trial produced no objective.
+
+    ``FAILED_GATE`` is a trial that produced its objective but missed one of
+    the template's ``gates``: an infeasible point of a constrained search.
+    ``violation`` is then how far it missed (the sum over its failed gates of
+    the distance past each limit, > 0), and 0.0 for every other trial, so a
+    tuner can learn where the feasible region is instead of ignoring the trial.
     """
 
     number: int
     params: dict[str, Any]
     state: str
     value: float | None
+    violation: float = 0.0
 
 
 class Tuner(abc.ABC):

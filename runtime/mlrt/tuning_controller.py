@@ -16,9 +16,14 @@ reconcile pass over a RUNNING tuning run:
 When the search completes, running trials are cancelled and the best trial's
 output (its model) is copied into the tuning run's output as its artifacts.
 ``--resume-from`` a stopped tuning job continues it: its trials that finished
-with a result (SUCCEEDED or PRUNED) count toward ``max_trials``, seed the
-tuner and compete for best, and are not run again; trials it lost when its
-controller stopped are. ``warm_start`` jobs only seed the tuner.
+with a result (SUCCEEDED, PRUNED or FAILED_GATE) count toward ``max_trials``,
+seed the tuner and compete for best, and are not run again; trials it lost
+when its controller stopped are. ``warm_start`` jobs only seed the tuner.
+
+Gates in the template are constraints: a trial that misses one ends
+FAILED_GATE, never becomes the best trial and does not count against
+``max_failed_trials``; the tuner sees its objective with its
+``gate_violation`` (see :class:`mlrt.tuning.TrialResult`).
 """
 
 from __future__ import annotations
@@ -53,10 +58,8 @@ def best_trial(trials: list[Run], values: Mapping[str, float], goal: str) -> tup
     return pick(scored, key=lambda item: item[1])
 
 
-def trial_result(trial: Run, values: Mapping[str, float]) -> TrialResult:
-    """A finished trial as a tuner sees it."""
-    value = values.get(trial.id) if trial.state in ("SUCCEEDED", "PRUNED") else None
-    return TrialResult(trial.trial or 0, dict(trial.record.get("trial_params") or {}), trial.state, value)
+WITH_RESULT = ("SUCCEEDED", "PRUNED", "FAILED_GATE")
+"""Trial states that carry an objective value: such trials are never run again."""
 
 
 class Study:
@@ -76,9 +79,10 @@ class Study:
         self.inherited = self._trials_of(resume_from) if resume_from else []
         warm = [t for other in self.spec.get("warm_start") or [] for t in self._trials_of(other)]
         self.values: dict[str, float] = {}  # objective of every finished trial, read once
+        self.violations: dict[str, float] = {}  # gate_violation of FAILED_GATE trials
         self.valued: set[str] = set()
         self._learn_values(self.inherited + warm)
-        history = [trial_result(t, self.values) for t in self.inherited + warm]
+        history = [self._result(t) for t in self.inherited + warm]
         self.tuner = copy.deepcopy(plugins.tuners()[self.spec["tuner"]])
         self.tuner.start(search_space(self.spec), self.goal, self.spec["seed"], self.spec["parallel_trials"], history)
         stopping = self.spec.get("early_stopping")
@@ -95,20 +99,30 @@ class Study:
         self.exhausted = False
 
     def _trials_of(self, job_id: str) -> list[Run]:
-        """Trials of an earlier tuning job that finished with a result (SUCCEEDED or
-        PRUNED), following its own resume chain; the others are run again."""
+        """Trials of an earlier tuning job that finished with a result (SUCCEEDED,
+        PRUNED or FAILED_GATE), following its own resume chain; the others are run again."""
         run = self.store.get_run(job_id)
-        own = [t for t in self.store.trials(job_id) if t.state in ("SUCCEEDED", "PRUNED")]
+        own = [t for t in self.store.trials(job_id) if t.state in WITH_RESULT]
         earlier = run.record.get("resume_from")
         return (self._trials_of(earlier) if earlier else []) + own
 
     def _learn_values(self, trials: list[Run]) -> None:
         """Read the objective of finished trials not read yet (one query); a finished
         trial's metrics no longer change."""
-        new = [t.id for t in trials if RunState(t.state).is_terminal() and t.id not in self.valued]
+        new = [t for t in trials if RunState(t.state).is_terminal() and t.id not in self.valued]
         if new:
-            self.values.update(self.store.last_values(new, self.metric))
-            self.valued.update(new)
+            self.values.update(self.store.last_values([t.id for t in new], self.metric))
+            self.valued.update(t.id for t in new)
+        for trial in new:
+            if trial.state == RunState.FAILED_GATE.value:
+                violation = float(self.store.params(trial.id).get("gate_violation") or 0.0)
+                self.violations[trial.id] = violation if violation > 0 else 1.0
+
+    def _result(self, trial: Run) -> TrialResult:
+        """A finished trial as the tuner sees it."""
+        value = self.values.get(trial.id) if trial.state in WITH_RESULT else None
+        params = dict(trial.record.get("trial_params") or {})
+        return TrialResult(trial.trial or 0, params, trial.state, value, self.violations.get(trial.id, 0.0))
 
     # -- one pass -------------------------------------------------------------
 
@@ -121,7 +135,7 @@ class Study:
         for trial in trials:
             if RunState(trial.state).is_terminal() and trial.id not in self.observed:
                 self.observed.add(trial.id)
-                self.tuner.observe(trial_result(trial, self.values))
+                self.tuner.observe(self._result(trial))
         if self.stopper is not None:
             self._early_stop(trials)
             trials = self.store.trials(self.run_id)
