@@ -229,6 +229,75 @@ def test_a_controller_killed_mid_job_and_restarted_finishes_it_once_without_losi
     assert "controller stopped during attempt 1" in attempts[0]["reason"]
 
 
+TRIAL = """
+import json, os, time
+x = json.loads(os.environ["MLRT_HYPERPARAMETERS"])["x"]
+time.sleep(1.0)
+print(f"score={-(x - 3) ** 2:.6f}", flush=True)
+"""
+
+
+def test_a_tuning_job_goes_on_in_place_after_its_controller_is_killed(remote, service, tokens, tmp_path):
+    (tmp_path / "trial.py").write_text(TRIAL)
+    spec = tmp_path / "tune.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""\
+        apiVersion: mlrt/v1
+        kind: TuningJob
+        metadata: {{name: resumed}}
+        spec:
+          template:
+            command: [{sys.executable}, {tmp_path / "trial.py"}]
+            metrics: [{{name: score, regex: 'score=(?P<value>-?[0-9.]+)'}}]
+          objective: {{metric: score, goal: maximize}}
+          parameters:
+            x: {{type: float, min: 0, max: 6}}
+          tuner: random
+          max_trials: 5
+          max_failed_trials: 0
+        """)
+    )
+    result = remote(tokens["alice"], "submit", str(spec), "--detach", "--json")
+    run_id = json.loads(result.stdout)["run_id"]
+
+    def trials(client: httpx.Client) -> list[dict]:
+        return client.get(f"/runs/{run_id}/trials").json()
+
+    def two_done_one_running(client: httpx.Client) -> bool:
+        states = [t["state"] for t in trials(client)]
+        return states.count("SUCCEEDED") >= 2 and "RUNNING" in states
+
+    with api(service, tokens["alice"]) as client:
+        wait_for(lambda: two_done_one_running(client), timeout=90)
+    service.kill()
+    store = Store(service.db)
+    finished_before = {t.id for t in store.trials(run_id) if t.state == "SUCCEEDED"}
+    running_before = {t.id for t in store.trials(run_id) if t.state == "RUNNING"}
+
+    restarted = ServiceProcess(service.db, service.log_file, port=service.port).start()
+    try:
+        with api(restarted, tokens["alice"]) as client:
+            wait_for(lambda: RunState(client.get(f"/runs/{run_id}").json()["state"]).is_terminal(), timeout=120)
+            run = client.get(f"/runs/{run_id}").json()
+            events = client.get(f"/runs/{run_id}/events").json()
+            after = trials(client)
+    finally:
+        restarted.stop()
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    assert "all 5 trials finished" in run["reason"]
+    assert sorted(t["trial"] for t in after) == [1, 2, 3, 4, 5]  # no trial number twice, none run anew
+    assert all(t["state"] == "SUCCEEDED" for t in after)
+    assert any(f"resumed the search after {len(finished_before)} finished trials" in e["reason"] for e in events)
+    assert "FAILED" not in [e["to_state"] for e in events]
+    for trial in after:
+        attempts = [(a.state, a.reason) for a in store.attempts(trial["id"])]
+        if trial["id"] in finished_before:
+            assert len(attempts) == 1, f"finished trial {trial['trial']} was run again"
+        elif trial["id"] in running_before:  # its worker died with the controller: it ran once more
+            assert [state for state, _ in attempts] == ["FAILED", "SUCCEEDED"], attempts
+            assert "controller stopped during attempt 1" in attempts[0][1]
+
+
 def test_refused_requests_get_401_or_403_and_leave_no_trace(remote, service, tokens, tmp_path, program, postgres_db):
     result = remote(tokens["alice"], "submit", str(job_spec(tmp_path, program)), "-q")
     run_id = result.stdout.split()[0]

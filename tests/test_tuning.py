@@ -122,7 +122,6 @@ def test_failed_trials_fail_the_job_past_max_failed_trials(cli, write_spec):
     assert "this trial was told to fail" in trials[0].reason
 
 
-
 def test_gates_are_constraints_a_gated_trial_never_wins(cli, write_spec):
     # Maximizing training accuracy alone would pick the least regularized model
     # (C=100), but the gate refuses models whose validation error exceeds their
@@ -163,6 +162,7 @@ def test_gates_are_constraints_a_gated_trial_never_wins(cli, write_spec):
     assert violation > 0 and float(store.params(trials[1.0].id)["gate_violation"]) == 0
     status = json.loads(cli("status", run["id"], "--json").stdout)
     assert status["tuning"]["trials"].get("FAILED_GATE") == 1
+
 
 def test_asha_prunes_torch_trials_and_saves_epochs(cli, write_spec):
     pytest.importorskip("torch")

@@ -326,8 +326,18 @@ class Controller:
             )
             return
         study = self._studies.get(run.id)
-        if study is not None:
-            study.reconcile(run)
+        if study is None:  # taken over from a controller that stopped: rebuild the search
+            try:
+                study = self._studies[run.id] = Study(self, run)
+            except Exception as exc:
+                self.finish_run(run, RunState.FAILED, f"could not resume the search: {exc}")
+                return
+            finished = len(study.observed)
+            self.store.add_event(run.id, f"controller {self.owner} resumed the search after {finished} finished trials")
+            if run.state == RunState.STARTING.value:
+                self.store.transition(run.id, RunState.RUNNING, "searching")
+                run = self.store.get_run(run.id)
+        study.reconcile(run)
 
     def finish_run(self, run: Run, state: RunState, reason: str) -> None:
         """End ``run`` in ``state``: its workers are stopped first if it has any running."""

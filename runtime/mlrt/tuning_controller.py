@@ -15,6 +15,10 @@ reconcile pass over a RUNNING tuning run:
 
 When the search completes, running trials are cancelled and the best trial's
 output (its model) is copied into the tuning run's output as its artifacts.
+A controller that takes a running search over (the controller service after
+its leader stopped) rebuilds it from the database: the run's finished trials
+become the tuner's history, running trials are watched and observed when they
+end, and numbering goes on after the last trial.
 ``--resume-from`` a stopped tuning job continues it: its trials that finished
 with a result (SUCCEEDED, PRUNED or FAILED_GATE) count toward ``max_trials``,
 seed the tuner and compete for best, and are not run again; trials it lost
@@ -78,11 +82,14 @@ class Study:
         resume_from = run.record.get("resume_from")
         self.inherited = self._trials_of(resume_from) if resume_from else []
         warm = [t for other in self.spec.get("warm_start") or [] for t in self._trials_of(other)]
+        # Trials the run already has: another controller drove this search and stopped.
+        own = self.store.trials(run.id)
+        done = [t for t in own if RunState(t.state).is_terminal()]
         self.values: dict[str, float] = {}  # objective of every finished trial, read once
         self.violations: dict[str, float] = {}  # gate_violation of FAILED_GATE trials
         self.valued: set[str] = set()
-        self._learn_values(self.inherited + warm)
-        history = [self._result(t) for t in self.inherited + warm]
+        self._learn_values(self.inherited + warm + done)
+        history = [self._result(t) for t in self.inherited + warm + done]
         self.tuner = copy.deepcopy(plugins.tuners()[self.spec["tuner"]])
         self.tuner.start(search_space(self.spec), self.goal, self.spec["seed"], self.spec["parallel_trials"], history)
         stopping = self.spec.get("early_stopping")
@@ -92,10 +99,10 @@ class Study:
 
             options = {k: v for k, v in stopping.items() if k != "algorithm"}
             self.settings, _ = resolve_values(self.stopper.settings, options, stopping["algorithm"], noun="setting")
-        self.observed: set[str] = set()
+        self.observed: set[str] = {t.id for t in done}
         self.judged: dict[str, int] = {}
         self.unstartable = 0
-        self.next_number = max((t.trial or 0 for t in self.inherited), default=0) + 1
+        self.next_number = max((t.trial or 0 for t in self.inherited + own), default=0) + 1
         self.exhausted = False
 
     def _trials_of(self, job_id: str) -> list[Run]:

@@ -14,9 +14,9 @@ drive yet, then runs one :meth:`Controller.reconcile` pass. Taking a run over:
   resumes from the run's latest checkpoint; points already recorded stay,
   and an algorithm that resumes discards the steps it will log again, so the
   series ends up with every step once;
-- a tuning run: its search state lived in the old leader's memory, so it is
-  failed with the reason and its running trials are cancelled; resubmit
-  with ``--resume-from`` to continue without re-running finished trials.
+- a tuning run: claimed; the pass rebuilds its search from the database
+  (finished trials are the tuner's history and are not run again; its
+  running trials are taken over like any run, above) and goes on in place.
 """
 
 from __future__ import annotations
@@ -134,9 +134,7 @@ class ServiceLoop:
         """Drive every API run not driven yet (see the module docstring); True if any."""
         runs = self.store.project_runs_not_owned_by(self.controller.owner)
         for run in runs:
-            if self.controller.kind(run) == "TuningJob" and run.state != RunState.QUEUED.value:
-                self._fail_search(run)
-            elif run.state == RunState.QUEUED.value or run.owner is None:
+            if run.state == RunState.QUEUED.value or run.owner is None or self.controller.kind(run) == "TuningJob":
                 self.store.transfer_owner(run.id, run.owner, self.controller.owner)
             elif adoptable(self.store, run):
                 if self.store.transfer_owner(run.id, run.owner, self.controller.owner):
@@ -157,17 +155,4 @@ class ServiceLoop:
             f"{reason}; attempt {run.attempts + 1} resumes from the latest checkpoint",
             max_attempts=run.max_attempts + 1,
             not_before=None,
-        )
-
-    def _fail_search(self, run: Run) -> None:
-        if not self.store.transfer_owner(run.id, run.owner, self.controller.owner):
-            return
-        for trial in self.store.trials(run.id):
-            if not RunState(trial.state).is_terminal():
-                self.store.update_run(trial.id, cancel_requested=True)
-        self.controller.finish_run(
-            run,
-            RunState.FAILED,
-            "the controller stopped while it drove this search; continue it with "
-            f"`mlrt submit SPEC --resume-from {run.id}` (finished trials are not run again)",
         )
