@@ -99,6 +99,9 @@ class Study:
 
             options = {k: v for k, v in stopping.items() if k != "algorithm"}
             self.settings, _ = resolve_values(self.stopper.settings, options, stopping["algorithm"], noun="setting")
+        self.finished: dict[str, Run] = {t.id: t for t in done}  # a finished trial never changes again
+        self.unfinished: set[str] = {t.id for t in own} - set(self.finished)
+        self.finished_series: dict[str, dict[int, float]] = {}
         self.observed: set[str] = {t.id for t in done}
         self.judged: dict[str, int] = {}
         self.unstartable = 0
@@ -116,7 +119,7 @@ class Study:
     def _learn_values(self, trials: list[Run]) -> None:
         """Read the objective of finished trials not read yet (one query); a finished
         trial's metrics no longer change."""
-        new = [t for t in trials if RunState(t.state).is_terminal() and t.id not in self.valued]
+        new = [t for t in trials if t.id not in self.valued and RunState(t.state).is_terminal()]
         if new:
             self.values.update(self.store.last_values([t.id for t in new], self.metric))
             self.valued.update(t.id for t in new)
@@ -131,21 +134,42 @@ class Study:
         params = dict(trial.record.get("trial_params") or {})
         return TrialResult(trial.trial or 0, params, trial.state, value, self.violations.get(trial.id, 0.0))
 
+    def _trials(self) -> list[Run]:
+        """Every trial of this run, by number: finished ones from memory, the rest read
+        again (with those unfinished last time, to see which ended)."""
+        running = []
+        for trial in self.store.trials(self.run_id, unfinished_or=self.unfinished):
+            if RunState(trial.state).is_terminal():
+                self.finished[trial.id] = trial
+            else:
+                running.append(trial)
+        self.unfinished = {t.id for t in running}
+        return sorted([*self.finished.values(), *running], key=lambda t: t.trial or 0)
+
+    def _series(self, trial: Run) -> dict[int, float]:
+        """The objective's intermediate values of ``trial`` by step (read once when it has finished)."""
+        if trial.id in self.finished_series:
+            return self.finished_series[trial.id]
+        series = {p.step: p.value for p in self.store.metrics(trial.id, self.metric)}
+        if RunState(trial.state).is_terminal():
+            self.finished_series[trial.id] = series
+        return series
+
     # -- one pass -------------------------------------------------------------
 
     def reconcile(self, run: Run) -> None:
-        trials = self.store.trials(self.run_id)
+        trials = self._trials()
         if run.cancel_requested:
             self._complete(run, trials, RunState.CANCELLED, "cancelled by user")
             return
         self._learn_values(trials)
         for trial in trials:
-            if RunState(trial.state).is_terminal() and trial.id not in self.observed:
+            if trial.id not in self.observed and RunState(trial.state).is_terminal():
                 self.observed.add(trial.id)
                 self.tuner.observe(self._result(trial))
         if self.stopper is not None:
             self._early_stop(trials)
-            trials = self.store.trials(self.run_id)
+            trials = self._trials()
         outcome = self._completion(run, trials)
         if outcome is not None:
             self._complete(run, trials, *outcome)
@@ -153,7 +177,7 @@ class Study:
         self._start_trials(run, trials)
 
     def _early_stop(self, trials: list[Run]) -> None:
-        series = {t.id: {p.step: p.value for p in self.store.metrics(t.id, self.metric)} for t in trials}
+        series = {t.id: self._series(t) for t in trials}
         for trial in trials:
             if trial.state != RunState.RUNNING.value:
                 continue
@@ -232,7 +256,8 @@ class Study:
         from mlrt.submission import submit
 
         loaded = load_trial(self.resolved, f"{self.name[:56]}-t{number:03d}", params)
-        submit(self.store, loaded, trial_of=(self.run_id, number, params), owner=self.controller.owner)
+        run_id = submit(self.store, loaded, trial_of=(self.run_id, number, params), owner=self.controller.owner)
+        self.unfinished.add(run_id)  # read next pass even if it has already ended by then
 
     # -- the end ----------------------------------------------------------------
 
@@ -240,7 +265,7 @@ class Study:
         for trial in trials:
             if not RunState(trial.state).is_terminal():
                 self.controller.finish_run(trial, RunState.CANCELLED, f"the tuning job ended: {reason}")
-        finished = self.inherited + self.store.trials(self.run_id)
+        finished = self.inherited + self._trials()
         self._learn_values(finished)
         best = best_trial(finished, self.values, self.goal)
         if best is None and state is RunState.SUCCEEDED:

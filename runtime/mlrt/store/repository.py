@@ -90,10 +90,18 @@ class Store:
                 query = query.where((Run.job_id == job_id) | (Run.parent_id == job_id))
             return list(s.exec(query))
 
-    def trials(self, parent_id: str) -> list[Run]:
-        """The trial runs of a tuning run, by trial number."""
+    def trials(self, parent_id: str, *, unfinished_or: Iterable[str] | None = None) -> list[Run]:
+        """The trial runs of a tuning run, by trial number.
+
+        With ``unfinished_or``, only the trials not terminal yet plus those with
+        the given ids, whatever their state: a caller that keeps finished trials
+        in memory (they never change again) passes the ids it last saw unfinished."""
+        query = select(Run).where(Run.parent_id == parent_id)
+        if unfinished_or is not None:
+            terminal = [s.value for s in RunState if s.is_terminal()]
+            query = query.where(col(Run.state).not_in(terminal) | col(Run.id).in_(list(unfinished_or)))
         with self.session() as s:
-            return list(s.exec(select(Run).where(Run.parent_id == parent_id).order_by(Run.trial)))
+            return list(s.exec(query.order_by(Run.trial)))
 
     def active_runs(self, owner: str | None = None) -> list[Run]:
         """Runs not yet terminal, optionally only those a given controller owns."""
