@@ -214,6 +214,7 @@ def test_a_resumed_tuning_job_does_not_rerun_finished_trials(cli, write_spec):
     os.kill(submitted["controller_pid"], signal.SIGKILL)
     stopped = wait_for(lambda: (s := json.loads(cli("status", first, "--json").stdout))["state"] == "FAILED" and s)
     assert "stopped while the run was RUNNING" in stopped["reason"]
+    assert f"--resume-from {first}" in stopped["reason"]
     done_before = [t for t in store.trials(first) if t.state == "SUCCEEDED"]
 
     resumed = json.loads(cli("submit", str(spec), "--resume-from", first, "--json").stdout)

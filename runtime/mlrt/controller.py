@@ -149,6 +149,11 @@ def reap_orphans(store: Store) -> list[str]:
             continue
         who = f"controller {run.owner}" if run.owner else "no controller"
         reason = f"{who} stopped while the run was {run.state}; its workers were stopped"
+        if store.get_job(run.job_id).kind == "TuningJob":
+            reason += (
+                f"; continue the search with `mlrt submit SPEC --resume-from {run.id}`"
+                " (its finished trials are not run again)"
+            )
         close_orphaned_attempt(store, run.id, RunState.FAILED, reason, grace_period=2.0)
         try:
             store.transition(run.id, RunState.FAILED, reason)
