@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from mlrt.algorithms import Hyperparameter
 from mlrt.reports import Comparable, Finding, Report, ReportInput
+from mlrt_reports.common import (
+    float_or_none,
+    skipped,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -169,7 +173,7 @@ class BiasVarianceReport(Report):
         frame = whole.loc[whole["split"].isin(SPLITS) & whole["label"].notna(), ["split", "label", "prediction"]]
         present = set(frame["split"].unique())
         if "train" not in present:
-            return {"report": NAME, "skipped": "no labelled train rows: the train error (and so the bias) is unknown"}
+            return skipped(NAME, "no labelled train rows: the train error (and so the bias) is unknown")
         dev = options.get("split") or next((s for s in ("validation", "test") if s in present), None)
         if dev not in present:
             dev = None
@@ -461,7 +465,7 @@ def _errors(data: ReportInput, frame: pd.DataFrame, measure: str) -> dict[str, f
         total = (centred * centred).groupby(frame["split"], sort=False).sum()
         residual = (loss * loss).groupby(frame["split"], sort=False).sum()
         values = (residual / total).where(total > 0)
-    return {split: _float(values[split]) for split in SPLITS if split in values.index}
+    return {split: float_or_none(values[split]) for split in SPLITS if split in values.index}
 
 
 def _fractions(points: int) -> list[float]:
@@ -568,11 +572,6 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, float | None, str]]:
 
 def _minus(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else float(a - b)
-
-
-def _float(value: Any) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value
 
 
 def _num(value: float | None) -> str:

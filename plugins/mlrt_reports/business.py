@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlrt import business
 from mlrt.reports import Comparable, Finding, Report, ReportInput
-from mlrt_reports.classes import (
+from mlrt_reports.common import (
     SPLIT_OPTION,
-    _table,
     confusion_counts,
     encode,
     fmt,
@@ -19,6 +18,7 @@ from mlrt_reports.classes import (
     label_text,
     pct,
     render_skipped,
+    rich_table,
     skipped,
 )
 
@@ -328,7 +328,7 @@ class BusinessReport(Report):
             return
         splits = list(result["splits"])
         console.print(f"[bold]business[/bold]: analysis split {result['split']} ({result['rows']} rows)")
-        table = _table("Business and ML metrics per split", ["metric", *splits])
+        table = rich_table("Business and ML metrics per split", ["metric", *splits])
         for d in result["definitions"]:
             table.add_row(
                 f"[bold]{d['name']}[/bold] ({'cost' if d['kind'] == 'cost_matrix' else 'weighted'})",
@@ -342,7 +342,7 @@ class BusinessReport(Report):
             detail = per_split.get(result["split"])
             if detail is None:
                 continue
-            table = _table(
+            table = rich_table(
                 f"{metric_name} on {result['split']}: total {detail['total_cost']:g}, "
                 f"{detail['cost_per_example']:.4f} per example",
                 ["policy", "predicts", "total cost", "per example"],
@@ -357,7 +357,7 @@ class BusinessReport(Report):
                 )
             console.print(table)
             if detail["by_pair"]:
-                table = _table(
+                table = rich_table(
                     f"{metric_name}: cost by error", ["actual -> predicted", "count", "each", "total", "share"]
                 )
                 for p in detail["by_pair"]:

@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from mlrt.algorithms import Hyperparameter
 from mlrt.reports import RESERVED_COLUMNS, Comparable, Finding, Report, ReportInput
+from mlrt_reports.common import (
+    label_text,
+    num,
+    skipped,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -130,7 +135,7 @@ class ErrorCategoriesReport(Report):
         rows = data.rows()
         split = data.analysis_split
         if rows.empty:
-            return {"report": self.name, "skipped": f"no labelled rows in split {split!r}"}
+            return skipped(self.name, f"no labelled rows in split {split!r}")
         n = len(rows)
         loss = data.loss(rows).to_numpy(dtype=float)
         threshold = None
@@ -281,8 +286,8 @@ class ErrorCategoriesReport(Report):
                     f"{e['row_share']:.1%}",
                     str(e["errors"]),
                     f"{e['share_of_errors']:.1%}",
-                    _num(e["error_rate"]),
-                    _num(e["rest_error_rate"]),
+                    num(e["error_rate"]),
+                    num(e["rest_error_rate"]),
                     f"{e['gain']:.4f}",
                 )
             untagged = result["untagged"]
@@ -320,8 +325,8 @@ class ErrorCategoriesReport(Report):
             )
             body = "".join(
                 f"<tr><td>{html.escape(e['tag'])}</td><td>{e['rows']}</td><td>{e['row_share']:.1%}</td>"
-                f"<td>{e['errors']}</td><td>{e['share_of_errors']:.1%}</td><td>{_num(e['error_rate'])}</td>"
-                f"<td>{_num(e['rest_error_rate'])}</td><td>{e['gain']:.4f}</td></tr>"
+                f"<td>{e['errors']}</td><td>{e['share_of_errors']:.1%}</td><td>{num(e['error_rate'])}</td>"
+                f"<td>{num(e['rest_error_rate'])}</td><td>{e['gain']:.4f}</td></tr>"
                 for e in result["tags"]
             )
             u = result["untagged"]
@@ -369,7 +374,7 @@ class ErrorCategoriesReport(Report):
         for e in [e for e in result["tags"] if e["errors"]][:3]:
             text = (
                 f"tag {e['tag']!r}: {e['share_of_errors']:.0%} of errors "
-                f"(error rate {_num(e['error_rate'], 2)} in {e['row_share']:.0%} of rows)"
+                f"(error rate {num(e['error_rate'], 2)} in {e['row_share']:.0%} of rows)"
             )
             found.append(Finding(self.name, text, e["gain"], "warning" if e["gain"] > 0 else "info"))
         return found
@@ -457,7 +462,7 @@ def _rule_mask(rows: pd.DataFrame, tag: str, rule: dict[str, Any], spec: dict[st
         numeric_target = isinstance(target, int | float) and not isinstance(target, bool)
         if numeric_target and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             return (values == target).fillna(False).to_numpy(dtype=bool)
-        return (values.astype("string") == _text(target)).fillna(False).to_numpy(dtype=bool)
+        return (values.astype("string") == label_text(target)).fillna(False).to_numpy(dtype=bool)
     if rule.get("min") is not None or rule.get("max") is not None:
         number = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
         mask = ~np.isnan(number)
@@ -467,12 +472,6 @@ def _rule_mask(rows: pd.DataFrame, tag: str, rule: dict[str, Any], spec: dict[st
             mask &= number <= float(rule["max"])
         return mask
     raise ValueError(f"{where}: set one of contains, regex, equals, min/max or function")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _function_mask(rows: pd.DataFrame, target: str, where: str, working_dir: str | None) -> np.ndarray:
@@ -617,7 +616,3 @@ def _free_sample_path(folder: Path) -> Path:
     while (folder / f"error_sample.{number}.csv").exists():
         number += 1
     return folder / f"error_sample.{number}.csv"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import html
-import math
 from typing import TYPE_CHECKING, Any
 
 from mlrt.algorithms import Hyperparameter
 from mlrt.reports import Comparable, Finding, Report, ReportInput
+from mlrt_reports.common import (
+    float_or_none,
+    label_text,
+    natural_key,
+    num,
+    skipped,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -119,35 +125,35 @@ class FairnessReport(Report):
 
         protected = [str(c) for c in data.spec.get("protected") or []]
         if not protected:
-            return {"report": self.name, "skipped": "no protected attributes (spec.protected is empty)"}
+            return skipped(self.name, "no protected attributes (spec.protected is empty)")
         if data.task != "classification":
-            return {
-                "report": self.name,
-                "skipped": "fairness needs a classification task (selection rate, TPR and FPR are defined on "
+            return skipped(
+                self.name,
+                "fairness needs a classification task (selection rate, TPR and FPR are defined on "
                 "predicted classes); this is a regression task",
-            }
+            )
         rows = data.rows()
         split = data.analysis_split
         if rows.empty:
-            return {"report": self.name, "skipped": f"no labelled rows in split {split!r}"}
+            return skipped(self.name, f"no labelled rows in split {split!r}")
         present = [c for c in protected if c in rows.columns]
         missing = [c for c in protected if c not in rows.columns]
         if not present:
-            return {
-                "report": self.name,
-                "skipped": f"protected column(s) {', '.join(missing)} not in the data",
-            }
+            return skipped(
+                self.name,
+                f"protected column(s) {', '.join(missing)} not in the data",
+            )
         labels = _as_text(rows["label"]).to_numpy()
         predictions = _as_text(rows["prediction"]).to_numpy()
-        classes = [_text(c) for c in data.classes] or sorted(
-            set(labels.tolist()) | set(predictions.tolist()), key=_natural
+        classes = [label_text(c) for c in data.classes] or sorted(
+            set(labels.tolist()) | set(predictions.tolist()), key=natural_key
         )
         if len(classes) > MAX_CLASSES:
-            return {"report": self.name, "skipped": f"{len(classes)} classes: fairness handles at most {MAX_CLASSES}"}
+            return skipped(self.name, f"{len(classes)} classes: fairness handles at most {MAX_CLASSES}")
         binary = len(classes) <= 2
         positive = None
         if binary:
-            positive = _text(data.positive) if data.positive is not None else max(classes, key=_natural)
+            positive = label_text(data.positive) if data.positive is not None else max(classes, key=natural_key)
             evaluated = [positive]
         else:
             evaluated = classes
@@ -186,9 +192,11 @@ class FairnessReport(Report):
                     "accuracy": float(accuracy[g]),
                 }
                 if binary:
-                    group.update({k: _float(v[g]) for k, v in per_class[positive].items()})
+                    group.update({k: float_or_none(v[g]) for k, v in per_class[positive].items()})
                 else:
-                    group["by_class"] = {c: {k: _float(v[g]) for k, v in per_class[c].items()} for c in evaluated}
+                    group["by_class"] = {
+                        c: {k: float_or_none(v[g]) for k, v in per_class[c].items()} for c in evaluated
+                    }
                 entry["groups"].append(group)
             dp_class = _argmax(evaluated, [differences[c]["demographic_parity_difference"] for c in evaluated])
             eo_class = _argmax(evaluated, [differences[c]["equalized_odds_difference"] for c in evaluated])
@@ -244,15 +252,15 @@ class FairnessReport(Report):
                 table.add_column(column, justify="left" if column == "group" else "right")
             for group in attribute["groups"]:
                 cells = [Text(group["group"] + ("" if group["included"] else " (small)")), str(group["rows"])]
-                cells.append(_num(group["accuracy"]))
+                cells.append(num(group["accuracy"]))
                 if result["mode"] == "binary":
-                    cells += [_num(group[k]) for k in ("selection_rate", "tpr", "fpr", "precision")]
+                    cells += [num(group[k]) for k in ("selection_rate", "tpr", "fpr", "precision")]
                 table.add_row(*cells)
             console.print(table)
             console.print(
                 Text(
-                    f"demographic parity difference {_num(attribute['demographic_parity_difference'])}, "
-                    f"equalized odds difference {_num(attribute['equalized_odds_difference'])}"
+                    f"demographic parity difference {num(attribute['demographic_parity_difference'])}, "
+                    f"equalized odds difference {num(attribute['equalized_odds_difference'])}"
                 )
             )
             for flag in attribute["flags"]:
@@ -280,15 +288,15 @@ class FairnessReport(Report):
             body = ""
             for group in attribute["groups"]:
                 cells = [html.escape(group["group"]) + ("" if group["included"] else " (small)"), str(group["rows"])]
-                cells.append(_num(group["accuracy"]))
+                cells.append(num(group["accuracy"]))
                 if binary:
-                    cells += [_num(group[k]) for k in ("selection_rate", "tpr", "fpr", "precision")]
+                    cells += [num(group[k]) for k in ("selection_rate", "tpr", "fpr", "precision")]
                 body += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
             head = "".join(f"<th>{h}</th>" for h in headers)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             parts.append(
-                f"<p>Demographic parity difference {_num(attribute['demographic_parity_difference'])}, "
-                f"equalized odds difference {_num(attribute['equalized_odds_difference'])}.</p>"
+                f"<p>Demographic parity difference {num(attribute['demographic_parity_difference'])}, "
+                f"equalized odds difference {num(attribute['equalized_odds_difference'])}.</p>"
             )
             for flag in attribute["flags"]:
                 parts.append(f"<p><strong>{html.escape(_flag_text(name, flag, result['threshold']))}</strong></p>")
@@ -382,7 +390,7 @@ def _groups(values: pd.Series, bins: int, max_categories: int) -> tuple[list[str
         codes, uniques = pd.factorize(values, sort=True)
     except TypeError:  # mixed types: sort as text
         codes, uniques = pd.factorize(values.astype("string"), sort=True)
-    names = [_text(u) for u in uniques]
+    names = [label_text(u) for u in uniques]
     codes = np.where(codes < 0, len(names), codes)
     return [*names, MISSING], codes.astype(np.int64), None
 
@@ -506,25 +514,3 @@ def _as_text(values: pd.Series) -> pd.Series:
         if (known == known.round()).all():
             return values.astype("Int64").astype(str)
     return values.astype(str)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _natural(value: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)
-
-
-def _float(value: Any) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"

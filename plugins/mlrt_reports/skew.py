@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlrt.algorithms import Hyperparameter
 from mlrt.reports import Comparable, Finding, Report, ReportInput
-from mlrt_reports.classes import (
+from mlrt_reports.common import (
     SPLIT_OPTION,
-    _table,
     classification_rows,
     encode,
     fmt,
@@ -20,6 +19,7 @@ from mlrt_reports.classes import (
     label_text,
     pct,
     render_skipped,
+    rich_table,
     skipped,
 )
 
@@ -231,7 +231,7 @@ class SkewReport(Report):
                 else ""
             )
         )
-        table = _table(
+        table = rich_table(
             "Class balance",
             ["class", f"{result['split']} count", "share", "train share", "recall", "precision", "PR-AUC"],
         )

@@ -31,6 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from mlrt.algorithms import Hyperparameter
 from mlrt.reports import RESERVED_COLUMNS, Comparable, Finding, Report, ReportInput
+from mlrt_reports.common import (
+    pct,
+    skipped,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -167,7 +171,7 @@ class SlicesReport(Report):
         split = data.analysis_split
         rows = data.rows(split)
         if rows.empty:
-            return {"report": NAME, "skipped": f"no labelled rows in split {split!r}"}
+            return skipped(NAME, f"no labelled rows in split {split!r}")
         classification = data.task == "classification"
         loss = data.loss(rows).to_numpy(dtype=float)
         loss = np.where(np.isfinite(loss), loss, np.nan)
@@ -175,7 +179,7 @@ class SlicesReport(Report):
             keep = ~np.isnan(loss)
             rows, loss = rows[keep], loss[keep]
             if rows.empty:
-                return {"report": NAME, "skipped": f"no rows with a usable prediction in split {split!r}"}
+                return skipped(NAME, f"no rows with a usable prediction in split {split!r}")
         n = len(rows)
         total = float(loss.sum())
         notes: list[str] = []
@@ -262,10 +266,10 @@ class SlicesReport(Report):
                 table.add_row(
                     str(row["value"]),
                     str(row["rows"]),
-                    _pct(row["share"]),
+                    pct(row["share"]),
                     _num(row["error_rate"]),
                     *([_num(row["accuracy"])] if classification else []),
-                    _pct(row["share_of_errors"]),
+                    pct(row["share_of_errors"]),
                     _gain(row["potential_gain"], classification),
                 )
             console.print(table)
@@ -278,7 +282,7 @@ class SlicesReport(Report):
                     str(rank),
                     row["description"],
                     str(row["rows"]),
-                    _pct(row["share"]),
+                    pct(row["share"]),
                     _num(row["error_rate"]),
                     f"{row['score']:.2f}",
                     _gain(row["potential_gain"], classification),
@@ -312,10 +316,10 @@ class SlicesReport(Report):
             head = "".join(f"<th>{esc(h)}</th>" for h in headers)
             body = []
             for row in rows:
-                cells = [esc(str(row[label])), str(row["rows"]), _pct(row["share"]), _num(row["error_rate"])]
+                cells = [esc(str(row[label])), str(row["rows"]), pct(row["share"]), _num(row["error_rate"])]
                 if classification:
                     cells.append(_num(row["accuracy"]))
-                cells.append(_pct(row["share_of_errors"]))
+                cells.append(pct(row["share_of_errors"]))
                 if score:
                     cells.append(f"{row['score']:.2f}")
                 cells.append(esc(_gain(row["potential_gain"], classification)))
@@ -878,10 +882,6 @@ def _metric_name(result: dict[str, Any]) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _gain(value: float, classification: bool) -> str:
