@@ -558,7 +558,7 @@ class Controller:
             failures = report_runner.check_gates(self.store, run.id, results)
         if not spec.get("gates"):
             return []
-        self.store.log_params(run.id, {"gate_violation": sum(f.excess for f in failures)})
+        self.store.log_params(run.id, {"gate_violation": float(f"{sum(f.excess for f in failures):.6g}")})
         return failures
 
     def _failure_detail(self, active: _Active, rank: int) -> str:
