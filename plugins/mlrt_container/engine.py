@@ -22,7 +22,6 @@ import subprocess
 from pathlib import Path
 
 from mlrt.launchers import LaunchError
-from mlrt.store import mlrt_home
 
 ENGINE_VARIABLE = "MLRT_CONTAINER_ENGINE"
 RUN_ARGS_VARIABLE = "MLRT_CONTAINER_RUN_ARGS"
@@ -93,6 +92,8 @@ def run(
     """Run one engine command (``argv[0]`` is the engine); :class:`EngineError` when it fails."""
     # Engine helpers (podman's conmon) may drop files such as ``oom`` in their
     # working directory: give them a folder of their own, not the user's.
+    from mlrt.store import mlrt_home  # SQLAlchemy: only when an engine command runs, not at plugin load
+
     workdir = mlrt_home() / "engine"
     workdir.mkdir(parents=True, exist_ok=True)
     try:

@@ -34,9 +34,8 @@ import hashlib
 import re
 from typing import Any
 
-from mlrt.launchers import LaunchContext, is_loopback, training_image
+from mlrt.launchers import LaunchContext, channel_env, is_loopback, training_image
 from mlrt.sdk import LOG_TRACKING_URI
-from mlrt.submission import channel_env
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 RUN_LABEL = "mlrt.dev/run-id"

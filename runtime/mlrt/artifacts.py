@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlrt.store.models import Artifact
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt.store.models import Artifact
 
 
 def sha256_file(path: Path) -> str:
@@ -45,6 +47,8 @@ def relative_path_problem(relative: str) -> str | None:
 
 def collect(run_id: str, output_dir: Path) -> tuple[list[Artifact], list[str]]:
     """Artifacts for every file under ``output_dir``, and the paths skipped for escaping it."""
+    from mlrt.store.models import Artifact  # SQLModel: only when artifacts are collected, not at plugin load
+
     root = output_dir.resolve()
     found: list[Artifact] = []
     skipped: list[str] = []

@@ -18,6 +18,11 @@ from typing import Any, ClassVar
 from mlrt.states import RunState
 
 
+def channel_env(name: str) -> str:
+    """The environment variable that holds data channel ``name``'s local path (``MLRT_CHANNEL_<NAME>``)."""
+    return f"MLRT_CHANNEL_{name.upper()}"
+
+
 @dataclasses.dataclass
 class LaunchContext:
     """Backend-neutral description of one attempt of a run.

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlrt.launchers import LaunchContext
+from mlrt.launchers import LaunchContext, channel_env
 from mlrt.reproducibility import base_record
 from mlrt.spec import LoadedSpec
 from mlrt.states import RunState
@@ -208,11 +208,6 @@ def _submit_tuning(
         {"tuner": spec["tuner"], "objective": f"{spec['objective']['goal']} {spec['objective']['metric']}"},
     )
     return job_id
-
-
-def channel_env(name: str) -> str:
-    """The environment variable that holds a channel's local path."""
-    return f"MLRT_CHANNEL_{name.upper()}"
 
 
 def launch_context(

@@ -25,7 +25,7 @@ import mlrt
 from mlrt import business, plugins
 from mlrt.algorithms import Algorithm, Dataset, TrainContext
 from mlrt.data import load_dataset
-from mlrt.submission import channel_env
+from mlrt.launchers import channel_env
 
 SANITY_ROWS = 200
 
