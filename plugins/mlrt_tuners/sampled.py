@@ -113,10 +113,10 @@ class _OptunaTuner(Tuner):
                 if result.number not in self._suggested:
                     self._add(optuna, result)
                 return
-            state, value = self._outcome(optuna, result)
+            state, value, constraints = self._outcome(optuna, result)
             if state == optuna.trial.TrialState.COMPLETE:
-                if result.state == "FAILED_GATE":
-                    trial.set_constraint(GATES, _violation(result))
+                for key, violation in (constraints or {}).items():
+                    trial.set_constraint(key, violation)
                 self._study.tell(trial, value)
             else:
                 if value is not None:
@@ -161,25 +161,27 @@ class _OptunaTuner(Tuner):
         return internal
 
     @staticmethod
-    def _outcome(optuna: Any, result: TrialResult) -> tuple[Any, float | None]:
+    def _outcome(optuna: Any, result: TrialResult) -> tuple[Any, float | None, dict[str, float] | None]:
+        """The Optuna state, score and constraints (FAILED_GATE only) of ``result``."""
         states = optuna.trial.TrialState
         value = result.value
         if value is not None and not math.isfinite(value):
             value = None
-        if result.state in ("SUCCEEDED", "FAILED_GATE") and value is not None:
-            return states.COMPLETE, float(value)
+        if result.state == "SUCCEEDED" and value is not None:
+            return states.COMPLETE, float(value), None
+        if result.state == "FAILED_GATE" and value is not None:
+            return states.COMPLETE, float(value), {GATES: _violation(result)}
         if result.state == "PRUNED":
-            return states.PRUNED, None if value is None else float(value)
-        return states.FAIL, None
+            return states.PRUNED, None if value is None else float(value), None
+        return states.FAIL, None, None
 
     def _add(self, optuna: Any, result: TrialResult) -> None:
         params = self._internal(result.params)
         if params is None:
             return
-        state, value = self._outcome(optuna, result)
+        state, value, constraints = self._outcome(optuna, result)
         # A pruned trial's score is its last intermediate value, as tell() records it.
         pruned_score = {0: value} if state == optuna.trial.TrialState.PRUNED and value is not None else None
-        infeasible = state == optuna.trial.TrialState.COMPLETE and result.state == "FAILED_GATE"
         self._study.add_trial(
             optuna.trial.create_trial(
                 params=params,
@@ -187,7 +189,7 @@ class _OptunaTuner(Tuner):
                 value=value,
                 state=state,
                 intermediate_values=pruned_score,
-                constraints={GATES: _violation(result)} if infeasible else None,
+                constraints=constraints,
             )
         )
 

@@ -316,33 +316,32 @@ class Controller:
         return self._kinds[run.id]
 
     def _reconcile_tuning(self, run: Run) -> None:
-        if run.state == RunState.QUEUED.value:
-            spec = self.store.get_job(run.job_id).spec_resolved["spec"]
+        study = self._studies.get(run.id)
+        if study is not None:
+            study.reconcile(run)
+            return
+        # A new search, or one taken over from a controller that stopped: build it from the database.
+        spec = self.store.get_job(run.job_id).spec_resolved["spec"]
+        fresh = run.state == RunState.QUEUED.value
+        if fresh:
             self.store.transition(run.id, RunState.STARTING, f"starting the search with the {spec['tuner']} tuner")
-            try:
-                self._studies[run.id] = Study(self, run)
-            except Exception as exc:
-                self.finish_run(self.store.get_run(run.id), RunState.FAILED, f"could not start the search: {exc}")
-                return
+        try:
+            study = self._studies[run.id] = Study(self, run)
+        except Exception as exc:
+            verb = "start" if fresh else "resume"
+            self.finish_run(self.store.get_run(run.id), RunState.FAILED, f"could not {verb} the search: {exc}")
+            return
+        if not fresh:
+            finished = len(study.observed)
+            self.store.add_event(run.id, f"controller {self.owner} resumed the search after {finished} finished trials")
+        if fresh or run.state == RunState.STARTING.value:
             self.store.transition(
                 run.id,
                 RunState.RUNNING,
                 f"searching: up to {spec['max_trials']} trials, {spec['parallel_trials']} at a time",
             )
-            return
-        study = self._studies.get(run.id)
-        if study is None:  # taken over from a controller that stopped: rebuild the search
-            try:
-                study = self._studies[run.id] = Study(self, run)
-            except Exception as exc:
-                self.finish_run(run, RunState.FAILED, f"could not resume the search: {exc}")
-                return
-            finished = len(study.observed)
-            self.store.add_event(run.id, f"controller {self.owner} resumed the search after {finished} finished trials")
-            if run.state == RunState.STARTING.value:
-                self.store.transition(run.id, RunState.RUNNING, "searching")
-                run = self.store.get_run(run.id)
-        study.reconcile(run)
+        if not fresh:
+            study.reconcile(self.store.get_run(run.id))
 
     def finish_run(self, run: Run, state: RunState, reason: str) -> None:
         """End ``run`` in ``state``: its workers are stopped first if it has any running."""

@@ -15,9 +15,12 @@ from typing import Any
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
-from mlrt.states import RunState, check_transition
+from mlrt.states import TERMINAL_STATES, RunState, check_transition
 from mlrt.store.engine import create_db_engine, database_url, migrate
 from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Param, Run, utcnow
+
+TERMINAL = sorted(state.value for state in TERMINAL_STATES)
+"""The terminal states as the database stores them (for ``NOT IN`` queries)."""
 
 
 class NotFound(LookupError):
@@ -98,36 +101,32 @@ class Store:
         in memory (they never change again) passes the ids it last saw unfinished."""
         query = select(Run).where(Run.parent_id == parent_id)
         if unfinished_or is not None:
-            terminal = [s.value for s in RunState if s.is_terminal()]
-            query = query.where(col(Run.state).not_in(terminal) | col(Run.id).in_(list(unfinished_or)))
+            query = query.where(col(Run.state).not_in(TERMINAL) | col(Run.id).in_(list(unfinished_or)))
         with self.session() as s:
             return list(s.exec(query.order_by(Run.trial)))
 
     def active_runs(self, owner: str | None = None) -> list[Run]:
         """Runs not yet terminal, optionally only those a given controller owns."""
-        terminal = [s.value for s in RunState if s.is_terminal()]
         with self.session() as s:
-            query = select(Run).where(col(Run.state).not_in(terminal))
+            query = select(Run).where(col(Run.state).not_in(TERMINAL))
             if owner is not None:
                 query = query.where(Run.owner == owner)
             return list(s.exec(query.order_by(Run.created_at)))
 
     def active_states(self, owner: str) -> list[tuple[str, str]]:
         """``(id, state)`` of the runs :meth:`active_runs` returns for ``owner``, without loading the rows."""
-        terminal = [s.value for s in RunState if s.is_terminal()]
         with self.session() as s:
-            query = select(Run.id, Run.state).where(col(Run.state).not_in(terminal), Run.owner == owner)
+            query = select(Run.id, Run.state).where(col(Run.state).not_in(TERMINAL), Run.owner == owner)
             return [tuple(row) for row in s.exec(query.order_by(Run.created_at))]
 
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
         """Active runs of jobs submitted through the API (they have a project) that
         ``owner`` does not drive: new submissions, and runs of a former leader."""
-        terminal = [s.value for s in RunState if s.is_terminal()]
         with self.session() as s:
             query = (
                 select(Run)
                 .join(Job, Job.id == Run.job_id)
-                .where(col(Job.project).is_not(None), col(Run.state).not_in(terminal))
+                .where(col(Job.project).is_not(None), col(Run.state).not_in(TERMINAL))
                 .where(col(Run.owner).is_(None) | (Run.owner != owner))
                 .order_by(Run.created_at)
             )
