@@ -58,6 +58,9 @@ def main():
 
     if rank == 0:
         torch.save(model.module.state_dict(), os.path.join(os.environ["MLRT_OUTPUT_DIR"], "model.pt"))
+    # Leave together: a gloo group torn down while a peer still uses it can abort
+    # that peer ("terminate called without an active exception").
+    dist.barrier()
     dist.destroy_process_group()
 
 
