@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from click.testing import CliRunner, Result
@@ -19,6 +19,29 @@ from sqlalchemy import create_engine, text
 from s3_server import s3_endpoint, s3_server  # noqa: F401  (S3 fixtures for every test module)
 
 MLRT_SCRIPT = Path(sys.executable).parent / "mlrt"
+
+# Components a run must have (``MLRT_REQUIRE=postgres,podman,chromium,helm``; ``all``):
+# a test that needs one of them fails instead of skipping, so a green CI run
+# cannot hide a missing PostgreSQL, container engine, browser or Helm.
+REQUIRED = {name.strip() for name in os.environ.get("MLRT_REQUIRE", "").split(",") if name.strip()}
+
+
+def missing(component: str, reason: str) -> NoReturn:
+    """Skip the calling test because ``component`` is absent, or fail it when
+    ``MLRT_REQUIRE`` names that component (or ``all``)."""
+    if component in REQUIRED or "all" in REQUIRED:
+        pytest.fail(f"{component} is required (MLRT_REQUIRE) but missing: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def import_or_missing(module: str, component: str, reason: str) -> Any:
+    """``pytest.importorskip`` that fails when ``component`` is required (see :func:`missing`)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing(component, reason)
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +130,7 @@ def postgres_db():
     """A fresh PostgreSQL database for one test, dropped afterwards."""
     url = postgres_url()
     if url is None:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+        missing("postgres", "PostgreSQL is not reachable on 127.0.0.1:5432")
     name = f"mlrt_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

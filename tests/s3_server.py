@@ -53,7 +53,9 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """One moto S3 server for the whole session; yields its endpoint URL."""
-    pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the test extra)")
+    from conftest import import_or_missing
+
+    import_or_missing("moto.server", "moto", "the S3 tests need moto[server] (the test extra)")
     with S3Server() as endpoint:
         yield endpoint
 

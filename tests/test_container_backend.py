@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import command_spec, pid_alive, run_json, wait_for
+from conftest import command_spec, missing, pid_alive, run_json, wait_for
 from mlrt.launchers import LaunchContext, LaunchError, LaunchRequest, WorkerRequest
 from mlrt.store import Store
 from mlrt_container import HIDDEN, ContainerLauncher, container_name
@@ -43,7 +43,15 @@ def _engine_problem() -> str | None:
 
 
 PROBLEM = _engine_problem()
-needs_engine = pytest.mark.skipif(PROBLEM is not None, reason=f"container backend tests: {PROBLEM}")
+
+
+@pytest.fixture
+def needs_engine_fixture() -> None:
+    if PROBLEM is not None:
+        missing("podman", f"container backend tests: {PROBLEM}")
+
+
+needs_engine = pytest.mark.usefixtures("needs_engine_fixture")
 
 
 @pytest.fixture(scope="module")

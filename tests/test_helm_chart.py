@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+from conftest import import_or_missing, missing
+
+kubernetes_validate = import_or_missing("kubernetes_validate", "kubernetes-validate", "pip install kubernetes-validate")
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "mlrt"
@@ -137,7 +139,7 @@ def renderer(tmp_path_factory: pytest.TempPathFactory) -> _SDK | _CLI:
         except ImportError:
             binary = shutil.which("helm")
             if not binary:
-                pytest.skip("no Helm renderer: pip install helm-python-sdk (or put helm on PATH)")
+                missing("helm", "no Helm renderer: pip install helm-python-sdk (or put helm on PATH)")
         else:
             return _SDK(helm_python)
     return _CLI(binary, tmp_path_factory.mktemp("helm-home"))

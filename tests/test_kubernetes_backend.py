@@ -17,10 +17,10 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import import_or_missing, wait_for
 from mlrt.store import Store
 
-pytest.importorskip("kubernetes", reason="the kubernetes backend needs the kubernetes client")
+import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
 from kube_standin import KubeStandIn  # noqa: E402
 
 SPEC = """\

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+from conftest import import_or_missing
+
+kubernetes_validate = import_or_missing("kubernetes_validate", "kubernetes-validate", "pip install kubernetes-validate")
 
 GOLDEN = Path(__file__).parent / "golden" / "kubernetes"
 KUBERNETES_VERSION = "1.33.0"

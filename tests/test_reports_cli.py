@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_json
+from conftest import missing, run_json
 
 JOB = """
 apiVersion: mlrt/v1
@@ -125,8 +125,9 @@ def test_bad_report_requests_are_one_line_errors(cli, write_spec, tmp_path):
     assert "Traceback" not in bad.output
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_html_report_renders_its_plots_in_headless_chromium(cli, write_spec, tmp_path):
+    if shutil.which("chromium") is None:
+        missing("chromium", "Debian's chromium is not installed (.ci/run installs it)")
     result = submit(cli, write_spec, tmp_path, "page")
     run_id = run_id_of(result)
     page = tmp_path / "report.html"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_json, wait_for
+from conftest import import_or_missing, run_json, wait_for
 from mlrt.store import Store
 
-torch = pytest.importorskip(
-    "torch", reason="the torch plugin needs torch (pip install -c constraints.txt 'mlrt[torch]')"
+torch = import_or_missing(
+    "torch", "torch", "the torch plugin needs torch (pip install -c constraints.txt 'mlrt[torch]')"
 )
 
 DIGITS = """\

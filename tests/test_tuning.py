@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from conftest import wait_for
+from conftest import import_or_missing, wait_for
 from mlrt.store import Store
 
 # A cheap trial: its score peaks at x=3, y="b"; it logs the score per "epoch" too.
@@ -165,7 +165,7 @@ def test_gates_are_constraints_a_gated_trial_never_wins(cli, write_spec):
 
 
 def test_asha_prunes_torch_trials_and_saves_epochs(cli, write_spec):
-    pytest.importorskip("torch")
+    import_or_missing("torch", "torch", "the torch plugin needs torch")
     spec = write_spec(
         """\
         apiVersion: mlrt/v1
