@@ -54,6 +54,11 @@ class ValidateBody(BaseModel):
 
 class MetricsBody(BaseModel):
     points: list[tuple[str, int, float, float]] = Field(description="[key, step, value, unix time] per point.")
+    batch: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The batch's id (the SDK sends a uuid4): a batch already stored for the run is not stored again.",
+    )
 
 
 class DiscardBody(BaseModel):
@@ -409,7 +414,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
         tracked(who, run_id)
         if len(body.points) > MAX_POINTS:
             raise HTTPException(413, f"at most {MAX_POINTS} points per request")
-        count = store.insert_metrics(run_id, body.points)
+        count = store.insert_metrics(run_id, body.points, batch_id=body.batch)
         telemetry.metric_points.inc(count)
         return Response(status_code=204)
 
