@@ -115,6 +115,20 @@ class Metric(SQLModel, table=True):
     timestamp: float
 
 
+class MetricBatch(SQLModel, table=True):
+    """A batch of metric points a worker sent with an id (the SDK's uuid4 per batch).
+
+    Stored in the transaction that stores the points, so a batch sent again
+    (a retry after an ambiguous failure) is recognised and not stored twice."""
+
+    __tablename__ = "metric_batches"
+
+    run_id: str = Field(foreign_key="runs.id", primary_key=True)
+    batch_id: str = Field(primary_key=True)
+    points: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Artifact(SQLModel, table=True):
     """A file a run produced, relative to its output prefix, with size and sha256."""
 

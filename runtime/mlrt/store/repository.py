@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from mlrt.states import TERMINAL_STATES, RunState, check_transition
 from mlrt.store.engine import create_db_engine, database_url, migrate
-from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Param, Run, utcnow
+from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, MetricBatch, Param, Run, utcnow
 
 TERMINAL = sorted(state.value for state in TERMINAL_STATES)
 """The terminal states as the database stores them (for ``NOT IN`` queries)."""
@@ -230,23 +230,52 @@ class Store:
         with self.session() as s:
             return {p.key: p.value for p in s.exec(select(Param).where(Param.run_id == run_id))}
 
-    def insert_metrics(self, run_id: str, points: Iterable[tuple[str, int, float, float]]) -> int:
-        """Insert ``(key, step, value, timestamp)`` points in one batch; returns how many."""
+    def insert_metrics(
+        self, run_id: str, points: Iterable[tuple[str, int, float, float]], *, batch_id: str | None = None
+    ) -> int:
+        """Insert ``(key, step, value, timestamp)`` points in one transaction; returns how many were stored.
+
+        With ``batch_id`` (the SDK sends a uuid4 per batch) the id is stored in
+        the same transaction, and a batch whose id this run already has stores
+        nothing and returns 0: a batch sent again after an ambiguous failure
+        (the commit happened, the answer was lost) is never stored twice."""
         rows = [(run_id, key, step, value, stamp) for key, step, value, stamp in points]
-        if rows and self.engine.dialect.driver == "psycopg":
-            # COPY: 1.4-2.3x the points/s of executemany (bench/controller_service.py).
-            with self.engine.begin() as conn, conn.connection.driver_connection.cursor() as cursor:
-                with cursor.copy("COPY metrics (run_id, key, step, value, timestamp) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-        elif rows:
-            # The driver's executemany with tuples: half the cost of SQLAlchemy's
-            # per-row parameter processing, which matters for SDK batches.
-            marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-            sql = f"INSERT INTO metrics (run_id, key, step, value, timestamp) VALUES ({', '.join([marker] * 5)})"
-            with self.engine.begin() as conn:
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            if batch_id is not None and not self._claim_batch(conn, run_id, batch_id, len(rows)):
+                return 0
+            if self.engine.dialect.driver == "psycopg":
+                # COPY: 1.4-2.3x the points/s of executemany (bench/controller_service.py).
+                with conn.connection.driver_connection.cursor() as cursor:
+                    with cursor.copy("COPY metrics (run_id, key, step, value, timestamp) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+            else:
+                # The driver's executemany with tuples: half the cost of SQLAlchemy's
+                # per-row parameter processing, which matters for SDK batches.
+                marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+                sql = f"INSERT INTO metrics (run_id, key, step, value, timestamp) VALUES ({', '.join([marker] * 5)})"
                 conn.exec_driver_sql(sql, rows)
         return len(rows)
+
+    @staticmethod
+    def _claim_batch(conn: Any, run_id: str, batch_id: str, points: int) -> bool:
+        """Record ``batch_id`` for ``run_id`` in the open transaction; False when it is there already.
+
+        ``ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL): a second sender of the
+        same batch waits on the first one's row lock and then finds it stored."""
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        claimed = conn.execute(
+            insert(MetricBatch)
+            .values(run_id=run_id, batch_id=batch_id, points=points, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["run_id", "batch_id"])
+            .returning(MetricBatch.batch_id)
+        )
+        return claimed.first() is not None
 
     def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
         """Delete the points of ``keys`` at ``from_step`` or later (to rewrite a series on resume)."""
