@@ -2,7 +2,9 @@
 
 User mistakes (a bad spec, an unknown run id, a broken plugin) print one
 line per problem to stderr and exit 2, never a traceback. A job that ends in
-any state but SUCCEEDED makes ``submit`` exit 1.
+any state but SUCCEEDED makes ``submit`` exit 1, and so does a metadata
+database that cannot be used (wrong URL, unreachable server, full disk,
+damaged file): one line naming the file or URL (password masked).
 """
 
 from __future__ import annotations
@@ -68,13 +70,15 @@ class App:
 
 
 class MlrtGroup(click.Group):
-    """Turns user-facing errors into one clear line each and exit code 2."""
+    """Turns user-facing errors into one clear line each: exit code 2 for the user's
+    input, 1 for a database that cannot be used."""
 
     def invoke(self, ctx: click.Context) -> Any:
         from mlrt.plugins import PluginError
         from mlrt.remote import RemoteError
         from mlrt.spec import SpecError
-        from mlrt.store import NotFound
+        from mlrt.store import NotFound, database_url
+        from mlrt.store.engine import database_problem, is_database_fault
 
         try:
             return super().invoke(ctx)
@@ -85,6 +89,12 @@ class MlrtGroup(click.Group):
         except (NotFound, PluginError, RemoteError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except Exception as exc:
+            if not is_database_fault(exc):
+                raise
+            url = database_url(ctx.obj.db if isinstance(ctx.obj, App) else None)
+            click.echo(f"error: {database_problem(url, exc)}", err=True)
+            sys.exit(EXIT_FAILED)
 
 
 @click.group(cls=MlrtGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,21 +5,107 @@ defaults to ``~/.mlrt``); ``--db URL`` or ``MLRT_DB`` selects another, such as
 ``postgresql+psycopg://user@host/db``. Opening a database brings its schema to
 the newest migration; concurrent openers wait for one another (a file lock for
 SQLite, an advisory lock for PostgreSQL).
+
+A database that cannot be used (a wrong URL, an unreachable server, a full
+disk, a damaged file) is :class:`StoreUnavailable`: one line naming the file,
+or the URL with its password masked, and what is wrong with it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mlrt.store.migrations import HEAD_REVISION
 
 _MIGRATION_LOCK_ID = 0x6D6C7274  # "mlrt": the PostgreSQL advisory lock key
+# Seconds to wait for a PostgreSQL server before calling it unreachable (a URL's own
+# ``connect_timeout`` wins); without it a host that drops packets hangs a command for minutes.
+CONNECT_TIMEOUT = 10
+_URL_HELP = "use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+
+
+class StoreUnavailable(RuntimeError):
+    """The metadata database cannot be opened or used; the message is one line that names
+    the file (SQLite) or the URL (password masked) and says what is wrong and what to do."""
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database itself cannot be used (unreachable, full, damaged,
+    wrong schema), as opposed to the database refusing one row's values (integrity, data)."""
+    if isinstance(exc, (IntegrityError, DataError)):
+        return False
+    return isinstance(exc, (StoreUnavailable, DBAPIError, DisconnectionError, PoolTimeout))
+
+
+def shown_database(url: str) -> str:
+    """How messages name a database: the file of an SQLite URL, else the URL with its password masked."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return parsed.render_as_string(hide_password=True)
+
+
+def database_problem(url: str, exc: BaseException) -> StoreUnavailable:
+    """``exc``, raised while opening or using the database at ``url``, as one clear line."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    return StoreUnavailable(f"database {shown_database(url)}: {_reason(url, exc)}")
+
+
+def _reason(url: str, exc: BaseException) -> str:
+    if isinstance(exc, NoSuchModuleError):
+        return f"unknown kind of database {url.split(':', 1)[0]!r}; {_URL_HELP}"
+    if isinstance(exc, ArgumentError):
+        return f"not a database URL; {_URL_HELP}"
+    if isinstance(exc, ImportError):
+        return f"its driver {exc.name or exc} is not installed; {_URL_HELP}"
+    message = str(getattr(exc, "orig", None) or exc)
+    lowered = message.lower()
+    if "full" in lowered and ("disk" in lowered or "database" in lowered):
+        return "the disk is full (or the file reached its size limit); free space, or use another --db / MLRT_DB"
+    if "not a database" in lowered or "malformed" in lowered:
+        return "the file is damaged or not an SQLite database; restore it from a backup, or use another --db / MLRT_DB"
+    if "readonly" in lowered or "read-only" in lowered:
+        return "the file is read-only; make it writable, or use another --db / MLRT_DB"
+    first = (message.strip().splitlines() or [type(exc).__name__])[0].strip()
+    password = _password(url)
+    if password:
+        first = first.replace(password, "***")
+    if isinstance(exc, OSError) or "unable to open" in lowered:
+        return f"cannot be opened ({first}); check that its folder exists and is writable"
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)) and not url.startswith(
+        "sqlite"
+    ):
+        return f"cannot connect: {first}"
+    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {first}"
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
 
 
 def mlrt_home() -> Path:
@@ -42,24 +128,35 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL mode and a generous busy timeout."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    """An engine for ``url``; SQLite files get WAL mode and a generous busy timeout.
+
+    Server connections are checked before each use (``pool_pre_ping``), so an
+    engine outlives a database restart: the first use afterwards reconnects.
+    Raises :class:`StoreUnavailable` for a URL that names no usable database."""
+    try:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        parsed = make_url(url)
+        connect_args = {}
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except (ArgumentError, NoSuchModuleError, ImportError, OSError) as exc:
+        raise database_problem(url, exc) from exc
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The schema revision recorded in the database, or None for an empty one."""
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except (OperationalError, ProgrammingError):
-        return None
+    """The schema revision recorded in the database, or None for an empty one
+    (an unreachable or damaged database raises)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 @contextmanager
@@ -86,7 +183,17 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 
 def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest migration (cheap when it already is)."""
+    """Upgrade the schema to the newest migration (cheap when it already is);
+    :class:`StoreUnavailable` when the database cannot be reached or written."""
+    try:
+        _migrate(engine)
+    except Exception as exc:
+        if is_database_fault(exc) or isinstance(exc, OSError):
+            raise database_problem(engine.url.render_as_string(hide_password=False), exc) from exc
+        raise
+
+
+def _migrate(engine: Engine) -> None:
     if current_revision(engine) == HEAD_REVISION:
         return
     from alembic import command
