@@ -25,20 +25,36 @@ worker's log anyway, reads them back into the store (:mod:`mlrt.logscan`).
 from __future__ import annotations
 
 import atexit
+import collections
+import dataclasses
 import json
 import os
 import shutil
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 FLUSH_INTERVAL = 1.0
 FLUSH_AT = 20_000
+BATCH_POINTS = 10_000
+"""Points per batch: one POST to the tracking endpoint, one transaction in the store."""
+MAX_BUFFERED = int(os.environ.get("MLRT_TRACKING_BUFFER", "100000"))
+"""Unsent points kept while the store is unreachable (``MLRT_TRACKING_BUFFER``); beyond it the oldest are dropped."""
+FINAL_WAIT = float(os.environ.get("MLRT_TRACKING_FINAL_WAIT", "30"))
+"""Seconds the flush at interpreter exit may wait for an unreachable store (``MLRT_TRACKING_FINAL_WAIT``)."""
+RETRY_FOR = 120.0
+"""Seconds an explicit :func:`flush` (and params, discards, max steps over HTTP) keeps retrying."""
+MAX_PAUSE = 30.0
 LOG_TRACKING_URI = "log:"
 LOG_RECORD_PREFIX = "##mlrt "
+DROPPED_PARAM = "mlrt_points_dropped"
+"""The param a run gets when its worker dropped points while the store was unreachable (how many)."""
 _POINTS_PER_LINE = 500
+
+Point = tuple[str, int, float, float]
 
 
 class _LogSink:
@@ -47,12 +63,13 @@ class _LogSink:
     Records: ``{"metrics": [[key, step, value, timestamp], ...]}``,
     ``{"params": {key: value}}`` and ``{"discard": [keys], "from_step": n}``.
     Each is written with one ``write`` call on file descriptor 1, so a line is
-    never split by the program's own output."""
+    never split by the program's own output. Nothing is retried (a write to
+    stdout either happens or raises), so nothing is written twice."""
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         return {}  # write-only: implicit steps start at 0 in every attempt
 
-    def insert_metrics(self, run_id: str, points: list[tuple[str, int, float, float]]) -> None:
+    def insert_metrics(self, run_id: str, points: list[Point], *, batch_id: str, deadline: float) -> None:
         for start in range(0, len(points), _POINTS_PER_LINE):
             self._write({"metrics": [list(p) for p in points[start : start + _POINTS_PER_LINE]]})
 
@@ -68,11 +85,29 @@ class _LogSink:
         os.write(1, f"{LOG_RECORD_PREFIX}{json.dumps(record, default=str)}\n".encode())
 
 
+class _DatabaseSink:
+    """The metadata database itself (a local worker's ``MLRT_TRACKING_URI`` is its URL)."""
+
+    def __init__(self, url: str):
+        from mlrt.store import Store
+
+        self._store = Store(url)
+
+    def max_steps(self, run_id: str) -> dict[str, int]:
+        return self._store.max_steps(run_id)
+
+    def insert_metrics(self, run_id: str, points: list[Point], *, batch_id: str, deadline: float) -> None:
+        self._store.insert_metrics(run_id, points, batch_id=batch_id)
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self._store.log_params(run_id, params)
+
+    def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
+        self._store.delete_metrics(run_id, keys, from_step)
+
+
 class _HttpSink:
     """The store's write side over the controller service's tracking endpoint."""
-
-    RETRY_FOR = 120.0
-    POINTS_PER_REQUEST = 10_000
 
     def __init__(self, base_url: str, token: str, run_id: str):
         from urllib.parse import quote
@@ -85,21 +120,23 @@ class _HttpSink:
             timeout=30.0,
         )
 
-    def _send(self, method: str, path: str, body: Any = None) -> Any:
+    def _send(self, method: str, path: str, body: Any = None, deadline: float | None = None) -> Any:
+        """One request, retried with backoff until ``deadline`` (monotonic; default ``RETRY_FOR`` from now)."""
         import httpx
 
-        deadline = time.monotonic() + self.RETRY_FOR
+        deadline = time.monotonic() + RETRY_FOR if deadline is None else deadline
         pause = 0.5
         while True:
+            timeout = min(30.0, max(5.0, deadline - time.monotonic()))
             try:
-                response = self._http.request(method, path, json=body)
+                response = self._http.request(method, path, json=body, timeout=timeout)
                 if response.status_code < 500 and response.status_code != 429:
                     response.raise_for_status()
                     return response.json() if response.content else None
                 problem = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 problem = str(exc) or type(exc).__name__
-            if time.monotonic() > deadline:
+            if time.monotonic() + pause > deadline:
                 raise RuntimeError(f"tracking endpoint unavailable: {problem}")
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
@@ -107,11 +144,8 @@ class _HttpSink:
     def max_steps(self, run_id: str) -> dict[str, int]:
         return self._send("GET", "/max-steps")
 
-    def insert_metrics(self, run_id: str, points: list[tuple[str, int, float, float]]) -> None:
-        for start in range(0, len(points), self.POINTS_PER_REQUEST):
-            self._send(
-                "POST", "/metrics", {"points": [list(p) for p in points[start : start + self.POINTS_PER_REQUEST]]}
-            )
+    def insert_metrics(self, run_id: str, points: list[Point], *, batch_id: str, deadline: float) -> None:
+        self._send("POST", "/metrics", {"points": [list(p) for p in points], "batch": batch_id}, deadline)
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         self._send("POST", "/params", json.loads(json.dumps(params, default=str)))
@@ -120,22 +154,43 @@ class _HttpSink:
         self._send("POST", "/discard", {"keys": keys, "from_step": from_step})
 
 
+@dataclasses.dataclass
+class _Batch:
+    """Points on their way to the store, with the id that makes sending them again harmless."""
+
+    points: list[Point]
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+
+
 class _Tracker:
-    """Buffers points for one run and writes them to the tracking store."""
+    """Buffers points for one run and writes them to the tracking store in batches.
+
+    ``log_metrics`` only appends to memory. A background thread forms batches
+    (each with a uuid4, kept when a batch is sent again) and writes them; while
+    the store is unreachable it retries with backoff (1 s doubling to 30 s) and
+    training goes on. At most ``MAX_BUFFERED`` unsent points are kept: beyond
+    that the oldest are dropped, with a warning on stderr, and once the store
+    answers again the run gets the param ``mlrt_points_dropped`` (the total).
+    A point logged without a step while the store's last steps are unknown
+    gets its step when it is sent (numbering goes on after the stored points)."""
 
     def __init__(self, run_id: str, tracking_uri: str, output_dir: str | None):
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.output_dir = Path(output_dir) if output_dir else None
-        self._buffer: list[tuple[str, int, float, float]] = []
+        self._buffer: list[tuple[str, int | None, float, float]] = []  # step None: numbered when sent
+        self._pending: collections.deque[_Batch] = collections.deque()
         self._steps: dict[str, int] | None = None
+        self._dropped = 0
+        self._dropped_reported = 0
+        self._failing: str | None = None  # the store's last error while it is unreachable
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._store = None
         self._thread = threading.Thread(target=self._loop, name="mlrt-metrics", daemon=True)
         self._thread.start()
-        atexit.register(self.flush)
+        atexit.register(self._final_flush)
 
     @property
     def store(self):
@@ -145,52 +200,142 @@ class _Tracker:
             elif self.tracking_uri.startswith(("http://", "https://")):
                 self._store = _HttpSink(self.tracking_uri, os.environ.get("MLRT_TRACKING_TOKEN", ""), self.run_id)
             else:
-                from mlrt.store import Store
-
-                self._store = Store(self.tracking_uri)
+                self._store = _DatabaseSink(self.tracking_uri)
         return self._store
 
     def log_metrics(self, metrics: dict[str, float], step: int | None) -> None:
-        """Buffer points (one lock and one clock read for the whole dict)."""
+        """Buffer points (one lock and one clock read for the whole dict); never waits on the store."""
         now = time.time()
         with self._lock:
             if step is None:
-                if self._steps is None:
-                    self._steps = self.store.max_steps(self.run_id)
                 for key, value in metrics.items():
-                    next_step = self._steps.get(key, -1) + 1
-                    self._steps[key] = next_step
-                    self._buffer.append((key, next_step, float(value), now))
+                    if self._steps is None:
+                        self._buffer.append((key, None, float(value), now))
+                    else:
+                        next_step = self._steps.get(key, -1) + 1
+                        self._steps[key] = next_step
+                        self._buffer.append((key, next_step, float(value), now))
             else:
                 step = int(step)
                 for key, value in metrics.items():
                     if self._steps is not None and step > self._steps.get(key, -1):
                         self._steps[key] = step
                     self._buffer.append((key, step, float(value), now))
-            full = len(self._buffer) >= FLUSH_AT
+            self._bound()
+            full = len(self._buffer) >= FLUSH_AT and self._failing is None
         if full:
             self._wake.set()
 
-    def flush(self) -> None:
-        with self._write_lock:
+    def _bound(self) -> None:
+        """Drop the oldest unsent points beyond ``MAX_BUFFERED`` (called with the lock held)."""
+        excess = len(self._buffer) + sum(len(b.points) for b in self._pending) - MAX_BUFFERED
+        if excess <= 0:
+            return
+        if not self._dropped or self._dropped == self._dropped_reported:
+            print(
+                f"mlrt: {MAX_BUFFERED} metric points wait for an unreachable tracking store"
+                f" ({self._failing or 'not answering'}); dropping the oldest (MLRT_TRACKING_BUFFER)",
+                file=sys.stderr,
+            )
+        self._dropped += excess
+        while excess and self._pending:
+            batch = self._pending[0]
+            if len(batch.points) <= excess:
+                excess -= len(self._pending.popleft().points)
+            else:
+                del batch.points[:excess]
+                excess = 0
+        del self._buffer[:excess]
+
+    def _batches(self) -> None:
+        """Move the buffer into batches, numbering points logged without a step (may ask the store)."""
+        stored = None
+        with self._lock:
+            unnumbered = self._steps is None and any(step is None for _, step, _, _ in self._buffer)
+        if unnumbered:
+            stored = self.store.max_steps(self.run_id)
+        with self._lock:
+            points, self._buffer = self._buffer, []
+            if any(step is None for _, step, _, _ in points):
+                if self._steps is None and stored is None:  # logged while this pass began: next pass
+                    self._buffer[:0] = points
+                    return
+                steps = self._steps = dict(stored) if self._steps is None else self._steps
+                numbered = []
+                for key, step, value, stamp in points:
+                    if step is None:
+                        step = steps[key] = steps.get(key, -1) + 1
+                    elif step > steps.get(key, -1):
+                        steps[key] = step
+                    numbered.append((key, step, value, stamp))
+                points = numbered
+            for start in range(0, len(points), BATCH_POINTS):
+                self._pending.append(_Batch(points[start : start + BATCH_POINTS]))
+
+    def _send(self, deadline: float) -> None:
+        """Write every pending batch, oldest first, retrying until ``deadline``; raises when the store fails."""
+        self._batches()
+        while True:
             with self._lock:
-                points, self._buffer = self._buffer, []
-            if points:
-                try:
-                    self.store.insert_metrics(self.run_id, points)
-                except Exception:
-                    with self._lock:  # keep them for the next flush, in order
-                        self._buffer[:0] = points
-                    raise
+                if not self._pending:
+                    break
+                batch = self._pending[0]
+                points = list(batch.points)
+            self.store.insert_metrics(self.run_id, points, batch_id=batch.id, deadline=deadline)
+            with self._lock:
+                if self._pending and self._pending[0] is batch:  # not dropped meanwhile
+                    self._pending.popleft()
+        if self._failing is not None:
+            self._failing = None
+            print("mlrt: the tracking store answers again; buffered metric points sent", file=sys.stderr)
+        if self._dropped > self._dropped_reported:
+            dropped = self._dropped
+            print(
+                f"mlrt: {dropped} metric points were dropped while the tracking store was unreachable", file=sys.stderr
+            )
+            self.store.log_params(self.run_id, {DROPPED_PARAM: dropped})
+            self._dropped_reported = dropped
+
+    def flush(self, wait: float = RETRY_FOR) -> None:
+        """Write every buffered point, retrying for up to ``wait`` seconds; raises when the store stays away."""
+        deadline = time.monotonic() + wait
+        if not self._write_lock.acquire(timeout=max(0.0, wait)):
+            raise RuntimeError("the tracking store did not answer in time (another write is still retrying)")
+        try:
+            self._send(deadline)
+        finally:
+            self._write_lock.release()
+
+    def unsent(self) -> int:
+        """Points logged but not yet stored."""
+        with self._lock:
+            return len(self._buffer) + sum(len(b.points) for b in self._pending)
+
+    def _final_flush(self) -> None:
+        """At interpreter exit: send what is left, waiting at most ``FINAL_WAIT`` seconds."""
+        try:
+            self.flush(FINAL_WAIT)
+        except Exception as exc:
+            print(f"mlrt: {self.unsent()} metric points not recorded at exit: {exc}", file=sys.stderr)
 
     def _loop(self) -> None:
+        pause = FLUSH_INTERVAL
         while True:
-            self._wake.wait(FLUSH_INTERVAL)
+            self._wake.wait(pause)
             self._wake.clear()
+            if not self._write_lock.acquire(blocking=False):
+                continue  # an explicit flush is writing
             try:
-                self.flush()
-            except Exception as exc:  # keep training alive; the next flush retries
-                print(f"mlrt: could not record metrics yet: {exc}", file=sys.stderr)
+                self._send(time.monotonic())  # one try each; the backoff is this loop's
+                pause = FLUSH_INTERVAL
+            except Exception as exc:  # keep training alive; retry later
+                problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if self._failing is None:
+                    print(f"mlrt: could not record metrics yet ({problem}); retrying", file=sys.stderr)
+                self._failing = problem
+                pause = min(max(pause * 2, 1.0), MAX_PAUSE)
+            finally:
+                self._write_lock.release()
 
 
 _tracker: _Tracker | None = None
