@@ -58,6 +58,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from _common import bench_env, machine_line, median, percentile, tool, write_json  # noqa: E402
@@ -225,6 +227,8 @@ class Environment:
             env = bench_env(self.workdir, bytecode_cache=True)
             env.pop("MLRT_DB", None)
             env.update(MLRT_HOME=str(self.workdir / "mlrt-home"), KUBECONFIG=str(kubeconfig), MLRT_TRAINING_IMAGE=IMAGE)
+            # A controller on PostgreSQL refuses to start without the operator key for spec.env values.
+            env.setdefault("MLRT_SECRET_KEY", Fernet.generate_key().decode())
             self.env = env
             port = free_port()
             self.url_api = f"http://127.0.0.1:{port}"

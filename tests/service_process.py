@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from conftest import MLRT_SCRIPT
+from mlrt.secrets import home_key_file
 
 
 def free_port() -> int:
@@ -28,7 +29,9 @@ class ServiceProcess:
         self.log_file = log_file
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        # The operator key of the test's MLRT_HOME, shared with CLI commands run on the same database.
+        key = {"MLRT_SECRET_KEY_FILE": str(home_key_file())}
+        self.env = {**os.environ, **key, **(env or {})}
         self.process: subprocess.Popen | None = None
 
     def start(self, *, leader: bool = True, timeout: float = 30.0) -> ServiceProcess:

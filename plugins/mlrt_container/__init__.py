@@ -60,13 +60,12 @@ from mlrt.launchers import (
     WorkerStatus,
     is_loopback,
 )
+from mlrt.secrets import HIDDEN, hide_values
 from mlrt.states import RunState
 from mlrt_container import engine as engines
 from mlrt_container.follow import LogFollower, Waiter
 
 MASTER_PORT = 29500
-HIDDEN = "<from spec.env; not shown>"
-"""What the printed and stored request shows instead of a ``spec.env`` value."""
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _TORCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 _ADDED = {*_THREAD_VARIABLES, *_TORCH_VARIABLES, "PYTHONUNBUFFERED"}
@@ -100,9 +99,8 @@ class ContainerLaunchRequest(LaunchRequest):
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
-        hidden = set(self.details.get("env_hidden") or [])
         for worker in data["workers"]:
-            worker["env"] = {k: HIDDEN if k in hidden else v for k, v in worker["env"].items()}
+            worker["env"] = hide_values(worker["env"], self.details.get("env_hidden") or [])
         return data
 
 

@@ -44,6 +44,7 @@ from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, 
 from mlrt.logscan import LogMetricScanner, LogRecords, last_line
 from mlrt.records import RunRecord
 from mlrt.sdk import LOG_TRACKING_URI
+from mlrt.secrets import mask_request
 from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
 from mlrt.store.models import Artifact, Attempt, Run, utcnow
@@ -192,21 +193,6 @@ class WorkerTracking:
 
     def attempt_ended(self, run_id: str) -> None:
         """The attempt's workers are gone: revoke whatever was issued to them."""
-
-
-# Variables whose values are credentials: never stored with an attempt's request.
-SECRET_VARIABLES = ("MLRT_TRACKING_TOKEN",)
-HIDDEN = "<not shown>"
-
-
-def hide_secrets(request: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """A launch request (plain data) with the values of ``spec.env`` (which may hold
-    secrets) and of :data:`SECRET_VARIABLES` replaced by ``<not shown>``, as the
-    database keeps it and the API shows it."""
-    secret = set(spec.get("env") or {}) | set(SECRET_VARIABLES)
-    for worker in request.get("workers", []):
-        worker["env"] = {k: HIDDEN if k in secret else v for k, v in worker.get("env", {}).items()}
-    return request
 
 
 class Controller:
@@ -382,7 +368,7 @@ class Controller:
                 number=number,
                 state=RunState.STARTING.value,
                 backend=launcher.name,
-                request=hide_secrets(request.to_dict(), spec),
+                request=mask_request(request.to_dict(), spec),  # as the database keeps it
                 log_dir=ctx.log_dir,
             )
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 from mlrt.launchers import LaunchContext, channel_env
 from mlrt.reproducibility import base_record
+from mlrt.secrets import SecretError, mask_overrides, mask_submitted, reveal_env, seal_resolved
 from mlrt.spec import LoadedSpec
 from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
@@ -95,6 +96,10 @@ def submit(
     run's git state (read at the tuning job's submission). ``owner`` is the
     controller that will drive it. ``project`` and ``submitted_by`` mark a job
     submitted through the controller's API (a trial inherits its tuning job's).
+
+    The job row keeps ``spec.env`` values encrypted and the submitted text
+    with them masked (see :mod:`mlrt.secrets`); a trial's values arrive
+    already encrypted from its tuning template and are kept so.
     """
     if not isinstance(loaded, LoadedSpec):
         return _submit_tuning(store, loaded, resume_from=resume_from, project=project, submitted_by=submitted_by)
@@ -129,20 +134,21 @@ def submit(
         record["trial_params"] = trial_of[2]
     else:
         record = base_record(Path(spec["working_dir"]), seed, distributions)
-    record["overrides"] = loaded.overrides
+    record["overrides"] = mask_overrides(loaded.overrides)
     record["sanity"] = sanity
     record.update(starts)
     params = dict(spec.get("hyperparameters") or {})
     if spec.get("algorithm"):
         params["algorithm"] = spec["algorithm"]
+    stored = _stored_spec(resolved, keep_sealed=trial_of is not None)
     store.create_job(
         Job(
             id=job_id,
             name=loaded.name,
             kind=loaded.job.kind,
             labels=loaded.job.metadata.labels,
-            spec_submitted=loaded.source_text,
-            spec_resolved=resolved,
+            spec_submitted=mask_submitted(loaded.source_text),
+            spec_resolved=stored,
             project=project,
             submitted_by=submitted_by,
         ),
@@ -161,6 +167,17 @@ def submit(
         params,
     )
     return job_id
+
+
+def _stored_spec(resolved: dict[str, Any], *, keep_sealed: bool = False) -> dict[str, Any]:
+    """``resolved`` as the job row keeps it: env values encrypted; a key problem is refused
+    like a spec problem (one line, nothing written)."""
+    from mlrt.spec import SpecError
+
+    try:
+        return seal_resolved(resolved, keep_sealed=keep_sealed)
+    except SecretError as exc:
+        raise SpecError([str(exc)]) from None
 
 
 def _submit_tuning(
@@ -185,15 +202,16 @@ def _submit_tuning(
             raise SpecError([f"{field}: {other!r} is not a tuning job in this database"])
     job_id = new_job_id(loaded.name)
     record = base_record(loaded.base_dir, spec["seed"], [])
-    record.update(overrides=loaded.overrides, resume_from=resume_from)
+    record.update(overrides=mask_overrides(loaded.overrides), resume_from=resume_from)
+    stored = _stored_spec(resolved)
     store.create_job(
         Job(
             id=job_id,
             name=loaded.name,
             kind="TuningJob",
             labels=loaded.job.metadata.labels,
-            spec_submitted=loaded.source_text,
-            spec_resolved=resolved,
+            spec_submitted=mask_submitted(loaded.source_text),
+            spec_resolved=stored,
             project=project,
             submitted_by=submitted_by,
         ),
@@ -221,14 +239,16 @@ def launch_context(
     """The backend-neutral description of attempt ``attempt`` of run ``run_id``.
 
     ``record`` is the run's reproducibility record: it says whether this is a
-    ``--sanity`` run and which weights or checkpoint the run starts from."""
+    ``--sanity`` run and which weights or checkpoint the run starts from.
+    The stored ``spec.env`` values are decrypted here, for the workers only
+    (:class:`mlrt.secrets.SecretError`, one line, when the key cannot open them)."""
     spec = resolved["spec"]
     prefix = output_prefix(resolved, run_id)
     logs = log_dir(run_id, attempt)
     # The worker needs the spec minus user environment (which may hold secrets).
     worker_spec = {k: v for k, v in spec.items() if k != "env"}
     env = {
-        **spec.get("env", {}),
+        **reveal_env(spec.get("env")),
         "MLRT_RUN_ID": run_id,
         "MLRT_ATTEMPT": str(attempt),
         "MLRT_TRACKING_URI": tracking_uri,

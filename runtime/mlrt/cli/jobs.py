@@ -274,9 +274,11 @@ def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool
 
 def validation_plan(loaded) -> dict[str, Any]:
     """What ``mlrt validate --json`` prints for a loaded spec: the resolved spec and
-    the launch request (for a TuningJob: the search space and a first trial's)."""
+    the launch request (for a TuningJob: the search space and a first trial's), with
+    ``spec.env`` values shown as ``<not shown>`` (see :mod:`mlrt.secrets`)."""
     import dataclasses
 
+    from mlrt.secrets import mask_resolved
     from mlrt.spec import LoadedSpec
     from mlrt.tuning_spec import _corners, applicable, load_trial, search_space
 
@@ -286,7 +288,7 @@ def validation_plan(loaded) -> dict[str, Any]:
     example = applicable(resolved["spec"], _corners(resolved["spec"])[0])
     trial = load_trial(resolved, f"{loaded.name[:56]}-t001", example)
     return {
-        "spec": resolved,
+        "spec": mask_resolved(resolved),
         "search_space": [dataclasses.asdict(p) for p in search_space(resolved["spec"])],
         "example_trial": {"parameters": example, **_training_plan(trial, f"{loaded.name}-<id>-t001")},
     }
@@ -296,6 +298,7 @@ def _training_plan(loaded, run_id: str) -> dict[str, Any]:
     """The resolved spec and the exact launch request of a TrainingJob, without side effects."""
     from mlrt import plugins
     from mlrt.data import uri_scheme
+    from mlrt.secrets import mask_request, mask_resolved
     from mlrt.store import database_url, mlrt_home
     from mlrt.submission import launch_context
 
@@ -310,9 +313,7 @@ def _training_plan(loaded, run_id: str) -> dict[str, Any]:
         paths[name] = str(planned) if planned else f"<{channel['uri']}, materialized at launch>"
     ctx = launch_context(resolved, run_id, 1, database_url(None), paths, {})
     request = plugins.launchers()[spec["compute"]["backend"]].plan(ctx)
-    # spec.env may hold secrets: show its names only, as the container backend's request does.
-    shown = {**resolved, "spec": {**spec, "env": dict.fromkeys(spec.get("env") or {}, "<not shown>")}}
-    return {"spec": shown, "launch": request.to_dict()}
+    return {"spec": mask_resolved(resolved), "launch": mask_request(request.to_dict(), spec)}
 
 
 def _reap(app: App) -> None:

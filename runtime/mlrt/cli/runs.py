@@ -48,22 +48,24 @@ def list_runs(
 
 
 def run_details(app: App, run_id: str) -> dict[str, Any]:
-    """Everything known about a run, as plain data."""
+    """Everything known about a run, as plain data, with ``spec.env`` values hidden."""
     from mlrt.records import RunRecord
+    from mlrt.service.views import attempt_view, job_view
 
     store = app.store
     record = RunRecord.load(store, run_id)
     run = store.get_run(run_id)
-    job = store.get_job(run.job_id)
+    job = job_view(store.get_job(run.job_id))
+    spec = job["spec_resolved"].get("spec") or {}
     return {
         **record.to_dict(),
         "artifacts": [a.model_dump(exclude={"run_id"}) for a in store.artifacts(run_id)],
-        "attempts": [a.model_dump(exclude={"handle"}) for a in store.attempts(run_id)],
+        "attempts": [attempt_view(a, spec) for a in store.attempts(run_id)],
         "events": [e.model_dump(exclude={"run_id"}) for e in store.events(run_id)],
         "reproducibility": {
             **run.record,
-            "spec_submitted": job.spec_submitted,
-            "spec_resolved": job.spec_resolved,
+            "spec_submitted": job["spec_submitted"],
+            "spec_resolved": job["spec_resolved"],
         },
     }
 

@@ -31,10 +31,19 @@ def controller(app: App, host: str, port: int, advertise_url: str | None, poll_i
     """Run the controller service: the HTTP API, and the reconcile loop when elected leader.
 
     The database comes from --db / MLRT_DB (PostgreSQL for a team); its schema
-    is migrated at start-up. API docs: http://HOST:PORT/docs."""
+    is migrated at start-up. API docs: http://HOST:PORT/docs. On a database other
+    than SQLite it needs the operator key that encrypts spec.env values:
+    MLRT_SECRET_KEY or MLRT_SECRET_KEY_FILE (see mlrt.secrets)."""
+    from mlrt.secrets import SecretError, check_operator_key
     from mlrt.service import serve
+    from mlrt.store import database_url
 
     _database(app)
+    try:
+        check_operator_key(database_url(app.db))
+    except SecretError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
     serve(app.db, host, port, advertise_url, poll_interval=poll_interval)
 
 
