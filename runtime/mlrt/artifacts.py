@@ -1,16 +1,21 @@
 """Registering the files a run wrote as artifacts, with size and sha256.
 
 Artifact paths are relative to the run's output folder and can never point
-outside it: a symlink that leads elsewhere is skipped, not followed.
+outside it: a symlink that leads elsewhere is skipped, not followed. A run
+with a ``file://`` output is registered in place (:func:`collect`); one with
+an ``s3://`` output is uploaded from its staging folder first
+(:func:`upload`), and its staged files stay there.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mlrt.store import Store
     from mlrt.store.models import Artifact
 
 
@@ -71,3 +76,82 @@ def collect(run_id: str, output_dir: Path) -> tuple[list[Artifact], list[str]]:
             )
         )
     return found, skipped
+
+
+def upload(
+    run_id: str, staging: Path, output_uri: str, on_retry: Callable[[int, Exception, float], None] | None = None
+) -> tuple[list[Artifact], list[str]]:
+    """Upload a run's staged ``output`` and ``checkpoints`` folders below its ``s3://`` output; return the
+    artifacts and the paths skipped (see :func:`mlrt.s3.upload_tree`).
+
+    The artifacts are every object under ``OUTPUT_URI/output/``, also those
+    a pod uploaded itself, with the sha256 recorded at upload. Unchanged files
+    are not sent again. The whole upload, listing included, is retried with
+    backoff (:func:`mlrt.s3.retried`, which calls ``on_retry``); raises
+    :class:`mlrt.s3.UploadFailed` when it still fails.
+    """
+    from mlrt import s3
+
+    def send() -> tuple[list[Artifact], list[str]]:
+        uploaded, skipped = s3.upload_tree(staging / "output", f"{output_uri}/output")
+        s3.upload_tree(staging / "checkpoints", f"{output_uri}/checkpoints")
+        return _s3_artifacts(run_id, output_uri, {o.path: o.sha256 for o in uploaded}), skipped
+
+    return s3.retried(send, on_retry)
+
+
+def _s3_artifacts(run_id: str, output_uri: str, known: dict[str, str]) -> list[Artifact]:
+    """Every object under ``OUTPUT_URI/output/``, with the sha256 recorded at upload (``known``: path ->
+    sha256 of what was just uploaded, else the object's metadata)."""
+    from mlrt import s3
+    from mlrt.store.models import Artifact
+
+    try:
+        objects = s3.list_objects(f"{output_uri}/output/")
+    except FileNotFoundError:
+        return []
+    return [
+        Artifact(
+            run_id=run_id,
+            path=obj.relative,
+            uri=obj.uri,
+            size=obj.size,
+            sha256=known.get(obj.relative) or s3.sha256_of(obj.uri) or "",
+        )
+        for obj in objects
+    ]
+
+
+class PushRefused(Exception):
+    """A run whose output cannot be pushed: not finished, not ``s3://``, or nothing staged (the message says)."""
+
+
+def push(store: Store, run_id: str, on_retry: Callable[[int, Exception, float], None] | None = None) -> list[Artifact]:
+    """Upload the staged files of a finished run to its ``s3://`` output and register its artifacts.
+
+    For a run that ended ``output not uploaded: ...``: its files stayed in
+    its staging folder under ``$MLRT_HOME/staging`` (on the machine of the
+    controller that drove it). The run keeps its state, since a run's ending
+    is final; the upload is an event on the run. Returns the run's artifacts.
+    Raises :class:`PushRefused`, or :class:`mlrt.s3.UploadFailed` when S3
+    still fails after the retries.
+    """
+    from mlrt.states import RunState
+    from mlrt.submission import local_prefix
+
+    run = store.get_run(run_id)
+    if not RunState(run.state).is_terminal():
+        raise PushRefused(f"run {run_id} is {run.state}: its controller uploads the output when it ends")
+    if not run.output_uri.startswith("s3://"):
+        raise PushRefused(f"run {run_id} writes to {run.output_uri} directly: there is nothing to push")
+    staging = local_prefix(run.output_uri, run_id)
+    if not staging.is_dir():
+        raise PushRefused(f"run {run_id} has no staged files here ({staging} does not exist)")
+    found, skipped = upload(run_id, staging, run.output_uri, on_retry)
+    store.put_artifacts(found)
+    for path in skipped:
+        store.add_event(run_id, f"artifact {path!r} skipped: it points outside the run's output")
+    store.add_event(
+        run_id, f"output pushed from {staging} to {run.output_uri}: {len(found)} artifact(s) registered with sha256"
+    )
+    return found

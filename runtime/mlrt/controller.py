@@ -38,8 +38,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlrt import plugins
-from mlrt.artifacts import collect
+from mlrt import artifacts, plugins, s3
+from mlrt.folders import NotWritable, ensure_writable
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest
 from mlrt.logscan import LogMetricScanner, LogRecords, last_line
 from mlrt.records import RunRecord
@@ -47,7 +47,7 @@ from mlrt.sdk import LOG_TRACKING_URI
 from mlrt.secrets import mask_request
 from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
-from mlrt.store.models import Artifact, Attempt, Run, utcnow
+from mlrt.store.models import Attempt, Run, utcnow
 from mlrt.submission import launch_context, local_prefix
 from mlrt.tuning_controller import Study
 
@@ -360,8 +360,16 @@ class Controller:
         except Exception as exc:
             self._attempt_failed(run, None, f"could not prepare attempt {number}: {exc}", None)
             return
-        for path in (ctx.env["MLRT_OUTPUT_DIR"], ctx.env["MLRT_CHECKPOINT_DIR"], ctx.log_dir):
-            Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            for what, path in (
+                ("output", ctx.env["MLRT_OUTPUT_DIR"]),
+                ("checkpoint", ctx.env["MLRT_CHECKPOINT_DIR"]),
+                ("log", ctx.log_dir),
+            ):
+                ensure_writable(Path(path), what)
+        except NotWritable as exc:
+            self._finish(run, RunState.FAILED, f"{exc} (not retried: fix the folder and submit again)")
+            return
         attempt = self.store.add_attempt(
             Attempt(
                 run_id=run.id,
@@ -589,47 +597,74 @@ class Controller:
         active = self._active.get(run.id)
         if stop and active is not None:
             active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
-        self._close_attempt(run, state, reason, exit_code)
+        # The state follows the upload: a run whose output did not reach S3 has not succeeded.
+        state, reason = self._close_attempt(run, state, reason, exit_code)
         self.store.transition(run.id, state, reason)
         self._ended_this_pass.add(run.id)
         self._notify_finished(run.id)
 
     def _close_attempt(
         self, run: Run, state: RunState, reason: str, exit_code: int | None, attempt: Attempt | None = None
-    ) -> None:
-        """End the attempt: last log metrics, artifacts, attempt row, backend cleanup.
+    ) -> tuple[RunState, str]:
+        """End the attempt: last log metrics, backend cleanup, artifacts, attempt row; return the
+        state and reason it ended with.
 
-        ``attempt`` is the row of an attempt that never started workers (its
-        launch failed); attempts with workers are found in memory."""
+        An attempt that would have SUCCEEDED but whose output could not be
+        uploaded ends FAILED with ``output not uploaded: ...``; other endings
+        keep their state (the upload's failure is an event). ``attempt`` is the
+        row of an attempt that never started workers (its launch failed);
+        attempts with workers are found in memory."""
         active = self._active.pop(run.id, None)
         if active is not None:
             active.launcher.cleanup(active.handle)  # finishes copying the logs first
             self._ingest(run.id, active)
             attempt = active.attempt
+        self.tracking.attempt_ended(run.id)
+        problem = self._register_artifacts(run)
+        if problem is not None and state is RunState.SUCCEEDED:
+            staging = local_prefix(run.output_uri, run.id)
+            state, reason = (
+                RunState.FAILED,
+                f"output not uploaded: {problem}; the files stay in {staging} for "
+                f"`mlrt artifacts push {run.id}` (the workers had finished: {reason})",
+            )
         if attempt is not None:
             self.store.finish_attempt(attempt.id, state, reason, exit_code)
-        self.tracking.attempt_ended(run.id)
-        self._register_artifacts(run)
+        return state, reason
 
-    def _register_artifacts(self, run: Run) -> None:
-        """Register the run's output files (size, sha256); for an ``s3://`` output,
-        upload the output and the checkpoints first (unchanged files are not sent again)."""
+    def _register_artifacts(self, run: Run) -> str | None:
+        """Register the run's output files (size, sha256); for an ``s3://`` output, upload the
+        output and the checkpoints first, retried with backoff (:func:`mlrt.artifacts.upload`).
+
+        Returns why the output could not be uploaded (also an event), else None."""
         local = local_prefix(run.output_uri, run.id)
         if run.output_uri.startswith("s3://"):
-            from mlrt import s3
+
+            def retrying(tries: int, exc: Exception, pause: float) -> None:
+                self.store.add_event(
+                    run.id, f"output upload try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s"
+                )
 
             try:
-                uploaded, skipped = s3.upload_tree(local / "output", f"{run.output_uri}/output")
-                s3.upload_tree(local / "checkpoints", f"{run.output_uri}/checkpoints")
-                artifacts = _s3_artifacts(run, {o.path: o.sha256 for o in uploaded})
-            except Exception as exc:
-                self.store.add_event(run.id, f"output not uploaded to {run.output_uri}: {type(exc).__name__}: {exc}")
-                return
+                found, skipped = artifacts.upload(run.id, local, run.output_uri, retrying)
+            except (s3.UploadFailed, ValueError) as exc:  # ValueError: a bad key or setting, not retried
+                problem = str(exc)
+                self.store.add_event(
+                    run.id,
+                    f"output not uploaded to {run.output_uri}: {problem}; the files stay in {local} "
+                    f"until `mlrt artifacts push {run.id}` uploads them",
+                )
+                return problem
         else:
-            artifacts, skipped = collect(run.id, local / "output")
-        self.store.put_artifacts(artifacts)
+            try:
+                found, skipped = artifacts.collect(run.id, local / "output")
+            except OSError as exc:
+                self.store.add_event(run.id, f"artifacts not registered: could not read {local / 'output'}: {exc}")
+                return None
+        self.store.put_artifacts(found)
         for path in skipped:
             self.store.add_event(run.id, f"artifact {path!r} skipped: it points outside the run's output")
+        return None
 
     def _notify_finished(self, run_id: str) -> None:
         self._notify(run_id, "mlrt_run_finished")
@@ -643,27 +678,6 @@ class Controller:
             caller(run=RunRecord.load(self.store, run_id))
         except Exception as exc:
             self.store.add_event(run_id, f"{hook} hook failed: {type(exc).__name__}: {exc}")
-
-
-def _s3_artifacts(run: Run, known: dict[str, str]) -> list[Artifact]:
-    """Every object under the run's ``s3://`` output (also those its pods uploaded themselves),
-    with the sha256 recorded at upload (``known``: path -> sha256 of what was just uploaded)."""
-    from mlrt import s3
-
-    try:
-        objects = s3.list_objects(f"{run.output_uri}/output/")
-    except FileNotFoundError:
-        return []
-    return [
-        Artifact(
-            run_id=run.id,
-            path=obj.relative,
-            uri=obj.uri,
-            size=obj.size,
-            sha256=known.get(obj.relative) or s3.sha256_of(obj.uri) or "",
-        )
-        for obj in objects
-    ]
 
 
 def _request_from_row(row: dict[str, Any]) -> LaunchRequest:

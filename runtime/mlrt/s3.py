@@ -23,7 +23,10 @@ Endpoint
 Retries
     Every client retries throttling (``SlowDown``, 503), 5xx errors and
     connection errors with exponential backoff and jitter: botocore's
-    ``standard`` retry mode, up to 10 retries (11 attempts) per request.
+    ``standard`` retry mode, up to 10 retries (11 attempts) per request, or
+    ``AWS_MAX_ATTEMPTS`` attempts (boto3's own variable) when it is set.
+    On top of that, a whole upload that still fails is tried again after
+    each of the pauses in ``MLRT_S3_UPLOAD_BACKOFF`` (:func:`retried`).
 
 Transfers
     Files of at least ``MLRT_S3_MULTIPART_MB`` MiB (default 8, minimum 5, S3's
@@ -48,13 +51,15 @@ client gets its own session, created under a lock).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlrt.artifacts import relative_path_problem, sha256_file
 
@@ -74,16 +79,29 @@ MULTIPART_MB_DEFAULT = 8
 MULTIPART_MB_RANGE = (5, 5 * 1024)
 MIB = 1 << 20
 RETRIES = {"mode": "standard", "max_attempts": 10}
+# boto3's variable for the attempts per request; when set it replaces our default.
+MAX_ATTEMPTS_ENV = "AWS_MAX_ATTEMPTS"
+UPLOAD_BACKOFF_ENV = "MLRT_S3_UPLOAD_BACKOFF"
+UPLOAD_BACKOFF_DEFAULT = "1,2,4"
+# At most this many retries of one upload, each pause at most this long: an
+# upload is retried by the controller's loop, which waits for it.
+UPLOAD_RETRIES_MAX = 10
+UPLOAD_PAUSE_MAX = 300.0
 SHA256_METADATA = "sha256"
 # The bucket names boto3 itself accepts; S3 and compatible stores may be stricter.
 BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 _clients: dict[tuple[str | None, ...], BaseClient] = {}
 _clients_lock = threading.Lock()
+T = TypeVar("T")
 
 
 class ChecksumMismatch(Exception):
     """A downloaded object's content does not match the sha256 in its metadata."""
+
+
+class UploadFailed(Exception):
+    """An upload still failed after every retry of :func:`retried`; the message names the last error."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,22 +154,74 @@ class ObjectStream:
         self._body.close()
 
 
-def _new_client(endpoints: tuple[str | None, ...]) -> BaseClient:
+def _new_client(endpoints: tuple[str | None, ...], max_attempts: str | None) -> BaseClient:
     """A client for the values of :data:`ENDPOINT_VARIABLES`: path-style when any is set."""
     import boto3.session
     from botocore.config import Config
 
-    config = Config(retries=RETRIES, s3={"addressing_style": "path"} if any(endpoints) else None)
+    # Without max_attempts in the config, botocore reads AWS_MAX_ATTEMPTS itself.
+    retries = {"mode": RETRIES["mode"]} if max_attempts else RETRIES
+    config = Config(retries=retries, s3={"addressing_style": "path"} if any(endpoints) else None)
     return boto3.session.Session().client("s3", endpoint_url=endpoints[0], config=config)
 
 
 def client() -> BaseClient:
-    """The process's S3 client for the current endpoint (see the module docstring), created on first use."""
+    """The process's S3 client for the current endpoint and attempts per request (see the module
+    docstring), created on first use."""
     endpoints = tuple(os.environ.get(name) or None for name in ENDPOINT_VARIABLES)
+    max_attempts = os.environ.get(MAX_ATTEMPTS_ENV) or None
+    key = (*endpoints, max_attempts)
     with _clients_lock:
-        if endpoints not in _clients:
-            _clients[endpoints] = _new_client(endpoints)
-        return _clients[endpoints]
+        if key not in _clients:
+            _clients[key] = _new_client(endpoints, max_attempts)
+        return _clients[key]
+
+
+def upload_backoff() -> list[float]:
+    """Seconds to wait before each retry of a failed upload, from ``MLRT_S3_UPLOAD_BACKOFF``.
+
+    A comma-separated list (default ``1,2,4``: four tries, waiting 1, 2 and
+    4 s between them); an empty value means one try. At most
+    :data:`UPLOAD_RETRIES_MAX` pauses of at most :data:`UPLOAD_PAUSE_MAX`
+    seconds each. Raises ValueError naming the variable otherwise.
+    """
+    raw = os.environ.get(UPLOAD_BACKOFF_ENV, UPLOAD_BACKOFF_DEFAULT).strip()
+    problem = (
+        f"{UPLOAD_BACKOFF_ENV} must be up to {UPLOAD_RETRIES_MAX} comma-separated pauses in seconds, "
+        f"each from 0 to {UPLOAD_PAUSE_MAX:g} (like {UPLOAD_BACKOFF_DEFAULT!r}), got {raw!r}"
+    )
+    try:
+        pauses = [float(part) for part in raw.split(",")] if raw else []
+    except ValueError:
+        raise ValueError(problem) from None
+    if len(pauses) > UPLOAD_RETRIES_MAX or not all(math.isfinite(p) and 0 <= p <= UPLOAD_PAUSE_MAX for p in pauses):
+        raise ValueError(problem)
+    return pauses
+
+
+def retried(upload: Callable[[], T], on_retry: Callable[[int, Exception, float], None] | None = None) -> T:
+    """Call ``upload`` until it returns, waiting :func:`upload_backoff` between tries.
+
+    boto3 already retries each request; this retries the whole upload (S3
+    gone for longer than one request's retries). ``on_retry(tries, error,
+    pause)`` is called before each pause. A ValueError (a bad key or
+    setting) is raised at once: a retry cannot help. Raises
+    :class:`UploadFailed` with the last error and the number of tries.
+    """
+    pauses = upload_backoff()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return upload()
+        except ValueError:
+            raise
+        except Exception as exc:
+            if tries > len(pauses):
+                raise UploadFailed(f"{type(exc).__name__}: {exc} (after {tries} tries)") from exc
+            if on_retry is not None:
+                on_retry(tries, exc, pauses[tries - 1])
+            time.sleep(pauses[tries - 1])
 
 
 def transfer_config() -> TransferConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -163,14 +164,61 @@ def metrics(app: App, run_id: str, key: str | None, as_json: bool) -> None:
     table("metrics", ["metric", "points", "last", "min", "max"], rows)
 
 
-@click.command()
+class _ListByDefault(click.Group):
+    """A group whose bare form lists: ``mlrt artifacts RUN`` is ``mlrt artifacts list RUN``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_ListByDefault)
+def artifacts() -> None:
+    """Files a run produced (`mlrt artifacts RUN` lists them); push staged output that did not reach S3."""
+
+
+@artifacts.command("list")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
-def artifacts(app: App, run_id: str, as_json: bool) -> None:
+def list_artifacts(app: App, run_id: str, as_json: bool) -> None:
     """Files a run produced, with size and sha256."""
     app.store.get_run(run_id)
     items = app.store.artifacts(run_id)
+    if as_json:
+        echo_json([a.model_dump(exclude={"run_id"}) for a in items])
+        return
+    table("artifacts", ["path", "size", "sha256", "uri"], [(a.path, a.size, a.sha256, a.uri) for a in items])
+
+
+@artifacts.command("push")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the registered artifacts as JSON.")
+@pass_app
+def push(app: App, run_id: str, as_json: bool) -> None:
+    """Upload a run's staged output to its s3:// output and register the artifacts (with sha256).
+
+    For a run that ended "output not uploaded": its files stayed in
+    $MLRT_HOME/staging/RUN. The run keeps its state (a run's ending is
+    final); the push is recorded as an event. Exit 2 when there is nothing to
+    push, 1 when S3 still fails after the retries (MLRT_S3_UPLOAD_BACKOFF)."""
+    from mlrt import s3
+    from mlrt.artifacts import PushRefused
+    from mlrt.artifacts import push as push_output
+    from mlrt.cli import EXIT_BAD_INPUT, EXIT_FAILED
+
+    def retrying(tries: int, exc: Exception, pause: float) -> None:
+        click.echo(f"upload try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s", err=True)
+
+    try:
+        items = push_output(app.store, run_id, retrying)
+    except PushRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except (s3.UploadFailed, ValueError) as exc:
+        click.echo(f"error: output not uploaded: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
     if as_json:
         echo_json([a.model_dump(exclude={"run_id"}) for a in items])
         return

@@ -1,0 +1,39 @@
+"""Checking that the folders a run writes to (output, checkpoints, logs) can take writes before it starts.
+
+A read-only file system, a full disk or missing permissions would otherwise
+surface as a worker's traceback, or worse, as output lost after training.
+Such a folder is not retried: waiting does not make it writable.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# One block: enough for a full file system to refuse it.
+PROBE_BYTES = 4096
+
+
+class NotWritable(Exception):
+    """A folder a run needs cannot be created or written; the message names the folder and the system's reason."""
+
+
+def ensure_writable(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) and write, sync and remove a small file in it.
+
+    ``what`` names the folder in the message (``output``, ``checkpoint``,
+    ``log``). Raises :class:`NotWritable` like ``output folder /x/y is not
+    writable: Read-only file system``.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".mlrt-write-probe-")
+        try:
+            os.write(fd, b"\0" * PROBE_BYTES)
+            os.fsync(fd)  # some file systems report a full disk only when the data goes out
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise NotWritable(f"{what} folder {path} is not writable: {exc.strerror or exc}") from exc
