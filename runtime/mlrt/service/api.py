@@ -207,6 +207,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
     @app.post("/api/v1/jobs", status_code=201, tags=["jobs"])
     def submit(body: SubmitBody, who: User) -> dict[str, Any]:
         """Queue a spec as a new job of the token's project; the leader launches it."""
+        from mlrt.secrets import mask_submitted
         from mlrt.spec import SpecError
         from mlrt.submission import submit as submit_job
 
@@ -217,7 +218,8 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
         folder = mlrt_home() / "submissions" / secrets.token_hex(8)
         folder.mkdir(parents=True)
         try:
-            (folder / (Path(body.filename).name or "job.yaml")).write_text(body.spec)
+            # Masked: spec.env values are kept only encrypted, in the job row (mlrt.secrets).
+            (folder / (Path(body.filename).name or "job.yaml")).write_text(mask_submitted(body.spec))
             loaded = load(body.spec, body.filename, body.overrides, folder)
             check_referenced(who, loaded, body.resume_from)
             run_id = submit_job(

@@ -30,4 +30,3 @@ def attempt_view(attempt: Attempt, spec: dict[str, Any]) -> dict[str, Any]:
     data = attempt.model_dump(mode="json", exclude={"handle"})
     mask_request(data["request"], spec)
     return data
-
