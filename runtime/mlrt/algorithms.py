@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -82,14 +83,21 @@ class Hyperparameter:
         else:
             ok = isinstance(value, self.type)
         if not ok:
-            return None, f"must be a {self.describe()}, got {value!r}"
+            from mlrt.limits import shown
+
+            return None, f"must be a {self.describe()}, got {shown(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return None, f"must be a finite {self.describe()}, got {value}"
         if self.choices is not None and value not in self.choices:
-            return None, f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+            from mlrt.limits import shown
+
+            return None, f"must be one of {', '.join(map(str, self.choices))}, got {shown(value)}"
         if self.min is not None and value < self.min:
             return None, f"must be >= {self.min}, got {value!r}"
         if self.max is not None and value > self.max:
             return None, f"must be <= {self.max}, got {value!r}"
         return value, None
+
 
 
 @dataclasses.dataclass
