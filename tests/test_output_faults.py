@@ -234,3 +234,66 @@ def test_a_full_output_folder_fails_the_run_at_once_with_no_space_left(cli, writ
         f"output folder {folder / run['id'] / 'output'} is not writable: No space left on device"
     )
     assert run_json(cli, run["id"])["attempts"] == []
+
+
+@pytest.fixture
+def s3_service(moto, postgres_db: str, tmp_path: Path, home: Path):
+    """A real ``mlrt controller`` on PostgreSQL, started with the environment ``moto`` set (local jobs allowed)."""
+    from service_process import ServiceProcess
+
+    started = ServiceProcess(postgres_db, tmp_path / "controller.log", env={"MLRT_ALLOWED_BACKENDS": "local"}).start()
+    yield started
+    started.stop()
+
+
+def test_through_the_service_s3_gone_fails_the_run_and_push_uploads_from_the_controller(
+    moto, s3_service, postgres_db: str, write_spec, home: Path, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mlrt.cli import _register
+    from mlrt.cli import cli as root
+    from mlrt.service import auth
+    from mlrt.store import Store
+
+    token = auth.issue(Store(postgres_db), "user", "alice", "vision")
+    _register()
+
+    def remote(*args: str):
+        return CliRunner().invoke(root, ["--server", s3_service.url, *args], env={"MLRT_TOKEN": token})
+
+    make_bucket()
+    program = f"""
+        import os, pathlib, signal
+        (pathlib.Path(os.environ["MLRT_OUTPUT_DIR"]) / "model.bin").write_bytes({MODEL!r})
+        os.kill({moto.process.pid}, signal.SIGKILL)
+    """
+    spec = write_spec(
+        command_spec(
+            "s3-gone", f"[{sys.executable}, {tmp_path / 'train.py'}]", f"  output: {{path: s3://{BUCKET}/teams}}\n"
+        ),
+        files={"train.py": program},
+    )
+
+    result = remote("submit", str(spec), "--json")
+
+    assert result.exit_code == 1, result.output
+    run = json.loads(result.stdout)
+    assert run["state"] == "FAILED" and run["reason"].startswith("output not uploaded: ")
+    assert (home / "staging" / run["id"] / "output" / "model.bin").read_bytes() == MODEL
+    down = remote("artifacts", "push", run["id"])
+    assert down.exit_code == 1
+    assert "refused (502): output not uploaded: " in down.stderr
+
+    moto.start()
+    make_bucket()
+    pushed = remote("artifacts", "push", run["id"], "--json")
+
+    assert pushed.exit_code == 0, pushed.output
+    (model,) = json.loads(pushed.stdout)
+    assert (model["path"], model["sha256"]) == ("model.bin", hashlib.sha256(MODEL).hexdigest())
+    assert json.loads(remote("artifacts", run["id"], "--json").stdout) == [model]
+    shown = json.loads(remote("runs", "show", run["id"], "--json").stdout)
+    assert shown["state"] == "FAILED"
+    assert any(e["reason"].startswith("output pushed from ") for e in shown["events"])
+    assert "Traceback" not in s3_service.log_file.read_text()

@@ -23,7 +23,12 @@ from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Run
 
 
 class RemoteError(Exception):
-    """The service refused a request or could not be reached; the message says why."""
+    """The service refused a request (``status``: the HTTP status) or could not be reached
+    (``status`` None); the message says why."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def config_dir() -> Path:
@@ -88,7 +93,7 @@ class ApiClient:
             raise NotFound(str(detail))
         if not isinstance(detail, str):
             detail = json.dumps(detail)
-        raise RemoteError(f"{self.server} refused ({response.status_code}): {detail}")
+        raise RemoteError(f"{self.server} refused ({response.status_code}): {detail}", response.status_code)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params).json()
@@ -130,6 +135,14 @@ class ApiClient:
 
     def artifact_bytes(self, run_id: str, path: str) -> bytes:
         return self.request("GET", f"/runs/{quote(run_id)}/artifacts/{quote(path)}").content
+
+    def push_output(self, run_id: str) -> list[Artifact]:
+        """Have the service upload a run's staged output (``mlrt artifacts push``); the artifacts back.
+
+        No client timeout: the service retries the upload with backoff, and
+        each S3 request retries on its own (minutes when S3 is down)."""
+        response = self.request("POST", f"/runs/{quote(run_id)}/artifacts/push", json={}, timeout=None)
+        return [Artifact.model_validate(a) for a in response.json()]
 
 
 def _spec_body(spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:

@@ -202,7 +202,8 @@ def push(app: App, run_id: str, as_json: bool) -> None:
     For a run that ended "output not uploaded": its files stayed in
     $MLRT_HOME/staging/RUN. The run keeps its state (a run's ending is
     final); the push is recorded as an event. Exit 2 when there is nothing to
-    push, 1 when S3 still fails after the retries (MLRT_S3_UPLOAD_BACKOFF)."""
+    push, 1 when S3 still fails after the retries (MLRT_S3_UPLOAD_BACKOFF).
+    With --server the service pushes the files its controller staged."""
     from mlrt import s3
     from mlrt.artifacts import PushRefused
     from mlrt.artifacts import push as push_output
@@ -211,14 +212,19 @@ def push(app: App, run_id: str, as_json: bool) -> None:
     def retrying(tries: int, exc: Exception, pause: float) -> None:
         click.echo(f"upload try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s", err=True)
 
+    from mlrt.remote import RemoteError
+
     try:
-        items = push_output(app.store, run_id, retrying)
+        items = app.remote.push_output(run_id) if app.remote is not None else push_output(app.store, run_id, retrying)
     except PushRefused as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except (s3.UploadFailed, ValueError) as exc:
         click.echo(f"error: output not uploaded: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    except RemoteError as exc:  # refused (4xx) as locally; S3 failing there (502) or no answer is exit 1
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT if exc.status is not None and exc.status < 500 else EXIT_FAILED)
     if as_json:
         echo_json([a.model_dump(exclude={"run_id"}) for a in items])
         return

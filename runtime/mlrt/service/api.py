@@ -372,6 +372,23 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
             raise HTTPException(404, f"artifact {path!r} is no longer on the controller")
         return Response(file.read_bytes(), media_type="application/octet-stream", headers=headers)
 
+    @app.post("/api/v1/runs/{run_id}/artifacts/push", tags=["artifacts"])
+    def push_artifacts(run_id: str, who: User) -> list[dict[str, Any]]:
+        """Upload a finished run's staged output (kept when it ended "output not uploaded") to its
+        ``s3://`` output and register the artifacts; the run keeps its state. 409 when there is
+        nothing to push on this controller, 502 when S3 still fails after the retries."""
+        from mlrt import s3
+        from mlrt.artifacts import PushRefused, push
+
+        visible_run(who, run_id)
+        try:
+            found = push(store, run_id)
+        except PushRefused as exc:
+            raise HTTPException(409, str(exc)) from None
+        except (s3.UploadFailed, ValueError) as exc:
+            raise HTTPException(502, f"output not uploaded: {exc}") from None
+        return [a.model_dump(mode="json") for a in found]
+
     # -- reports ---------------------------------------------------------------
 
     @app.get("/api/v1/runs/{run_id}/reports", tags=["reports"])
