@@ -290,33 +290,25 @@ def test_plan_shows_every_engine_command_without_secret_values(cli, write_spec, 
     assert "s3cr3t-value" not in json.dumps(launch)
     details = launch["details"]
     network = "mlrt-gpu-plan-<id>-1"
-    labels = ["--label", "mlrt.run-id=gpu-plan-<id>", "--label", "mlrt.attempt=1"]
-    assert details["network_command"] == [
-        "podman",
-        "network",
-        "create",
-        *labels,
-        "--label",
-        "mlrt.managed-by=mlrt",
-        network,
-    ]
+    labels = ["--label=mlrt.run-id=gpu-plan-<id>", "--label=mlrt.attempt=1"]
+    assert details["network_command"] == ["podman", "network", "create", *labels, "--label=mlrt.managed-by=mlrt", network]
     home = Path(os.environ["MLRT_HOME"])
     out = home / "runs" / "gpu-plan-<id>"
     logs = home / "logs" / "gpu-plan-<id>" / "attempt-1"
 
     def mount(path: Path, ro: str = "") -> list[str]:
-        return ["--mount", f"type=bind,source={path},destination={path}{ro}"]
+        return [f"--mount=type=bind,source={path},destination={path}{ro}"]
 
     for rank, command in enumerate(details["commands"]):
         name = f"mlrt-gpu-plan-<id>-1-{rank}"
         assert command == [
-            "podman", "run", "-d", "--name", name, "--hostname", name,
-            *labels, "--label", f"mlrt.rank={rank}", "--label", "mlrt.managed-by=mlrt",
-            "--init", "--network", network, "--env-file", "/dev/stdin",
+            "podman", "run", "-d", f"--name={name}", f"--hostname={name}",
+            *labels, f"--label=mlrt.rank={rank}", "--label=mlrt.managed-by=mlrt",
+            "--init", f"--network={network}", "--env-file=/dev/stdin",
             *mount(tmp_path / "train.csv", ",ro"),
             *mount(out / "output"), *mount(out / "checkpoints"), *mount(logs), *mount(tmp_path), *mount(home),
-            "--workdir", str(tmp_path),
-            "--cpus", "2", "--memory", str(512 * 2**20), "--device", f"nvidia.com/gpu={rank}",
+            f"--workdir={tmp_path}",
+            "--cpus=2", f"--memory={512 * 2**20}", f"--device=nvidia.com/gpu={rank}",
             "--runtime", "runc", "--ulimit", "nofile=1024:1024",
             "registry.example/acme/train:1.2", "python", "train.py", "--epochs", "3",
         ]  # fmt: skip
@@ -335,7 +327,7 @@ def test_plan_shows_every_engine_command_without_secret_values(cli, write_spec, 
     monkeypatch.setenv("MLRT_CONTAINER_ENGINE", "/usr/local/bin/docker")
     docker = json.loads(cli("validate", str(spec), "--json").stdout)["launch"]["details"]["commands"]
     assert docker[1][0] == "/usr/local/bin/docker"
-    assert docker[1][docker[1].index("--gpus") + 1] == '"device=1"' and "--device" not in docker[1]
+    assert '--gpus="device=1"' in docker[1] and not any(a.startswith("--device") for a in docker[1])
 
 
 COUNTER = """

@@ -19,6 +19,11 @@ of the machine, see :mod:`mlrt_container.engine`.
   to the engine on its stdin (``--env-file /dev/stdin``), so none appears in
   ``ps``; the printed plan and the stored request show the names of
   ``spec.env`` variables, not their values.
+- **Command line**: no value from a spec can be read as an engine option:
+  every value travels inside an ``--option=value`` argument, the image
+  (checked against the OCI reference grammar, :mod:`mlrt.names`) is the
+  first positional argument, and the worker's command follows it, where
+  the engines read no more options. Environment names are POSIX names.
 - **Several workers** share a private network ``mlrt-RUN-ATTEMPT``; each
   container's hostname is its name, which the network's DNS resolves (gloo
   binds the address its own hostname resolves to), and
@@ -44,7 +49,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -60,6 +64,7 @@ from mlrt.launchers import (
     WorkerStatus,
     is_loopback,
 )
+from mlrt.names import env_name_problem, image_problem
 from mlrt.secrets import HIDDEN, hide_values
 from mlrt.states import RunState
 from mlrt_container import engine as engines
@@ -72,7 +77,6 @@ _ADDED = {*_THREAD_VARIABLES, *_TORCH_VARIABLES, "PYTHONUNBUFFERED"}
 # Values that cannot travel in an env file (one line each, at most 64 KiB for the
 # engines' line scanners) go as ``--env NAME`` with the value in the engine's environment.
 _ENV_FILE_MAX = 32 * 1024
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Folders a container's own system lives in: bind-mounting one of them over the image breaks it.
 _SYSTEM_PATHS = frozenset("/ /bin /boot /dev /etc /lib /lib64 /proc /run /sbin /sys /usr /var".split())
 LOG_FLUSH_TIMEOUT = 10.0
@@ -125,14 +129,17 @@ class ContainerLauncher(Launcher):
         extra = engines.run_args()
         workers = int(ctx.compute.get("workers", 1))
         image = ctx.container_image()
+        problem = image_problem(image)
+        if problem:
+            raise LaunchError(f"image {image[:200]!r}: {problem}")
         argv = ctx.container_argv()
         network = container_prefix(ctx.run_id, ctx.attempt) if workers > 1 else None
         names = [container_name(ctx.run_id, ctx.attempt, rank) for rank in range(workers)]
         base_env, tracking_dir = _contract_env(ctx)
         hidden = sorted(k for k in ctx.env if not k.startswith("MLRT_") and k not in _ADDED)
-        bad = [k for k in ctx.env if not _NAME.match(k)]
+        bad = [k for k in ctx.env if env_name_problem(k)]
         if bad:
-            raise LaunchError(f"spec.env: {bad[0]!r} is not a valid environment variable name")
+            raise LaunchError(f"spec.env: {bad[0][:80]!r} is not a valid environment variable name")
         mounts = _mounts(ctx, tracking_dir)
         requests, commands = [], []
         for rank, name in enumerate(names):
@@ -147,17 +154,20 @@ class ContainerLauncher(Launcher):
             }
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             requests.append(WorkerRequest(rank=rank, argv=list(argv), env=env, cwd=ctx.cwd, log_path=log_path))
-            command = [engine, "run", "-d", "--name", name, "--hostname", name]
+            # Every value rides in an --option=value argument, so none can be read as an option
+            # of its own; the image is the first positional argument and everything after it
+            # is the worker's command (the engines stop reading options there).
+            command = [engine, "run", "-d", f"--name={name}", f"--hostname={name}"]
             command += _labels(ctx.run_id, ctx.attempt, rank)
             command += ["--init"]
             if network:
-                command += ["--network", network]
-            command += ["--env-file", "/dev/stdin"]
-            command += [arg for key in sorted(env) if not _fits_env_file(env[key]) for arg in ("--env", key)]
+                command += [f"--network={network}"]
+            command += ["--env-file=/dev/stdin"]
+            command += [f"--env={key}" for key in sorted(env) if not _fits_env_file(env[key])]
             for path, read_only in mounts:
-                command += ["--mount", f"type=bind,source={path},destination={path}" + (",ro" if read_only else "")]
+                command += [f"--mount=type=bind,source={path},destination={path}" + (",ro" if read_only else "")]
             if argv:  # an image-only job keeps its image's own working directory
-                command += ["--workdir", ctx.cwd]
+                command += [f"--workdir={ctx.cwd}"]
             command += _resources(ctx.compute, kind, rank)
             command += extra
             command += [image, *argv]
@@ -430,25 +440,25 @@ def _labels(run_id: str, attempt: int, rank: int | None = None) -> list[str]:
     if rank is not None:
         labels.append(f"mlrt.rank={rank}")
     labels.append("mlrt.managed-by=mlrt")
-    return [arg for label in labels for arg in ("--label", label)]
+    return [f"--label={label}" for label in labels]
 
 
 def _resources(compute: dict[str, Any], kind: str, rank: int) -> list[str]:
     args = []
     if compute.get("cpu"):
-        args += ["--cpus", f"{float(compute['cpu']):g}"]
+        args += [f"--cpus={float(compute['cpu']):g}"]
     memory = compute.get("memory")
     if memory:
         from mlrt.units import parse_memory
 
-        args += ["--memory", str(memory if isinstance(memory, int) else parse_memory(memory))]
+        args += [f"--memory={memory if isinstance(memory, int) else parse_memory(memory)}"]
     gpus = int(compute.get("gpus") or 0)
     if gpus:
         devices = range(rank * gpus, rank * gpus + gpus)
         if kind == "podman":
-            args += [arg for index in devices for arg in ("--device", f"nvidia.com/gpu={index}")]
+            args += [f"--device=nvidia.com/gpu={index}" for index in devices]
         else:
-            args += ["--gpus", '"device=' + ",".join(str(i) for i in devices) + '"']
+            args += ['--gpus="device=' + ",".join(str(i) for i in devices) + '"']
     return args
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
+from mlrt.names import env_name_problem, image_problem
 from mlrt.states import RunState
 from mlrt_kubernetes.manifests import (
     INDEX_LABEL,
@@ -230,6 +231,19 @@ class _LogCopy:
                     time.sleep(0.5)
 
 
+def _check_names(ctx: LaunchContext) -> None:
+    """The image and environment names go into the pod as the container backend takes them:
+    an OCI image reference and POSIX names, whatever the spec's validation already said."""
+    image = ctx.container_image()
+    problem = image_problem(image)
+    if problem:
+        raise LaunchError(f"image {image[:200]!r}: {problem}")
+    secret_env = (ctx.compute.get("kubernetes") or {}).get("secret_env") or {}
+    for name in [*ctx.env, *secret_env]:
+        if env_name_problem(name):
+            raise LaunchError(f"spec.env: {name[:80]!r} is not a valid environment variable name")
+
+
 class KubernetesLauncher(Launcher):
     """Runs an attempt's workers as the pods of an Indexed Job; see the module docstring."""
 
@@ -259,6 +273,7 @@ class KubernetesLauncher(Launcher):
     # -- plan ----------------------------------------------------------------
 
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
+        _check_names(ctx)
         job, service = plan_manifests(ctx)
         name = job["metadata"]["name"]
         workers = []

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlrt.names import env_name_problem, image_problem
 from mlrt.units import parse_cpu, parse_duration, parse_memory
 
 API_VERSION = "mlrt/v1"
@@ -166,6 +167,15 @@ class Kubernetes(_Model):
     def _namespace(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_names(cls, value: dict[str, SecretKey]) -> dict[str, SecretKey]:
+        for name in value:
+            problem = env_name_problem(name)
+            if problem:
+                raise ValueError(f"{name[:80]!r}: {problem}")
         return value
 
 
@@ -419,6 +429,23 @@ class TrainingJobSpec(_Model):
     def _non_empty(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("must name a program, e.g. [python, train.py]")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        problem = image_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            problem = env_name_problem(name)
+            if problem:
+                raise ValueError(f"{name[:80]!r}: {problem}")
         return value
 
 
