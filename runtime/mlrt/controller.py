@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import select
 import signal
@@ -47,6 +48,7 @@ from mlrt.sdk import LOG_TRACKING_URI
 from mlrt.secrets import mask_request
 from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
+from mlrt.store.engine import is_database_fault
 from mlrt.store.models import Attempt, Run, utcnow
 from mlrt.submission import launch_context, local_prefix
 from mlrt.tuning_controller import Study
@@ -60,6 +62,19 @@ FIRST_POLL = 0.005
 HEARTBEAT_STALE = timedelta(seconds=30)
 # A QUEUED run nobody claimed (its submitter died before starting a controller).
 UNCLAIMED_STALE = timedelta(seconds=60)
+# A run whose handling raises is tried again after 1, 2, 4... s and failed at the last try.
+RECONCILE_TRIES = 4
+RECONCILE_BACKOFF = 1.0
+
+_log = logging.getLogger("mlrt.controller")
+
+
+@dataclasses.dataclass
+class _Trouble:
+    """Consecutive failures to reconcile one run, and when to try it again."""
+
+    failures: int = 0
+    retry_at: float = 0.0
 
 
 def process_identity(pid: int | None = None) -> str:
@@ -105,15 +120,9 @@ def spawn_controller(db_url: str, run_ids: list[str], log_file: Path, *, adopt: 
 
     With ``adopt`` it drives only the runs whose ownership the caller hands it
     (:meth:`Store.transfer_owner`) instead of claiming them."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "mlrt.controller", "--db", db_url, *(["--adopt"] if adopt else []), *run_ids]
-    try:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_file, "ab")
-    except OSError:
-        # A read-only or full log folder: the controller probes its runs' log folders
-        # before launching and fails them naming the folder; its own output is lost.
-        out = open(os.devnull, "ab")
-    with out:
+    with open(log_file, "ab") as out:
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -215,6 +224,7 @@ class Controller:
         self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}
+        self._troubles: dict[str, _Trouble] = {}
         self._last_heartbeat = 0.0
 
     # -- ownership -----------------------------------------------------------
@@ -281,7 +291,14 @@ class Controller:
 
     def reconcile(self) -> bool:
         """One pass over the runs this controller owns; True when any of them changed
-        state, ended or appeared during it."""
+        state, ended or appeared during it.
+
+        One run cannot stall the others: when handling a run raises, the error is
+        an event on that run, the run is left alone for a while (1 s, 2 s, 4 s...)
+        and the :data:`RECONCILE_TRIES`-th failure in a row fails it with
+        "controller could not handle the run: ...". A database fault is not the
+        run's doing: it ends the pass (the caller passes again later) and no run
+        is charged for it."""
         self._heartbeat()
         self._ended_this_pass = set()
         runs = self.store.active_runs(owner=self.owner)
@@ -290,16 +307,67 @@ class Controller:
         for run in sorted(runs, key=lambda r: self.kind(r) == "TuningJob"):
             if run.id in self._ended_this_pass:
                 continue  # a trial its tuning run stopped earlier in this pass
-            state = RunState(run.state)
-            if self.kind(run) == "TuningJob":
-                self._reconcile_tuning(run)
-            elif state is RunState.QUEUED:
-                self._reconcile_queued(run)
-            elif run.id not in self._active and state in (RunState.STARTING, RunState.RUNNING):
-                self._adopt(run)
-            elif state is RunState.RUNNING:
-                self._reconcile_running(run)
+            trouble = self._troubles.get(run.id)
+            if trouble is not None and time.monotonic() < trouble.retry_at:
+                continue
+            try:
+                self._reconcile_run(run)
+            except Exception as exc:
+                if is_database_fault(exc):
+                    raise
+                self._run_trouble(run, exc)
+            else:
+                self._troubles.pop(run.id, None)
         return [(r.id, r.state) for r in runs] != self.store.active_states(self.owner)
+
+    def _reconcile_run(self, run: Run) -> None:
+        """Move one run one step (see the module docstring)."""
+        state = RunState(run.state)
+        if self.kind(run) == "TuningJob":
+            self._reconcile_tuning(run)
+        elif state is RunState.QUEUED:
+            self._reconcile_queued(run)
+        elif run.id not in self._active and state in (RunState.STARTING, RunState.RUNNING):
+            self._adopt(run)
+        elif state is RunState.RUNNING:
+            self._reconcile_running(run)
+
+    def _run_trouble(self, run: Run, exc: Exception) -> None:
+        """Handling ``run`` raised ``exc``: back off, or fail the run after too many tries."""
+        _log.warning("run %s: reconciling raised", run.id, exc_info=exc)
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        trouble = self._troubles.setdefault(run.id, _Trouble())
+        trouble.failures += 1
+        if trouble.failures >= RECONCILE_TRIES:
+            del self._troubles[run.id]
+            self._give_up(run, f"controller could not handle the run: {problem}")
+            return
+        delay = RECONCILE_BACKOFF * 2 ** (trouble.failures - 1)
+        trouble.retry_at = time.monotonic() + delay
+        self.store.add_event(
+            run.id,
+            f"controller could not handle the run ({problem}); trying again in {delay:g}s"
+            f" (failure {trouble.failures} of {RECONCILE_TRIES})",
+        )
+
+    def _give_up(self, run: Run, reason: str) -> None:
+        """Fail ``run`` with ``reason``, stopping its workers; when even that raises,
+        record the end without the usual clean-up, so the run never stays active."""
+        current = self.store.get_run(run.id)
+        if RunState(current.state).is_terminal():
+            return
+        self._studies.pop(run.id, None)
+        try:
+            self._finish(current, RunState.FAILED, reason, stop=True)
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise
+            _log.warning("run %s: ending it raised", run.id, exc_info=exc)
+            self._active.pop(run.id, None)
+            self._ended_this_pass.add(run.id)
+            if not RunState(self.store.get_run(run.id).state).is_terminal():
+                clean_up = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                self.store.transition(run.id, RunState.FAILED, f"{reason}; its clean-up failed too ({clean_up})")
 
     def kind(self, run: Run) -> str:
         """The kind of ``run``'s job (``TrainingJob`` or ``TuningJob``), read once."""

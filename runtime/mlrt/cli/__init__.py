@@ -76,6 +76,7 @@ class MlrtGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from mlrt.plugins import PluginError
         from mlrt.remote import RemoteError
+        from mlrt.service import SettingError
         from mlrt.spec import SpecError
         from mlrt.store import NotFound, database_url
         from mlrt.store.engine import database_problem, is_database_fault
@@ -86,7 +87,7 @@ class MlrtGroup(click.Group):
             for problem in exc.problems:
                 click.echo(f"error: {problem}", err=True)
             sys.exit(EXIT_BAD_INPUT)
-        except (NotFound, PluginError, RemoteError) as exc:
+        except (NotFound, PluginError, RemoteError, SettingError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except Exception as exc:

@@ -12,14 +12,21 @@ Settings come from options or the environment: ``MLRT_DB`` (database URL),
 endpoint), ``MLRT_DEFAULT_OUTPUT`` (default ``spec.output.path``, e.g. an
 ``s3://`` prefix), ``MLRT_ALLOWED_BACKENDS`` (comma-separated; jobs for
 other backends are refused), and the S3 and Kubernetes client settings
-(:mod:`mlrt.s3`, ``mlrt_kubernetes``).
+(:mod:`mlrt.s3`, ``mlrt_kubernetes``). ``MLRT_MAX_REQUEST_BYTES`` bounds a
+request's body (default 8 MiB; :mod:`mlrt.service.guard`). The service logs to
+stderr: failed reconcile passes, and unexpected errors under their request id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from mlrt.store import Store
+
+
+class SettingError(ValueError):
+    """An operator setting of the service is unusable; the message is one ``NAME: problem`` line."""
 
 
 def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, poll_interval: float = 0.2) -> None:
@@ -27,15 +34,18 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
     import uvicorn
 
     from mlrt.service.api import create_app
+    from mlrt.service.guard import max_request_bytes
     from mlrt.service.loop import ServiceLoop
     from mlrt.service.telemetry import Telemetry
 
+    max_body = max_request_bytes()  # a bad setting stops the service before it opens anything
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(db)  # applies pending migrations first
     telemetry = Telemetry(store)
     loop = ServiceLoop(
         store, advertise_url or f"http://{_reachable(host)}:{port}", telemetry, poll_interval=poll_interval
     )
-    app = create_app(store, loop, telemetry)
+    app = create_app(store, loop, telemetry, max_body=max_body)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):

@@ -10,7 +10,15 @@ list and read runs (state, attempts, events, params, metrics, artifacts,
 logs, reports) and cancel. Tracking routes (``worker`` tokens, the SDK's
 ``MLRT_TRACKING_URI=http(s)://...``): write metrics and params of the
 token's own run. Health: ``/healthz`` (the process answers), ``/readyz``
-(the database answers and its schema is current), ``/metrics`` (Prometheus).
+(the database answers, its schema is current and reconcile passes succeed;
+else 503 ``degraded`` with the error), ``/metrics`` (Prometheus).
+
+The token is checked before the request body is read, and a body over
+``MLRT_MAX_REQUEST_BYTES`` (default 8 MiB) is 413 (:mod:`mlrt.service.guard`).
+A spec over its size limit is 413, other spec problems 422, one line each.
+Every response has an ``X-Request-Id`` header; an unexpected error is a 500
+``{"detail": "internal error", "request_id": ...}`` whose traceback the log
+holds under that id.
 """
 
 import secrets
@@ -18,14 +26,15 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from mlrt import __version__
-from mlrt.service import auth, views
+from mlrt.service import views
 from mlrt.service.auth import Principal
+from mlrt.service.guard import Guard, max_request_bytes, principal_of
 from mlrt.service.loop import ServiceLoop
 from mlrt.service.telemetry import Telemetry
 from mlrt.states import RunState
@@ -71,43 +80,39 @@ class ReportsBody(BaseModel):
 
 
 class SpecProblems(Exception):
-    """A submitted spec cannot run (answered 422 with one line per problem)."""
+    """A submitted spec cannot run (answered ``status``, 422 unless said otherwise, with one line per problem)."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], status: int = 422):
         self.problems = problems
+        self.status = status
 
 
-def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> FastAPI:
-    """The API over ``store``; ``loop`` is woken on submissions and cancels (None: API only)."""
+def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, max_body: int | None = None) -> FastAPI:
+    """The API over ``store``; ``loop`` is woken on submissions and cancels (None: API only);
+    ``max_body``: the largest request body in bytes (default: :func:`max_request_bytes`)."""
     app = FastAPI(
         title="mlrt controller",
         version=__version__,
         description=__doc__.split("\n\n", 1)[1],
     )
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        telemetry.requests.labels(request.method, str(response.status_code)).inc()
-        return response
+    def counted(method: str, status: int) -> None:
+        telemetry.requests.labels(method, str(status)).inc()
+
+    app.add_middleware(Guard, store=store, limit=max_request_bytes() if max_body is None else max_body, counted=counted)
 
     @app.exception_handler(SpecProblems)
     async def spec_problems(_request: Request, exc: SpecProblems):
-        return JSONResponse(status_code=422, content={"detail": exc.problems[0], "problems": exc.problems})
+        return JSONResponse(status_code=exc.status, content={"detail": exc.problems[0], "problems": exc.problems})
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound):
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
-    def principal(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise HTTPException(
-                401,
-                "missing token: send Authorization: Bearer <token> (see mlrt login)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        found = auth.authenticate(store, authorization.removeprefix("Bearer ").strip())
-        if found is None:
+    def principal(request: Request) -> Principal:
+        """Who the request acts as: :class:`Guard` authenticated it before its body was read."""
+        found = principal_of(request.scope)
+        if found is None:  # only /api/ routes are authenticated, and only they ask
             raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
         return found
 
@@ -136,17 +141,22 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry) -> 
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
+        """200 ``ready``; 503 ``degraded`` with ``last_error`` while the database cannot be
+        used or reconcile passes fail (it turns ready by itself when they succeed again)."""
+        leader = bool(loop and loop.leader.held)
         try:
             revision = current_revision(store.engine)
         except Exception as exc:
-            detail = (str(exc).splitlines() or [type(exc).__name__])[0]
-            return JSONResponse(status_code=503, content={"status": "database unreachable", "detail": detail})
+            line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+            error = f"database unreachable: {line}"
+            return JSONResponse(status_code=503, content={"status": "degraded", "leader": leader, "last_error": error})
         if revision != HEAD_REVISION:
             return JSONResponse(status_code=503, content={"status": f"schema at {revision}, not {HEAD_REVISION}"})
-        body = {"status": "ready", "leader": bool(loop and loop.leader.held)}
         if loop is not None and loop.error:
-            body["last_error"] = loop.error
-        return JSONResponse(body)
+            return JSONResponse(
+                status_code=503, content={"status": "degraded", "leader": leader, "last_error": loop.error}
+            )
+        return JSONResponse({"status": "ready", "leader": leader})
 
     @app.get("/metrics", tags=["health"])
     def prometheus() -> Response:

@@ -17,10 +17,18 @@ drive yet, then runs one :meth:`Controller.reconcile` pass. Taking a run over:
 - a tuning run: claimed; the pass rebuilds its search from the database
   (finished trials are the tuner's history and are not run again; its
   running trials are taken over like any run, above) and goes on in place.
+
+A pass that fails (the database is unreachable, full or damaged) is logged
+once per distinct error and shown by ``/readyz`` as degraded until a pass
+succeeds again; the loop keeps passing, so the service recovers by itself
+when the database returns. A run that cannot be taken over or handled is the
+controller's per-run matter (:meth:`Controller.reconcile`): it never stops
+the other runs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -31,9 +39,12 @@ from mlrt.service.leader import LeaderLock
 from mlrt.service.telemetry import Telemetry
 from mlrt.states import RunState
 from mlrt.store import Store
+from mlrt.store.engine import is_database_fault
 from mlrt.store.models import Run
 
 STANDBY_RETRY = 1.0
+
+_log = logging.getLogger("mlrt.service")
 
 
 class ServiceTracking(WorkerTracking):
@@ -66,7 +77,7 @@ class ServiceLoop:
         self.controller.wakeup_fds.append(self._wake_read)
         self._thread = threading.Thread(target=self._run, name="mlrt-reconcile", daemon=True)
         self.error: str | None = None
-        """The last error a pass raised (shown by /readyz until a pass succeeds)."""
+        """The error the last pass raised, None when it succeeded (``/readyz`` says degraded meanwhile)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -103,7 +114,7 @@ class ServiceLoop:
                 leading = self.leader.acquire()
             except Exception as exc:  # the database is unreachable: stay a standby, ask again
                 leading = False
-                self.error = f"leader election: {exc}"
+                self._failed(f"leader election: {type(exc).__name__}: {exc}", exc)
             self.telemetry.leader.set(1 if leading else 0)
             if not leading:
                 self._stop.wait(STANDBY_RETRY)
@@ -117,10 +128,12 @@ class ServiceLoop:
                     changed = self.take_over()
                     last_take_over = started
                 changed = self.controller.reconcile() | changed
+                if self.error is not None:
+                    _log.info("reconcile passes succeed again")
                 self.error = None
             except Exception as exc:  # keep serving; the next pass starts from the database again
                 changed = False
-                self.error = f"reconcile: {type(exc).__name__}: {exc}"
+                self._failed(f"reconcile: {type(exc).__name__}: {exc}", exc)
             self.telemetry.reconcile_seconds.observe(time.perf_counter() - started)
             if changed:
                 delay = FIRST_POLL
@@ -128,20 +141,38 @@ class ServiceLoop:
             self.controller.wait(delay)
             delay = min(self.poll_interval, delay * 1.5)
 
+    def _failed(self, error: str, exc: Exception) -> None:
+        """Record a failed pass for ``/readyz``; log it when the error is new (not every pass)."""
+        first_line = (error.splitlines() or [error])[0]
+        if first_line != self.error:
+            _log.error("%s", first_line, exc_info=None if is_database_fault(exc) else exc)
+        self.error = first_line
+
     # -- taking runs over ----------------------------------------------------
 
     def take_over(self) -> bool:
         """Drive every API run not driven yet (see the module docstring); True if any."""
         runs = self.store.project_runs_not_owned_by(self.controller.owner)
         for run in runs:
-            if run.state == RunState.QUEUED.value or run.owner is None or self.controller.kind(run) == "TuningJob":
+            try:
+                self._take_over(run)
+            except Exception as exc:
+                if is_database_fault(exc):
+                    raise
+                # Whatever its backend said, the run is this controller's now: the
+                # pass records the trouble on the run and fails it if it persists.
+                _log.warning("run %s: taking it over raised", run.id, exc_info=exc)
                 self.store.transfer_owner(run.id, run.owner, self.controller.owner)
-            elif adoptable(self.store, run):
-                if self.store.transfer_owner(run.id, run.owner, self.controller.owner):
-                    self.store.add_event(run.id, f"controller {self.controller.owner} adopted the running workers")
-            else:
-                self._requeue(run)
         return bool(runs)
+
+    def _take_over(self, run: Run) -> None:
+        if run.state == RunState.QUEUED.value or run.owner is None or self.controller.kind(run) == "TuningJob":
+            self.store.transfer_owner(run.id, run.owner, self.controller.owner)
+        elif adoptable(self.store, run):
+            if self.store.transfer_owner(run.id, run.owner, self.controller.owner):
+                self.store.add_event(run.id, f"controller {self.controller.owner} adopted the running workers")
+        else:
+            self._requeue(run)
 
     def _requeue(self, run: Run) -> None:
         if not self.store.transfer_owner(run.id, run.owner, self.controller.owner):

@@ -86,6 +86,8 @@ def _reason(url: str, exc: BaseException) -> str:
         return "the disk is full (or the file reached its size limit); free space, or use another --db / MLRT_DB"
     if "not a database" in lowered or "malformed" in lowered:
         return "the file is damaged or not an SQLite database; restore it from a backup, or use another --db / MLRT_DB"
+    if "disk i/o error" in lowered:
+        return "a write to the disk failed (disk I/O error); check free space, file size limits and the disk"
     if "readonly" in lowered or "read-only" in lowered:
         return "the file is read-only; make it writable, or use another --db / MLRT_DB"
     first = (message.strip().splitlines() or [type(exc).__name__])[0].strip()

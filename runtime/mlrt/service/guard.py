@@ -1,0 +1,173 @@
+"""The service's outermost layer: request ids, a token before the body, a bounded body, no silent 500.
+
+A pure ASGI middleware (it wraps ``receive`` and ``send``; nothing is buffered):
+
+- every response carries ``X-Request-Id``;
+- on ``/api/`` routes the token is checked from the headers alone, before a
+  byte of the body is read: a missing, malformed or unknown token is 401,
+  and a request that announced a body gets ``Connection: close``, so an
+  anonymous upload costs the service neither memory nor reading time. The
+  principal goes on to the route in the ASGI scope (looked up once);
+- a body larger than :func:`max_request_bytes` is 413: at once when
+  ``Content-Length`` says so, else as soon as the bytes read pass the limit
+  (a chunked body is counted while it streams);
+- a handler that raises what it did not expect gets a 500 ``{"detail":
+  "internal error", "request_id": ...}``, with the traceback logged under that
+  request id, and the process goes on serving; a database that cannot be
+  used is 503 instead (the operator's matter, not a bug).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlrt.service import SettingError, auth
+from mlrt.service.auth import Principal
+from mlrt.store import Store
+from mlrt.store.engine import is_database_fault
+
+LIMIT_VARIABLE = "MLRT_MAX_REQUEST_BYTES"
+DEFAULT_MAX_REQUEST_BYTES = 8 << 20
+"""8 MiB: a 1 MiB spec even when every character is JSON-escaped, and 50,000 metric points."""
+PRINCIPAL = "mlrt.principal"
+"""The ASGI scope key where the authenticated :class:`Principal` of an ``/api/`` request waits for its route."""
+REQUEST_ID_HEADER = "X-Request-Id"
+
+_log = logging.getLogger("mlrt.service")
+
+
+def max_request_bytes() -> int:
+    """The largest request body accepted, from ``MLRT_MAX_REQUEST_BYTES`` (default 8 MiB)."""
+    raw = os.environ.get(LIMIT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_REQUEST_BYTES
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingError(f"{LIMIT_VARIABLE}: {raw!r} is not a positive number of bytes, e.g. {8 << 20}")
+    return int(raw)
+
+
+class BodyTooLarge(HTTPException):
+    """The request body passed the limit while it was read (answered 413)."""
+
+    def __init__(self, limit: int):
+        super().__init__(
+            413,
+            f"request body: larger than {limit} bytes, this service's {LIMIT_VARIABLE}; send less per request",
+            headers={"Connection": "close"},
+        )
+
+
+class Guard:
+    """The middleware described in the module docstring; ``counted(method, status)`` is
+    called once per answered request (the service's request counter)."""
+
+    def __init__(self, app: ASGIApp, *, store: Store, limit: int, counted: Callable[[str, int], None]):
+        self.app = app
+        self.store = store
+        self.limit = limit
+        self.counted = counted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        answered: dict[str, int] = {}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answered["status"] = message["status"]
+                headers = [*message.get("headers", []), (REQUEST_ID_HEADER.lower().encode(), request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            refusal = await self._refusal(scope)
+            if refusal is not None:
+                status, detail, headers = refusal
+                await _answer(send_with_id, status, {"detail": detail}, headers)
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        except BodyTooLarge as exc:  # read outside a route (a route's own read is answered by FastAPI)
+            if "status" not in answered:
+                await _answer(send_with_id, 413, {"detail": exc.detail}, exc.headers or {})
+        except Exception as exc:
+            await self._unexpected(scope, exc, request_id, "status" in answered, send_with_id)
+        finally:
+            self.counted(scope["method"], answered.get("status", 500))
+
+    async def _refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
+        """Why the request is answered before its body is read, or None."""
+        headers = Headers(scope=scope)
+        close = {"Connection": "close"} if _announces_body(headers) else {}
+        if scope["path"].startswith("/api/"):
+            challenge = {"WWW-Authenticate": "Bearer", **close}
+            authorization = headers.get("authorization", "")
+            if not authorization.startswith("Bearer "):
+                return 401, "missing token: send Authorization: Bearer <token> (see mlrt login)", challenge
+            # A database round trip: in a worker thread, never on the event loop.
+            found = await run_in_threadpool(
+                auth.authenticate, self.store, authorization.removeprefix("Bearer ").strip()
+            )
+            if found is None:
+                return 401, "invalid or revoked token", challenge
+            scope[PRINCIPAL] = found
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            return 413, BodyTooLarge(self.limit).detail, close
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        """``receive`` that raises :class:`BodyTooLarge` once the body read passes the limit."""
+        read = 0
+
+        async def limited() -> Message:
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        return limited
+
+    async def _unexpected(self, scope: Scope, exc: Exception, request_id: str, started: bool, send: Send) -> None:
+        """Log what a handler raised under ``request_id`` and answer 503 or 500 (unless the answer began)."""
+        where = f"{scope['method']} {scope['path']}"
+        if is_database_fault(exc):
+            line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+            _log.error("request %s: %s: database unavailable: %s", request_id, where, line)
+            status, detail = 503, "database unavailable; try again shortly"
+        else:
+            _log.error("request %s: %s raised", request_id, where, exc_info=exc)
+            status, detail = 500, "internal error"
+        if not started:
+            await _answer(send, status, {"detail": detail, "request_id": request_id}, {})
+
+
+def principal_of(scope: Scope) -> Principal | None:
+    """The principal :class:`Guard` authenticated for this request (``/api/`` routes)."""
+    return scope.get(PRINCIPAL)
+
+
+def _announces_body(headers: Headers) -> bool:
+    length = headers.get("content-length", "0")
+    return (length.isdigit() and int(length) > 0) or "chunked" in headers.get("transfer-encoding", "").lower()
+
+
+async def _answer(send: Send, status: int, content: dict[str, str], headers: dict[str, str]) -> None:
+    body = json.dumps(content).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
