@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import command_spec, import_or_missing, missing, run_json
+from conftest import command_spec, import_or_missing, missing, run_json, wait_for
 
 BUCKET = "mlrt-faults"
 MODEL = b"weights that must not be lost"
@@ -109,7 +109,9 @@ def events(cli: Callable, run_id: str) -> list[str]:
     return [e["reason"] for e in run_json(cli, run_id)["events"]]
 
 
-def test_s3_gone_at_upload_fails_the_run_keeps_the_files_and_push_uploads_them_later(cli, write_spec, moto, home: Path):
+def test_s3_gone_at_upload_fails_the_run_keeps_the_files_and_push_uploads_them_later(
+    cli, write_spec, moto, home: Path, monkeypatch: pytest.MonkeyPatch
+):
     from mlrt import s3
 
     make_bucket()
@@ -142,6 +144,13 @@ def test_s3_gone_at_upload_fails_the_run_keeps_the_files_and_push_uploads_them_l
     assert (staged / "checkpoints" / "last.pt").read_bytes() == b"checkpoint"
     assert json.loads(cli("artifacts", run_id, "--json").stdout) == []
     assert json.loads(cli("runs", "show", run_id, "--json").stdout)["attempts"][0]["state"] == "FAILED"
+
+    # A bad retry setting is one line, exit 2, before anything is tried.
+    monkeypatch.setenv("MLRT_S3_UPLOAD_BACKOFF", "1,nan")
+    bad = cli("artifacts", "push", run_id)
+    assert bad.exit_code == 2
+    assert bad.stderr.startswith("error: MLRT_S3_UPLOAD_BACKOFF must be up to 10 comma-separated pauses in seconds")
+    monkeypatch.setenv("MLRT_S3_UPLOAD_BACKOFF", "0.2,0.2")
 
     # Still down: push says so in one line, exit 1.
     down = cli("artifacts", "push", run_id)
@@ -215,6 +224,18 @@ def test_a_read_only_log_folder_fails_the_run_at_once(cli, write_spec, home: Pat
 
     assert run["state"] == "FAILED"
     folder = home / "logs" / run["id"] / "attempt-1"
+    assert run["reason"].startswith(f"log folder {folder} is not writable: Read-only file system")
+
+
+def test_a_read_only_log_folder_fails_a_detached_run_too(cli, write_spec, home: Path):
+    spec = write_spec(command_spec("ro-logs-detached", "[python, -c, 'print(1)']"))
+    with tmpfs(home / "logs", "ro,size=1m"):
+        submitted = cli("submit", str(spec), "--detach", "--json")
+        assert submitted.exit_code == 0, submitted.output
+        run_id = json.loads(submitted.stdout)["run_id"]
+        run = wait_for(lambda: (r := run_json(cli, run_id))["state"] == "FAILED" and r)
+
+    folder = home / "logs" / run_id / "attempt-1"
     assert run["reason"].startswith(f"log folder {folder} is not writable: Read-only file system")
 
 

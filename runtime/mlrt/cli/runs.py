@@ -202,7 +202,8 @@ def push(app: App, run_id: str, as_json: bool) -> None:
     For a run that ended "output not uploaded": its files stayed in
     $MLRT_HOME/staging/RUN. The run keeps its state (a run's ending is
     final); the push is recorded as an event. Exit 2 when there is nothing to
-    push, 1 when S3 still fails after the retries (MLRT_S3_UPLOAD_BACKOFF).
+    push or a setting is wrong, 1 when S3 still fails after the retries
+    (MLRT_S3_UPLOAD_BACKOFF).
     With --server the service pushes the files its controller staged."""
     from mlrt import s3
     from mlrt.artifacts import PushRefused
@@ -216,10 +217,10 @@ def push(app: App, run_id: str, as_json: bool) -> None:
 
     try:
         items = app.remote.push_output(run_id) if app.remote is not None else push_output(app.store, run_id, retrying)
-    except PushRefused as exc:
+    except (PushRefused, ValueError) as exc:  # ValueError: a bad setting (MLRT_S3_UPLOAD_BACKOFF, ...)
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    except (s3.UploadFailed, ValueError) as exc:
+    except s3.UploadFailed as exc:
         click.echo(f"error: output not uploaded: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     except RemoteError as exc:  # refused (4xx) as locally; S3 failing there (502) or no answer is exit 1
