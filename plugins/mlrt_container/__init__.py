@@ -64,6 +64,7 @@ from mlrt.launchers import (
     WorkerStatus,
     is_loopback,
 )
+from mlrt.logfile import output_size
 from mlrt.names import env_name_problem, image_problem
 from mlrt.secrets import HIDDEN, hide_values
 from mlrt.states import RunState
@@ -244,7 +245,7 @@ class ContainerLauncher(Launcher):
         (an adopted container), so the follower appends only what it lacks."""
         name = worker["name"]
         self._forget(name)
-        skip = _size(worker["log_path"]) if resume else 0
+        skip = output_size(worker["log_path"]) if resume else 0
         self._followers[name] = LogFollower(engine, name, worker["log_path"], skip=skip)
         self._waiters[name] = Waiter(engine, name)
 
@@ -274,7 +275,7 @@ class ContainerLauncher(Launcher):
                 follower = self._followers.get(name)
                 if follower is not None and follower.done():  # killed from outside: copy on where it stopped
                     self._followers[name] = LogFollower(
-                        _engine(handle), name, worker["log_path"], skip=_size(worker["log_path"])
+                        _engine(handle), name, worker["log_path"], skip=output_size(worker["log_path"])
                     )
                 statuses[rank] = WorkerStatus(rank, RunState.RUNNING)
             else:
@@ -460,13 +461,6 @@ def _resources(compute: dict[str, Any], kind: str, rank: int) -> list[str]:
         else:
             args += ['--gpus="device=' + ",".join(str(i) for i in devices) + '"']
     return args
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def _fits_env_file(value: str) -> bool:

@@ -12,6 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from mlrt.logfile import copy_output
 from mlrt_local.lifetime import die_with_parent
 
 
@@ -24,12 +25,14 @@ def _child(argv: list[str], **kwargs) -> subprocess.Popen[bytes]:
 
 
 class LogFollower:
-    """Copies ``ENGINE logs -f NAME`` (stdout and stderr, in order) into the worker's log file.
+    """Copies ``ENGINE logs -f NAME`` (stdout and stderr, in order) into the worker's log file,
+    within its size limit (:class:`mlrt.logfile.CappedLog`).
 
     The engine replays a container's log from its start, so the follower drops
     the first ``skip`` bytes: a controller that adopts a running container
-    passes the size the log file already has, and the file continues without
-    a duplicated line."""
+    passes how much output the log file already stands for
+    (:func:`mlrt.logfile.output_size`, cut bytes included), and the file
+    continues without a duplicated line."""
 
     def __init__(self, engine: str, name: str, log_path: str, *, skip: int = 0):
         self.name = name
@@ -42,16 +45,7 @@ class LogFollower:
 
     def _copy(self) -> None:
         assert self.process.stdout is not None
-        source = self.process.stdout.fileno()
-        skip = self.skip
-        with open(self.log_path, "ab") as out:
-            while chunk := os.read(source, 1 << 16):
-                if skip:
-                    dropped = min(skip, len(chunk))
-                    chunk, skip = chunk[dropped:], skip - dropped
-                if chunk:
-                    out.write(chunk)
-                    out.flush()
+        copy_output(self.process.stdout.fileno(), self.log_path, skip=self.skip)
         self.process.stdout.close()
         self.process.wait()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
+from mlrt.logfile import CappedLog, output_size
 from mlrt.names import env_name_problem, image_problem
 from mlrt.states import RunState
 from mlrt_kubernetes.manifests import (
@@ -199,7 +200,8 @@ class _Watch:
 
 
 class _LogCopy:
-    """Copies one pod's worker log into a file as it is written, skipping ``skip`` bytes first."""
+    """Copies one pod's worker log into a file as it is written, skipping ``skip`` bytes first,
+    within the log's size limit (:class:`mlrt.logfile.CappedLog`; the stream is read 64 KiB at a time)."""
 
     def __init__(self, cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str = ""):
         self.thread = threading.Thread(
@@ -209,8 +211,7 @@ class _LogCopy:
 
     @staticmethod
     def _run(cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as out:
+        with CappedLog(path) as out:
             if header:
                 out.write(header.encode())
             for _ in range(3):
@@ -224,7 +225,6 @@ class _LogCopy:
                         seen += len(chunk)
                         if new:
                             out.write(new)
-                            out.flush()
                     return
                 except Exception:  # the stream broke (API restart): read again, skipping what we have
                     skip = max(skip, seen)
@@ -517,7 +517,7 @@ class KubernetesLauncher(Launcher):
             path = paths.get(_index(pod))
             if path is None:
                 continue
-            size = path.stat().st_size if path.exists() else 0
+            size = output_size(path)
             skip, header = 0, ""
             if (handle["job"], _index(pod)) in self._resume:
                 self._resume.discard((handle["job"], _index(pod)))

@@ -3,8 +3,9 @@
 Workers get the container contract's environment plus the torch distributed
 variables (``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``, ``WORLD_SIZE``,
 ``RANK``, ``LOCAL_RANK``), so a torch DDP script runs unchanged. Each worker
-runs in its own session (signals reach its children too), writes stdout and
-stderr to its own log file, and is killed if the controller that started it
+runs in its own session (signals reach its children too), its stdout and
+stderr are copied into its own log file (within ``MLRT_MAX_LOG_BYTES``, see
+:mod:`mlrt_local.logs`), and it is killed if the controller that started it
 dies (Linux parent-death signal), so no worker outlives the process that
 watches it. ``compute.cpu`` caps the math libraries' threads per worker, and
 the directory of the Python running mlrt comes first on ``PATH``, so
@@ -31,6 +32,7 @@ from mlrt import hookimpl
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.states import RunState
 from mlrt_local.lifetime import die_with_parent
+from mlrt_local.logs import OutputCopy
 from mlrt_local.warm import Zygote, eligible
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -83,6 +85,7 @@ class LocalLauncher(Launcher):
         self._processes: dict[str, list[subprocess.Popen[bytes] | WarmProcess]] = {}
         self._zygotes: dict[tuple[tuple[str, ...], tuple[str, ...]], Zygote] = {}
         self._pidfds: dict[int, int] = {}  # cold worker pid -> pidfd, readable once it exits
+        self._copies: dict[str, list[OutputCopy]] = {}  # attempt -> its workers' output copies
 
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
         workers = int(ctx.compute.get("workers", 1))
@@ -123,19 +126,22 @@ class LocalLauncher(Launcher):
         key = f"{request.run_id}/{request.attempt}"
         processes: list[subprocess.Popen[bytes] | WarmProcess] = []
         self._processes[key] = processes
+        copies = self._copies[key] = []
         workers = []
         try:
             for worker in request.workers:
                 Path(worker.log_path).parent.mkdir(parents=True, exist_ok=True)
+                copy = OutputCopy(worker.log_path)
+                copies.append(copy)
                 if request.details.get("warm"):
                     env = {**os.environ, **worker.env}
                     startup = {k: env[k] for k in _STARTUP_VARIABLES if k in env}
                     zygote = self._zygote(startup, request.details["preload"])
-                    pid = zygote.spawn(worker.argv, env, worker.cwd, worker.log_path)
+                    pid = zygote.spawn(worker.argv, env, worker.cwd, copy.named_pipe())
                     processes.append(WarmProcess(zygote, pid))
                     workers.append({"rank": worker.rank, "pid": pid, "started": time.time(), "warm": True})
                     continue
-                with open(worker.log_path, "ab") as log:
+                with os.fdopen(copy.pipe(), "wb") as log:
                     process = subprocess.Popen(
                         worker.argv,
                         env={**os.environ, **worker.env},
@@ -226,6 +232,9 @@ class LocalLauncher(Launcher):
         return fds
 
     def cleanup(self, handle: dict[str, Any]) -> None:
+        """Finish copying the workers' output into their logs, then forget the attempt."""
+        for copy in self._copies.pop(handle["key"], []):
+            copy.join(10.0)
         self._processes.pop(handle["key"], None)
         for worker in handle["workers"]:
             fd = self._pidfds.pop(worker["pid"], None)

@@ -479,6 +479,7 @@ class Controller:
             spec.get("metrics") or [],
             self._next_steps(run.id),
             sdk_records=first.env.get("MLRT_TRACKING_URI") == LOG_TRACKING_URI,
+            logs=[Path(worker.log_path) for worker in request.workers],
         )
         scanner.offset = int(handle.get("scanned", 0))
         attempt.handle = handle
@@ -534,6 +535,8 @@ class Controller:
                 self.store.insert_metrics(run_id, value)
             elif kind == "params":
                 self.store.log_params(run_id, value)
+            elif kind == "event":
+                self.store.add_event(run_id, value)
             else:
                 self.store.delete_metrics(run_id, *value)
         if found and active.launcher.survives_controller:
@@ -629,12 +632,11 @@ class Controller:
         return failures
 
     def _failure_detail(self, active: _Active, rank: int) -> str:
-        """What the worker said about its failure: its failure file, else its last log line."""
-        failure_file = Path(active.attempt.log_dir) / "failure.txt"
-        if failure_file.is_file():
-            text = failure_file.read_text(errors="replace").strip()
-            if text:
-                return text.splitlines()[-1][:300]
+        """What the worker said about its failure: its failure file's last line, else its log's
+        (only the end of either is read: a worker may have written gigabytes there)."""
+        detail = last_line(Path(active.attempt.log_dir) / "failure.txt")
+        if detail:
+            return detail
         request = active.attempt.request
         return last_line(Path(request["workers"][rank]["log_path"]))
 

@@ -17,18 +17,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+from mlrt.logfile import cut_path, read_output, take_unreported_cut
 from mlrt.sdk import LOG_RECORD_PREFIX
+
+DEFAULT_MAX_LINE = 64 << 10
+
+
+def max_line_bytes() -> int:
+    """The longest log line the controller reads: ``MLRT_MAX_LINE_BYTES``, else 64 KiB (longer ones are skipped)."""
+    try:
+        return max(1024, int(os.environ.get("MLRT_MAX_LINE_BYTES") or DEFAULT_MAX_LINE))
+    except ValueError:
+        return DEFAULT_MAX_LINE
 
 
 @dataclasses.dataclass
 class LogRecords:
     """What one scan found, in log order: ``("metrics", points)``,
-    ``("params", dict)`` and ``("discard", (keys, from_step))`` entries."""
+    ``("params", dict)`` and ``("discard", (keys, from_step))`` entries, and
+    ``("event", text)`` for a note on the run (a log cut by its size limit)."""
 
     entries: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -43,37 +56,86 @@ class LogRecords:
 
 
 class LogMetricScanner:
-    """Reads new complete lines of one log file and extracts metric points and SDK records."""
+    """Reads new complete lines of one log file and extracts metric points and SDK records.
+
+    Memory stays bounded whatever the worker prints: the log is read in
+    ``CHUNK`` pieces and a line longer than ``max_line`` bytes
+    (``MLRT_MAX_LINE_BYTES``, 64 KiB by default) is skipped without being held.
+    ``offset`` is an output position (:mod:`mlrt.logfile`), so a cut of the
+    stored log does not make the scanner read anything twice; output cut
+    before it was scanned is not scanned. Each log of ``logs`` (every worker's)
+    whose size limit cut it is reported once as an ``("event", text)`` entry."""
+
+    CHUNK = 1 << 20
 
     def __init__(
-        self, path: Path, patterns: list[dict[str, Any]], next_steps: dict[str, int], *, sdk_records: bool = False
+        self,
+        path: Path,
+        patterns: list[dict[str, Any]],
+        next_steps: dict[str, int],
+        *,
+        sdk_records: bool = False,
+        logs: list[Path] | None = None,
+        max_line: int | None = None,
     ):
         self.path = path
         self.patterns = [(p["name"], re.compile(p["regex"])) for p in patterns]
         self.next_steps = dict(next_steps)
         self.sdk_records = sdk_records
+        self.logs = logs or [path]
+        self.max_line = min(max_line or max_line_bytes(), self.CHUNK)
         self.offset = 0
-        """Bytes of the log already read (an adopting controller starts where the last one stopped)."""
+        """Output position of the log already read (an adopting controller starts where the last one stopped)."""
+        self._skipping = False  # inside an over-long line: drop bytes up to its end
 
     def scan(self) -> LogRecords:
-        """Everything found since the last scan."""
+        """Everything found since the last scan (to the end of what the log holds now)."""
         found = LogRecords()
+        for rank, log in enumerate(self.logs):
+            cut = take_unreported_cut(log)
+            if cut is not None:
+                found.entries.append(("event", f"log of worker {rank} cut: {cut.describe()}"))
         if not self.patterns and not self.sdk_records:
             return found
         try:
-            if self.path.stat().st_size <= self.offset:
+            if self.path.stat().st_size <= self.offset and not cut_path(self.path).exists():
                 return found  # nothing new: skip opening the file (every run, every pass)
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
         except FileNotFoundError:
             return found
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return found
-        self.offset += end + 1
         now = time.time()
-        for line in chunk[: end + 1].decode("utf-8", "replace").splitlines():
+        while True:
+            part = read_output(self.path, self.offset, self.CHUNK)
+            if part.start != self.offset:  # the log was cut past what was read; go on after the cut
+                self.offset, self._skipping = part.start, False
+            data = part.data
+            if not data:
+                return found
+            if self._skipping:
+                end = data.find(b"\n")
+                if end < 0:
+                    self.offset += len(data)
+                    self._skipping = not part.cut_after
+                    continue
+                self.offset += end + 1
+                data = data[end + 1 :]
+                self._skipping = False
+            end = data.rfind(b"\n")
+            if end >= 0:
+                self.offset += end + 1
+                self._lines(data[: end + 1], found, now)
+            rest = len(data) - end - 1
+            if part.cut_after:  # a line the cut ended: never complete
+                self.offset += rest
+            elif rest >= self.max_line:
+                self.offset += rest
+                self._skipping = True
+            elif len(part.data) < self.CHUNK:
+                return found  # the end of the log: wait for the rest of its last line
+
+    def _lines(self, chunk: bytes, found: LogRecords, now: float) -> None:
+        for line in chunk.decode("utf-8", "replace").splitlines():
+            if len(line) > self.max_line:
+                continue
             if self.sdk_records and LOG_RECORD_PREFIX in line:
                 self._sdk_record(line, found)
                 continue
@@ -95,7 +157,6 @@ class LogMetricScanner:
                 points.append((name, step, value, now))
             if points:
                 found.add_points(points)
-        return found
 
     @staticmethod
     def _sdk_record(line: str, found: LogRecords) -> None:

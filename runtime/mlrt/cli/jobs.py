@@ -13,6 +13,7 @@ import click
 
 from mlrt.cli import EXIT_FAILED, App
 from mlrt.cli.render import echo_json, number, seconds, styled_state, table
+from mlrt.logfile import OutputPart, read_output
 from mlrt.logscan import is_sdk_record
 
 pass_app = click.make_pass_decorator(App)
@@ -413,13 +414,22 @@ def logs(app: App, run_id: str, follow: bool, attempt: int | None, worker: int |
             shown_attempt = chosen.number
             files = _log_files(chosen.request, worker)
             for rank, path in files:
+                prefix = f"[worker {rank}] " if len(files) > 1 else ""
                 key = (chosen.number, rank)
-                chunk = _log_bytes(app, run_id, chosen.number, rank, path, offsets.get(key, 0))
-                end = chunk.rfind(b"\n") + 1 if not done else len(chunk)
-                offsets[key] = offsets.get(key, 0) + end
-                for line in chunk[:end].decode("utf-8", "replace").splitlines():
-                    if not is_sdk_record(line):
-                        click.echo(f"[worker {rank}] {line}" if len(files) > 1 else line)
+                while True:  # a piece at a time: a log can be far larger than this process's memory
+                    offset = offsets.get(key, 0)
+                    part = _log_part(app, run_id, chosen.number, rank, path, offset)
+                    if part.start > offset:
+                        click.echo(f"{prefix}--- mlrt: bytes {offset}-{part.start} of the output are cut here ---")
+                    chunk = part.data
+                    whole = done or part.cut_after or (len(chunk) == LOG_PIECE and b"\n" not in chunk)
+                    end = len(chunk) if whole else chunk.rfind(b"\n") + 1
+                    offsets[key] = part.start + end
+                    for line in chunk[:end].decode("utf-8", "replace").splitlines():
+                        if not is_sdk_record(line):
+                            click.echo(f"{prefix}{line}")
+                    if len(chunk) < LOG_PIECE and not part.cut_after:
+                        break
         if done:
             return
         if app.remote is None:
@@ -429,21 +439,16 @@ def logs(app: App, run_id: str, follow: bool, attempt: int | None, worker: int |
         time.sleep(0.2)
 
 
-def _log_bytes(app: App, run_id: str, attempt: int, rank: int, path: Path, offset: int) -> bytes:
-    """What a worker's log holds from ``offset`` on: read here, or fetched from the service."""
+LOG_PIECE = 1 << 20
+"""Bytes of a log read at once (the service's log route answers at most as much)."""
+
+
+def _log_part(app: App, run_id: str, attempt: int, rank: int, path: Path, offset: int) -> OutputPart:
+    """At most ``LOG_PIECE`` bytes of a worker's output from ``offset``: read here (output positions,
+    :mod:`mlrt.logfile`), or fetched from the service."""
     if app.remote is None:
-        if not path.exists():
-            return b""
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read()
-    parts = []
-    while True:  # the service answers at most 1 MiB at a time
-        part = app.remote.log_bytes(run_id, attempt, rank, offset)
-        parts.append(part)
-        offset += len(part)
-        if len(part) < 1 << 20:
-            return b"".join(parts)
+        return read_output(path, offset, LOG_PIECE)
+    return OutputPart(app.remote.log_bytes(run_id, attempt, rank, offset), offset)
 
 
 @click.command()
