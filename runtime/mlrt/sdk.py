@@ -171,14 +171,19 @@ class _Tracker:
     training goes on. At most ``MAX_BUFFERED`` unsent points are kept: beyond
     that the oldest are dropped, with a warning on stderr, and once the store
     answers again the run gets the param ``mlrt_points_dropped`` (the total).
-    A point logged without a step while the store's last steps are unknown
-    gets its step when it is sent (numbering goes on after the stored points)."""
+    A point logged without a step while the store's last steps are not known
+    yet is numbered relative to them and gets its step when the store answers
+    (numbering goes on after the stored points; dropped points keep their
+    numbers)."""
 
     def __init__(self, run_id: str, tracking_uri: str, output_dir: str | None):
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.output_dir = Path(output_dir) if output_dir else None
-        self._buffer: list[tuple[str, int | None, float, float]] = []  # step None: numbered when sent
+        # (key, step, value, timestamp, relative): a relative step is the point's number among
+        # its key's points logged without a step since the store's last steps were known.
+        self._buffer: list[tuple[str, int, float, float, bool]] = []
+        self._relative: dict[str, int] = {}
         self._pending: collections.deque[_Batch] = collections.deque()
         self._steps: dict[str, int] | None = None
         self._dropped = 0
@@ -210,17 +215,18 @@ class _Tracker:
             if step is None:
                 for key, value in metrics.items():
                     if self._steps is None:
-                        self._buffer.append((key, None, float(value), now))
+                        number = self._relative[key] = self._relative.get(key, -1) + 1
+                        self._buffer.append((key, number, float(value), now, True))
                     else:
                         next_step = self._steps.get(key, -1) + 1
                         self._steps[key] = next_step
-                        self._buffer.append((key, next_step, float(value), now))
+                        self._buffer.append((key, next_step, float(value), now, False))
             else:
                 step = int(step)
                 for key, value in metrics.items():
                     if self._steps is not None and step > self._steps.get(key, -1):
                         self._steps[key] = step
-                    self._buffer.append((key, step, float(value), now))
+                    self._buffer.append((key, step, float(value), now, False))
             self._bound()
             full = len(self._buffer) >= FLUSH_AT and self._failing is None
         if full:
@@ -251,24 +257,25 @@ class _Tracker:
         """Move the buffer into batches, numbering points logged without a step (may ask the store)."""
         stored = None
         with self._lock:
-            unnumbered = self._steps is None and any(step is None for _, step, _, _ in self._buffer)
-        if unnumbered:
+            relative = self._steps is None and bool(self._relative)
+        if relative:
             stored = self.store.max_steps(self.run_id)
         with self._lock:
-            points, self._buffer = self._buffer, []
-            if any(step is None for _, step, _, _ in points):
-                if self._steps is None and stored is None:  # logged while this pass began: next pass
-                    self._buffer[:0] = points
+            entries, self._buffer = self._buffer, []
+            points = [entry[:4] for entry in entries]
+            if any(entry[4] for entry in entries):
+                if stored is None:  # logged while this pass began: numbered in the next one
+                    self._buffer[:0] = entries
                     return
-                steps = self._steps = dict(stored) if self._steps is None else self._steps
-                numbered = []
-                for key, step, value, stamp in points:
-                    if step is None:
-                        step = steps[key] = steps.get(key, -1) + 1
-                    elif step > steps.get(key, -1):
-                        steps[key] = step
-                    numbered.append((key, step, value, stamp))
-                points = numbered
+                steps = dict(stored)
+                points = []
+                for key, step, value, stamp, is_relative in entries:
+                    if is_relative:
+                        step += stored.get(key, -1) + 1
+                    steps[key] = max(step, steps.get(key, -1))
+                    points.append((key, step, value, stamp))
+                if self._steps is None:
+                    self._steps, self._relative = steps, {}
             for start in range(0, len(points), BATCH_POINTS):
                 self._pending.append(_Batch(points[start : start + BATCH_POINTS]))
 

@@ -1,0 +1,156 @@
+"""Metric batches are stored once, and a worker outlives its tracking endpoint: a real
+`mlrt controller` on PostgreSQL, and worker processes using the SDK the way a pod does
+(``MLRT_TRACKING_URI`` = the service, a run-scoped token)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import wait_for
+from mlrt.service import auth
+from mlrt.store import Store
+from mlrt.store.models import Job, Run, utcnow
+from service_process import ServiceProcess
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def service(postgres_db: str, tmp_path: Path):
+    started = ServiceProcess(postgres_db, tmp_path / "controller.log").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def run_id(postgres_db: str) -> str:
+    """A run the controller leaves alone (queued for an hour), as the target of a worker's tracking."""
+    store = Store(postgres_db)
+    run = f"tracked-{uuid.uuid4().hex[:6]}"
+    job = Job(id=run, name="tracked", kind="TrainingJob", spec_submitted="", spec_resolved={}, project="vision")
+    later = utcnow() + timedelta(hours=1)
+    store.create_job(job, Run(id=run, job_id=run, state="QUEUED", output_uri="file:///nowhere", not_before=later), {})
+    return run
+
+
+@pytest.fixture
+def worker_token(postgres_db: str, run_id: str) -> str:
+    return auth.issue(Store(postgres_db), "worker", "controller", "vision", run_id=run_id)
+
+
+def steps(db: str, run_id: str, key: str) -> list[int]:
+    return [point.step for point in Store(db).metrics(run_id, key)]
+
+
+def test_a_batch_sent_again_is_stored_once(service, postgres_db, run_id, worker_token):
+    url = f"{service.url}/api/v1/runs/{run_id}/tracking/metrics"
+    headers = {"Authorization": f"Bearer {worker_token}"}
+    batch = {"points": [["loss", step, 1.0 / (step + 1), 1.7e9] for step in range(500)], "batch": uuid.uuid4().hex}
+    answers = [httpx.post(url, json=batch, headers=headers, timeout=30).status_code for _ in range(2)]
+    assert answers == [204, 204]
+    assert steps(postgres_db, run_id, "loss") == list(range(500))
+
+    # Senders racing with one batch (a retry overtaking a slow first try): one of them stores it.
+    racing = {"points": [["acc", step, 0.5, 1.7e9] for step in range(2000)], "batch": uuid.uuid4().hex}
+    threads = [
+        threading.Thread(target=httpx.post, args=(url,), kwargs={"json": racing, "headers": headers}) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert steps(postgres_db, run_id, "acc") == list(range(2000))
+
+    # Without an id (an older SDK) nothing can be recognised: both are stored.
+    unnamed = {"points": [["lr", 0, 0.1, 1.7e9]]}
+    for _ in range(2):
+        httpx.post(url, json=unnamed, headers=headers, timeout=30)
+    assert steps(postgres_db, run_id, "lr") == [0, 0]
+
+    refused = httpx.post(url, json={**unnamed, "batch": "no spaces; please"}, headers=headers, timeout=30)
+    assert refused.status_code == 422
+
+
+WORKER = """
+import os, pathlib, time
+import mlrt
+
+progress = pathlib.Path(os.environ["PROGRESS"])
+for step in range(int(os.environ["STEPS"])):
+    mlrt.log_metric("loss", 1.0 / (step + 1), step=step)
+    mlrt.log_metric("acc", step / 1000)  # no step: numbered when the store answers
+    progress.write_text(str(step))
+    time.sleep(float(os.environ.get("STEP_SECONDS", "0")))
+progress.write_text("done")
+go = os.environ.get("GO")
+while go and not os.path.exists(go):
+    time.sleep(0.05)
+"""
+
+
+def start_worker(tmp_path: Path, service: ServiceProcess, run_id: str, token: str, **env: str) -> subprocess.Popen:
+    program = tmp_path / "worker.py"
+    program.write_text(WORKER)
+    variables = {
+        **os.environ,
+        "MLRT_RUN_ID": run_id,
+        "MLRT_TRACKING_URI": service.url,
+        "MLRT_TRACKING_TOKEN": token,
+        "PROGRESS": str(tmp_path / "progress"),
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, str(program)], env=variables, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def progress(tmp_path: Path) -> int:
+    text = (tmp_path / "progress").read_text() if (tmp_path / "progress").exists() else ""
+    return 10**9 if text == "done" else int(text or -1)
+
+
+def test_a_worker_keeps_training_while_the_endpoint_is_down_and_every_point_arrives_once(
+    service, postgres_db, run_id, worker_token, tmp_path
+):
+    worker = start_worker(tmp_path, service, run_id, worker_token, STEPS="600", STEP_SECONDS="0.01")
+    wait_for(lambda: len(steps(postgres_db, run_id, "loss")) >= 50, timeout=60)
+    service.stop()
+    down_at = progress(tmp_path)
+    wait_for(lambda: progress(tmp_path) > down_at + 100, timeout=60)  # training goes on without the endpoint
+    service.start()
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 0, stderr
+    assert "could not record metrics yet" in stderr and "answers again" in stderr
+    assert steps(postgres_db, run_id, "loss") == list(range(600))
+    assert steps(postgres_db, run_id, "acc") == list(range(600))
+    assert "mlrt_points_dropped" not in Store(postgres_db).params(run_id)
+
+
+def test_unsent_points_are_bounded_and_the_dropped_count_is_recorded(
+    service, postgres_db, run_id, worker_token, tmp_path
+):
+    service.stop()
+    go = tmp_path / "go"
+    worker = start_worker(
+        tmp_path, service, run_id, worker_token, STEPS="3000", MLRT_TRACKING_BUFFER="1000", GO=str(go)
+    )
+    wait_for(lambda: progress(tmp_path) == 10**9, timeout=60)
+    service.start()
+    go.touch()
+    _, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 0, stderr
+    assert "dropping the oldest" in stderr
+    # 6,000 points (loss and acc), 1,000 kept: the newest.
+    stored = [(p.key, p.step) for p in Store(postgres_db).metrics(run_id)]
+    assert len(stored) == 1000
+    assert sorted(stored) == sorted([("acc", s) for s in range(2500, 3000)] + [("loss", s) for s in range(2500, 3000)])
+    assert Store(postgres_db).params(run_id)["mlrt_points_dropped"] == "5000"
