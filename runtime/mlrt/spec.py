@@ -13,6 +13,7 @@ as resolved (defaults filled in, relative paths made absolute).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import types
@@ -23,18 +24,23 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlrt import limits
 from mlrt.names import env_name_problem, image_problem
 from mlrt.units import parse_cpu, parse_duration, parse_memory
 
 API_VERSION = "mlrt/v1"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Cpu = Annotated[float, BeforeValidator(parse_cpu)]
+RunDuration = Annotated[float, BeforeValidator(functools.partial(parse_duration, maximum=limits.MAX_RUN_DURATION))]
+"""A run's or a search's time limit, or how long finished pods are kept: at most 365d."""
+WaitDuration = Annotated[float, BeforeValidator(functools.partial(parse_duration, maximum=limits.MAX_WAIT_DURATION))]
+"""A grace period or a timeout: at most 7d."""
+Backoff = Annotated[float, BeforeValidator(functools.partial(parse_duration, maximum=limits.MAX_BACKOFF))]
+Cpu = Annotated[float, BeforeValidator(functools.partial(parse_cpu, maximum=limits.MAX_CPU))]
 
 
 def _check_memory(value: object) -> str:
-    parse_memory(value)
+    parse_memory(value, maximum=limits.MAX_MEMORY)
     return str(value)
 
 
@@ -42,14 +48,14 @@ Memory = Annotated[str, BeforeValidator(_check_memory)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Metadata(_Model):
     """``metadata``: the job's name (lowercase letters, digits and dashes) and labels."""
 
     name: str
-    labels: dict[str, str] = {}
+    labels: dict[str, str] = Field({}, max_length=limits.MAX_LABELS)
 
     @field_validator("name")
     @classmethod
@@ -88,7 +94,7 @@ class Toleration(_Model):
     operator: Literal["Equal", "Exists"] = "Equal"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(None, ge=0, le=limits.MAX_COUNT)
 
 
 class Volume(_Model):
@@ -159,8 +165,8 @@ class Kubernetes(_Model):
     annotations: dict[str, str] = {}
     queue: str | None = None
     suspend: bool = False
-    ttl_after_finished: Duration = 3600.0
-    schedule_timeout: Duration = 900.0
+    ttl_after_finished: RunDuration = 3600.0
+    schedule_timeout: WaitDuration = 900.0
 
     @field_validator("namespace")
     @classmethod
@@ -189,11 +195,11 @@ class Compute(_Model):
     ``kubernetes`` holds the pod settings of the kubernetes backend."""
 
     backend: str = "local"
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=limits.MAX_WORKERS)
     cpu: Cpu | None = None
     memory: Memory | None = None
-    gpus: int = Field(0, ge=0)
-    rendezvous_timeout: Duration = 300.0
+    gpus: int = Field(0, ge=0, le=limits.MAX_GPUS)
+    rendezvous_timeout: WaitDuration = 300.0
     warm: bool = False
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
 
@@ -216,25 +222,29 @@ class Stopping(_Model):
     epochs; ``mode`` says whether lower or higher is better (default: lower
     for names with loss, error, rmse or mae, higher otherwise)."""
 
-    max_runtime: Duration | None = None
-    max_epochs: int | None = Field(None, ge=1)
-    patience: int | None = Field(None, ge=1)
+    max_runtime: RunDuration | None = None
+    max_epochs: int | None = Field(None, ge=1, le=limits.MAX_COUNT)
+    patience: int | None = Field(None, ge=1, le=limits.MAX_COUNT)
     min_delta: float = Field(0.0, ge=0)
     metric: str | None = None
     mode: Literal["min", "max"] | None = None
-    grace_period: Duration = 30.0
+    grace_period: WaitDuration = 30.0
 
 
 class Retries(_Model):
     """``spec.retries``: how many times a failed attempt is retried, with exponential backoff."""
 
-    max: int = Field(0, ge=0)
-    backoff: Duration = 1.0
+    max: int = Field(0, ge=0, le=limits.MAX_RETRIES)
+    backoff: Backoff = 1.0
 
 
 class MetricPattern(_Model):
     """A metric read from the worker log: ``regex`` captures the value in its first group
-    (or a group named ``value``); an optional group named ``step`` gives the step."""
+    (or a group named ``value``); an optional group named ``step`` gives the step.
+
+    The controller runs ``regex`` over every log line, so it is at most 1,000
+    characters and may not nest an unbounded repeat in a repeat (see
+    :func:`mlrt.limits.regex_problem`)."""
 
     name: str
     regex: str
@@ -242,11 +252,10 @@ class MetricPattern(_Model):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        if pattern.groups < 1:
+        problem = limits.regex_problem(value)
+        if problem:
+            raise ValueError(problem)
+        if re.compile(value).groups < 1:
             raise ValueError("needs a capturing group around the value, e.g. 'loss=([0-9.]+)'")
         return value
 
@@ -256,7 +265,7 @@ class Checkpoint(_Model):
 
     Every epoch by default; ``every: N`` also saves every N optimizer steps."""
 
-    every: int | None = Field(None, ge=1)
+    every: int | None = Field(None, ge=1, le=limits.MAX_COUNT)
 
 
 class InitFrom(_Model):
@@ -311,7 +320,7 @@ class SliceColumn(_Model):
     Numbers are binned: ``bins`` is a count of quantile bins or a list of edges."""
 
     column: str
-    bins: int | list[float] | None = None
+    bins: Annotated[int, Field(ge=1, le=limits.MAX_COUNT)] | list[float] | None = None
 
 
 def _slice_shorthand(value: Any) -> Any:
@@ -396,16 +405,16 @@ class TrainingJobSpec(_Model):
     image: str | None = None
     command: list[str] | None = None
     working_dir: str | None = None
-    env: dict[str, str] = {}
-    data: dict[str, Annotated[Channel, BeforeValidator(_channel_shorthand)]] = {}
-    hyperparameters: dict[str, Any] = {}
+    env: dict[str, str] = Field({}, max_length=limits.MAX_ENV)
+    data: dict[str, Annotated[Channel, BeforeValidator(_channel_shorthand)]] = Field({}, max_length=limits.MAX_CHANNELS)
+    hyperparameters: dict[str, Any] = Field({}, max_length=limits.MAX_HYPERPARAMETERS)
     compute: Compute = Compute()
     output: Output = Output()
     stopping: Stopping = Stopping()
     checkpoint: Checkpoint = Checkpoint()
     init_from: InitFrom | None = None
     retries: Retries = Retries()
-    metrics: list[MetricPattern] = []
+    metrics: list[MetricPattern] = Field([], max_length=limits.MAX_METRICS)
     business_metrics: list[BusinessMetric] = []
     reports: list[str] = []
     report_options: dict[str, dict[str, Any]] = {}
@@ -466,6 +475,10 @@ class SpecError(Exception):
         self.problems = problems
 
 
+class SpecTooLarge(SpecError):
+    """The spec's text is over the size limit (:func:`mlrt.limits.max_spec_bytes`); the API answers 413."""
+
+
 @dataclasses.dataclass
 class LoadedSpec:
     """A validated spec with what mlrt needs to launch and record it."""
@@ -489,27 +502,36 @@ class LoadedSpec:
 
 
 def apply_override(document: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.path=value`` override (value parsed as YAML) to ``document``."""
+    """Apply one ``dotted.path=value`` override (value parsed as YAML within :mod:`mlrt.limits`) to ``document``."""
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
-        raise SpecError([f"--set {assignment}: expected KEY=VALUE, e.g. spec.hyperparameters.C=0.5"])
-    value = yaml.safe_load(text) if text.strip() else ""
+        raise SpecError([f"--set {limits.cut(assignment)}: expected KEY=VALUE, e.g. spec.hyperparameters.C=0.5"])
     parts = key.strip().split(".")
+    if len(parts) > limits.MAX_DEPTH or any(len(part) > limits.MAX_KEY_CHARS for part in parts):
+        raise SpecError(
+            [f"--set {limits.cut(key)}: at most {limits.MAX_DEPTH} keys of at most {limits.MAX_KEY_CHARS} characters"]
+        )
+    try:
+        value = limits.load_yaml(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise SpecError([_yaml_problem(exc, f"--set {limits.cut(key)}")]) from None
     target: Any = document
     for index, part in enumerate(parts[:-1]):
         nxt = parts[index + 1]
         if isinstance(target, list):
-            if not part.isdigit() or int(part) >= len(target):
-                raise SpecError([f"--set {assignment}: {'.'.join(parts[: index + 1])} is not an index of the list"])
+            if not part.isdecimal() or int(part) >= len(target):
+                raise SpecError([f"--set {limits.cut(key)}: {'.'.join(parts[: index + 1])} is not an index of the list"])
             target = target[int(part)]
+            if not isinstance(target, (dict, list)):
+                raise SpecError([f"--set {limits.cut(key)}: {'.'.join(parts[: index + 1])} holds no fields"])
             continue
         if not isinstance(target.get(part), (dict, list)):
-            target[part] = [] if nxt.isdigit() and part == "command" else {}
+            target[part] = [] if nxt.isdecimal() and part == "command" else {}
         target = target[part]
     last = parts[-1]
     if isinstance(target, list):
-        if not last.isdigit() or int(last) > len(target):
-            raise SpecError([f"--set {assignment}: {key} is not an index of the list"])
+        if not last.isdecimal() or int(last) > len(target):
+            raise SpecError([f"--set {limits.cut(key)}: {limits.cut(last)} is not an index of the list"])
         if int(last) == len(target):
             target.append(value)
         else:
@@ -571,7 +593,11 @@ _MESSAGES = {
     "model_type": "expected a mapping",
     "model_attributes_type": "expected a mapping",
     "literal_error": "must be {expected}",
+    "finite_number": "must be a finite number",
+    "too_long": "must have at most {max_length} entries",
+    "string_too_long": "must be at most {max_length} characters",
 }
+
 
 
 def _describe_error(error: dict[str, Any]) -> str:
@@ -590,7 +616,7 @@ def _describe_error(error: dict[str, Any]) -> str:
     message = message[:1].lower() + message[1:]
     shown = error.get("input")
     if kind != "value_error" and shown is not None and not isinstance(shown, (dict, list)):
-        message += f", got {shown!r}"
+        message += f", got {limits.shown(shown)}"
     return f"{path}: {message}"
 
 
@@ -612,7 +638,7 @@ def _semantic_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[s
         if algorithm is None:
             known = ", ".join(sorted(registry)) or "none installed"
             problems.append(f"spec.algorithm: unknown algorithm {name!r} (registered: {known})")
-        elif isinstance(hyperparameters, dict):
+        elif isinstance(hyperparameters, dict) and len(hyperparameters) <= limits.MAX_HYPERPARAMETERS:
             resolved_hp, bad = resolve_hyperparameters(algorithm, hyperparameters)
             problems += [f"spec.hyperparameters.{key}: {text}" for key, text in bad.items()]
     elif isinstance(hyperparameters, dict):
@@ -638,6 +664,8 @@ def _semantic_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[s
         problems.append(f"spec.output.path: {out_path!r} names no bucket; write s3://bucket/prefix")
 
     data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    if len(data) > limits.MAX_CHANNELS:
+        data = {}  # refused by the schema; resolving each channel would only make the refusal slow
     schemes = plugins.data_schemes()
     for channel, value in data.items():
         uri = value.get("uri") if isinstance(value, dict) else value
@@ -695,8 +723,13 @@ def parse_document(
     A TuningJob document gives a :class:`mlrt.tuning_spec.LoadedTuning`."""
     if not isinstance(document, dict):
         raise SpecError(["(document): expected a mapping with apiVersion, kind, metadata and spec"])
+    if len(overrides) > limits.MAX_OVERRIDES:
+        raise SpecError([f"--set: at most {limits.MAX_OVERRIDES} overrides, got {len(overrides)}"])
     for assignment in overrides:
         apply_override(document, assignment)
+    out_of_bounds = limits.document_problems(document)
+    if out_of_bounds:
+        raise SpecError(out_of_bounds)
     if document.get("kind") == "TuningJob":
         from mlrt.tuning_spec import parse_tuning
 
@@ -734,26 +767,81 @@ def parse_document(
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
-    """Read, override and validate the spec file at ``path``; raise SpecError on any problem."""
-    source_path = Path(path)
+def _size_limit() -> int:
     try:
-        text = source_path.read_text()
+        return limits.max_spec_bytes()
+    except ValueError as exc:
+        raise SpecError([str(exc)]) from None
+
+
+def _too_large(name: str, limit: int) -> SpecTooLarge:
+    return SpecTooLarge([f"{name}: the spec is larger than the limit of {limit} bytes (MLRT_MAX_SPEC_BYTES)"])
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The text of the spec file at ``path``: at most the size limit read, UTF-8 checked; raises SpecError."""
+    limit = _size_limit()
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(limit + 1)  # one byte over says "too large" without reading a huge file
     except OSError as exc:
         raise SpecError([f"{path}: cannot read the spec file ({exc.strerror})"]) from None
-    return parse_text(text, str(path), source_path.resolve(), overrides)
+    if len(data) > limit:
+        raise _too_large(str(path), limit)
+    try:
+        return limits.check_text(data)
+    except ValueError as exc:
+        raise SpecError([f"{path}: {exc}"]) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
+    """Read, override and validate the spec file at ``path``; raise SpecError on any problem."""
+    text = read_spec_text(path)
+    return parse_text(text, str(path), Path(path).resolve(), overrides)
+
+
+def _yaml_problem(exc: yaml.YAMLError, name: str) -> str:
+    """One problem line for a YAML error in ``name``: where it is and what is wrong."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"{name}: not valid YAML (character #x{exc.character:04x} at offset {exc.position} is not allowed)"
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if isinstance(exc, limits.LimitError):
+        return f"{name}:{where}: {problem}"
+    return f"{name}:{where}: not valid YAML ({problem})"
+
+
+def _check_size(text: str, name: str) -> None:
+    """Refuse text over the size limit or that is not UTF-8 (the API hands over decoded JSON strings)."""
+    limit = _size_limit()
+    if len(text) > limit:  # a character is at least one byte: no need to encode a huge text
+        raise _too_large(name, limit)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise SpecError(
+            [f"{name}: not UTF-8 text: character U+{ord(text[exc.start]):04X} at offset {exc.start} cannot be encoded"]
+        ) from None
+    if size > limit:
+        raise _too_large(name, limit)
+    if "\x00" in text:
+        raise SpecError([f"{name}: a binary file (it holds NUL bytes), not a YAML spec"])
 
 
 def parse_text(text: str, name: str, source_path: Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
     """Validate spec ``text``; ``name`` is how problems refer to it, and relative
-    paths in it are taken against ``source_path``'s folder."""
+    paths in it are taken against ``source_path``'s folder.
+
+    Everything is bounded (see :mod:`mlrt.limits`): text over the size limit
+    raises :class:`SpecTooLarge`; aliases, nesting, numbers, strings and
+    collections beyond their limits raise :class:`SpecError`."""
+    _check_size(text, name)
+    _check_size("\n".join(overrides), "--set")
     try:
-        document = yaml.safe_load(text)
+        document = limits.load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"{name}:{where}: not valid YAML ({problem})"]) from None
+        raise SpecError([_yaml_problem(exc, name)]) from None
     return parse_document(
         document,
         source_text=text,

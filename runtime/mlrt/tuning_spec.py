@@ -35,12 +35,13 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlrt import limits
 from mlrt.spec import (
-    Duration,
     LoadedSpec,
     Metadata,
+    RunDuration,
     SpecError,
     _describe_error,
     _Model,
@@ -53,13 +54,13 @@ class ParameterSpec(_Model):
     """One searched parameter (see the module docstring)."""
 
     type: Literal["float", "int", "categorical"]
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(None, ge=-limits.MAX_PARAMETER_BOUND, le=limits.MAX_PARAMETER_BOUND)
+    max: float | None = Field(None, ge=-limits.MAX_PARAMETER_BOUND, le=limits.MAX_PARAMETER_BOUND)
     scale: Literal["linear", "log"] = "linear"
-    step: float | None = Field(None, gt=0)
-    values: list[Any] | None = None
+    step: float | None = Field(None, gt=0, le=limits.MAX_PARAMETER_BOUND)
+    values: list[Any] | None = Field(None, max_length=limits.MAX_VALUES)
     path: str | None = None
-    algorithms: list[str] | None = None
+    algorithms: list[str] | None = Field(None, max_length=limits.MAX_ALGORITHM_CHOICES)
 
     @model_validator(mode="after")
     def _range(self) -> ParameterSpec:
@@ -92,7 +93,7 @@ class Objective(_Model):
 class EarlyStoppingSpec(BaseModel):
     """``algorithm`` names an early-stopping plugin; the other keys are its settings."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     algorithm: str
 
 
@@ -101,8 +102,8 @@ class Completion(_Model):
     improvement of the best for N finished trials, or a time limit."""
 
     target: float | None = None
-    no_improvement_trials: int | None = Field(None, ge=1)
-    max_runtime: Duration | None = None
+    no_improvement_trials: int | None = Field(None, ge=1, le=limits.MAX_TRIALS)
+    max_runtime: RunDuration | None = None
 
 
 class TuningJobSpec(_Model):
@@ -110,15 +111,24 @@ class TuningJobSpec(_Model):
 
     template: dict[str, Any]
     objective: Objective
-    parameters: dict[str, ParameterSpec] = Field(min_length=1)
+    parameters: dict[str, ParameterSpec] = Field(min_length=1, max_length=limits.MAX_PARAMETERS)
     tuner: str = "tpe"
-    max_trials: int = Field(20, ge=1)
-    parallel_trials: int = Field(1, ge=1)
-    max_failed_trials: int = Field(3, ge=0)
+    max_trials: int = Field(20, ge=1, le=limits.MAX_TRIALS)
+    parallel_trials: int = Field(1, ge=1, le=limits.MAX_PARALLEL_TRIALS)
+    max_failed_trials: int = Field(3, ge=0, le=limits.MAX_TRIALS)
     early_stopping: EarlyStoppingSpec | None = None
     completion: Completion = Completion()
-    warm_start: list[str] = []
+    warm_start: list[str] = Field([], max_length=limits.MAX_WARM_START)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+    @field_validator("parameters")
+    @classmethod
+    def _few_algorithms(cls, value: dict[str, ParameterSpec]) -> dict[str, ParameterSpec]:
+        # Validation builds a trial for every algorithm choice: keep that quick.
+        choices = value.get("algorithm")
+        if choices is not None and len(choices.values or ()) > limits.MAX_ALGORITHM_CHOICES:
+            raise ValueError(f"algorithm: at most {limits.MAX_ALGORITHM_CHOICES} algorithms to choose from")
+        return value
 
 
 class TuningJob(_Model):
