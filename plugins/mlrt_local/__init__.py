@@ -2,7 +2,11 @@
 
 Workers get the container contract's environment plus the torch distributed
 variables (``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``, ``WORLD_SIZE``,
-``RANK``, ``LOCAL_RANK``), so a torch DDP script runs unchanged. Each worker
+``RANK``, ``LOCAL_RANK``), so a torch DDP script runs unchanged, and
+``GLOO_SOCKET_IFNAME`` names the loopback interface, so gloo listens on it
+alone. What they inherit of this process's own environment is decided in
+:mod:`mlrt_local.environment` (everything for ``mlrt submit``, an allow-list
+for the controller service). Each worker
 runs in its own session (signals reach its children too), its stdout and
 stderr are copied into its own log file (within ``MLRT_MAX_LOG_BYTES``, see
 :mod:`mlrt_local.logs`), and it is killed if the controller that started it
@@ -31,6 +35,7 @@ from typing import Any, ClassVar
 from mlrt import hookimpl
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.states import RunState
+from mlrt_local import environment
 from mlrt_local.lifetime import die_with_parent
 from mlrt_local.logs import OutputCopy
 from mlrt_local.warm import Zygote, eligible
@@ -65,6 +70,16 @@ def _free_port() -> int:
     raise LaunchError(f"no free port for the rendezvous in {_PORT_RANGE[0]}-{_PORT_RANGE[1]}")
 
 
+def _loopback_interface() -> str:
+    """The name of the network interface that holds 127.0.0.1 (``lo`` on Linux)."""
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == "127.0.0.1" for a in addresses):
+            return name
+    return "lo"
+
+
 def describe_exit(code: int) -> str:
     """``exited with code 3`` or ``killed by signal SIGKILL`` for a process's return code."""
     if code < 0:
@@ -93,14 +108,18 @@ class LocalLauncher(Launcher):
         threads = {}
         if ctx.compute.get("cpu"):
             threads = dict.fromkeys(_THREAD_VARIABLES, str(max(1, int(ctx.compute["cpu"]))))
+        inherited = environment.inherited()
         requests = []
         for rank in range(workers):
             env = {
                 **threads,
+                # gloo's sockets on the loopback interface, next to the rendezvous on MASTER_ADDR
+                # (without it gloo binds the address this machine's hostname resolves to).
+                "GLOO_SOCKET_IFNAME": _loopback_interface(),
                 **ctx.env,
                 # ``python`` in a command means the interpreter running mlrt, even
                 # when its virtual environment is not activated.
-                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), inherited.get("PATH", "")]),
                 "PYTHONUNBUFFERED": "1",
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
@@ -111,7 +130,8 @@ class LocalLauncher(Launcher):
             }
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             requests.append(WorkerRequest(rank=rank, argv=list(ctx.argv), env=env, cwd=ctx.cwd, log_path=log_path))
-        details: dict[str, Any] = {"inherits_environment": True, "warm": False}
+        allowed = environment.allow_list()
+        details: dict[str, Any] = {"inherits_environment": "all" if allowed is None else allowed, "warm": False}
         if ctx.compute.get("warm") and eligible(list(ctx.argv), requests[0].env):
             details.update(warm=True, preload=_preload(ctx))
         return LaunchRequest(
@@ -133,8 +153,8 @@ class LocalLauncher(Launcher):
                 Path(worker.log_path).parent.mkdir(parents=True, exist_ok=True)
                 copy = OutputCopy(worker.log_path)
                 copies.append(copy)
+                env = {**environment.inherited(), **worker.env}
                 if request.details.get("warm"):
-                    env = {**os.environ, **worker.env}
                     startup = {k: env[k] for k in _STARTUP_VARIABLES if k in env}
                     zygote = self._zygote(startup, request.details["preload"])
                     pid = zygote.spawn(worker.argv, env, worker.cwd, copy.named_pipe())
@@ -144,7 +164,7 @@ class LocalLauncher(Launcher):
                 with os.fdopen(copy.pipe(), "wb") as log:
                     process = subprocess.Popen(
                         worker.argv,
-                        env={**os.environ, **worker.env},
+                        env=env,
                         cwd=worker.cwd,
                         stdin=subprocess.DEVNULL,
                         stdout=log,
@@ -163,11 +183,14 @@ class LocalLauncher(Launcher):
         return {"key": key, "workers": workers}
 
     def _zygote(self, startup: dict[str, str], preload: list[str]) -> Zygote:
-        key = (tuple(sorted(startup.items())), tuple(preload))
+        # The zygote's own environment block is what its forks see in /proc/self/environ: it
+        # holds what workers may inherit (one zygote per such environment), never all of this one.
+        inherited = {k: v for k, v in environment.inherited().items() if k not in _STARTUP_VARIABLES}
+        base = {**inherited, **startup}
+        key = (tuple(sorted(base.items())), tuple(preload))
         zygote = self._zygotes.get(key)
         if zygote is None or not zygote.alive():
-            environment = {k: v for k, v in os.environ.items() if k not in _STARTUP_VARIABLES}
-            zygote = self._zygotes[key] = Zygote({**environment, **startup}, preload)
+            zygote = self._zygotes[key] = Zygote(base, preload)
         return zygote
 
     def _process(self, handle: dict[str, Any], rank: int) -> subprocess.Popen[bytes] | WarmProcess | None:

@@ -95,23 +95,60 @@ class Setup:
 
 
 def join_process_group(ctx: TrainContext) -> None:
-    """Join the workers' process group, or fail with a clear reason within the timeout."""
+    """Join the workers' process group, or fail with a clear reason within the timeout.
+
+    With a loopback ``MASTER_ADDR`` (the local backend) rank 0's rendezvous store
+    listens on that address only: torch's ``env://`` store would listen on every
+    interface of the machine. (The local launcher binds gloo's own sockets to the
+    loopback interface, ``GLOO_SOCKET_IFNAME``.) Elsewhere ``MASTER_ADDR`` is rank
+    0's name on the attempt's own network, which may not resolve yet when rank 0
+    starts, so torch's ``env://`` rendezvous is used there."""
     backend = "nccl" if ctx.gpus and torch.cuda.is_available() else "gloo"
-    where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    host = os.environ.get("MASTER_ADDR", "")
+    where = f"{host}:{os.environ.get('MASTER_PORT')}"
+    timeout = timedelta(seconds=ctx.rendezvous_timeout)
     try:
-        dist.init_process_group(
-            backend,
-            init_method="env://",
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            timeout=timedelta(seconds=ctx.rendezvous_timeout),
-        )
+        if _is_loopback(host):
+            store = _loopback_store(host, int(os.environ["MASTER_PORT"]), ctx.rank, ctx.world_size, timeout)
+            dist.init_process_group(backend, store=store, rank=ctx.rank, world_size=ctx.world_size, timeout=timeout)
+        else:
+            dist.init_process_group(
+                backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size, timeout=timeout
+            )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeError(
             f"worker {ctx.rank} of {ctx.world_size} could not join the rendezvous at {where}"
             f" within {ctx.rendezvous_timeout:g}s ({first})"
         ) from None
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _loopback_store(host: str, port: int, rank: int, world_size: int, timeout: timedelta) -> dist.TCPStore:
+    """The rendezvous store: served by rank 0 on a socket bound to ``host`` alone, a client elsewhere."""
+    import socket
+
+    if rank != 0:
+        return dist.TCPStore(host, port, world_size, is_master=False, timeout=timeout)
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(max(world_size, 128))
+    except OSError:
+        listener.close()
+        raise
+    # The store's server takes the socket over (and closes it): Python must not close it too.
+    return dist.TCPStore(host, port, world_size, is_master=True, timeout=timeout, master_listen_fd=listener.detach())
 
 
 def _any(flag: bool, distributed: bool) -> bool:
