@@ -318,3 +318,36 @@ def test_through_the_service_s3_gone_fails_the_run_and_push_uploads_from_the_con
     assert shown["state"] == "FAILED"
     assert any(e["reason"].startswith("output pushed from ") for e in shown["events"])
     assert "Traceback" not in s3_service.log_file.read_text()
+
+
+def test_through_the_service_a_read_only_output_folder_fails_the_run_at_once(
+    postgres_db: str, write_spec, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mlrt.cli import _register
+    from mlrt.cli import cli as root
+    from mlrt.service import auth
+    from mlrt.store import Store
+    from service_process import ServiceProcess
+
+    token = auth.issue(Store(postgres_db), "user", "alice", "vision")
+    _register()
+    spec = write_spec(command_spec("ro-default", f"[{sys.executable}, -c, 'print(1)']", "  retries: {max: 2}\n"))
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
+        env = {"MLRT_ALLOWED_BACKENDS": "local", "MLRT_DEFAULT_OUTPUT": f"file://{folder}"}
+        service = ServiceProcess(postgres_db, tmp_path / "controller.log", env=env).start()
+        try:
+            args = ["--server", service.url, "submit", str(spec), "--json"]
+            result = CliRunner().invoke(root, args, env={"MLRT_TOKEN": token})
+        finally:
+            service.stop()
+
+    assert result.exit_code == 1, result.output
+    run = json.loads(result.stdout)
+    assert run["state"] == "FAILED"
+    assert run["reason"].startswith(
+        f"output folder {folder / run['id'] / 'output'} is not writable: Read-only file system"
+    )
+    assert Store(postgres_db).attempts(run["id"]) == []
+    assert "Traceback" not in (tmp_path / "controller.log").read_text()

@@ -717,6 +717,8 @@ class Controller:
         if run.output_uri.startswith("s3://"):
 
             def retrying(tries: int, exc: Exception, pause: float) -> None:
+                # Retries hold up the pass: keep the heartbeat fresh, or other hosts would reap our runs.
+                self._heartbeat()
                 self.store.add_event(
                     run.id, f"output upload try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s"
                 )
