@@ -9,6 +9,7 @@ are encrypted with the operator key; a wrong key fails the attempt with one line
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
@@ -330,9 +331,20 @@ def test_kubernetes_manifests_are_stored_and_printed_without_the_value_and_the_p
     assert result.exit_code == 0, result.output
     run_id = json.loads(result.stdout)["run_id"]
     (pod,) = wait_for(lambda: kube.pods("ml"), timeout=30)
+    # The Job holds a reference; the value is in the attempt's Secret, owned by the Job.
     (job,) = kube.jobs("ml")
-    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["API_TOKEN"] == SECRET, "the pods get the real value"
+    clean(json.dumps(job))
+    env = {e["name"]: e.get("valueFrom") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    reference = env["API_TOKEN"]["secretKeyRef"]
+    (secret,) = [s for s in kube.secrets("ml") if s["metadata"]["name"] == reference["name"]]
+    assert base64.b64decode(secret["data"][reference["key"]]).decode() == SECRET, "the pods get the real value"
+
+    def owners():
+        (current,) = [s for s in kube.secrets("ml") if s["metadata"]["name"] == reference["name"]]
+        return current["metadata"].get("ownerReferences")
+
+    owners = wait_for(owners)
+    assert owners[0]["uid"] == job["metadata"]["uid"], "the Secret goes with the Job"
     kube.start_pod(pod["metadata"]["name"], namespace="ml")
     kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
     store = Store()
@@ -340,9 +352,11 @@ def test_kubernetes_manifests_are_stored_and_printed_without_the_value_and_the_p
     assert run.state == "SUCCEEDED", run.reason
 
     (attempt,) = store.attempts(run_id)
-    *_, stored_job = attempt.request["details"]["manifests"]
-    stored_env = {e["name"]: e.get("value") for e in stored_job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert stored_env["API_TOKEN"] == HIDDEN
+    stored_secret, _, stored_job = attempt.request["details"]["manifests"]
+    assert stored_secret["stringData"] == {"API_TOKEN": "<set at launch>"}
+    stored_env = {e["name"]: e for e in stored_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert stored_env["API_TOKEN"] == {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": reference}}
+    assert attempt.request["workers"][0]["env"]["API_TOKEN"] == HIDDEN
     clean(json.dumps(attempt.request), cli("runs", "show", run_id, "--json").stdout)
     clean(sqlite_dump(home / "mlrt.db"), files_under(home))
     assert os.environ.get("MLRT_SECRET_KEY") is None, "the embedded mode used its own key file"

@@ -31,13 +31,16 @@ from typing import Any, ClassVar
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.logfile import CappedLog, output_size
 from mlrt.names import env_name_problem, image_problem
+from mlrt.secrets import HIDDEN
 from mlrt.states import RunState
 from mlrt_kubernetes.manifests import (
     INDEX_LABEL,
     MANAGED_BY,
     TOKEN_VARIABLE,
+    env_secret,
     plan_manifests,
     selector,
+    spec_env_names,
     tracking_secret,
 )
 
@@ -60,6 +63,21 @@ def _api_error(exc: Exception) -> str:
         except (ValueError, AttributeError):
             return str(body)
     return str(getattr(exc, "reason", None) or exc)
+
+
+def _secret_values(secret: dict[str, Any], env: dict[str, str], attempt: int) -> dict[str, str]:
+    """What one of the attempt's Secrets holds, from the launching worker's environment:
+    the tracking token, or the ``spec.env`` values its plan names."""
+    if secret["metadata"]["name"].endswith("-tracking"):
+        values = {"token": env[TOKEN_VARIABLE]}
+    else:
+        values = {key: env[key] for key in secret["stringData"]}
+    if HIDDEN in values.values():
+        raise LaunchError(
+            f"attempt {attempt}'s request was read back from the database, which holds no"
+            " spec.env values; plan the attempt again to launch it"
+        )
+    return values
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -282,8 +300,10 @@ class KubernetesLauncher(Launcher):
                 e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e
             }
             env["RANK"] = str(rank)
-            if TOKEN_VARIABLE in ctx.env:  # for launch (the Secret); never stored or printed
-                env[TOKEN_VARIABLE] = ctx.env[TOKEN_VARIABLE]
+            # For launch (the attempt's Secrets); the stored and printed request hides them.
+            for secret_name in [*spec_env_names(ctx), TOKEN_VARIABLE]:
+                if secret_name in ctx.env:
+                    env[secret_name] = ctx.env[secret_name]
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             workers.append(WorkerRequest(rank=rank, argv=ctx.container_argv(), env=env, cwd="", log_path=log_path))
         details = {
@@ -293,9 +313,9 @@ class KubernetesLauncher(Launcher):
             "schedule_timeout": (ctx.compute.get("kubernetes") or {}).get("schedule_timeout", 900.0),
             "manifests": [service, job],
         }
-        secret = tracking_secret(ctx)
-        if secret is not None:
-            details["manifests"].insert(0, secret)
+        for secret in (tracking_secret(ctx), env_secret(ctx)):
+            if secret is not None:
+                details["manifests"].insert(0, secret)
         return LaunchRequest(self.name, ctx.run_id, ctx.attempt, workers, details)
 
     # -- act -----------------------------------------------------------------
@@ -308,14 +328,14 @@ class KubernetesLauncher(Launcher):
         cluster = self.cluster
         self._watch(namespace)
         try:
-            for secret in secrets:  # the tracking token: it must exist before the pods start
-                token = {"token": request.workers[0].env[TOKEN_VARIABLE]}
+            for secret in secrets:  # spec.env values and the tracking token: they must exist before the pods start
+                values = _secret_values(secret, request.workers[0].env, request.attempt)
                 try:
-                    cluster.core.create_namespaced_secret(namespace, {**secret, "stringData": token})
+                    cluster.core.create_namespaced_secret(namespace, {**secret, "stringData": values})
                 except ApiException as exc:
                     if exc.status != 409:
                         raise
-                    cluster.core.patch_namespaced_secret(secret["metadata"]["name"], namespace, {"stringData": token})
+                    cluster.core.patch_namespaced_secret(secret["metadata"]["name"], namespace, {"stringData": values})
             try:
                 cluster.core.create_namespaced_service(namespace, service)
             except ApiException as exc:

@@ -18,7 +18,10 @@ the cluster keeps with the pod. Metrics travel in the worker's log
 (``MLRT_TRACKING_URI=log:``), unless the controller service gives its
 workers an HTTP tracking endpoint the pods can reach: then the pods get that
 URI, and their run-scoped token through a Secret of the attempt
-(:func:`tracking_secret`), never as a plain value in the Job.
+(:func:`tracking_secret`), never as a plain value in the Job. The values of
+``spec.env`` travel the same way, in the attempt's ``-env`` Secret
+(:func:`env_secret`), so the Job (which anyone who can read Jobs sees) and the
+plan mlrt stores with the attempt hold none of them.
 
 Retries: an attempt's Job has ``backoffLimit: 0`` and a pod failure policy
 that ignores disruptions (preemption, eviction, node drain: the pod is
@@ -96,6 +99,42 @@ def tracking_secret(ctx: LaunchContext) -> dict[str, Any] | None:
         "metadata": {"name": f"{name}-tracking", "namespace": kube.get("namespace", "default"), "labels": labels},
         "type": "Opaque",
         "stringData": {"token": "<set at launch>"},
+    }
+
+
+# Variables the backend sets itself; a spec.env entry of the same name is replaced, not secret.
+_CONTRACT_NAMES = frozenset(
+    ("PYTHONUNBUFFERED", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+)
+
+
+def spec_env_names(ctx: LaunchContext) -> list[str]:
+    """The variables of ``ctx.env`` that come from ``spec.env`` (every one outside the
+    ``MLRT_`` contract and the torch variables), less those ``secret_env`` takes from a
+    Secret of the user's: their values go into the attempt's :func:`env_secret`."""
+    kube = ctx.compute.get("kubernetes") or {}
+    taken = set(kube.get("secret_env") or {}) | _CONTRACT_NAMES
+    return sorted(k for k in ctx.env if not k.startswith("MLRT_") and k not in taken)
+
+
+def env_secret(ctx: LaunchContext) -> dict[str, Any] | None:
+    """The attempt's Secret holding the ``spec.env`` values (set at launch; a plan shows
+    ``<set at launch>``), or None when the spec sets none."""
+    names = spec_env_names(ctx)
+    if not names:
+        return None
+    kube = ctx.compute.get("kubernetes") or {}
+    labels = {MANAGED_BY: "mlrt", RUN_LABEL: _label_value(ctx.run_id), ATTEMPT_LABEL: str(ctx.attempt)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": f"{object_name(ctx.run_id, ctx.attempt)}-env",
+            "namespace": kube.get("namespace", "default"),
+            "labels": labels,
+        },
+        "type": "Opaque",
+        "stringData": dict.fromkeys(names, "<set at launch>"),
     }
 
 
@@ -276,7 +315,14 @@ def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             values.setdefault(variable, threads)
     secret_env = kube.get("secret_env", {})
-    env = [{"name": key, "value": value} for key, value in sorted(values.items()) if key not in secret_env]
+    from_spec = set(spec_env_names(ctx))
+    env = [
+        {"name": key, "value": value}
+        for key, value in sorted(values.items())
+        if key not in secret_env and key not in from_spec
+    ]
+    for key in sorted(from_spec):
+        env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": f"{name}-env", "key": key}}})
     env.append({"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}})
     for key, ref in sorted(secret_env.items()):
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref["secret"], "key": ref["key"]}}})
