@@ -154,3 +154,28 @@ def test_unsent_points_are_bounded_and_the_dropped_count_is_recorded(
     assert len(stored) == 1000
     assert sorted(stored) == sorted([("acc", s) for s in range(2500, 3000)] + [("loss", s) for s in range(2500, 3000)])
     assert Store(postgres_db).params(run_id)["mlrt_points_dropped"] == "5000"
+
+
+LOG_WORKER = """
+import mlrt
+for step in range(1200):
+    mlrt.log_metric("loss", 1.0 / (step + 1), step=step)
+print("trained", flush=True)
+"""
+
+
+def test_sdk_records_read_twice_from_a_log_are_stored_once(postgres_db, run_id, tmp_path):
+    """MLRT_TRACKING_URI=log:: a controller that stored points and stopped before recording how far it
+    read leaves the next one to read those lines again; their batch ids keep them from being stored twice."""
+    from mlrt.logscan import LogMetricScanner
+
+    log = tmp_path / "worker-0.log"
+    with log.open("wb") as out:
+        env = {**os.environ, "MLRT_RUN_ID": run_id, "MLRT_TRACKING_URI": "log:"}
+        subprocess.run([sys.executable, "-c", LOG_WORKER], env=env, stdout=out, check=True, timeout=60)
+    store = Store(postgres_db)
+    for _ in range(2):  # the first controller, then the adopting one from the same position
+        for kind, value in LogMetricScanner(log, [], {}, sdk_records=True).scan().entries:
+            assert kind == "batch"
+            store.insert_metrics(run_id, value[0], batch_id=value[1])
+    assert steps(postgres_db, run_id, "loss") == list(range(1200))

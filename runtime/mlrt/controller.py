@@ -533,6 +533,8 @@ class Controller:
         for kind, value in found.entries:
             if kind == "metrics":
                 self.store.insert_metrics(run_id, value)
+            elif kind == "batch":
+                self.store.insert_metrics(run_id, value[0], batch_id=value[1])
             elif kind == "params":
                 self.store.log_params(run_id, value)
             elif kind == "event":

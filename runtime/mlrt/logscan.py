@@ -40,6 +40,7 @@ def max_line_bytes() -> int:
 @dataclasses.dataclass
 class LogRecords:
     """What one scan found, in log order: ``("metrics", points)``,
+    ``("batch", (points, batch_id))`` (an SDK record: stored once per id),
     ``("params", dict)`` and ``("discard", (keys, from_step))`` entries, and
     ``("event", text)`` for a note on the run (a log cut by its size limit)."""
 
@@ -165,7 +166,11 @@ class LogMetricScanner:
         except ValueError:
             return  # a line that only looks like a record
         if "metrics" in record:
-            found.add_points([(str(k), int(s), float(v), float(t)) for k, s, v, t in record["metrics"]])
+            points = [(str(k), int(s), float(v), float(t)) for k, s, v, t in record["metrics"]]
+            if "batch" in record:
+                found.entries.append(("batch", (points, str(record["batch"]))))
+            else:
+                found.add_points(points)
         elif "params" in record:
             found.entries.append(("params", dict(record["params"])))
         elif "discard" in record:

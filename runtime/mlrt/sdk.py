@@ -60,18 +60,21 @@ Point = tuple[str, int, float, float]
 class _LogSink:
     """The store's write side as ``##mlrt {json}`` lines on stdout (``MLRT_TRACKING_URI=log:``).
 
-    Records: ``{"metrics": [[key, step, value, timestamp], ...]}``,
+    Records: ``{"metrics": [[key, step, value, timestamp], ...], "batch": id}``,
     ``{"params": {key: value}}`` and ``{"discard": [keys], "from_step": n}``.
     Each is written with one ``write`` call on file descriptor 1, so a line is
     never split by the program's own output. Nothing is retried (a write to
-    stdout either happens or raises), so nothing is written twice."""
+    stdout either happens or raises); a line's batch id lets the store
+    recognise a line read twice (a controller that stops between storing the
+    points and recording how far it read, and the one that adopts the run)."""
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         return {}  # write-only: implicit steps start at 0 in every attempt
 
     def insert_metrics(self, run_id: str, points: list[Point], *, batch_id: str, deadline: float) -> None:
-        for start in range(0, len(points), _POINTS_PER_LINE):
-            self._write({"metrics": [list(p) for p in points[start : start + _POINTS_PER_LINE]]})
+        for line, start in enumerate(range(0, len(points), _POINTS_PER_LINE)):
+            chunk = points[start : start + _POINTS_PER_LINE]
+            self._write({"metrics": [list(p) for p in chunk], "batch": f"{batch_id}-{line}"})
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         self._write({"params": params})
