@@ -58,8 +58,8 @@ def peak_rss_bytes(pid: int) -> int:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
 
 
-def response_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and the body received so far of the response on ``sock``."""
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of the (Content-Length) response on ``sock``."""
     sock.settimeout(30)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -68,8 +68,12 @@ def response_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines[1:])}
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed in the middle of the response: {data!r}"
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
 
 
 def send_until_refused(sock: socket.socket, total: int, chunk: bytes) -> int:
@@ -106,7 +110,7 @@ def test_an_anonymous_300_mb_body_is_refused_before_it_is_read(service, capsys):
             f"Content-Length: {size}\r\n\r\n".encode()
         )
         # The answer comes from the headers alone: not one byte of the body was sent yet.
-        status, headers, body = response_head(sock)
+        status, headers, body = read_response(sock)
         sent = send_until_refused(sock, size, b"x" * MiB)
     assert status == 401 and headers["connection"] == "close" and re.fullmatch(r"[0-9a-f]{16}", headers["x-request-id"])
     assert b"missing token" in body
@@ -122,7 +126,7 @@ def test_an_anonymous_300_mb_body_is_refused_before_it_is_read(service, capsys):
         sock.sendall(
             b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mlrt_x_y\r\nContent-Length: 99\r\n\r\n"
         )
-        status, _, body = response_head(sock)
+        status, _, body = read_response(sock)
     assert status == 401 and b"invalid or revoked token" in body
     assert httpx.get(f"{service.url}/healthz").status_code == 200
 
@@ -137,7 +141,7 @@ def test_bodies_over_the_limit_are_413_at_once_or_while_they_stream(postgres_db,
             sock.sendall(
                 f"POST /api/v1/validate HTTP/1.1\r\nHost: x\r\n{auth_header}Content-Length: {limit + 1}\r\n\r\n".encode()
             )
-            status, headers, body = response_head(sock)  # before any of the body
+            status, headers, body = read_response(sock)  # before any of the body
         assert status == 413 and headers["connection"] == "close"
         assert json.loads(body)["detail"].startswith(f"request body: larger than {limit} bytes")
 
@@ -151,7 +155,7 @@ def test_bodies_over_the_limit_are_413_at_once_or_while_they_stream(postgres_db,
             for _ in range(15):
                 sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 piece = b"x" * 10_000
-            status, headers, body = response_head(sock)
+            status, headers, body = read_response(sock)
         assert status == 413 and "MLRT_MAX_REQUEST_BYTES" in json.loads(body)["detail"]
         assert headers["x-request-id"]
 
@@ -180,6 +184,16 @@ def test_the_default_limit_takes_50000_metric_points_in_one_request(service, tok
         assert response.status_code == 204, response.text
         assert len(client.get(f"/runs/{run_id}/metrics").json()) == 50_000
         client.post(f"/runs/{run_id}/cancel")
+
+
+def test_a_spec_over_its_size_limit_is_413_for_submit_and_validate(service, tokens, postgres_db):
+    text = spec_text("padded", "pass") + "# " + "x" * (1 * MiB) + "\n"  # 1 MiB of comment: over the spec limit
+    with api(service, tokens["alice"]) as client:
+        for route in ("/jobs", "/validate"):
+            response = client.post(route, json={"spec": text})
+            assert response.status_code == 413, response.text
+            assert "the spec is larger than the limit" in response.json()["detail"]
+        assert client.get("/runs").json() == []  # nothing created
 
 
 def queue_directly(db: str, name: str, code: str, **stored: object) -> str:

@@ -302,6 +302,8 @@ class Controller:
         self._heartbeat()
         self._ended_this_pass = set()
         runs = self.store.active_runs(owner=self.owner)
+        active = {run.id for run in runs}
+        self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in active}
         # Trials before their tuning runs, so a tuning run sees the trials that
         # ended in this very pass and starts their successors at once.
         for run in sorted(runs, key=lambda r: self.kind(r) == "TuningJob"):

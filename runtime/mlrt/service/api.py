@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -86,6 +87,13 @@ class SpecProblems(Exception):
         self.problems = problems
         self.status = status
 
+    @classmethod
+    def of(cls, exc: Exception) -> "SpecProblems":
+        """The answer to a :class:`mlrt.spec.SpecError`: 413 for a spec over its size limit."""
+        from mlrt.spec import SpecTooLarge
+
+        return cls(exc.problems, 413 if isinstance(exc, SpecTooLarge) else 422)
+
 
 def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, max_body: int | None = None) -> FastAPI:
     """The API over ``store``; ``loop`` is woken on submissions and cancels (None: API only);
@@ -109,7 +117,12 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
     async def not_found(_request: Request, exc: NotFound):
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
-    def principal(request: Request) -> Principal:
+    # Declared for the OpenAPI schema (the /docs "Authorize" button); Guard did the checking.
+    bearer = HTTPBearer(auto_error=False, description="A token of `mlrt tokens create`, or a run's worker token.")
+
+    def principal(
+        request: Request, _shown: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Principal:
         """Who the request acts as: :class:`Guard` authenticated it before its body was read."""
         found = principal_of(request.scope)
         if found is None:  # only /api/ routes are authenticated, and only they ask
@@ -185,7 +198,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
         try:
             loaded = parse_text(text, name, folder / name, overrides)
         except SpecError as exc:
-            raise SpecProblems(exc.problems) from None
+            raise SpecProblems.of(exc) from None
         allowed = [b for b in os.environ.get("MLRT_ALLOWED_BACKENDS", "").split(",") if b]
         resolved = loaded.resolved()
         spec = (
@@ -242,7 +255,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
             )
         except SpecError as exc:
             shutil.rmtree(folder)
-            raise SpecProblems(exc.problems) from None
+            raise SpecProblems.of(exc) from None
         except BaseException:
             shutil.rmtree(folder)  # nothing half-written for a refused submission
             raise

@@ -121,8 +121,8 @@ class Guard:
             if found is None:
                 return 401, "invalid or revoked token", challenge
             scope[PRINCIPAL] = found
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.limit:
+        length = _content_length(headers)
+        if length is not None and length > self.limit:
             return 413, BodyTooLarge(self.limit).detail, close
         return None
 
@@ -160,9 +160,16 @@ def principal_of(scope: Scope) -> Principal | None:
     return scope.get(PRINCIPAL)
 
 
+def _content_length(headers: Headers) -> int | None:
+    """The announced body size; a number of more than 18 digits counts as too large to parse."""
+    text = headers.get("content-length", "").strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if len(text) <= 18 else 10**18
+
+
 def _announces_body(headers: Headers) -> bool:
-    length = headers.get("content-length", "0")
-    return (length.isdigit() and int(length) > 0) or "chunked" in headers.get("transfer-encoding", "").lower()
+    return bool(_content_length(headers)) or "chunked" in headers.get("transfer-encoding", "").lower()
 
 
 async def _answer(send: Send, status: int, content: dict[str, str], headers: dict[str, str]) -> None:

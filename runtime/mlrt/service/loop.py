@@ -143,6 +143,7 @@ class ServiceLoop:
 
     def _failed(self, error: str, exc: Exception) -> None:
         """Record a failed pass for ``/readyz``; log it when the error is new (not every pass)."""
+        self.telemetry.reconcile_failures.inc()
         first_line = (error.splitlines() or [error])[0]
         if first_line != self.error:
             _log.error("%s", first_line, exc_info=None if is_database_fault(exc) else exc)

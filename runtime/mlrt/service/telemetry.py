@@ -5,6 +5,8 @@
 - ``mlrt_queue_depth``: QUEUED runs;
 - ``mlrt_leader``: 1 on the replica that reconciles, 0 on standbys;
 - ``mlrt_reconcile_seconds``: how long a reconcile pass takes;
+- ``mlrt_reconcile_failures_total``: passes (or leader elections) that failed,
+  such as while the database is unreachable (``/readyz`` says degraded meanwhile);
 - ``mlrt_metric_points_total``: metric points received on the tracking endpoint;
 - ``mlrt_api_requests_total{method,status}``: API requests answered.
 """
@@ -49,6 +51,9 @@ class Telemetry:
             "Duration of one reconcile pass",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
+        )
+        self.reconcile_failures = Counter(
+            "mlrt_reconcile_failures", "Reconcile passes and leader elections that failed", registry=self.registry
         )
         self.metric_points = Counter(
             "mlrt_metric_points", "Metric points received on the tracking endpoint", registry=self.registry
