@@ -9,11 +9,14 @@ function the API calls.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import MLRT_SCRIPT
 from mlrt.limits import MAX_NODES, MAX_SPEC_BYTES
 from mlrt.spec import SpecError, SpecTooLarge, parse_text
 from mlrt.store import Store
@@ -105,6 +108,11 @@ HOSTILE = {
     "tuning range past 2**53": (
         TUNING + "  parameters: {n: {type: int, min: 1, max: 1e300}}\n",
         "spec.parameters.n.max: must be <= 9007199254740992",
+    ),
+    "bins": (job("  slices: [{column: a, bins: 0}]\n"), "spec.slices.0.bins: a count of bins is 1 .. 1000000000"),
+    "algorithm choices": (
+        TUNING + "  parameters: {algorithm: {type: categorical, values: [" + ",".join(f"a{i}" for i in range(65)) + "]}}\n",
+        "spec.parameters: the algorithm parameter chooses among at most 64 algorithms",
     ),
     # lists, maps and strings
     "labels": (
@@ -198,6 +206,30 @@ def test_hostile_set_override_goes_through_the_same_loader(cli, tmp_path, overri
 
 def _line(result) -> str:
     return result.stderr.strip().removeprefix("error: ")
+
+
+def test_the_installed_command_refuses_hostile_specs_in_one_line(tmp_path):
+    """The real `mlrt` process: no RecursionError, no int-conversion ValueError, no runaway expansion."""
+    env = {**os.environ, "MLRT_HOME": str(tmp_path / "home")}
+    for case in ("billion laughs", "5,000-deep flow nesting", "5,000-deep block nesting", "4,300-digit integer"):
+        text, expected = HOSTILE[case]
+        spec = tmp_path / "job.yaml"
+        spec.write_text(text)
+        done = subprocess.run([str(MLRT_SCRIPT), "validate", str(spec)], capture_output=True, text=True, env=env)
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == "" and "Traceback" not in done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and expected in done.stderr
+
+
+def test_hyperparameter_schemas_refuse_nan_and_infinity():
+    """Values from a tuner reach the schema check without passing the YAML loader."""
+    from mlrt.algorithms import Hyperparameter, resolve_values
+
+    schema = {"lr": Hyperparameter(float, 0.1), "depth": Hyperparameter(int, 3, min=1)}
+    _, problems = resolve_values(schema, {"lr": float("nan"), "depth": 2}, "acme.algo")
+    assert problems == {"lr": "must be a finite float, got nan"}
+    _, problems = resolve_values(schema, {"lr": float("-inf")}, "acme.algo")
+    assert problems == {"lr": "must be a finite float, got -inf"}
 
 
 def test_oversized_binary_and_non_utf8_files(cli, tmp_path, monkeypatch):

@@ -320,7 +320,14 @@ class SliceColumn(_Model):
     Numbers are binned: ``bins`` is a count of quantile bins or a list of edges."""
 
     column: str
-    bins: Annotated[int, Field(ge=1, le=limits.MAX_COUNT)] | list[float] | None = None
+    bins: int | list[float] | None = None
+
+    @field_validator("bins")
+    @classmethod
+    def _bin_count(cls, value: int | list[float] | None) -> int | list[float] | None:
+        if isinstance(value, int) and not 1 <= value <= limits.MAX_COUNT:
+            raise ValueError(f"a count of bins is 1 .. {limits.MAX_COUNT}, got {value}")
+        return value
 
 
 def _slice_shorthand(value: Any) -> Any:

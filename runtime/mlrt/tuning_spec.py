@@ -127,7 +127,7 @@ class TuningJobSpec(_Model):
         # Validation builds a trial for every algorithm choice: keep that quick.
         choices = value.get("algorithm")
         if choices is not None and len(choices.values or ()) > limits.MAX_ALGORITHM_CHOICES:
-            raise ValueError(f"algorithm: at most {limits.MAX_ALGORITHM_CHOICES} algorithms to choose from")
+            raise ValueError(f"the algorithm parameter chooses among at most {limits.MAX_ALGORITHM_CHOICES} algorithms")
         return value
 
 
