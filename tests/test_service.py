@@ -73,9 +73,14 @@ def job_spec(tmp_path: Path, program: Path, name: str = "tracked", extra: str = 
     return spec
 
 
+# These tests run their jobs as local processes: the operator's explicit opt-in
+# ("runs user code as the controller's user"), off by default.
+LOCAL = {"MLRT_ALLOWED_BACKENDS": "local"}
+
+
 @pytest.fixture
 def service(postgres_db: str, tmp_path: Path, home: Path):
-    started = ServiceProcess(postgres_db, tmp_path / "controller.log").start()
+    started = ServiceProcess(postgres_db, tmp_path / "controller.log", env=LOCAL).start()
     yield started
     started.stop()
 
@@ -212,7 +217,7 @@ def test_a_controller_killed_mid_job_and_restarted_finishes_it_once_without_losi
         wait_for(lambda: len(client.get(f"/runs/{run_id}/metrics").json()) >= 5, timeout=60)
     service.kill()
 
-    restarted = ServiceProcess(service.db, service.log_file, port=service.port).start()
+    restarted = ServiceProcess(service.db, service.log_file, port=service.port, env=LOCAL).start()
     try:
         with api(restarted, tokens["alice"]) as client:
             wait_for(lambda: RunState(client.get(f"/runs/{run_id}").json()["state"]).is_terminal(), timeout=90)
@@ -274,7 +279,7 @@ def test_a_tuning_job_goes_on_in_place_after_its_controller_is_killed(remote, se
     finished_before = {t.id for t in store.trials(run_id) if t.state == "SUCCEEDED"}
     running_before = {t.id for t in store.trials(run_id) if t.state == "RUNNING"}
 
-    restarted = ServiceProcess(service.db, service.log_file, port=service.port).start()
+    restarted = ServiceProcess(service.db, service.log_file, port=service.port, env=LOCAL).start()
     try:
         with api(restarted, tokens["alice"]) as client:
             wait_for(lambda: RunState(client.get(f"/runs/{run_id}").json()["state"]).is_terminal(), timeout=120)
@@ -352,7 +357,7 @@ def test_login_saves_the_token_for_the_owner_only_and_later_commands_use_it(
 
 
 def test_replicas_elect_one_leader_that_launches_each_job_once(postgres_db, service, tokens, tmp_path, program, remote):
-    standby = ServiceProcess(postgres_db, tmp_path / "standby.log").start(leader=False)
+    standby = ServiceProcess(postgres_db, tmp_path / "standby.log", env=LOCAL).start(leader=False)
     try:
         assert service.is_leader() and not standby.is_leader()
         with api(standby, tokens["alice"]) as client:

@@ -10,8 +10,10 @@ each other).
 Settings come from options or the environment: ``MLRT_DB`` (database URL),
 ``MLRT_ADVERTISE_URL`` (how workers reach this service's tracking
 endpoint), ``MLRT_DEFAULT_OUTPUT`` (default ``spec.output.path``, e.g. an
-``s3://`` prefix), ``MLRT_ALLOWED_BACKENDS`` (comma-separated; jobs for
-other backends are refused), and the S3 and Kubernetes client settings
+``s3://`` prefix), what user specs may use of this machine
+(``MLRT_ALLOWED_BACKENDS``, default ``container,kubernetes``;
+``MLRT_ALLOWED_PATHS``; ``MLRT_WORKER_ENV_ALLOW``: see
+:mod:`mlrt.service.policy`), and the S3 and Kubernetes client settings
 (:mod:`mlrt.s3`, ``mlrt_kubernetes``). ``MLRT_MAX_REQUEST_BYTES`` bounds a
 request's body (default 8 MiB; :mod:`mlrt.service.guard`). The service logs to
 stderr: failed reconcile passes, and unexpected errors under their request id.
@@ -33,6 +35,7 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
     """Run the service until SIGTERM/SIGINT; leadership is given up on the way out."""
     import uvicorn
 
+    from mlrt.service import policy
     from mlrt.service.api import create_app
     from mlrt.service.guard import max_request_bytes
     from mlrt.service.loop import ServiceLoop
@@ -40,6 +43,7 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
 
     max_body = max_request_bytes()  # a bad setting stops the service before it opens anything
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    policy.isolate_workers()
     store = Store(db)  # applies pending migrations first
     telemetry = Telemetry(store)
     loop = ServiceLoop(

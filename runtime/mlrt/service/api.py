@@ -192,6 +192,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
     def load(text: str, filename: str, overrides: list[str], folder: Path):
         import os
 
+        from mlrt.service import policy
         from mlrt.spec import SpecError, managed_namespaces, parse_text
 
         name = Path(filename).name or "job.yaml"
@@ -199,14 +200,15 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
             loaded = parse_text(text, name, folder / name, overrides)
         except SpecError as exc:
             raise SpecProblems.of(exc) from None
-        allowed = [b for b in os.environ.get("MLRT_ALLOWED_BACKENDS", "").split(",") if b]
         resolved = loaded.resolved()
+        try:
+            policy.check(resolved, folder)  # backends and paths of this machine the operator allows
+        except policy.PolicyError as exc:
+            raise SpecProblems(exc.problems) from None
         spec = (
             resolved["spec"].get("template", resolved["spec"]) if loaded.job.kind == "TuningJob" else resolved["spec"]
         )
         backend = (spec.get("compute") or {}).get("backend", "local")
-        if allowed and backend not in allowed:
-            raise SpecProblems([f"spec.compute.backend: this controller runs {', '.join(allowed)} jobs, not {backend}"])
         namespace = ((spec.get("compute") or {}).get("kubernetes") or {}).get("namespace")
         if backend == "kubernetes" and os.environ.get("MLRT_KUBE_NAMESPACES") and namespace not in managed_namespaces():
             raise SpecProblems(

@@ -1,0 +1,160 @@
+"""What a spec submitted to the controller service may ask of the controller's machine.
+
+The service runs the specs of many projects on a machine none of their
+users own. Two settings of the operator decide what such a spec may use:
+
+``MLRT_ALLOWED_BACKENDS``
+    Comma-separated backends whose jobs are accepted; default
+    ``container,kubernetes``. Listing ``local`` opts in to the local backend,
+    which **runs user code as the controller's user**, with its files and
+    network: only for a controller whose users may do that anyway.
+``MLRT_ALLOWED_PATHS``
+    Colon-separated folders of the controller's machine that specs may name
+    (shared datasets, a team's output folder). Default: none.
+``MLRT_WORKER_ENV_ALLOW``
+    Comma-separated names and globs (``LC_*``) of the controller's own
+    environment variables that local workers inherit; default
+    :data:`DEFAULT_WORKER_ENV`. Workers of every backend get the contract's
+    variables and the spec's ``env``; container and Kubernetes workers
+    inherit nothing of the controller's environment.
+
+Every field that becomes a path of the controller's machine (read by the
+controller, written by it, or bind-mounted into a worker's container) must
+lie in an allowed folder or in the submission's own folder
+(``MLRT_HOME/submissions/<hex>``, where the API resolves relative paths):
+``spec.working_dir``, ``file://`` and bare-path data channels
+(``spec.data.<name>``), a ``file://`` ``spec.output.path``,
+``spec.init_from.path`` and ``spec.tags.files``. In a TuningJob the same
+fields of ``spec.template`` are checked, and so is every value that a search
+parameter with a ``path`` writes into the trial's spec. Paths are resolved
+(``~``, ``..``, symbolic links) before the check, so a link inside an allowed
+folder cannot lead out of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BACKENDS_VARIABLE = "MLRT_ALLOWED_BACKENDS"
+DEFAULT_BACKENDS = ("container", "kubernetes")
+PATHS_VARIABLE = "MLRT_ALLOWED_PATHS"
+WORKER_ENV_VARIABLE = "MLRT_WORKER_ENV_ALLOW"
+DEFAULT_WORKER_ENV = "PATH,HOME,LANG,LANGUAGE,LC_*,TZ,TMPDIR,USER,LOGNAME,MLRT_LOAD_PLUGINS,MLRT_DISABLE_PLUGINS"
+"""Enough for ``python`` to be found, for locale and temporary files to work, and for a
+worker to load the plugins the controller validated its spec with."""
+
+
+class PolicyError(ValueError):
+    """The spec asks for what this controller does not allow; ``problems`` holds one
+    ``field.path: problem`` line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def allowed_backends() -> list[str]:
+    """The backends whose jobs the service accepts (``MLRT_ALLOWED_BACKENDS``, else container and kubernetes)."""
+    configured = [b.strip() for b in os.environ.get(BACKENDS_VARIABLE, "").split(",") if b.strip()]
+    return configured or list(DEFAULT_BACKENDS)
+
+
+def isolate_workers() -> None:
+    """Make local workers of this process inherit only ``MLRT_WORKER_ENV_ALLOW``'s variables
+    (default :data:`DEFAULT_WORKER_ENV`), never the service's own settings and credentials."""
+    os.environ.setdefault(WORKER_ENV_VARIABLE, DEFAULT_WORKER_ENV)
+
+
+def allowed_folders(submission: Path) -> list[Path]:
+    """The submission's folder and the operator's ``MLRT_ALLOWED_PATHS``, resolved."""
+    configured = [p for p in os.environ.get(PATHS_VARIABLE, "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.realpath(submission))] + [Path(os.path.realpath(Path(p).expanduser())) for p in configured]
+
+
+def check(document: dict[str, Any], submission: Path) -> None:
+    """Raise :class:`PolicyError` when the resolved ``document`` (a TrainingJob's or a
+    TuningJob's ``LoadedSpec.resolved()``) uses a backend or a path this controller does not allow."""
+    spec = document["spec"]
+    problems = []
+    if document.get("kind") == "TuningJob":
+        base_dir = Path(document["base_dir"])
+        trials = [("spec.template", spec["template"])] + [
+            (f"spec.parameters.{name}", trial) for name, trial in _parameter_variants(document)
+        ]
+    else:
+        base_dir = submission
+        trials = [("spec", spec)]
+    backends = allowed_backends()
+    folders = allowed_folders(submission)
+    for prefix, trial in trials:
+        compute = trial.get("compute") if isinstance(trial.get("compute"), dict) else {}
+        backend = compute.get("backend", "local")
+        if backend not in backends:
+            problems.append(
+                f"{prefix}.compute.backend: this controller runs {', '.join(backends)} jobs, not {backend}"
+                + (f" (the operator opts in to local with {BACKENDS_VARIABLE})" if backend == "local" else "")
+            )
+        for field, path in host_paths(trial, base_dir):
+            real = Path(os.path.realpath(path))
+            if not any(real == folder or folder in real.parents for folder in folders):
+                problems.append(
+                    f"{prefix}.{field}: {path} is a path of the controller's machine outside the folders it"
+                    f" allows ({PATHS_VARIABLE}); use a relative path, an s3:// URI or an allowed folder"
+                )
+    if problems:
+        raise PolicyError(list(dict.fromkeys(problems)))
+
+
+def host_paths(spec: dict[str, Any], base_dir: Path) -> Iterator[tuple[str, str]]:
+    """``(field, absolute path)`` for every path of this machine that a TrainingJob's
+    ``spec`` names, relative ones taken against ``base_dir`` as validation does."""
+    from mlrt.data import uri_scheme
+
+    def absolute(text: str, against: Path) -> str:
+        path = Path(text.removeprefix("file://")).expanduser()
+        return os.path.normpath(path if path.is_absolute() else against / path)
+
+    working_dir = spec.get("working_dir")
+    working = absolute(working_dir, base_dir) if isinstance(working_dir, str) else str(base_dir)
+    yield "working_dir", working
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    for name, channel in data.items():
+        uri = channel.get("uri") if isinstance(channel, dict) else channel
+        if isinstance(uri, str) and uri_scheme(uri) == "file":
+            yield f"data.{name}", absolute(uri, base_dir)
+    output = (spec.get("output") or {}).get("path") if isinstance(spec.get("output"), dict) else None
+    if isinstance(output, str) and (output.startswith("file://") or "://" not in output):
+        yield "output.path", absolute(output, base_dir)
+    init_path = (spec.get("init_from") or {}).get("path") if isinstance(spec.get("init_from"), dict) else None
+    if isinstance(init_path, str):
+        yield "init_from.path", absolute(init_path, base_dir)
+    files = (spec.get("tags") or {}).get("files") if isinstance(spec.get("tags"), dict) else None
+    for index, name in enumerate(files if isinstance(files, list) else []):
+        if isinstance(name, str):
+            yield f"tags.files.{index}", absolute(name, Path(working))  # the report reads them from there
+
+
+def _parameter_variants(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """For each search parameter that writes outside ``hyperparameters`` (its ``path``),
+    the trial template with each of its values there."""
+    spec = document["spec"]
+    for name, parameter in (spec.get("parameters") or {}).items():
+        path = parameter.get("path")
+        if not path or path.startswith("hyperparameters."):
+            continue
+        values = parameter.get("values") or [parameter.get("min"), parameter.get("max")]
+        for value in values:
+            trial = copy.deepcopy(spec["template"])
+            *parents, last = path.split(".")
+            target = trial
+            for part in parents:
+                child = target.get(part) if isinstance(target, dict) else None
+                if not isinstance(child, dict):
+                    child = target[part] = {}
+                target = child
+            target[last] = value
+            yield name, trial
