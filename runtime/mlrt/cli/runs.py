@@ -1,14 +1,17 @@
-"""Run commands: runs list|show|compare, metrics, artifacts, and plugins."""
+"""Run commands: runs list|show|compare, metrics, artifacts (list, push), and plugins."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mlrt.cli import App
 from mlrt.cli.render import echo_json, number, seconds, styled_state, table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt.store.models import Artifact
 
 pass_app = click.make_pass_decorator(App)
 
@@ -185,11 +188,7 @@ def artifacts() -> None:
 def list_artifacts(app: App, run_id: str, as_json: bool) -> None:
     """Files a run produced, with size and sha256."""
     app.store.get_run(run_id)
-    items = app.store.artifacts(run_id)
-    if as_json:
-        echo_json([a.model_dump(exclude={"run_id"}) for a in items])
-        return
-    table("artifacts", ["path", "size", "sha256", "uri"], [(a.path, a.size, a.sha256, a.uri) for a in items])
+    _print_artifacts(app.store.artifacts(run_id), as_json)
 
 
 @artifacts.command("push")
@@ -201,19 +200,19 @@ def push(app: App, run_id: str, as_json: bool) -> None:
 
     For a run that ended "output not uploaded": its files stayed in
     $MLRT_HOME/staging/RUN. The run keeps its state (a run's ending is
-    final); the push is recorded as an event. Exit 2 when there is nothing to
-    push or a setting is wrong, 1 when S3 still fails after the retries
-    (MLRT_S3_UPLOAD_BACKOFF).
-    With --server the service pushes the files its controller staged."""
+    final); the push is recorded as an event. With --server the service
+    pushes the files its controller staged.
+
+    Exit 2 when there is nothing to push or a setting is wrong, 1 when S3
+    still fails after the retries (MLRT_S3_UPLOAD_BACKOFF)."""
     from mlrt import s3
     from mlrt.artifacts import PushRefused
     from mlrt.artifacts import push as push_output
     from mlrt.cli import EXIT_BAD_INPUT, EXIT_FAILED
+    from mlrt.remote import RemoteError
 
     def retrying(tries: int, exc: Exception, pause: float) -> None:
         click.echo(f"upload try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s", err=True)
-
-    from mlrt.remote import RemoteError
 
     try:
         items = app.remote.push_output(run_id) if app.remote is not None else push_output(app.store, run_id, retrying)
@@ -226,6 +225,10 @@ def push(app: App, run_id: str, as_json: bool) -> None:
     except RemoteError as exc:  # refused (4xx) as locally; S3 failing there (502) or no answer is exit 1
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT if exc.status is not None and exc.status < 500 else EXIT_FAILED)
+    _print_artifacts(items, as_json)
+
+
+def _print_artifacts(items: list[Artifact], as_json: bool) -> None:
     if as_json:
         echo_json([a.model_dump(exclude={"run_id"}) for a in items])
         return
