@@ -292,6 +292,35 @@ def test_the_service_needs_a_key_on_postgres_and_old_keys_still_decrypt_after_ro
         service.stop()
 
 
+def test_rows_stored_in_clear_by_an_older_mlrt_are_sealed_when_the_service_starts(postgres_db, tmp_path, service_env):
+    from mlrt.spec import load_spec
+    from mlrt.store.models import Job, Run
+    from mlrt.submission import submit
+    from service_process import ServiceProcess
+
+    store = Store(postgres_db)
+    spec = write(tmp_path, SPEC.replace("check.py", str(tmp_path / "check.py")))
+    run_id = submit(store, load_spec(spec, [f"spec.env.EXTRA={OTHER}"]), project="vision", submitted_by="alice")
+    with store.session() as s:  # the row as mlrt wrote it before values were encrypted
+        job, run = s.get(Job, run_id), s.get(Run, run_id)
+        spec_env = {"API_TOKEN": SECRET, "MODE": "plain", "EXTRA": OTHER}
+        job.spec_resolved = {**job.spec_resolved, "spec": {**job.spec_resolved["spec"], "env": spec_env}}
+        job.spec_submitted = spec.read_text()
+        run.record = {**run.record, "overrides": [f"spec.env.EXTRA={OTHER}"]}
+    assert SECRET in postgres_dump(postgres_db) and OTHER in postgres_dump(postgres_db)
+
+    service = ServiceProcess(postgres_db, tmp_path / "controller.log", env=service_env).start()
+    try:
+        run = wait_for(lambda: (r := store.get_run(run_id)).state in ("SUCCEEDED", "FAILED") and r, timeout=60)
+        assert run.state == "SUCCEEDED", run.reason
+        (attempt,) = store.attempts(run_id)
+        assert "token matches" in (Path(attempt.log_dir) / "worker-0.log").read_text()
+        clean(postgres_dump(postgres_db))
+        assert store.get_job(run_id).spec_submitted.count(HIDDEN) == 2
+    finally:
+        service.stop()
+
+
 # -- Kubernetes ------------------------------------------------------------------------
 
 KUBE_SPEC = f"""\

@@ -229,6 +229,12 @@ def seal_resolved(resolved: dict[str, Any], *, keep_sealed: bool = False) -> dic
     return stored
 
 
+def holds_clear_values(resolved: dict[str, Any]) -> bool:
+    """Whether a stored resolved spec still holds an env value in clear (a row written
+    before mlrt encrypted them; see :meth:`mlrt.store.Store.seal_clear_secrets`)."""
+    return any(not is_sealed(value) for _, _, env in _env_maps(resolved) for value in env.values())
+
+
 def mask_env(env: Mapping[str, Any] | None) -> dict[str, str]:
     """``env`` with its names only: every value is :data:`HIDDEN`."""
     return dict.fromkeys(env or {}, HIDDEN)

@@ -45,6 +45,7 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     policy.isolate_workers()
     store = Store(db)  # applies pending migrations first
+    store.seal_clear_secrets()  # rows written before spec.env values were encrypted
     telemetry = Telemetry(store)
     loop = ServiceLoop(
         store, advertise_url or f"http://{_reachable(host)}:{port}", telemetry, poll_interval=poll_interval

@@ -60,6 +60,28 @@ class Store:
             s.add_all(Param(run_id=run.id, key=k, value=param_text(v)) for k, v in params.items())
             s.add(Event(run_id=run.id, to_state=run.state, reason="submitted"))
 
+    def seal_clear_secrets(self) -> int:
+        """Encrypt the ``spec.env`` values of jobs stored before mlrt encrypted them, and hide
+        them in those jobs' submitted text, ``--set`` overrides and attempts' stored requests
+        (see :mod:`mlrt.secrets`); returns how many jobs changed. Run by the controller
+        service at start-up; rows already sealed are left as they are."""
+        from mlrt.secrets import holds_clear_values, mask_overrides, mask_request, mask_submitted, seal_resolved
+
+        changed = 0
+        with self.session() as s:
+            for job in list(s.exec(select(Job))):
+                if not holds_clear_values(job.spec_resolved):
+                    continue
+                job.spec_resolved = seal_resolved(job.spec_resolved, keep_sealed=True)
+                job.spec_submitted = mask_submitted(job.spec_submitted)
+                spec = job.spec_resolved.get("spec") or {}
+                for run in s.exec(select(Run).where(Run.job_id == job.id)):
+                    run.record = {**run.record, "overrides": mask_overrides(run.record.get("overrides") or [])}
+                    for attempt in s.exec(select(Attempt).where(Attempt.run_id == run.id)):
+                        attempt.request = mask_request(json.loads(json.dumps(attempt.request)), spec)
+                changed += 1
+        return changed
+
     def get_job(self, job_id: str) -> Job:
         with self.session() as s:
             job = s.get(Job, job_id)
