@@ -53,7 +53,7 @@ HOSTILE = {
     # YAML structure
     "billion laughs": (laughs(), f"more than {MAX_NODES} values once aliases are expanded"),
     "alias inside itself": (job("  hyperparameters: &a {x: [*a]}\n"), "alias *a is inside the value it names"),
-    "5,000-deep flow nesting": (job("  hyperparameters: {x: " + "[" * 5000 + "]" * 5000 + "}\n"), "nest"),
+    "5,000-deep flow nesting": (job("  hyperparameters: {x: " + "[" * 5000 + "]" * 5000 + "}\n"), "nested deeper than 32 levels"),
     "5,000-deep block nesting": (job("  hyperparameters:\n    x:\n" + "      " + "- " * 5000 + "1\n"), "nested deeper"),
     "4,300-digit integer": (job("  seed: " + "1" * 4300 + "\n"), "integer out of range"),
     "integer past 64 bits": (job("  hyperparameters: {x: 9223372036854775808}\n"), "integer out of range"),

@@ -816,6 +816,8 @@ def _yaml_problem(exc: yaml.YAMLError, name: str) -> str:
     problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
     if isinstance(exc, limits.LimitError):
         return f"{name}:{where}: {problem}"
+    if "maximum nesting depth" in problem:  # libyaml's own cap (1,000), met while it looks ahead past ours
+        return f"{name}:{where}: nested deeper than {limits.MAX_DEPTH} levels"
     return f"{name}:{where}: not valid YAML ({problem})"
 
 
