@@ -59,6 +59,8 @@ KEY_FILE_VARIABLE = "MLRT_SECRET_KEY_FILE"
 KEY_FILE_NAME = "secret.key"
 """The key file the embedded (one machine) mode creates under ``$MLRT_HOME``."""
 
+# libyaml's loader when PyYAML has it: masking a large submitted text stays well under a second.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # The paths of a resolved (or submitted) document whose mapping values are secrets.
 _ENV_PATHS = (("spec", "env"), ("spec", "template", "env"))
 
@@ -171,17 +173,18 @@ def seal(value: str) -> str:
     return SEALED_PREFIX + cipher().encrypt(str(value).encode("utf-8")).decode("ascii")
 
 
-def reveal(value: str, *, field: str = "spec.env") -> str:
+def reveal(value: str, *, field: str = "spec.env", using: MultiFernet | None = None) -> str:
     """The clear value of an ``enc:`` token (SecretError when no configured key opens it).
 
     A value without the prefix comes from a database written before values
-    were encrypted and is returned as stored."""
+    were encrypted and is returned as stored. ``using`` is the :func:`cipher` to use
+    (read once for many values)."""
     if not is_sealed(value):
         return value
     from cryptography.fernet import InvalidToken
 
     try:
-        return cipher().decrypt(value.removeprefix(SEALED_PREFIX).encode("ascii")).decode("utf-8")
+        return (using or cipher()).decrypt(value.removeprefix(SEALED_PREFIX).encode("ascii")).decode("utf-8")
     except (InvalidToken, UnicodeError):
         raise SecretError(
             f"{field}: the stored value cannot be decrypted with the configured {KEY_VARIABLE}"
@@ -207,7 +210,10 @@ def seal_env(env: Mapping[str, Any], *, keep_sealed: bool = False) -> dict[str, 
 
 def reveal_env(env: Mapping[str, Any] | None, *, field: str = "spec.env") -> dict[str, str]:
     """``env`` with every ``enc:`` token decrypted, for the workers (SecretError on a wrong key)."""
-    return {name: reveal(value, field=f"{field}.{name}") for name, value in (env or {}).items()}
+    if not any(is_sealed(value) for value in (env or {}).values()):
+        return dict(env or {})
+    fernet = cipher()
+    return {name: reveal(value, field=f"{field}.{name}", using=fernet) for name, value in (env or {}).items()}
 
 
 def _env_maps(document: Any) -> Iterable[tuple[dict[str, Any], str, dict[str, Any]]]:
@@ -273,23 +279,23 @@ def mask_submitted(text: str) -> str:
     ``"<not shown>"`` in place: layout and comments are kept. A text whose env values
     cannot be replaced in place (anchors shared oddly, tags) is re-serialized instead."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
+        mappings = [node for node in _env_nodes(yaml.compose(text, Loader=_LOADER)) if node.value]
     except yaml.YAMLError:
         return HIDDEN
-    if not any(env for _, _, env in _env_maps(document)):
+    if not mappings:
         return text
-    masked = _mask_in_place(text, root)
+    masked = _mask_in_place(text, mappings)
     if masked is not None:
         return masked
+    document = yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader: C or Python)
     return yaml.safe_dump(mask_resolved(document), sort_keys=False, allow_unicode=True)
 
 
-def _mask_in_place(text: str, root: yaml.Node | None) -> str | None:
+def _mask_in_place(text: str, mappings: list[yaml.MappingNode]) -> str | None:
     """``text`` with the env values' scalars replaced, or None when that does not give
     the document with exactly those values hidden."""
     spans: dict[int, int] = {}
-    for mapping in _env_nodes(root):
+    for mapping in mappings:
         for value in _mapping_values(mapping, set()):
             if not isinstance(value, yaml.ScalarNode):
                 return None
@@ -301,7 +307,7 @@ def _mask_in_place(text: str, root: yaml.Node | None) -> str | None:
         kept = f"{anchor.group(1)} " if anchor and anchor.group(1) else ""
         masked = f'{masked[:start]}{kept}"{HIDDEN}"{masked[spans[start] :]}'
     try:
-        document = yaml.safe_load(masked)
+        document = yaml.load(masked, Loader=_LOADER)  # noqa: S506 (a safe loader: C or Python)
     except yaml.YAMLError:
         return None
     maps = list(_env_maps(document))
