@@ -8,6 +8,10 @@ plugins know (algorithm names, hyperparameters, backends, data URIs, report
 names). Every problem is reported at once, one line each, prefixed with its
 field path. The returned :class:`LoadedSpec` carries the spec as submitted and
 as resolved (defaults filled in, relative paths made absolute).
+
+Every spec is read and parsed within the bounds of :mod:`mlrt.limits` (its
+docstring is the reference table): size, encoding, YAML aliases and nesting,
+finite numbers, and the maxima of durations, quantities, counts and lengths.
 """
 
 from __future__ import annotations
