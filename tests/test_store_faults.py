@@ -128,8 +128,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_job(small_filesystem
     # Without a real small filesystem, a file-size limit plays the full disk (SQLite then
     # reports a failed write rather than a full disk: EFBIG, not ENOSPC).
     limit = None if mounted else max(path.stat().st_size for path in folder.iterdir())
-    result = mlrt("submit", "job.yaml", db=url, cwd=spec_folder, limit_file_size=limit)
-    assert_one_line(result, str(database), "disk is full" if mounted else "a write to the disk failed")
+    says = "disk is full" if mounted else "a write to the disk failed"
+    for command in (("submit", "job.yaml"), ("controller", "--port", "0")):
+        assert_one_line(mlrt(*command, db=url, cwd=spec_folder, limit_file_size=limit), str(database), says)
     (folder / "ballast").unlink(missing_ok=True)
     listed = mlrt("runs", "list", "--json", db=url)
     assert listed.returncode == 0 and "stored" not in listed.stdout

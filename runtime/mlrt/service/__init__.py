@@ -40,11 +40,13 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
     from mlrt.service.guard import max_request_bytes
     from mlrt.service.loop import ServiceLoop
     from mlrt.service.telemetry import Telemetry
+    from mlrt.store.engine import check_writable
 
     max_body = max_request_bytes()  # a bad setting stops the service before it opens anything
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     policy.isolate_workers()
     store = Store(db)  # applies pending migrations first
+    check_writable(store.engine)  # a full or read-only database stops the service now, in one line
     store.seal_clear_secrets()  # rows written before spec.env values were encrypted
     telemetry = Telemetry(store)
     loop = ServiceLoop(

@@ -184,6 +184,19 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
+def check_writable(engine: Engine) -> None:
+    """Commit one write (the schema revision, set to itself), so that a full disk or a
+    read-only file is found now rather than at the first real write; raises
+    :class:`StoreUnavailable`. For processes that run for long (the controller service)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    except Exception as exc:
+        if is_database_fault(exc) or isinstance(exc, OSError):
+            raise database_problem(engine.url.render_as_string(hide_password=False), exc) from exc
+        raise
+
+
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to the newest migration (cheap when it already is);
     :class:`StoreUnavailable` when the database cannot be reached or written."""
