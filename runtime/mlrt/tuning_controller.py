@@ -255,6 +255,8 @@ class Study:
     def _submit_trial(self, number: int, params: dict[str, Any]) -> None:
         from mlrt.submission import submit
 
+        # The template's spec.env values stay encrypted (enc: tokens): the trial keeps them
+        # so and its own launch decrypts them (mlrt.secrets).
         loaded = load_trial(self.resolved, f"{self.name[:56]}-t{number:03d}", params)
         run_id = submit(self.store, loaded, trial_of=(self.run_id, number, params), owner=self.controller.owner)
         self.unfinished.add(run_id)  # read next pass even if it has already ended by then
