@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from conftest import import_or_missing, wait_for
+from mlrt.limits import MAX_STRING_CHARS
 from mlrt.secrets import HIDDEN, KEY_FILE_NAME, mask_submitted
 from mlrt.store import Store
 
@@ -55,7 +56,7 @@ metadata: {{name: secretive-tune}}
 spec:
   template:
     command: [{sys.executable}, check.py]
-    env: {{API_TOKEN: '{SECRET}'}}
+    env: {{API_TOKEN: '{SECRET}', LONG: '{"y" * (MAX_STRING_CHARS - 10)}'}}  # its token is longer than a string may be
     metrics: [{{name: score, regex: 'score=(?P<value>[0-9.]+)'}}]
   objective: {{metric: score, goal: maximize}}
   parameters:
@@ -144,7 +145,7 @@ def test_trials_of_a_tuning_job_receive_the_template_values_that_no_view_shows(c
     assert result.exit_code == 0, result.output
     clean(result.output)
     plan = json.loads(result.stdout)
-    assert plan["spec"]["spec"]["template"]["env"] == {"API_TOKEN": HIDDEN}
+    assert plan["spec"]["spec"]["template"]["env"] == {"API_TOKEN": HIDDEN, "LONG": HIDDEN}
     assert plan["example_trial"]["launch"]["workers"][0]["env"]["API_TOKEN"] == HIDDEN
 
     result = cli("submit", str(spec), "--json")
@@ -158,7 +159,7 @@ def test_trials_of_a_tuning_job_receive_the_template_values_that_no_view_shows(c
         clean(details, cli("runs", "show", shown_id).output)
     assert json.loads(cli("runs", "show", run_id, "--json").stdout)["reproducibility"]["spec_resolved"]["spec"][
         "template"
-    ]["env"] == {"API_TOKEN": HIDDEN}
+    ]["env"] == {"API_TOKEN": HIDDEN, "LONG": HIDDEN}
     clean(sqlite_dump(home / "mlrt.db"), files_under(home))
 
 

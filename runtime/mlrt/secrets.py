@@ -10,8 +10,9 @@ At rest, the resolved spec keeps each value as an ``enc:`` token, encrypted
 with Fernet (AES-128-CBC with HMAC-SHA256) under the operator key
 (:func:`seal_env`); the submitted spec text is stored masked. The values are
 decrypted only where the workers are launched (:func:`reveal_env`, called by
-:func:`mlrt.submission.launch_context`); a tuning job's trials receive the
-template's tokens as they are, and are revealed at their own launch.
+:func:`mlrt.submission.launch_context`) and where the tuning controller builds
+a trial from its template (:func:`reveal_resolved`; the trial is sealed again
+when it is submitted).
 
 The operator key, in this order:
 
@@ -194,8 +195,8 @@ def reveal(value: str, *, field: str = "spec.env", using: MultiFernet | None = N
 
 def seal_env(env: Mapping[str, Any], *, keep_sealed: bool = False) -> dict[str, str]:
     """``env`` with every value encrypted. ``keep_sealed`` keeps values that are
-    already tokens (a trial's env, inherited from its stored tuning template);
-    otherwise every value is encrypted, even one a user wrote starting with ``enc:``."""
+    already tokens (sealing rows of which some values are); otherwise every value
+    is encrypted, even one a user wrote starting with ``enc:``."""
     if not env:
         return dict(env)
     fernet = cipher()
@@ -233,6 +234,17 @@ def seal_resolved(resolved: dict[str, Any], *, keep_sealed: bool = False) -> dic
     for parent, key, env in _env_maps(stored):
         parent[key] = seal_env(env, keep_sealed=keep_sealed)
     return stored
+
+
+def reveal_resolved(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored resolved spec with its env values decrypted (SecretError on a wrong
+    key): what the tuning controller builds a trial from, so the trial is checked against the
+    spec's limits with the user's values, not the longer tokens, and sealed again at submit."""
+    clear = copy.deepcopy(resolved)
+    for parent, key, env in _env_maps(clear):
+        field = "spec.template.env" if parent is not clear.get("spec") else "spec.env"
+        parent[key] = reveal_env(env, field=field)
+    return clear
 
 
 def holds_clear_values(resolved: dict[str, Any]) -> bool:

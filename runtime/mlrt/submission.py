@@ -98,8 +98,7 @@ def submit(
     submitted through the controller's API (a trial inherits its tuning job's).
 
     The job row keeps ``spec.env`` values encrypted and the submitted text
-    with them masked (see :mod:`mlrt.secrets`); a trial's values arrive
-    already encrypted from its tuning template and are kept so.
+    with them masked (see :mod:`mlrt.secrets`).
     """
     if not isinstance(loaded, LoadedSpec):
         return _submit_tuning(store, loaded, resume_from=resume_from, project=project, submitted_by=submitted_by)
@@ -140,7 +139,7 @@ def submit(
     params = dict(spec.get("hyperparameters") or {})
     if spec.get("algorithm"):
         params["algorithm"] = spec["algorithm"]
-    stored = _stored_spec(resolved, keep_sealed=trial_of is not None)
+    stored = _stored_spec(resolved)
     store.create_job(
         Job(
             id=job_id,
@@ -169,13 +168,13 @@ def submit(
     return job_id
 
 
-def _stored_spec(resolved: dict[str, Any], *, keep_sealed: bool = False) -> dict[str, Any]:
+def _stored_spec(resolved: dict[str, Any]) -> dict[str, Any]:
     """``resolved`` as the job row keeps it: env values encrypted; a key problem is refused
     like a spec problem (one line, nothing written)."""
     from mlrt.spec import SpecError
 
     try:
-        return seal_resolved(resolved, keep_sealed=keep_sealed)
+        return seal_resolved(resolved)
     except SecretError as exc:
         raise SpecError([str(exc)]) from None
 

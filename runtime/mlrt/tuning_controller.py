@@ -253,11 +253,16 @@ class Study:
                 self.store.add_event(self.run_id, f"trial {number} {params} is invalid: {'; '.join(exc.problems)}")
 
     def _submit_trial(self, number: int, params: dict[str, Any]) -> None:
+        from mlrt.secrets import SecretError, reveal_resolved
         from mlrt.submission import submit
 
-        # The template's spec.env values stay encrypted (enc: tokens): the trial keeps them
-        # so and its own launch decrypts them (mlrt.secrets).
-        loaded = load_trial(self.resolved, f"{self.name[:56]}-t{number:03d}", params)
+        # The template's env values are stored encrypted; the trial is built from them in clear
+        # (checked like the user's spec) and submit encrypts them again (mlrt.secrets).
+        try:
+            template = reveal_resolved(self.resolved)
+        except SecretError as exc:
+            raise SpecError([str(exc)]) from None
+        loaded = load_trial(template, f"{self.name[:56]}-t{number:03d}", params)
         run_id = submit(self.store, loaded, trial_of=(self.run_id, number, params), owner=self.controller.owner)
         self.unfinished.add(run_id)  # read next pass even if it has already ended by then
 
