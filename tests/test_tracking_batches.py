@@ -90,6 +90,7 @@ for step in range(int(os.environ["STEPS"])):
     mlrt.log_metric("acc", step / 1000)  # no step: numbered when the store answers
     progress.write_text(str(step))
     time.sleep(float(os.environ.get("STEP_SECONDS", "0")))
+mlrt.log_params({"steps": int(os.environ["STEPS"])})
 progress.write_text("done")
 go = os.environ.get("GO")
 while go and not os.path.exists(go):
@@ -132,7 +133,8 @@ def test_a_worker_keeps_training_while_the_endpoint_is_down_and_every_point_arri
     assert "could not record metrics yet" in stderr and "answers again" in stderr
     assert steps(postgres_db, run_id, "loss") == list(range(600))
     assert steps(postgres_db, run_id, "acc") == list(range(600))
-    assert "mlrt_points_dropped" not in Store(postgres_db).params(run_id)
+    params = Store(postgres_db).params(run_id)
+    assert "mlrt_points_dropped" not in params and params["steps"] == "600"
 
 
 def test_unsent_points_are_bounded_and_the_dropped_count_is_recorded(
@@ -153,7 +155,8 @@ def test_unsent_points_are_bounded_and_the_dropped_count_is_recorded(
     stored = [(p.key, p.step) for p in Store(postgres_db).metrics(run_id)]
     assert len(stored) == 1000
     assert sorted(stored) == sorted([("acc", s) for s in range(2500, 3000)] + [("loss", s) for s in range(2500, 3000)])
-    assert Store(postgres_db).params(run_id)["mlrt_points_dropped"] == "5000"
+    params = Store(postgres_db).params(run_id)
+    assert (params["mlrt_points_dropped"], params["steps"]) == ("5000", "3000"), "kept while the service was down"
 
 
 LOG_WORKER = """

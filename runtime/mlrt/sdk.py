@@ -46,6 +46,7 @@ MAX_BUFFERED = int(os.environ.get("MLRT_TRACKING_BUFFER", "100000"))
 FINAL_WAIT = float(os.environ.get("MLRT_TRACKING_FINAL_WAIT", "30"))
 """Seconds the flush at interpreter exit may wait for an unreachable store (``MLRT_TRACKING_FINAL_WAIT``)."""
 RETRY_FOR = 120.0
+PARAMS_WAIT = 10.0
 """Seconds an explicit :func:`flush` (and params, discards, max steps over HTTP) keeps retrying."""
 MAX_PAUSE = 30.0
 LOG_TRACKING_URI = "log:"
@@ -68,7 +69,7 @@ class _LogSink:
     recognise a line read twice (a controller that stops between storing the
     points and recording how far it read, and the one that adopts the run)."""
 
-    def max_steps(self, run_id: str) -> dict[str, int]:
+    def max_steps(self, run_id: str, *, deadline: float) -> dict[str, int]:
         return {}  # write-only: implicit steps start at 0 in every attempt
 
     def insert_metrics(self, run_id: str, points: list[Point], *, batch_id: str, deadline: float) -> None:
@@ -76,7 +77,7 @@ class _LogSink:
             chunk = points[start : start + _POINTS_PER_LINE]
             self._write({"metrics": [list(p) for p in chunk], "batch": f"{batch_id}-{line}"})
 
-    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+    def log_params(self, run_id: str, params: dict[str, Any], *, deadline: float) -> None:
         self._write({"params": params})
 
     def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
@@ -96,13 +97,13 @@ class _DatabaseSink:
 
         self._store = Store(url)
 
-    def max_steps(self, run_id: str) -> dict[str, int]:
+    def max_steps(self, run_id: str, *, deadline: float) -> dict[str, int]:
         return self._store.max_steps(run_id)
 
     def insert_metrics(self, run_id: str, points: list[Point], *, batch_id: str, deadline: float) -> None:
         self._store.insert_metrics(run_id, points, batch_id=batch_id)
 
-    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+    def log_params(self, run_id: str, params: dict[str, Any], *, deadline: float) -> None:
         self._store.log_params(run_id, params)
 
     def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
@@ -144,14 +145,14 @@ class _HttpSink:
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
 
-    def max_steps(self, run_id: str) -> dict[str, int]:
-        return self._send("GET", "/max-steps")
+    def max_steps(self, run_id: str, *, deadline: float) -> dict[str, int]:
+        return self._send("GET", "/max-steps", deadline=deadline)
 
     def insert_metrics(self, run_id: str, points: list[Point], *, batch_id: str, deadline: float) -> None:
         self._send("POST", "/metrics", {"points": [list(p) for p in points], "batch": batch_id}, deadline)
 
-    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        self._send("POST", "/params", json.loads(json.dumps(params, default=str)))
+    def log_params(self, run_id: str, params: dict[str, Any], *, deadline: float) -> None:
+        self._send("POST", "/params", json.loads(json.dumps(params, default=str)), deadline)
 
     def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
         self._send("POST", "/discard", {"keys": keys, "from_step": from_step})
@@ -191,6 +192,7 @@ class _Tracker:
         self._steps: dict[str, int] | None = None
         self._dropped = 0
         self._dropped_reported = 0
+        self._params: dict[str, Any] = {}  # params not written yet
         self._failing: str | None = None  # the store's last error while it is unreachable
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -256,13 +258,13 @@ class _Tracker:
                 excess = 0
         del self._buffer[:excess]
 
-    def _batches(self) -> None:
+    def _batches(self, deadline: float) -> None:
         """Move the buffer into batches, numbering points logged without a step (may ask the store)."""
         stored = None
         with self._lock:
             relative = self._steps is None and bool(self._relative)
         if relative:
-            stored = self.store.max_steps(self.run_id)
+            stored = self.store.max_steps(self.run_id, deadline=deadline)
         with self._lock:
             entries, self._buffer = self._buffer, []
             points = [entry[:4] for entry in entries]
@@ -282,9 +284,33 @@ class _Tracker:
             for start in range(0, len(points), BATCH_POINTS):
                 self._pending.append(_Batch(points[start : start + BATCH_POINTS]))
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Write params now (waiting at most ``PARAMS_WAIT`` seconds); while the store is unreachable
+        they wait with the metric points instead, so training goes on."""
+        with self._lock:
+            self._params.update(params)
+        if self._failing is not None:
+            self._wake.set()
+            return
+        try:
+            self.flush(PARAMS_WAIT)
+        except Exception as exc:  # kept; the background thread writes them once the store answers
+            print(f"mlrt: params not recorded yet ({exc}); retrying in the background", file=sys.stderr)
+
+    def _send_params(self, deadline: float) -> None:
+        with self._lock:
+            params = dict(self._params)
+        if params:
+            self.store.log_params(self.run_id, params, deadline=deadline)
+            with self._lock:
+                for key, value in params.items():
+                    if self._params.get(key) is value:  # not replaced meanwhile
+                        del self._params[key]
+
     def _send(self, deadline: float) -> None:
-        """Write every pending batch, oldest first, retrying until ``deadline``; raises when the store fails."""
-        self._batches()
+        """Write params and every pending batch, oldest first, retrying until ``deadline``; raises when the store fails."""
+        self._send_params(deadline)
+        self._batches(deadline)
         while True:
             with self._lock:
                 if not self._pending:
@@ -303,8 +329,10 @@ class _Tracker:
             print(
                 f"mlrt: {dropped} metric points were dropped while the tracking store was unreachable", file=sys.stderr
             )
-            self.store.log_params(self.run_id, {DROPPED_PARAM: dropped})
+            with self._lock:
+                self._params[DROPPED_PARAM] = dropped
             self._dropped_reported = dropped
+            self._send_params(deadline)
 
     def flush(self, wait: float = RETRY_FOR) -> None:
         """Write every buffered point, retrying for up to ``wait`` seconds; raises when the store stays away."""
@@ -386,10 +414,11 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 
 def log_params(params: dict[str, Any]) -> None:
-    """Record run parameters (written at once; later values replace earlier ones)."""
+    """Record run parameters (written at once; later values replace earlier ones). While the
+    tracking store is unreachable they are kept and written when it answers, like metric points."""
     tracker = _active()
     if tracker is not None and params:
-        tracker.store.log_params(tracker.run_id, params)
+        tracker.log_params(params)
 
 
 def log_param(key: str, value: Any) -> None:
