@@ -278,6 +278,16 @@ def test_parse_text_bounds_text_from_the_api(tmp_path):
     assert overrides.value.problems == ["--set: at most 256 overrides, got 257"]
 
 
+def test_thousands_of_bad_values_are_twenty_one_lines(cli, tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(job("  hyperparameters: {x: [" + ", ".join([".nan"] * 1000) + "]}\n"))
+    result = cli("validate", str(spec))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 21 and all(line.startswith("error: spec.hyperparameters.x.") for line in lines[:20])
+    assert lines[20] == "error: (document): 980 more values out of bounds, like those above"
+
+
 def test_dates_stay_strings_and_the_bounds_accept_ordinary_specs(cli, tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(

@@ -16,6 +16,7 @@ Encoding                                       UTF-8, no NUL or control bytes   
 YAML nodes after alias expansion               10,000                            while composing
 YAML nesting depth (aliases expanded)          32 levels                         while composing
 Aliases that contain themselves                refused                           while composing
+Documents in one file                          1                                 while composing
 YAML types                                     mappings, lists, strings,         while constructing
                                                numbers, booleans, null (dates
                                                stay strings; ``!!binary``,
@@ -23,11 +24,12 @@ YAML types                                     mappings, lists, strings,        
                                                ``!!pairs`` refused)
 Integers anywhere                              -2**63 .. 2**63-1                 while constructing
 Floats anywhere (hyperparameters,              finite: ``.nan``, ``.inf`` and    whole document
-report options, tuning ranges ...)             ``1e999`` refused
+report options, tuning ranges ...)             ``1.0e+999`` refused
 Any string value                               65,536 characters                 whole document
 Any mapping key                                253 characters                    whole document
 Any list or mapping                            1,000 entries                     whole document
 ``--set`` overrides                            256 per spec, key depth 32        before applying
+Out-of-bounds values listed                    20, then one line with the count  whole document
 ``metadata.labels``                            64 entries                        schema
 ``spec.env``                                   256 entries                       schema
 ``spec.data`` channels                         32                                schema
@@ -53,9 +55,13 @@ Tuning ``max_trials``,                         10,000                           
 ``completion.no_improvement_trials``
 Tuning ``parallel_trials``                     256                               schema
 Tuning ``parameters``                          64; ``values`` 1,000;             schema
-                                               ``algorithms`` 64; int ranges
-                                               within +-2**53
+                                               ``algorithms`` 64; ``min``,
+                                               ``max``, ``step`` within
+                                               +-2**53; the ``algorithm``
+                                               parameter: 64 choices
 Tuning ``warm_start``                          100 runs                          schema
+Values of an algorithm's or report's           finite (NaN, infinity refused),   hyperparameter schema
+hyperparameter schema (also from tuners)       within the schema's min/max
 =============================================  ================================  ========================
 
 Durations are at most what a ``timedelta`` added to now can hold many times
@@ -88,6 +94,8 @@ MAX_ITEMS = 1_000
 """Entries of any list or mapping."""
 MAX_OVERRIDES = 256
 """``--set`` overrides per spec."""
+MAX_PROBLEMS = 20
+"""Out-of-bounds values reported one per line; the rest are counted in one more line."""
 
 MAX_LABELS = 64
 MAX_ENV = 256
@@ -279,7 +287,11 @@ def document_problems(document: Any, root: str = "") -> list[str]:
                     problems.append(f"{where}: a key is longer than {MAX_KEY_CHARS} characters ({label[:40]}...)")
                     continue
                 pending.append((f"{path}.{label}" if path else label, item))
-    return sorted(problems)
+    problems.sort()
+    if len(problems) > MAX_PROBLEMS:  # a hostile spec can hold thousands: the first ones say enough
+        hidden = len(problems) - MAX_PROBLEMS
+        problems[MAX_PROBLEMS:] = [f"(document): {hidden} more values out of bounds, like those above"]
+    return problems
 
 
 def regex_problem(pattern: str) -> str | None:
