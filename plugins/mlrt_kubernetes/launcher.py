@@ -269,6 +269,7 @@ class KubernetesLauncher(Launcher):
     description: ClassVar[str] = "pods of a batch/v1 Indexed Job on a Kubernetes cluster"
     runs_images: ClassVar[bool] = True
     survives_controller: ClassVar[bool] = True
+    uploads_output: ClassVar[bool] = True  # the pods' upload sidecar (mlrt.s3sync)
 
     def __init__(self) -> None:
         self._cluster: _Cluster | None = None

@@ -135,6 +135,10 @@ class Launcher(abc.ABC):
     """True when workers keep running after the controller that launched them
     dies (containers, pods). A restarted controller then re-attaches to them
     with :meth:`adopt` instead of failing the run."""
+    uploads_output: ClassVar[bool] = False
+    """True when the workers upload an ``s3://`` output themselves, their files being out of
+    the controller's reach (pods). Each worker then writes a completion marker after its final
+    upload (:mod:`mlrt.s3sync`), and the run ends SUCCEEDED only when every marker is there."""
 
     @abc.abstractmethod
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
