@@ -305,6 +305,23 @@ def test_database_url_only_from_a_secret(renderer, values, secret, key):
     assert not [d for d in docs if d["kind"] == "Secret"]  # the chart never holds a secret's value
 
 
+@pytest.mark.parametrize(
+    ("values", "secret", "key"),
+    [
+        (None, "mlrt-encryption-key", "key"),
+        ({"encryption": {"existingSecret": "ops-keys", "secretKey": "fernet"}}, "ops-keys", "fernet"),
+    ],
+    ids=["defaults", "named"],
+)
+def test_the_operator_key_for_spec_env_values_only_from_a_secret(renderer, values, secret, key):
+    docs = documents(renderer, values)
+    key_env = [e for e in controller(docs)["env"] if e["name"] == "MLRT_SECRET_KEY"]
+    assert key_env == [{"name": "MLRT_SECRET_KEY", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}]
+    assert "MLRT_SECRET_KEY" not in only(docs, "ConfigMap")["data"]
+    with pytest.raises(RenderError, match="encryption.existingSecret is required"):
+        renderer.render({"encryption": {"existingSecret": ""}})
+
+
 @pytest.mark.parametrize("values", [None, FULL], ids=["defaults", "full"])
 def test_configmap_holds_no_secrets(renderer, values):
     docs = documents(renderer, values)
