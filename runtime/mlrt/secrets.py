@@ -169,11 +169,6 @@ def is_sealed(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(SEALED_PREFIX)
 
 
-def seal(value: str) -> str:
-    """``value`` encrypted under the operator key, as an ``enc:`` token."""
-    return SEALED_PREFIX + cipher().encrypt(str(value).encode("utf-8")).decode("ascii")
-
-
 def reveal(value: str, *, field: str = "spec.env", using: MultiFernet | None = None) -> str:
     """The clear value of an ``enc:`` token (SecretError when no configured key opens it).
 
