@@ -60,6 +60,7 @@ HOSTILE = {
     "!!set": (job("  hyperparameters: {x: !!set {a, b}}\n"), "!!set values are not allowed"),
     "!!binary": (job("  hyperparameters: {x: !!binary aGVsbG8=}\n"), "!!binary values are not allowed"),
     "python object tag": (job("  hyperparameters: {x: !!python/object:os.system {}}\n"), "not valid YAML"),
+    "two documents": (job() + "---\n" + job(), "not valid YAML (expected a single document in the stream"),
     "control character": (job("  hyperparameters: {x: \x07}\n"), "not valid YAML (character #x0007"),
     # NaN and infinity, wherever they are
     "NaN hyperparameter": (job("  hyperparameters: {lr: .nan}\n"), "spec.hyperparameters.lr: must be a finite number"),

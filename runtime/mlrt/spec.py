@@ -817,7 +817,9 @@ def _yaml_problem(exc: yaml.YAMLError, name: str) -> str:
         return f"{name}: not valid YAML (character #x{exc.character:04x} at offset {exc.position} is not allowed)"
     mark = getattr(exc, "problem_mark", None)
     where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    context = getattr(exc, "context", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    problem = " ".join(f"{context}, {problem}".split() if context else problem.split())
     if isinstance(exc, limits.LimitError):
         return f"{name}:{where}: {problem}"
     if "maximum nesting depth" in problem:  # libyaml's own cap (1,000), met while it looks ahead past ours
