@@ -196,14 +196,13 @@ def test_a_spec_over_its_size_limit_is_413_for_submit_and_validate(service, toke
         assert client.get("/runs").json() == []  # nothing created
 
 
-def queue_directly(db: str, name: str, code: str, **stored: object) -> str:
+def queue_directly(db: str, folder: Path, name: str, code: str, **stored: object) -> str:
     """A job of project vision queued straight in the database, its stored spec given ``stored``
     (``stopping.max_runtime``...) as no submission would let it be."""
     from mlrt.spec import parse_text
     from mlrt.submission import submit
 
     store = Store(db)
-    folder = Path(tempfile.mkdtemp(prefix="mlrt-spec-"))
     loaded = parse_text(spec_text(name, code), "job.yaml", folder / "job.yaml", [])
     run_id = submit(store, loaded, project="vision", submitted_by="alice")
     with store.session() as s:
@@ -223,7 +222,7 @@ def queue_directly(db: str, name: str, code: str, **stored: object) -> str:
 def test_a_run_whose_spec_breaks_every_pass_fails_alone_and_other_runs_go_on(postgres_db, tokens, tmp_path, home):
     # 99999999999d in seconds: more than a timedelta holds, so watching the run raises every pass.
     broken = queue_directly(
-        postgres_db, "overflow", "import time; time.sleep(120)", **{"stopping.max_runtime": 8.64e15}
+        postgres_db, tmp_path, "overflow", "import time; time.sleep(120)", **{"stopping.max_runtime": 8.64e15}
     )
     service = ServiceProcess(postgres_db, tmp_path / "controller.log", env=LOCAL).start()
     try:
@@ -254,7 +253,7 @@ def test_a_run_whose_spec_breaks_every_pass_fails_alone_and_other_runs_go_on(pos
 
 
 def test_an_unexpected_error_is_a_500_with_a_request_id_whose_traceback_is_logged(postgres_db, tokens, tmp_path, home):
-    run_id = queue_directly(postgres_db, "damaged", "pass")
+    run_id = queue_directly(postgres_db, tmp_path, "damaged", "pass")
     store = Store(postgres_db)
     with store.session() as s:  # a row no code path writes: the handler meets what it never expected
         run = s.get(Run, run_id)
