@@ -143,12 +143,13 @@ def test_an_s3_output_is_restored_and_uploaded_by_containers_of_the_pod(cli, wri
     uri = restore["command"][-1]
     assert uri.startswith("s3://team-bucket/runs/to-s3-")
     assert restore["command"] == ["python", "-m", "mlrt.s3sync", "restore", "/mlrt/run", uri]
-    assert upload["command"] == ["python", "-m", "mlrt.s3sync", "watch", "/mlrt/run", uri]
+    marker = ["--attempt", "1", "--worker", "$(RANK)"]  # more in tests/test_kubernetes_outputs.py
+    assert upload["command"] == ["python", "-m", "mlrt.s3sync", "watch", "/mlrt/run", uri, *marker]
     assert upload["restartPolicy"] == "Always", "a native sidecar: runs beside the worker, stopped after it"
     assert "restartPolicy" not in restore and fetch["name"] == "fetch-data"
     for container in (restore, upload):
         assert container["volumeMounts"] == [{"name": "mlrt-run", "mountPath": "/mlrt/run"}]
-        assert container["env"] == [{"name": "MLRT_S3_ENDPOINT_URL", "value": "http://minio.storage:9000"}]
+        assert container["env"][0] == {"name": "MLRT_S3_ENDPOINT_URL", "value": "http://minio.storage:9000"}
         assert container["envFrom"] == [{"secretRef": {"name": "wandb-credentials"}}]
     assert pod["serviceAccountName"] == "trainer", "S3 credentials come from the pod's own identity"
 

@@ -335,8 +335,9 @@ def test_a_pods_sync_containers_restore_checkpoints_and_upload_on_sigterm(s3_end
     uri = "s3://mlrt-test/sync/run-1"
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
+    command = [sys.executable, "-m", "mlrt.s3sync", "watch", str(run), uri, "--every", "0.2"]
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "mlrt.s3sync", "watch", str(run), uri, "--every", "0.2"],
+        [*command, "--attempt", "1", "--worker", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),

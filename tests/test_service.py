@@ -487,7 +487,7 @@ def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(
                     pod_run = tmp_path / "pod-run"
                     (pod_run / "output").mkdir(parents=True)
                     (pod_run / "output" / "model.bin").write_bytes(MODEL)
-                    s3sync.upload(pod_run, f"s3://mlrt-test/cluster/{run_id}", ("output",))
+                    s3sync.final_upload(pod_run, f"s3://mlrt-test/cluster/{run_id}", attempt=1, worker=0)
                     kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
                     wait_for(lambda: alice.get(f"/runs/{run_id}").json()["state"] == "SUCCEEDED", timeout=30)
                     assert worker.post(f"/runs/{run_id}/tracking/metrics", json=points).status_code == 401

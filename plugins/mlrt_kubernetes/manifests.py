@@ -34,6 +34,7 @@ which resumes from the checkpoint.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Any
 
@@ -241,6 +242,7 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     if ctx.output_uri.startswith("s3://"):
         run_mount = next(m for m in mounts if m["mountPath"] == RUN_DIR)
         spec["initContainers"] = spec.get("initContainers", []) + _s3_sync(ctx, image, run_mount)
+        spec["terminationGracePeriodSeconds"] = upload_grace_seconds()
     if kube.get("service_account"):
         spec["serviceAccountName"] = kube["service_account"]
     if kube.get("node_selector"):
@@ -255,13 +257,56 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
 
 
 # Settings of the controller's S3 client that pods need too (credentials come from the pod itself).
-_S3_SETTINGS = ("MLRT_S3_ENDPOINT_URL", "MLRT_S3_MULTIPART_MB", "AWS_REGION", "AWS_DEFAULT_REGION")
+_S3_SETTINGS = (
+    "MLRT_S3_ENDPOINT_URL",
+    "MLRT_S3_MULTIPART_MB",
+    "MLRT_S3_UPLOAD_BACKOFF",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+# What one try of the final upload may take per request attempt beyond botocore's pauses
+# (connecting, a small object), and what the upload itself takes when S3 answers.
+_SECONDS_PER_REQUEST = 2
+_UPLOAD_SECONDS = 30
+_BOTOCORE_MAX_PAUSE = 20  # botocore.retries.standard: no pause between a request's attempts is longer
+_GRACE_MAX = 3600
+_DEFAULT_ATTEMPTS = 11  # mlrt.s3's clients: 10 retries per request unless AWS_MAX_ATTEMPTS says otherwise
+
+
+def upload_grace_seconds() -> int:
+    """The pod's ``terminationGracePeriodSeconds`` for an ``s3://`` output: time for the
+    sidecar's final upload with every retry after the worker has exited.
+
+    Each of the tries ``MLRT_S3_UPLOAD_BACKOFF`` allows (default 4) may spend, per request,
+    botocore's longest pauses between its ``AWS_MAX_ATTEMPTS`` attempts (default 11) for a
+    connection error plus :data:`_SECONDS_PER_REQUEST` per attempt; add the backoff's pauses and
+    :data:`_UPLOAD_SECONDS` for the transfer (at most :data:`_GRACE_MAX`). A pod whose upload
+    ends sooner ends sooner. Raises :class:`mlrt.service.SettingError` naming a bad setting."""
+    import os
+
+    from mlrt import s3
+    from mlrt.service import SettingError
+
+    try:
+        pauses = s3.upload_backoff()
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+    raw = os.environ.get(s3.MAX_ATTEMPTS_ENV) or str(_DEFAULT_ATTEMPTS)
+    if not raw.isdecimal() or not 1 <= int(raw) <= 100:
+        raise SettingError(f"{s3.MAX_ATTEMPTS_ENV} must be a whole number of attempts from 1 to 100, got {raw!r}")
+    attempts = int(raw)
+    # botocore's standard mode: rand(0, 1) * min(0.05 * 2**i, 20) seconds before attempt i + 1.
+    sleeps = sum(min(0.05 * 2**i, _BOTOCORE_MAX_PAUSE) for i in range(attempts - 1))
+    per_try = sleeps + _SECONDS_PER_REQUEST * attempts
+    return min(_GRACE_MAX, math.ceil((len(pauses) + 1) * per_try + sum(pauses) + _UPLOAD_SECONDS))
 
 
 def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[dict[str, Any]]:
     """For an ``s3://`` output: an init container that restores the checkpoints of earlier
     attempts, and a native sidecar that uploads checkpoints while the worker runs and the
-    output when it has exited (:mod:`mlrt.s3sync`)."""
+    output when it has exited, then its worker's completion marker (:mod:`mlrt.s3sync`).
+    Both retry with the controller's ``MLRT_S3_UPLOAD_BACKOFF`` and ``AWS_MAX_ATTEMPTS``."""
     import os
 
     kube = ctx.compute.get("kubernetes") or {}
@@ -279,11 +324,14 @@ def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[
         base["imagePullPolicy"] = kube["image_pull_policy"]
     sync = ["python", "-m", "mlrt.s3sync"]
     restore = {"name": "restore-checkpoints", **base, "command": [*sync, "restore", RUN_DIR, ctx.output_uri]}
+    rank = {"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}}
+    marker = ["--attempt", str(ctx.attempt), "--worker", "$(RANK)"]  # the kubelet expands $(RANK)
     upload = {
         "name": "upload-output",
         **base,
+        "env": [*settings, rank],
         "restartPolicy": "Always",
-        "command": [*sync, "watch", RUN_DIR, ctx.output_uri],
+        "command": [*sync, "watch", RUN_DIR, ctx.output_uri, *marker],
     }
     return [restore, upload]
 

@@ -39,7 +39,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlrt import artifacts, plugins, s3
+from mlrt import artifacts, plugins, s3, s3sync
 from mlrt.folders import NotWritable, ensure_writable
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest
 from mlrt.logscan import LogMetricScanner, LogRecords, last_line
@@ -690,18 +690,30 @@ class Controller:
         state and reason it ended with.
 
         An attempt that would have SUCCEEDED but whose output could not be
-        uploaded ends FAILED with ``output not uploaded: ...``; other endings
-        keep their state (the upload's failure is an event). ``attempt`` is the
-        row of an attempt that never started workers (its launch failed);
-        attempts with workers are found in memory."""
+        uploaded ends FAILED with ``output not uploaded: ...``, or ``output not
+        uploaded by the pod: ...`` when its workers upload it themselves
+        (:attr:`Launcher.uploads_output`) and a completion marker is missing;
+        other endings keep their state (the upload's failure is an event).
+        ``attempt`` is the row of an attempt that never started workers (its
+        launch failed); attempts with workers are found in memory."""
         active = self._active.pop(run.id, None)
         if active is not None:
             active.launcher.cleanup(active.handle)  # finishes copying the logs first
             self._ingest(run.id, active)
             attempt = active.attempt
         self.tracking.attempt_ended(run.id)
-        problem = self._register_artifacts(run)
-        if problem is not None and state is RunState.SUCCEEDED:
+        markers = None
+        if state is RunState.SUCCEEDED and attempt is not None and run.output_uri.startswith("s3://"):
+            launcher = plugins.launchers().get(attempt.backend)
+            if launcher is not None and launcher.uploads_output:
+                markers = (attempt.number, len(attempt.request.get("workers") or []))
+        problem = self._register_artifacts(run, markers)
+        if problem is not None and markers is not None:
+            state, reason = (
+                RunState.FAILED,
+                f"output not uploaded by the pod: {problem} (the workers had finished: {reason})",
+            )
+        elif problem is not None and state is RunState.SUCCEEDED:
             staging = local_prefix(run.output_uri, run.id)
             state, reason = (
                 RunState.FAILED,
@@ -712,11 +724,14 @@ class Controller:
             self.store.finish_attempt(attempt.id, state, reason, exit_code)
         return state, reason
 
-    def _register_artifacts(self, run: Run) -> str | None:
+    def _register_artifacts(self, run: Run, markers: tuple[int, int] | None = None) -> str | None:
         """Register the run's output files (size, sha256); for an ``s3://`` output, upload the
         output and the checkpoints first, retried with backoff (:func:`mlrt.artifacts.upload`).
 
-        Returns why the output could not be uploaded (also an event), else None."""
+        ``markers`` is ``(attempt number, workers)`` for workers that uploaded the output
+        themselves: nothing is registered unless each one's completion marker is there
+        (:func:`mlrt.s3sync.missing_markers`). Returns why the output could not be uploaded
+        (also an event), else None."""
         local = local_prefix(run.output_uri, run.id)
         if run.output_uri.startswith("s3://"):
 
@@ -728,9 +743,16 @@ class Controller:
                 )
 
             try:
+                if markers is not None:
+                    missing = s3.retried(lambda: s3sync.missing_markers(run.output_uri, *markers), retrying)
+                    if missing:
+                        return self._pods_did_not_upload(run, markers[0], missing)
                 found, skipped = artifacts.upload(run.id, local, run.output_uri, retrying)
             except (s3.UploadFailed, ValueError) as exc:  # ValueError: a bad key or setting, not retried
                 problem = str(exc)
+                if markers is not None:  # nothing was staged here: there is nothing to push later
+                    self.store.add_event(run.id, f"output not checked: {run.output_uri} unreachable: {problem}")
+                    return f"its completion markers could not be read: {problem}"
                 self.store.add_event(
                     run.id,
                     f"output not uploaded to {run.output_uri}: {problem}; the files stay in {local} "
@@ -747,6 +769,18 @@ class Controller:
         for path in skipped:
             self.store.add_event(run.id, f"artifact {path!r} skipped: it points outside the run's output")
         return None
+
+    def _pods_did_not_upload(self, run: Run, attempt: int, missing: list[int]) -> str:
+        """Why a run whose pods upload their output themselves lacks it (also an event): the
+        workers' files were in their pods, so unlike a staged output nothing can push them later."""
+        where = s3sync.marker_uri(run.output_uri, attempt, missing[0]).rsplit("/", 1)[0]
+        workers = ", ".join(str(worker) for worker in missing)
+        problem = (
+            f"no completion marker from worker {workers} under {where}/ (the log of the pod's upload sidecar, "
+            f"mlrt.s3sync, says why); the files were in the pod and went with it"
+        )
+        self.store.add_event(run.id, f"output not uploaded by the pod: {problem}")
+        return problem
 
     def _notify_finished(self, run_id: str) -> None:
         self._notify(run_id, "mlrt_run_finished")

@@ -7,11 +7,32 @@ mlrt's training image carry it there:
 - ``restore RUN_DIR URI`` (an init container) downloads the checkpoints an
   earlier attempt uploaded to ``URI/checkpoints/`` into ``RUN_DIR/checkpoints``,
   so a retry resumes from them;
-- ``watch RUN_DIR URI`` (a native sidecar: it starts before the worker and is
-  stopped with SIGTERM after the worker exits) uploads ``RUN_DIR/checkpoints``
-  every ``--every`` seconds while the worker runs, then, on SIGTERM, the
-  output and the checkpoints one last time, and exits. Unchanged files are not
-  sent again (:func:`mlrt.s3.upload_tree`).
+- ``watch RUN_DIR URI --attempt N --worker R`` (a native sidecar: it starts
+  before the worker and is stopped with SIGTERM after the worker exits)
+  uploads ``RUN_DIR/checkpoints`` every ``--every`` seconds while the worker
+  runs, then, on SIGTERM, the output and the checkpoints one last time, and
+  exits. Unchanged files are not sent again (:func:`mlrt.s3.upload_tree`).
+
+Retries
+    The restore and the final upload are retried whole with the pauses of
+    ``MLRT_S3_UPLOAD_BACKOFF`` (:func:`mlrt.s3.retried`), on top of boto3's
+    retries of each request (``AWS_MAX_ATTEMPTS``); the pod gets both
+    settings from the controller. A checkpoint upload that fails is tried
+    again at the next round. When S3 still fails, the command prints one
+    ``error: ...`` line (no traceback) and exits 1.
+
+Completion marker
+    After the final upload succeeded, ``watch`` writes the object
+    ``URI/.mlrt/attempt-N/worker-R.json`` (:func:`marker_uri`): a JSON
+    summary ``{"attempt": N, "worker": R, "files": [{"path", "size",
+    "sha256"}, ...], "skipped": [...]}`` of what the pod's final upload holds
+    (paths relative to ``URI``, like ``output/model.bin``). A native
+    sidecar's exit code does not fail its pod, so the controller requires
+    every worker's marker before the run can end SUCCEEDED
+    (:func:`missing_markers`); a pod's uploader removes its worker's marker
+    when it starts, so a pod replacing a disrupted one is not taken for
+    done on its predecessor's word. Markers live outside ``URI/output/`` and
+    are never registered as artifacts.
 
 Credentials come from the pod (its ServiceAccount's role, or
 ``compute.kubernetes.env_from_secrets``), as for every boto3 client.
@@ -20,6 +41,8 @@ Credentials come from the pod (its ServiceAccount's role, or
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import signal
 import sys
 import threading
@@ -27,6 +50,25 @@ from pathlib import Path
 from typing import Any
 
 from mlrt import s3
+
+PREFIX = "[mlrt s3sync]"
+MARKER_FOLDER = ".mlrt"
+
+
+def marker_uri(uri: str, attempt: int, worker: int) -> str:
+    """The completion marker of worker ``worker`` of attempt ``attempt`` below the run's output ``uri``."""
+    return f"{uri.rstrip('/')}/{MARKER_FOLDER}/attempt-{attempt}/worker-{worker}.json"
+
+
+def _say(text: str) -> None:
+    print(f"{PREFIX} {text}", flush=True)
+
+
+def _retrying(what: str) -> Any:
+    def on_retry(tries: int, exc: Exception, pause: float) -> None:
+        _say(f"{what} try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s")
+
+    return on_retry
 
 
 def restore(run_dir: Path, uri: str) -> int:
@@ -41,15 +83,50 @@ def restore(run_dir: Path, uri: str) -> int:
 
 def upload(run_dir: Path, uri: str, parts: tuple[str, ...]) -> int:
     """Upload the named sub-folders of ``run_dir``; how many files were sent."""
-    sent = 0
+    return sum(o.uploaded for o in _upload_parts(run_dir, uri, parts)[0])
+
+
+def _upload_parts(run_dir: Path, uri: str, parts: tuple[str, ...]) -> tuple[list[s3.UploadedObject], list[str]]:
+    """Upload the named sub-folders; every file (its ``path`` relative to ``uri``) and the paths skipped."""
+    files: list[s3.UploadedObject] = []
+    skipped: list[str] = []
     for part in parts:
-        objects, _ = s3.upload_tree(run_dir / part, f"{uri.rstrip('/')}/{part}")
-        sent += sum(o.uploaded for o in objects)
-    return sent
+        objects, left = s3.upload_tree(run_dir / part, f"{uri.rstrip('/')}/{part}")
+        files += [dataclasses.replace(o, path=f"{part}/{o.path}") for o in objects]
+        skipped += [f"{part}/{path}" for path in left]
+    return files, skipped
 
 
-def watch(run_dir: Path, uri: str, every: float) -> int:
-    """Upload checkpoints every ``every`` seconds until SIGTERM, then everything once more."""
+def final_upload(run_dir: Path, uri: str, attempt: int, worker: int) -> int:
+    """Upload the output and the checkpoints, then write the worker's completion marker
+    (:func:`marker_uri`); how many files were sent. One try: :func:`watch` retries it."""
+    files, skipped = _upload_parts(run_dir, uri, ("output", "checkpoints"))
+    summary = {
+        "attempt": attempt,
+        "worker": worker,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
+        "skipped": skipped,
+    }
+    bucket, key = s3.parse_uri(marker_uri(uri, attempt, worker))
+    body = json.dumps(summary, indent=1).encode()
+    s3.client().put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    return sum(f.uploaded for f in files)
+
+
+def _remove_marker(uri: str, attempt: int, worker: int) -> bool:
+    """Remove this worker's marker left by a pod this one replaces; whether that worked (tried again later if not)."""
+    bucket, key = s3.parse_uri(marker_uri(uri, attempt, worker))
+    try:
+        s3.client().delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        _say(f"could not remove an old completion marker yet: {type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def watch(run_dir: Path, uri: str, every: float, attempt: int, worker: int) -> int:
+    """Upload checkpoints every ``every`` seconds until SIGTERM, then everything once more and
+    the completion marker, retried with backoff; 0 when it is all in S3, else 1 (one ``error:`` line)."""
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: Any) -> None:
@@ -57,16 +134,36 @@ def watch(run_dir: Path, uri: str, every: float) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    removed = _remove_marker(uri, attempt, worker)
     while not stop.wait(every):
+        removed = removed or _remove_marker(uri, attempt, worker)
         try:
             sent = upload(run_dir, uri, ("checkpoints",))
             if sent:
-                print(f"[mlrt s3sync] {sent} checkpoint file(s) -> {uri}/checkpoints", flush=True)
+                _say(f"{sent} checkpoint file(s) -> {uri}/checkpoints")
         except Exception as exc:  # keep watching: the final upload retries everything
-            print(f"[mlrt s3sync] checkpoint upload failed, retrying later: {exc}", flush=True)
-    sent = upload(run_dir, uri, ("output", "checkpoints"))
-    print(f"[mlrt s3sync] final upload: {sent} file(s) -> {uri}", flush=True)
+            _say(f"checkpoint upload failed, trying again later: {type(exc).__name__}: {exc}")
+    try:
+        sent = s3.retried(lambda: final_upload(run_dir, uri, attempt, worker), _retrying("final upload"))
+    except (s3.UploadFailed, ValueError) as exc:  # ValueError: a bad setting or key, not retried
+        if not removed:  # an old marker must not speak for this pod
+            _remove_marker(uri, attempt, worker)
+        print(f"error: output not uploaded to {uri}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    _say(f"final upload: {sent} file(s) -> {uri}; completion marker {marker_uri(uri, attempt, worker)}")
     return 0
+
+
+def missing_markers(uri: str, attempt: int, workers: int) -> list[int]:
+    """The workers of attempt ``attempt`` (``workers`` of them) whose completion marker is not
+    under the run's output ``uri``: their final upload did not finish. One listing, not retried:
+    S3 errors propagate."""
+    try:
+        found = s3.list_objects(f"{uri.rstrip('/')}/{MARKER_FOLDER}/attempt-{attempt}/")
+    except FileNotFoundError:
+        found = []
+    names = {obj.relative for obj in found}
+    return [worker for worker in range(workers) if f"worker-{worker}.json" not in names]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,12 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("uri")
         if name == "watch":
             command.add_argument("--every", type=float, default=60.0, help="seconds between checkpoint uploads")
+            command.add_argument("--attempt", type=int, required=True, help="the attempt's number, for its marker")
+            command.add_argument("--worker", type=int, required=True, help="the pod's worker rank, for its marker")
     args = parser.parse_args(argv)
-    if args.command == "restore":
-        count = restore(args.run_dir, args.uri)
-        print(f"[mlrt s3sync] restored {count} checkpoint file(s) from {args.uri}/checkpoints", flush=True)
-        return 0
-    return watch(args.run_dir, args.uri, args.every)
+    if args.command == "watch":
+        return watch(args.run_dir, args.uri, args.every, args.attempt, args.worker)
+    try:
+        count = s3.retried(lambda: restore(args.run_dir, args.uri), _retrying("restore"))
+    except (s3.UploadFailed, ValueError) as exc:
+        print(f"error: checkpoints not restored from {args.uri}/checkpoints: {exc}", file=sys.stderr, flush=True)
+        return 1
+    _say(f"restored {count} checkpoint file(s) from {args.uri}/checkpoints")
+    return 0
 
 
 if __name__ == "__main__":
