@@ -3,8 +3,8 @@
 Workers get the container contract's environment plus the torch distributed
 variables (``MASTER_ADDR=127.0.0.1``, a free ``MASTER_PORT``, ``WORLD_SIZE``,
 ``RANK``, ``LOCAL_RANK``), so a torch DDP script runs unchanged, and
-``GLOO_SOCKET_IFNAME`` names the loopback interface, so gloo listens on it
-alone. What they inherit of this process's own environment is decided in
+``GLOO_SOCKET_IFNAME`` and ``NCCL_SOCKET_IFNAME`` name the loopback
+interface, so gloo and NCCL listen on it alone. What they inherit of this process's own environment is decided in
 :mod:`mlrt_local.environment` (everything for ``mlrt submit``, an allow-list
 for the controller service). Each worker
 runs in its own session (signals reach its children too), its stdout and
@@ -109,13 +109,16 @@ class LocalLauncher(Launcher):
         if ctx.compute.get("cpu"):
             threads = dict.fromkeys(_THREAD_VARIABLES, str(max(1, int(ctx.compute["cpu"]))))
         inherited = environment.inherited()
+        loopback = _loopback_interface()
         requests = []
         for rank in range(workers):
             env = {
                 **threads,
-                # gloo's sockets on the loopback interface, next to the rendezvous on MASTER_ADDR
-                # (without it gloo binds the address this machine's hostname resolves to).
-                "GLOO_SOCKET_IFNAME": _loopback_interface(),
+                # gloo's and NCCL's sockets on the loopback interface, next to the rendezvous on
+                # MASTER_ADDR (without it gloo binds the address this machine's hostname resolves
+                # to, NCCL the first interface that is not loopback).
+                "GLOO_SOCKET_IFNAME": loopback,
+                "NCCL_SOCKET_IFNAME": loopback,
                 **ctx.env,
                 # ``python`` in a command means the interpreter running mlrt, even
                 # when its virtual environment is not activated.

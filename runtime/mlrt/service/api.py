@@ -199,6 +199,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
         try:
             loaded = parse_text(text, name, folder / name, overrides)
         except SpecError as exc:
+            exc.problems = policy.conceal(exc.problems, folder)  # never whether a file outside them exists
             raise SpecProblems.of(exc) from None
         resolved = loaded.resolved()
         try:

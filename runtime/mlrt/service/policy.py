@@ -28,13 +28,15 @@ lie in an allowed folder or in the submission's own folder
 fields of ``spec.template`` are checked, and so is every value that a search
 parameter with a ``path`` writes into the trial's spec. Paths are resolved
 (``~``, ``..``, symbolic links) before the check, so a link inside an allowed
-folder cannot lead out of it.
+folder cannot lead out of it, and a refused spec's answer never says whether
+a file outside them exists (:func:`conceal`).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,10 @@ WORKER_ENV_VARIABLE = "MLRT_WORKER_ENV_ALLOW"
 DEFAULT_WORKER_ENV = "PATH,HOME,LANG,LANGUAGE,LC_*,TZ,TMPDIR,USER,LOGNAME,MLRT_LOAD_PLUGINS,MLRT_DISABLE_PLUGINS"
 """Enough for ``python`` to be found, for locale and temporary files to work, and for a
 worker to load the plugins the controller validated its spec with."""
+
+
+# How the file data scheme (mlrt_data.file) reports a missing or unreadable path.
+_FILE_PROBLEM = re.compile(r"(?P<field>[\w.-]+): file not (?:found|readable): (?P<path>/.*)")
 
 
 class PolicyError(ValueError):
@@ -99,14 +105,36 @@ def check(document: dict[str, Any], submission: Path) -> None:
                 + (f" (the operator opts in to local with {BACKENDS_VARIABLE})" if backend == "local" else "")
             )
         for field, path in host_paths(trial, base_dir):
-            real = Path(os.path.realpath(path))
-            if not any(real == folder or folder in real.parents for folder in folders):
-                problems.append(
-                    f"{prefix}.{field}: {path} is a path of the controller's machine outside the folders it"
-                    f" allows ({PATHS_VARIABLE}); use a relative path, an s3:// URI or an allowed folder"
-                )
+            if not _inside(path, folders):
+                problems.append(_outside(f"{prefix}.{field}", path))
     if problems:
         raise PolicyError(list(dict.fromkeys(problems)))
+
+
+def conceal(problems: list[str], submission: Path) -> list[str]:
+    """``problems`` (of a spec that failed validation) with every line that says whether a file
+    outside the allowed folders exists or can be read replaced by the policy's refusal: an answer
+    must not tell a user which files the controller's machine has."""
+    folders = allowed_folders(submission)
+    concealed = []
+    for line in problems:
+        found = _FILE_PROBLEM.fullmatch(line)
+        if found and not _inside(found["path"], folders):
+            line = _outside(found["field"], found["path"])
+        concealed.append(line)
+    return list(dict.fromkeys(concealed))
+
+
+def _inside(path: str, folders: list[Path]) -> bool:
+    real = Path(os.path.realpath(path))
+    return any(real == folder or folder in real.parents for folder in folders)
+
+
+def _outside(field: str, path: str) -> str:
+    return (
+        f"{field}: {path} is a path of the controller's machine outside the folders it allows"
+        f" ({PATHS_VARIABLE}); use a relative path, an s3:// URI or an allowed folder"
+    )
 
 
 def host_paths(spec: dict[str, Any], base_dir: Path) -> Iterator[tuple[str, str]]:
