@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from conftest import import_or_missing, wait_for
 from mlrt.limits import MAX_STRING_CHARS
-from mlrt.secrets import HIDDEN, KEY_FILE_NAME, mask_submitted
+from mlrt.secrets import HIDDEN, KEY_FILE_NAME, mask_overrides, mask_submitted
 from mlrt.store import Store
 
 SECRET = "s3cr3t-Vz9qK-4711"
@@ -171,6 +171,17 @@ def test_submitted_text_is_masked_in_place_or_re_serialized():
     masked = mask_submitted(flow)
     assert "tok-" not in masked, masked
     assert mask_submitted("spec: {command: [x]}\n") == "spec: {command: [x]}\n"
+
+
+def test_set_overrides_of_env_are_recorded_without_their_values():
+    overrides = ["spec.env.A=tok-1", "spec.env={B: tok-2}", "spec={env: {C: tok-3}}", "spec.template.env.D=tok-4"]
+    assert mask_overrides([*overrides, "spec.seed=7"]) == [
+        f"spec.env.A={HIDDEN}",
+        f"spec.env={HIDDEN}",
+        f"spec={HIDDEN}",
+        f"spec.template.env.D={HIDDEN}",
+        "spec.seed=7",
+    ]
 
 
 def test_a_malformed_key_is_one_clear_line_and_nothing_is_written(cli, tmp_path, monkeypatch):
