@@ -35,6 +35,7 @@ import os
 token = os.environ.get("API_TOKEN")
 print("token matches" if token == {SECRET!r} else f"token differs: {{token is not None}}", flush=True)
 print("score=" + ("1" if token == {SECRET!r} else "0"), flush=True)
+print("key variables:", sorted(k for k in os.environ if k.startswith("MLRT_SECRET_KEY")) or "none", flush=True)
 """
 
 SPEC = f"""\
@@ -228,7 +229,9 @@ def test_the_service_never_returns_or_stores_the_value_and_the_job_receives_it(
         run_id = submitted.json()["run_id"]
         run = wait_for(lambda: (r := client.get(f"/runs/{run_id}").json())["state"] in ("SUCCEEDED", "FAILED") and r)
         assert run["state"] == "SUCCEEDED", run["reason"]
-        assert "token matches" in client.get(f"/runs/{run_id}/logs/1/0").text
+        log = client.get(f"/runs/{run_id}/logs/1/0").text
+        assert "token matches" in log
+        assert "key variables: none" in log, "the operator key never reaches user code"
 
         views = [client.get(f"/runs/{run_id}{tail}").text for tail in ("", "/job", "/attempts", "/events", "/params")]
         views.append(client.get("/runs").text)
