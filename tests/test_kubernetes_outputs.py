@@ -209,3 +209,23 @@ def test_pods_get_the_retry_settings_and_time_for_the_final_upload(cli, write_sp
     refused = cli("validate", str(spec), "--manifests")
     assert refused.exit_code != 0 and "MLRT_S3_UPLOAD_BACKOFF must be" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_a_pod_replacing_a_disrupted_one_is_not_done_on_its_predecessors_marker(cli, write_spec, kube, tmp_path):
+    from mlrt import s3
+
+    run_id = submit(cli, write_spec, "kube-s3-stale")
+    (pod,) = wait_for(lambda: kube.pods("ml"), timeout=30)
+    kube.start_pod(pod["metadata"]["name"], namespace="ml")
+    uri = Store().get_run(run_id).output_uri
+    bucket, key = s3.parse_uri(f"{uri}/.mlrt/attempt-1/worker-0.json")
+    s3.client().put_object(Bucket=bucket, Key=key, Body=b'{"attempt": 1, "worker": 0, "files": [], "skipped": []}')
+    # This pod's uploads fail (a setting no retry can fix) after it removed the old marker.
+    ended = sidecar(pod, tmp_path, env={"MLRT_S3_MULTIPART_MB": "1"})
+    assert ended.returncode == 1 and "Traceback" not in ended.stdout + ended.stderr
+    assert ended.stderr.splitlines() == [
+        f"error: output not uploaded to {uri}: MLRT_S3_MULTIPART_MB must be a whole number of MiB from 5 to 5120, got '1'"
+    ]
+    kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
+    run = finished(run_id)
+    assert run.state == "FAILED" and run.reason.startswith("output not uploaded by the pod: no completion marker")

@@ -12,7 +12,8 @@ channels are fetched into an ``emptyDir`` by an init container of mlrt's
 training image (:mod:`mlrt.fetch`), output and checkpoints go to
 ``/mlrt/run`` (an ``emptyDir`` unless the spec mounts a volume there; for an
 ``s3://`` output, an init container restores earlier attempts' checkpoints
-there and a native sidecar uploads it, see :mod:`mlrt.s3sync`), and a
+there and a native sidecar uploads it, within a termination grace period
+that leaves time for its retries, see :mod:`mlrt.s3sync`), and a
 worker's failure reason goes to the container's termination message, which
 the cluster keeps with the pod. Metrics travel in the worker's log
 (``MLRT_TRACKING_URI=log:``), unless the controller service gives its

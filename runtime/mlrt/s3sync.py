@@ -46,6 +46,7 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,9 @@ def _say(text: str) -> None:
     print(f"{PREFIX} {text}", flush=True)
 
 
-def _retrying(what: str) -> Any:
+def _retrying(what: str) -> Callable[[int, Exception, float], None]:
+    """An ``on_retry`` for :func:`mlrt.s3.retried` that says each failed try in the pod's log."""
+
     def on_retry(tries: int, exc: Exception, pause: float) -> None:
         _say(f"{what} try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s")
 
