@@ -141,6 +141,25 @@ def test_paths_are_resolved_before_the_allowed_folders_are_checked(tmp_path, mon
     assert [p.split(":")[0] for p in check(tags={"files": ["../../../etc/shadow"]})] == ["spec.tags.files.0"]
 
 
+def test_a_search_parameter_cannot_move_trials_into_another_namespace(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLRT_ALLOWED_BACKENDS", "kubernetes")
+    monkeypatch.setenv("MLRT_KUBE_NAMESPACES", "ml,vision")
+    template = {"image": "train:1", "compute": {"backend": "kubernetes"}}
+    namespaces = {"type": "categorical", "path": "compute.kubernetes.namespace", "values": ["ml", "kube-system", "ml"]}
+    document = {
+        "kind": "TuningJob",
+        "base_dir": str(tmp_path),
+        "spec": {"template": template, "parameters": {"x": {"type": "float", "min": 0, "max": 1}}},
+    }
+    policy.check(document, tmp_path)  # the template's namespace: the first managed one
+    document["spec"]["parameters"]["ns"] = namespaces
+    with pytest.raises(policy.PolicyError) as refused:
+        policy.check(document, tmp_path)
+    assert refused.value.problems == [
+        "spec.parameters.ns.compute.kubernetes.namespace: this controller launches in ml, vision"
+    ]
+
+
 # -- against a real controller -----------------------------------------------------------------
 
 

@@ -190,10 +190,8 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
     # -- submit and validate ---------------------------------------------------
 
     def load(text: str, filename: str, overrides: list[str], folder: Path):
-        import os
-
         from mlrt.service import policy
-        from mlrt.spec import SpecError, managed_namespaces, parse_text
+        from mlrt.spec import SpecError, parse_text
 
         name = Path(filename).name or "job.yaml"
         try:
@@ -203,18 +201,9 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
             raise SpecProblems.of(exc) from None
         resolved = loaded.resolved()
         try:
-            policy.check(resolved, folder)  # backends and paths of this machine the operator allows
+            policy.check(resolved, folder)  # backends, paths of this machine and namespaces the operator allows
         except policy.PolicyError as exc:
             raise SpecProblems(exc.problems) from None
-        spec = (
-            resolved["spec"].get("template", resolved["spec"]) if loaded.job.kind == "TuningJob" else resolved["spec"]
-        )
-        backend = (spec.get("compute") or {}).get("backend", "local")
-        namespace = ((spec.get("compute") or {}).get("kubernetes") or {}).get("namespace")
-        if backend == "kubernetes" and os.environ.get("MLRT_KUBE_NAMESPACES") and namespace not in managed_namespaces():
-            raise SpecProblems(
-                [f"spec.compute.kubernetes.namespace: this controller launches in {', '.join(managed_namespaces())}"]
-            )
         return loaded
 
     def check_referenced(who: Principal, loaded, resume_from: str | None) -> None:

@@ -11,6 +11,9 @@ users own. Two settings of the operator decide what such a spec may use:
 ``MLRT_ALLOWED_PATHS``
     Colon-separated folders of the controller's machine that specs may name
     (shared datasets, a team's output folder). Default: none.
+``MLRT_KUBE_NAMESPACES``
+    When set, the only namespaces Kubernetes jobs may name (comma-separated;
+    the first is the default, see :func:`mlrt.spec.managed_namespaces`).
 ``MLRT_WORKER_ENV_ALLOW``
     Comma-separated names and globs (``LC_*``) of the controller's own
     environment variables that local workers inherit; default
@@ -83,7 +86,10 @@ def allowed_folders(submission: Path) -> list[Path]:
 
 def check(document: dict[str, Any], submission: Path) -> None:
     """Raise :class:`PolicyError` when the resolved ``document`` (a TrainingJob's or a
-    TuningJob's ``LoadedSpec.resolved()``) uses a backend or a path this controller does not allow."""
+    TuningJob's ``LoadedSpec.resolved()``) uses a backend, a path or a Kubernetes namespace
+    (``MLRT_KUBE_NAMESPACES``) this controller does not allow."""
+    from mlrt.spec import managed_namespaces
+
     spec = document["spec"]
     problems = []
     if document.get("kind") == "TuningJob":
@@ -103,6 +109,13 @@ def check(document: dict[str, Any], submission: Path) -> None:
             problems.append(
                 f"{prefix}.compute.backend: this controller runs {', '.join(backends)} jobs, not {backend}"
                 + (f" (the operator opts in to local with {BACKENDS_VARIABLE})" if backend == "local" else "")
+            )
+        kubernetes = compute.get("kubernetes") if isinstance(compute.get("kubernetes"), dict) else {}
+        namespace = kubernetes.get("namespace")  # None: the first managed namespace
+        restricted = bool(os.environ.get("MLRT_KUBE_NAMESPACES"))
+        if backend == "kubernetes" and restricted and namespace is not None and namespace not in managed_namespaces():
+            problems.append(
+                f"{prefix}.compute.kubernetes.namespace: this controller launches in {', '.join(managed_namespaces())}"
             )
         for field, path in host_paths(trial, base_dir):
             if not _inside(path, folders):
