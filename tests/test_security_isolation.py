@@ -218,6 +218,18 @@ def test_paths_of_the_controllers_machine_are_refused(hostile, field, lines):
     assert not submissions.exists() or not any(submissions.iterdir()), "nothing half-written"
 
 
+def test_overrides_are_checked_like_the_spec_they_change(hostile):
+    spec = container_job("overridden", hostile.image)
+    for override, field in [
+        ("spec.working_dir=/root", "spec.working_dir"),
+        ("spec.output.path=file:///etc", "spec.output.path"),
+        ("spec.image=--privileged", "spec.image"),
+    ]:
+        assert_refused(hostile.submit("alice", spec, overrides=[override]), field)
+    no_image = training_job("overridden", "command: [python, -c, 'print(1)']\ncompute: {backend: container}\n")
+    assert_refused(hostile.submit("alice", no_image, overrides=["spec.compute.backend=local"]), "spec.compute.backend")
+
+
 def test_a_relative_working_dir_stays_in_the_submissions_folder(hostile):
     response = hostile.submit("alice", container_job("inside", hostile.image, "working_dir: code\n"))
     assert response.status_code == 201, response.text
