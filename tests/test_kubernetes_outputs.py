@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,20 @@ def sidecar(pod: dict, root: Path, env: dict[str, str] | None = None) -> subproc
     return subprocess.CompletedProcess(process.args, process.returncode, first + out, err)
 
 
+def sidecar_ended(kube, pod: dict, ended: subprocess.CompletedProcess[str]) -> None:
+    """Record the sidecar's end in its pod's status as the kubelet does: its exit code and, as it
+    exited with an error (``FallbackToLogsOnError``), the end of its log as termination message.
+    The stand-in plays only the pod's regular containers, so this writes to its store directly."""
+    from kube_standin import PODS
+
+    terminated = {"exitCode": ended.returncode, "reason": "Error", "message": (ended.stdout + ended.stderr)[-2048:]}
+    status = {"name": "upload-output", "image": "", "imageID": "", "ready": False, "restartCount": 0}
+    with kube._store.cond:
+        live = kube._store.get(PODS, "ml", pod["metadata"]["name"])
+        live["status"]["initContainerStatuses"] = [{**status, "state": {"terminated": terminated}}]
+        kube._store.update(PODS, live)
+
+
 def test_a_pod_that_uploaded_its_output_succeeds_with_artifacts_and_no_marker_artifact(cli, write_spec, kube, tmp_path):
     run_id = submit(cli, write_spec, "kube-s3-ok")
     (pod,) = wait_for(lambda: kube.pods("ml"), timeout=30)
@@ -143,12 +158,16 @@ def test_a_sidecar_that_cannot_reach_s3_fails_the_run_without_promising_a_push(c
         line.startswith(f"error: output not uploaded to {uri}: EndpointConnectionError") and "(after 3 tries)" in line
     )
     assert "final upload try 2 failed" in ended.stdout, "retried with the pod's MLRT_S3_UPLOAD_BACKOFF"
+    sidecar_ended(kube, pod, ended)
+    time.sleep(2)  # the controller sees the sidecar's exit before the pod's end: that fails nothing by itself
+    assert Store().get_run(run_id).state == "RUNNING"
     kube.succeed_pod(pod["metadata"]["name"], namespace="ml")  # a native sidecar's exit code does not fail the pod
 
     run = finished(run_id)
     assert run.state == "FAILED"
     assert run.reason.startswith(
-        f"output not uploaded by the pod: no completion marker from worker 0 under {uri}/.mlrt/attempt-1/"
+        f"output not uploaded by the pod: no completion marker from worker 0 under {uri}/.mlrt/attempt-1/ "
+        f"(its upload said: {line})"
     )
     assert "the files were in the pod and went with it" in run.reason and "push" not in run.reason
     assert run.reason.endswith("(the workers had finished: all 1 workers exited with code 0)")

@@ -37,6 +37,7 @@ from mlrt_kubernetes.manifests import (
     INDEX_LABEL,
     MANAGED_BY,
     TOKEN_VARIABLE,
+    UPLOAD_CONTAINER,
     env_secret,
     plan_manifests,
     selector,
@@ -470,13 +471,31 @@ class KubernetesLauncher(Launcher):
         lines = [line for line in message.splitlines() if line.strip()]
         return f": {lines[-1].strip()[:300]}" if lines else ""
 
+    def upload_problem(self, handle: dict[str, Any], rank: int) -> str:
+        """The last line of the termination message of the upload sidecar in worker ``rank``'s
+        latest pod: the cluster fills it with the end of the sidecar's log when it exits with an
+        error (``FallbackToLogsOnError``), as :mod:`mlrt.s3sync` does when S3 still fails."""
+        _, pods = self._state(handle, fresh=True)
+        mine = [pod for pod in pods if _index(pod) == rank]
+        if not mine:
+            return ""
+        latest = max(mine, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
+        for status in (latest.get("status") or {}).get("initContainerStatuses") or []:
+            if status.get("name") == UPLOAD_CONTAINER:
+                message = ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
+                lines = [line.strip() for line in message.splitlines() if line.strip()]
+                return lines[-1][:300] if lines else ""
+        return ""
+
     @staticmethod
     def _pod_status(rank: int, pod: dict[str, Any], handle: dict[str, Any]) -> WorkerStatus:
         name = pod["metadata"]["name"]
         phase = (pod.get("status") or {}).get("phase", "Pending")
+        # A native sidecar's exit does not fail its pod; the upload sidecar's is judged by its marker.
+        sidecars = {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
         for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
             terminated = (init.get("state") or {}).get("terminated") or {}
-            if terminated.get("exitCode", 0) != 0:
+            if terminated.get("exitCode", 0) != 0 and init.get("name") not in sidecars:
                 message = (terminated.get("message") or "").strip().splitlines()
                 detail = f": {message[-1]}" if message else ""
                 return WorkerStatus(

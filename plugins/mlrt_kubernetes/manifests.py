@@ -257,6 +257,8 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     return spec
 
 
+UPLOAD_CONTAINER = "upload-output"
+"""The native sidecar that uploads an ``s3://`` output (:mod:`mlrt.s3sync` ``watch``)."""
 # Settings of the controller's S3 client that pods need too (credentials come from the pod itself).
 _S3_SETTINGS = (
     "MLRT_S3_ENDPOINT_URL",
@@ -328,7 +330,7 @@ def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[
     rank = {"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}}
     marker = ["--attempt", str(ctx.attempt), "--worker", "$(RANK)"]  # the kubelet expands $(RANK)
     upload = {
-        "name": "upload-output",
+        "name": UPLOAD_CONTAINER,
         **base,
         "env": [*settings, rank],
         "restartPolicy": "Always",

@@ -707,7 +707,7 @@ class Controller:
             launcher = plugins.launchers().get(attempt.backend)
             if launcher is not None and launcher.uploads_output:
                 markers = (attempt.number, len(attempt.request.get("workers") or []))
-        problem = self._register_artifacts(run, markers)
+        problem = self._register_artifacts(run, markers, active)
         if problem is not None and markers is not None:
             state, reason = (
                 RunState.FAILED,
@@ -724,14 +724,16 @@ class Controller:
             self.store.finish_attempt(attempt.id, state, reason, exit_code)
         return state, reason
 
-    def _register_artifacts(self, run: Run, markers: tuple[int, int] | None = None) -> str | None:
+    def _register_artifacts(
+        self, run: Run, markers: tuple[int, int] | None = None, active: _Active | None = None
+    ) -> str | None:
         """Register the run's output files (size, sha256); for an ``s3://`` output, upload the
         output and the checkpoints first, retried with backoff (:func:`mlrt.artifacts.upload`).
 
         ``markers`` is ``(attempt number, workers)`` for workers that uploaded the output
         themselves: nothing is registered unless each one's completion marker is there
-        (:func:`mlrt.s3sync.missing_markers`). Returns why the output could not be uploaded
-        (also an event), else None."""
+        (:func:`mlrt.s3sync.missing_markers`); ``active`` is their attempt, asked what their
+        upload said. Returns why the output could not be uploaded (also an event), else None."""
         local = local_prefix(run.output_uri, run.id)
         if run.output_uri.startswith("s3://"):
 
@@ -746,7 +748,7 @@ class Controller:
                 if markers is not None:
                     missing = s3.retried(lambda: s3sync.missing_markers(run.output_uri, *markers), retrying)
                     if missing:
-                        return self._pods_did_not_upload(run, markers[0], missing)
+                        return self._pods_did_not_upload(run, markers[0], missing, active)
                 found, skipped = artifacts.upload(run.id, local, run.output_uri, retrying)
             except (s3.UploadFailed, ValueError) as exc:  # ValueError: a bad key or setting, not retried
                 problem = str(exc)
@@ -770,14 +772,22 @@ class Controller:
             self.store.add_event(run.id, f"artifact {path!r} skipped: it points outside the run's output")
         return None
 
-    def _pods_did_not_upload(self, run: Run, attempt: int, missing: list[int]) -> str:
-        """Why a run whose pods upload their output themselves lacks it (also an event): the
-        workers' files were in their pods, so unlike a staged output nothing can push them later."""
+    def _pods_did_not_upload(self, run: Run, attempt: int, missing: list[int], active: _Active | None) -> str:
+        """Why a run whose pods upload their output themselves lacks it (also an event), with what
+        the first missing worker's upload said last: the workers' files were in their pods, so
+        unlike a staged output nothing can push them later."""
         where = s3sync.marker_uri(run.output_uri, attempt, missing[0]).rsplit("/", 1)[0]
         workers = ", ".join(str(worker) for worker in missing)
+        said = ""
+        if active is not None:
+            try:
+                said = active.launcher.upload_problem(active.handle, missing[0])
+            except Exception as exc:  # the cluster may be gone by now; the reason stands without it
+                self.store.add_event(run.id, f"could not read worker {missing[0]}'s upload log: {exc}")
+        why = f"its upload said: {said}" if said else "the log of the pod's upload sidecar, mlrt.s3sync, says why"
         problem = (
-            f"no completion marker from worker {workers} under {where}/ (the log of the pod's upload sidecar, "
-            f"mlrt.s3sync, says why); the files were in the pod and went with it"
+            f"no completion marker from worker {workers} under {where}/ ({why}); "
+            f"the files were in the pod and went with it"
         )
         self.store.add_event(run.id, f"output not uploaded by the pod: {problem}")
         return problem

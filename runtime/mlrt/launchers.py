@@ -182,3 +182,9 @@ class Launcher(abc.ABC):
 
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the attempt left behind (containers, pods). Default: nothing."""
+
+    def upload_problem(self, handle: dict[str, Any], rank: int) -> str:
+        """What worker ``rank``'s own upload said last when it failed (see :attr:`uploads_output`),
+        for the run's reason when the worker's completion marker is missing; "" when nothing is
+        known. Called after :meth:`cleanup`. Default: ""."""
+        return ""

@@ -29,10 +29,11 @@ Completion marker
     (paths relative to ``URI``, like ``output/model.bin``). A native
     sidecar's exit code does not fail its pod, so the controller requires
     every worker's marker before the run can end SUCCEEDED
-    (:func:`missing_markers`); a pod's uploader removes its worker's marker
-    when it starts, so a pod replacing a disrupted one is not taken for
-    done on its predecessor's word. Markers live outside ``URI/output/`` and
-    are never registered as artifacts.
+    (:func:`missing_markers`). A pod's uploader removes its worker's marker
+    when it starts (or at the first round S3 answers), so a pod replacing a
+    disrupted one is not taken for done on its predecessor's word, unless S3
+    never answered it at all. Markers live outside ``URI/output/`` and are
+    never registered as artifacts.
 
 Credentials come from the pod (its ServiceAccount's role, or
 ``compute.kubernetes.env_from_secrets``), as for every boto3 client.
@@ -149,8 +150,6 @@ def watch(run_dir: Path, uri: str, every: float, attempt: int, worker: int) -> i
     try:
         sent = s3.retried(lambda: final_upload(run_dir, uri, attempt, worker), _retrying("final upload"))
     except (s3.UploadFailed, ValueError) as exc:  # ValueError: a bad setting or key, not retried
-        if not removed:  # an old marker must not speak for this pod
-            _remove_marker(uri, attempt, worker)
         print(f"error: output not uploaded to {uri}: {exc}", file=sys.stderr, flush=True)
         return 1
     _say(f"final upload: {sent} file(s) -> {uri}; completion marker {marker_uri(uri, attempt, worker)}")
