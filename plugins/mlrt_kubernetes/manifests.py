@@ -272,6 +272,7 @@ _S3_SETTINGS = (
 # (connecting, a small object), and what the upload itself takes when S3 answers.
 _SECONDS_PER_REQUEST = 2
 _UPLOAD_SECONDS = 30
+_ROUND_REQUESTS = 2  # a checkpoint round: removing an old marker, then the first checkpoint request
 _BOTOCORE_MAX_PAUSE = 20  # botocore.retries.standard: no pause between a request's attempts is longer
 _GRACE_MAX = 3600
 _DEFAULT_ATTEMPTS = 11  # mlrt.s3's clients: 10 retries per request unless AWS_MAX_ATTEMPTS says otherwise
@@ -281,11 +282,12 @@ def upload_grace_seconds() -> int:
     """The pod's ``terminationGracePeriodSeconds`` for an ``s3://`` output: time for the
     sidecar's final upload with every retry after the worker has exited.
 
-    Each of the tries ``MLRT_S3_UPLOAD_BACKOFF`` allows (default 4) may spend, per request,
-    botocore's longest pauses between its ``AWS_MAX_ATTEMPTS`` attempts (default 11) for a
-    connection error plus :data:`_SECONDS_PER_REQUEST` per attempt; add the backoff's pauses and
-    :data:`_UPLOAD_SECONDS` for the transfer (at most :data:`_GRACE_MAX`). A pod whose upload
-    ends sooner ends sooner. Raises :class:`mlrt.service.SettingError` naming a bad setting."""
+    With S3 unreachable, one request may spend botocore's longest pauses between its
+    ``AWS_MAX_ATTEMPTS`` attempts (default 11) for a connection error plus
+    :data:`_SECONDS_PER_REQUEST` per attempt. The time covers one such request for each try
+    ``MLRT_S3_UPLOAD_BACKOFF`` allows (default 4) and two more for the checkpoint round that
+    SIGTERM may find under way, the backoff's pauses and :data:`_UPLOAD_SECONDS` for the
+    transfer (at most :data:`_GRACE_MAX`). A pod whose upload ends sooner ends sooner. Raises :class:`mlrt.service.SettingError` naming a bad setting."""
     import os
 
     from mlrt import s3
@@ -302,7 +304,8 @@ def upload_grace_seconds() -> int:
     # botocore's standard mode: rand(0, 1) * min(0.05 * 2**i, 20) seconds before attempt i + 1.
     sleeps = sum(min(0.05 * 2**i, _BOTOCORE_MAX_PAUSE) for i in range(attempts - 1))
     per_try = sleeps + _SECONDS_PER_REQUEST * attempts
-    return min(_GRACE_MAX, math.ceil((len(pauses) + 1) * per_try + sum(pauses) + _UPLOAD_SECONDS))
+    requests = len(pauses) + 1 + _ROUND_REQUESTS
+    return min(_GRACE_MAX, math.ceil(requests * per_try + sum(pauses) + _UPLOAD_SECONDS))
 
 
 def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[dict[str, Any]]:

@@ -169,6 +169,7 @@ def missing_markers(uri: str, attempt: int, workers: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m mlrt.s3sync``: 0 when done, 1 when S3 still failed (one ``error:`` line)."""
     parser = argparse.ArgumentParser(prog="python -m mlrt.s3sync", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("restore", "watch"):
