@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from mlrt.logfile import OutputPart
 from mlrt.spec import SpecError
 from mlrt.store import NotFound
 from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Run
@@ -117,9 +118,11 @@ class ApiClient:
     def cancel(self, run_id: str) -> Run:
         return Run.model_validate(self.post(f"/runs/{quote(run_id)}/cancel"))
 
-    def log_bytes(self, run_id: str, attempt: int, rank: int, offset: int) -> bytes:
+    def log_part(self, run_id: str, attempt: int, rank: int, offset: int) -> OutputPart:
+        """A piece of a worker's output from position ``offset`` (see :func:`mlrt.logfile.read_output`)."""
         response = self.request("GET", f"/runs/{quote(run_id)}/logs/{attempt}/{rank}", params={"offset": offset})
-        return response.content
+        start = int(response.headers.get("X-Output-Start", offset))
+        return OutputPart(response.content, start, cut_after=response.headers.get("X-Cut-After") == "1")
 
     def build_reports(self, run_id: str, only: list[str]) -> dict[str, Any]:
         return self.post(f"/runs/{quote(run_id)}/reports", {"only": only})
@@ -146,12 +149,10 @@ class ApiClient:
 
 
 def _spec_body(spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:
-    path = Path(spec_file)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError([f"{spec_file}: cannot read the spec file ({exc.strerror})"]) from None
-    return {"spec": text, "filename": path.name, "overrides": list(overrides)}
+    """The request body that carries a spec file: read within the size limit, UTF-8 checked."""
+    from mlrt.spec import read_spec_text
+
+    return {"spec": read_spec_text(spec_file), "filename": Path(spec_file).name, "overrides": list(overrides)}
 
 
 class RemoteStore:

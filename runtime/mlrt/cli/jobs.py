@@ -246,6 +246,7 @@ def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool
     """
     import yaml
 
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: a 1 MiB spec prints in 0.2 s, not 13 s
     if app.remote is not None:
         plan = app.remote.validate(spec_file, overrides)
     else:
@@ -263,14 +264,14 @@ def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool
         if as_json:
             echo_json(created)
         elif "manifests" in details:
-            click.echo(yaml.safe_dump_all(created, sort_keys=False, width=120), nl=False)
+            click.echo(yaml.dump_all(created, Dumper=dumper, sort_keys=False, width=120), nl=False)
         else:
-            click.echo(yaml.safe_dump(created, sort_keys=False, width=120), nl=False)
+            click.echo(yaml.dump(created, Dumper=dumper, sort_keys=False, width=120), nl=False)
     elif as_json:
         echo_json(plan)
     else:
         click.echo(f"# {spec_file} is valid; this is what `mlrt submit` would launch (nothing was launched)")
-        click.echo(yaml.safe_dump(plan, sort_keys=False, width=120), nl=False)
+        click.echo(yaml.dump(plan, Dumper=dumper, sort_keys=False, width=120), nl=False)
 
 
 def validation_plan(loaded) -> dict[str, Any]:
@@ -448,7 +449,7 @@ def _log_part(app: App, run_id: str, attempt: int, rank: int, path: Path, offset
     :mod:`mlrt.logfile`), or fetched from the service."""
     if app.remote is None:
         return read_output(path, offset, LOG_PIECE)
-    return OutputPart(app.remote.log_bytes(run_id, attempt, rank, offset), offset)
+    return app.remote.log_part(run_id, attempt, rank, offset)
 
 
 @click.command()

@@ -233,9 +233,9 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
         folder = mlrt_home() / "submissions" / secrets.token_hex(8)
         folder.mkdir(parents=True)
         try:
+            loaded = load(body.spec, body.filename, body.overrides, folder)  # checks the text before it is written
             # Masked: spec.env values are kept only encrypted, in the job row (mlrt.secrets).
             (folder / (Path(body.filename).name or "job.yaml")).write_text(mask_submitted(body.spec))
-            loaded = load(body.spec, body.filename, body.overrides, folder)
             check_referenced(who, loaded, body.resume_from)
             run_id = submit_job(
                 store,
@@ -263,11 +263,7 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
         from mlrt.cli.jobs import validation_plan
 
         with tempfile.TemporaryDirectory() as folder:
-            plan = validation_plan(load(body.spec, body.filename, body.overrides, Path(folder)))
-        spec = plan["spec"].get("spec") or {}
-        if spec.get("env"):
-            plan["spec"]["spec"] = {**spec, "env": dict.fromkeys(spec["env"], views.HIDDEN)}
-        return plan
+            return validation_plan(load(body.spec, body.filename, body.overrides, Path(folder)))  # values masked
 
     # -- runs ------------------------------------------------------------------
 
@@ -341,20 +337,25 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
 
     @app.get("/api/v1/runs/{run_id}/logs/{attempt}/{rank}", tags=["runs"], response_class=PlainTextResponse)
     def logs(run_id: str, attempt: int, rank: int, who: User, offset: int = 0) -> Response:
-        """Bytes of worker ``rank``'s log of ``attempt`` from ``offset`` (at most 1 MiB);
-        the ``X-Next-Offset`` header says where to continue."""
+        """Bytes of worker ``rank``'s output from position ``offset`` (at most 1 MiB); the
+        ``X-Next-Offset`` header says where to continue. Positions count the worker's output,
+        so they stay valid when a log past its size limit is cut (:mod:`mlrt.logfile`):
+        ``X-Output-Start`` says where the part's bytes begin (after ``offset`` when output there
+        was cut) and ``X-Cut-After: 1`` that the output right after the part was cut."""
+        from mlrt.logfile import read_output
+
         visible_run(who, run_id)
         row = next((a for a in store.attempts(run_id) if a.number == attempt), None)
         workers = {w["rank"]: w["log_path"] for w in (row.request.get("workers", []) if row else [])}
         if rank not in workers:
             raise HTTPException(404, f"run {run_id!r} has no worker {rank} in attempt {attempt}")
-        path = Path(workers[rank])
-        chunk = b""
-        if path.is_file():
-            with path.open("rb") as handle:
-                handle.seek(max(offset, 0))
-                chunk = handle.read(LOG_CHUNK)
-        return Response(chunk, media_type="text/plain", headers={"X-Next-Offset": str(max(offset, 0) + len(chunk))})
+        part = read_output(Path(workers[rank]), max(offset, 0), LOG_CHUNK)
+        headers = {
+            "X-Next-Offset": str(part.start + len(part.data)),
+            "X-Output-Start": str(part.start),
+            "X-Cut-After": "1" if part.cut_after else "0",
+        }
+        return Response(part.data, media_type="text/plain", headers=headers)
 
     @app.get("/api/v1/runs/{run_id}/artifacts", tags=["artifacts"])
     def artifacts(run_id: str, who: User) -> list[dict[str, Any]]:
