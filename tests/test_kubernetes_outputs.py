@@ -249,3 +249,18 @@ def test_a_pod_replacing_a_disrupted_one_is_not_done_on_its_predecessors_marker(
     kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
     run = finished(run_id)
     assert run.state == "FAILED" and run.reason.startswith("output not uploaded by the pod: no completion marker")
+
+
+def test_a_controller_that_cannot_read_the_markers_does_not_call_the_run_succeeded(
+    cli, write_spec, kube, tmp_path, monkeypatch, s3_endpoint
+):
+    monkeypatch.setenv("MLRT_S3_ENDPOINT_URL", closed_port_endpoint())  # the detached controller's S3
+    run_id = submit(cli, write_spec, "kube-s3-blind")
+    (pod,) = wait_for(lambda: kube.pods("ml"), timeout=30)
+    kube.start_pod(pod["metadata"]["name"], namespace="ml")
+    assert sidecar(pod, tmp_path, env={"MLRT_S3_ENDPOINT_URL": s3_endpoint}).returncode == 0, "the pod reaches S3"
+    kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
+    run = finished(run_id)
+    assert run.state == "FAILED"
+    assert run.reason.startswith("output not checked: the controller could not read the completion markers: ")
+    assert "EndpointConnectionError" in run.reason and "push" not in run.reason

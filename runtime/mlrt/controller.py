@@ -709,10 +709,7 @@ class Controller:
                 markers = (attempt.number, len(attempt.request.get("workers") or []))
         problem = self._register_artifacts(run, markers, active)
         if problem is not None and markers is not None:
-            state, reason = (
-                RunState.FAILED,
-                f"output not uploaded by the pod: {problem} (the workers had finished: {reason})",
-            )
+            state, reason = RunState.FAILED, f"{problem} (the workers had finished: {reason})"
         elif problem is not None and state is RunState.SUCCEEDED:
             staging = local_prefix(run.output_uri, run.id)
             state, reason = (
@@ -733,7 +730,8 @@ class Controller:
         ``markers`` is ``(attempt number, workers)`` for workers that uploaded the output
         themselves: nothing is registered unless each one's completion marker is there
         (:func:`mlrt.s3sync.missing_markers`); ``active`` is their attempt, asked what their
-        upload said. Returns why the output could not be uploaded (also an event), else None."""
+        upload said. Returns why the output could not be uploaded (also an event; for such
+        workers a whole reason, ``output not uploaded by the pod: ...``), else None."""
         local = local_prefix(run.output_uri, run.id)
         if run.output_uri.startswith("s3://"):
 
@@ -753,8 +751,9 @@ class Controller:
             except (s3.UploadFailed, ValueError) as exc:  # ValueError: a bad key or setting, not retried
                 problem = str(exc)
                 if markers is not None:  # nothing was staged here: there is nothing to push later
-                    self.store.add_event(run.id, f"output not checked: {run.output_uri} unreachable: {problem}")
-                    return f"its completion markers could not be read: {problem}"
+                    problem = f"output not checked: the controller could not read the completion markers: {problem}"
+                    self.store.add_event(run.id, problem)
+                    return problem
                 self.store.add_event(
                     run.id,
                     f"output not uploaded to {run.output_uri}: {problem}; the files stay in {local} "
@@ -786,10 +785,10 @@ class Controller:
                 self.store.add_event(run.id, f"could not read worker {missing[0]}'s upload log: {exc}")
         why = f"its upload said: {said}" if said else "the log of the pod's upload sidecar, mlrt.s3sync, says why"
         problem = (
-            f"no completion marker from worker {workers} under {where}/ ({why}); "
-            f"the files were in the pod and went with it"
+            f"output not uploaded by the pod: no completion marker from worker {workers} under {where}/ "
+            f"({why}); the files were in the pod and went with it"
         )
-        self.store.add_event(run.id, f"output not uploaded by the pod: {problem}")
+        self.store.add_event(run.id, problem)
         return problem
 
     def _notify_finished(self, run_id: str) -> None:
