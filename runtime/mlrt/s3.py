@@ -160,7 +160,8 @@ def _new_client(endpoints: tuple[str | None, ...], max_attempts: str | None) -> 
     from botocore.config import Config
 
     # Without max_attempts in the config, botocore reads AWS_MAX_ATTEMPTS itself.
-    retries = {"mode": RETRIES["mode"]} if max_attempts else RETRIES
+    # A copy: botocore rewrites the dict it is given (max_attempts -> total_max_attempts).
+    retries = {"mode": RETRIES["mode"]} if max_attempts else dict(RETRIES)
     config = Config(retries=retries, s3={"addressing_style": "path"} if any(endpoints) else None)
     return boto3.session.Session().client("s3", endpoint_url=endpoints[0], config=config)
 
