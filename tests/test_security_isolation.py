@@ -294,6 +294,48 @@ def test_the_local_backend_needs_the_operators_opt_in(hostile, tmp_path, monkeyp
         default.stop()
 
 
+PLANT_LINK = """\
+import os, pathlib
+search, number = os.environ["MLRT_RUN_ID"].rsplit("-t", 1)
+following = pathlib.Path("out") / f"{search}-t{int(number) + 1:03d}"
+following.mkdir(parents=True, exist_ok=True)
+(following / "output").symlink_to(os.environ["TARGET"])  # resolved on the controller's machine when mounted
+print("loss=0.5")
+"""
+
+
+def test_a_trial_cannot_plant_a_link_that_a_later_trial_would_mount(hostile, tmp_path):
+    outside = tmp_path / "outside"  # a folder of the controller's machine no spec may name
+    outside.mkdir()
+    spec = textwrap.dedent(f"""\
+        apiVersion: mlrt/v1
+        kind: TuningJob
+        metadata: {{name: planter}}
+        spec:
+          template:
+            image: {hostile.image}
+            command: [python, -c, {json.dumps(PLANT_LINK)}]
+            env: {{TARGET: {outside}}}
+            output: {{path: out}}
+            metrics: [{{name: loss, regex: 'loss=([0-9.]+)'}}]
+            compute: {{backend: container}}
+          objective: {{metric: loss, goal: minimize}}
+          parameters:
+            x: {{type: float, min: 0, max: 1}}
+          max_trials: 2
+          parallel_trials: 1
+        """)
+    response = hostile.submit("alice", spec)
+    assert response.status_code == 201, response.text
+    search = response.json()["run_id"]
+    hostile.wait_terminal(search, timeout=180)
+    with hostile.client("alice") as client:
+        trials = {t["id"].rsplit("-", 1)[1]: t for t in client.get(f"/runs/{search}/trials").json()}
+    assert trials["t001"]["state"] == "SUCCEEDED", trials["t001"]["reason"]
+    assert trials["t002"]["state"] == "FAILED"
+    assert "is a symbolic link inside" in trials["t002"]["reason"], trials["t002"]["reason"]
+
+
 FAKE_SECRET = "fake-aws-secret-4f1c9e"
 
 

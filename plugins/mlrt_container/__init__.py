@@ -11,7 +11,8 @@ of the machine, see :mod:`mlrt_container.engine`.
   ``MLRT_INIT_FROM``/``MLRT_RESUME_FROM`` (read-only), the working directory
   (also ``--workdir``) and the folder of a ``sqlite:///`` tracking database
   are bind-mounted at the same path, so the SDK inside writes to the same
-  store. A tracking database on this machine's loopback (unreachable from a
+  store. A path that passes through a symbolic link inside a folder workers
+  write to is refused (:func:`check_links`), at plan and again at launch. A tracking database on this machine's loopback (unreachable from a
   container) becomes ``MLRT_TRACKING_URI=log:``: the SDK writes its records
   to the log, which the controller reads back.
 - **Environment**: the contract's variables, ``PYTHONUNBUFFERED=1``, the torch
@@ -186,6 +187,7 @@ class ContainerLauncher(Launcher):
             "env_hidden": hidden,
             "env_via": "each worker's variables are written to the engine's stdin (--env-file /dev/stdin)",
             "memory_limit": str(ctx.compute["memory"]) if ctx.compute.get("memory") else None,
+            "mounts": [[path, read_only] for path, read_only in mounts],
         }
         return ContainerLaunchRequest(
             backend=self.name, run_id=ctx.run_id, attempt=ctx.attempt, workers=requests, details=details
@@ -201,6 +203,8 @@ class ContainerLauncher(Launcher):
                     f"attempt {request.attempt}'s request was read back from the database, which holds no"
                     " spec.env values; plan the attempt again to launch it"
                 )
+        # Checked again now: a worker of another attempt may have planted a link since the plan.
+        check_links([(path, read_only) for path, read_only in details.get("mounts") or []])
         engine = engines.resolve(details["engine"])
         network = details.get("network")
         handle: dict[str, Any] = {
@@ -433,7 +437,27 @@ def _mounts(ctx: LaunchContext, tracking_dir: str | None) -> list[tuple[str, boo
         if "," in path:
             raise LaunchError(f"cannot bind-mount {path!r} into a container: the engines' --mount cannot take a ','")
         mounts[path] = mounts.get(path, True) and read_only
+    check_links(list(mounts.items()))
     return list(mounts.items())
+
+
+def check_links(mounts: list[tuple[str, bool]]) -> None:
+    """Refuse a mount whose path passes through a symbolic link inside a folder that workers
+    write to (one mounted read-write): a worker could have planted it there, e.g. an earlier
+    trial of a search, to have a later container mount any folder of this machine."""
+    writable = [path for path, read_only in mounts if not read_only]
+    for path, _ in mounts:
+        for folder in writable:
+            if not path.startswith(folder + os.sep):
+                continue
+            current = folder
+            for part in Path(path).relative_to(folder).parts:
+                current = os.path.join(current, part)
+                if os.path.islink(current):
+                    raise LaunchError(
+                        f"cannot bind-mount {path}: {current} is a symbolic link inside {folder},"
+                        " a folder the workers write to"
+                    )
 
 
 def _labels(run_id: str, attempt: int, rank: int | None = None) -> list[str]:

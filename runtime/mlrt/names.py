@@ -31,6 +31,9 @@ IMAGE_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_TAG})?(?:@{_DIGEST})?", r
 """The whole OCI reference grammar (use with ``fullmatch``); group ``name`` is the repository."""
 NAME_TOTAL_LENGTH_MAX = 255
 """distribution/reference's limit on the name part (domain and path) of a reference."""
+REFERENCE_MAX = 512
+"""Longer than any valid reference (a 255-character name, a 128-character tag and a sha512 digest):
+refused before the grammar is tried, so a huge value costs nothing."""
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 """A POSIX portable environment variable name (use with ``fullmatch``)."""
@@ -44,6 +47,8 @@ def image_problem(reference: str) -> str | None:
         return "must name an image, e.g. registry.example.com/team/train:1.0"
     if reference.startswith("-"):
         return "an image reference cannot start with '-'"
+    if len(reference) > REFERENCE_MAX:
+        return f"longer than {REFERENCE_MAX} characters: not an image reference"
     match = IMAGE_REFERENCE.fullmatch(reference)
     if match is None:
         return (
