@@ -160,6 +160,21 @@ def test_a_search_parameter_cannot_move_trials_into_another_namespace(tmp_path, 
     ]
 
 
+def test_a_link_planted_in_a_shared_folder_is_not_mounted(tmp_path, monkeypatch):
+    from mlrt.launchers import LaunchError
+    from mlrt_container import check_links
+
+    shared, alias = tmp_path / "shared", tmp_path / "alias"
+    (shared / "team" / "data").mkdir(parents=True)
+    alias.symlink_to(shared)  # the operator's own link to the folder stays usable
+    monkeypatch.setenv("MLRT_ALLOWED_PATHS", str(alias))
+    check_links([(str(alias / "team" / "data"), True), (str(shared / "team" / "data"), True)])
+    (shared / "team" / "later").symlink_to("/etc")  # what another job could plant after the submission
+    for path in (alias / "team" / "later", shared / "team" / "later" / "ssl"):
+        with pytest.raises(LaunchError, match="is a symbolic link inside"):
+            check_links([(str(path), True)])
+
+
 # -- against a real controller -----------------------------------------------------------------
 
 

@@ -443,9 +443,14 @@ def _mounts(ctx: LaunchContext, tracking_dir: str | None) -> list[tuple[str, boo
 
 def check_links(mounts: list[tuple[str, bool]]) -> None:
     """Refuse a mount whose path passes through a symbolic link inside a folder that workers
-    write to (one mounted read-write): a worker could have planted it there, e.g. an earlier
-    trial of a search, to have a later container mount any folder of this machine."""
+    write to: one this attempt mounts read-write, or one the operator shares with every job
+    (``MLRT_ALLOWED_PATHS``). A worker could have planted the link there after the spec was
+    checked (an earlier trial of a search, another job) to have this container mount any
+    folder of the machine."""
+    shared = [p for p in os.environ.get("MLRT_ALLOWED_PATHS", "").split(os.pathsep) if p.strip()]
+    shared = [os.path.normpath(os.path.expanduser(p)) for p in shared]
     writable = [path for path, read_only in mounts if not read_only]
+    writable += shared + [os.path.realpath(p) for p in shared]
     for path, _ in mounts:
         for folder in writable:
             if not path.startswith(folder + os.sep):
