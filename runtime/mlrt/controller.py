@@ -120,9 +120,15 @@ def spawn_controller(db_url: str, run_ids: list[str], log_file: Path, *, adopt: 
 
     With ``adopt`` it drives only the runs whose ownership the caller hands it
     (:meth:`Store.transfer_owner`) instead of claiming them."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "mlrt.controller", "--db", db_url, *(["--adopt"] if adopt else []), *run_ids]
-    with open(log_file, "ab") as out:
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_file, "ab")
+    except OSError:
+        # A read-only or full log folder: the controller probes its runs' log folders
+        # before launching and fails them naming the folder; its own output is lost.
+        out = open(os.devnull, "ab")
+    with out:
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
