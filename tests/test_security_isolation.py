@@ -484,3 +484,49 @@ def _environ(process: psutil.Process) -> dict[str, str]:
         return process.environ()
     except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
         return {}
+
+
+# -- code named by a spec, and a planted output folder ---------------------------------------
+
+
+def test_tag_functions_are_imported_only_from_modules_the_operator_allows(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLRT_ALLOWED_BACKENDS", "container")
+    rule = {"function": "subprocess:getoutput"}
+    document = {"kind": "TrainingJob", "spec": {"compute": {"backend": "container"}, "tags": {"rules": {"x": rule}}}}
+    with pytest.raises(policy.PolicyError) as refused:
+        policy.check(document, tmp_path)
+    (line,) = refused.value.problems
+    assert line.startswith("spec.tags.rules.x.function: ") and "MLRT_ALLOWED_TAG_FUNCTIONS" in line
+    monkeypatch.setenv("MLRT_ALLOWED_TAG_FUNCTIONS", "acme.tags")
+    rule["function"] = "acme.tags.rules:is_blurry"
+    policy.check(document, tmp_path)
+    rule["function"] = "acme.tagsx:is_blurry"
+    with pytest.raises(policy.PolicyError):
+        policy.check(document, tmp_path)
+
+
+def test_the_operator_key_never_reaches_a_local_worker(monkeypatch):
+    from mlrt_local.environment import inherited
+
+    environ = {"MLRT_SECRET_KEY": "k", "MLRT_SECRET_KEY_FILE": "/k", "MLRT_WORKER_ENV_ALLOW": "MLRT_*", "LANG": "C"}
+    assert set(inherited(environ)) == {"MLRT_WORKER_ENV_ALLOW"}
+    assert "MLRT_SECRET_KEY" not in inherited({"MLRT_SECRET_KEY": "k", "LANG": "C"})  # mlrt submit: everything else
+
+
+def test_an_output_folder_that_is_a_link_is_not_registered_uploaded_or_served(tmp_path):
+    from mlrt import s3
+    from mlrt.artifacts import collect
+
+    secret = tmp_path / "controller-files"
+    secret.mkdir()
+    (secret / "admin-token").write_text("not yours")
+    run = tmp_path / "out" / "run-1"
+    run.mkdir(parents=True)
+    (run / "output").symlink_to(secret)
+    assert collect("run-1", run / "output") == ([], ["output"])
+    assert s3.upload_tree(run / "output", "s3://bucket/run-1/output") == ([], ["output"])
+    planted = tmp_path / "out" / "run-2"
+    planted.symlink_to(secret)  # the run's own folder planted as a link
+    (secret / "output").mkdir()
+    (secret / "output" / "model.bin").write_text("x")
+    assert collect("run-2", planted / "output") == ([], ["output"])

@@ -21,6 +21,8 @@ import os
 from collections.abc import Mapping
 
 ALLOW_VARIABLE = "MLRT_WORKER_ENV_ALLOW"
+NEVER_INHERITED = ("MLRT_SECRET_KEY", "MLRT_SECRET_KEY_FILE")
+"""The operator key of :mod:`mlrt.secrets`: never a worker's, whatever the allow-list's globs match."""
 
 
 def allow_list(environ: Mapping[str, str] | None = None) -> list[str] | None:
@@ -36,6 +38,8 @@ def inherited(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The part of ``environ`` (default: this process's) that workers inherit."""
     environ = os.environ if environ is None else environ
     patterns = allow_list(environ)
-    if patterns is None:
-        return dict(environ)
-    return {k: v for k, v in environ.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
+    return {
+        k: v
+        for k, v in environ.items()
+        if k not in NEVER_INHERITED and (patterns is None or any(fnmatch.fnmatchcase(k, p) for p in patterns))
+    }

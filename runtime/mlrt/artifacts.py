@@ -50,13 +50,28 @@ def relative_path_problem(relative: str) -> str | None:
     return None
 
 
+def walk_root(folder: Path) -> Path | None:
+    """``folder`` resolved, as the root of a run's files to register, upload or serve; None when
+    ``folder`` or the run's own folder above it is a symbolic link.
+
+    Workers can write next to their output (a tuning trial below a shared output path, for one),
+    so they could plant ``RUN/output -> /anywhere`` before the controller walks it: followed,
+    the controller would hash, upload and serve the files of wherever it points."""
+    if folder.is_symlink() or folder.parent.is_symlink():
+        return None
+    return folder.resolve()
+
+
 def collect(run_id: str, output_dir: Path) -> tuple[list[Artifact], list[str]]:
-    """Artifacts for every file under ``output_dir``, and the paths skipped for escaping it."""
+    """Artifacts for every file under ``output_dir``, and the paths skipped for escaping it
+    (``output_dir``'s own name when it is a symbolic link, see :func:`walk_root`)."""
     from mlrt.store.models import Artifact  # SQLModel: only when artifacts are collected, not at plugin load
 
-    root = output_dir.resolve()
     found: list[Artifact] = []
     skipped: list[str] = []
+    root = walk_root(output_dir)
+    if root is None:
+        return found, [output_dir.name]
     if not root.is_dir():
         return found, skipped
     for path in sorted(root.rglob("*")):

@@ -315,10 +315,15 @@ def upload_tree(local_dir: Path, prefix_uri: str) -> tuple[list[UploadedObject],
     A file whose object already exists with the same size and sha256
     metadata is not sent again. Returns the objects sorted by path, and the
     paths skipped: symlinks that lead outside ``local_dir`` and names that
-    cannot be keys (a backslash, for example).
+    cannot be keys (a backslash, for example); all of ``local_dir`` when it is
+    a symbolic link itself (:func:`mlrt.artifacts.walk_root`).
     """
+    from mlrt.artifacts import walk_root
+
     bucket, prefix = parse_uri(prefix_uri)
-    root = local_dir.resolve()
+    root = walk_root(local_dir)
+    if root is None:
+        return [], [local_dir.name]
     files, skipped = _tree_files(root) if root.is_dir() else ([], [])
     config = transfer_config()
     objects = []

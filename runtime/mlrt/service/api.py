@@ -379,14 +379,18 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
             from mlrt import s3
 
             return StreamingResponse(s3.open_object(row.uri), media_type="application/octet-stream", headers=headers)
+        from fastapi.responses import FileResponse
+
+        from mlrt.artifacts import walk_root
         from mlrt.submission import local_prefix
 
         run = store.get_run(run_id)
-        root = (local_prefix(run.output_uri, run_id) / "output").resolve()
+        root = walk_root(local_prefix(run.output_uri, run_id) / "output")
         file = Path(row.uri.removeprefix("file://")).resolve()
-        if not file.is_relative_to(root) or not file.is_file():
+        if root is None or not file.is_relative_to(root) or not file.is_file():
             raise HTTPException(404, f"artifact {path!r} is no longer on the controller")
-        return Response(file.read_bytes(), media_type="application/octet-stream", headers=headers)
+        headers.pop("Content-Length")  # FileResponse streams the file and sets it
+        return FileResponse(file, media_type="application/octet-stream", headers=headers)
 
     @app.post("/api/v1/runs/{run_id}/artifacts/push", tags=["artifacts"])
     def push_artifacts(run_id: str, who: User) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """What a spec submitted to the controller service may ask of the controller's machine.
 
 The service runs the specs of many projects on a machine none of their
-users own. Two settings of the operator decide what such a spec may use:
+users own. These settings of the operator decide what such a spec may use:
 
 ``MLRT_ALLOWED_BACKENDS``
     Comma-separated backends whose jobs are accepted; default
@@ -20,6 +20,10 @@ users own. Two settings of the operator decide what such a spec may use:
     :data:`DEFAULT_WORKER_ENV`. Workers of every backend get the contract's
     variables and the spec's ``env``; container and Kubernetes workers
     inherit nothing of the controller's environment.
+``MLRT_ALLOWED_TAG_FUNCTIONS``
+    Comma-separated modules (or packages) whose callables ``spec.tags.rules.*.function``
+    may name. The ``error_categories`` report imports and calls them inside the
+    controller, so by default a spec may name none.
 
 Every field that becomes a path of the controller's machine (read by the
 controller, written by it, or bind-mounted into a worker's container) must
@@ -48,6 +52,7 @@ BACKENDS_VARIABLE = "MLRT_ALLOWED_BACKENDS"
 DEFAULT_BACKENDS = ("container", "kubernetes")
 PATHS_VARIABLE = "MLRT_ALLOWED_PATHS"
 WORKER_ENV_VARIABLE = "MLRT_WORKER_ENV_ALLOW"
+FUNCTIONS_VARIABLE = "MLRT_ALLOWED_TAG_FUNCTIONS"
 DEFAULT_WORKER_ENV = "PATH,HOME,LANG,LANGUAGE,LC_*,TZ,TMPDIR,USER,LOGNAME,MLRT_LOAD_PLUGINS,MLRT_DISABLE_PLUGINS"
 """Enough for ``python`` to be found, for locale and temporary files to work, and for a
 worker to load the plugins the controller validated its spec with."""
@@ -120,6 +125,12 @@ def check(document: dict[str, Any], submission: Path) -> None:
         for field, path in host_paths(trial, base_dir):
             if not _inside(path, folders):
                 problems.append(_outside(f"{prefix}.{field}", path))
+        for field, target in tag_functions(trial):
+            if not _function_allowed(target):
+                problems.append(
+                    f"{prefix}.{field}: this controller does not import code named by specs (the report"
+                    f" runs in the controller); the operator allows modules with {FUNCTIONS_VARIABLE}"
+                )
     if problems:
         raise PolicyError(list(dict.fromkeys(problems)))
 
@@ -177,6 +188,24 @@ def host_paths(spec: dict[str, Any], base_dir: Path) -> Iterator[tuple[str, str]
     for index, name in enumerate(files if isinstance(files, list) else []):
         if isinstance(name, str):
             yield f"tags.files.{index}", absolute(name, Path(working))  # the report reads them from there
+
+
+def tag_functions(spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(field, module:callable)`` for every ``spec.tags.rules.*.function``: code the
+    ``error_categories`` report imports and calls where reports are built (the controller)."""
+    tags = spec.get("tags") if isinstance(spec.get("tags"), dict) else {}
+    rules = tags.get("rules") if isinstance(tags.get("rules"), dict) else {}
+    for name, rule in rules.items():
+        if isinstance(rule, dict) and isinstance(rule.get("function"), str):
+            yield f"tags.rules.{name}.function", rule["function"]
+
+
+def _function_allowed(target: str) -> bool:
+    """Whether ``module:callable``'s module is one of ``MLRT_ALLOWED_TAG_FUNCTIONS`` (comma-separated
+    modules or packages; default none) or inside one of them."""
+    module = target.split(":", 1)[0]
+    allowed = [m.strip() for m in os.environ.get(FUNCTIONS_VARIABLE, "").split(",") if m.strip()]
+    return any(module == m or module.startswith(m + ".") for m in allowed)
 
 
 def _parameter_variants(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
