@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -181,9 +183,33 @@ def test_file_check_and_materialize(tmp_path: Path):
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
-def test_file_check_reports_unreadable_files(tmp_path: Path):
-    secret = tmp_path / "secret.csv"
-    secret.write_text("x\n")
-    secret.chmod(0)
-    assert FileScheme().check(f"file://{secret}") == f"file not readable: {secret}"
+def test_file_check_reports_unreadable_files():
+    folder = Path(tempfile.mkdtemp())
+    try:
+        folder.chmod(0o755)  # traversable by the unprivileged user below
+        secret = folder / "secret.csv"
+        secret.write_text("x\n")
+        secret.chmod(0)
+        assert _as_unprivileged(lambda: FileScheme().check(f"file://{secret}")) == f"file not readable: {secret}"
+    finally:
+        shutil.rmtree(folder)
+
+
+def _as_unprivileged(call):
+    """``call()``'s string result, computed as user ``nobody`` when this process is root (root reads any file)."""
+    if os.geteuid() != 0:
+        return call()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, answer through the pipe, exit without teardown
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, str(call()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        result = answer.read().decode()
+    os.waitpid(pid, 0)
+    return result
