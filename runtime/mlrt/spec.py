@@ -141,6 +141,15 @@ def managed_namespaces() -> list[str]:
     return [n.strip() for n in os.environ.get("MLRT_KUBE_NAMESPACES", "").split(",") if n.strip()] or ["default"]
 
 
+def _posix_names(variables: dict[str, Any]) -> dict[str, Any]:
+    """``variables`` when every key is a POSIX environment variable name (see :mod:`mlrt.names`)."""
+    for name in variables:
+        problem = env_name_problem(name)
+        if problem:
+            raise ValueError(f"{name[:80]!r}: {problem}")
+    return variables
+
+
 class Kubernetes(_Model):
     """``spec.compute.kubernetes``: how the workers run as pods (``backend: kubernetes``).
 
@@ -179,14 +188,7 @@ class Kubernetes(_Model):
             raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
         return value
 
-    @field_validator("secret_env")
-    @classmethod
-    def _env_names(cls, value: dict[str, SecretKey]) -> dict[str, SecretKey]:
-        for name in value:
-            problem = env_name_problem(name)
-            if problem:
-                raise ValueError(f"{name[:80]!r}: {problem}")
-        return value
+    _env_names = field_validator("secret_env")(_posix_names)
 
 
 class Compute(_Model):
@@ -459,14 +461,7 @@ class TrainingJobSpec(_Model):
             raise ValueError(problem)
         return value
 
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            problem = env_name_problem(name)
-            if problem:
-                raise ValueError(f"{name[:80]!r}: {problem}")
-        return value
+    _env_names = field_validator("env")(_posix_names)
 
 
 class TrainingJob(_Model):
