@@ -113,3 +113,21 @@ def hostile(postgres_db: str, tmp_path: Path, home: Path, training_image: str, m
         yield Hostile(service, postgres_db, tokens, training_image, home)
     finally:
         service.stop()
+        _remove_containers([run.id for run in store.list_runs(limit=10_000)])
+
+
+def _remove_containers(run_ids: list[str]) -> None:
+    """Remove what the runs left behind: containers outlive a stopped controller (to be adopted),
+    so a test that stops its service while a job runs would leave the job's container and network."""
+    for run_id in run_ids:
+        label = f"label=mlrt.run-id={run_id}"
+        names = subprocess.run(
+            [ENGINE, "ps", "-a", "-q", "--filter", label], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if names:
+            subprocess.run([ENGINE, "rm", "-f", *names], capture_output=True, check=False)
+        networks = subprocess.run(
+            [ENGINE, "network", "ls", "-q", "--filter", f"name=^mlrt-{run_id}"], capture_output=True, text=True
+        ).stdout.split()
+        if networks:
+            subprocess.run([ENGINE, "network", "rm", *networks], capture_output=True, check=False)
