@@ -24,9 +24,10 @@ import pytest
 from conftest import missing, wait_for
 from mlrt.service import auth
 from mlrt.store import Store
+from mlrt_container.engine import configured_engine
 from service_process import ServiceProcess
 
-ENGINE = shutil.which(os.environ.get("MLRT_CONTAINER_ENGINE") or "podman")
+ENGINE = shutil.which(configured_engine())
 RUN_ARGS = os.environ.get("MLRT_CONTAINER_RUN_ARGS") or (
     ("--runtime runc " if shutil.which("runc") else "") + "--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
 )
@@ -34,9 +35,9 @@ TERMINAL = {"SUCCEEDED", "FAILED", "FAILED_GATE", "CANCELLED", "TIMED_OUT", "PRU
 
 
 def engine_problem() -> str | None:
-    """Why podman cannot run containers here, or None."""
+    """Why the container engine (podman, or docker) cannot run containers here, or None."""
     if ENGINE is None:
-        return "needs podman (apt-get install podman runc)"
+        return "needs podman or docker (apt-get install podman runc); neither is installed"
     info = subprocess.run([ENGINE, "info"], capture_output=True, text=True)
     if info.returncode != 0:
         return f"{ENGINE} cannot run containers here: {(info.stderr.strip().splitlines() or ['?'])[-1]}"

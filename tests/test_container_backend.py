@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,28 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import command_spec, missing, pid_alive, run_json, wait_for
+from hostile import ENGINE, RUN_ARGS, engine_problem
 from mlrt.launchers import LaunchContext, LaunchError, LaunchRequest, WorkerRequest
 from mlrt.store import Store
 from mlrt_container import HIDDEN, ContainerLauncher, container_name
-from mlrt_container.engine import configured_engine
 
-ENGINE = shutil.which(configured_engine())
-DEFAULT_RUN_ARGS = ("--runtime runc " if shutil.which("runc") else "") + (
-    "--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
-)
-RUN_ARGS = os.environ.get("MLRT_CONTAINER_RUN_ARGS") or DEFAULT_RUN_ARGS
-
-
-def _engine_problem() -> str | None:
-    if ENGINE is None:
-        return "needs podman or docker (apt-get install podman runc); neither is installed"
-    info = subprocess.run([ENGINE, "info"], capture_output=True, text=True)
-    if info.returncode != 0:
-        return f"{ENGINE} cannot run containers here: {(info.stderr.strip().splitlines() or ['?'])[-1]}"
-    return None
-
-
-PROBLEM = _engine_problem()
+PROBLEM = engine_problem()
 
 
 @pytest.fixture
