@@ -134,3 +134,13 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_written_job(small_filesystem
     (folder / "ballast").unlink(missing_ok=True)
     listed = mlrt("runs", "list", "--json", db=url)
     assert listed.returncode == 0 and "stored" not in listed.stdout
+
+
+@pytest.mark.parametrize("name", ["MLRT_MAX_LOG_BYTES", "MLRT_MAX_LINE_BYTES", "MLRT_MAX_REQUEST_BYTES"])
+def test_a_bad_size_setting_stops_the_service_at_start_in_one_line(cli, monkeypatch, name):
+    monkeypatch.setenv(name, "lots")
+    result = cli("controller", "--port", "0")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {name}: 'lots' is not a positive number of bytes, e.g. " + (
+        str(8 << 20) if name == "MLRT_MAX_REQUEST_BYTES" else str(100 << 20)
+    )

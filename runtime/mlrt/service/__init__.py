@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 from mlrt.store import Store
 
@@ -43,6 +44,7 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
     from mlrt.store.engine import check_writable
 
     max_body = max_request_bytes()  # a bad setting stops the service before it opens anything
+    _check_sizes()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     policy.isolate_workers()
     store = Store(db)  # applies pending migrations first
@@ -62,6 +64,18 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
 
     app.router.lifespan_context = lifespan
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+_SIZE_SETTINGS = ("MLRT_MAX_LOG_BYTES", "MLRT_MAX_LINE_BYTES")
+"""Sizes the controller reads where a bad value could only fall back in silence (:mod:`mlrt.logfile`,
+:mod:`mlrt.logscan`): the service checks them once, at start-up."""
+
+
+def _check_sizes() -> None:
+    for name in _SIZE_SETTINGS:
+        raw = os.environ.get(name, "").strip()
+        if raw and (not raw.isdigit() or int(raw) < 1):
+            raise SettingError(f"{name}: {raw!r} is not a positive number of bytes, e.g. {100 << 20}")
 
 
 def _reachable(host: str) -> str:
