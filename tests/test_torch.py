@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from conftest import import_or_missing, run_json, wait_for
 from mlrt.store import Store
