@@ -109,6 +109,8 @@ MAX_CPU = 1_024.0
 MAX_MEMORY = 64 * 2**40
 MAX_GPUS = 64
 MAX_RETRIES = 20
+MAX_PRIORITY = 1000
+"""``spec.priority`` lies in [-MAX_PRIORITY, MAX_PRIORITY]; higher runs are admitted first."""
 MAX_COUNT = 1_000_000_000
 """Epochs, steps, patience, quantile bins and toleration seconds."""
 

@@ -412,7 +412,11 @@ class Gate(_Model):
 
 
 class TrainingJobSpec(_Model):
-    """``spec`` of a TrainingJob: what to run, on what data, with which settings."""
+    """``spec`` of a TrainingJob: what to run, on what data, with which settings.
+
+    ``priority`` orders the controller's queue: a higher priority is launched
+    first, first come first served within one priority (default 0). A tuning
+    job's trials take the priority of its ``template``."""
 
     algorithm: str | None = None
     image: str | None = None
@@ -437,6 +441,7 @@ class TrainingJobSpec(_Model):
     tags: Tags | None = None
     gates: list[Gate] = []
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    priority: int = Field(0, ge=-limits.MAX_PRIORITY, le=limits.MAX_PRIORITY)
 
     @model_validator(mode="after")
     def _one_entry_point(self) -> TrainingJobSpec:

@@ -1,7 +1,9 @@
 """The one state machine every run follows, whatever launches it.
 
 A run moves QUEUED -> STARTING -> RUNNING and ends SUCCEEDED, FAILED,
-CANCELLED or TIMED_OUT; a tuning trial may also end PRUNED, and a run whose
+CANCELLED or TIMED_OUT; a run whose workers all succeeded is FINALIZING while
+its reports are built and its output registered or uploaded (off the
+controller's reconcile loop), then ends; a tuning trial may also end PRUNED, and a run whose
 workers succeeded but whose reports fail one of ``spec.gates`` ends
 FAILED_GATE. A failed attempt with retries left sends the run back
 to QUEUED; the next attempt is a new row of the same run. Backends map their
@@ -19,6 +21,7 @@ class RunState(str, enum.Enum):
     QUEUED = "QUEUED"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
+    FINALIZING = "FINALIZING"  # the workers succeeded; reports, gates and output upload are under way
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -57,7 +60,11 @@ _ALLOWED: dict[RunState, frozenset[RunState]] = {
             RunState.PRUNED,
             RunState.FAILED_GATE,
             RunState.QUEUED,  # a failed attempt with retries left
+            RunState.FINALIZING,
         }
+    ),
+    RunState.FINALIZING: frozenset(
+        {RunState.SUCCEEDED, RunState.FAILED, RunState.FAILED_GATE, RunState.CANCELLED, RunState.TIMED_OUT}
     ),
 }
 

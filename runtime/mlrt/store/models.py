@@ -70,6 +70,12 @@ class Run(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    priority: int = 0
+    backend: str | None = None
+    cpus: float = 0.0
+    memory: int = Field(default=0, sa_type=BigInteger)
+    gpus: int = 0
+    waiting: str = ""
 
 
 class Attempt(SQLModel, table=True):
@@ -172,3 +178,37 @@ class Token(SQLModel, table=True):
     run_id: str | None = Field(default=None, index=True)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class ProjectLimit(SQLModel, table=True):
+    """What one project may hold at once in the controller (None: no limit).
+
+    ``max_running`` counts its active runs (starting, running or finalizing;
+    a tuning run's trials count, the tuning run itself does not); the other
+    limits sum those runs' requests: ``max_cpus`` cores, ``max_gpus`` and
+    ``max_memory`` bytes. Set with ``mlrt projects limit``."""
+
+    __tablename__ = "project_limits"
+
+    project: str = Field(primary_key=True)
+    max_running: int | None = None
+    max_cpus: float | None = None
+    max_gpus: int | None = None
+    max_memory: int | None = Field(default=None, sa_type=BigInteger)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LogChunk(SQLModel, table=True):
+    """A piece of one worker's log, kept in the database so that every controller replica
+    can serve it: the bytes of attempt ``attempt``, worker ``worker`` from byte ``offset``."""
+
+    __tablename__ = "log_chunks"
+    __table_args__ = (Index("ix_log_chunks_position", "run_id", "attempt", "worker", "offset", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BIG_ID)
+    run_id: str = Field(foreign_key="runs.id")
+    attempt: int
+    worker: int
+    offset: int = Field(sa_type=BigInteger)
+    data: bytes
+    created_at: datetime = Field(default_factory=utcnow)

@@ -17,10 +17,13 @@ from sqlmodel import Session, col, select
 
 from mlrt.states import TERMINAL_STATES, RunState, check_transition
 from mlrt.store.engine import create_db_engine, database_url, migrate
-from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, MetricBatch, Param, Run, utcnow
+from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, MetricBatch, Param, ProjectLimit, Run, utcnow
 
 TERMINAL = sorted(state.value for state in TERMINAL_STATES)
 """The terminal states as the database stores them (for ``NOT IN`` queries)."""
+ACTIVE = sorted(state.value for state in RunState if state not in TERMINAL_STATES)
+"""The other states: ``state IN ACTIVE`` finds active runs through the state index, so the
+queries of a reconcile pass cost the same however many finished runs the database holds."""
 
 
 class NotFound(LookupError):
@@ -130,7 +133,7 @@ class Store:
     def active_runs(self, owner: str | None = None) -> list[Run]:
         """Runs not yet terminal, optionally only those a given controller owns."""
         with self.session() as s:
-            query = select(Run).where(col(Run.state).not_in(TERMINAL))
+            query = select(Run).where(col(Run.state).in_(ACTIVE))
             if owner is not None:
                 query = query.where(Run.owner == owner)
             return list(s.exec(query.order_by(Run.created_at)))
@@ -138,7 +141,7 @@ class Store:
     def active_states(self, owner: str) -> list[tuple[str, str]]:
         """``(id, state)`` of the runs :meth:`active_runs` returns for ``owner``, without loading the rows."""
         with self.session() as s:
-            query = select(Run.id, Run.state).where(col(Run.state).not_in(TERMINAL), Run.owner == owner)
+            query = select(Run.id, Run.state).where(col(Run.state).in_(ACTIVE), Run.owner == owner)
             return [tuple(row) for row in s.exec(query.order_by(Run.created_at))]
 
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
@@ -148,7 +151,7 @@ class Store:
             query = (
                 select(Run)
                 .join(Job, Job.id == Run.job_id)
-                .where(col(Job.project).is_not(None), col(Run.state).not_in(TERMINAL))
+                .where(col(Job.project).is_not(None), col(Run.state).in_(ACTIVE))
                 .where(col(Run.owner).is_(None) | (Run.owner != owner))
                 .order_by(Run.created_at)
             )
@@ -161,6 +164,37 @@ class Store:
         with self.session() as s:
             rows = s.exec(select(Run.id, Job.project).join(Job, Job.id == Run.job_id).where(col(Run.id).in_(run_ids)))
             return {run_id: project for run_id, project in rows}
+
+    def active_resources(self, states: Sequence[str]) -> list[tuple[str | None, str | None, str | None, float, int, int]]:
+        """``(project, backend, owner, cpus, memory, gpus)`` of every run in ``states``, tuning
+        runs left out (their trials are the runs that hold resources): admission's usage."""
+        with self.session() as s:
+            query = (
+                select(Job.project, Run.backend, Run.owner, Run.cpus, Run.memory, Run.gpus)
+                .join(Job, Job.id == Run.job_id)
+                .where(col(Run.state).in_(list(states)), Job.kind != "TuningJob")
+            )
+            return [tuple(row) for row in s.exec(query)]
+
+    def project_limits(self) -> list[ProjectLimit]:
+        """Every project's limits (projects without a row have none)."""
+        with self.session() as s:
+            return list(s.exec(select(ProjectLimit).order_by(ProjectLimit.project)))
+
+    def set_project_limit(self, project: str, **limits: float | int | None) -> ProjectLimit:
+        """Set (or with every limit None, remove) the limits of ``project``."""
+        with self.session() as s:
+            row = s.get(ProjectLimit, project)
+            if all(value is None for value in limits.values()):
+                if row is not None:
+                    s.delete(row)
+                return ProjectLimit(project=project)
+            row = row or ProjectLimit(project=project)
+            for key, value in limits.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            s.add(row)
+            return row
 
     def transition(self, run_id: str, to: RunState, reason: str, **fields: Any) -> Run:
         """Move a run to ``to`` (checked against the state machine), record the event, set ``fields``."""
@@ -197,7 +231,8 @@ class Store:
     def heartbeat(self, owner: str) -> None:
         """Mark every active run owned by ``owner`` as still watched."""
         with self.session() as s:
-            s.exec(update(Run).where(Run.owner == owner).values(heartbeat_at=utcnow()))  # type: ignore[call-overload]
+            active = update(Run).where(Run.owner == owner, col(Run.state).in_(ACTIVE))
+            s.exec(active.values(heartbeat_at=utcnow()))  # type: ignore[call-overload]
 
     def add_event(self, run_id: str, reason: str) -> None:
         """Record something notable that is not a state change."""
