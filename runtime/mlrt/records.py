@@ -12,7 +12,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
-    """A snapshot of one run: identity, state and why, params and latest metrics."""
+    """A snapshot of one run: identity, state and why, params and latest metrics.
+
+    ``waiting`` says why a QUEUED run is not launched yet (a project limit, the
+    resources it asks for; empty when nothing holds it back); ``priority`` orders
+    queued runs (higher first)."""
 
     id: str
     job_id: str
@@ -26,6 +30,8 @@ class RunRecord:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    waiting: str = ""
+    priority: int = 0
 
     @classmethod
     def load(cls, store: Store, run_id: str) -> RunRecord:
@@ -44,6 +50,8 @@ class RunRecord:
             created_at=run.created_at,
             started_at=run.started_at,
             ended_at=run.ended_at,
+            waiting=run.waiting,
+            priority=run.priority,
         )
 
     def duration(self) -> float | None:

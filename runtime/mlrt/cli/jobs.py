@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from mlrt.cli import EXIT_FAILED, App
+from mlrt.cli.progress import follow, tuning_line, tuning_summary
 from mlrt.cli.render import echo_json, number, seconds, styled_state, table
 from mlrt.logfile import OutputPart, read_output
 from mlrt.logscan import is_sdk_record
@@ -30,47 +31,8 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def tuning_summary(app: App, run_id: str) -> dict[str, Any] | None:
-    """Trial counts by state and the best objective so far, for a tuning run (else None)."""
-    trials = app.store.trials(run_id)
-    job = app.store.get_job(app.store.get_run(run_id).job_id)
-    if job.kind != "TuningJob":
-        return None
-    from mlrt.tuning_controller import best_trial
-
-    objective = job.spec_resolved["spec"]["objective"]
-    counts: dict[str, int] = {}
-    for trial in trials:
-        counts[trial.state] = counts.get(trial.state, 0) + 1
-    values = app.store.last_values([t.id for t in trials], objective["metric"])
-    best = best_trial(trials, values, objective["goal"])
-    return {
-        "trials": counts,
-        "objective": objective,
-        "best": None if best is None else {"value": best[1], "trial": best[0].trial},
-    }
-
-
-def _tuning_line(summary: dict[str, Any]) -> str:
-    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary["trials"].items())) or "no trials yet"
-    best = summary["best"]
-    metric = summary["objective"]["metric"]
-    return f"trials: {counts}" + (f"; best {metric}={number(best['value'])} (trial {best['trial']})" if best else "")
-
-
-def _live_line(app: App, run_id: str, started: float) -> str:
-    run = app.store.get_run(run_id)
-    summary = tuning_summary(app, run_id)
-    if summary is not None:
-        return f"{run_id} {styled_state(run.state)}  {seconds(time.monotonic() - started)}  {_tuning_line(summary)}"
-    metrics = app.store.latest_metrics(run_id)
-    shown = "  ".join(f"{k}={number(v)}" for k, v in sorted(metrics.items())[:4])
-    attempt = f" attempt {run.attempts}/{run.max_attempts}" if run.max_attempts > 1 else ""
-    return f"{run_id} {styled_state(run.state)}{attempt}  {seconds(time.monotonic() - started)}  {shown}"
-
-
 def _wait(app: App, run_id: str, quiet: bool) -> None:
-    """Follow the run to its end, showing a live status line.
+    """Follow the run to its end, showing its progress (:func:`mlrt.cli.progress.follow`).
 
     Locally an embedded controller drives it, and Ctrl-C cancels it. In remote
     mode the service drives it and this only watches: Ctrl-C stops watching."""
@@ -85,26 +47,8 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
             controller.run_until_done([run_id], on_tick=on_tick)
 
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    started = time.monotonic()
     try:
-        if quiet:
-            drive(None)
-            return
-        from rich.live import Live
-        from rich.spinner import Spinner
-
-        spinner = Spinner("dots", text=_live_line(app, run_id, started))
-        last = 0.0
-        with Live(spinner, refresh_per_second=8, transient=True, console=None) as live:
-
-            def tick() -> None:
-                nonlocal last
-                if time.monotonic() - last >= 0.25:
-                    spinner.update(text=_live_line(app, run_id, started))
-                    live.refresh()
-                    last = time.monotonic()
-
-            drive(tick)
+        follow(app, run_id, drive, quiet)
     except KeyboardInterrupt:
         if app.remote is not None:
             click.echo(f"stopped following {run_id}; it goes on (mlrt cancel {run_id} stops it)", err=True)
@@ -327,6 +271,13 @@ def _reap(app: App) -> None:
         click.echo(f"note: {run_id} lost its controller and was marked FAILED", err=True)
 
 
+def _reason(record) -> str:
+    """Why a run is in its state; for a queued run, also what holds it back."""
+    if record.state == "QUEUED" and record.waiting:
+        return f"{record.reason}; waiting: {record.waiting}"
+    return record.reason
+
+
 @click.command()
 @click.argument("run_id", required=False)
 @click.option("--limit", default=20, show_default=True, help="How many recent runs to list.")
@@ -349,7 +300,7 @@ def status(app: App, run_id: str | None, limit: int, as_json: bool) -> None:
                 f"{r.attempts}/{r.max_attempts}",
                 r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                 seconds(r.duration()),
-                r.reason,
+                _reason(r),
             )
             for r in records
         ]
@@ -370,8 +321,10 @@ def status(app: App, run_id: str | None, limit: int, as_json: bool) -> None:
         )
         return
     click.echo(f"run {record.id}: {record.state} — {record.reason}")
+    if record.state == "QUEUED" and record.waiting:
+        click.echo(f"waiting: {record.waiting}")
     if summary is not None:
-        click.echo(_tuning_line(summary) + f"   (mlrt runs compare {record.id})")
+        click.echo(tuning_line(summary) + f"   (mlrt runs compare {record.id})")
     click.echo(f"attempts {record.attempts}/{record.max_attempts}, running time {seconds(record.duration()) or '-'}")
     if attempts:
         rows = [(a.number, styled_state(a.state), a.exit_code, a.reason) for a in attempts]
@@ -446,10 +399,15 @@ LOG_PIECE = 1 << 20
 
 def _log_part(app: App, run_id: str, attempt: int, rank: int, path: Path, offset: int) -> OutputPart:
     """At most ``LOG_PIECE`` bytes of a worker's output from ``offset``: read here (output positions,
-    :mod:`mlrt.logfile`), or fetched from the service."""
-    if app.remote is None:
+    :mod:`mlrt.logfile`), from the database when this machine lacks the file (a run of the controller
+    service, :mod:`mlrt.logship`), or fetched from the service."""
+    if app.remote is not None:
+        return app.remote.log_part(run_id, attempt, rank, offset)
+    if path.exists():
         return read_output(path, offset, LOG_PIECE)
-    return app.remote.log_part(run_id, attempt, rank, offset)
+    from mlrt.logship import read_log
+
+    return read_log(app.store, run_id, attempt, rank, offset, LOG_PIECE)
 
 
 @click.command()

@@ -15,38 +15,61 @@ def echo_json(data: Any) -> None:
 
 
 def console():
+    """A rich console for stdout: colours and the terminal's width on a terminal, plain text
+    otherwise (pipes, files, logs)."""
     from rich.console import Console
 
     return Console(highlight=False)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print a rich table; ``None`` cells show as '-'."""
+    """Print a rich table; ``None`` cells show as '-'.
+
+    Cells are printed as they are, never read as rich markup (a reason or a metric
+    name may hold brackets); a cell that should be styled is a ``rich.text.Text``
+    (see :func:`styled_state`). The first column (run ids, names) never wraps. When
+    stdout is not a terminal the table gets the width it needs, so a pipe or a log
+    file receives whole lines and whole ids, not a table cut at 80 columns."""
+    from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
     tbl = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        tbl.add_column(column, overflow="fold")
+    for index, column in enumerate(columns):
+        tbl.add_column(Text(column), overflow="fold", no_wrap=index == 0)
     for row in rows:
-        tbl.add_row(*("-" if cell is None else str(cell) for cell in row))
-    console().print(tbl)
+        tbl.add_row(*(cell if isinstance(cell, Text) else Text("-" if cell is None else str(cell)) for cell in row))
+    out = console()
+    if not out.is_terminal:
+        out.width = max(out.width, Measurement.get(out, out.options.update(max_width=1 << 20), tbl).maximum)
+    out.print(tbl)
 
 
-STATE_STYLE = {
-    "SUCCEEDED": "green",
-    "FAILED": "red",
-    "TIMED_OUT": "red",
-    "FAILED_GATE": "red",
-    "CANCELLED": "yellow",
-    "RUNNING": "cyan",
-    "STARTING": "cyan",
-    "QUEUED": "dim",
-}
+def state_style(state: str) -> str:
+    """The colour of a run state, derived from :class:`~mlrt.states.RunState` so every state
+    has one: green for SUCCEEDED, red for a terminal failure, yellow for a run stopped on
+    purpose (cancelled, pruned), dim while queued, cyan while it is active; none for a name
+    this version does not know (a newer service's)."""
+    from mlrt.states import RunState
+
+    try:
+        known = RunState(state)
+    except ValueError:
+        return ""
+    if known is RunState.SUCCEEDED:
+        return "green"
+    if known in (RunState.CANCELLED, RunState.PRUNED):
+        return "yellow"
+    if known.is_terminal():
+        return "red"
+    return "dim" if known is RunState.QUEUED else "cyan"
 
 
-def styled_state(state: str) -> str:
-    """Rich markup for a state name."""
-    return f"[{STATE_STYLE.get(state, '')}]{state}[/]"
+def styled_state(state: str):
+    """A state name as a styled ``rich.text.Text`` (a table cell or part of a line)."""
+    from rich.text import Text
+
+    return Text(str(state), style=state_style(str(state)))
 
 
 def seconds(value: float | None) -> str | None:

@@ -86,22 +86,25 @@ def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | No
     results = results if results is not None else app.report_results(run_id)
     if not results:
         return
+    from rich.text import Text
+
     out = console()
     out.rule("diagnosis")
+    # Findings quote the data (slice values, categories, column names): printed as text, never as markup.
     for finding in report_runner.summary_findings(results):
         style = {"problem": "red", "warning": "yellow"}.get(finding.severity, "cyan")
-        out.print(f"[{style}]{finding.report}[/]: {finding.text}", highlight=False)
+        out.print(Text.assemble((finding.report, style), f": {finding.text}"))
     for name, result in results.items():
         if str(result.get("skipped", "")).startswith("failed:"):
-            out.print(f"[red]{name}[/]: {result['skipped']}", highlight=False)
+            out.print(Text.assemble((name, "red"), f": {result['skipped']}"))
     if run.state == "FAILED_GATE":
-        out.print(f"[red]gates failed[/]: {run.reason.split('gate(s): ', 1)[-1]}", highlight=False)
+        out.print(Text.assemble(("gates failed", "red"), f": {run.reason.split('gate(s): ', 1)[-1]}"))
     if app.remote is not None:
-        out.print(f"full report: mlrt report {run_id} --html FILE", highlight=False)
+        out.print(Text(f"full report: mlrt report {run_id} --html FILE"))
         return
     page = report_runner.reports_dir(run) / "report.html"
     if page.is_file():
-        out.print(f"full report: {page}", highlight=False)
+        out.print(Text(f"full report: {page}"))
 
 
 def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: bool) -> None:
@@ -116,6 +119,8 @@ def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: b
         {"metric": k, "before": metrics[0][k], "after": metrics[1][k], "change": metrics[1][k] - metrics[0][k]}
         for k in sorted(set(metrics[0]) & set(metrics[1]))
     ]
+    from rich.text import Text
+
     rows = report_runner.diff(before, after)
     if regressions:
         rows = [r for r in rows if r["regression"] > 0]
@@ -138,7 +143,7 @@ def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: b
                 number(r["before"]),
                 number(r["after"]),
                 f"{r['change']:+.4g}",
-                "[red]regressed[/]" if r["regression"] > 0 else "",
+                Text("regressed", style="red") if r["regression"] > 0 else "",
             )
             for r in sorted(rows, key=lambda r: -r["regression"])
         ],

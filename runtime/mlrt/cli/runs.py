@@ -85,11 +85,14 @@ def show(app: App, run_id: str, as_json: bool) -> None:
         echo_json(details)
         return
     click.echo(f"run {details['id']}: {details['state']} — {details['reason']}")
+    if details["state"] == "QUEUED" and details["waiting"]:
+        click.echo(f"waiting: {details['waiting']}")
     repro = details["reproducibility"]
     git = repro.get("git")
     git_text = f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}" if git else "not a git checkout"
     click.echo(
-        f"seed {repro.get('seed')}  python {repro.get('python')}  git {git_text}  output {details['output_uri']}"
+        f"priority {details['priority']}  seed {repro.get('seed')}  python {repro.get('python')}  git {git_text}"
+        f"  output {details['output_uri']}"
     )
     table("params", ["param", "value"], sorted(details["params"].items()))
     table("metrics (latest)", ["metric", "value"], [(k, number(v)) for k, v in sorted(details["metrics"].items())])

@@ -1,0 +1,108 @@
+"""Every run state through every view: `mlrt status`, `runs list`, `runs show`, `runs compare`
+(a tuning job's trials and runs side by side), as tables and as --json.
+
+The runs are queued through the public API (mlrt.submission) and put in each state the way
+the controller records it; nothing launches, so the test takes about a second."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlrt.spec import load_spec
+from mlrt.states import RunState
+from mlrt.store import Store
+from mlrt.submission import submit
+from mlrt.tuning_spec import load_trial
+
+# Reasons and metric names are printed as they are, never read as rich markup.
+AWKWARD = "closing tag [/] and [bold]brackets[/bold] stay text"
+WAITING = "project vision is at its limit of 8 running runs"
+
+TUNING = """\
+apiVersion: mlrt/v1
+kind: TuningJob
+metadata: {name: views}
+spec:
+  template:
+    command: [python, -c, pass]
+  objective: {metric: score, goal: maximize}
+  parameters:
+    x: {type: float, min: 0, max: 1}
+  max_trials: 20
+"""
+
+
+@pytest.fixture
+def trials(tmp_path) -> tuple[str, list[str]]:
+    """A tuning job with one trial in every state (each with a score, a reason quoting
+    markup, and ``waiting`` on the queued one); returns the job's and the trials' ids."""
+    spec = tmp_path / "tune.yaml"
+    spec.write_text(TUNING)
+    store = Store()
+    loaded = load_spec(str(spec), ())
+    tuning_id = submit(store, loaded)
+    store.update_run(tuning_id, state=RunState.RUNNING.value, reason="searching")
+    resolved = loaded.resolved()
+    ids = []
+    for number, state in enumerate(RunState, start=1):
+        params = {"x": number / 20}
+        trial = load_trial(resolved, f"views-t{number:03d}", params)
+        run_id = submit(store, trial, trial_of=(tuning_id, number, params))
+        store.update_run(run_id, state=state.value, reason=f"{state.value.lower()}: {AWKWARD}")
+        store.insert_metrics(run_id, [("score", 1, number / 10, 0.0), ("[red]odd[/] name", 1, 1.0, 0.0)])
+        ids.append(run_id)
+    store.update_run(ids[list(RunState).index(RunState.QUEUED)], waiting=WAITING)
+    return tuning_id, ids
+
+
+def ok(cli, *args: str) -> str:
+    result = cli(*args)
+    assert result.exit_code == 0, f"mlrt {' '.join(args)} exited {result.exit_code}:\n{result.output}"
+    return result.stdout
+
+
+def test_every_state_renders_in_every_view(cli, trials):
+    tuning_id, ids = trials
+    listed = ok(cli, "status", "--limit", "50")
+    runs_list = ok(cli, "runs", "list")
+    for state in RunState:
+        assert state.value in listed and state.value in runs_list, state
+    assert AWKWARD in listed and f"waiting: {WAITING}" in listed
+    for run_id in ids:
+        # Whole ids on every line: a pipe gets the table at the width it needs.
+        assert run_id in listed.split() and run_id in runs_list.split()
+        assert AWKWARD in ok(cli, "status", run_id)
+        assert AWKWARD in ok(cli, "runs", "show", run_id)
+    queued = ids[list(RunState).index(RunState.QUEUED)]
+    assert f"waiting: {WAITING}" in ok(cli, "status", queued)
+    assert f"waiting: {WAITING}" in ok(cli, "runs", "show", queued)
+    assert "trials: " in ok(cli, "status", tuning_id)
+
+    compared = ok(cli, "runs", "compare", tuning_id)
+    side_by_side = ok(cli, "runs", "compare", *ids)
+    for state in RunState:
+        assert state.value in compared and state.value in side_by_side, state
+    assert "[red]odd[/] name" in compared
+    succeeded = ids[list(RunState).index(RunState.SUCCEEDED)]
+    assert f"{succeeded} (best)" in compared, "the only succeeded trial is the best"
+
+
+def test_every_state_in_every_json_view(cli, trials):
+    tuning_id, ids = trials
+    by_id = {r["id"]: r for r in json.loads(ok(cli, "status", "--json", "--limit", "50"))}
+    assert {r["id"]: r["state"] for r in json.loads(ok(cli, "runs", "list", "--json"))} == {
+        run_id: r["state"] for run_id, r in by_id.items()
+    }
+    for run_id, state in zip(ids, RunState, strict=True):
+        assert by_id[run_id]["state"] == state.value
+        assert by_id[run_id]["waiting"] == (WAITING if state is RunState.QUEUED else "")
+        shown = json.loads(ok(cli, "runs", "show", run_id, "--json"))
+        assert shown["state"] == state.value and shown["priority"] == 0
+        assert json.loads(ok(cli, "status", run_id, "--json"))["reason"].endswith(AWKWARD)
+    status = json.loads(ok(cli, "status", tuning_id, "--json"))
+    assert status["tuning"]["trials"] == {state.value: 1 for state in RunState}
+    compared = json.loads(ok(cli, "runs", "compare", tuning_id, "--json"))
+    assert [r["state"] for r in compared][0] == "SUCCEEDED" and compared[0]["best"]
+    assert sorted(r["state"] for r in compared) == sorted(s.value for s in RunState)
