@@ -1,4 +1,4 @@
-"""Controller service throughput: submissions/s, submit-to-RUNNING latency and metric ingestion points/s.
+"""Controller service throughput: submissions/s, submit-to-RUNNING latency, fairness, idle passes, metric ingestion.
 
 Run it from the repository root with an interpreter that has mlrt[test]
 installed (the stand-in needs kubernetes-validate; the `mlrt` script next to
@@ -6,22 +6,33 @@ the interpreter is started as the controller) -- see bench/README.md:
 
     python bench/controller_service.py                      # 1,000 jobs, 8 clients, 200,000 points, PostgreSQL
     python bench/controller_service.py --jobs 200 --points 20000 --db sqlite --json bench/results/service.json
+    python bench/controller_service.py --jobs 1000,10000 --rounds concurrent,fairness,idle --no-schema-check
 
 What runs: a real `mlrt --db URL controller` process (the HTTP API and the
 leader's reconcile loop) on a fresh database (PostgreSQL at 127.0.0.1:5432:
 a new `mlrt_bench_*` database per round, dropped afterwards; or `--db
 sqlite`: a file in the workdir), launching `compute.backend: kubernetes`
-jobs against the in-process Kubernetes API stand-in of tests/kube_standin.py.
-The stand-in stores objects and plays the Job controller (a Job gets its
-pod) but never starts pods, so every launched run stays RUNNING: the
-figures are submit -> RUNNING, i.e. the control plane only.
+jobs against the in-process Kubernetes API stand-in of tests/kube_standin.py,
+which answers every request after `--latency-ms` (default 20 ms, a real API
+server's round trip). The stand-in stores objects and plays the Job
+controller (a Job gets its pod) but never starts pods, so every launched run
+stays RUNNING: the figures are submit -> RUNNING, i.e. the control plane only.
+The controller process's CPU time and resident memory (with any children)
+are sampled with psutil throughout each round.
 
 Rounds (each with its own fresh database, stand-in and controller, so one
 round's running runs do not slow the next):
 
 * sequential: `--jobs` submissions from one client (POST /api/v1/jobs, one
-  after the other);
+  after the other); `--jobs 1000,10000` runs the round once per count;
 * concurrent: `--jobs` submissions from `--clients` threads;
+* fairness: project A queues `--fair-jobs` jobs (from `--clients` threads),
+  then project B submits `--fair-b` jobs from one client: how long until B's
+  first run is RUNNING, B's p50/p99, and how many of A's ran before it;
+* idle: reconcile passes while nothing changes, with one RUNNING run, first
+  alone, then with `--finished` finished runs added to the database (rows
+  cloned from that run: job, run, params, attempt and events, inserted in
+  bulk through mlrt's models, SUCCEEDED);
 * ingestion: one submitted (RUNNING) run, a worker token for it, and
   `--points` points per case POSTed to /api/v1/runs/ID/tracking/metrics in
   batches of 1,000 and 10,000, from 1 and 4 clients; then the SDK end to end
@@ -68,6 +79,8 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 IMAGE = "localhost/mlrt-train:bench"
 BATCHES = (1_000, 10_000)
 INGEST_CLIENTS = 4
+PROJECT_A, PROJECT_B = "project-a", "project-b"
+SAMPLE_INTERVAL = 0.2  # seconds between samples of the controller's CPU and memory
 
 ALGORITHM_SPEC = """\
 apiVersion: mlrt/v1
@@ -183,6 +196,78 @@ class StandInClock:
             return {k: {"count": self.counts[k], "seconds": self.seconds[k]} for k in sorted(self.seconds)}
 
 
+# -- the controller's CPU time and memory ---------------------------------------------
+
+
+class ProcessSampler:
+    """CPU seconds and resident memory of a process and its children, sampled with psutil in a thread.
+
+    CPU: user + system of the process, of its children that have ended and been
+    waited for, and of its live children at the time of reading. Memory: the
+    largest resident set (process + live children) seen in any sample, every
+    ``SAMPLE_INTERVAL`` seconds; :meth:`high_water` adds the kernel's own peak
+    of the main process (``VmHWM``), which no sample can miss."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.peak_rss = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list:
+        import psutil
+
+        try:
+            return [self.process, *self.process.children(recursive=True)]
+        except psutil.Error:
+            return [self.process]
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            rss = 0
+            for proc in self._tree():
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
+            self.samples += 1
+            self._stop.wait(SAMPLE_INTERVAL)
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        times = self.process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in self._tree()[1:]:
+            try:
+                child_times = child.cpu_times()
+                total += child_times.user + child_times.system
+            except psutil.Error:
+                pass
+        return total
+
+    def high_water(self) -> int | None:
+        """The main process's peak resident set in bytes (Linux ``VmHWM``), None where unknown."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # -- one environment: database, stand-in, controller -------------------------------
 
 
@@ -206,6 +291,8 @@ class Environment:
         self.admin_engine = None
         self.db_name = None
         self.process: subprocess.Popen | None = None
+        self.sampler: ProcessSampler | None = None
+        self.memory: dict = {}
         self.kube = None
         self.store = None
         try:
@@ -222,7 +309,7 @@ class Environment:
             self.store = Store(self.url)  # creates the schema
             self.token = auth.issue(self.store, "user", "bench", "bench")
             standin_clock.reset()
-            self.kube = KubeStandIn().start()
+            self.kube = KubeStandIn(latency_ms=args.latency_ms).start()
             kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
             env = bench_env(self.workdir, bytecode_cache=True)
             env.pop("MLRT_DB", None)
@@ -239,6 +326,7 @@ class Environment:
                 self.process = subprocess.Popen(
                     command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
                 )
+            self.sampler = ProcessSampler(self.process.pid)
             self._wait_ready()
         except BaseException:
             self.close()
@@ -260,11 +348,14 @@ class Environment:
             time.sleep(0.1)
         raise RuntimeError(f"controller not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
 
-    def cpu_seconds(self) -> float:
-        import psutil
+    def token_for(self, project: str) -> str:
+        """A user token of ``project`` (what ``mlrt tokens create --user NAME --project NAME`` prints)."""
+        from mlrt.service import auth
 
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system
+        return auth.issue(self.store, "user", f"bench-{project}", project)
+
+    def cpu_seconds(self) -> float:
+        return self.sampler.cpu_seconds()
 
     def reconcile_histogram(self) -> tuple[float, float]:
         """(passes, seconds) of ``mlrt_reconcile_seconds`` so far."""
@@ -278,13 +369,32 @@ class Environment:
                 total = float(line.split()[-1])
         return count, total
 
-    def state_counts(self) -> dict[str, int]:
-        from sqlalchemy import text
+    def state_counts(self, run_ids: list[str] | None = None) -> dict[str, int]:
+        """Runs by state: all, or those of ``run_ids``."""
+        from sqlalchemy import bindparam, text
 
         with self.store.engine.connect() as conn:
-            return dict(conn.execute(text("SELECT state, COUNT(*) FROM runs GROUP BY state")).all())
+            if run_ids is None:
+                return dict(conn.execute(text("SELECT state, COUNT(*) FROM runs GROUP BY state")).all())
+            query = text("SELECT state, COUNT(*) FROM runs WHERE id IN :ids GROUP BY state")
+            query = query.bindparams(bindparam("ids", expanding=True))
+            return dict(conn.execute(query, {"ids": run_ids}).all())
+
+    def waiting_reasons(self) -> dict[str, int]:
+        """Why QUEUED runs wait, as the controller says (``runs.waiting`` where the schema has it)."""
+        from sqlalchemy import inspect, text
+
+        if "waiting" not in {c["name"] for c in inspect(self.store.engine).get_columns("runs")}:
+            return {}
+        with self.store.engine.connect() as conn:
+            query = text("SELECT waiting, COUNT(*) FROM runs WHERE state = 'QUEUED' GROUP BY waiting")
+            return dict(conn.execute(query).all())
 
     def close(self) -> None:
+        if self.sampler is not None:
+            self.memory = {"peak_rss_sampled": self.sampler.peak_rss, "vm_hwm": self.sampler.high_water()}
+            self.sampler.stop()
+            self.sampler = None
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -311,9 +421,13 @@ class Environment:
 # -- submissions ---------------------------------------------------------------------
 
 
-def submit_all(env: Environment, specs: list[str], clients: int) -> list[dict]:
-    """POST every spec, from ``clients`` threads; per submission its client-side start/end (unix time) and run id."""
+def submit_all(env: Environment, specs: list[str], clients: int, token: str | None = None) -> list[dict]:
+    """POST every spec, from ``clients`` threads; per submission its client-side start/end (unix time) and run id.
+
+    ``token`` is the user token to submit with (its project is the jobs'); the environment's by default."""
     import httpx
+
+    token = token or env.token
 
     results: list[dict | None] = [None] * len(specs)
     next_index = iter(range(len(specs)))
@@ -321,7 +435,7 @@ def submit_all(env: Environment, specs: list[str], clients: int) -> list[dict]:
     errors: list[str] = []
 
     def client() -> None:
-        with httpx.Client(base_url=env.url_api, headers={"Authorization": f"Bearer {env.token}"}, timeout=120) as http:
+        with httpx.Client(base_url=env.url_api, headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
             while True:
                 with lock:
                     index = next(next_index, None)
@@ -346,21 +460,32 @@ def submit_all(env: Environment, specs: list[str], clients: int) -> list[dict]:
     return results  # type: ignore[return-value]
 
 
-def wait_running(env: Environment, n: int, timeout: float, label: str) -> None:
-    """Until ``n`` runs have left QUEUED/STARTING (all RUNNING, the stand-in never ends a pod); fail on others."""
+WAITING_STATES = ("QUEUED", "STARTING", "RUNNING")
+
+
+def wait_running(
+    env: Environment, n: int, timeout: float, label: str, run_ids: list[str] | None = None, *, required: bool = True
+) -> bool:
+    """Until ``n`` runs (of ``run_ids``, else of all) are RUNNING (the stand-in never ends a pod); fail on a run
+    that ends. After ``timeout`` seconds: raise, or with ``required=False`` say why runs still wait and return False."""
     deadline = time.monotonic() + timeout
-    last_print = 0.0
+    last_print = time.monotonic()
     while True:
-        counts = env.state_counts()
+        counts = env.state_counts(run_ids)
         running = counts.get("RUNNING", 0)
-        others = {s: c for s, c in counts.items() if s not in ("QUEUED", "STARTING", "RUNNING")}
+        others = {s: c for s, c in counts.items() if s not in WAITING_STATES}
         if others:
             raise RuntimeError(f"{label}: runs ended instead of running: {others}; see {env.log}")
         if running >= n:
-            return
+            return True
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{label}: only {running} of {n} runs RUNNING after {timeout:.0f}s ({counts})")
-        if time.monotonic() - last_print > 5:
+            message = f"{label}: only {running:,} of {n:,} runs RUNNING after {timeout:.0f}s ({counts})"
+            if required:
+                raise RuntimeError(message)
+            reasons = "; ".join(f"{c:,} x {w!r}" for w, c in env.waiting_reasons().items()) or "none given"
+            say(f"    {message}; why they wait: {reasons}")
+            return False
+        if time.monotonic() - last_print > 10:
             say(f"    {label}: {running:,}/{n:,} RUNNING, {counts.get('QUEUED', 0):,} QUEUED")
             last_print = time.monotonic()
         time.sleep(0.25)
@@ -384,46 +509,99 @@ def run_events(env: Environment) -> dict[str, dict[str, float]]:
     return found
 
 
-def spread(values: list[float]) -> dict:
+QUANTILES = (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100), ("min", 0))
+
+
+def spread(values: list[float], unfinished: list[float] = ()) -> dict:
+    """p50, p90, p99, max and min of ``values``.
+
+    ``unfinished`` holds the runs that had not got there when the round stopped
+    waiting, each as its time so far: a lower bound of its value. They are
+    ranked with the others, and any quantile they could move is listed in
+    ``lower_bounds`` (printed as ">="): it is a lower bound, the others exact."""
+    pool = sorted([(v, False) for v in values] + [(v, True) for v in unfinished])
+    if not pool:
+        return {}
+    first_open = next((i for i, (_, open_) in enumerate(pool) if open_), len(pool))
+    figures: dict = {"count": len(values), "unfinished": len(unfinished), "lower_bounds": []}
+    for name, q in QUANTILES:
+        figures[name] = percentile([v for v, _ in pool], q)
+        if first_open <= min(len(pool) - 1, int((len(pool) - 1) * q / 100) + 1):
+            figures["lower_bounds"].append(name)
+    return figures
+
+
+def idle_window(env: Environment, seconds: float) -> dict:
+    """The controller's cost while nothing changes: CPU share, reconcile passes/s and mean pass (from /metrics)."""
+    cpu0, (count0, total0) = env.cpu_seconds(), env.reconcile_histogram()
+    time.sleep(seconds)
+    cpu, (count, total) = env.cpu_seconds() - cpu0, env.reconcile_histogram()
+    passes = count - count0
     return {
-        "p50": percentile(values, 50),
-        "p90": percentile(values, 90),
-        "p99": percentile(values, 99),
-        "max": max(values),
-        "min": min(values),
+        "window_s": seconds,
+        "cpu_share": cpu / seconds,
+        "passes": passes,
+        "passes_per_s": passes / seconds,
+        "pass_mean_ms": 1000 * (total - total0) / passes if passes else None,
     }
 
 
-def submission_round(name: str, clients: int, args, workdir: Path, clock: StandInClock) -> dict:
+def warm_up(env: Environment, template: str, label: str) -> tuple[str, float]:
+    """Submit one job and wait until it runs: the controller's first launch imports the backend and the
+    algorithm's plugin and materializes the builtin data set into the cache. Shown apart, not in the figures."""
+    (warmup,) = submit_all(env, [template.format(index=99999)], 1)
+    wait_running(env, 1, timeout=300, label=f"{label} warm-up")
+    return warmup["run_id"], run_events(env)[warmup["run_id"]]["RUNNING"] - warmup["start"]
+
+
+def latencies(submitted: list[dict], events: dict, stopped: float) -> dict:
+    """submit -> RUNNING and its parts per run; a run not RUNNING when the round stopped waiting counts
+    with its time so far, as a lower bound (see :func:`spread`)."""
+    total, unfinished, http, to_queued, queued_wait, launch = [], [], [], [], [], []
+    for s in submitted:
+        e = events.get(s["run_id"], {})
+        http.append(s["end"] - s["start"])
+        if "QUEUED" in e:
+            to_queued.append(e["QUEUED"] - s["start"])
+        if "STARTING" in e and "QUEUED" in e:
+            queued_wait.append(e["STARTING"] - e["QUEUED"])
+        if "RUNNING" in e:
+            total.append(e["RUNNING"] - s["start"])
+            if "STARTING" in e:
+                launch.append(e["RUNNING"] - e["STARTING"])
+        else:
+            unfinished.append(stopped - s["start"])
+    return {
+        "submit_to_running": spread(total, unfinished),
+        "http_request": spread(http),
+        "request_to_queued_commit": spread(to_queued),
+        "queued_to_starting": spread(queued_wait),
+        "starting_to_running": spread(launch),
+    }
+
+
+def submission_round(name: str, clients: int, jobs: int, args, workdir: Path, clock: StandInClock) -> dict:
     template = ALGORITHM_SPEC if args.spec == "algorithm" else COMMAND_SPEC
-    specs = [template.format(index=i) for i in range(args.jobs)]
-    say(
-        f"  {name}: {args.jobs:,} jobs from {clients} client{'s' * (clients > 1)}; starting database, stand-in, controller"
-    )
+    specs = [template.format(index=i) for i in range(jobs)]
+    plural = "s" * (clients > 1)
+    say(f"  {name}: {jobs:,} jobs from {clients} client{plural}; starting database, stand-in, controller")
     speed_before = speed_check()
-    env = Environment(name, args, workdir, clock)
+    env = Environment(f"{name}-{jobs}", args, workdir, clock)
     try:
         say(f"    controller at {env.url_api}, database {env.url.rsplit('/', 1)[-1]}; one warm-up job first")
-        # The controller's first launch imports the backend and the algorithm's plugin and
-        # materializes the builtin data set into the cache: shown apart, not in the figures.
-        (warmup,) = submit_all(env, [template.format(index=99999)], 1)
-        wait_running(env, 1, timeout=300, label=f"{name} warm-up")
-        cold = run_events(env)[warmup["run_id"]]["RUNNING"] - warmup["start"]
+        _, cold = warm_up(env, template, name)
         cpu_before = env.cpu_seconds()
         passes_before = env.reconcile_histogram()
         say("    submitting...")
         submitted = submit_all(env, specs, clients)
         last_response = max(s["end"] for s in submitted)
         say(f"    submitted in {last_response - submitted[0]['start']:.1f}s; waiting for RUNNING...")
-        wait_running(env, args.jobs + 1, timeout=args.timeout, label=name)
-        drained = time.time()
+        drained_all = wait_running(env, jobs + 1, timeout=args.timeout, label=name, required=False)
+        stopped = time.time()
         cpu_drain = env.cpu_seconds() - cpu_before
         passes_drain = env.reconcile_histogram()
         # The controller's steady cost with every run RUNNING and nothing changing.
-        idle_cpu0, idle_passes0 = env.cpu_seconds(), env.reconcile_histogram()
-        time.sleep(args.idle_window)
-        idle_cpu = env.cpu_seconds() - idle_cpu0
-        idle_passes = env.reconcile_histogram()
+        idle = idle_window(env, args.idle_window) if drained_all else None
         events = run_events(env)
         standin = clock.figures()
         kube_objects = {
@@ -435,49 +613,188 @@ def submission_round(name: str, clients: int, args, workdir: Path, clock: StandI
         env.close()
     speed_after = speed_check()
 
-    total, http, to_queued, queued_wait, launch = [], [], [], [], []
-    for s in submitted:
-        e = events[s["run_id"]]
-        total.append(e["RUNNING"] - s["start"])
-        http.append(s["end"] - s["start"])
-        to_queued.append(e["QUEUED"] - s["start"])
-        queued_wait.append(e["STARTING"] - e["QUEUED"])
-        launch.append(e["RUNNING"] - e["STARTING"])
     first_start = min(s["start"] for s in submitted)
-    last_running = max(events[s["run_id"]]["RUNNING"] for s in submitted)
-    first_starting = min(events[s["run_id"]]["STARTING"] for s in submitted)
+    ran = [events[s["run_id"]] for s in submitted if "RUNNING" in events.get(s["run_id"], {})]
+    last_running = max((e["RUNNING"] for e in ran), default=stopped)
+    first_starting = min((e["STARTING"] for e in ran if "STARTING" in e), default=stopped)
+    figures = latencies(submitted, events, stopped)
     # Latency by submission order, in tenths: does it grow with the number of runs already running?
-    tenth = max(1, len(total) // 10)
-    by_tenth = [median(total[i : i + tenth]) for i in range(0, len(total), tenth)][:10]
+    by_order = [events.get(s["run_id"], {}).get("RUNNING", stopped) - s["start"] for s in submitted]
+    tenth = max(1, len(by_order) // 10)
+    by_tenth = [median(by_order[i : i + tenth]) for i in range(0, len(by_order), tenth)][:10]
     drain_passes = passes_drain[0] - passes_before[0]
-    idle_count = idle_passes[0] - idle_passes0[0]
     return {
         "round": name,
         "clients": clients,
         "first_launch_cold_s": cold,
-        "jobs": args.jobs,
-        "submissions_per_s": args.jobs / (last_response - first_start),
+        "jobs": jobs,
+        "running_at_end": len(ran),
+        "drained": drained_all,
+        "submissions_per_s": jobs / (last_response - first_start),
         "submit_seconds": last_response - first_start,
-        "submit_to_running": spread(total),
-        "http_request": spread(http),
-        "request_to_queued_commit": spread(to_queued),
-        "queued_to_starting": spread(queued_wait),
-        "starting_to_running": spread(launch),
+        **figures,
         "median_by_tenth": by_tenth,
+        "median_by_tenth_lower_bound": not drained_all,
         "drain_seconds": last_running - first_start,
-        "launches_per_s": args.jobs / (last_running - first_start),
-        "launch_rate_while_launching": args.jobs / max(1e-9, last_running - first_starting),
+        "launches_per_s": len(ran) / (last_running - first_start),
+        "launch_rate_while_launching": len(ran) / max(1e-9, last_running - first_starting),
         "controller_cpu_seconds": cpu_drain,
-        "controller_cpu_share": cpu_drain / (drained - first_start),
+        "controller_cpu_share": cpu_drain / (stopped - first_start),
+        "controller_memory": env.memory,
         "reconcile_passes": drain_passes,
         "reconcile_mean_ms": 1000 * (passes_drain[1] - passes_before[1]) / max(1, drain_passes),
-        "idle_window_s": args.idle_window,
-        "idle_cpu_share": idle_cpu / args.idle_window,
-        "idle_passes_per_s": idle_count / args.idle_window,
-        "idle_pass_mean_ms": 1000 * (idle_passes[1] - idle_passes0[1]) / max(1, idle_count),
+        "idle": idle,
         "standin": standin,
         "kube_objects": kube_objects,
         "speed_check_ms": [speed_before, speed_after],
+    }
+
+
+# -- fairness: a second project behind a full queue -------------------------------------
+
+
+def fairness_round(args, workdir: Path, clock: StandInClock) -> dict:
+    """Project A queues ``--fair-jobs`` jobs, then project B submits ``--fair-b``; until B's all run."""
+    template = ALGORITHM_SPEC if args.spec == "algorithm" else COMMAND_SPEC
+    say(f"  fairness: {PROJECT_A} queues {args.fair_jobs:,} jobs, then {PROJECT_B} submits {args.fair_b}")
+    speed_before = speed_check()
+    env = Environment("fairness", args, workdir, clock)
+    try:
+        _, cold = warm_up(env, template, "fairness")
+        token_a, token_b = env.token_for(PROJECT_A), env.token_for(PROJECT_B)
+        cpu_before = env.cpu_seconds()
+        submitted_a = submit_all(env, [template.format(index=i) for i in range(args.fair_jobs)], args.clients, token_a)
+        queued_a = env.state_counts([s["run_id"] for s in submitted_a]).get("QUEUED", 0)
+        say(f"    {PROJECT_A}: {args.fair_jobs:,} submitted, {queued_a:,} still QUEUED; {PROJECT_B} submits")
+        specs_b = [template.format(index=50000 + i) for i in range(args.fair_b)]
+        submitted_b = submit_all(env, specs_b, 1, token_b)
+        ids_b = [s["run_id"] for s in submitted_b]
+        drained_b = wait_running(env, len(ids_b), args.timeout, f"fairness {PROJECT_B}", ids_b, required=False)
+        stopped = time.time()
+        cpu = env.cpu_seconds() - cpu_before
+        events = run_events(env)
+        counts_a = env.state_counts([s["run_id"] for s in submitted_a])
+    finally:
+        env.close()
+    b_start = min(s["start"] for s in submitted_b)
+    b_running = [events[i]["RUNNING"] for i in ids_b if "RUNNING" in events.get(i, {})]
+    first_b = min(b_running) if b_running else None
+    a_running = [events[s["run_id"]].get("RUNNING") for s in submitted_a]
+    return {
+        "round": "fairness",
+        "first_launch_cold_s": cold,
+        "a_jobs": args.fair_jobs,
+        "a_queued_when_b_submitted": queued_a,
+        "b_jobs": args.fair_b,
+        "b_drained": drained_b,
+        "b_first_running_s": first_b - b_start if first_b is not None else None,
+        "b_first_running_lower_bound_s": stopped - b_start,
+        "b_submit_to_running": latencies(submitted_b, events, stopped)["submit_to_running"],
+        "a_running_before_b_first": sum(1 for t in a_running if t is not None and (first_b is None or t <= first_b)),
+        "a_states_at_end": counts_a,
+        "controller_cpu_seconds": cpu,
+        "controller_memory": env.memory,
+        "speed_check_ms": [speed_before, speed_check()],
+    }
+
+
+# -- idle passes with many finished runs in the database ---------------------------------
+
+
+def insert_finished(env: Environment, template_id: str, n: int) -> float:
+    """Insert ``n`` SUCCEEDED runs cloned from run ``template_id`` (its job, run, params and attempts, with new
+    ids, and the four state events of a finished run), in bulk through mlrt's models; returns the seconds taken.
+
+    The clones read as runs this controller once ran: each the template's rows with the template's id replaced
+    by the clone's in every text and JSON value (so names derived from it, such as the Kubernetes objects',
+    name objects that no longer exist), ended a day ago."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert, select
+
+    from mlrt.states import RunState
+    from mlrt.store.models import Attempt, Event, Job, Param, Run
+
+    def rows(conn, model, column, value) -> list[dict]:
+        table = model.__table__
+        return [dict(r) for r in conn.execute(select(table).where(table.c[column] == value)).mappings()]
+
+    def renamed(row: dict, new_id: str) -> dict:
+        out = {}
+        for key, value in row.items():
+            if isinstance(value, str):
+                value = value.replace(template_id, new_id)
+            elif isinstance(value, (dict, list)):
+                value = json.loads(json.dumps(value).replace(template_id, new_id))
+            out[key] = value
+        return out
+
+    started = time.perf_counter()
+    with env.store.engine.begin() as conn:
+        (job,) = rows(conn, Job, "id", template_id)
+        (run,) = rows(conn, Run, "id", template_id)
+        params = rows(conn, Param, "run_id", template_id)
+        attempts = rows(conn, Attempt, "run_id", template_id)
+    done = RunState.SUCCEEDED.value
+    base = datetime.now(timezone.utc) - timedelta(days=1)
+    chunk = 1000
+    for first in range(0, n, chunk):
+        jobs, runs, params_out, attempts_out, events = [], [], [], [], []
+        for i in range(first, min(n, first + chunk)):
+            new_id = f"bench-done-{i:05d}-{uuid.uuid4().hex[:6]}"
+            created = base + timedelta(seconds=i)
+            ended = created + timedelta(seconds=30)
+            jobs.append(renamed(job, new_id) | {"created_at": created})
+            runs.append(
+                renamed(run, new_id)
+                | {"state": done, "reason": "", "attempts": 1, "created_at": created, "started_at": created}
+                | {"ended_at": ended, "heartbeat_at": None, "cancel_requested": False}
+            )
+            params_out += [renamed(p, new_id) for p in params]
+            for a in attempts:
+                attempt = renamed(a, new_id) | {"state": done, "exit_code": 0, "started_at": created}
+                attempt.pop("id", None)
+                attempts_out.append(attempt | {"ended_at": ended})
+            previous = None
+            for to_state, at in (("QUEUED", created), ("STARTING", created), ("RUNNING", created), (done, ended)):
+                events.append({"run_id": new_id, "at": at, "from_state": previous, "to_state": to_state, "reason": ""})
+                previous = to_state
+        with env.store.engine.begin() as conn:
+            conn.execute(insert(Job.__table__), jobs)
+            conn.execute(insert(Run.__table__), runs)
+            for model, values in ((Param, params_out), (Attempt, attempts_out), (Event, events)):
+                if values:
+                    conn.execute(insert(model.__table__), values)
+    return time.perf_counter() - started
+
+
+def idle_round(args, workdir: Path, clock: StandInClock) -> dict:
+    """Reconcile passes with nothing changing: one RUNNING run, then with ``--finished`` finished runs added."""
+    template = ALGORITHM_SPEC if args.spec == "algorithm" else COMMAND_SPEC
+    say(f"  idle: one RUNNING run, then {args.finished:,} finished runs added; {args.idle_window:g}s windows")
+    speed_before = speed_check()
+    env = Environment("idle", args, workdir, clock)
+    try:
+        run_id, cold = warm_up(env, template, "idle")
+        time.sleep(args.settle)
+        empty = idle_window(env, args.idle_window)
+        inserted = insert_finished(env, run_id, args.finished)
+        counts = env.state_counts()
+        say(f"    inserted {args.finished:,} finished runs in {inserted:.1f}s ({counts}); settling {args.settle:g}s")
+        time.sleep(args.settle)
+        full = idle_window(env, args.idle_window)
+    finally:
+        env.close()
+    return {
+        "round": "idle",
+        "first_launch_cold_s": cold,
+        "finished": args.finished,
+        "insert_seconds": inserted,
+        "states": counts,
+        "without_finished": empty,
+        "with_finished": full,
+        "controller_memory": env.memory,
+        "speed_check_ms": [speed_before, speed_check()],
     }
 
 
@@ -599,16 +916,41 @@ def ms(value: float) -> str:
     return f"{value * 1000:,.0f}"
 
 
+def quantile(figures: dict, name: str) -> str:
+    """One quantile of :func:`spread` in ms, with ">=" where it is a lower bound."""
+    if name not in figures:
+        return "-"
+    return (">=" if name in figures["lower_bounds"] else "") + ms(figures[name])
+
+
+def memory_line(memory: dict) -> str:
+    sampled = memory.get("peak_rss_sampled") or 0
+    hwm = memory.get("vm_hwm")
+    return f"peak RSS {sampled / 2**20:,.0f} MiB sampled" + (f" (VmHWM {hwm / 2**20:,.0f} MiB)" if hwm else "")
+
+
+def idle_line(idle: dict) -> str:
+    mean = "no pass" if idle["pass_mean_ms"] is None else f"mean pass {idle['pass_mean_ms']:,.1f} ms"
+    return (
+        f"{idle['cpu_share']:.0%} of a core, {idle['passes']:,.0f} passes in {idle['window_s']:g}s "
+        f"({idle['passes_per_s']:.1f}/s), {mean}"
+    )
+
+
 def print_round(r: dict) -> None:
+    plural = "s" * (r["clients"] > 1)
     print(
-        f"{r['round']} ({r['jobs']:,} jobs, {r['clients']} client{'s' * (r['clients'] > 1)}): "
-        f"{r['submissions_per_s']:,.1f} submissions/s; drain {r['drain_seconds']:.1f}s "
+        f"{r['round']} ({r['jobs']:,} jobs, {r['clients']} client{plural}): "
+        f"{r['submissions_per_s']:,.1f} submissions/s; {r['running_at_end']:,} RUNNING after {r['drain_seconds']:.1f}s "
         f"({r['launches_per_s']:,.1f} launches/s end to end, {r['launch_rate_while_launching']:,.1f}/s from the first launch)"
     )
+    if not r["drained"]:
+        print(f"  NOT DRAINED: {r['jobs'] - r['running_at_end']:,} runs not RUNNING when the round stopped waiting")
+        print("  (their time so far counts as a lower bound: quantiles marked >= are lower bounds)")
     print(
         f"  (warm-up job before the clock: first launch after the controller started took {r['first_launch_cold_s']:.1f}s)"
     )
-    print(f"  {'ms':<36} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}")
+    print(f"  {'ms':<36} {'p50':>9} {'p90':>9} {'p99':>9} {'max':>9}")
     for key, label in (
         ("submit_to_running", "submit -> RUNNING"),
         ("http_request", "  submit request (client side)"),
@@ -616,18 +958,18 @@ def print_round(r: dict) -> None:
         ("queued_to_starting", "  QUEUED -> STARTING (wait for pass)"),
         ("starting_to_running", "  STARTING -> RUNNING (launch)"),
     ):
-        s = r[key]
-        print(f"  {label:<36} {ms(s['p50']):>8} {ms(s['p90']):>8} {ms(s['p99']):>8} {ms(s['max']):>8}")
+        cells = " ".join(f"{quantile(r[key], q):>9}" for q in ("p50", "p90", "p99", "max"))
+        print(f"  {label:<36} {cells}")
     tenths = " ".join(ms(v) for v in r["median_by_tenth"])
-    print(f"  median submit -> RUNNING by tenth of the submissions (ms): {tenths}")
+    bound = " (lower bounds: not all ran)" if r["median_by_tenth_lower_bound"] else ""
+    print(f"  median submit -> RUNNING by tenth of the submissions (ms){bound}: {tenths}")
     print(
-        f"  controller: {r['controller_cpu_seconds']:.1f} CPU-s during the round ({r['controller_cpu_share']:.0%} of a core), "
+        f"  controller: {r['controller_cpu_seconds']:.1f} CPU-s from the first submission ({r['controller_cpu_share']:.0%} of a core), "
+        f"{memory_line(r['controller_memory'])}; "
         f"{r['reconcile_passes']:,.0f} reconcile passes, mean {r['reconcile_mean_ms']:,.0f} ms"
     )
-    print(
-        f"  with all {r['jobs']:,} RUNNING and nothing changing ({r['idle_window_s']:g}s): {r['idle_cpu_share']:.0%} of a core, "
-        f"{r['idle_passes_per_s']:.1f} passes/s, mean pass {r['idle_pass_mean_ms']:,.0f} ms"
-    )
+    if r["idle"]:
+        print(f"  with all {r['jobs']:,} RUNNING and nothing changing: {idle_line(r['idle'])}")
     parts = ", ".join(
         f"{name} {f['count']:,} x {1000 * f['seconds'] / f['count']:.1f} ms" for name, f in r["standin"].items()
     )
@@ -636,15 +978,79 @@ def print_round(r: dict) -> None:
         f"  speed check (fixed Python loop) before / after the round: {r['speed_check_ms'][0]:.0f} / {r['speed_check_ms'][1]:.0f} ms"
     )
     print(
-        f"  stand-in (in this process): {busy:.1f}s busy in requests over a {r['drain_seconds']:.1f}s drain; {parts}; "
+        f"  stand-in (in this process, injected latency not counted): {busy:.1f}s busy in requests; {parts}; "
         f"objects: {r['kube_objects']}"
     )
+
+
+def print_fairness(r: dict) -> None:
+    b = r["b_submit_to_running"]
+    first = (
+        f"{r['b_first_running_s']:.2f}s"
+        if r["b_first_running_s"] is not None
+        else f"not within {r['b_first_running_lower_bound_s']:.0f}s"
+    )
+    print(
+        f"fairness: {PROJECT_A} queued {r['a_jobs']:,} ({r['a_queued_when_b_submitted']:,} still QUEUED when "
+        f"{PROJECT_B} submitted), then {PROJECT_B} submitted {r['b_jobs']}"
+    )
+    print(f"  {PROJECT_B}'s first run RUNNING after {first} (from its first submission; target < 2 s)")
+    print(
+        f"  {PROJECT_B} submit -> RUNNING ms: p50 {quantile(b, 'p50')}, p99 {quantile(b, 'p99')}, max {quantile(b, 'max')}"
+        f"{'' if r['b_drained'] else ' (NOT all RUNNING: >= marks lower bounds)'}"
+    )
+    print(
+        f"  {PROJECT_A}: {r['a_running_before_b_first']:,} of its runs were RUNNING before {PROJECT_B}'s first; "
+        f"its states when {PROJECT_B}'s all ran: {r['a_states_at_end']}"
+    )
+    print(
+        f"  controller: {r['controller_cpu_seconds']:.1f} CPU-s, {memory_line(r['controller_memory'])}; "
+        f"speed check {r['speed_check_ms'][0]:.0f} / {r['speed_check_ms'][1]:.0f} ms"
+    )
+
+
+def print_idle(r: dict) -> None:
+    print(
+        f"idle (one RUNNING run, nothing changing; {r['finished']:,} finished runs inserted in {r['insert_seconds']:.1f}s)"
+    )
+    print(f"  without finished runs: {idle_line(r['without_finished'])}")
+    print(f"  with {r['finished']:,} finished:  {idle_line(r['with_finished'])} (target < 50 ms)")
+    print(
+        f"  controller: {memory_line(r['controller_memory'])}; "
+        f"speed check {r['speed_check_ms'][0]:.0f} / {r['speed_check_ms'][1]:.0f} ms"
+    )
+
+
+ROUNDS = ("sequential", "concurrent", "fairness", "idle", "ingestion")
+
+
+def job_counts(text: str) -> list[int]:
+    """``--jobs``: a comma list of positive counts."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of positive counts, such as 1000,10000")
+    return counts
 
 
 def main() -> int:
     global QUIET
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=1000, help="submissions per round (default 1,000)")
+    parser.add_argument(
+        "--jobs",
+        type=job_counts,
+        default=[1000],
+        help="submissions per round, a comma list such as 1000,10000 (default 1000)",
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=20.0, help="the stand-in answers each request after this delay (default 20)"
+    )
+    parser.add_argument("--fair-jobs", type=int, default=1000, help="fairness: project A's queued jobs (default 1,000)")
+    parser.add_argument("--fair-b", type=int, default=10, help="fairness: project B's jobs (default 10)")
+    parser.add_argument("--finished", type=int, default=10_000, help="idle: finished runs inserted (default 10,000)")
+    parser.add_argument("--settle", type=float, default=2.0, help="idle: seconds to wait before each window")
     parser.add_argument("--clients", type=int, default=8, help="client threads of the concurrent round (default 8)")
     parser.add_argument("--points", type=int, default=200_000, help="points per HTTP ingestion case (default 200,000)")
     parser.add_argument(
@@ -660,9 +1066,16 @@ def main() -> int:
         "a real API server validates in Go), so the figures are the controller's rather than the stand-in's",
     )
     parser.add_argument("--poll-interval", type=float, default=0.2, help="the controller's --poll-interval")
-    parser.add_argument("--rounds", default="sequential,concurrent,ingestion", help="which rounds to run")
-    parser.add_argument("--idle-window", type=float, default=5.0, help="seconds to watch the drained controller")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="longest wait for a round to drain (s)")
+    parser.add_argument(
+        "--rounds", default="sequential,concurrent,fairness,idle,ingestion", help="which rounds to run (default all)"
+    )
+    parser.add_argument("--idle-window", type=float, default=10.0, help="seconds to watch an idle controller")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="longest wait for RUNNING after the last submission (s); runs still waiting then count as lower bounds",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the workdir (logs) afterwards")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -696,6 +1109,10 @@ def main() -> int:
         )
 
     rounds = [r.strip() for r in args.rounds.split(",") if r.strip()]
+    unknown = sorted(set(rounds) - set(ROUNDS))
+    if unknown:
+        print(f"error: --rounds: no round {unknown[0]!r}; choose from {', '.join(ROUNDS)}", file=sys.stderr)
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="mlrt-bench-service-"))
     database = "SQLite (file in the workdir)"
     if args.db == "postgres":
@@ -711,7 +1128,10 @@ def main() -> int:
             return 2
     print(f"controller service: submissions and metric ingestion; {machine_line()}")
     schema = "without its schema check" if args.no_schema_check else "with its schema check"
-    print(f"database: {database}; Kubernetes: API stand-in (tests/kube_standin.py) in this process, {schema}")
+    print(
+        f"database: {database}; Kubernetes: API stand-in (tests/kube_standin.py) in this process, {schema}, "
+        f"{args.latency_ms:g} ms latency per request"
+    )
     print(f"spec: {args.spec} job, compute.backend kubernetes; controller --poll-interval {args.poll_interval:g}")
     print(f"workdir {workdir}")
 
@@ -720,17 +1140,29 @@ def main() -> int:
         "database": database,
         "spec": args.spec,
         "standin_schema_check": not args.no_schema_check,
+        "standin_latency_ms": args.latency_ms,
         "poll_interval": args.poll_interval,
         "rounds": [],
     }
     try:
         load_before = os.getloadavg()
-        for name, clients in (("sequential", 1), ("concurrent", args.clients)):
-            if name in rounds:
-                summary["rounds"].append(submission_round(name, clients, args, workdir, clock))
-                print()
-                print_round(summary["rounds"][-1])
-                print()
+        for jobs in args.jobs:
+            for name, clients in (("sequential", 1), ("concurrent", args.clients)):
+                if name in rounds:
+                    summary["rounds"].append(submission_round(name, clients, jobs, args, workdir, clock))
+                    print()
+                    print_round(summary["rounds"][-1])
+                    print()
+        if "fairness" in rounds:
+            summary["fairness"] = fairness_round(args, workdir, clock)
+            print()
+            print_fairness(summary["fairness"])
+            print()
+        if "idle" in rounds:
+            summary["idle"] = idle_round(args, workdir, clock)
+            print()
+            print_idle(summary["idle"])
+            print()
         if "ingestion" in rounds:
             summary["ingestion"] = ingestion_round(args, workdir, clock)
         load_after = os.getloadavg()
@@ -761,7 +1193,8 @@ def main() -> int:
         )
     print("peer: none for submissions (no Kubeflow, SageMaker or other job service here); the ingestion ratio above")
     print("      compares the service's HTTP tracking path with the SDK writing to the same database directly")
-    print(f"load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    print(f"load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    summary["load_average"] = [load_before, load_after]
     summary["all_points_in_db"] = ok
     if args.json:
         write_json(args.json, summary)

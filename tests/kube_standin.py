@@ -37,6 +37,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import random
 import re
 import select
@@ -77,6 +78,9 @@ _NODE_IP = "10.0.0.10"
 _MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 _SERVER_MANAGED_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "generation")
 _PROPAGATION_POLICIES = ("Background", "Foreground", "Orphan")
+
+LATENCY_ENV = "MLRT_STANDIN_LATENCY_MS"
+"""Environment variable: milliseconds every request waits before it is served (default 0), see :class:`KubeStandIn`."""
 
 
 # --- resource kinds and API errors -----------------------------------------------------------------------------
@@ -1227,6 +1231,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.record(method, url.path)
+        if self.server.latency:  # a real API server's round trip; waited in this connection's thread, no lock held
+            time.sleep(self.server.latency)
         try:
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
@@ -1338,9 +1344,12 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, api: RestApi, requests: list[tuple[str, str]], lock: threading.Condition) -> None:
+    def __init__(
+        self, api: RestApi, requests: list[tuple[str, str]], lock: threading.Condition, latency: float = 0.0
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.api = api
+        self.latency = latency
         self._requests = requests
         self._lock = lock
         self._connections: set[socket.socket] = set()
@@ -1394,14 +1403,22 @@ class KubeStandIn:
     :meth:`succeed_pod`, :meth:`fail_pod`, :meth:`unschedulable` and :meth:`image_pull_backoff`; fire the Job
     controller's timers with :meth:`expire_deadline` and :meth:`finish_ttl`. All of these are thread-safe (one
     lock), and objects they return are copies. A stand-in serves once: it cannot be started again after stopping.
+
+    ``latency_ms`` (default: the :data:`LATENCY_ENV` variable ``MLRT_STANDIN_LATENCY_MS``, else 0) delays every
+    request by that many milliseconds before it is served, like a real API server's round trip (benchmarks use
+    20 ms); a watch or a followed log waits once, before its stream starts. Requests on separate connections wait
+    concurrently, and nothing else changes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, latency_ms: float | None = None) -> None:
+        if latency_ms is None:
+            latency_ms = float(os.environ.get(LATENCY_ENV) or 0)
         self._store = Store()
         self._controller = JobController(self._store)
         self._kubelet = Kubelet(self._store, self._controller)
         self._requests: list[tuple[str, str]] = []
-        self._server = _Server(RestApi(self._store, self._controller, self._kubelet), self._requests, self._store.cond)
+        api = RestApi(self._store, self._controller, self._kubelet)
+        self._server = _Server(api, self._requests, self._store.cond, latency_ms / 1000)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="kube-standin", daemon=True
         )
