@@ -39,6 +39,8 @@ _TRAINING = {
 
 class _TorchAlgorithm(Algorithm):
     kind: ClassVar[str]
+    stops_gracefully: ClassVar[bool] = True
+    """SIGTERM: finish the batch, save a checkpoint, exit (see :mod:`mlrt.worker`)."""
 
     def network_config(self, ctx: TrainContext, inputs: int, outputs: int) -> dict[str, Any]:
         raise NotImplementedError

@@ -11,7 +11,8 @@ the optimizer, the epoch and batch reached, the plateau tracker and every RNG
 state, so a retried attempt continues exactly where the last checkpoint was
 taken, and the metric series continues without duplicate steps. SIGTERM (a
 timeout or a cancel) makes every worker stop after its current batch, rank 0
-save a checkpoint, and all exit.
+save a checkpoint, and all exit; one that came before the loop started (while
+the worker loaded the data, see :mod:`mlrt.worker`) stops it after its first batch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 import mlrt
 from mlrt.algorithms import TrainContext
+from mlrt.worker import take_over_stop
 from mlrt_torch.model import Preprocessor, TorchModel, load_saved
 from mlrt_torch.networks import build
 
@@ -306,8 +308,11 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
     if leader and setup.record:
         mlrt.log_params({k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in setup.record.items()})
 
+    # A SIGTERM that came while the worker loaded the data (recorded by mlrt.worker) stops
+    # the loop after its first step, with a checkpoint, like one that comes later.
     terminate = {"flag": False}
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: terminate.__setitem__("flag", True))
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    terminate["flag"] = take_over_stop(lambda *_: terminate.__setitem__("flag", True))
     sampler = torch.utils.data.DistributedSampler(
         range(len(x)), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=ctx.seed
     )

@@ -49,7 +49,9 @@ def tuning_line(summary: dict[str, Any]) -> str:
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k}={number(v)}" for k, v in sorted(metrics.items())[:4])
+    """Up to four metrics, validation ones first."""
+    shown = sorted(metrics.items(), key=lambda item: (not item[0].startswith(("validation_", "val_")), item[0]))
+    return "  ".join(f"{k}={number(v)}" for k, v in shown[:4])
 
 
 def live_line(app: App, run_id: str, started: float):
@@ -86,13 +88,16 @@ class ProgressLines:
     def update(self) -> None:
         """Print whatever changed since the last call."""
         run = self.app.store.get_run(self.run_id)
+        tuning = self.app.store.get_job(run.job_id).kind == "TuningJob"
+        if tuning:
+            self._trials()
         if (run.state, run.attempts) != self.state:
             self.state = (run.state, run.attempts)
             attempt = f" (attempt {run.attempts}/{run.max_attempts})" if run.max_attempts > 1 else ""
             self._say(f"{self.run_id} {run.state}{attempt}: {run.reason}")
-        if self.app.store.get_job(run.job_id).kind == "TuningJob":
-            self._trials()
-        elif time.monotonic() - self.metrics_at >= METRICS_EVERY:
+        if tuning:
+            return
+        if time.monotonic() - self.metrics_at >= METRICS_EVERY:
             metrics = self.app.store.latest_metrics(self.run_id)
             if metrics and metrics != self.metrics:
                 self.metrics, self.metrics_at = metrics, time.monotonic()

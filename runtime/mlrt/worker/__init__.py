@@ -9,12 +9,23 @@ class scores per row) into ``MLRT_OUTPUT_DIR`` for reports. With
 stops early with a clear reason if that fails. On an error it writes a
 one-line reason to ``MLRT_FAILURE_FILE`` (shown by ``mlrt status``) and
 exits 1.
+
+Stopping (a cancel, ``stopping.max_runtime``): the worker handles SIGTERM from
+its first instruction, before loading plugins and data, so no request is lost
+however early it comes. An algorithm whose class sets ``stops_gracefully =
+True`` finishes its current step, saves a checkpoint and exits on SIGTERM: it
+takes the signal over with :func:`take_over_stop`, which tells it whether a
+stop was requested before it was ready (it then stops after its first step).
+For any other algorithm SIGTERM ends the worker at once, as it would end any
+process (exit 143); one that came while the data was loading ends it before
+training starts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -28,6 +39,27 @@ from mlrt.data import load_dataset
 from mlrt.launchers import channel_env
 
 SANITY_ROWS = 200
+STOPPED_EXIT_CODE = 143
+"""How a worker stopped by SIGTERM exits (128 + SIGTERM, as a process the signal ends)."""
+
+
+class StopRequest:
+    """The worker's SIGTERM handler until the algorithm takes the signal over: it records
+    the request (``requested``) so that it is not lost before the algorithm is ready."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
+def take_over_stop(handler: Any) -> bool:
+    """Install ``handler`` for SIGTERM (see :func:`signal.signal`) and return True when a
+    stop was requested before, while the worker was still starting. For algorithms that
+    stop gracefully (``stops_gracefully = True``); restore the previous handler after."""
+    previous = signal.signal(signal.SIGTERM, handler)
+    return isinstance(previous, StopRequest) and previous.requested
 
 
 def say(message: str) -> None:
@@ -77,8 +109,9 @@ def sanity_check(algorithm: Algorithm, ctx: TrainContext) -> None:
     say(f"sanity check passed in {time.monotonic() - started:.2f}s on {len(small['train'])} rows: {shown}")
 
 
-def run() -> None:
-    """Train, evaluate, save and predict, as the module docstring says."""
+def run(stop: StopRequest | None = None) -> None:
+    """Train, evaluate, save and predict, as the module docstring says; ``stop`` is the
+    SIGTERM handler :func:`main` installed first."""
     import pandas as pd
 
     from mlrt.evaluation import evaluate
@@ -122,6 +155,11 @@ def run() -> None:
         except Exception as exc:
             raise RuntimeError(f"sanity check failed: {type(exc).__name__}: {exc}") from exc
 
+    if not getattr(algorithm, "stops_gracefully", False):
+        if stop is not None and stop.requested:
+            say("stopped (SIGTERM) before training")
+            sys.exit(STOPPED_EXIT_CODE)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ends the worker at once, even inside native code
     say(f"training {algorithm.name} with {json.dumps(hyperparameters, sort_keys=True)}")
     started = time.monotonic()
     model = algorithm.train(ctx)
@@ -149,8 +187,12 @@ def run() -> None:
 
 
 def main() -> int:
+    """Run the worker; the exit code: 0, 1 on an error (reason in ``MLRT_FAILURE_FILE``),
+    143 when stopped."""
+    stop = StopRequest()
+    signal.signal(signal.SIGTERM, stop)
     try:
-        run()
+        run(stop)
     except Exception as exc:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -160,7 +202,3 @@ def main() -> int:
             Path(failure_file).write_text(reason + "\n")
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
