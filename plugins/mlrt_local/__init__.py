@@ -14,6 +14,9 @@ dies (Linux parent-death signal), so no worker outlives the process that
 watches it. ``compute.cpu`` caps the math libraries' threads per worker, and
 the directory of the Python running mlrt comes first on ``PATH``, so
 ``command: [python, train.py]`` uses mlrt's own environment.
+``compute.memory`` is each worker's limit: a worker whose processes use more
+is killed and fails with ``out of memory: ...``, as Kubernetes reports
+OOMKilled; see :mod:`mlrt_local.memory`.
 
 With ``compute.warm`` (on by default for tuning trials) a Python worker is
 forked from a pre-started interpreter instead of started cold; see
@@ -22,6 +25,7 @@ forked from a pre-started interpreter instead of started cold; see
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -35,9 +39,11 @@ from typing import Any, ClassVar
 from mlrt import hookimpl
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.states import RunState
+from mlrt.units import parse_memory
 from mlrt_local import environment
 from mlrt_local.lifetime import die_with_parent
 from mlrt_local.logs import OutputCopy
+from mlrt_local.memory import OOM_EXIT_CODE, MemoryLimit, apply_backstop, backstop_bytes, limit_bytes
 from mlrt_local.warm import Zygote, eligible
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -101,6 +107,7 @@ class LocalLauncher(Launcher):
         self._zygotes: dict[tuple[tuple[str, ...], tuple[str, ...]], Zygote] = {}
         self._pidfds: dict[int, int] = {}  # cold worker pid -> pidfd, readable once it exits
         self._copies: dict[str, list[OutputCopy]] = {}  # attempt -> its workers' output copies
+        self._limits: dict[str, list[MemoryLimit]] = {}  # attempt -> its workers' memory limits, by rank
 
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
         workers = int(ctx.compute.get("workers", 1))
@@ -108,6 +115,7 @@ class LocalLauncher(Launcher):
         threads = {}
         if ctx.compute.get("cpu"):
             threads = dict.fromkeys(_THREAD_VARIABLES, str(max(1, int(ctx.compute["cpu"]))))
+        limit = limit_bytes(ctx.compute)
         inherited = environment.inherited()
         loopback = _loopback_interface()
         requests = []
@@ -135,6 +143,9 @@ class LocalLauncher(Launcher):
             requests.append(WorkerRequest(rank=rank, argv=list(ctx.argv), env=env, cwd=ctx.cwd, log_path=log_path))
         allowed = environment.allow_list()
         details: dict[str, Any] = {"inherits_environment": "all" if allowed is None else allowed, "warm": False}
+        if limit is not None:
+            cores = int(threads[_THREAD_VARIABLES[0]]) if threads else os.cpu_count() or 1
+            details.update(memory_limit=str(ctx.compute["memory"]), data_limit=backstop_bytes(limit, cores))
         if ctx.compute.get("warm") and eligible(list(ctx.argv), requests[0].env):
             details.update(warm=True, preload=_preload(ctx))
         return LaunchRequest(
@@ -151,6 +162,7 @@ class LocalLauncher(Launcher):
         self._processes[key] = processes
         copies = self._copies[key] = []
         workers = []
+        data_limit = request.details.get("data_limit")
         try:
             for worker in request.workers:
                 Path(worker.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +172,7 @@ class LocalLauncher(Launcher):
                 if request.details.get("warm"):
                     startup = {k: env[k] for k in _STARTUP_VARIABLES if k in env}
                     zygote = self._zygote(startup, request.details["preload"])
-                    pid = zygote.spawn(worker.argv, env, worker.cwd, copy.named_pipe())
+                    pid = zygote.spawn(worker.argv, env, worker.cwd, copy.named_pipe(), data_limit)
                     processes.append(WarmProcess(zygote, pid))
                     workers.append({"rank": worker.rank, "pid": pid, "started": time.time(), "warm": True})
                     continue
@@ -173,7 +185,7 @@ class LocalLauncher(Launcher):
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
-                        preexec_fn=die_with_parent,
+                        preexec_fn=functools.partial(_become_worker, data_limit),
                     )
                 processes.append(process)
                 workers.append({"rank": worker.rank, "pid": process.pid, "started": time.time()})
@@ -183,6 +195,9 @@ class LocalLauncher(Launcher):
             self.stop({"key": key, "workers": workers}, grace_period=0)
             program = request.workers[0].argv[0]
             raise LaunchError(f"cannot start {program!r}: {exc.strerror or exc}") from None
+        limit = request.details.get("memory_limit")
+        if limit:
+            self._limits[key] = [MemoryLimit(worker["pid"], parse_memory(limit), limit) for worker in workers]
         return {"key": key, "workers": workers}
 
     def _zygote(self, startup: dict[str, str], preload: list[str]) -> Zygote:
@@ -216,7 +231,12 @@ class LocalLauncher(Launcher):
                 )
                 continue
             code = process.poll()
-            if code is None:
+            limit = self._limit(handle, worker["rank"])
+            if limit is not None and (limit.reason is not None or code is None and limit.over()):
+                statuses.append(
+                    WorkerStatus(worker["rank"], RunState.FAILED, exit_code=OOM_EXIT_CODE, reason=limit.reason or "")
+                )
+            elif code is None:
                 statuses.append(WorkerStatus(worker["rank"], RunState.RUNNING))
             elif code == 0:
                 statuses.append(WorkerStatus(worker["rank"], RunState.SUCCEEDED, exit_code=0))
@@ -225,6 +245,10 @@ class LocalLauncher(Launcher):
                     WorkerStatus(worker["rank"], RunState.FAILED, exit_code=code, reason=describe_exit(code))
                 )
         return statuses
+
+    def _limit(self, handle: dict[str, Any], rank: int) -> MemoryLimit | None:
+        limits = self._limits.get(handle["key"], [])
+        return limits[rank] if rank < len(limits) else None
 
     def stop(self, handle: dict[str, Any], grace_period: float) -> None:
         pids = [w["pid"] for w in handle["workers"]]
@@ -262,6 +286,7 @@ class LocalLauncher(Launcher):
         for copy in self._copies.pop(handle["key"], []):
             copy.join(10.0)
         self._processes.pop(handle["key"], None)
+        self._limits.pop(handle["key"], None)
         for worker in handle["workers"]:
             fd = self._pidfds.pop(worker["pid"], None)
             if fd is not None:
@@ -297,6 +322,12 @@ def _preload(ctx: LaunchContext) -> list[str]:
 
     algorithm = plugins.algorithms().get(json.loads(ctx.env["MLRT_SPEC"]).get("algorithm"))
     return ["mlrt.worker"] + ([type(algorithm).__module__] if algorithm is not None else [])
+
+
+def _become_worker(data_limit: int | None) -> None:
+    """In a cold worker between fork and exec: die with the controller, and the memory backstop."""
+    die_with_parent()
+    apply_backstop(data_limit)
 
 
 def _alive(pid: int) -> bool:

@@ -69,9 +69,12 @@ class Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> int:
-        """Fork one worker; return its pid."""
-        request = {"argv": argv, "env": env, "cwd": cwd, "log_path": log_path}
+    def spawn(
+        self, argv: list[str], env: dict[str, str], cwd: str, log_path: str, data_limit: int | None = None
+    ) -> int:
+        """Fork one worker; return its pid. ``data_limit``: its memory backstop in bytes
+        (:func:`mlrt_local.memory.apply_backstop`), None for none."""
+        request = {"argv": argv, "env": env, "cwd": cwd, "log_path": log_path, "data_limit": data_limit}
         try:
             self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()

@@ -15,7 +15,8 @@ about 10 ms per worker. What the fork saves is the interpreter start and the
 imports, which dominate cheap trials.
 
 Protocol: JSON lines. Requests on stdin are
-``{"argv": [...], "env": {...}, "cwd": str, "log_path": str}`` and are
+``{"argv": [...], "env": {...}, "cwd": str, "log_path": str, "data_limit": int | null}``
+(``data_limit``: the worker's memory backstop, see :mod:`mlrt_local.memory`) and are
 answered on stdout by ``{"pid": int}`` or ``{"error": str}``; whenever a
 child exits, ``{"exited": pid, "code": int}`` follows (``code`` as
 ``subprocess`` reports it: negative for a signal). The zygote exits when its
@@ -40,6 +41,7 @@ import traceback
 from typing import Any, NoReturn
 
 from mlrt_local.lifetime import die_with_parent
+from mlrt_local.memory import apply_backstop
 
 REQUESTS, REPLIES = 0, 1
 
@@ -82,6 +84,7 @@ def become_worker(request: dict[str, Any], private_fds: list[int]) -> None:
         os.close(fd)
     os.setsid()
     die_with_parent()
+    apply_backstop(request.get("data_limit"))
     log = os.open(request["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

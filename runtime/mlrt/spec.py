@@ -198,7 +198,15 @@ class Compute(_Model):
     interpreter that already imported mlrt and the algorithm, instead of
     starting a fresh one: milliseconds instead of a second for short runs.
     Tuning trials use it unless their template says ``warm: false``.
-    ``kubernetes`` holds the pod settings of the kubernetes backend."""
+    ``kubernetes`` holds the pod settings of the kubernetes backend.
+
+    ``cpu``, ``memory`` and ``gpus`` are per worker. ``memory`` (``512Mi``,
+    ``2Gi``) is a limit on every backend, and a worker that uses more fails
+    with exit code 137: a pod is OOMKilled (``resources.limits``), a container
+    is killed by the kernel at its ``--memory``, and a local worker whose
+    process tree holds more is killed by the launcher (see
+    :mod:`mlrt_local.memory`); the local and container backends' reasons
+    start ``out of memory:``."""
 
     backend: str = "local"
     workers: int = Field(1, ge=1, le=limits.MAX_WORKERS)
