@@ -42,16 +42,20 @@ backend gets one from its engine (``--memory``).
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import signal
 import sys
+import time
 from typing import Any
 
 from mlrt.units import parse_memory
 
 BACKSTOP_PER_THREAD = 64 * 2**20
 """Data mappings one more thread may add to a worker (a stack and an allocator's or BLAS's buffers)."""
+TREE_REFRESH = 1.0
+"""Seconds between two look-ups of a worker's descendants (see :class:`MemoryLimit`)."""
 OOM_EXIT_CODE = 128 + signal.SIGKILL
 """The exit code an out-of-memory worker reports: 137, as Kubernetes shows OOMKilled."""
 
@@ -82,21 +86,27 @@ def apply_backstop(data_limit: int | None) -> None:
         pass  # a sandbox without /proc: the limit still applies
 
 
-def tree_rss(pid: int) -> int:
-    """The resident memory in bytes of process ``pid`` and all its descendants (0 when it is gone)."""
+def process_tree(pid: int) -> list[Any]:
+    """Process ``pid`` and all its descendants as ``psutil.Process`` objects (empty when it is gone)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return []
+
+
+def resident(processes: list[Any]) -> int:
+    """The resident memory in bytes of ``processes`` together (one that exited counts 0)."""
+    import psutil
+
     total = 0
     for process in processes:
         try:
             total += process.memory_info().rss
         except psutil.Error:
-            continue  # it exited while we counted
+            continue
     return total
 
 
@@ -135,7 +145,12 @@ def out_of_memory(used: int, limit: str) -> str:
 
 
 class MemoryLimit:
-    """One worker's limit as the launcher checks it on each poll."""
+    """One worker's limit as the launcher checks it on each poll.
+
+    Reading a process's RSS costs microseconds, but finding its descendants
+    means reading every process of the machine (about 1 ms for 140); so the
+    tree's members are looked up again at most every :data:`TREE_REFRESH`
+    seconds, and their memory is read on every check."""
 
     def __init__(self, pid: int, limit: int, text: str):
         self.pid = pid
@@ -143,12 +158,21 @@ class MemoryLimit:
         self.text = text
         self.reason: str | None = None
         """Set once the worker was killed for its memory: the reason poll reports from then on."""
+        self._tree: list[Any] = []
+        self._listed = -math.inf
+
+    def used(self) -> int:
+        """The bytes the worker's process tree holds now."""
+        now = time.monotonic()
+        if now - self._listed >= TREE_REFRESH:
+            self._tree, self._listed = process_tree(self.pid), now
+        return resident(self._tree)
 
     def over(self) -> bool:
         """Measure the worker; when it is over its limit, kill its tree, record the reason and say True."""
         if self.reason is not None:
             return True
-        used = tree_rss(self.pid)
+        used = self.used()
         if used <= self.limit:
             return False
         kill_tree(self.pid)
