@@ -142,7 +142,9 @@ def shut_down(code: int) -> NoReturn:
             thread.join()
     atexit._run_exitfuncs()
     for obj in gc.get_objects():  # what the worker made; the zygote's objects are frozen
-        if isinstance(obj, io.IOBase):
+        # type(), not isinstance(): isinstance reads obj.__class__, which some objects answer
+        # with a warning (torch.distributed.reduce_op's deprecation, in every torch trial's log).
+        if issubclass(type(obj), io.IOBase):
             try:
                 if not obj.closed:
                     obj.flush()

@@ -409,5 +409,5 @@ def _evaluate(network: nn.Module, dataset, setup: Setup, loss_fn, device) -> dic
     predicted = np.asarray(setup.classes)[outputs.argmax(1).numpy()]
     accuracy = float((predicted == dataset.labels.to_numpy()).mean())
     known = dataset.labels.isin(setup.classes).to_numpy()
-    loss = loss_fn(outputs[torch.as_tensor(known)], _targets(dataset.labels[known], setup)).item()
+    loss = loss_fn(outputs[torch.tensor(known)], _targets(dataset.labels[known], setup)).item()
     return {"validation_loss": loss, "validation_accuracy": accuracy}
