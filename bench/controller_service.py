@@ -200,13 +200,16 @@ class StandInClock:
 
 
 class ProcessSampler:
-    """CPU seconds and resident memory of a process and its children, sampled with psutil in a thread.
+    """CPU seconds and resident memory of a process, sampled with psutil in a thread.
 
     CPU: user + system of the process, of its children that have ended and been
-    waited for, and of its live children at the time of reading. Memory: the
-    largest resident set (process + live children) seen in any sample, every
-    ``SAMPLE_INTERVAL`` seconds; :meth:`high_water` adds the kernel's own peak
-    of the main process (``VmHWM``), which no sample can miss."""
+    waited for (the service runs ``git`` for each submission's record), and of
+    its live children at the time of reading. Memory: the largest resident set
+    of the process seen in any sample, every ``SAMPLE_INTERVAL`` seconds;
+    :meth:`high_water` adds the kernel's own peak (``VmHWM``), which no sample
+    can miss. Children are left out of the memory figures: a child between
+    fork and exec shows its parent's whole resident set, which would count the
+    controller twice."""
 
     def __init__(self, pid: int):
         import psutil
@@ -230,13 +233,10 @@ class ProcessSampler:
         import psutil
 
         while not self._stop.is_set():
-            rss = 0
-            for proc in self._tree():
-                try:
-                    rss += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak_rss = max(self.peak_rss, rss)
+            try:
+                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            except psutil.Error:
+                return
             self.samples += 1
             self._stop.wait(SAMPLE_INTERVAL)
 
