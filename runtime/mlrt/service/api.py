@@ -341,15 +341,16 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
         ``X-Next-Offset`` header says where to continue. Positions count the worker's output,
         so they stay valid when a log past its size limit is cut (:mod:`mlrt.logfile`):
         ``X-Output-Start`` says where the part's bytes begin (after ``offset`` when output there
-        was cut) and ``X-Cut-After: 1`` that the output right after the part was cut."""
-        from mlrt.logfile import read_output
+        was cut) and ``X-Cut-After: 1`` that the output right after the part was cut. Served from
+        the database (:mod:`mlrt.logship`), so every replica answers the same."""
+        from mlrt.logship import read_log
 
         visible_run(who, run_id)
         row = next((a for a in store.attempts(run_id) if a.number == attempt), None)
-        workers = {w["rank"]: w["log_path"] for w in (row.request.get("workers", []) if row else [])}
+        workers = {w["rank"] for w in (row.request.get("workers", []) if row else [])}
         if rank not in workers:
             raise HTTPException(404, f"run {run_id!r} has no worker {rank} in attempt {attempt}")
-        part = read_output(Path(workers[rank]), max(offset, 0), LOG_CHUNK)
+        part = read_log(store, run_id, attempt, rank, max(offset, 0), LOG_CHUNK)
         headers = {
             "X-Next-Offset": str(part.start + len(part.data)),
             "X-Output-Start": str(part.start),
