@@ -20,7 +20,9 @@ paths, so nothing is installed and the editable install keeps working:
 
 Each tag hashes what goes in (paths, modes, sizes, mtimes), so each layer is
 built once per machine and again only when the environment or the code
-changes; older tags are removed. ``python tests/container_image.py`` builds
+changes. A tag starts with a hash of the venv's (base) or the checkout's (code)
+path, and only that venv's or checkout's older tags are removed: two checkouts
+on one machine keep each other's images. ``python tests/container_image.py`` builds
 the image and prints how long it took.
 """
 
@@ -60,10 +62,11 @@ def build_image(engine: str, run_args: list[str], *, log=print) -> str:
     with _lock():
         started = time.monotonic()
         trees = _base_trees()
-        base_tag = _digest(trees, extra=[BUILDER_VERSION, sys.version])
-        base = f"{BASE_REPOSITORY}:{base_tag}"
+        base_scope = _scope(sys.prefix)
+        base = f"{BASE_REPOSITORY}:{base_scope}-{_digest(trees, extra=[BUILDER_VERSION, sys.version])}"
         code_paths = _code_paths()
-        image = f"{IMAGE_REPOSITORY}:{_digest(code_paths, extra=[base])}"
+        code_scope = _scope(str(Path(__file__).resolve().parents[1]))
+        image = f"{IMAGE_REPOSITORY}:{code_scope}-{_digest(code_paths, extra=[base])}"
         if _exists(engine, image):
             return image
         if not _exists(engine, base):
@@ -72,8 +75,8 @@ def build_image(engine: str, run_args: list[str], *, log=print) -> str:
         _add_code(engine, run_args, base, image, code_paths)
         _smoke_test(engine, run_args, image)
         log(f"built {image} in {time.monotonic() - started:.1f}s (base, code layer and a smoke test)")
-        _prune(engine, BASE_REPOSITORY, keep=base)
-        _prune(engine, IMAGE_REPOSITORY, keep=image)
+        _prune(engine, BASE_REPOSITORY, base_scope, keep=base)
+        _prune(engine, IMAGE_REPOSITORY, code_scope, keep=image)
         return image
 
 
@@ -329,13 +332,20 @@ def _exists(engine: str, image: str) -> bool:
     return subprocess.run([engine, "image", "inspect", image], capture_output=True).returncode == 0
 
 
-def _prune(engine: str, repository: str, keep: str) -> None:
-    """Remove older tags of ``repository`` (best effort: one in use by a container stays)."""
+def _scope(owner: str) -> str:
+    """The start of the tags one virtual environment (base) or one checkout (code) builds:
+    a short hash of its path, so that other checkouts' images on the machine are not theirs."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:8]
+
+
+def _prune(engine: str, repository: str, scope: str, keep: str) -> None:
+    """Remove older tags of ``repository`` in ``scope``, never another checkout's or venv's
+    (best effort: one in use by a container stays)."""
     listed = subprocess.run(
         [engine, "images", repository, "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
     )
     for name in listed.stdout.split():
-        if name != keep and name.startswith(repository + ":"):
+        if name != keep and name.startswith(f"{repository}:{scope}-"):
             subprocess.run([engine, "rmi", name], capture_output=True)
 
 

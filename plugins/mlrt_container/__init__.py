@@ -37,6 +37,9 @@ of the machine, see :mod:`mlrt_container.engine`.
   ``worker-RANK.log`` and ``ENGINE wait`` exits with the container (its pidfd
   wakes the controller). ``--init`` puts a minimal init as PID 1, so SIGTERM
   from ``stop`` reaches a program that installed no handler.
+- **Images**: a ``localhost/`` image (mlrt's training image by default) cannot
+  be pulled from anywhere, so a launch checks that this machine has it and
+  otherwise fails with how to build it.
 - **Stop and cleanup**: ``ENGINE stop -t GRACE`` (SIGTERM, then SIGKILL), then
   ``ENGINE rm -f`` and the network is removed: no container is left behind.
 - **Adoption**: containers outlive the controller; a new one finds them by
@@ -82,6 +85,30 @@ _ENV_FILE_MAX = 32 * 1024
 # Folders a container's own system lives in: bind-mounting one of them over the image breaks it.
 _SYSTEM_PATHS = frozenset("/ /bin /boot /dev /etc /lib /lib64 /proc /run /sbin /sys /usr /var".split())
 LOG_FLUSH_TIMEOUT = 10.0
+
+
+def _check_image(engine: str, image: str) -> None:
+    """Refuse to launch a ``localhost/`` image this machine does not have: no registry can
+    supply it (the engine would try to pull it from this machine's port 443 and fail with a
+    connection refused), so say how to make it."""
+    from mlrt.launchers import training_image
+
+    if image.split("/", 1)[0] != "localhost":
+        return
+    try:
+        if engines.run([engine, "image", "inspect", "--format={{.Id}}", image], check=False).returncode == 0:
+            return
+    except engines.EngineError:
+        return  # the engine does not answer: `run` will say why
+    kind = engines.engine_kind(engine)
+    if image == training_image():
+        fix = (
+            f"build it from mlrt's checkout with `{kind} build -t {image} -f containers/train.Containerfile .`"
+            " (or name another image in MLRT_TRAINING_IMAGE)"
+        )
+    else:
+        fix = f"build it here (`{kind} build -t {image} ...`) or load it (`{kind} load`)"
+    raise LaunchError(f"image {image} not found on this machine: {fix}")
 
 
 def container_prefix(run_id: str, attempt: int) -> str:
@@ -214,6 +241,7 @@ class ContainerLauncher(Launcher):
             "memory_limit": details.get("memory_limit"),
             "started": time.time(),
         }
+        _check_image(engine, details["image"])
         what = f"network {network}"
         try:
             if network:
@@ -236,7 +264,11 @@ class ContainerLauncher(Launcher):
                     {"rank": worker.rank, "name": name, "id": result.stdout.strip(), "log_path": worker.log_path}
                 )
         except (engines.EngineError, OSError) as exc:
-            self._remove(handle)  # nothing of a failed launch stays behind
+            # Nothing of a failed launch stays behind: a `run` the OCI runtime refused has still
+            # created its container (which also keeps the network in use), so every container
+            # name of the attempt goes, whether or not its `run` answered.
+            planned = [{"name": name} for name in details["containers"]]
+            self._remove({**handle, "network": network, "workers": planned})
             raise LaunchError(f"cannot start {what}: {exc}") from None
         for worker in handle["workers"]:
             self._watch(engine, worker, resume=False)
