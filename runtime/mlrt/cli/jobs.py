@@ -145,6 +145,7 @@ def submit(
             return
     else:
         loaded = load_spec(spec_file, overrides)
+        check_columns(loaded)
         run_id = submit_job(app.store, loaded, sanity=sanity, resume_from=resume_from)
     if not wait:
         child = spawn_controller(app.store.url, [run_id], log_dir(run_id, 0).parent / "controller.log")
@@ -228,6 +229,7 @@ def validation_plan(loaded) -> dict[str, Any]:
     from mlrt.spec import LoadedSpec
     from mlrt.tuning_spec import _corners, applicable, load_trial, search_space
 
+    check_columns(loaded)
     if isinstance(loaded, LoadedSpec):
         return _training_plan(loaded, f"{loaded.name}-<id>")
     resolved = loaded.resolved()
@@ -238,6 +240,21 @@ def validation_plan(loaded) -> dict[str, Any]:
         "search_space": [dataclasses.asdict(p) for p in search_space(resolved["spec"])],
         "example_trial": {"parameters": example, **_training_plan(trial, f"{loaded.name}-<id>-t001")},
     }
+
+
+def check_columns(loaded) -> None:
+    """Refuse a spec whose slices, protected attributes or tag rules name a column its local
+    data channels do not have (see :mod:`mlrt.columns`); for a TuningJob, its template's."""
+    from mlrt.columns import column_problems
+    from mlrt.spec import LoadedSpec, SpecError
+    from mlrt.tuning_spec import _corners, applicable, load_trial
+
+    if not isinstance(loaded, LoadedSpec):
+        resolved = loaded.resolved()
+        loaded = load_trial(resolved, "columns", applicable(resolved["spec"], _corners(resolved["spec"])[0]))
+    problems = column_problems(loaded.resolved()["spec"])
+    if problems:
+        raise SpecError(problems)
 
 
 def _training_plan(loaded, run_id: str) -> dict[str, Any]:

@@ -154,9 +154,18 @@ def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print every point as JSON.")
 @pass_app
 def metrics(app: App, run_id: str, key: str | None, as_json: bool) -> None:
-    """A run's metrics: a summary per key, or every point of one key."""
-    app.store.get_run(run_id)
+    """A run's metrics: a summary per key, or every point of one key.
+
+    A --key the run has no point of is an error (exit 2) that lists the keys it has."""
+    from mlrt.states import RunState
+    from mlrt.store import NotFound
+
+    run = app.store.get_run(run_id)
     points = app.store.metrics(run_id, key)
+    if key and not points:
+        keys = ", ".join(sorted(app.store.latest_metrics(run_id))) or "none"
+        yet = "" if RunState(run.state).is_terminal() else " yet"
+        raise NotFound(f"run {run_id} has no metric {key!r}{yet} (its metrics: {keys})")
     if as_json:
         echo_json([{"key": p.key, "step": p.step, "value": p.value, "timestamp": p.timestamp} for p in points])
         return

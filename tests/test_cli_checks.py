@@ -1,0 +1,70 @@
+"""Mistakes the CLI catches at once with one line (exit 2) instead of later or in silence:
+report columns that the data does not have, and a metric key a run never logged."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from mlrt.spec import load_spec
+from mlrt.states import RunState
+from mlrt.store import Store
+from mlrt.submission import submit
+
+SPEC = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {name: columns}
+spec:
+  algorithm: sklearn.logistic_regression
+  data: {train: train.csv, validation: validation.csv}
+  reports: [slices, fairness, error_categories]
+  slices: [region, {column: agee, bins: 4}]
+  protected: [sexx]
+  tags: {rules: {senior: {column: age, min: 65}, linked: {column: txt, contains: "http"}}}
+"""
+
+
+def test_report_columns_missing_from_the_data_are_refused_before_anything_runs(cli, write_spec, tmp_path):
+    frame = pd.DataFrame({"region": ["n", "s"], "age": [30, 70], "sex": ["f", "m"], "label": [0, 1]})
+    for name in ("train", "validation"):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    spec = write_spec(SPEC)
+    for command in ("validate", "submit"):
+        result = cli(command, str(spec))
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.splitlines()
+        assert len(lines) == 6, lines  # agee, sexx and txt, in each of the two channels
+        assert "error: spec.slices.1.column: no column 'agee' in data channel train (" in lines[0]
+        assert "has: region, age, sex, label)" in lines[0]
+        assert any(line.startswith("error: spec.protected.0: no column 'sexx'") for line in lines)
+        assert any(line.startswith("error: spec.tags.rules.linked.column: no column 'txt'") for line in lines)
+        assert "Traceback" not in result.output
+    assert json.loads(cli("runs", "list", "--json").stdout) == [], "nothing was queued"
+    fixed = cli(
+        "validate",
+        str(spec),
+        "--set",
+        "spec.slices=[region]",
+        "--set",
+        "spec.protected=[sex]",
+        "--set",
+        "spec.tags.rules.linked.column=region",
+    )
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_metrics_of_a_key_the_run_never_logged_is_an_error_that_lists_its_keys(cli, write_spec):
+    spec = write_spec(
+        "apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: keys}\nspec:\n  command: [python, -c, pass]\n"
+    )
+    store = Store()
+    run_id = submit(store, load_spec(str(spec)))
+    store.insert_metrics(run_id, [("val_acc", 0, 0.5, 0.0), ("loss", 0, 1.0, 0.0)])
+    result = cli("metrics", run_id, "--key", "val_loss")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: run {run_id} has no metric 'val_loss' yet (its metrics: loss, val_acc)"
+    store.update_run(run_id, state=RunState.SUCCEEDED.value)
+    assert "no metric 'val_loss' (its" in cli("metrics", run_id, "--key", "val_loss", "--json").stderr
+    assert json.loads(cli("metrics", run_id, "--key", "loss", "--json").stdout)[0]["value"] == 1.0
