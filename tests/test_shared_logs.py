@@ -144,10 +144,11 @@ def test_the_database_keeps_what_the_size_limit_keeps(store, tmp_path):
         shipper.ship()
     log.close()
 
-    from_file = follow(lambda o: read_output(path, o, CHUNK_BYTES))
-    from_database = follow(lambda o: read_log(store, RUN, 1, 0, o))
-    assert [start for start, _, _ in from_file] != [0], "the file was cut"
-    assert from_database == from_file
+    for piece in (CHUNK_BYTES, 100_000):  # pieces ending at the cut, across chunks, within a chunk
+        from_file = follow(lambda o: read_output(path, o, piece))  # noqa: B023  (called in this iteration)
+        from_database = follow(lambda o: read_log(store, RUN, 1, 0, o, piece))  # noqa: B023
+        assert any(cut_after for _, _, cut_after in from_file), "the file was cut"
+        assert from_database == from_file
     assert sum(size for _, size in chunks(store)) <= limit
 
 

@@ -34,7 +34,7 @@ from mlrt.store.models import LogChunk, utcnow
 CHUNK_BYTES = 1 << 20
 """The most bytes one ``log_chunks`` row holds; a larger piece of output becomes several rows."""
 
-_LOCK_SPACE = 0x6D6C6F67  # "mlog": first key of the PostgreSQL advisory lock of one worker's chunks
+_LOCK_SPACE = 0x6D6C6F67  # "mlog": first key of the PostgreSQL advisory lock of one attempt's chunks
 
 
 @dataclasses.dataclass
@@ -64,54 +64,58 @@ class LogShipper:
         self.workers = [_WorkerLog(rank, Path(path)) for rank, path in enumerate(paths)]
 
     def ship(self) -> int:
-        """Store every worker's new output as chunks of at most :data:`CHUNK_BYTES`; the bytes stored."""
-        return sum(self._ship(worker) for worker in self.workers)
-
-    def _ship(self, worker: _WorkerLog) -> int:
-        try:
-            stat = os.stat(worker.path)
-        except FileNotFoundError:
-            return 0
-        seen = (stat.st_size, stat.st_mtime_ns)  # taken before reading: a write after it is shipped next time
-        if seen == worker.seen:
+        """Store every worker's new output as chunks of at most :data:`CHUNK_BYTES`, in one
+        transaction; the bytes stored."""
+        changed = []
+        for worker in self.workers:
+            try:
+                stat = os.stat(worker.path)
+            except FileNotFoundError:
+                continue
+            seen = (stat.st_size, stat.st_mtime_ns)  # taken before reading: a later write is shipped next time
+            if seen != worker.seen:
+                changed.append((worker, seen))
+        if not changed:
             return 0
         shipped = 0
+        cuts: list[Cut | None] = []
         try:
             with self.store.session() as session:
-                self._lock(session, worker.rank)
-                cut = load_cut(worker.path)
-                if cut is not None and cut.resume > worker.pruned:
-                    self._drop_cut(session, worker.rank, cut)
-                position = _end(session, self.run_id, self.attempt, worker.rank)
-                while True:
-                    part = read_output(worker.path, position, CHUNK_BYTES)
-                    if part.data:
-                        session.execute(
-                            insert(LogChunk).values(
-                                run_id=self.run_id,
-                                attempt=self.attempt,
-                                worker=worker.rank,
-                                offset=part.start,
-                                data=part.data,
-                                created_at=utcnow(),
-                            )
-                        )
-                        shipped += len(part.data)
-                    position = part.start + len(part.data)
-                    if len(part.data) < CHUNK_BYTES and not part.cut_after:
-                        break
+                self._lock(session)
+                for worker, _ in changed:
+                    cuts.append(load_cut(worker.path))
+                    if cuts[-1] is not None and cuts[-1].resume > worker.pruned:
+                        self._drop_cut(session, worker.rank, cuts[-1])
+                    shipped += self._copy(session, worker)
         except IntegrityError:
             return 0  # a shipper that does not take the lock stored these positions first; the next call goes on
-        worker.seen = seen
-        if cut is not None:
-            worker.pruned = cut.resume
+        for (worker, seen), cut in zip(changed, cuts, strict=True):
+            worker.seen = seen
+            worker.pruned = cut.resume if cut is not None else worker.pruned
         return shipped
 
-    def _lock(self, session: Session, rank: int) -> None:
-        """Serialize the shippers of one worker's log until the transaction ends."""
+    def _copy(self, session: Session, worker: _WorkerLog) -> int:
+        """Insert the worker's output from where its stored chunks end to the end of its file."""
+        shipped = 0
+        position = _end(session, self.run_id, self.attempt, worker.rank)
+        while True:
+            part = read_output(worker.path, position, CHUNK_BYTES)
+            if part.data:
+                self._insert(session, worker.rank, part.start, part.data)
+                shipped += len(part.data)
+            position = part.start + len(part.data)
+            if len(part.data) < CHUNK_BYTES and not part.cut_after:
+                return shipped
+
+    def _insert(self, session: Session, rank: int, offset: int, data: bytes) -> None:
+        row = {"run_id": self.run_id, "attempt": self.attempt, "worker": rank, "offset": offset, "data": data}
+        session.execute(insert(LogChunk).values(**row, created_at=utcnow()))
+
+    def _lock(self, session: Session) -> None:
+        """Serialize the shippers of this attempt's logs until the transaction ends."""
         dialect = session.get_bind().dialect.name
         if dialect == "postgresql":
-            key = zlib.crc32(f"{self.run_id}/{self.attempt}/{rank}".encode()) - (1 << 31)  # a signed 32-bit key
+            key = zlib.crc32(f"{self.run_id}/{self.attempt}".encode()) - (1 << 31)  # a signed 32-bit key
             session.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": _LOCK_SPACE, "key": key})
         elif dialect == "sqlite":
             session.connection().exec_driver_sql("BEGIN IMMEDIATE")  # the write lock before the first read
@@ -132,16 +136,7 @@ class LogShipper:
             kept.append((max(offset, cut.resume), data[max(cut.resume - offset, 0) :]))
             for start, piece in kept:
                 if piece:
-                    session.execute(
-                        insert(LogChunk).values(
-                            run_id=self.run_id,
-                            attempt=self.attempt,
-                            worker=rank,
-                            offset=start,
-                            data=piece,
-                            created_at=utcnow(),
-                        )
-                    )
+                    self._insert(session, rank, start, piece)
 
 
 def _worker_chunks(run_id: str, attempt: int, worker: int) -> tuple:
@@ -165,39 +160,45 @@ def read_log(store: Store, run_id: str, attempt: int, worker: int, offset: int, 
     when the output there was cut, ``cut_after`` says the output right after the bytes was
     cut, and the data is empty when nothing is stored from ``offset`` on yet.
 
-    Reads only the chunks it returns (a range of the table's position index)."""
+    Ranges of the table's position index: the chunks' sizes first, then the bytes of
+    only the chunks that hold the answer."""
     mine = _worker_chunks(run_id, attempt, worker)
+    size_of = func.length(LogChunk.data)
     with store.session() as session:
         covering = session.execute(
-            select(LogChunk.offset, func.length(LogChunk.data))
+            select(LogChunk.offset, size_of)
             .where(*mine, LogChunk.offset <= offset)
             .order_by(LogChunk.offset.desc())
             .limit(1)
         ).first()
         first = covering[0] if covering is not None and covering[0] + covering[1] > offset else offset
-        rows = session.execute(
-            select(LogChunk.offset, LogChunk.data).where(*mine, LogChunk.offset >= first).order_by(LogChunk.offset),
-            execution_options={"yield_per": 64},
+        spans = session.execute(
+            select(LogChunk.offset, size_of).where(*mine, LogChunk.offset >= first).order_by(LogChunk.offset),
+            execution_options={"yield_per": 256},
         )
-        pieces: list[bytes] = []
-        start = position = None
-        size = 0
+        wanted: list[int] = []
+        start = position = 0
+        found = 0  # bytes from ``start`` in the wanted chunks
         cut_after = False
-        for chunk_offset, data in rows:
-            if start is None:
-                start = max(offset, chunk_offset)
-                position = chunk_offset
+        for chunk_offset, length in spans:
+            if not wanted:
+                start, position = max(offset, chunk_offset), chunk_offset
             if chunk_offset != position:
-                cut_after = True  # a gap between chunks is output the size limit cut
+                cut_after = found <= limit  # a gap between chunks is output the size limit cut
                 break
-            skip = max(start - chunk_offset, 0)  # the first chunk may begin before ``offset``
-            piece = data[skip : skip + limit - size]
-            pieces.append(piece)
-            size += len(piece)
-            position = chunk_offset + len(data)
-            if size >= limit:
+            if found >= limit:
                 break
-        rows.close()
-    if start is None:
-        return OutputPart(b"", offset)
-    return OutputPart(b"".join(pieces), start, cut_after=cut_after)
+            wanted.append(chunk_offset)
+            found += chunk_offset + length - max(start, chunk_offset)
+            position = chunk_offset + length
+        spans.close()
+        if not wanted:
+            return OutputPart(b"", offset)
+        rows = session.execute(
+            select(LogChunk.data)
+            .where(*mine, LogChunk.offset >= wanted[0], LogChunk.offset <= wanted[-1])
+            .order_by(LogChunk.offset)
+        )
+        data = b"".join(rows.scalars())
+    skip = start - wanted[0]
+    return OutputPart(data[skip : skip + limit], start, cut_after=cut_after)
