@@ -106,3 +106,23 @@ def test_every_state_in_every_json_view(cli, trials):
     compared = json.loads(ok(cli, "runs", "compare", tuning_id, "--json"))
     assert [r["state"] for r in compared][0] == "SUCCEEDED" and compared[0]["best"]
     assert sorted(r["state"] for r in compared) == sorted(s.value for s in RunState)
+
+
+def test_submit_prints_progress_lines_when_stdout_is_not_a_terminal(cli, write_spec):
+    program = "import mlrt, json, os\nmlrt.log_metric('score', json.loads(os.environ['MLRT_HYPERPARAMETERS'])['x'])\n"
+    spec = write_spec(
+        TUNING.replace("command: [python, -c, pass]", "command: [python, score.py]")
+        .replace("x: {type: float, min: 0, max: 1}", "x: {type: categorical, values: [0.25, 0.5]}")
+        .replace("max_trials: 20", "max_trials: 2\n  tuner: grid"),
+        files={"score.py": program},
+    )
+    result = cli("submit", str(spec))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    run_id = lines[0].split()[1]
+    said = [line.split(" ", 1)[1] for line in lines[1:] if line[:2].isdigit()]  # "HH:MM:SS what"
+    assert said[0].startswith(f"{run_id} RUNNING: "), said
+    trials = sorted(line for line in said if line.startswith("trial "))
+    assert trials == [f"trial 1 {run_id}-t001 SUCCEEDED: score=0.25", f"trial 2 {run_id}-t002 SUCCEEDED: score=0.5"]
+    assert said[-1].startswith(f"{run_id} SUCCEEDED: "), said
+    assert "trials: 2 succeeded; best score=0.5 (trial 2)" in said

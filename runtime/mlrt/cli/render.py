@@ -34,14 +34,17 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     from rich.table import Table
     from rich.text import Text
 
-    tbl = Table(title=title, title_justify="left", header_style="bold")
+    out = console()
+    # In a pipe the title is a line of its own: a table's title wraps at the table's width.
+    tbl = Table(title=title if out.is_terminal else None, title_justify="left", header_style="bold")
     for index, column in enumerate(columns):
         tbl.add_column(Text(column), overflow="fold", no_wrap=index == 0)
     for row in rows:
         tbl.add_row(*(cell if isinstance(cell, Text) else Text("-" if cell is None else str(cell)) for cell in row))
-    out = console()
     if not out.is_terminal:
         out.width = max(out.width, Measurement.get(out, out.options.update(max_width=1 << 20), tbl).maximum)
+        if title:
+            out.print(Text(title), soft_wrap=True)
     out.print(tbl)
 
 

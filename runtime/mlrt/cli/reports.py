@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mlrt.cli import EXIT_BAD_INPUT, App
-from mlrt.cli.render import console, echo_json, number, table
+from mlrt.cli.render import console, echo_json, number, seconds, table
 
 pass_app = click.make_pass_decorator(App)
 
@@ -23,7 +27,12 @@ def _fail(message: str) -> None:
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Only this report (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), help="Also write the HTML page to FILE.")
-@click.option("--regressions", is_flag=True, help="diff: only the numbers that got worse.")
+@click.option(
+    "--regressions",
+    is_flag=True,
+    help="diff: only the numbers that got worse (run metrics, and slice, class and group rows); "
+    "the exit code stays 0 either way.",
+)
 @pass_app
 def report(
     app: App, runs: tuple[str, ...], only: tuple[str, ...], as_json: bool, html_file: str | None, regressions: bool
@@ -33,6 +42,11 @@ def report(
     Without --only it builds the reports the job lists in spec.reports (and
     those its gates read), or every registered report when it lists none.
     The results are stored with the run (output/reports/*.json, report.html).
+    Building can take a while on a large run: a terminal shows what is being built.
+
+    `mlrt report diff RUN_A RUN_B` lines up both runs' metrics and every slice,
+    class and group their reports compare, worst first; reports must exist
+    (exit 2 otherwise).
     """
     if runs[0] == "diff":
         if len(runs) != 3:
@@ -44,7 +58,37 @@ def report(
     _report(app, runs[0], list(only), as_json, html_file)
 
 
+@contextlib.contextmanager
+def _building(what: str) -> Iterator[None]:
+    """Say what is being built while it is: a spinner with the time so far on a terminal,
+    one line on stderr elsewhere (stdout stays the results)."""
+    from rich.text import Text
+
+    out = console()
+    if not out.is_terminal:
+        click.echo(f"{what} ...", err=True)
+        yield
+        return
+    started = time.monotonic()
+    with out.status(Text(f"{what} ...")) as status:
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(1.0):
+                status.update(Text(f"{what} ... {seconds(time.monotonic() - started)}"))
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            ticker.join()
+
+
 def _report(app: App, run_id: str, only: list[str], as_json: bool, html_file: str | None) -> None:
+    from rich.text import Text
+
     from mlrt import plugins, report_runner
 
     run = app.store.get_run(run_id)
@@ -53,29 +97,33 @@ def _report(app: App, run_id: str, only: list[str], as_json: bool, html_file: st
     if job.kind == "TuningJob":
         _fail(f"{run_id} is a tuning job; report on one of its trials (mlrt runs compare {run_id})")
     if app.remote is not None:
-        results = app.remote.build_reports(run_id, only)
+        with _building(f"building the reports of {run_id} on {app.remote.server}"):
+            results = app.remote.build_reports(run_id, only)
         if html_file:
             Path(html_file).write_text(app.remote.report_page(run_id) or "")
     else:
         names = only or report_runner.needed_reports(spec) or sorted(plugins.reports())
         try:
-            results = report_runner.build(app.store, run_id, names)
+            with _building(f"building {len(names)} report(s) of {run_id}: {', '.join(names)}"):
+                results = report_runner.build(app.store, run_id, names)
         except report_runner.ReportError as exc:
             _fail(str(exc))
         if html_file:
             Path(html_file).write_text((report_runner.reports_dir(run) / "report.html").read_text())
     if as_json:
         echo_json(results)
-        return
-    registry = plugins.reports()
-    out = console()
-    for name, result in results.items():
-        out.rule(name)
-        if result.get("skipped"):
-            out.print(f"skipped: {result['skipped']}")
-        else:
-            registry[name].render(result, out)
-    print_summary(app, run_id, results)
+    else:
+        registry = plugins.reports()
+        out = console()
+        for name, result in results.items():
+            out.rule(name)
+            if result.get("skipped"):
+                out.print(Text(f"skipped: {result['skipped']}"))
+            else:
+                registry[name].render(result, out)
+        print_summary(app, run_id, results)
+    if html_file:
+        click.echo(f"wrote the HTML report to {Path(html_file).resolve()}", err=as_json)
 
 
 def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | None = None) -> None:
@@ -93,18 +141,28 @@ def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | No
     # Findings quote the data (slice values, categories, column names): printed as text, never as markup.
     for finding in report_runner.summary_findings(results):
         style = {"problem": "red", "warning": "yellow"}.get(finding.severity, "cyan")
-        out.print(Text.assemble((finding.report, style), f": {finding.text}"))
+        out.print(Text.assemble((finding.report, style), f": {finding.text}"), soft_wrap=not out.is_terminal)
     for name, result in results.items():
         if str(result.get("skipped", "")).startswith("failed:"):
-            out.print(Text.assemble((name, "red"), f": {result['skipped']}"))
+            out.print(Text.assemble((name, "red"), f": {result['skipped']}"), soft_wrap=not out.is_terminal)
     if run.state == "FAILED_GATE":
-        out.print(Text.assemble(("gates failed", "red"), f": {run.reason.split('gate(s): ', 1)[-1]}"))
+        failed = run.reason.split("gate(s): ", 1)[-1]
+        out.print(Text.assemble(("gates failed", "red"), f": {failed}"), soft_wrap=not out.is_terminal)
     if app.remote is not None:
-        out.print(Text(f"full report: mlrt report {run_id} --html FILE"))
+        out.print(Text(f"full report: mlrt report {run_id} --html FILE"), soft_wrap=not out.is_terminal)
         return
     page = report_runner.reports_dir(run) / "report.html"
     if page.is_file():
-        out.print(Text(f"full report: {page}"))
+        out.print(Text(f"full report: {page}"), soft_wrap=True)  # a path that wraps cannot be copied
+
+
+LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "cost")
+"""A run metric whose name holds one of these words is better when lower (``validation_log_loss``)."""
+
+
+def _got_worse(metric: str, change: float) -> bool:
+    """Whether a run metric that moved by ``change`` got worse (see :data:`LOWER_IS_BETTER`)."""
+    return change > 0 if any(word in metric for word in LOWER_IS_BETTER) else change < 0
 
 
 def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: bool) -> None:
@@ -124,6 +182,7 @@ def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: b
     rows = report_runner.diff(before, after)
     if regressions:
         rows = [r for r in rows if r["regression"] > 0]
+        overall = [o for o in overall if _got_worse(o["metric"], o["change"])]
     if as_json:
         echo_json({"before": before_id, "after": after_id, "metrics": overall, "rows": rows})
         return
