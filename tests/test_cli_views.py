@@ -126,3 +126,28 @@ def test_submit_prints_progress_lines_when_stdout_is_not_a_terminal(cli, write_s
     assert trials == [f"trial 1 {run_id}-t001 SUCCEEDED: score=0.25", f"trial 2 {run_id}-t002 SUCCEEDED: score=0.5"]
     assert said[-1].startswith(f"{run_id} SUCCEEDED: "), said
     assert "trials: 2 succeeded; best score=0.5 (trial 2)" in said
+
+
+def test_plugins_show_describes_settings_with_types_ranges_and_defaults(cli):
+    [algorithm] = json.loads(ok(cli, "plugins", "show", "sklearn.logistic_regression", "--json"))
+    assert algorithm["kind"] == "algorithm" and algorithm["settings_field"] == "spec.hyperparameters"
+    assert algorithm["settings"]["C"] == {
+        "type": "float",
+        "default": 1.0,
+        "min": 1e-06,
+        "max": 1e6,
+        "choices": None,
+        "log": True,
+        "nullable": False,
+        "help": "Inverse regularization strength; smaller is stronger.",
+    }
+    text = ok(cli, "plugins", "show", "sklearn.logistic_regression")
+    assert "settings (spec.hyperparameters)" in text and "one of l2, l1, elasticnet, none" in text
+    assert "[1e-06, 1000000.0] (log scale)" in text
+    [stopper] = json.loads(ok(cli, "plugins", "show", "asha", "--json"))
+    assert stopper["settings_field"] == "spec.early_stopping" and stopper["settings"]["reduction_factor"]["min"] == 2
+    assert "spec.report_options.slices" in ok(cli, "plugins", "show", "slices")
+    assert "survives_controller: True" in ok(cli, "plugins", "show", "container")
+    unknown = cli("plugins", "show", "sklearn.logistic")
+    assert unknown.exit_code == 2 and "sklearn.logistic_regression" in unknown.stderr
+    assert {row["name"] for row in json.loads(ok(cli, "plugins", "--json"))} >= {"sklearn", "local"}

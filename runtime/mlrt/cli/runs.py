@@ -1,4 +1,5 @@
-"""Run commands: runs list|show|compare, metrics, artifacts (list, push), and plugins."""
+"""Run commands: runs list|show|compare, metrics, artifacts (list, push); ``mlrt plugins``
+lives in :mod:`mlrt.cli.plugin_commands` (re-exported here, where the CLI registers it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlrt.cli import App
+from mlrt.cli.plugin_commands import plugins_command  # noqa: F401  (registered from here)
 from mlrt.cli.render import echo_json, number, seconds, styled_state, table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -245,30 +247,3 @@ def _print_artifacts(items: list[Artifact], as_json: bool) -> None:
         echo_json([a.model_dump(exclude={"run_id"}) for a in items])
         return
     table("artifacts", ["path", "size", "sha256", "uri"], [(a.path, a.size, a.sha256, a.uri) for a in items])
-
-
-@click.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@pass_app
-def plugins_command(app: App, as_json: bool) -> None:
-    """Installed plugins: distribution, version, hooks, and what each provides (the service's, with --server)."""
-    from mlrt import plugins
-
-    rows = app.remote.get("/plugins") if app.remote is not None else plugins.describe()
-    if as_json:
-        echo_json(rows)
-        return
-    table(
-        "plugins",
-        ["plugin", "distribution", "version", "hooks", "provides"],
-        [
-            (
-                r["name"],
-                r["distribution"],
-                r["version"],
-                ", ".join(r["hooks"]),
-                "; ".join(f"{kind}: {', '.join(names)}" for kind, names in r["provides"].items()),
-            )
-            for r in rows
-        ],
-    )
