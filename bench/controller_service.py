@@ -951,7 +951,8 @@ def print_round(r: dict) -> None:
     )
     if not r["drained"]:
         print(f"  NOT DRAINED: {r['jobs'] - r['running_at_end']:,} runs not RUNNING when the round stopped waiting")
-        print("  (their time so far counts as a lower bound: quantiles marked >= are lower bounds)")
+        print("  (their time so far counts as a lower bound: quantiles marked >= are lower bounds;")
+        print("  the rows of the parts below cover only the runs that got that far)")
     print(
         f"  (warm-up job before the clock: first launch after the controller started took {r['first_launch_cold_s']:.1f}s)"
     )
