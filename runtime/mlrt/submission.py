@@ -12,24 +12,81 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from mlrt.launchers import LaunchContext, channel_env
 from mlrt.reproducibility import base_record
 from mlrt.secrets import SecretError, mask_overrides, mask_submitted, reveal_env, seal_resolved
 from mlrt.spec import LoadedSpec
 from mlrt.states import RunState
-from mlrt.store import Store, mlrt_home
+from mlrt.store import NotFound, Store, mlrt_home
 from mlrt.store.models import Job, Run
 
 # The program an ``algorithm:`` job's workers run.
 WORKER_ARGV = [sys.executable, "-m", "mlrt.worker"]
 
 
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+"""Crockford's base32 in lower case: digits and the letters but i, l, o and u (no 1/l or 0/o mix-ups)."""
+ID_RANDOM = 16
+"""Random characters in a run id: 16 of 32 symbols are 80 bits."""
+MAX_ID = 56
+"""The longest id :func:`new_job_id` makes: a tuning trial's id adds ``-tNNNNN`` (up to 10,000
+trials), and the whole must fit a Kubernetes label value and a DNS label (63 characters)."""
+ID_ATTEMPTS = 5
+"""How many fresh ids a submission draws before it gives up (one more than one is already a marvel)."""
+
+RowsFor = Callable[[str], tuple[Job, Run, dict[str, Any]]]
+"""Builds a job's rows (job, run, initial params) for a given id."""
+
+
 def new_job_id(name: str) -> str:
-    """``NAME-xxxxxx``: the job's name and six random hex digits."""
-    return f"{name}-{secrets.token_hex(3)}"
+    """A new job's id (and its run's): ``NAME-`` and 16 random characters, such as
+    ``digits-logreg-7k2m9xq0f3t7hv1c``.
+
+    The characters are :data:`ID_ALPHABET` drawn with :mod:`secrets`: 80
+    random bits, valid in DNS names, Kubernetes label values and container
+    names. Among n runs of one name, the chance that any two draw the same id
+    is about n^2 / 2^81: 4e-9 for n = 10^8, 4e-13 for a million. A name longer
+    than 39 characters is cut there (trailing dashes dropped), so that an id has
+    at most :data:`MAX_ID` = 56 characters and a trial's
+    ``<tuning run id>-t10000`` at most 63. A drawn id that is taken all the same
+    is drawn again when the job is written (:func:`create`)."""
+    suffix = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_RANDOM))
+    return f"{name[: MAX_ID - ID_RANDOM - 1].rstrip('-')}-{suffix}"
+
+
+def create(store: Store, name: str, rows: RowsFor, job_id: str | None = None) -> str:
+    """Write the rows that ``rows(id)`` builds, under ``job_id`` or else a :func:`new_job_id` of
+    ``name``; return the id.
+
+    The job, its run, params and first event are one transaction: when the
+    insert fails because the id is taken, nothing of the job is left, and a
+    drawn id is drawn again (up to :data:`ID_ATTEMPTS` times), so a collision
+    never reaches the user. A given ``job_id`` (a tuning trial's, made of its
+    tuning run's id and its number) is never replaced: that it is taken is an error."""
+    for _ in range(1 if job_id else ID_ATTEMPTS):
+        candidate = job_id or new_job_id(name)
+        try:
+            store.create_job(*rows(candidate))
+        except IntegrityError:
+            if job_id or not _taken(store, candidate):
+                raise
+            continue
+        return candidate
+    raise RuntimeError(f"{ID_ATTEMPTS} fresh ids for {name!r} were all taken: the random source is broken")
+
+
+def _taken(store: Store, job_id: str) -> bool:
+    try:
+        store.get_job(job_id)
+    except NotFound:
+        return False
+    return True
 
 
 def output_uri(resolved: dict[str, Any], run_id: str) -> str:
@@ -123,7 +180,6 @@ def submit(
     if seed is None:
         seed = secrets.randbelow(2**31)
         spec["seed"] = seed
-    job_id = f"{trial_of[0]}-t{trial_of[1]:03d}" if trial_of else new_job_id(loaded.name)
     distributions = sorted({row["distribution"] for row in plugins.describe() if row["distribution"]})
     if trial_of:
         parent_job = store.get_job(store.get_run(trial_of[0]).job_id)
@@ -140,32 +196,35 @@ def submit(
     if spec.get("algorithm"):
         params["algorithm"] = spec["algorithm"]
     stored = _stored_spec(resolved)
-    store.create_job(
-        Job(
-            id=job_id,
-            name=loaded.name,
-            kind=loaded.job.kind,
-            labels=loaded.job.metadata.labels,
-            spec_submitted=mask_submitted(loaded.source_text),
-            spec_resolved=stored,
-            project=project,
-            submitted_by=submitted_by,
-        ),
-        Run(
-            id=job_id,
-            job_id=job_id,
-            state=RunState.QUEUED.value,
-            reason="submitted",
-            max_attempts=spec["retries"]["max"] + 1,
-            output_uri=output_uri(resolved, job_id),
-            record=record,
-            parent_id=trial_of[0] if trial_of else None,
-            trial=trial_of[1] if trial_of else None,
-            owner=owner,
-        ),
-        params,
-    )
-    return job_id
+
+    def rows(job_id: str) -> tuple[Job, Run, dict[str, Any]]:
+        return (
+            Job(
+                id=job_id,
+                name=loaded.name,
+                kind=loaded.job.kind,
+                labels=loaded.job.metadata.labels,
+                spec_submitted=mask_submitted(loaded.source_text),
+                spec_resolved=stored,
+                project=project,
+                submitted_by=submitted_by,
+            ),
+            Run(
+                id=job_id,
+                job_id=job_id,
+                state=RunState.QUEUED.value,
+                reason="submitted",
+                max_attempts=spec["retries"]["max"] + 1,
+                output_uri=output_uri(resolved, job_id),
+                record=record,
+                parent_id=trial_of[0] if trial_of else None,
+                trial=trial_of[1] if trial_of else None,
+                owner=owner,
+            ),
+            params,
+        )
+
+    return create(store, loaded.name, rows, f"{trial_of[0]}-t{trial_of[1]:03d}" if trial_of else None)
 
 
 def _stored_spec(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -199,32 +258,34 @@ def _submit_tuning(
         if kind != "TuningJob":
             field = "--resume-from" if other == resume_from else f"spec.warm_start.{index}"
             raise SpecError([f"{field}: {other!r} is not a tuning job in this database"])
-    job_id = new_job_id(loaded.name)
     record = base_record(loaded.base_dir, spec["seed"], [])
     record.update(overrides=mask_overrides(loaded.overrides), resume_from=resume_from)
     stored = _stored_spec(resolved)
-    store.create_job(
-        Job(
-            id=job_id,
-            name=loaded.name,
-            kind="TuningJob",
-            labels=loaded.job.metadata.labels,
-            spec_submitted=mask_submitted(loaded.source_text),
-            spec_resolved=stored,
-            project=project,
-            submitted_by=submitted_by,
-        ),
-        Run(
-            id=job_id,
-            job_id=job_id,
-            state=RunState.QUEUED.value,
-            reason="submitted",
-            output_uri="file://" + str(mlrt_home() / "runs" / job_id),
-            record=record,
-        ),
-        {"tuner": spec["tuner"], "objective": f"{spec['objective']['goal']} {spec['objective']['metric']}"},
-    )
-    return job_id
+
+    def rows(job_id: str) -> tuple[Job, Run, dict[str, Any]]:
+        return (
+            Job(
+                id=job_id,
+                name=loaded.name,
+                kind="TuningJob",
+                labels=loaded.job.metadata.labels,
+                spec_submitted=mask_submitted(loaded.source_text),
+                spec_resolved=stored,
+                project=project,
+                submitted_by=submitted_by,
+            ),
+            Run(
+                id=job_id,
+                job_id=job_id,
+                state=RunState.QUEUED.value,
+                reason="submitted",
+                output_uri="file://" + str(mlrt_home() / "runs" / job_id),
+                record=record,
+            ),
+            {"tuner": spec["tuner"], "objective": f"{spec['objective']['goal']} {spec['objective']['metric']}"},
+        )
+
+    return create(store, loaded.name, rows)
 
 
 def launch_context(
