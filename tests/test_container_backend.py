@@ -220,10 +220,11 @@ def test_max_runtime_times_out_and_sends_sigterm_first(cli, write_spec, engine_e
 @needs_engine
 def test_missing_image_fails_the_attempt_with_the_engines_reason(cli, write_spec, engine_env, monkeypatch):
     monkeypatch.setenv("MLRT_CONTAINER_RUN_ARGS", f"{RUN_ARGS} --pull=never")
-    spec = write_spec(container_spec("boxed-noimage", "[python, x.py]", "localhost/mlrt-no-such-image:0"))
+    # A registry's image (--pull=never keeps it offline); a missing localhost/ one: test_container_failures.py
+    spec = write_spec(container_spec("boxed-noimage", "[python, x.py]", "registry.invalid/mlrt-no-such-image:0"))
     run = submit(cli, spec)
     assert run["state"] == "FAILED"
-    assert "cannot start worker 0's container (localhost/mlrt-no-such-image:0):" in run["reason"]
+    assert "cannot start worker 0's container (registry.invalid/mlrt-no-such-image:0):" in run["reason"]
     assert "\n" not in run["reason"]
     assert leftovers(run["id"]) == []
 
