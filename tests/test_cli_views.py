@@ -121,7 +121,7 @@ def test_submit_prints_progress_lines_when_stdout_is_not_a_terminal(cli, write_s
     lines = result.stdout.splitlines()
     run_id = lines[0].split()[1]
     said = [line.split(" ", 1)[1] for line in lines[1:] if line[:2].isdigit()]  # "HH:MM:SS what"
-    assert said[0].startswith(f"{run_id} RUNNING: "), said
+    assert any(line.startswith(f"{run_id} RUNNING: ") for line in said), said
     trials = sorted(line for line in said if line.startswith("trial "))
     assert trials == [f"trial 1 {run_id}-t001 SUCCEEDED: score=0.25", f"trial 2 {run_id}-t002 SUCCEEDED: score=0.5"]
     assert said[-1].startswith(f"{run_id} SUCCEEDED: "), said
