@@ -68,3 +68,20 @@ def test_metrics_of_a_key_the_run_never_logged_is_an_error_that_lists_its_keys(c
     store.update_run(run_id, state=RunState.SUCCEEDED.value)
     assert "no metric 'val_loss' (its" in cli("metrics", run_id, "--key", "val_loss", "--json").stderr
     assert json.loads(cli("metrics", run_id, "--key", "loss", "--json").stdout)[0]["value"] == 1.0
+
+
+def test_a_kubernetes_job_without_cluster_credentials_is_refused_at_submit(cli, write_spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    spec = write_spec(
+        "apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: kube}\nspec:\n"
+        "  algorithm: sklearn.logistic_regression\n  data: {train: 'builtin://sklearn/iris?split=train'}\n"
+        "  compute: {backend: kubernetes}\n"
+    )
+    assert cli("validate", str(spec), "--manifests").exit_code == 0, "planning needs no cluster"
+    result = cli("submit", str(spec))
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: spec.compute.backend: kubernetes: no usable cluster credentials here (")
+    assert "set KUBECONFIG" in line
+    assert json.loads(cli("runs", "list", "--json").stdout) == [], "nothing was queued"

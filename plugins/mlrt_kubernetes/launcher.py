@@ -125,7 +125,12 @@ class _Cluster:
             self.api = client.ApiClient()
         else:
             configuration = client.Configuration()
-            config.load_kube_config(context=os.environ.get("MLRT_KUBE_CONTEXT"), client_configuration=configuration)
+            # KUBECONFIG as it is now: the client reads it once, when it is imported.
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None,
+                context=os.environ.get("MLRT_KUBE_CONTEXT"),
+                client_configuration=configuration,
+            )
             self.api = client.ApiClient(configuration)
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
@@ -289,6 +294,20 @@ class KubernetesLauncher(Launcher):
             except Exception as exc:
                 raise LaunchError(f"cannot reach a Kubernetes cluster: {exc}") from None
         return self._cluster
+
+    def preflight(self, compute: dict[str, Any]) -> str | None:
+        """No usable credentials: neither the in-cluster service account nor a kubeconfig
+        (``KUBECONFIG``, else ``~/.kube/config``) with the context ``MLRT_KUBE_CONTEXT`` names
+        (else its current one). Reads the configuration only; the cluster is not contacted."""
+        try:
+            _Cluster()
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return (
+                f"spec.compute.backend: kubernetes: no usable cluster credentials here ({first}); set KUBECONFIG"
+                " to a kubeconfig file (MLRT_KUBE_CONTEXT picks its context) or submit from inside the cluster"
+            )
+        return None
 
     # -- plan ----------------------------------------------------------------
 

@@ -144,6 +144,14 @@ class Launcher(abc.ABC):
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
         """Return the exact request for ``ctx`` without side effects."""
 
+    def preflight(self, compute: dict[str, Any]) -> str | None:
+        """A one-line problem that would make every launch from this process fail, such as no
+        credentials for the cluster, else None. Checked when a job is submitted (not by
+        ``mlrt validate``, which works without a cluster), so the job is refused with the fix
+        instead of failing each attempt; ``compute`` is ``spec.compute``. Must be quick and
+        change nothing. Default: None."""
+        return None
+
     @abc.abstractmethod
     def launch(self, request: LaunchRequest) -> dict[str, Any]:
         """Start every worker of ``request`` and return a JSON-serializable handle.

@@ -146,6 +146,7 @@ def submit(
     else:
         loaded = load_spec(spec_file, overrides)
         check_columns(loaded)
+        check_launchable(loaded)
         run_id = submit_job(app.store, loaded, sanity=sanity, resume_from=resume_from)
     if not wait:
         child = spawn_controller(app.store.url, [run_id], log_dir(run_id, 0).parent / "controller.log")
@@ -242,19 +243,37 @@ def validation_plan(loaded) -> dict[str, Any]:
     }
 
 
-def check_columns(loaded) -> None:
-    """Refuse a spec whose slices, protected attributes or tag rules name a column its local
-    data channels do not have (see :mod:`mlrt.columns`); for a TuningJob, its template's."""
-    from mlrt.columns import column_problems
-    from mlrt.spec import LoadedSpec, SpecError
+def _training_spec(loaded) -> dict[str, Any]:
+    """The resolved ``spec`` of a TrainingJob; for a TuningJob, of a first trial."""
+    from mlrt.spec import LoadedSpec
     from mlrt.tuning_spec import _corners, applicable, load_trial
 
     if not isinstance(loaded, LoadedSpec):
         resolved = loaded.resolved()
-        loaded = load_trial(resolved, "columns", applicable(resolved["spec"], _corners(resolved["spec"])[0]))
-    problems = column_problems(loaded.resolved()["spec"])
+        loaded = load_trial(resolved, "checked", applicable(resolved["spec"], _corners(resolved["spec"])[0]))
+    return loaded.resolved()["spec"]
+
+
+def check_columns(loaded) -> None:
+    """Refuse a spec whose slices, protected attributes or tag rules name a column its local
+    data channels do not have (see :mod:`mlrt.columns`); for a TuningJob, its template's."""
+    from mlrt.columns import column_problems
+    from mlrt.spec import SpecError
+
+    problems = column_problems(_training_spec(loaded))
     if problems:
         raise SpecError(problems)
+
+
+def check_launchable(loaded) -> None:
+    """Refuse a job its backend cannot launch from here at all (:meth:`mlrt.launchers.Launcher.preflight`)."""
+    from mlrt import plugins
+    from mlrt.spec import SpecError
+
+    compute = _training_spec(loaded)["compute"]
+    problem = plugins.launchers()[compute["backend"]].preflight(compute)
+    if problem:
+        raise SpecError([problem])
 
 
 def _training_plan(loaded, run_id: str) -> dict[str, Any]:
