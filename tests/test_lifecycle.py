@@ -29,7 +29,8 @@ def test_success_records_every_transition(cli, write_spec):
         (None, "QUEUED"),
         ("QUEUED", "STARTING"),
         ("STARTING", "RUNNING"),
-        ("RUNNING", "SUCCEEDED"),
+        ("RUNNING", "FINALIZING"),
+        ("FINALIZING", "SUCCEEDED"),
     ]
 
 
@@ -101,7 +102,8 @@ def test_retry_then_succeed(cli, write_spec):
         ("RUNNING", "QUEUED"),
         ("QUEUED", "STARTING"),
         ("STARTING", "RUNNING"),
-        ("RUNNING", "SUCCEEDED"),
+        ("RUNNING", "FINALIZING"),
+        ("FINALIZING", "SUCCEEDED"),
     ]
 
 

@@ -144,6 +144,7 @@ class ContainerLauncher(Launcher):
     description: ClassVar[str] = "each worker in a container (podman or docker)"
     runs_images: ClassVar[bool] = True
     survives_controller: ClassVar[bool] = True
+    runs_on_host: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._followers: dict[str, LogFollower] = {}  # container name -> its log follower

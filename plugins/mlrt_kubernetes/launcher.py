@@ -20,10 +20,12 @@ they stay after the cluster deletes the finished Job
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +38,7 @@ from mlrt.states import RunState
 from mlrt_kubernetes.manifests import (
     INDEX_LABEL,
     MANAGED_BY,
+    RUN_ANNOTATION,
     TOKEN_VARIABLE,
     UPLOAD_CONTAINER,
     env_secret,
@@ -141,13 +144,20 @@ class _Cluster:
         return json.loads(response.data)
 
 
-class _Watch:
-    """Watches mlrt's Jobs and Pods in one namespace into a cache; pokes a pipe on every event."""
+def _run_of(obj: dict[str, Any]) -> str | None:
+    """The run an object of mlrt's belongs to (its ``mlrt.dev/run-id`` annotation)."""
+    return (obj.get("metadata", {}).get("annotations") or {}).get(RUN_ANNOTATION)
 
-    def __init__(self, cluster: _Cluster, namespace: str, wake: int):
+
+class _Watch:
+    """Watches mlrt's Jobs and Pods in one namespace into a cache; pokes a pipe on every event
+    and tells ``changed`` which run it concerned (None after a relist: any run may have)."""
+
+    def __init__(self, cluster: _Cluster, namespace: str, wake: int, changed: Callable[[str | None], None]):
         self.cluster = cluster
         self.namespace = namespace
         self.wake = wake
+        self.changed = changed
         self.lock = threading.Lock()
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"Job": {}, "Pod": {}}
         self.pods_by_job: dict[str, dict[str, dict[str, Any]]] = {}  # job-name label -> pod name -> pod
@@ -176,6 +186,7 @@ class _Watch:
                         for item in listing["items"]:
                             self.pods_by_job.setdefault(_job_name(item), {})[item["metadata"]["name"]] = item
                     self.synced.add(kind)
+                self.changed(None)
                 self._poke()
                 stream = watch.Watch().stream(
                     function,
@@ -201,6 +212,7 @@ class _Watch:
                             self.objects[kind][name] = obj
                             if kind == "Pod":
                                 self.pods_by_job.setdefault(_job_name(obj), {})[name] = obj
+                    self.changed(_run_of(obj))
                     self._poke()
             except Exception:
                 with self.lock:
@@ -227,14 +239,28 @@ class _LogCopy:
     """Copies one pod's worker log into a file as it is written, skipping ``skip`` bytes first,
     within the log's size limit (:class:`mlrt.logfile.CappedLog`; the stream is read 64 KiB at a time)."""
 
-    def __init__(self, cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str = ""):
+    def __init__(
+        self,
+        cluster: _Cluster,
+        namespace: str,
+        pod: str,
+        path: Path,
+        skip: int,
+        header: str = "",
+        wrote: Callable[[], None] = lambda: None,
+    ):
         self.thread = threading.Thread(
-            target=self._run, args=(cluster, namespace, pod, path, skip, header), name=f"mlrt-log-{pod}", daemon=True
+            target=self._run,
+            args=(cluster, namespace, pod, path, skip, header, wrote),
+            name=f"mlrt-log-{pod}",
+            daemon=True,
         )
         self.thread.start()
 
     @staticmethod
-    def _run(cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str) -> None:
+    def _run(
+        cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str, wrote: Callable[[], None]
+    ) -> None:
         with CappedLog(path) as out:
             if header:
                 out.write(header.encode())
@@ -249,6 +275,7 @@ class _LogCopy:
                         seen += len(chunk)
                         if new:
                             out.write(new)
+                            wrote()
                     return
                 except Exception:  # the stream broke (API restart): read again, skipping what we have
                     skip = max(skip, seen)
@@ -276,6 +303,7 @@ class KubernetesLauncher(Launcher):
     runs_images: ClassVar[bool] = True
     survives_controller: ClassVar[bool] = True
     uploads_output: ClassVar[bool] = True  # the pods' upload sidecar (mlrt.s3sync)
+    launch_concurrency: ClassVar[int] = 16  # API round trips dominate a launch: overlap them
 
     def __init__(self) -> None:
         self._cluster: _Cluster | None = None
@@ -285,15 +313,31 @@ class KubernetesLauncher(Launcher):
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        self._lock = threading.Lock()  # launches run concurrently (launch_concurrency)
+        self._changed: set[str] | None = None  # None: any run may have changed
 
     @property
     def cluster(self) -> _Cluster:
-        if self._cluster is None:
-            try:
-                self._cluster = _Cluster()
-            except Exception as exc:
-                raise LaunchError(f"cannot reach a Kubernetes cluster: {exc}") from None
-        return self._cluster
+        with self._lock:
+            if self._cluster is None:
+                try:
+                    self._cluster = _Cluster()
+                except Exception as exc:
+                    raise LaunchError(f"cannot reach a Kubernetes cluster: {exc}") from None
+            return self._cluster
+
+    def _note_change(self, run_id: str | None) -> None:
+        with self._lock:
+            if run_id is None:
+                self._changed = None
+            elif self._changed is not None:
+                self._changed.add(run_id)
+
+    def changed_runs(self) -> set[str] | None:
+        """Runs whose Job or pods had a watch event, or whose log grew, since the last call."""
+        with self._lock:
+            changed, self._changed = self._changed, set()
+            return changed
 
     def preflight(self, compute: dict[str, Any]) -> str | None:
         """No usable credentials: neither the in-cluster service account nor a kubeconfig
@@ -413,9 +457,11 @@ class KubernetesLauncher(Launcher):
         }
 
     def _watch(self, namespace: str) -> _Watch:
-        if namespace not in self._watches:
-            self._watches[namespace] = _Watch(self.cluster, namespace, self._write)
-        return self._watches[namespace]
+        cluster = self.cluster
+        with self._lock:
+            if namespace not in self._watches:
+                self._watches[namespace] = _Watch(cluster, namespace, self._write, self._note_change)
+            return self._watches[namespace]
 
     # -- observe -------------------------------------------------------------
 
@@ -583,7 +629,16 @@ class KubernetesLauncher(Launcher):
                 skip = size  # the pod's log from the start: the file already has this much
             elif size:
                 header = f"--- pod {name} (replacing a disrupted pod) ---\n"
-            self._copies[name] = _LogCopy(self.cluster, handle["namespace"], name, path, skip, header)
+            run_id = _run_of(pod)
+            self._copies[name] = _LogCopy(
+                self.cluster,
+                handle["namespace"],
+                name,
+                path,
+                skip,
+                header,
+                functools.partial(self._note_change, run_id),
+            )
 
     def wakeup_fds(self) -> list[int]:
         try:

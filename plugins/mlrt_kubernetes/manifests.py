@@ -44,6 +44,8 @@ from mlrt.sdk import LOG_TRACKING_URI
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 RUN_LABEL = "mlrt.dev/run-id"
+RUN_ANNOTATION = "mlrt.dev/run-id"
+"""The whole run id (a label value may be cut to 63 characters), on the Job and its pods."""
 ATTEMPT_LABEL = "mlrt.dev/attempt"
 INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -154,7 +156,7 @@ def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     if kube.get("queue"):
         labels[KUEUE_QUEUE_LABEL] = kube["queue"]
-    annotations = {**kube.get("annotations", {}), "mlrt.dev/run-id": ctx.run_id}
+    annotations = {**kube.get("annotations", {}), RUN_ANNOTATION: ctx.run_id}
     metadata = {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations}
 
     job_spec: dict[str, Any] = {

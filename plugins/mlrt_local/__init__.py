@@ -101,6 +101,8 @@ class LocalLauncher(Launcher):
 
     name: ClassVar[str] = "local"
     description: ClassVar[str] = "worker processes on this machine"
+    runs_on_host: ClassVar[bool] = True
+    launch_concurrency: ClassVar[int] = 1  # forks from one thread: PR_SET_PDEATHSIG follows the forking thread
 
     def __init__(self) -> None:
         self._processes: dict[str, list[subprocess.Popen[bytes] | WarmProcess]] = {}

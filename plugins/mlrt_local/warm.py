@@ -19,6 +19,7 @@ import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -50,7 +51,11 @@ def eligible(argv: list[str], env: dict[str, str]) -> bool:
 
 
 class Zygote:
-    """One pre-started Python that forks workers on request and reports their exits."""
+    """One pre-started Python that forks workers on request and reports their exits.
+
+    Safe to share between threads: the controller launches from a pool thread (:meth:`spawn`
+    waits for its reply) while its reconcile thread reads exit notices (:meth:`returncode`);
+    whichever thread reads the zygote's output keeps every reply for the one waiting for it."""
 
     def __init__(self, env: dict[str, str], preload: list[str]):
         self.process = subprocess.Popen(
@@ -62,8 +67,12 @@ class Zygote:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
+        os.set_blocking(self.process.stdout.fileno(), False)  # two threads may find it readable at once
         self.exits: dict[int, int] = {}
         self._pending = b""
+        self._replies: list[dict[str, Any]] = []
+        self._reading = threading.Lock()  # one reader of the pipe at a time
+        self._spawning = threading.Lock()  # one request in flight at a time
         self._expect("ready", READY_TIMEOUT)
 
     def alive(self) -> bool:
@@ -75,12 +84,13 @@ class Zygote:
         """Fork one worker; return its pid. ``data_limit``: its memory backstop in bytes
         (:func:`mlrt_local.memory.apply_backstop`), None for none."""
         request = {"argv": argv, "env": env, "cwd": cwd, "log_path": log_path, "data_limit": data_limit}
-        try:
-            self.process.stdin.write((json.dumps(request) + "\n").encode())
-            self.process.stdin.flush()
-        except OSError:
-            raise LaunchError("the warm worker host exited; retry, or set compute.warm: false") from None
-        reply = self._expect("pid", READY_TIMEOUT)
+        with self._spawning:
+            try:
+                self.process.stdin.write((json.dumps(request) + "\n").encode())
+                self.process.stdin.flush()
+            except OSError:
+                raise LaunchError("the warm worker host exited; retry, or set compute.warm: false") from None
+            reply = self._expect("pid", READY_TIMEOUT)
         return int(reply["pid"])
 
     def returncode(self, pid: int) -> int | None:
@@ -105,7 +115,10 @@ class Zygote:
     def _expect(self, key: str, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for message in self._read(deadline - time.monotonic()):
+            # Another thread's read may have taken the reply off the pipe: it is kept here.
+            self._read(min(0.1, max(0.0, deadline - time.monotonic())))
+            while self._replies:
+                message = self._replies.pop(0)
                 if "error" in message:
                     raise LaunchError(message["error"])
                 if key in message:
@@ -115,22 +128,25 @@ class Zygote:
         self.process.kill()
         raise LaunchError(f"the warm worker host did not answer within {timeout:g}s; set compute.warm: false")
 
-    def _read(self, timeout: float) -> list[dict[str, Any]]:
-        """Messages available within ``timeout`` seconds; exit notices are recorded on the way."""
+    def _read(self, timeout: float) -> None:
+        """Take what the zygote said within ``timeout`` seconds: exit notices go to
+        :attr:`exits`, replies to the queue :meth:`_expect` reads."""
         fd = self.process.stdout.fileno()
         ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
         if not ready:
-            return []
-        chunk = os.read(fd, 1 << 16)
-        self._pending += chunk
-        messages = []
-        while b"\n" in self._pending:
-            line, self._pending = self._pending.split(b"\n", 1)
-            message = json.loads(line)
-            if "exited" in message:
-                self.exits[int(message["exited"])] = int(message["code"])
-            else:
-                messages.append(message)
-        if not chunk and not messages:
+            return
+        with self._reading:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return
+            self._pending += chunk
+            while b"\n" in self._pending:
+                line, self._pending = self._pending.split(b"\n", 1)
+                message = json.loads(line)
+                if "exited" in message:
+                    self.exits[int(message["exited"])] = int(message["code"])
+                else:
+                    self._replies.append(message)
+        if not chunk:
             self.process.wait()
-        return messages

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from mlrt.store import Store, mlrt_home
-from mlrt.units import parse_memory
+from mlrt.units import format_bytes, parse_memory
 
 ACTIVE_STATES = ("STARTING", "RUNNING", "FINALIZING")
 """The states in which a run holds what it asked for."""
@@ -74,13 +74,6 @@ class Usage:
 
 def _amount(value: float) -> str:
     return f"{value:g}"
-
-
-def _bytes(value: float) -> str:
-    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20)):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{int(value)}B"
 
 
 class Admission:
@@ -136,7 +129,7 @@ class Admission:
                 (limit.max_running, usage.runs, 1, "running runs", str),
                 (limit.max_cpus, usage.cpus, run.cpus, "CPUs", _amount),
                 (limit.max_gpus, usage.gpus, run.gpus, "GPUs", _amount),
-                (limit.max_memory, usage.memory, run.memory, "memory", _bytes),
+                (limit.max_memory, usage.memory, run.memory, "memory", format_bytes),
             )
             for maximum, held, asked, what, shown in checks:
                 if maximum is not None and asked and held + asked > maximum:
@@ -149,7 +142,7 @@ class Admission:
                 return f"this machine has {_amount(free)} of {_amount(cores)} CPUs free; the run asks for {_amount(run.cpus)}"
             if run.memory and self.machine.memory + run.memory > memory:
                 free = max(memory - self.machine.memory, 0)
-                return f"this machine has {_bytes(free)} of {_bytes(memory)} memory free; the run asks for {_bytes(run.memory)}"
+                return f"this machine has {format_bytes(free)} of {format_bytes(memory)} memory free; the run asks for {format_bytes(run.memory)}"
         usage.add(run.cpus, run.memory, run.gpus)
         if run.backend in self.host_backends:
             self.machine.add(run.cpus, run.memory, run.gpus)

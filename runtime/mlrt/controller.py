@@ -33,16 +33,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlrt import artifacts, plugins, s3, s3sync
+from mlrt.admission import Admission
 from mlrt.folders import NotWritable, ensure_writable
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest
 from mlrt.logscan import LogMetricScanner, LogRecords, last_line
+from mlrt.logship import LogShipper
 from mlrt.records import RunRecord
 from mlrt.sdk import LOG_TRACKING_URI
 from mlrt.secrets import mask_request
@@ -65,6 +69,11 @@ UNCLAIMED_STALE = timedelta(seconds=60)
 # A run whose handling raises is tried again after 1, 2, 4... s and failed at the last try.
 RECONCILE_TRIES = 4
 RECONCILE_BACKOFF = 1.0
+# A running run whose backend reports which runs changed is still polled this often.
+RESYNC_EVERY = 5.0
+FINALIZE_CONCURRENCY = 4
+# A running run's log bytes go to the database at most this often (and once at its end).
+SHIP_EVERY = 1.0
 
 _log = logging.getLogger("mlrt.controller")
 
@@ -135,7 +144,10 @@ def spawn_controller(db_url: str, run_ids: list[str], log_file: Path, *, adopt: 
 
 
 def adoptable(store: Store, run: Run) -> bool:
-    """Whether ``run``'s workers outlive its controller, so another can take it over."""
+    """Whether ``run``'s workers outlive its controller, so another can take it over (a
+    FINALIZING run has no workers left: another controller finalizes it again)."""
+    if run.state == RunState.FINALIZING.value:
+        return True
     if run.state not in (RunState.RUNNING.value, RunState.STARTING.value):
         return False
     attempt = store.latest_attempt(run.id)
@@ -194,8 +206,57 @@ class _Active:
     handle: dict[str, Any]
     scanner: LogMetricScanner
     spec: dict[str, Any]
+    shipper: LogShipper | None
+    """Copies the workers' logs into the database, where every controller replica reads them
+    (for the controller service, :attr:`WorkerTracking.ships_logs`)."""
+    shipped_at: float = 0.0
     waiting: dict[int, str] = dataclasses.field(default_factory=dict)
     """The last reason each worker gave for not running yet (reported once as an event)."""
+
+
+@dataclasses.dataclass
+class _Launched:
+    """What a launch in a backend's pool came to: workers (``handle``), or why not."""
+
+    attempt: Attempt | None = None
+    launcher: Launcher | None = None
+    request: LaunchRequest | None = None
+    handle: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None
+    failed: str = ""
+    """The attempt failed (retried if the run has retries left)."""
+    fatal: str = ""
+    """The run fails without a retry (a folder it cannot write)."""
+
+
+@dataclasses.dataclass
+class _Finalizing:
+    """A run whose workers succeeded, being finalized in the finalizing pool."""
+
+    attempt: Attempt
+    future: Future
+    abandoned: threading.Event
+
+
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+class _Abandoned(Exception):
+    """The run was cancelled or timed out while it was finalizing: stop finalizing it."""
+
+
+def pool_size(variable: str, backend: str, default: int) -> int:
+    """A pool's size from ``variable``: ``N`` for every backend or ``backend=N,...``; else ``default``."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    sizes = dict(part.split("=", 1) if "=" in part else ("*", part) for part in value.split(",") if part.strip())
+    chosen = sizes.get(backend, sizes.get("*"))
+    try:
+        return max(1, int(chosen)) if chosen is not None else default
+    except ValueError:
+        raise ValueError(f"{variable}: {value!r} is not N or BACKEND=N,...") from None
 
 
 class WorkerTracking:
@@ -204,6 +265,10 @@ class WorkerTracking:
     The default is the metadata database itself, which local workers can
     open. The controller service replaces it with its HTTP tracking endpoint
     and a run-scoped token per attempt (:mod:`mlrt.service`)."""
+
+    ships_logs = False
+    """Whether worker logs are copied into the database for other processes to serve (the
+    controller service's replicas); one user's controller serves them from the files."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -227,6 +292,15 @@ class Controller:
         """More descriptors that end a wait between passes (the service's submissions)."""
         self.owner = process_identity()
         self._active: dict[str, _Active] = {}
+        self._launching: dict[str, Future] = {}
+        self._finalizing: dict[str, _Finalizing] = {}
+        self._next_poll: dict[str, float] = {}
+        host_backends = frozenset(name for name, launcher in plugins.launchers().items() if launcher.runs_on_host)
+        self.admission = Admission(store, host_backends)
+        self._done_read, self._done_write = os.pipe()
+        os.set_blocking(self._done_read, False)
+        os.set_blocking(self._done_write, False)
+        self.wakeup_fds.append(self._done_read)
         self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}
@@ -288,16 +362,31 @@ class Controller:
             time.sleep(0.05)
 
     def wait(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less when a launcher signals that a worker changed."""
+        """Sleep ``seconds``, or less when a launcher signals that a worker changed, or a
+        launch or finalization in a pool ended."""
         fds = [fd for launcher in plugins.launchers().values() for fd in launcher.wakeup_fds()] + self.wakeup_fds
-        if fds:
-            select.select(fds, [], [], seconds)
-        else:
-            time.sleep(seconds)
+        readable, _, _ = select.select(fds, [], [], seconds)
+        if self._done_read in readable:
+            try:
+                while os.read(self._done_read, 4096):
+                    pass
+            except BlockingIOError:
+                pass
 
     def reconcile(self) -> bool:
         """One pass over the runs this controller owns; True when any of them changed
         state, ended or appeared during it.
+
+        A pass never waits for a backend or for finalizing: launches run in a
+        pool per backend (:attr:`Launcher.launch_concurrency`, or
+        ``MLRT_LAUNCH_CONCURRENCY`` = ``N`` or ``BACKEND=N,...``) and
+        finalizing (reports, gates, artifact hashing and upload) in another
+        (``MLRT_FINALIZE_CONCURRENCY``, default 4); the pass records what they
+        came to. Queued runs are launched in the order, and within the limits,
+        of :mod:`mlrt.admission`. A running run is polled when its backend
+        says its workers changed (:meth:`Launcher.changed_runs`), else at
+        least every :data:`RESYNC_EVERY` seconds; cancel requests and
+        ``max_runtime`` are acted on every pass.
 
         One run cannot stall the others: when handling a run raises, the error is
         an event on that run, the run is left alone for a while (1 s, 2 s, 4 s...)
@@ -307,9 +396,12 @@ class Controller:
         is charged for it."""
         self._heartbeat()
         self._ended_this_pass = set()
+        changed = self._collect()
         runs = self.store.active_runs(owner=self.owner)
         active = {run.id for run in runs}
         self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in active}
+        due = self._due_for_poll(runs)
+        ready = []
         # Trials before their tuning runs, so a tuning run sees the trials that
         # ended in this very pass and starts their successors at once.
         for run in sorted(runs, key=lambda r: self.kind(r) == "TuningJob"):
@@ -318,27 +410,60 @@ class Controller:
             trouble = self._troubles.get(run.id)
             if trouble is not None and time.monotonic() < trouble.retry_at:
                 continue
-            try:
-                self._reconcile_run(run)
-            except Exception as exc:
-                if is_database_fault(exc):
-                    raise
-                self._run_trouble(run, exc)
-            else:
-                self._troubles.pop(run.id, None)
-        return [(r.id, r.state) for r in runs] != self.store.active_states(self.owner)
+            if run.state == RunState.QUEUED.value and self.kind(run) != "TuningJob" and not run.cancel_requested:
+                if run.not_before is None or utcnow() >= run.not_before:
+                    ready.append(run)
+                continue
+            self._guarded(run, lambda run=run: self._reconcile_run(run, run.id in due))
+        if ready:
+            self._admit(ready)
+        return changed or [(r.id, r.state) for r in runs] != self.store.active_states(self.owner)
 
-    def _reconcile_run(self, run: Run) -> None:
+    def _guarded(self, run: Run, handle: Callable[[], None]) -> None:
+        """Run ``handle`` for ``run``; a failure is the run's trouble, a database fault the pass's."""
+        try:
+            handle()
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise
+            self._run_trouble(run, exc)
+        else:
+            self._troubles.pop(run.id, None)
+
+    def _due_for_poll(self, runs: list[Run]) -> set[str]:
+        """The running runs to poll in this pass (see :meth:`reconcile`)."""
+        now = time.monotonic()
+        changes: dict[str, set[str] | None] = {}
+        due = set()
+        for run in runs:
+            active = self._active.get(run.id)
+            if active is None or run.state != RunState.RUNNING.value:
+                continue
+            name = active.launcher.name
+            if name not in changes:
+                changes[name] = active.launcher.changed_runs()
+            changed = changes[name]
+            if changed is None or run.id in changed or now >= self._next_poll.get(run.id, 0.0):
+                due.add(run.id)
+                self._next_poll[run.id] = now + RESYNC_EVERY
+        return due
+
+    def _reconcile_run(self, run: Run, poll: bool = True) -> None:
         """Move one run one step (see the module docstring)."""
         state = RunState(run.state)
         if self.kind(run) == "TuningJob":
             self._reconcile_tuning(run)
-        elif state is RunState.QUEUED:
-            self._reconcile_queued(run)
+        elif state is RunState.QUEUED:  # cancelled before launch
+            self.store.transition(run.id, RunState.CANCELLED, "cancelled before launch")
+            self._notify_finished(run.id)
+        elif run.id in self._launching:
+            return  # its launch is under way in the backend's pool
+        elif state is RunState.FINALIZING:
+            self._reconcile_finalizing(run)
         elif run.id not in self._active and state in (RunState.STARTING, RunState.RUNNING):
             self._adopt(run)
         elif state is RunState.RUNNING:
-            self._reconcile_running(run)
+            self._reconcile_running(run, poll)
 
     def _run_trouble(self, run: Run, exc: Exception) -> None:
         """Handling ``run`` raised ``exc``: back off, or fail the run after too many tries."""
@@ -422,26 +547,84 @@ class Controller:
 
     # -- QUEUED --------------------------------------------------------------
 
-    def _reconcile_queued(self, run: Run) -> None:
-        if run.cancel_requested:
-            self.store.transition(run.id, RunState.CANCELLED, "cancelled before launch")
-            self._notify_finished(run.id)
-            return
-        if run.not_before is not None and utcnow() < run.not_before:
-            return
+    def _admit(self, ready: list[Run]) -> None:
+        """Launch the ready QUEUED runs that admission lets through, in its order; record why
+        the others wait. A backend whose pool already has twice its size of launches queued
+        gets no more in this pass, so a pass stays short however long the queue is."""
+        projects = self.store.projects_of([run.id for run in ready])
+        backends = {run.id: run.backend or self._backend(run) for run in ready}
+        room = {name: 2 * self._pool(name)._max_workers - self._in_flight(name) for name in set(backends.values())}
+        host_bound = any(backends[run.id] in self.admission.host_backends for run in ready)
+        with self.admission.deciding(host_bound):
+            self.admission.refresh()
+            for run in self.admission.order(ready, projects):
+                if room[backends[run.id]] <= 0:
+                    continue
+                why = self.admission.hold(run, projects.get(run.id))
+                if why:
+                    if why != run.waiting:
+                        self._guarded(run, lambda run=run, why=why: self.store.update_run(run.id, waiting=why))
+                    continue
+                room[backends[run.id]] -= 1
+                self._guarded(run, lambda run=run: self._launch(run, backends[run.id]))
+
+    def _backend(self, run: Run) -> str:
+        """The backend of a run stored before runs had a ``backend`` column."""
+        return self.store.get_job(run.job_id).spec_resolved["spec"]["compute"]["backend"]
+
+    @staticmethod
+    def _pool(backend: str) -> ThreadPoolExecutor:
+        """The launch pool of ``backend``; the finalizing pool is ``_pool("")``.
+
+        One per process, shared by its controllers, whose threads live as long as the
+        process: a worker (or warm-worker zygote) forked from a thread that exits would be
+        killed with it (``PR_SET_PDEATHSIG`` follows the forking thread)."""
+        with _POOLS_LOCK:
+            if backend not in _POOLS:
+                if backend:
+                    launcher = plugins.launchers().get(backend)
+                    default = launcher.launch_concurrency if launcher is not None else 1
+                    size = pool_size("MLRT_LAUNCH_CONCURRENCY", backend, default)
+                else:
+                    size = pool_size("MLRT_FINALIZE_CONCURRENCY", "", FINALIZE_CONCURRENCY)
+                _POOLS[backend] = ThreadPoolExecutor(size, thread_name_prefix=f"mlrt-{backend or 'finalize'}")
+            return _POOLS[backend]
+
+    def _in_flight(self, backend: str) -> int:
+        return sum(1 for future in self._launching.values() if getattr(future, "backend", None) == backend)
+
+    def _submit(self, backend: str, work: Callable[..., Any], *args: Any) -> Future:
+        """Run ``work`` in ``backend``'s pool; the controller wakes when it is done."""
+        future = self._pool(backend).submit(work, *args)
+        future.backend = backend  # type: ignore[attr-defined]
+        future.add_done_callback(self._poke)
+        return future
+
+    def _poke(self, _future: Future) -> None:
+        try:
+            os.write(self._done_write, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full: the controller wakes anyway
+
+    def _launch(self, run: Run, backend: str) -> None:
+        """Start attempt N+1 of ``run``: STARTING now, then plan and launch in the backend's pool."""
         number = run.attempts + 1
         self.store.transition(
-            run.id, RunState.STARTING, f"starting attempt {number} of {run.max_attempts}", attempts=number
+            run.id, RunState.STARTING, f"starting attempt {number} of {run.max_attempts}", attempts=number, waiting=""
         )
-        job = self.store.get_job(run.job_id)
-        resolved = job.spec_resolved
+        self._launching[run.id] = self._submit(backend, self._prepare_and_launch, run, number)
+
+    def _prepare_and_launch(self, run: Run, number: int) -> _Launched:
+        """In a launch pool: materialize the data, plan, check the folders, record the attempt, launch."""
+        resolved = self.store.get_job(run.job_id).spec_resolved
         spec = resolved["spec"]
         try:
             launcher = plugins.launchers()[spec["compute"]["backend"]]
             ctx, request = self._plan(run, resolved, number, launcher)
         except Exception as exc:
-            self._attempt_failed(run, None, f"could not prepare attempt {number}: {exc}", None)
-            return
+            if is_database_fault(exc):
+                raise
+            return _Launched(failed=f"could not prepare attempt {number}: {exc}")
         try:
             for what, path in (
                 ("output", ctx.env["MLRT_OUTPUT_DIR"]),
@@ -450,8 +633,7 @@ class Controller:
             ):
                 ensure_writable(Path(path), what)
         except NotWritable as exc:
-            self._finish(run, RunState.FAILED, f"{exc} (not retried: fix the folder and submit again)")
-            return
+            return _Launched(fatal=f"{exc} (not retried: fix the folder and submit again)")
         attempt = self.store.add_attempt(
             Attempt(
                 run_id=run.id,
@@ -465,9 +647,43 @@ class Controller:
         try:
             handle = launcher.launch(request)
         except LaunchError as exc:
-            self._attempt_failed(run, attempt, str(exc), None)
-            return
-        self._started(run, attempt, launcher, request, handle, spec)
+            return _Launched(attempt=attempt, failed=str(exc))
+        return _Launched(attempt, launcher, request, handle, spec)
+
+    def _collect(self) -> bool:
+        """Record the launches and finalizations that ended since the last pass; True if any."""
+        collected = False
+        for run_id, future in list(self._launching.items()):
+            if future.done():
+                del self._launching[run_id]
+                collected = True
+                run = self.store.get_run(run_id)
+                self._guarded(run, lambda run=run, future=future: self._launched(run, future))
+        for run_id, finalizing in list(self._finalizing.items()):
+            if finalizing.future.done():
+                del self._finalizing[run_id]
+                collected = True
+                run = self.store.get_run(run_id)
+                self._guarded(run, lambda run=run, finalizing=finalizing: self._finalized(run, finalizing))
+        return collected
+
+    def _launched(self, run: Run, future: Future) -> None:
+        try:
+            launched: _Launched = future.result()
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise
+            _log.warning("run %s: launching raised", run.id, exc_info=exc)
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            launched = _Launched(attempt=self.store.latest_attempt(run.id), failed=f"could not launch: {problem}")
+            if launched.attempt is not None and launched.attempt.number != run.attempts:
+                launched.attempt = None
+        if launched.handle is not None:
+            self._started(run, launched.attempt, launched.launcher, launched.request, launched.handle, launched.spec)
+        elif launched.fatal:
+            self._finish(run, RunState.FAILED, launched.fatal)
+        else:
+            self._attempt_failed(run, launched.attempt, launched.failed, None)
 
     def _started(
         self,
@@ -491,7 +707,11 @@ class Controller:
         )
         scanner.offset = int(handle.get("scanned", 0))
         attempt.handle = handle
-        self._active[run.id] = _Active(attempt, launcher, handle, scanner, spec)
+        shipper = None
+        if self.tracking.ships_logs:
+            logs = [Path(worker.log_path) for worker in request.workers]
+            shipper = LogShipper(self.store, run.id, attempt.number, logs)
+        self._active[run.id] = _Active(attempt, launcher, handle, scanner, spec, shipper)
         if run.state != RunState.RUNNING.value:
             workers = len(request.workers)
             verb = "adopted" if adopted else "started"
@@ -535,8 +755,14 @@ class Controller:
     def _next_steps(self, run_id: str) -> dict[str, int]:
         return {key: step + 1 for key, step in self.store.max_steps(run_id).items()}
 
-    def _ingest(self, run_id: str, active: _Active) -> None:
-        """Store what the rank-0 log said since the last scan (pattern metrics, SDK records)."""
+    def _ingest(self, run_id: str, active: _Active, final: bool = False) -> None:
+        """Store what the workers' logs gained since the last scan: the rank-0 log's pattern
+        metrics and SDK records, and (at most every :data:`SHIP_EVERY` seconds, and once
+        ``final``ly) the bytes themselves."""
+        now = time.monotonic()
+        if active.shipper is not None and (final or now - active.shipped_at >= SHIP_EVERY):
+            active.shipper.ship()
+            active.shipped_at = now
         found: LogRecords = active.scanner.scan()
         for kind, value in found.entries:
             if kind == "metrics":
@@ -576,11 +802,12 @@ class Controller:
 
     # -- RUNNING -------------------------------------------------------------
 
-    def _reconcile_running(self, run: Run) -> None:
+    def _reconcile_running(self, run: Run, poll: bool = True) -> None:
         active = self._active.get(run.id)
         if active is None:  # launched by a process that is gone; nothing to poll
             return
-        self._ingest(run.id, active)
+        if poll:
+            self._ingest(run.id, active)
         stopping = active.spec["stopping"]
         if run.cancel_requested:
             self._finish(run, RunState.CANCELLED, "cancelled by user", stop=True)
@@ -593,6 +820,8 @@ class Controller:
                 f"exceeded stopping.max_runtime of {max_runtime:g}s; workers stopped",
                 stop=True,
             )
+            return
+        if not poll:
             return
         statuses = active.launcher.poll(active.handle)
         for status in statuses:
@@ -610,13 +839,79 @@ class Controller:
             reason = f"all {len(statuses)} workers exited with code 0"
             stop_reason = self.store.params(run.id).get("stop_reason")  # set by iterative algorithms
             reason = f"{stop_reason}; {reason}" if stop_reason else reason
-            failures = self._reports_and_gates(run, active.spec)
-            if failures:
-                lines = "; ".join(f.line for f in failures)
-                reason = f"{reason}, but it failed {len(failures)} gate(s): {lines}"
-                self._finish(run, RunState.FAILED_GATE, reason, exit_code=0)
-            else:
-                self._finish(run, RunState.SUCCEEDED, reason, exit_code=0)
+            self._begin_finalizing(run, active, reason)
+
+    # -- FINALIZING ------------------------------------------------------------
+
+    def _begin_finalizing(self, run: Run, active: _Active | None, reason: str) -> None:
+        """The workers succeeded: FINALIZING now, then reports, gates and the output in the
+        finalizing pool (:meth:`_finalize`); :meth:`_collect` records the end."""
+        if run.state != RunState.FINALIZING.value:
+            self.store.transition(run.id, RunState.FINALIZING, f"{reason}; finalizing (reports, gates, output)")
+        self._active.pop(run.id, None)
+        self._next_poll.pop(run.id, None)
+        attempt = active.attempt if active is not None else self.store.latest_attempt(run.id)
+        abandoned = threading.Event()
+        future = self._submit("", self._finalize, run, attempt, active, reason, abandoned)
+        self._finalizing[run.id] = _Finalizing(attempt, future, abandoned)
+
+    def _finalize(
+        self, run: Run, attempt: Attempt, active: _Active | None, reason: str, abandoned: threading.Event
+    ) -> tuple[RunState, str]:
+        """In the finalizing pool: the logs' last lines, reports and gates, then the output
+        (registered, or uploaded to ``s3://``); returns how the run ends."""
+        if active is not None:
+            active.launcher.cleanup(active.handle)  # finishes copying the logs first
+            self._ingest(run.id, active, final=True)
+        else:  # finalizing again after a controller stopped in the middle
+            launcher = plugins.launchers().get(attempt.backend)
+            if launcher is not None and attempt.handle:
+                launcher.cleanup(attempt.handle)
+        self.tracking.attempt_ended(run.id)
+        spec = active.spec if active is not None else self.store.get_job(run.job_id).spec_resolved["spec"]
+        state = RunState.SUCCEEDED
+        failures = self._reports_and_gates(run, spec)
+        if failures:
+            lines = "; ".join(f.line for f in failures)
+            state, reason = RunState.FAILED_GATE, f"{reason}, but it failed {len(failures)} gate(s): {lines}"
+        if abandoned.is_set():
+            raise _Abandoned
+        return self._settle_output(run, state, reason, attempt, active, abandoned)
+
+    def _finalized(self, run: Run, finalizing: _Finalizing) -> None:
+        """Record how a finalization ended (unless the run was stopped meanwhile)."""
+        if RunState(run.state).is_terminal() or finalizing.abandoned.is_set():
+            return
+        try:
+            state, reason = finalizing.future.result()
+        except _Abandoned:
+            return
+        except Exception as exc:
+            if is_database_fault(exc):
+                # Not the run's doing: finalize it again in a later pass.
+                self.store.add_event(run.id, f"finalizing stopped by a database fault ({exc}); starting it again")
+                return
+            _log.warning("run %s: finalizing raised", run.id, exc_info=exc)
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            state, reason = RunState.FAILED, f"finalizing failed: {problem} (the workers had succeeded)"
+        self.store.finish_attempt(finalizing.attempt.id, state, reason, 0)
+        self.store.transition(run.id, state, reason)
+        self._ended_this_pass.add(run.id)
+        self._notify_finished(run.id)
+
+    def _reconcile_finalizing(self, run: Run) -> None:
+        """Cancel and ``max_runtime`` act on a finalizing run too; one whose finalizing was lost
+        (its controller stopped) is finalized again."""
+        finalizing = self._finalizing.get(run.id)
+        if finalizing is None:
+            self._begin_finalizing(run, None, run.reason.split("; finalizing")[0])
+            return
+        spec = self.store.get_job(run.job_id).spec_resolved["spec"]
+        max_runtime = spec["stopping"].get("max_runtime")
+        if run.cancel_requested:
+            self._finish(run, RunState.CANCELLED, "cancelled by user while finalizing")
+        elif max_runtime and run.started_at and utcnow() - run.started_at > timedelta(seconds=max_runtime):
+            self._finish(run, RunState.TIMED_OUT, f"exceeded stopping.max_runtime of {max_runtime:g}s while finalizing")
 
     def _reports_and_gates(self, run: Run, spec: dict[str, Any]) -> list[report_runner.GateFailure]:
         """Build the run's reports (``spec.reports`` and what gates read); return gate failures.
@@ -680,10 +975,17 @@ class Controller:
     def _finish(
         self, run: Run, state: RunState, reason: str, *, stop: bool = False, exit_code: int | None = None
     ) -> None:
+        finalizing = self._finalizing.pop(run.id, None)
+        if finalizing is not None:  # its workers are gone; what finalizing does next is dropped
+            finalizing.abandoned.set()
+            self.store.finish_attempt(finalizing.attempt.id, state, reason, 0)
+            self.store.transition(run.id, state, reason)
+            self._ended_this_pass.add(run.id)
+            self._notify_finished(run.id)
+            return
         active = self._active.get(run.id)
         if stop and active is not None:
             active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
-        # The state follows the upload: a run whose output did not reach S3 has not succeeded.
         state, reason = self._close_attempt(run, state, reason, exit_code)
         self.store.transition(run.id, state, reason)
         self._ended_this_pass.add(run.id)
@@ -692,28 +994,45 @@ class Controller:
     def _close_attempt(
         self, run: Run, state: RunState, reason: str, exit_code: int | None, attempt: Attempt | None = None
     ) -> tuple[RunState, str]:
-        """End the attempt: last log metrics, backend cleanup, artifacts, attempt row; return the
-        state and reason it ended with.
-
-        An attempt that would have SUCCEEDED but whose output could not be
-        uploaded ends FAILED with ``output not uploaded: ...``, or ``output not
-        uploaded by the pod: ...`` when its workers upload it themselves
-        (:attr:`Launcher.uploads_output`) and a completion marker is missing;
-        other endings keep their state (the upload's failure is an event).
-        ``attempt`` is the row of an attempt that never started workers (its
-        launch failed); attempts with workers are found in memory."""
+        """End an attempt that did not succeed: last log metrics, backend cleanup, artifacts
+        (their upload's failure is an event), attempt row; return the state and reason.
+        ``attempt`` is the row of an attempt that never started workers (its launch failed);
+        attempts with workers are found in memory."""
         active = self._active.pop(run.id, None)
+        self._next_poll.pop(run.id, None)
         if active is not None:
             active.launcher.cleanup(active.handle)  # finishes copying the logs first
-            self._ingest(run.id, active)
+            self._ingest(run.id, active, final=True)
             attempt = active.attempt
         self.tracking.attempt_ended(run.id)
+        state, reason = self._settle_output(run, state, reason, attempt, active)
+        if attempt is not None:
+            self.store.finish_attempt(attempt.id, state, reason, exit_code)
+        return state, reason
+
+    def _settle_output(
+        self,
+        run: Run,
+        state: RunState,
+        reason: str,
+        attempt: Attempt | None,
+        active: _Active | None,
+        abandoned: threading.Event | None = None,
+    ) -> tuple[RunState, str]:
+        """Register (or upload) the attempt's output; return the state and reason the run ends with.
+
+        The state follows the upload: an attempt that would have SUCCEEDED but
+        whose output could not be uploaded ends FAILED with ``output not
+        uploaded: ...``, or ``output not uploaded by the pod: ...`` when its
+        workers upload it themselves (:attr:`Launcher.uploads_output`) and a
+        completion marker is missing; other endings keep their state (the
+        upload's failure is an event). ``abandoned`` stops the upload's retries."""
         markers = None
         if state is RunState.SUCCEEDED and attempt is not None and run.output_uri.startswith("s3://"):
             launcher = plugins.launchers().get(attempt.backend)
             if launcher is not None and launcher.uploads_output:
                 markers = (attempt.number, len(attempt.request.get("workers") or []))
-        problem = self._register_artifacts(run, markers, active)
+        problem = self._register_artifacts(run, markers, active, abandoned)
         if problem is not None and markers is not None:
             state, reason = RunState.FAILED, f"{problem} (the workers had finished: {reason})"
         elif problem is not None and state is RunState.SUCCEEDED:
@@ -723,12 +1042,14 @@ class Controller:
                 f"output not uploaded: {problem}; the files stay in {staging} for "
                 f"`mlrt artifacts push {run.id}` (the workers had finished: {reason})",
             )
-        if attempt is not None:
-            self.store.finish_attempt(attempt.id, state, reason, exit_code)
         return state, reason
 
     def _register_artifacts(
-        self, run: Run, markers: tuple[int, int] | None = None, active: _Active | None = None
+        self,
+        run: Run,
+        markers: tuple[int, int] | None = None,
+        active: _Active | None = None,
+        abandoned: threading.Event | None = None,
     ) -> str | None:
         """Register the run's output files (size, sha256); for an ``s3://`` output, upload the
         output and the checkpoints first, retried with backoff (:func:`mlrt.artifacts.upload`).
@@ -742,8 +1063,9 @@ class Controller:
         if run.output_uri.startswith("s3://"):
 
             def retrying(tries: int, exc: Exception, pause: float) -> None:
-                # Retries hold up the pass: keep the heartbeat fresh, or other hosts would reap our runs.
-                self._heartbeat()
+                if abandoned is not None and abandoned.is_set():
+                    raise _Abandoned
+                self._heartbeat()  # a failed run's upload retries hold up the pass: stay visibly alive
                 self.store.add_event(
                     run.id, f"output upload try {tries} failed ({type(exc).__name__}: {exc}); next try in {pause:g}s"
                 )

@@ -140,6 +140,15 @@ class Launcher(abc.ABC):
     the controller's reach (pods). Each worker then writes a completion marker after its final
     upload (:mod:`mlrt.s3sync`), and the run ends SUCCEEDED only when every marker is there."""
 
+    runs_on_host: ClassVar[bool] = False
+    """True when the workers run on the controller's own machine (processes, local
+    containers): admission then starts a run only when the machine's free cores and memory
+    fit what it asks for (:mod:`mlrt.admission`)."""
+    launch_concurrency: ClassVar[int] = 4
+    """How many launches the controller runs at once in this backend's pool (threads calling
+    :meth:`launch`, which must be safe to call concurrently for different runs);
+    ``MLRT_LAUNCH_CONCURRENCY=BACKEND=N`` overrides it."""
+
     @abc.abstractmethod
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
         """Return the exact request for ``ctx`` without side effects."""
@@ -187,6 +196,13 @@ class Launcher(abc.ABC):
         without polling fast. Default: none (the controller polls, backing off to
         its poll interval)."""
         return []
+
+    def changed_runs(self) -> set[str] | None:
+        """The ids of the runs whose workers may have changed (state, log) since the last call,
+        or None when the backend cannot tell. The controller polls the runs named here at once
+        and the others only every few seconds, so a pass costs what changed, not what runs.
+        Default: None (every run is polled every pass)."""
+        return None
 
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the attempt left behind (containers, pods). Default: nothing."""

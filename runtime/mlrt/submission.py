@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from mlrt.admission import run_resources
 from mlrt.launchers import LaunchContext, channel_env
 from mlrt.reproducibility import base_record
 from mlrt.secrets import SecretError, mask_overrides, mask_submitted, reveal_env, seal_resolved
@@ -220,6 +221,9 @@ def submit(
                 parent_id=trial_of[0] if trial_of else None,
                 trial=trial_of[1] if trial_of else None,
                 owner=owner,
+                priority=spec.get("priority", 0),
+                backend=spec["compute"]["backend"],
+                **dict(zip(("cpus", "memory", "gpus"), run_resources(spec), strict=True)),
             ),
             params,
         )

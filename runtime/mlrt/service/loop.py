@@ -48,7 +48,10 @@ _log = logging.getLogger("mlrt.service")
 
 
 class ServiceTracking(WorkerTracking):
-    """Workers report to the service's HTTP tracking endpoint with a token for their run."""
+    """Workers report to the service's HTTP tracking endpoint with a token for their run; their
+    logs are kept in the database, where every replica serves them."""
+
+    ships_logs = True
 
     def __init__(self, store: Store, advertise_url: str):
         super().__init__(store)
@@ -167,7 +170,11 @@ class ServiceLoop:
         return bool(runs)
 
     def _take_over(self, run: Run) -> None:
-        if run.state == RunState.QUEUED.value or run.owner is None or self.controller.kind(run) == "TuningJob":
+        if (
+            run.state in (RunState.QUEUED.value, RunState.FINALIZING.value)
+            or run.owner is None
+            or self.controller.kind(run) == "TuningJob"
+        ):
             self.store.transfer_owner(run.id, run.owner, self.controller.owner)
         elif adoptable(self.store, run):
             if self.store.transfer_owner(run.id, run.owner, self.controller.owner):

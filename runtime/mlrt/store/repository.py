@@ -165,7 +165,9 @@ class Store:
             rows = s.exec(select(Run.id, Job.project).join(Job, Job.id == Run.job_id).where(col(Run.id).in_(run_ids)))
             return {run_id: project for run_id, project in rows}
 
-    def active_resources(self, states: Sequence[str]) -> list[tuple[str | None, str | None, str | None, float, int, int]]:
+    def active_resources(
+        self, states: Sequence[str]
+    ) -> list[tuple[str | None, str | None, str | None, float, int, int]]:
         """``(project, backend, owner, cpus, memory, gpus)`` of every run in ``states``, tuning
         runs left out (their trials are the runs that hold resources): admission's usage."""
         with self.session() as s:
