@@ -1,0 +1,153 @@
+"""The controller under load: finalizing off the loop, admission by priority, fair share,
+project limits and the machine's free CPUs (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from mlrt.admission import Admission
+from mlrt.controller import Controller
+from mlrt.spec import load_spec
+from mlrt.store import Store
+from mlrt.store.models import Job, Run, utcnow
+from mlrt.submission import submit
+
+PRINT = "[python, -c, \"print('done')\"]"
+
+
+def job(write_spec, name: str, command: str, extra: str = "") -> str:
+    spec = f"apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {{name: {name}}}\nspec:\n  command: {command}\n{extra}"
+    return write_spec(spec, name=f"{name}.yaml")
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_run_finalizing_blocks_no_other_and_cancel_acts_while_it_finalizes(write_spec, monkeypatch):
+    # Run A's output goes to an S3 endpoint that refuses every connection: its upload is
+    # retried for ~20 s. Meanwhile the same controller launches and finishes run B, and
+    # cancelling A ends it at once, without waiting for the retries.
+    monkeypatch.setenv("MLRT_S3_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("MLRT_S3_UPLOAD_BACKOFF", "2,2,2,2,2,2,2,2,2,2")
+    store = Store()
+    uploading = submit(
+        store,
+        load_spec(job(write_spec, "uploading", PRINT, "  output: {path: s3://nowhere/runs}\n  compute: {cpu: 0.5}")),
+    )
+    controller = Controller(store)
+    driving = threading.Thread(target=controller.run_until_done, args=([uploading],), daemon=True)
+    driving.start()
+    wait_for(lambda: store.get_run(uploading).state == "FINALIZING", what="FINALIZING")
+    wait_for(lambda: any("output upload try 1 failed" in e.reason for e in store.events(uploading)), what="a retry")
+
+    later = submit(store, load_spec(job(write_spec, "later", PRINT, "  compute: {cpu: 0.5}")), owner=controller.owner)
+    wait_for(lambda: store.get_run(later).state == "SUCCEEDED", what="the other run to succeed")
+    assert store.get_run(uploading).state == "FINALIZING"
+
+    store.update_run(uploading, cancel_requested=True)
+    driving.join(15)
+    assert not driving.is_alive()
+    run = store.get_run(uploading)
+    assert (run.state, run.reason) == ("CANCELLED", "cancelled by user while finalizing")
+    attempt = store.latest_attempt(uploading)
+    assert attempt.state == "CANCELLED" and attempt.ended_at is not None
+
+
+def test_a_run_asking_for_the_whole_machine_waits_for_the_one_before_it(cli, write_spec):
+    # compute.cpu beyond any machine: one run starts (nothing else runs there), the other,
+    # from another controller process, waits, saying why, until the first has ended.
+    sleeper = job(write_spec, "whole", '[python, -c, "import time; time.sleep(2)"]', "  compute: {cpu: 1024}")
+    runs = [json.loads(cli("submit", str(sleeper), "--detach", "--json").stdout)["run_id"] for _ in range(2)]
+    store = Store()
+    second = wait_for(lambda: next((r for r in runs if store.get_run(r).waiting), None), what="a run to wait")
+    first = next(r for r in runs if r != second)
+    waiting = store.get_run(second).waiting
+    assert waiting.startswith("this machine has 0 of ") and "the run asks for 1024" in waiting
+    status = json.loads(cli("status", second, "--json").stdout)
+    assert status["state"] == "QUEUED" and status["waiting"] == waiting
+    wait_for(lambda: store.get_run(second).state == "SUCCEEDED", timeout=120, what="the second run to succeed")
+    first_run, second_run = store.get_run(first), store.get_run(second)
+    assert first_run.state == "SUCCEEDED" and second_run.waiting == ""
+    assert second_run.started_at >= first_run.ended_at
+
+
+def _queued(store: Store, project: str | None, name: str, age: int, priority: int = 0, cpus: float = 1.0) -> Run:
+    run_id = f"{name}-{age}"
+    created = utcnow() - timedelta(seconds=1000 - age)
+    store.create_job(
+        Job(id=run_id, name=name, kind="TrainingJob", spec_submitted="", spec_resolved={}, project=project),
+        Run(
+            id=run_id,
+            job_id=run_id,
+            state="QUEUED",
+            output_uri="file:///tmp",
+            created_at=created,
+            priority=priority,
+            backend="kubernetes",
+            cpus=cpus,
+        ),
+        {},
+    )
+    return store.get_run(run_id)
+
+
+def test_admission_orders_by_priority_then_fair_share_then_age_and_holds_at_project_limits():
+    store = Store()
+    crowd = [_queued(store, "vision", "a", age) for age in range(6)]
+    newcomer = [_queued(store, "speech", "b", 10 + age) for age in range(2)]
+    urgent = _queued(store, "speech", "c", 20, priority=5)
+    store.set_project_limit("vision", max_running=2, max_cpus=None, max_gpus=None, max_memory=None)
+    admission = Admission(store, frozenset())
+    admission.refresh()
+    runs = crowd + newcomer + [urgent]
+    projects = store.projects_of([r.id for r in runs])
+    order = [run.id for run in admission.order(runs, projects)]
+    # Priority first; then the project holding least goes next (speech's urgent run counts),
+    # the oldest run first on a tie.
+    assert order == ["c-20", "a-0", "a-1", "b-10", "a-2", "b-11", "a-3", "a-4", "a-5"]
+    held = {run_id: admission.hold(store.get_run(run_id), projects[run_id]) for run_id in order}
+    assert [run_id for run_id, why in held.items() if not why] == ["c-20", "a-0", "a-1", "b-10", "b-11"]
+    assert held["a-2"] == "project vision is at its limit of 2 running runs"
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        ({"max_cpus": 3.0}, "project vision is at its limit of 3 CPUs; the run asks for 2"),
+        ({"max_memory": 2**30}, "project vision is at its limit of 1Gi memory; the run asks for 1Gi"),
+    ],
+)
+def test_resource_limits_count_what_active_runs_asked_for(limit, expected):
+    store = Store()
+    running = _queued(store, "vision", "r", 1, cpus=2.0)
+    store.update_run(running.id, state="RUNNING", memory=2**30)
+    waiting = _queued(store, "vision", "w", 2, cpus=2.0)
+    store.update_run(waiting.id, memory=2**30)
+    store.set_project_limit(
+        "vision", **{"max_running": None, "max_cpus": None, "max_gpus": None, "max_memory": None, **limit}
+    )
+    admission = Admission(store, frozenset())
+    admission.refresh()
+    assert admission.hold(store.get_run(waiting.id), "vision") == expected
