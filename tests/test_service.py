@@ -514,3 +514,26 @@ def test_tokens_are_administered_on_the_database_and_shown_only_once(cli, postgr
     assert auth.authenticate(Store(postgres_db), token) is None
     refused = cli("--server", "http://127.0.0.1:9", "tokens", "list")
     assert refused.exit_code == 2 and "--db URL" in refused.output
+
+
+def test_a_project_at_its_limit_waits_saying_why_while_another_project_runs(
+    remote, tokens, tmp_path, program, postgres_db
+):
+    Store(postgres_db).set_project_limit("vision", max_running=1, max_cpus=None, max_gpus=None, max_memory=None)
+    spec = job_spec(tmp_path, program, extra="env: {EPOCH_SECONDS: '0.1'}\n")
+
+    def submitted(token: str) -> str:
+        return json.loads(remote(token, "submit", str(spec), "--detach", "--json").stdout)["run_id"]
+
+    def status(run_id: str) -> dict:
+        return json.loads(remote(tokens["admin"], "status", run_id, "--json").stdout)
+
+    first, second = submitted(tokens["alice"]), submitted(tokens["alice"])
+    other = submitted(tokens["bob"])
+    wait_for(lambda: status(second)["waiting"] == "project vision is at its limit of 1 running runs")
+    assert status(second)["state"] == "QUEUED"
+    wait_for(lambda: status(other)["state"] in ("RUNNING", "FINALIZING", "SUCCEEDED"))
+    wait_for(lambda: status(second)["state"] == "SUCCEEDED", timeout=120)
+    runs = {run_id: status(run_id) for run_id in (first, second)}
+    assert runs[first]["state"] == "SUCCEEDED" and runs[second]["waiting"] == ""
+    assert runs[second]["started_at"] >= runs[first]["ended_at"]
