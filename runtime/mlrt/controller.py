@@ -240,6 +240,10 @@ class _Finalizing:
 
 _POOLS: dict[str, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+# Written when work in a pool ends, so a controller waiting between passes wakes up.
+_DONE_READ, _DONE_WRITE = os.pipe()
+os.set_blocking(_DONE_READ, False)
+os.set_blocking(_DONE_WRITE, False)
 
 
 class _Abandoned(Exception):
@@ -297,10 +301,7 @@ class Controller:
         self._next_poll: dict[str, float] = {}
         host_backends = frozenset(name for name, launcher in plugins.launchers().items() if launcher.runs_on_host)
         self.admission = Admission(store, host_backends)
-        self._done_read, self._done_write = os.pipe()
-        os.set_blocking(self._done_read, False)
-        os.set_blocking(self._done_write, False)
-        self.wakeup_fds.append(self._done_read)
+        self.wakeup_fds.append(_DONE_READ)
         self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}
@@ -365,10 +366,12 @@ class Controller:
         """Sleep ``seconds``, or less when a launcher signals that a worker changed, or a
         launch or finalization in a pool ended."""
         fds = [fd for launcher in plugins.launchers().values() for fd in launcher.wakeup_fds()] + self.wakeup_fds
-        readable, _, _ = select.select(fds, [], [], seconds)
-        if self._done_read in readable:
+        poller = select.poll()  # not select(): a long-lived process may hold descriptors past 1024
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        if any(fd == _DONE_READ for fd, _ in poller.poll(seconds * 1000)):
             try:
-                while os.read(self._done_read, 4096):
+                while os.read(_DONE_READ, 4096):
                     pass
             except BlockingIOError:
                 pass
@@ -600,9 +603,10 @@ class Controller:
         future.add_done_callback(self._poke)
         return future
 
-    def _poke(self, _future: Future) -> None:
+    @staticmethod
+    def _poke(_future: Future) -> None:
         try:
-            os.write(self._done_write, b"!")
+            os.write(_DONE_WRITE, b"!")
         except BlockingIOError:
             pass  # the pipe is full: the controller wakes anyway
 
