@@ -231,11 +231,16 @@ class _Launched:
 
 @dataclasses.dataclass
 class _Finalizing:
-    """A run whose workers succeeded, being finalized in the finalizing pool."""
+    """An attempt being closed in the finalizing pool: a run whose workers succeeded being
+    finalized, or (``ending``) one whose workers are being stopped and cleaned up."""
 
     attempt: Attempt
     future: Future
     abandoned: threading.Event
+    ending: tuple[RunState, int | None] | None = None
+    """For an ending: the state it ends in and the exit code (the reason comes from the pool)."""
+    retry: bool = False
+    """For an ending: a failed attempt, retried if the run has retries left."""
 
 
 _POOLS: dict[str, ThreadPoolExecutor] = {}
@@ -341,7 +346,7 @@ class Controller:
             changed = self.reconcile()
             if on_tick is not None:
                 on_tick()
-            if all(RunState(self.store.get_run(r).state).is_terminal() for r in run_ids):
+            if not self.busy() and all(RunState(self.store.get_run(r).state).is_terminal() for r in run_ids):
                 return
             # Right after something changed (a launch, an exit, a new trial) pass
             # again at once: one change often enables the next (a trial ends, the
@@ -463,6 +468,8 @@ class Controller:
             return  # its launch is under way in the backend's pool
         elif state is RunState.FINALIZING:
             self._reconcile_finalizing(run)
+        elif run.id in self._finalizing:
+            return  # its workers are being stopped and cleaned up in the finalizing pool
         elif run.id not in self._active and state in (RunState.STARTING, RunState.RUNNING):
             self._adopt(run)
         elif state is RunState.RUNNING:
@@ -544,9 +551,21 @@ class Controller:
         self._finish(run, state, reason, stop=True)
 
     def cancel_all(self, reason: str) -> None:
-        """Stop every run this controller owns (used on Ctrl-C / SIGTERM)."""
-        for run in self.store.active_runs(owner=self.owner):
-            self._finish(run, RunState.CANCELLED, reason, stop=True)
+        """Stop every run this controller owns (used on Ctrl-C / SIGTERM) and return once they
+        have ended, launches and endings in the pools included."""
+        while True:
+            self._collect()
+            for run in self.store.active_runs(owner=self.owner):
+                if run.id not in self._launching:
+                    self._finish(run, RunState.CANCELLED, reason, stop=True)
+            self._collect()
+            if not self.busy():
+                return
+            self.wait(0.1)
+
+    def busy(self) -> bool:
+        """Whether launches or endings are still under way in the pools."""
+        return bool(self._launching or self._finalizing)
 
     # -- QUEUED --------------------------------------------------------------
 
@@ -835,10 +854,9 @@ class Controller:
         failed = [s for s in statuses if s.state is RunState.FAILED]
         if failed:
             first = failed[0]
-            active.launcher.stop(active.handle, stopping["grace_period"])
             detail = self._failure_detail(active, first.rank)
             reason = f"worker {first.rank} {first.reason}" + (f": {detail}" if detail else "")
-            self._attempt_failed(run, active.attempt, reason, first.exit_code)
+            self._end_in_pool(run, active, RunState.FAILED, reason, first.exit_code, stop=True, retry=True)
         elif all(s.state is RunState.SUCCEEDED for s in statuses):
             reason = f"all {len(statuses)} workers exited with code 0"
             stop_reason = self.store.params(run.id).get("stop_reason")  # set by iterative algorithms
@@ -883,8 +901,11 @@ class Controller:
         return self._settle_output(run, state, reason, attempt, active, abandoned)
 
     def _finalized(self, run: Run, finalizing: _Finalizing) -> None:
-        """Record how a finalization ended (unless the run was stopped meanwhile)."""
+        """Record how a finalization or an ending ended (unless the run was stopped meanwhile)."""
         if RunState(run.state).is_terminal() or finalizing.abandoned.is_set():
+            return
+        if finalizing.ending is not None:
+            self._ended(run, finalizing)
             return
         try:
             state, reason = finalizing.future.result()
@@ -899,6 +920,55 @@ class Controller:
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             state, reason = RunState.FAILED, f"finalizing failed: {problem} (the workers had succeeded)"
         self.store.finish_attempt(finalizing.attempt.id, state, reason, 0)
+        self.store.transition(run.id, state, reason)
+        self._ended_this_pass.add(run.id)
+        self._notify_finished(run.id)
+
+    def _end_in_pool(
+        self,
+        run: Run,
+        active: _Active,
+        state: RunState,
+        reason: str,
+        exit_code: int | None,
+        *,
+        stop: bool,
+        retry: bool = False,
+    ) -> None:
+        """End an attempt with workers off the loop: stop them (within their grace period), clean
+        up, read the logs' last lines and register the output in the finalizing pool; the run
+        keeps its state until :meth:`_ended` records the end (or the retry)."""
+        self._active.pop(run.id, None)
+        self._next_poll.pop(run.id, None)
+        abandoned = threading.Event()
+        future = self._submit("", self._wind_down, run, active, state, reason, stop)
+        self._finalizing[run.id] = _Finalizing(active.attempt, future, abandoned, (state, exit_code), retry)
+
+    def _wind_down(self, run: Run, active: _Active, state: RunState, reason: str, stop: bool) -> tuple[RunState, str]:
+        """In the finalizing pool: what :meth:`_end_in_pool` describes; returns how it ends."""
+        if stop:
+            active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
+        active.launcher.cleanup(active.handle)  # finishes copying the logs first
+        self._ingest(run.id, active, final=True)
+        self.tracking.attempt_ended(run.id)
+        return self._settle_output(run, state, reason, active.attempt, active)
+
+    def _ended(self, run: Run, finalizing: _Finalizing) -> None:
+        state, exit_code = finalizing.ending
+        try:
+            state, reason = finalizing.future.result()
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise
+            _log.warning("run %s: ending it raised", run.id, exc_info=exc)
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            reason = (
+                f"{run.reason if run.cancel_requested else 'its workers were stopped'}; its clean-up failed ({problem})"
+            )
+        self.store.finish_attempt(finalizing.attempt.id, state, reason, exit_code)
+        if finalizing.retry:
+            self._retry_or_fail(run, reason)
+            return
         self.store.transition(run.id, state, reason)
         self._ended_this_pass.add(run.id)
         self._notify_finished(run.id)
@@ -956,6 +1026,10 @@ class Controller:
         if attempt is None:
             self.store.add_event(run.id, f"attempt {run.attempts} did not start: {reason}")
         self._close_attempt(run, RunState.FAILED, reason, exit_code, attempt)
+        self._retry_or_fail(run, reason)
+
+    def _retry_or_fail(self, run: Run, reason: str) -> None:
+        """After a failed attempt: queue the run again with backoff, or fail (or cancel) it."""
         current = self.store.get_run(run.id)
         if current.cancel_requested:
             self.store.transition(run.id, RunState.CANCELLED, "cancelled by user")
@@ -979,6 +1053,12 @@ class Controller:
     def _finish(
         self, run: Run, state: RunState, reason: str, *, stop: bool = False, exit_code: int | None = None
     ) -> None:
+        if run.id in self._finalizing and self._finalizing[run.id].ending is not None:
+            return  # already ending
+        active = self._active.get(run.id)
+        if active is not None:
+            self._end_in_pool(run, active, state, reason, exit_code, stop=stop)
+            return
         finalizing = self._finalizing.pop(run.id, None)
         if finalizing is not None:  # its workers are gone; what finalizing does next is dropped
             finalizing.abandoned.set()
@@ -987,9 +1067,6 @@ class Controller:
             self._ended_this_pass.add(run.id)
             self._notify_finished(run.id)
             return
-        active = self._active.get(run.id)
-        if stop and active is not None:
-            active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
         state, reason = self._close_attempt(run, state, reason, exit_code)
         self.store.transition(run.id, state, reason)
         self._ended_this_pass.add(run.id)
@@ -998,18 +1075,12 @@ class Controller:
     def _close_attempt(
         self, run: Run, state: RunState, reason: str, exit_code: int | None, attempt: Attempt | None = None
     ) -> tuple[RunState, str]:
-        """End an attempt that did not succeed: last log metrics, backend cleanup, artifacts
-        (their upload's failure is an event), attempt row; return the state and reason.
-        ``attempt`` is the row of an attempt that never started workers (its launch failed);
-        attempts with workers are found in memory."""
-        active = self._active.pop(run.id, None)
-        self._next_poll.pop(run.id, None)
-        if active is not None:
-            active.launcher.cleanup(active.handle)  # finishes copying the logs first
-            self._ingest(run.id, active, final=True)
-            attempt = active.attempt
+        """End an attempt without running workers (its launch failed, or it had none): revoke
+        what its workers were given, register what output there is, close its row (``attempt``,
+        if it has one); return the state and reason. Attempts with workers end in the
+        finalizing pool (:meth:`_end_in_pool`)."""
         self.tracking.attempt_ended(run.id)
-        state, reason = self._settle_output(run, state, reason, attempt, active)
+        state, reason = self._settle_output(run, state, reason, attempt, None)
         if attempt is not None:
             self.store.finish_attempt(attempt.id, state, reason, exit_code)
         return state, reason
