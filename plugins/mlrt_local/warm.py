@@ -132,8 +132,9 @@ class Zygote:
         """Take what the zygote said within ``timeout`` seconds: exit notices go to
         :attr:`exits`, replies to the queue :meth:`_expect` reads."""
         fd = self.process.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-        if not ready:
+        poller = select.poll()  # not select(): the controller's process may hold descriptors past 1024
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0.0, timeout) * 1000):
             return
         with self._reading:
             try:
