@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -195,10 +196,20 @@ class RemoteStore:
 
     def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
         params = {"key": key} if key else {}
-        return [Metric.model_validate(m) for m in self.client.get(self._run(run_id, "/metrics"), **params)]
+        return [Metric(run_id=run_id, **m) for m in self.client.get(self._run(run_id, "/metrics"), **params)]
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         return self.client.get(self._run(run_id, "/metrics/latest"))
+
+    def metric_summary(self, run_id: str) -> list[dict[str, Any]]:
+        return self.client.get(self._run(run_id, "/metrics/summary"))
+
+    def iter_metric_points(
+        self, run_id: str, key: str | None = None, *, every: int = 1
+    ) -> Iterator[tuple[str, int, float, float]]:
+        params: dict[str, Any] = {"every": every, **({"key": key} if key else {})}
+        for m in self.client.get(self._run(run_id, "/metrics"), **params):
+            yield m["key"], m["step"], m["value"], m["timestamp"]
 
     def last_values(self, run_ids: list[str], key: str) -> dict[str, float]:
         if not run_ids:

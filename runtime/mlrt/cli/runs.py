@@ -3,7 +3,9 @@ lives in :mod:`mlrt.cli.plugin_commands` (re-exported here, where the CLI regist
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -154,31 +156,58 @@ def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
 @click.argument("run_id")
 @click.option("--key", help="All points of this metric (default: a summary of every metric).")
 @click.option("--json", "as_json", is_flag=True, help="Print every point as JSON.")
+@click.option(
+    "--every",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Print only every Nth point of each metric (the 1st, N+1th, ...), to thin a long series.",
+)
 @pass_app
-def metrics(app: App, run_id: str, key: str | None, as_json: bool) -> None:
-    """A run's metrics: a summary per key, or every point of one key.
+def metrics(app: App, run_id: str, key: str | None, as_json: bool, every: int) -> None:
+    """A run's metrics: a summary per key (points, last, min, max), or every point of one key.
 
-    A --key the run has no point of is an error (exit 2) that lists the keys it has."""
+    The summary is computed by the database; points are printed as they are
+    read, so a series of millions of points starts at once and never sits
+    whole in memory. A --key the run has no point of is an error (exit 2)
+    that lists the keys it has."""
+    from mlrt.metric_json import points_json
     from mlrt.states import RunState
     from mlrt.store import NotFound
 
     run = app.store.get_run(run_id)
-    points = app.store.metrics(run_id, key)
-    if key and not points:
+    if not key and not as_json:
+        rows = [
+            (s["key"], s["points"], number(s["last"]), number(s["min"]), number(s["max"]))
+            for s in app.store.metric_summary(run_id)
+        ]
+        table("metrics", ["metric", "points", "last", "min", "max"], rows)
+        return
+    points = iter(app.store.iter_metric_points(run_id, key, every=every))
+    first = next(points, None)
+    if first is None and key:
         keys = ", ".join(sorted(app.store.latest_metrics(run_id))) or "none"
         yet = "" if RunState(run.state).is_terminal() else " yet"
         raise NotFound(f"run {run_id} has no metric {key!r}{yet} (its metrics: {keys})")
+    series = itertools.chain([first], points) if first is not None else iter(())
     if as_json:
-        echo_json([{"key": p.key, "step": p.step, "value": p.value, "timestamp": p.timestamp} for p in points])
-        return
-    if key:
-        table(key, ["step", "value"], [(p.step, number(p.value)) for p in points])
-        return
-    summary: dict[str, list[float]] = {}
-    for p in points:
-        summary.setdefault(p.key, []).append(p.value)
-    rows = [(k, len(v), number(v[-1]), number(min(v)), number(max(v))) for k, v in sorted(summary.items())]
-    table("metrics", ["metric", "points", "last", "min", "max"], rows)
+        for chunk in points_json(series):
+            click.echo(chunk, nl=False)
+    else:
+        _stream_points_text(key, series)
+
+
+def _stream_points_text(key: str | None, points: Iterator[tuple[str, int, float, float]]) -> None:
+    """Print one series under its name as two aligned columns, step and value, in chunks as
+    they come (a table would have to hold every row to size its columns)."""
+    lines = [str(key), f"{'step':>12}  value"]
+    for _name, step, value, _stamp in points:
+        lines.append(f"{step:>12}  {number(value)}")
+        if len(lines) >= 10_000:
+            click.echo("\n".join(lines))
+            lines.clear()
+    if lines:
+        click.echo("\n".join(lines))
 
 
 class _ListByDefault(click.Group):

@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from mlrt import __version__
+from mlrt.metric_json import points_json
 from mlrt.service import views
 from mlrt.service.auth import Principal
 from mlrt.service.guard import Guard, max_request_bytes, principal_of
@@ -306,10 +307,19 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
         visible_run(who, run_id)
         return store.params(run_id)
 
-    @app.get("/api/v1/runs/{run_id}/metrics", tags=["runs"])
-    def metrics(run_id: str, who: User, key: str | None = None) -> list[dict[str, Any]]:
+    @app.get("/api/v1/runs/{run_id}/metrics", tags=["runs"], response_model=list[dict[str, Any]])
+    def metrics(run_id: str, who: User, key: str | None = None, every: Annotated[int, Query(ge=1)] = 1) -> Response:
+        """The points of a run (of one ``key``), by key and step; ``every=N`` keeps every Nth point
+        of each key. Streamed as they are read from the database."""
         visible_run(who, run_id)
-        return [m.model_dump(mode="json") for m in store.metrics(run_id, key)]
+        points = store.iter_metric_points(run_id, key, every=every)
+        return StreamingResponse(points_json(points), media_type="application/json")
+
+    @app.get("/api/v1/runs/{run_id}/metrics/summary", tags=["runs"])
+    def metric_summary(run_id: str, who: User) -> list[dict[str, Any]]:
+        """Per metric key: points, last, min and max, aggregated by the database."""
+        visible_run(who, run_id)
+        return store.metric_summary(run_id)
 
     @app.get("/api/v1/runs/{run_id}/metrics/latest", tags=["runs"])
     def latest_metrics(run_id: str, who: User) -> dict[str, float]:

@@ -382,6 +382,59 @@ class Store:
             rows = s.exec(select(Metric.key, func.max(Metric.step)).where(Metric.run_id == run_id).group_by(Metric.key))
             return {key: int(step) for key, step in rows}
 
+    def metric_summary(self, run_id: str) -> list[dict[str, Any]]:
+        """One row per metric key of a run, by key: ``key``, ``points`` (how many), ``last`` (the
+        value at the highest step; of equal steps, the one logged last), ``min`` and ``max``.
+
+        Computed by the database in one aggregate query: no point is loaded,
+        so a run with a million points is summarised in the time of one scan."""
+        totals = (
+            select(
+                Metric.key,
+                func.count().label("points"),
+                func.min(Metric.value).label("low"),
+                func.max(Metric.value).label("high"),
+                func.max(Metric.step).label("top"),
+            )
+            .where(Metric.run_id == run_id)
+            .group_by(Metric.key)
+            .subquery()
+        )
+        query = (
+            select(totals, Metric.id, Metric.value)
+            .join(Metric, (Metric.run_id == run_id) & (Metric.key == totals.c.key) & (Metric.step == totals.c.top))
+            .order_by(totals.c.key, Metric.id)
+        )
+        summary: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for key, points, low, high, _top, _id, value in conn.execute(query):
+                # Rows of a key come in id order: the last one is the value logged last at the top step.
+                summary[key] = {"key": key, "points": points, "last": value, "min": low, "max": high}
+        return list(summary.values())
+
+    def iter_metric_points(
+        self, run_id: str, key: str | None = None, *, every: int = 1
+    ) -> Iterator[tuple[str, int, float, float]]:
+        """``(key, step, value, timestamp)`` of a run's points (one key's, or every key's), by key
+        then step, read in chunks as they are consumed (a server-side cursor on PostgreSQL), so
+        a long series is never held whole. ``every=N`` keeps the 1st, (N+1)th, ... point of each key."""
+        query = select(Metric.key, Metric.step, Metric.value, Metric.timestamp).where(Metric.run_id == run_id)
+        if key:
+            query = query.where(Metric.key == key)
+        query = query.order_by(Metric.key, Metric.step, Metric.id)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=10_000).execute(query)
+            if every <= 1:
+                yield from (tuple(row) for row in result)  # type: ignore[misc]
+                return
+            current, index = None, 0
+            for row in result:
+                if row[0] != current:
+                    current, index = row[0], 0
+                if index % every == 0:
+                    yield tuple(row)  # type: ignore[misc]
+                index += 1
+
     def put_artifacts(self, artifacts: list[Artifact]) -> None:
         """Insert or replace artifact rows (same run and path replaces)."""
         if not artifacts:
