@@ -201,6 +201,12 @@ class RemoteStore:
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         return self.client.get(self._run(run_id, "/metrics/latest"))
 
+    def params_of(self, run_ids: list[str]) -> dict[str, dict[str, str]]:
+        return {run_id: self.params(run_id) for run_id in run_ids}
+
+    def latest_metrics_of(self, run_ids: list[str]) -> dict[str, dict[str, float]]:
+        return {run_id: self.latest_metrics(run_id) for run_id in run_ids}
+
     def metric_summary(self, run_id: str) -> list[dict[str, Any]]:
         return self.client.get(self._run(run_id, "/metrics/summary"))
 

@@ -74,23 +74,27 @@ class MlrtGroup(click.Group):
     input, 1 for a database that cannot be used."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from mlrt.plugins import PluginError
-        from mlrt.remote import RemoteError
-        from mlrt.service import SettingError
-        from mlrt.spec import SpecError
-        from mlrt.store import NotFound, database_url
-        from mlrt.store.engine import database_problem, is_database_fault
-
         try:
             return super().invoke(ctx)
-        except SpecError as exc:
-            for problem in exc.problems:
-                click.echo(f"error: {problem}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        except (NotFound, PluginError, RemoteError, SettingError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
         except Exception as exc:
+            # Imported only on the way out of a failed command: a command that succeeds does not
+            # pay for the spec models (mlrt.spec) and the API client (mlrt.remote) it never used.
+            from mlrt.plugins import PluginError
+            from mlrt.remote import RemoteError
+            from mlrt.service import SettingError
+            from mlrt.spec import SpecError
+            from mlrt.store import NotFound, database_url
+            from mlrt.store.engine import database_problem, is_database_fault
+
+            if isinstance(exc, SpecError):
+                for problem in exc.problems:
+                    click.echo(f"error: {problem}", err=True)
+                sys.exit(EXIT_BAD_INPUT)
+            if isinstance(exc, (NotFound, PluginError, RemoteError, SettingError)):
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(EXIT_BAD_INPUT)
             if not is_database_fault(exc):
                 raise
             url = database_url(ctx.obj.db if isinstance(ctx.obj, App) else None)

@@ -301,6 +301,8 @@ def _training_plan(loaded, run_id: str) -> dict[str, Any]:
 def _reap(app: App) -> None:
     if app.remote is not None:
         return  # the service's leader takes care of runs whose controller stopped
+    if not app.store.active_runs():
+        return  # nothing to reap: the controller module (a third of a second to import) is not needed
     from mlrt.controller import reap_orphans
 
     for run_id in reap_orphans(app.store):
@@ -325,7 +327,7 @@ def status(app: App, run_id: str | None, limit: int, as_json: bool) -> None:
 
     _reap(app)
     if run_id is None:
-        records = [RunRecord.load(app.store, r.id) for r in app.store.list_runs(limit=limit)]
+        records = RunRecord.load_many(app.store, app.store.list_runs(limit=limit))
         if as_json:
             echo_json([r.to_dict() for r in records])
             return

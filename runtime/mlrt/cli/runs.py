@@ -40,10 +40,9 @@ def list_runs(
     """Recent runs, newest first, with their main metrics."""
     from mlrt.records import RunRecord
 
-    records = [
-        RunRecord.load(app.store, r.id)
-        for r in app.store.list_runs(limit=limit, states=[s.upper() for s in states], job_id=job_id)
-    ]
+    records = RunRecord.load_many(
+        app.store, app.store.list_runs(limit=limit, states=[s.upper() for s in states], job_id=job_id)
+    )
     if as_json:
         echo_json([r.to_dict() for r in records])
         return

@@ -382,6 +382,29 @@ class Store:
             rows = s.exec(select(Metric.key, func.max(Metric.step)).where(Metric.run_id == run_id).group_by(Metric.key))
             return {key: int(step) for key, step in rows}
 
+    def params_of(self, run_ids: list[str]) -> dict[str, dict[str, str]]:
+        """The params of each of ``run_ids``, in one query (runs without params are left out)."""
+        found: dict[str, dict[str, str]] = {}
+        if not run_ids:
+            return found
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Param.run_id, Param.key, Param.value).where(col(Param.run_id).in_(run_ids)))
+            for run_id, key, value in rows:
+                found.setdefault(run_id, {})[key] = value
+        return found
+
+    def latest_metrics_of(self, run_ids: list[str]) -> dict[str, dict[str, float]]:
+        """:meth:`latest_metrics` of each of ``run_ids``, in one query (runs without metrics are left out)."""
+        found: dict[str, dict[str, float]] = {}
+        if not run_ids:
+            return found
+        newest = select(func.max(Metric.id)).where(col(Metric.run_id).in_(run_ids)).group_by(Metric.run_id, Metric.key)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Metric.run_id, Metric.key, Metric.value).where(col(Metric.id).in_(newest)))
+            for run_id, key, value in rows:
+                found.setdefault(run_id, {})[key] = value
+        return found
+
     def metric_summary(self, run_id: str) -> list[dict[str, Any]]:
         """One row per metric key of a run, by key: ``key``, ``points`` (how many), ``last`` (the
         value at the highest step; of equal steps, the one logged last), ``min`` and ``max``.

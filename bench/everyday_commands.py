@@ -1,0 +1,221 @@
+"""Wall time of the everyday read commands on a large store, whole process.
+
+    python bench/everyday_commands.py                       # SQLite and PostgreSQL, 10,000 runs, 1,000,000 points
+    python bench/everyday_commands.py --backends sqlite -n 9
+    python bench/everyday_commands.py --source /tmp/before/runtime   # another checkout's mlrt (before figures)
+
+The store: one real run (``mlrt submit --wait -q`` of a no-op command job)
+that then gets 1,000,000 points of metric ``m0`` and 1,000 points of each of
+``m1``..``m3``, and 9,999 finished runs cloned from it in bulk (job, run,
+params, attempt, four state events, three metric points each), so ``runs
+list`` and ``status`` read a database of 10,000 runs. PostgreSQL gets a
+database of its own (``mlrt_bench_x`` on 127.0.0.1:5432, dropped at the end)
+and is analyzed after filling.
+
+Each command runs as its own process (``mlrt --db URL ...``, output to
+/dev/null), once to warm the page cache and then ``-n`` times; the figures are
+the min and the median wall time. ``mlrt --help`` is the floor (the
+interpreter, click and mlrt's entry module). ``--source DIR`` puts DIR first on
+PYTHONPATH, so the same store is read by another version of mlrt (the
+``mlrt`` package it imports is printed).
+
+Targets (issue 20): every command under 0.3 s, the metrics summary under
+0.5 s, one 1,000,000-point series as JSON under 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_env, machine_line, median, tool, write_json  # noqa: E402
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_NAME = "mlrt_bench_x"
+
+
+def commands(run_id: str) -> list[tuple[str, list[str]]]:
+    return [
+        ("--help", ["--help"]),
+        ("runs list", ["runs", "list"]),
+        ("status", ["status"]),
+        ("runs show RUN", ["runs", "show", run_id]),
+        ("metrics RUN", ["metrics", run_id]),
+        ("metrics RUN --key m0 --json", ["metrics", run_id, "--key", "m0", "--json"]),
+    ]
+
+
+def make_template(db: str, workdir: Path, env: dict[str, str]) -> str:
+    """Run a no-op job for real and return its run id."""
+    spec = workdir / "noop.yaml"
+    spec.write_text(
+        "apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: noop}\n"
+        f"spec:\n  command: [{sys.executable}, -c, pass]\n"
+    )
+    out = subprocess.run(
+        [tool("mlrt"), "--db", db, "submit", str(spec), "--wait", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)["id"]
+
+
+def fill(db: str, template_id: str, runs: int, points: int) -> float:
+    """Give the template its points and clone it ``runs - 1`` times; seconds taken."""
+    from sqlalchemy import insert, select
+
+    from mlrt.states import RunState
+    from mlrt.store import Store
+    from mlrt.store.models import Attempt, Event, Job, Metric, Param, Run
+
+    started = time.perf_counter()
+    store = Store(db)
+    now = time.time()
+    chunk = 100_000
+    for first in range(0, points, chunk):
+        store.insert_metrics(
+            template_id, [("m0", i, (i % 977) / 977, now) for i in range(first, min(points, first + chunk))]
+        )
+    for key in ("m1", "m2", "m3"):
+        store.insert_metrics(template_id, [(key, i, 1 / (i + 1), now) for i in range(1000)])
+
+    def rows(conn, model, column) -> list[dict]:
+        table = model.__table__
+        return [dict(r) for r in conn.execute(select(table).where(table.c[column] == template_id)).mappings()]
+
+    def renamed(row: dict, new_id: str) -> dict:
+        out = {}
+        for key, value in row.items():
+            if isinstance(value, str):
+                value = value.replace(template_id, new_id)
+            elif isinstance(value, (dict, list)):
+                value = json.loads(json.dumps(value).replace(template_id, new_id))
+            out[key] = value
+        return out
+
+    with store.engine.begin() as conn:
+        (job,) = rows(conn, Job, "id")
+        (run,) = rows(conn, Run, "id")
+        params = rows(conn, Param, "run_id")
+        attempts = rows(conn, Attempt, "run_id")
+    done = RunState.SUCCEEDED.value
+    base = datetime.now(timezone.utc) - timedelta(days=1)
+    for first in range(0, runs - 1, 1000):
+        jobs, clones, params_out, attempts_out, events, metrics = [], [], [], [], [], []
+        for i in range(first, min(runs - 1, first + 1000)):
+            new_id = f"bench-done-{i:05d}-{uuid.uuid4().hex[:6]}"
+            created = base + timedelta(seconds=i)
+            ended = created + timedelta(seconds=30)
+            jobs.append(renamed(job, new_id) | {"created_at": created})
+            clones.append(
+                renamed(run, new_id)
+                | {"state": done, "reason": "", "attempts": 1, "created_at": created, "started_at": created}
+                | {"ended_at": ended, "heartbeat_at": None, "cancel_requested": False}
+            )
+            params_out += [renamed(p, new_id) for p in params]
+            for a in attempts:
+                attempt = renamed(a, new_id) | {"state": done, "exit_code": 0, "started_at": created}
+                attempt.pop("id", None)
+                attempts_out.append(attempt | {"ended_at": ended})
+            previous = None
+            for to_state, at in (("QUEUED", created), ("STARTING", created), ("RUNNING", created), (done, ended)):
+                events.append({"run_id": new_id, "at": at, "from_state": previous, "to_state": to_state, "reason": ""})
+                previous = to_state
+            for key, value in (("validation_accuracy", 0.9), ("train_accuracy", 0.95), ("loss", 0.1)):
+                metrics.append({"run_id": new_id, "key": key, "step": 0, "value": value, "timestamp": now})
+        with store.engine.begin() as conn:
+            conn.execute(insert(Job.__table__), jobs)
+            conn.execute(insert(Run.__table__), clones)
+            for model, values in ((Param, params_out), (Attempt, attempts_out), (Event, events), (Metric, metrics)):
+                if values:
+                    conn.execute(insert(model.__table__), values)
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
+    store.engine.dispose()
+    return time.perf_counter() - started
+
+
+def time_command(db: str, args: list[str], env: dict[str, str], repeat: int) -> dict:
+    argv = [tool("mlrt"), "--db", db, *args]
+    times = []
+    for i in range(repeat + 1):
+        started = time.perf_counter()
+        done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"mlrt {' '.join(args)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+        if i:  # the first run warms the page cache
+            times.append(elapsed)
+    return {"min_s": round(min(times), 3), "median_s": round(median(times), 3), "runs": repeat}
+
+
+def measure(backend: str, args, workdir: Path) -> dict:
+    from sqlalchemy import create_engine, text
+
+    env = bench_env(workdir, bytecode_cache=True)
+    env["MLRT_HOME"] = str(workdir / "home")
+    admin = None
+    if backend == "postgresql":
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{PG_NAME}"'))
+        db = PG_ADMIN.rsplit("/", 1)[0] + f"/{PG_NAME}"
+    else:
+        db = f"sqlite:///{workdir / 'home' / 'mlrt.db'}"
+    try:
+        template_id = make_template(db, workdir, env)
+        fill_s = fill(db, template_id, args.runs, args.points)
+        print(f"{backend}: {args.runs} runs, {args.points} points of m0 in run {template_id} ({fill_s:.0f} s to fill)")
+        run_env = dict(env)
+        if args.source:
+            run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.source, env.get("PYTHONPATH")]))
+        imported = subprocess.run(
+            [sys.executable, "-c", "import mlrt; print(mlrt.__file__)"], env=run_env, capture_output=True, text=True
+        ).stdout.strip()
+        print(f"  mlrt imported from {imported}")
+        figures = {}
+        for name, argv in commands(template_id):
+            figures[name] = time_command(db, argv, run_env, args.repeat)
+            print(f"  {name:<30} min {figures[name]['min_s']:.3f} s  median {figures[name]['median_s']:.3f} s")
+        return {"db": backend, "mlrt": imported, "commands": figures}
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma list of sqlite, postgresql")
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--points", type=int, default=1_000_000, help="points of metric m0 in the big run")
+    parser.add_argument("-n", "--repeat", type=int, default=5, help="timed runs per command (after one warm-up)")
+    parser.add_argument("--source", help="a directory put first on PYTHONPATH (another checkout's runtime/)")
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+    print(machine_line())
+    print(f"load: {os.getloadavg()}")
+    results = []
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory(prefix="mlrt-everyday-") as folder:
+            results.append(measure(backend, args, Path(folder)))
+    if args.json:
+        write_json(args.json, {"machine": machine_line(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
