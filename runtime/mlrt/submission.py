@@ -200,16 +200,7 @@ def submit(
 
     def rows(job_id: str) -> tuple[Job, Run, dict[str, Any]]:
         return (
-            Job(
-                id=job_id,
-                name=loaded.name,
-                kind=loaded.job.kind,
-                labels=loaded.job.metadata.labels,
-                spec_submitted=mask_submitted(loaded.source_text),
-                spec_resolved=stored,
-                project=project,
-                submitted_by=submitted_by,
-            ),
+            _job_row(job_id, loaded, stored, project, submitted_by),
             Run(
                 id=job_id,
                 job_id=job_id,
@@ -229,6 +220,20 @@ def submit(
         )
 
     return create(store, loaded.name, rows, f"{trial_of[0]}-t{trial_of[1]:03d}" if trial_of else None)
+
+
+def _job_row(job_id: str, loaded: LoadedSpec, stored: dict[str, Any], project: str | None, by: str | None) -> Job:
+    """The jobs row of ``loaded`` (its submitted text masked, its resolved spec as ``stored``)."""
+    return Job(
+        id=job_id,
+        name=loaded.name,
+        kind=loaded.job.kind,
+        labels=loaded.job.metadata.labels,
+        spec_submitted=mask_submitted(loaded.source_text),
+        spec_resolved=stored,
+        project=project,
+        submitted_by=by,
+    )
 
 
 def _stored_spec(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -268,16 +273,7 @@ def _submit_tuning(
 
     def rows(job_id: str) -> tuple[Job, Run, dict[str, Any]]:
         return (
-            Job(
-                id=job_id,
-                name=loaded.name,
-                kind="TuningJob",
-                labels=loaded.job.metadata.labels,
-                spec_submitted=mask_submitted(loaded.source_text),
-                spec_resolved=stored,
-                project=project,
-                submitted_by=submitted_by,
-            ),
+            _job_row(job_id, loaded, stored, project, submitted_by),
             Run(
                 id=job_id,
                 job_id=job_id,
