@@ -2,7 +2,7 @@
 
     python bench/everyday_commands.py                       # SQLite and PostgreSQL, 10,000 runs, 1,000,000 points
     python bench/everyday_commands.py --backends sqlite -n 9
-    python bench/everyday_commands.py --source /tmp/before/runtime   # another checkout's mlrt (before figures)
+    python bench/everyday_commands.py --compare /tmp/before/runtime  # and another checkout's mlrt, taking turns
 
 The store: one real run (``mlrt submit --wait -q`` of a no-op command job)
 that then gets 1,000,000 points of metric ``m0`` and 1,000 points of each of
@@ -15,9 +15,10 @@ and is analyzed after filling.
 Each command runs as its own process (``mlrt --db URL ...``, output to
 /dev/null), once to warm the page cache and then ``-n`` times; the figures are
 the min and the median wall time. ``mlrt --help`` is the floor (the
-interpreter, click and mlrt's entry module). ``--source DIR`` puts DIR first on
-PYTHONPATH, so the same store is read by another version of mlrt (the
-``mlrt`` package it imports is printed).
+interpreter, click and mlrt's entry module). ``--compare DIR`` also runs each
+command with DIR first on PYTHONPATH, so the same store is read by another
+version of mlrt (the ``mlrt`` package each imports is printed); the two
+versions take turns, so both see the same machine load.
 
 Targets (issue 20): every command under 0.3 s, the metrics summary under
 0.5 s, one 1,000,000-point series as JSON under 3 s.
@@ -147,18 +148,24 @@ def fill(db: str, template_id: str, runs: int, points: int) -> float:
     return time.perf_counter() - started
 
 
-def time_command(db: str, args: list[str], env: dict[str, str], repeat: int) -> dict:
+def time_commands(db: str, args: list[str], envs: dict[str, dict[str, str]], repeat: int) -> dict[str, dict]:
+    """Wall times of ``mlrt --db DB ARGS`` under each of ``envs`` (one per mlrt version), the
+    versions taking turns, so a change in the machine's load falls on all of them alike."""
     argv = [tool("mlrt"), "--db", db, *args]
-    times = []
+    times: dict[str, list[float]] = {label: [] for label in envs}
     for i in range(repeat + 1):
-        started = time.perf_counter()
-        done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        elapsed = time.perf_counter() - started
-        if done.returncode != 0:
-            raise SystemExit(f"mlrt {' '.join(args)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
-        if i:  # the first run warms the page cache
-            times.append(elapsed)
-    return {"min_s": round(min(times), 3), "median_s": round(median(times), 3), "runs": repeat}
+        for label, env in envs.items():
+            started = time.perf_counter()
+            done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            elapsed = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(f"mlrt {' '.join(args)} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+            if i:  # the first round warms the page cache
+                times[label].append(elapsed)
+    return {
+        label: {"min_s": round(min(t), 3), "median_s": round(median(t), 3), "runs": repeat}
+        for label, t in times.items()
+    }
 
 
 def measure(backend: str, args, workdir: Path) -> dict:
@@ -179,18 +186,26 @@ def measure(backend: str, args, workdir: Path) -> dict:
         template_id = make_template(db, workdir, env)
         fill_s = fill(db, template_id, args.runs, args.points)
         print(f"{backend}: {args.runs} runs, {args.points} points of m0 in run {template_id} ({fill_s:.0f} s to fill)")
-        run_env = dict(env)
-        if args.source:
-            run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.source, env.get("PYTHONPATH")]))
-        imported = subprocess.run(
-            [sys.executable, "-c", "import mlrt; print(mlrt.__file__)"], env=run_env, capture_output=True, text=True
-        ).stdout.strip()
-        print(f"  mlrt imported from {imported}")
+        envs = {"this checkout": env}
+        if args.compare:
+            envs["--compare"] = env | {
+                "PYTHONPATH": os.pathsep.join(filter(None, [args.compare, env.get("PYTHONPATH")]))
+            }
+        versions = {}
+        for label, version_env in envs.items():
+            versions[label] = subprocess.run(
+                [sys.executable, "-c", "import mlrt; print(mlrt.__file__)"],
+                env=version_env,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            print(f"  {label}: mlrt imported from {versions[label]}")
         figures = {}
         for name, argv in commands(template_id):
-            figures[name] = time_command(db, argv, run_env, args.repeat)
-            print(f"  {name:<30} min {figures[name]['min_s']:.3f} s  median {figures[name]['median_s']:.3f} s")
-        return {"db": backend, "mlrt": imported, "commands": figures}
+            figures[name] = time_commands(db, argv, envs, args.repeat)
+            for label, f in figures[name].items():
+                print(f"  {name:<30} {label:<14} min {f['min_s']:.3f} s  median {f['median_s']:.3f} s")
+        return {"db": backend, "mlrt": versions, "commands": figures, "load_after": os.getloadavg()}
     finally:
         if admin is not None:
             with admin.connect() as conn:
@@ -204,7 +219,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--points", type=int, default=1_000_000, help="points of metric m0 in the big run")
     parser.add_argument("-n", "--repeat", type=int, default=5, help="timed runs per command (after one warm-up)")
-    parser.add_argument("--source", help="a directory put first on PYTHONPATH (another checkout's runtime/)")
+    parser.add_argument(
+        "--compare", help="another checkout's runtime/ directory: its mlrt is timed too, taking turns with this one"
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     print(machine_line())
