@@ -7,7 +7,6 @@ of millions of points is never held whole, as rows or as text."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 
 CHUNK_POINTS = 10_000
@@ -23,17 +22,14 @@ def points_json(points: Iterable[tuple[str, int, float, float]]) -> Iterator[str
     separator = "[\n"
     for name, step, value, stamp in points:
         quoted = names.get(name) or names.setdefault(name, json.dumps(name))
-        lines.append(
-            f'{separator}{{"key": {quoted}, "step": {step}, "value": {_number(value)}, "timestamp": {_number(stamp)}}}'
-        )
+        if (value - value) or (stamp - stamp):  # NaN or an infinity (x - x is 0.0 for any finite x)
+            numbers = f'"value": {json.dumps(value)}, "timestamp": {json.dumps(stamp)}'
+        else:  # repr is what json.dumps writes for a finite float, without its call overhead
+            numbers = f'"value": {value!r}, "timestamp": {stamp!r}'
+        lines.append(f'{separator}{{"key": {quoted}, "step": {step}, {numbers}}}')
         separator = ",\n"
         if len(lines) >= CHUNK_POINTS:
             yield "".join(lines)
             lines.clear()
     lines.append("[]\n" if separator == "[\n" else "\n]\n")
     yield "".join(lines)
-
-
-def _number(value: float) -> str:
-    """``value`` as :func:`json.dumps` writes it, at the speed of ``repr``."""
-    return repr(value) if math.isfinite(value) else json.dumps(value)
