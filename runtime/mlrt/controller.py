@@ -310,6 +310,7 @@ class Controller:
         self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}
+        self._projects: dict[str, str | None] = {}
         self._troubles: dict[str, _Trouble] = {}
         self._last_heartbeat = 0.0
 
@@ -408,6 +409,9 @@ class Controller:
         runs = self.store.active_runs(owner=self.owner)
         active = {run.id for run in runs}
         self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in active}
+        if len(self._kinds) > 2 * len(active) + 1000:  # what is kept of ended runs stays bounded
+            self._kinds = {run_id: kind for run_id, kind in self._kinds.items() if run_id in active}
+            self._projects = {run_id: p for run_id, p in self._projects.items() if run_id in active}
         due = self._due_for_poll(runs)
         ready = []
         # Trials before their tuning runs, so a tuning run sees the trials that
@@ -573,14 +577,20 @@ class Controller:
         """Launch the ready QUEUED runs that admission lets through, in its order; record why
         the others wait. A backend whose pool already has twice its size of launches queued
         gets no more in this pass, so a pass stays short however long the queue is."""
-        projects = self.store.projects_of([run.id for run in ready])
         backends = {run.id: run.backend or self._backend(run) for run in ready}
         room = {name: 2 * self._pool(name)._max_workers - self._in_flight(name) for name in set(backends.values())}
+        if all(left <= 0 for left in room.values()):
+            return  # every pool is full: the queue waits for the next pass
+        unknown = [run.id for run in ready if run.id not in self._projects]
+        self._projects.update(self.store.projects_of(unknown) if unknown else {})
+        projects = {run.id: self._projects.get(run.id) for run in ready}
         host_bound = any(backends[run.id] in self.admission.host_backends for run in ready)
         with self.admission.deciding(host_bound):
             self.admission.refresh()
             for run in self.admission.order(ready, projects):
                 if room[backends[run.id]] <= 0:
+                    if all(left <= 0 for left in room.values()):
+                        break
                     continue
                 why = self.admission.hold(run, projects.get(run.id))
                 if why:
