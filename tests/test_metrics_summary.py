@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from test_service import remote, service, tokens  # noqa: F401  (fixtures)
@@ -66,7 +68,7 @@ def summary_rows(text: str) -> dict[str, list[str]]:
     return rows
 
 
-def check_cli(run: callable, run_id: str, points: list[tuple[str, int, float, float]]) -> None:
+def check_cli(run: Callable[..., Any], run_id: str, points: list[tuple[str, int, float, float]]) -> None:
     expected = expected_summary(points)
     result = run("metrics", run_id)
     assert result.exit_code == 0, result.output
@@ -86,9 +88,7 @@ def check_cli(run: callable, run_id: str, points: list[tuple[str, int, float, fl
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_the_summary_is_the_points_aggregated_and_a_series_prints_whole_in_step_order(
-    backend, cli, tmp_path, request
-):
+def test_the_summary_is_the_points_aggregated_and_a_series_prints_whole_in_step_order(backend, cli, tmp_path, request):
     db = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
     run_id, points = filled_run(db, tmp_path)
     summary = Store(db).metric_summary(run_id)
