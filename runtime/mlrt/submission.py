@@ -188,6 +188,8 @@ def submit(
         parent = store.get_run(trial_of[0]).record
         record = base_record(Path(spec["working_dir"]), seed, distributions, git=parent.get("git"))
         record["trial_params"] = trial_of[2]
+    elif project is not None:  # sent to the service: the controller's folders say nothing of the sender's code
+        record = base_record(Path(spec["working_dir"]), seed, distributions, git=None)
     else:
         record = base_record(Path(spec["working_dir"]), seed, distributions)
     record["overrides"] = mask_overrides(loaded.overrides)
@@ -267,7 +269,7 @@ def _submit_tuning(
         if kind != "TuningJob":
             field = "--resume-from" if other == resume_from else f"spec.warm_start.{index}"
             raise SpecError([f"{field}: {other!r} is not a tuning job in this database"])
-    record = base_record(loaded.base_dir, spec["seed"], [])
+    record = base_record(loaded.base_dir, spec["seed"], [], **({"git": None} if project is not None else {}))
     record.update(overrides=mask_overrides(loaded.overrides), resume_from=resume_from)
     stored = _stored_spec(resolved)
 
