@@ -73,7 +73,7 @@ from cryptography.fernet import Fernet
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from _common import bench_env, machine_line, median, percentile, tool, write_json  # noqa: E402
+from _common import bench_env, clone_finished_runs, machine_line, median, percentile, tool, write_json  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 IMAGE = "localhost/mlrt-train:bench"
@@ -702,74 +702,10 @@ def fairness_round(args, workdir: Path, clock: StandInClock) -> dict:
 
 
 def insert_finished(env: Environment, template_id: str, n: int) -> float:
-    """Insert ``n`` SUCCEEDED runs cloned from run ``template_id`` (its job, run, params and attempts, with new
-    ids, and the four state events of a finished run), in bulk through mlrt's models; returns the seconds taken.
-
-    The clones read as runs this controller once ran: each the template's rows with the template's id replaced
-    by the clone's in every text and JSON value (so names derived from it, such as the Kubernetes objects',
-    name objects that no longer exist), ended a day ago. On PostgreSQL the tables are analyzed afterwards."""
-    from datetime import timedelta
-
-    from sqlalchemy import insert, select
-
-    from mlrt.states import RunState
-    from mlrt.store.models import Attempt, Event, Job, Param, Run
-
-    def rows(conn, model, column, value) -> list[dict]:
-        table = model.__table__
-        return [dict(r) for r in conn.execute(select(table).where(table.c[column] == value)).mappings()]
-
-    def renamed(row: dict, new_id: str) -> dict:
-        out = {}
-        for key, value in row.items():
-            if isinstance(value, str):
-                value = value.replace(template_id, new_id)
-            elif isinstance(value, (dict, list)):
-                value = json.loads(json.dumps(value).replace(template_id, new_id))
-            out[key] = value
-        return out
-
+    """Insert ``n`` SUCCEEDED runs cloned from run ``template_id`` (:func:`_common.clone_finished_runs`);
+    returns the seconds taken."""
     started = time.perf_counter()
-    with env.store.engine.begin() as conn:
-        (job,) = rows(conn, Job, "id", template_id)
-        (run,) = rows(conn, Run, "id", template_id)
-        params = rows(conn, Param, "run_id", template_id)
-        attempts = rows(conn, Attempt, "run_id", template_id)
-    done = RunState.SUCCEEDED.value
-    base = datetime.now(timezone.utc) - timedelta(days=1)
-    chunk = 1000
-    for first in range(0, n, chunk):
-        jobs, runs, params_out, attempts_out, events = [], [], [], [], []
-        for i in range(first, min(n, first + chunk)):
-            new_id = f"bench-done-{i:05d}-{uuid.uuid4().hex[:6]}"
-            created = base + timedelta(seconds=i)
-            ended = created + timedelta(seconds=30)
-            jobs.append(renamed(job, new_id) | {"created_at": created})
-            runs.append(
-                renamed(run, new_id)
-                | {"state": done, "reason": "", "attempts": 1, "created_at": created, "started_at": created}
-                | {"ended_at": ended, "heartbeat_at": None, "cancel_requested": False}
-            )
-            params_out += [renamed(p, new_id) for p in params]
-            for a in attempts:
-                attempt = renamed(a, new_id) | {"state": done, "exit_code": 0, "started_at": created}
-                attempt.pop("id", None)
-                attempts_out.append(attempt | {"ended_at": ended})
-            previous = None
-            for to_state, at in (("QUEUED", created), ("STARTING", created), ("RUNNING", created), (done, ended)):
-                events.append({"run_id": new_id, "at": at, "from_state": previous, "to_state": to_state, "reason": ""})
-                previous = to_state
-        with env.store.engine.begin() as conn:
-            conn.execute(insert(Job.__table__), jobs)
-            conn.execute(insert(Run.__table__), runs)
-            for model, values in ((Param, params_out), (Attempt, attempts_out), (Event, events)):
-                if values:
-                    conn.execute(insert(model.__table__), values)
-    if env.store.engine.dialect.name == "postgresql":
-        # What autovacuum does after a table grows this much, so the planner sees the rows
-        # as a database that gathered them over months would.
-        with env.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("ANALYZE")
+    clone_finished_runs(env.store, template_id, n)
     return time.perf_counter() - started
 
 

@@ -33,12 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, machine_line, median, tool, write_json  # noqa: E402
+from _common import bench_env, clone_finished_runs, machine_line, median, tool, write_json  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_NAME = "mlrt_bench_x"
@@ -74,11 +72,7 @@ def make_template(db: str, workdir: Path, env: dict[str, str]) -> str:
 
 def fill(db: str, template_id: str, runs: int, points: int) -> float:
     """Give the template its points and clone it ``runs - 1`` times; seconds taken."""
-    from sqlalchemy import insert, select
-
-    from mlrt.states import RunState
     from mlrt.store import Store
-    from mlrt.store.models import Attempt, Event, Job, Metric, Param, Run
 
     started = time.perf_counter()
     store = Store(db)
@@ -90,60 +84,9 @@ def fill(db: str, template_id: str, runs: int, points: int) -> float:
         )
     for key in ("m1", "m2", "m3"):
         store.insert_metrics(template_id, [(key, i, 1 / (i + 1), now) for i in range(1000)])
-
-    def rows(conn, model, column) -> list[dict]:
-        table = model.__table__
-        return [dict(r) for r in conn.execute(select(table).where(table.c[column] == template_id)).mappings()]
-
-    def renamed(row: dict, new_id: str) -> dict:
-        out = {}
-        for key, value in row.items():
-            if isinstance(value, str):
-                value = value.replace(template_id, new_id)
-            elif isinstance(value, (dict, list)):
-                value = json.loads(json.dumps(value).replace(template_id, new_id))
-            out[key] = value
-        return out
-
-    with store.engine.begin() as conn:
-        (job,) = rows(conn, Job, "id")
-        (run,) = rows(conn, Run, "id")
-        params = rows(conn, Param, "run_id")
-        attempts = rows(conn, Attempt, "run_id")
-    done = RunState.SUCCEEDED.value
-    base = datetime.now(timezone.utc) - timedelta(days=1)
-    for first in range(0, runs - 1, 1000):
-        jobs, clones, params_out, attempts_out, events, metrics = [], [], [], [], [], []
-        for i in range(first, min(runs - 1, first + 1000)):
-            new_id = f"bench-done-{i:05d}-{uuid.uuid4().hex[:6]}"
-            created = base + timedelta(seconds=i)
-            ended = created + timedelta(seconds=30)
-            jobs.append(renamed(job, new_id) | {"created_at": created})
-            clones.append(
-                renamed(run, new_id)
-                | {"state": done, "reason": "", "attempts": 1, "created_at": created, "started_at": created}
-                | {"ended_at": ended, "heartbeat_at": None, "cancel_requested": False}
-            )
-            params_out += [renamed(p, new_id) for p in params]
-            for a in attempts:
-                attempt = renamed(a, new_id) | {"state": done, "exit_code": 0, "started_at": created}
-                attempt.pop("id", None)
-                attempts_out.append(attempt | {"ended_at": ended})
-            previous = None
-            for to_state, at in (("QUEUED", created), ("STARTING", created), ("RUNNING", created), (done, ended)):
-                events.append({"run_id": new_id, "at": at, "from_state": previous, "to_state": to_state, "reason": ""})
-                previous = to_state
-            for key, value in (("validation_accuracy", 0.9), ("train_accuracy", 0.95), ("loss", 0.1)):
-                metrics.append({"run_id": new_id, "key": key, "step": 0, "value": value, "timestamp": now})
-        with store.engine.begin() as conn:
-            conn.execute(insert(Job.__table__), jobs)
-            conn.execute(insert(Run.__table__), clones)
-            for model, values in ((Param, params_out), (Attempt, attempts_out), (Event, events), (Metric, metrics)):
-                if values:
-                    conn.execute(insert(model.__table__), values)
-    if store.engine.dialect.name == "postgresql":
-        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("ANALYZE")
+    clone_finished_runs(
+        store, template_id, runs - 1, metrics=(("validation_accuracy", 0.9), ("train_accuracy", 0.95), ("loss", 0.1))
+    )
     store.engine.dispose()
     return time.perf_counter() - started
 
