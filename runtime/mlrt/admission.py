@@ -31,7 +31,6 @@ under ``MLRT_HOME``), so two of them never fill the same free core.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import socket
 from collections import Counter
@@ -39,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from mlrt.folders import exclusive
 from mlrt.store import Store, mlrt_home
 from mlrt.units import format_bytes, parse_memory
 
@@ -155,14 +155,8 @@ class Admission:
         if not needed:
             yield
             return
-        path = mlrt_home() / "admission.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive(mlrt_home() / "admission.lock"):
+            yield
 
 
 def _total_memory() -> int:

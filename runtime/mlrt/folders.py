@@ -2,13 +2,17 @@
 
 A read-only file system, a full disk or missing permissions would otherwise
 surface as a worker's traceback, or worse, as output lost after training.
-Such a folder is not retried: waiting does not make it writable.
+Such a folder is not retried: waiting does not make it writable. Also the
+lock files that make processes of one machine take turns (:func:`exclusive`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # One block: enough for a full file system to refuse it.
@@ -37,3 +41,16 @@ def ensure_writable(path: Path, what: str) -> None:
             os.unlink(probe)
     except OSError as exc:
         raise NotWritable(f"{what} folder {path} is not writable: {exc.strerror or exc}") from exc
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created, with its folder, if missing): the
+    processes of one machine that use the same file take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

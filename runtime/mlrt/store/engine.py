@@ -164,15 +164,10 @@ def current_revision(engine: Engine) -> str | None:
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name == "sqlite":
-        import fcntl
+        from mlrt.folders import exclusive
 
-        lock_path = Path(str(engine.url.database) + ".migrate.lock")
-        with lock_path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive(Path(str(engine.url.database) + ".migrate.lock")):
+            yield
     elif engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
