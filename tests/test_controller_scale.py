@@ -176,3 +176,14 @@ def test_resource_limits_count_what_active_runs_asked_for(limit, expected):
     admission = Admission(store, frozenset())
     admission.refresh()
     assert admission.hold(store.get_run(waiting.id), "vision") == expected
+
+
+@pytest.mark.parametrize("value", ["x", "kubernetes=0", "local=2,=", "4.5"])
+def test_an_unusable_pool_size_is_one_line_before_anything_is_written(cli, write_spec, monkeypatch, value):
+    monkeypatch.setenv("MLRT_LAUNCH_CONCURRENCY", value)
+    result = cli("submit", str(job(write_spec, "pools", PRINT)))
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: MLRT_LAUNCH_CONCURRENCY: {value!r} is not N or BACKEND=N,... with N a whole number from 1"
+    )
+    assert Store().list_runs() == []

@@ -256,16 +256,25 @@ class _Abandoned(Exception):
 
 
 def pool_size(variable: str, backend: str, default: int) -> int:
-    """A pool's size from ``variable``: ``N`` for every backend or ``backend=N,...``; else ``default``."""
+    """A pool's size from ``variable``: ``N`` for every backend or ``BACKEND=N,...``; else ``default``.
+    An unusable value is a :class:`mlrt.service.SettingError` naming the variable (one line)."""
+    from mlrt.service import SettingError
+
     value = os.environ.get(variable, "").strip()
-    if not value:
-        return default
-    sizes = dict(part.split("=", 1) if "=" in part else ("*", part) for part in value.split(",") if part.strip())
-    chosen = sizes.get(backend, sizes.get("*"))
-    try:
-        return max(1, int(chosen)) if chosen is not None else default
-    except ValueError:
-        raise ValueError(f"{variable}: {value!r} is not N or BACKEND=N,...") from None
+    sizes = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, _, size = part.rpartition("=")
+        if not size.isdigit() or int(size) < 1:
+            raise SettingError(f"{variable}: {value!r} is not N or BACKEND=N,... with N a whole number from 1")
+        sizes[name.strip() or "*"] = int(size)
+    return sizes.get(backend, sizes.get("*", default))
+
+
+def check_pool_sizes() -> None:
+    """Read ``MLRT_LAUNCH_CONCURRENCY`` and ``MLRT_FINALIZE_CONCURRENCY`` once, so a bad value stops a
+    controller at its start rather than in the middle of a pass."""
+    pool_size("MLRT_LAUNCH_CONCURRENCY", "", 1)
+    pool_size("MLRT_FINALIZE_CONCURRENCY", "", 1)
 
 
 class WorkerTracking:
@@ -307,6 +316,7 @@ class Controller:
         host_backends = frozenset(name for name, launcher in plugins.launchers().items() if launcher.runs_on_host)
         self.admission = Admission(store, host_backends)
         self.wakeup_fds.append(_DONE_READ)
+        check_pool_sizes()
         self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}

@@ -129,7 +129,7 @@ def submit(
     With --detach the job runs in a background controller; follow it with
     `mlrt status RUN` and `mlrt logs -f RUN`.
     """
-    from mlrt.controller import process_identity, spawn_controller
+    from mlrt.controller import check_pool_sizes, process_identity, spawn_controller
     from mlrt.records import RunRecord
     from mlrt.spec import load_spec
     from mlrt.submission import log_dir
@@ -147,6 +147,7 @@ def submit(
         loaded = load_spec(spec_file, overrides)
         check_columns(loaded)
         check_launchable(loaded)
+        check_pool_sizes()  # before anything is written: the controller reads them
         run_id = submit_job(app.store, loaded, sanity=sanity, resume_from=resume_from)
     if not wait:
         child = spawn_controller(app.store.url, [run_id], log_dir(run_id, 0).parent / "controller.log")
