@@ -237,8 +237,9 @@ class _Finalizing:
     attempt: Attempt
     future: Future
     abandoned: threading.Event
-    ending: tuple[RunState, int | None] | None = None
-    """For an ending: the state it ends in and the exit code (the reason comes from the pool)."""
+    ending: tuple[RunState, str, int | None] | None = None
+    """For an ending: the state, reason and exit code it ends with (the pool may change the first two:
+    an output that did not arrive)."""
     retry: bool = False
     """For an ending: a failed attempt, retried if the run has retries left."""
 
@@ -310,7 +311,7 @@ class Controller:
         """More descriptors that end a wait between passes (the service's submissions)."""
         self.owner = process_identity()
         self._active: dict[str, _Active] = {}
-        self._launching: dict[str, Future] = {}
+        self._launching: dict[str, tuple[str, Future]] = {}  # run id -> (backend, its launch)
         self._finalizing: dict[str, _Finalizing] = {}
         self._next_poll: dict[str, float] = {}
         host_backends = frozenset(name for name, launcher in plugins.launchers().items() if launcher.runs_on_host)
@@ -633,12 +634,11 @@ class Controller:
             return _POOLS[backend]
 
     def _in_flight(self, backend: str) -> int:
-        return sum(1 for future in self._launching.values() if getattr(future, "backend", None) == backend)
+        return sum(1 for name, _ in self._launching.values() if name == backend)
 
     def _submit(self, backend: str, work: Callable[..., Any], *args: Any) -> Future:
         """Run ``work`` in ``backend``'s pool; the controller wakes when it is done."""
         future = self._pool(backend).submit(work, *args)
-        future.backend = backend  # type: ignore[attr-defined]
         future.add_done_callback(self._poke)
         return future
 
@@ -655,7 +655,7 @@ class Controller:
         self.store.transition(
             run.id, RunState.STARTING, f"starting attempt {number} of {run.max_attempts}", attempts=number, waiting=""
         )
-        self._launching[run.id] = self._submit(backend, self._prepare_and_launch, run, number)
+        self._launching[run.id] = (backend, self._submit(backend, self._prepare_and_launch, run, number))
 
     def _prepare_and_launch(self, run: Run, number: int) -> _Launched:
         """In a launch pool: materialize the data, plan, check the folders, record the attempt, launch."""
@@ -696,7 +696,7 @@ class Controller:
     def _collect(self) -> bool:
         """Record the launches and finalizations that ended since the last pass; True if any."""
         collected = False
-        for run_id, future in list(self._launching.items()):
+        for run_id, (_, future) in list(self._launching.items()):
             if future.done():
                 del self._launching[run_id]
                 collected = True
@@ -962,7 +962,7 @@ class Controller:
         self._next_poll.pop(run.id, None)
         abandoned = threading.Event()
         future = self._submit("", self._wind_down, run, active, state, reason, stop)
-        self._finalizing[run.id] = _Finalizing(active.attempt, future, abandoned, (state, exit_code), retry)
+        self._finalizing[run.id] = _Finalizing(active.attempt, future, abandoned, (state, reason, exit_code), retry)
 
     def _wind_down(self, run: Run, active: _Active, state: RunState, reason: str, stop: bool) -> tuple[RunState, str]:
         """In the finalizing pool: what :meth:`_end_in_pool` describes; returns how it ends."""
@@ -974,7 +974,7 @@ class Controller:
         return self._settle_output(run, state, reason, active.attempt, active)
 
     def _ended(self, run: Run, finalizing: _Finalizing) -> None:
-        state, exit_code = finalizing.ending
+        state, reason, exit_code = finalizing.ending
         try:
             state, reason = finalizing.future.result()
         except Exception as exc:
@@ -982,9 +982,7 @@ class Controller:
                 raise
             _log.warning("run %s: ending it raised", run.id, exc_info=exc)
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            reason = (
-                f"{run.reason if run.cancel_requested else 'its workers were stopped'}; its clean-up failed ({problem})"
-            )
+            reason = f"{reason}; its clean-up failed ({problem})"
         self.store.finish_attempt(finalizing.attempt.id, state, reason, exit_code)
         if finalizing.retry:
             self._retry_or_fail(run, reason)
