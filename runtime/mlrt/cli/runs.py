@@ -157,7 +157,7 @@ def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print every point as JSON.")
 @click.option(
     "--every",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=2**31 - 1),
     default=1,
     show_default=True,
     help="Print only every Nth point of each metric (the 1st, N+1th, ...), to thin a long series.",

@@ -308,7 +308,9 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
         return store.params(run_id)
 
     @app.get("/api/v1/runs/{run_id}/metrics", tags=["runs"], response_model=list[dict[str, Any]])
-    def metrics(run_id: str, who: User, key: str | None = None, every: Annotated[int, Query(ge=1)] = 1) -> Response:
+    def metrics(
+        run_id: str, who: User, key: str | None = None, every: Annotated[int, Query(ge=1, le=2**31 - 1)] = 1
+    ) -> Response:
         """The points of a run (of one ``key``), by key and step; ``every=N`` keeps every Nth point
         of each key. Streamed as they are read from the database."""
         visible_run(who, run_id)
