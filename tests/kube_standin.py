@@ -27,6 +27,11 @@ Deliberate simplifications:
   DELETED event. The event history is never compacted, so any resourceVersion can be watched from (never 410 Gone).
 - Job controller: no ``FailIndex``/``backoffLimitPerIndex``, no ``successPolicy``, no pod-tracking finalizers.
   A pod deleted before it finished counts as failed, as in the real controller.
+
+Identities (:mod:`kube_rbac`): the admin :data:`TOKEN` of :meth:`KubeStandIn.write_kubeconfig` may do anything (the
+test playing cluster admin); a ServiceAccount's kubeconfig (:meth:`KubeStandIn.serviceaccount_kubeconfig`) is
+authorized by RBAC from the Roles and bindings given to :meth:`KubeStandIn.apply_rbac`, so a request they do not
+grant is 403 Forbidden with the API server's message, as on a real cluster.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from urllib.parse import parse_qsl, urlsplit
 import kubernetes
 import kubernetes_validate
 import yaml
+
+from kube_rbac import Access, Denial, RequestRefused
 
 JSON = dict[str, Any]
 
@@ -1234,10 +1241,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.latency:  # a real API server's round trip; waited in this connection's thread, no lock held
             time.sleep(self.server.latency)
         try:
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                raise ApiError(401, "Unauthorized", "Unauthorized")
-            self._dispatch(method, url.path, dict(parse_qsl(url.query)), raw_body)
-        except ApiError as error:
+            query = dict(parse_qsl(url.query))
+            self.server.access.check(self.headers.get("Authorization"), method, url.path, query)  # 401, 403
+            self._dispatch(method, url.path, query, raw_body)
+        except (ApiError, RequestRefused) as error:
             self._send_json(error.code, error.status())
         except Exception as error:  # a stand-in bug: answer 500 so the client fails at once, and show the traceback
             self._send_json(500, ApiError(500, "InternalError", f"stand-in error: {error!r}").status())
@@ -1343,6 +1350,7 @@ class _Server(ThreadingHTTPServer):
     """The HTTP server: one daemon thread per connection, each connection tracked so that stopping can end it."""
 
     daemon_threads = True
+    access: Access  # authentication and RBAC, set by :class:`KubeStandIn`
 
     def __init__(
         self, api: RestApi, requests: list[tuple[str, str]], lock: threading.Condition, latency: float = 0.0
@@ -1419,6 +1427,7 @@ class KubeStandIn:
         self._requests: list[tuple[str, str]] = []
         api = RestApi(self._store, self._controller, self._kubelet)
         self._server = _Server(api, self._requests, self._store.cond, latency_ms / 1000)
+        self._server.access = self._access = Access(TOKEN)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="kube-standin", daemon=True
         )
@@ -1452,13 +1461,14 @@ class KubeStandIn:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def kubeconfig(self) -> JSON:
-        """A kubeconfig for the stand-in: cluster, user (bearer :data:`TOKEN`) and current context ``standin``."""
+    def kubeconfig(self, token: str = TOKEN) -> JSON:
+        """A kubeconfig for the stand-in: cluster, user (bearer ``token``, by default the cluster admin's
+        :data:`TOKEN`) and current context ``standin``."""
         return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
-            "users": [{"name": CONTEXT, "user": {"token": TOKEN}}],
+            "users": [{"name": CONTEXT, "user": {"token": token}}],
             "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": "default"}}],
             "current-context": CONTEXT,
         }
@@ -1472,6 +1482,29 @@ class KubeStandIn:
     def api_client(self) -> kubernetes.client.ApiClient:
         """A client configured for the stand-in, independent of the client's global default configuration."""
         return kubernetes.config.new_client_from_config_dict(self.kubeconfig())
+
+    # identities and RBAC (see :mod:`kube_rbac`)
+
+    def serviceaccount_kubeconfig(self, path: str | Path, namespace: str, name: str) -> Path:
+        """Write a kubeconfig that authenticates as the ServiceAccount ``namespace/name`` to ``path``; return it.
+
+        Its requests are authorized by RBAC: only what the Roles and bindings of :meth:`apply_rbac` grant that
+        account (as user ``system:serviceaccount:NAMESPACE:NAME``) is allowed, anything else is 403 Forbidden.
+        """
+        path = Path(path)
+        config = self.kubeconfig(self._access.service_account_token(namespace, name))
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def apply_rbac(self, objects: list[JSON]) -> None:
+        """Add (or replace) RBAC objects (Role, ClusterRole, RoleBinding, ClusterRoleBinding), as ``kubectl apply``
+        of a chart's RBAC manifests would; ValueError for any other kind."""
+        self._access.apply(objects)
+
+    @property
+    def denials(self) -> list[Denial]:
+        """Every request RBAC has refused with 403 Forbidden so far, oldest first."""
+        return self._access.denials
 
     # cluster state
 
