@@ -1,23 +1,38 @@
-"""The plugin manager: discovery, allow-listing, and the registries built from hooks.
+"""The plugin manager: discovery, allow-listing, the registries built from hooks, and blame.
 
 Plugins are found once per process through the ``mlrt`` entry-point group,
-built-ins included. Two environment variables control discovery:
+built-ins included. Environment variables control discovery:
 
 ``MLRT_LOAD_PLUGINS``
-    Comma-separated entry-point names to load; all others are skipped. An
-    empty value loads none (useful in tests that register their own).
+    Comma-separated entry-point names to load; all others are skipped (and
+    listed as "not loaded" by ``mlrt plugins``). An empty value loads none
+    (useful in tests that register their own).
 ``MLRT_DISABLE_PLUGINS``
     Comma-separated entry-point names never to load.
+``MLRT_TRACE_HOOKS``
+    ``1`` prints every hook call, its arguments and its result to stderr
+    (pluggy's tracing).
 
-Worker processes inherit both, so a job sees the same plugins as the
-controller that launched it.
+A name in either list that no installed plugin has is a one-line warning on
+stderr. Worker processes inherit these variables, so a job sees the same
+plugins as the controller that launched it.
+
+Every hook is called through pluggy's hook caller, so hook wrappers and
+tracing apply; registration hooks are called one plugin at a time (a subset
+caller that keeps wrappers) so that each item is known by the plugin that
+registered it. Each registered item is checked as it is collected
+(:mod:`mlrt.plugin_checks`): an item with a malformed schema is left out of
+its registry, and :func:`problems` (``mlrt plugins --check``) says why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import os
+import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,14 +50,38 @@ _KINDS = {
     "tuners": "mlrt_tuners",
     "early_stoppers": "mlrt_early_stoppers",
 }
+NOUNS = {
+    "algorithms": "algorithm",
+    "launchers": "backend",
+    "data_schemes": "data scheme",
+    "reports": "report",
+    "tuners": "tuner",
+    "early_stoppers": "early stopper",
+}
+"""What a user calls one item of each registry (in messages)."""
 # How each kind names its items: most by ``name``, data schemes by ``scheme``.
 _KEY_ATTR = {"data_schemes": "scheme"}
 # entry-point name -> (distribution, version), filled as plugins load
 _DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
+# entry-point name -> (distribution, version, why it was not loaded)
+_NOT_LOADED: dict[str, tuple[str, str, str]] = {}
 
 
 class PluginError(RuntimeError):
     """A plugin could not be loaded or registered something invalid."""
+
+
+class PluginFailure(RuntimeError):
+    """A plugin's code raised while mlrt called it.
+
+    ``str(failure)`` is one line naming the item, its distribution and the
+    exception (``tuner 'acme.hillclimb' (mlrt-acme 0.1.0) raised KeyError:
+    'x'``); ``details`` is the traceback, for an event or an artifact."""
+
+    def __init__(self, line: str, details: str):
+        super().__init__(line)
+        self.line = line
+        self.details = details
 
 
 def _names(variable: str) -> set[str] | None:
@@ -52,15 +91,40 @@ def _names(variable: str) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
+def _dist(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    return (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
+
+
+def _warn_unknown(variable: str, names: set[str] | None, installed: set[str]) -> None:
+    unknown = sorted((names or set()) - installed)
+    if unknown:
+        known = ", ".join(sorted(installed)) or "none"
+        print(
+            f"warning: {variable} names no installed plugin: {', '.join(unknown)} (installed: {known})",
+            file=sys.stderr,
+        )
+
+
 @functools.lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, with entry-point plugins loaded once."""
     pm = pluggy.PluginManager("mlrt")
     pm.add_hookspecs(hookspecs)
+    if os.environ.get("MLRT_TRACE_HOOKS", "") not in ("", "0"):
+        pm.trace.root.setwriter(sys.stderr.write)
+        pm.enable_tracing()
     allowed = _names("MLRT_LOAD_PLUGINS")
     disabled = _names("MLRT_DISABLE_PLUGINS") or set()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if (allowed is not None and ep.name not in allowed) or ep.name in disabled:
+    entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    installed = {ep.name for ep in entry_points}
+    _warn_unknown("MLRT_LOAD_PLUGINS", allowed, installed)
+    _warn_unknown("MLRT_DISABLE_PLUGINS", disabled, installed)
+    for ep in entry_points:
+        if ep.name in disabled:
+            _NOT_LOADED[ep.name] = (*_dist(ep), "named in MLRT_DISABLE_PLUGINS")
+            continue
+        if allowed is not None and ep.name not in allowed:
+            _NOT_LOADED[ep.name] = (*_dist(ep), "not named in MLRT_LOAD_PLUGINS")
             continue
         if pm.get_plugin(ep.name) is not None:
             continue
@@ -70,7 +134,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-        _DISTRIBUTIONS[ep.name] = (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
+        _DISTRIBUTIONS[ep.name] = _dist(ep)
     try:
         pm.check_pending()  # a misspelled hook name is an error, not a silent no-op
     except pluggy.PluginValidationError as exc:
@@ -79,65 +143,92 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _collect(kind: str) -> dict[str, tuple[Any, str]]:
-    """Call one registration hook plugin by plugin; map item name -> (item, plugin)."""
+def _one_by_one(hook: str) -> Iterator[tuple[str, bool, pluggy.HookCaller]]:
+    """``(plugin name, trylast, caller)`` for each plugin implementing ``hook``, in call order
+    (tryfirst plugins first, trylast fallbacks last). Each caller calls that one plugin's
+    implementation through pluggy, with every hook wrapper and tracing still applied."""
     pm = get_plugin_manager()
+    answering = [impl for impl in getattr(pm.hook, hook).get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
+    for impl in reversed(answering):
+        others = [other.plugin for other in answering if other.plugin is not impl.plugin]
+        yield impl.plugin_name, impl.trylast, pm.subset_hook_caller(hook, remove_plugins=others)
+
+
+@dataclasses.dataclass
+class _Registry:
+    """One kind's usable items (name -> (item, plugin name)) and the items left out for
+    their problems (name -> one line per problem)."""
+
+    items: dict[str, tuple[Any, str]]
+    unusable: dict[str, list[str]]
+
+
+def _collect(kind: str) -> _Registry:
+    """Call one registration hook plugin by plugin; check every item it registers."""
+    from mlrt.plugin_checks import item_problems
+
     attr = _KEY_ATTR.get(kind, "name")
     found: dict[str, tuple[Any, str]] = {}
-    caller = getattr(pm.hook, _KINDS[kind])
-    # Call order: tryfirst plugins first, trylast (built-in fallbacks) last.
-    for impl in reversed(caller.get_hookimpls()):
+    unusable: dict[str, list[str]] = {}
+    for plugin_name, trylast, caller in _one_by_one(_KINDS[kind]):
         try:
-            items = list(impl.function() or [])
+            items = [item for answer in caller() for item in (answer or [])]
         except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {_KINDS[kind]}(): {exc}") from exc
+            raise PluginError(f"plugin {plugin_name!r} failed in {_KINDS[kind]}(): {exc}") from exc
         for item in items:
             key = getattr(item, attr, None)
             if not isinstance(key, str) or not key:
-                raise PluginError(f"plugin {impl.plugin_name!r} registered a {kind[:-1]} without a {attr}")
-            if key in found:
-                if impl.trylast:  # a fallback yields to the plugin that registered the name first
+                raise PluginError(f"plugin {plugin_name!r} registered a {kind[:-1]} without a {attr}")
+            if key in found or key in unusable:
+                if trylast:  # a fallback yields to the plugin that registered the name first
                     continue
-                raise PluginError(
-                    f"{kind[:-1]} {key!r} is registered by both {found[key][1]!r} and {impl.plugin_name!r}"
-                )
-            found[key] = (item, impl.plugin_name)
-    return found
+                first = found[key][1] if key in found else "another plugin"
+                raise PluginError(f"{kind[:-1]} {key!r} is registered by both {first!r} and {plugin_name!r}")
+            bad = item_problems(kind, item)
+            if bad:
+                unusable[key] = [f"{_plugin_label(plugin_name)}: {NOUNS[kind]} {key!r}{where}: {why}" for where, why in bad]
+            else:
+                found[key] = (item, plugin_name)
+    return _Registry(found, unusable)
 
 
 @functools.lru_cache(maxsize=None)
-def _registry(kind: str) -> dict[str, tuple[Any, str]]:
+def _registry(kind: str) -> _Registry:
     return _collect(kind)
 
 
+def _items(kind: str) -> dict[str, Any]:
+    return {k: v[0] for k, v in _registry(kind).items.items()}
+
+
 def algorithms() -> dict[str, Any]:
-    """Registered algorithms by name."""
-    return {k: v[0] for k, v in _registry("algorithms").items()}
+    """Registered algorithms by name: ``{name: Algorithm instance}``."""
+    return _items("algorithms")
 
 
 def launchers() -> dict[str, Any]:
-    """Registered launch backends by name."""
-    return {k: v[0] for k, v in _registry("launchers").items()}
+    """Registered launch backends by name: ``{name: Launcher instance}``."""
+    return _items("launchers")
 
 
 def data_schemes() -> dict[str, Any]:
-    """Registered data-channel URI schemes by scheme."""
-    return {k: v[0] for k, v in _registry("data_schemes").items()}
+    """Registered data-channel URI schemes by scheme: ``{scheme: DataScheme instance}``."""
+    return _items("data_schemes")
 
 
 def reports() -> dict[str, Any]:
-    """Registered error-analysis reports by name."""
-    return {k: v[0] for k, v in _registry("reports").items()}
+    """Registered error-analysis reports by name: ``{name: Report instance}``."""
+    return _items("reports")
 
 
 def tuners() -> dict[str, Any]:
-    """Registered tuners by name."""
-    return {k: v[0] for k, v in _registry("tuners").items()}
+    """Registered tuners by name: ``{name: Tuner instance}`` (mlrt deep-copies one per search)."""
+    return _items("tuners")
 
 
 def early_stoppers() -> dict[str, Any]:
-    """Registered early-stopping rules by name."""
-    return {k: v[0] for k, v in _registry("early_stoppers").items()}
+    """Registered early-stopping rules by name: ``{name: EarlyStopper instance}``."""
+    return _items("early_stoppers")
 
 
 def refresh() -> None:
@@ -158,12 +249,97 @@ def registered(plugin: object, name: str | None = None) -> Iterator[None]:
         refresh()
 
 
+# -- who registered what ---------------------------------------------------------
+
+
+def _plugin_label(plugin_name: str) -> str:
+    """``plugin acme (mlrt-acme 0.1.0)``, or ``plugin acme`` for one registered in-process."""
+    dist, version = _DISTRIBUTIONS.get(plugin_name, ("", ""))
+    return f"plugin {plugin_name}" + (f" ({dist} {version})" if dist else "")
+
+
+def label(kind: str, name: str) -> str:
+    """``tuner 'acme.hillclimb' (mlrt-acme 0.1.0)``: an item with the distribution it comes from
+    (``(plugin acme)`` for a plugin registered in-process)."""
+    plugin_name = _registry(kind).items.get(name, (None, ""))[1]
+    dist, version = _DISTRIBUTIONS.get(plugin_name, ("", ""))
+    origin = f"{dist} {version}" if dist else f"plugin {plugin_name}"
+    return f"{NOUNS[kind]} {name!r} ({origin})"
+
+
+@contextmanager
+def blame(kind: str, name: str) -> Iterator[None]:
+    """Turn any exception raised inside the block into a :class:`PluginFailure` naming
+    ``kind``'s item ``name`` and its distribution, with the traceback kept."""
+    try:
+        yield
+    except PluginFailure:
+        raise
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        raise PluginFailure(f"{label(kind, name)} raised {text}", traceback.format_exc()) from exc
+
+
+def notify(hook: str, **kwargs: Any) -> list[PluginFailure]:
+    """Call a notification hook (``mlrt_run_started``, ``mlrt_run_finished``) plugin by plugin;
+    return one :class:`PluginFailure` per plugin that raised (the others are still called)."""
+    failures = []
+    for plugin_name, _, caller in _one_by_one(hook):
+        try:
+            caller(**kwargs)
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            line = f"{hook} hook of {_plugin_label(plugin_name)} raised {text}"
+            failures.append(PluginFailure(line, traceback.format_exc()))
+    return failures
+
+
+def listens(hook: str) -> bool:
+    """Whether any plugin implements ``hook``."""
+    return bool(getattr(get_plugin_manager().hook, hook).get_hookimpls())
+
+
+def unknown(kind: str, name: str) -> str:
+    """Why no usable item ``name`` is registered, for an error line: its problems when a plugin
+    registered it malformed, else the names registered and the plugins not loaded (with how to
+    load them)."""
+    registry = _registry(kind)
+    noun = NOUNS[kind]
+    if name in registry.unusable:
+        return f"{noun} {name!r} is unusable: " + "; ".join(registry.unusable[name]) + " (mlrt plugins --check)"
+    text = f"unknown {noun} {name!r} (registered: {', '.join(sorted(registry.items)) or 'none installed'})"
+    if _NOT_LOADED:
+        text += (
+            f"; plugins not loaded: {', '.join(sorted(_NOT_LOADED))}"
+            " (load one by adding its name to MLRT_LOAD_PLUGINS, or removing it from MLRT_DISABLE_PLUGINS)"
+        )
+    return text
+
+
+def problems() -> list[str]:
+    """Every problem with the installed plugins, one line each (``mlrt plugins --check``):
+    ``plugin NAME (dist VERSION): object: problem``."""
+    try:
+        get_plugin_manager()
+    except PluginError as exc:
+        return [str(exc)]
+    lines = []
+    for kind in _KINDS:
+        try:
+            registry = _registry(kind)
+        except PluginError as exc:
+            lines.append(str(exc))
+            continue
+        lines += [line for name in sorted(registry.unusable) for line in registry.unusable[name]]
+    return lines
+
+
 def describe() -> list[dict[str, Any]]:
     """Every loaded plugin with its distribution, version, hooks and what it registers."""
     pm = get_plugin_manager()
     provided: dict[str, dict[str, list[str]]] = {}
     for kind in _KINDS:
-        for key, (_, plugin_name) in _registry(kind).items():
+        for key, (_, plugin_name) in _registry(kind).items.items():
             provided.setdefault(plugin_name, {}).setdefault(kind, []).append(key)
     rows = []
     for name, plugin in pm.list_name_plugin():
@@ -179,3 +355,13 @@ def describe() -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda row: row["name"])
+
+
+def not_loaded() -> list[dict[str, str]]:
+    """Installed plugins left out by ``MLRT_LOAD_PLUGINS`` or ``MLRT_DISABLE_PLUGINS``:
+    name, distribution, version and why."""
+    get_plugin_manager()
+    return [
+        {"name": name, "distribution": dist, "version": version, "why": why}
+        for name, (dist, version, why) in sorted(_NOT_LOADED.items())
+    ]

@@ -67,12 +67,27 @@ class TrialResult:
 
 
 class Tuner(abc.ABC):
-    """Base class for tuner plugins (``spec.tuner``)."""
+    """Base class for tuner plugins (``spec.tuner``).
+
+    A job names a tuner as ``tuner: NAME``, or with settings as ``tuner:
+    {algorithm: NAME, step: 0.1}``. ``settings`` declares the settings the
+    tuner accepts (name -> :class:`mlrt.algorithms.Hyperparameter`, checked
+    when the plugin loads); mlrt validates a job's settings against it when the
+    job is validated or submitted, then calls :meth:`configure` on the search's
+    fresh copy of the tuner, before :meth:`start`, with the settings checked,
+    coerced to their types and completed with defaults.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     parallel_aware: ClassVar[bool] = False
     """True when suggestions stay diverse while earlier ones are still running."""
+    settings: ClassVar[Mapping[str, Hyperparameter]] = {}
+    """The settings a job may give beside ``spec.tuner.algorithm``."""
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        """Receive this search's validated settings (default: kept as ``self.options``)."""
+        self.options = dict(settings)
 
     def check(self, space: list[Parameter]) -> str | None:
         """A one-line problem if this tuner cannot search ``space`` (validation time), else None."""

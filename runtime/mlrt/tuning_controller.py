@@ -24,6 +24,11 @@ with a result (SUCCEEDED, PRUNED or FAILED_GATE) count toward ``max_trials``,
 seed the tuner and compete for best, and are not run again; trials it lost
 when its controller stopped are. ``warm_start`` jobs only seed the tuner.
 
+A tuner or early-stopping rule that raises (or a tuner that suggests something
+that is not a mapping of its parameters) ends the search FAILED with one line
+naming it and its distribution (:class:`mlrt.plugins.PluginFailure`); its
+traceback is kept as an event of the tuning run. The controller goes on.
+
 Gates in the template are constraints: a trial that misses one ends
 FAILED_GATE, never becomes the best trial and does not count against
 ``max_failed_trials``; the tuner sees its objective with its
@@ -44,7 +49,7 @@ from mlrt.states import RunState
 from mlrt.store.models import Run, utcnow
 from mlrt.submission import local_prefix
 from mlrt.tuning import TrialProgress, TrialResult
-from mlrt.tuning_spec import load_trial, search_space
+from mlrt.tuning_spec import load_trial, search_space, tuner_choice, tuner_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt.controller import Controller
@@ -90,10 +95,23 @@ class Study:
         self.valued: set[str] = set()
         self._learn_values(self.inherited + warm + done)
         history = [self._result(t) for t in self.inherited + warm + done]
-        self.tuner = copy.deepcopy(plugins.tuners()[self.spec["tuner"]])
-        self.tuner.start(search_space(self.spec), self.goal, self.spec["seed"], self.spec["parallel_trials"], history)
+        self.tuner_name, _ = tuner_choice(self.spec)
+        if self.tuner_name not in plugins.tuners():
+            raise RuntimeError(plugins.unknown("tuners", self.tuner_name))
+        self.tuner = copy.deepcopy(plugins.tuners()[self.tuner_name])
+        self.space = search_space(self.spec)
+        try:
+            with plugins.blame("tuners", self.tuner_name):
+                self.tuner.configure(tuner_settings(self.spec)[0])
+                self.tuner.start(self.space, self.goal, self.spec["seed"], self.spec["parallel_trials"], history)
+        except plugins.PluginFailure as failure:
+            self._keep_traceback(failure)
+            raise
         stopping = self.spec.get("early_stopping")
-        self.stopper = plugins.early_stoppers()[stopping["algorithm"]] if stopping else None
+        self.stopper_name = stopping["algorithm"] if stopping else ""
+        self.stopper = plugins.early_stoppers().get(self.stopper_name) if stopping else None
+        if stopping and self.stopper is None:
+            raise RuntimeError(plugins.unknown("early_stoppers", self.stopper_name))
         if self.stopper is not None:
             from mlrt.algorithms import resolve_values
 
@@ -157,7 +175,42 @@ class Study:
 
     # -- one pass -------------------------------------------------------------
 
+    def _keep_traceback(self, failure: plugins.PluginFailure) -> None:
+        """Record a plugin's traceback as an event of the tuning run (its last 8,000 characters)."""
+        details = f"; traceback:\n{failure.details[-8000:]}" if failure.details else ""
+        self.store.add_event(self.run_id, failure.line + details)
+
     def reconcile(self, run: Run) -> None:
+        """One pass; a tuner or early-stopping rule that raises ends the search FAILED, naming it."""
+        try:
+            self._reconcile(run)
+        except plugins.PluginFailure as failure:
+            self._keep_traceback(failure)
+            self._complete(run, self._trials(), RunState.FAILED, failure.line)
+
+    def _observe(self, result: TrialResult) -> None:
+        with plugins.blame("tuners", self.tuner_name):
+            self.tuner.observe(result)
+
+    def _suggest(self, number: int) -> dict[str, Any] | None:
+        """The tuner's parameters for trial ``number`` (None: the space is exhausted), checked to
+        be a mapping of parameters the space has."""
+        with plugins.blame("tuners", self.tuner_name):
+            params = self.tuner.suggest(number)
+        if params is None:
+            return None
+        known = {p.name for p in self.space}
+        if not isinstance(params, dict) or not set(params) <= known:
+            from mlrt.limits import shown
+
+            raise plugins.PluginFailure(
+                f"{plugins.label('tuners', self.tuner_name)} suggested {shown(params)} for trial {number}:"
+                f" not a mapping of the space's parameters ({', '.join(sorted(known))})",
+                "",
+            )
+        return params
+
+    def _reconcile(self, run: Run) -> None:
         trials = self._trials()
         if run.cancel_requested:
             self._complete(run, trials, RunState.CANCELLED, "cancelled by user")
@@ -166,7 +219,7 @@ class Study:
         for trial in trials:
             if trial.id not in self.observed and RunState(trial.state).is_terminal():
                 self.observed.add(trial.id)
-                self.tuner.observe(self._result(trial))
+                self._observe(self._result(trial))
         if self.stopper is not None:
             self._early_stop(trials)
             trials = self._trials()
@@ -190,9 +243,10 @@ class Study:
             for step in sorted(s for s in series[trial.id] if s > self.judged.get(trial.id, -1)):
                 self.judged[trial.id] = step
                 seen = {s: v for s, v in series[trial.id].items() if s <= step}
-                reason = self.stopper.should_stop(
-                    TrialProgress(trial.trial or 0, seen, False), others, self.goal, self.settings
-                )
+                with plugins.blame("early_stoppers", self.stopper_name):
+                    reason = self.stopper.should_stop(
+                        TrialProgress(trial.trial or 0, seen, False), others, self.goal, self.settings
+                    )
                 if reason:
                     self.controller.finish_run(trial, RunState.PRUNED, f"pruned at step {step}: {reason}")
                     break
@@ -238,7 +292,7 @@ class Study:
         started = len(self.inherited) + len(trials) + self.unstartable
         while active < self.spec["parallel_trials"] and started < self.spec["max_trials"] and not self.exhausted:
             number = self.next_number
-            params = self.tuner.suggest(number)
+            params = self._suggest(number)
             if params is None:
                 self.exhausted = True
                 return
@@ -249,7 +303,7 @@ class Study:
                 active += 1
             except SpecError as exc:
                 self.unstartable += 1
-                self.tuner.observe(TrialResult(number, params, "FAILED", None))
+                self._observe(TrialResult(number, params, "FAILED", None))
                 self.store.add_event(self.run_id, f"trial {number} {params} is invalid: {'; '.join(exc.problems)}")
 
     def _submit_trial(self, number: int, params: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ spec:
     learning_rate: {type: float, min: 0.01, max: 0.3, scale: log}
     max_depth: {type: int, min: 2, max: 10}
     algorithm: {type: categorical, values: [sklearn.random_forest, sklearn.svm]}
-  tuner: tpe
+  tuner: tpe                 # or with settings: {algorithm: NAME, setting: value, ...}
   max_trials: 30
   parallel_trials: 2
   max_failed_trials: 3
@@ -43,8 +43,8 @@ from mlrt.spec import (
     Metadata,
     RunDuration,
     SpecError,
-    _describe_error,
     _Model,
+    describe_error,
     parse_document,
 )
 from mlrt.tuning import Parameter
@@ -90,6 +90,13 @@ class Objective(_Model):
     goal: Literal["minimize", "maximize"]
 
 
+class TunerSpec(BaseModel):
+    """``algorithm`` names a tuner plugin; the other keys are its settings (its ``settings`` schema)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    algorithm: str
+
+
 class EarlyStoppingSpec(BaseModel):
     """``algorithm`` names an early-stopping plugin; the other keys are its settings."""
 
@@ -112,7 +119,7 @@ class TuningJobSpec(_Model):
     template: dict[str, Any]
     objective: Objective
     parameters: dict[str, ParameterSpec] = Field(min_length=1, max_length=limits.MAX_PARAMETERS)
-    tuner: str = "tpe"
+    tuner: str | TunerSpec = "tpe"
     max_trials: int = Field(20, ge=1, le=limits.MAX_TRIALS)
     parallel_trials: int = Field(1, ge=1, le=limits.MAX_PARALLEL_TRIALS)
     max_failed_trials: int = Field(3, ge=0, le=limits.MAX_TRIALS)
@@ -158,6 +165,26 @@ class LoadedTuning:
         data = self.job.model_dump(mode="json", by_alias=True)
         data["base_dir"] = str(self.base_dir)
         return data
+
+
+def tuner_choice(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The tuner a resolved TuningJob spec names, and the settings it gives it (as written)."""
+    tuner = spec["tuner"]
+    if isinstance(tuner, str):
+        return tuner, {}
+    return tuner["algorithm"], {k: v for k, v in tuner.items() if k != "algorithm"}
+
+
+def tuner_settings(spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The tuner's settings checked against its schema and completed with defaults, and one
+    line per problem (``spec.tuner.step: must be <= 1, got 5``)."""
+    from mlrt import plugins
+    from mlrt.algorithms import resolve_values
+
+    name, given = tuner_choice(spec)
+    tuner = plugins.tuners()[name]
+    settings, bad = resolve_values(tuner.settings, given, name, noun="setting")
+    return settings, [f"spec.tuner.{key}: {text}" for key, text in bad.items()]
 
 
 def search_space(spec: dict[str, Any]) -> list[Parameter]:
@@ -244,22 +271,26 @@ def _semantic_problems(loaded: LoadedTuning) -> list[str]:
     problems: list[str] = []
     resolved = loaded.resolved()
     spec = resolved["spec"]
-    tuner = plugins.tuners().get(spec["tuner"])
+    tuner_name, _ = tuner_choice(spec)
+    tuner = plugins.tuners().get(tuner_name)
+    field = "spec.tuner" if isinstance(spec["tuner"], str) else "spec.tuner.algorithm"
     if tuner is None:
-        problems.append(
-            f"spec.tuner: unknown tuner {spec['tuner']!r} (registered: {', '.join(sorted(plugins.tuners())) or 'none'})"
-        )
+        problems.append(f"{field}: {plugins.unknown('tuners', tuner_name)}")
     else:
-        problem = tuner.check(search_space(spec))
+        problems += tuner_settings(spec)[1]
+        try:
+            with plugins.blame("tuners", tuner_name):
+                problem = tuner.check(search_space(spec))
+        except plugins.PluginFailure as failure:
+            problem = str(failure)
         if problem:
             problems.append(f"spec.parameters: {problem}")
     stopping = spec.get("early_stopping")
     if stopping:
         stopper = plugins.early_stoppers().get(stopping["algorithm"])
         if stopper is None:
-            known = ", ".join(sorted(plugins.early_stoppers())) or "none"
             problems.append(
-                f"spec.early_stopping.algorithm: unknown rule {stopping['algorithm']!r} (registered: {known})"
+                f"spec.early_stopping.algorithm: {plugins.unknown('early_stoppers', stopping['algorithm'])}"
             )
         else:
             settings = {k: v for k, v in stopping.items() if k != "algorithm"}
@@ -291,7 +322,7 @@ def parse_tuning(
     try:
         job = TuningJob.model_validate(document)
     except ValidationError as exc:
-        raise SpecError([_describe_error(e) for e in exc.errors()]) from None
+        raise SpecError([describe_error(e, TuningJob) for e in exc.errors()]) from None
     loaded = LoadedTuning(job, source_text, source_path, base_dir, overrides)
     problems = _semantic_problems(loaded)
     if problems:
