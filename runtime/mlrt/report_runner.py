@@ -5,7 +5,10 @@
 columns of its data channels (by split and id), gives every requested
 report a :class:`mlrt.reports.ReportInput`, and writes each result to
 ``<run output>/output/reports/<name>.json`` plus the whole page to
-``report.html`` beside them, registering them as the run's artifacts.
+``report.html`` beside them, registering them as the run's artifacts. A report
+whose ``build`` raises is skipped, its result saying so in one line that names
+it and its distribution, and its traceback is kept beside the results as
+``<name>.traceback.txt``.
 ``check_gates`` evaluates ``spec.gates`` on those results, and ``diff``
 lines two runs' comparable numbers up.
 """
@@ -200,10 +203,13 @@ def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str
             output_dir=target,
             retrain=retrain,
         )
-        try:
-            result = report.build(data)
-        except Exception as exc:  # one broken report must not hide the others
-            result = {"report": name, "skipped": f"failed: {type(exc).__name__}: {exc}"}
+        try:  # one broken report must not hide the others
+            with plugins.blame("reports", name):
+                result = report.build(data)
+        except plugins.PluginFailure as failure:
+            traceback_file = target / f"{name}.traceback.txt"
+            traceback_file.write_text(failure.details)
+            result = {"report": name, "skipped": f"failed: {failure.line} (traceback: {traceback_file.name})"}
         (target / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         results[name] = result
     from mlrt.report_page import page

@@ -1,5 +1,6 @@
-"""``mlrt plugins``: the installed plugins, and ``mlrt plugins show NAME``: what one algorithm,
-backend, data scheme, report, tuner or early stopper is and which settings it takes."""
+"""``mlrt plugins``: the installed plugins (``--check``: every problem with them), and ``mlrt
+plugins show NAME``: what one algorithm, backend, data scheme, report, tuner or early stopper is
+and which settings it takes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import click
 
-from mlrt.cli import App
+from mlrt.cli import EXIT_FAILED, App
 from mlrt.cli.render import echo_json, table
 
 pass_app = click.make_pass_decorator(App)
@@ -18,7 +19,7 @@ KINDS = {
     "launchers": ("backend", "spec.compute.backend", None, None),
     "data_schemes": ("data scheme", "spec.data.CHANNEL (its URI)", None, None),
     "reports": ("report", "spec.reports", "spec.report_options.{name}", "options"),
-    "tuners": ("tuner", "spec.tuner (TuningJob)", None, None),
+    "tuners": ("tuner", "spec.tuner (TuningJob)", "spec.tuner", "settings"),
     "early_stoppers": ("early stopper", "spec.early_stopping.algorithm (TuningJob)", "spec.early_stopping", "settings"),
 }
 """Per registry: the noun, the spec field that chooses the item, where its settings go and the
@@ -30,20 +31,53 @@ _FLAGS = ("task", "runs_images", "survives_controller", "uploads_output", "paral
 
 @click.group("plugins", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="List every problem with the plugins installed here (one line each) and exit 1 if there is any.",
+)
 @click.pass_context
-def plugins_command(ctx: click.Context, as_json: bool) -> None:
+def plugins_command(ctx: click.Context, as_json: bool, check: bool) -> None:
     """Installed plugins: distribution, version, hooks, and what each provides (the service's, with --server).
 
-    `mlrt plugins show NAME` describes one algorithm, backend, report, tuner,
-    early stopper or data scheme: its settings with types, ranges and defaults."""
-    if ctx.invoked_subcommand is None:
+    Plugins left out by MLRT_LOAD_PLUGINS or MLRT_DISABLE_PLUGINS are listed as
+    "not loaded". `mlrt plugins show NAME` describes one algorithm, backend,
+    report, tuner, early stopper or data scheme: its settings with types,
+    ranges and defaults."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if check:
+        _check(as_json)
+    else:
         _list(ctx.find_object(App), as_json)
+
+
+def _check(as_json: bool) -> None:
+    """``plugin NAME (dist VERSION): object: problem`` for each problem; exit 1 when any."""
+    from mlrt import plugins
+
+    problems = plugins.problems()
+    if as_json:
+        echo_json(problems)
+    elif problems:
+        for line in problems:
+            click.echo(line)
+    else:
+        click.echo("no problems found in the installed plugins")
+    if problems:
+        raise SystemExit(EXIT_FAILED)
 
 
 def _list(app: App, as_json: bool) -> None:
     from mlrt import plugins
 
-    rows = app.remote.get("/plugins") if app.remote is not None else plugins.describe()
+    if app.remote is not None:
+        rows = app.remote.get("/plugins")
+    else:
+        skipped = plugins.not_loaded()
+        rows = plugins.describe() + [
+            {**row, "hooks": [], "provides": {}, "loaded": False} for row in skipped
+        ]
     if as_json:
         echo_json(rows)
         return
@@ -56,12 +90,17 @@ def _list(app: App, as_json: bool) -> None:
                 r["distribution"],
                 r["version"],
                 ", ".join(r["hooks"]),
-                "; ".join(f"{kind}: {', '.join(names)}" for kind, names in r["provides"].items()),
+                "; ".join(f"{kind}: {', '.join(names)}" for kind, names in r["provides"].items())
+                or (f"not loaded: {r['why']}" if r.get("loaded") is False else ""),
             )
             for r in rows
         ],
     )
     click.echo("details of one (settings, types, ranges, defaults): mlrt plugins show NAME")
+    if app.remote is None:
+        problems = plugins.problems()
+        if problems:
+            click.echo(f"{len(problems)} problem(s) with the installed plugins: mlrt plugins --check")
 
 
 def setting(parameter) -> dict[str, Any]:
