@@ -186,7 +186,8 @@ def _collect(kind: str) -> _Registry:
                 raise PluginError(f"{kind[:-1]} {key!r} is registered by both {first!r} and {plugin_name!r}")
             bad = item_problems(kind, item)
             if bad:
-                unusable[key] = [f"{_plugin_label(plugin_name)}: {NOUNS[kind]} {key!r}{where}: {why}" for where, why in bad]
+                owner = f"{_plugin_label(plugin_name)}: {NOUNS[kind]} {key!r}"
+                unusable[key] = [f"{owner}{where}: {why}" for where, why in bad]
             else:
                 found[key] = (item, plugin_name)
     return _Registry(found, unusable)

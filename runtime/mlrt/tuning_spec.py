@@ -264,6 +264,28 @@ def _corners(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return sets
 
 
+def first_trial_parameters(spec: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the job's tuner suggests first for a fresh search (what ``mlrt validate``
+    shows as the first trial), with the spec's seed (0 when it has none: ``mlrt submit`` then
+    draws one). A tuner that raises is a SpecError naming it; one with nothing to suggest gives
+    the low end of every range."""
+    from mlrt import plugins
+
+    name, _ = tuner_choice(spec)
+    tuner = copy.deepcopy(plugins.tuners()[name])
+    try:
+        with plugins.blame("tuners", name):
+            tuner.configure(tuner_settings(spec)[0])
+            seed, parallel = spec.get("seed") or 0, spec["parallel_trials"]
+            tuner.start(search_space(spec), spec["objective"]["goal"], seed, parallel, [])
+            params = tuner.suggest(1)
+    except plugins.PluginFailure as failure:
+        raise SpecError([f"spec.tuner: {failure}"]) from None
+    if not isinstance(params, dict):
+        params = _corners(spec)[0]
+    return applicable(spec, params)
+
+
 def _semantic_problems(loaded: LoadedTuning) -> list[str]:
     from mlrt import plugins
     from mlrt.algorithms import resolve_values

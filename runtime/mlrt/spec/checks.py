@@ -35,8 +35,7 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
         registry = plugins.algorithms()
         algorithm = registry.get(name)
         if algorithm is None:
-            known = ", ".join(sorted(registry)) or "none installed"
-            problems.append(f"spec.algorithm: unknown algorithm {name!r} (registered: {known})")
+            problems.append(f"spec.algorithm: {plugins.unknown('algorithms', name)}")
         elif isinstance(hyperparameters, dict) and len(hyperparameters) <= limits.MAX_HYPERPARAMETERS:
             resolved_hp, bad = resolve_hyperparameters(algorithm, hyperparameters)
             problems += [f"spec.hyperparameters.{key}: {text}" for key, text in bad.items()]
@@ -47,8 +46,7 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
     backend = compute.get("backend", "local")
     launcher = plugins.launchers().get(backend) if isinstance(backend, str) else None
     if isinstance(backend, str) and launcher is None:
-        known = ", ".join(sorted(plugins.launchers())) or "none installed"
-        problems.append(f"spec.compute.backend: unknown backend {backend!r} (registered: {known})")
+        problems.append(f"spec.compute.backend: {plugins.unknown('launchers', backend)}")
     if launcher is not None and spec.get("image") and not launcher.runs_images:
         problems.append(
             f"spec.image: the {backend} backend runs programs on this machine, not images;"
@@ -77,13 +75,17 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
             known = ", ".join(f"{s}://" for s in sorted(schemes)) or "none installed"
             problems.append(f"spec.data.{channel}: unsupported URI scheme in {uri!r} (supported: {known})")
             continue
-        resolved = scheme.resolve(uri, base_dir)
-        entry = value if isinstance(value, dict) else {}
-        entry["uri"] = resolved
-        if entry.get("label") is None:
-            entry["label"] = scheme.default_label(resolved)
-        data[channel] = entry
-        problem = scheme.check(resolved)
+        try:  # a scheme that raises is its plugin's failure, named in one line
+            with plugins.blame("data_schemes", uri_scheme(uri)):
+                resolved = scheme.resolve(uri, base_dir)
+                entry = value if isinstance(value, dict) else {}
+                entry["uri"] = resolved
+                if entry.get("label") is None:
+                    entry["label"] = scheme.default_label(resolved)
+                data[channel] = entry
+                problem = scheme.check(resolved)
+        except plugins.PluginFailure as failure:
+            problem = str(failure)
         if problem:
             problems.append(f"spec.data.{channel}: {problem}")
 
@@ -92,8 +94,7 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
         known_reports = plugins.reports()
         for index, report in enumerate(reports):
             if isinstance(report, str) and report not in known_reports:
-                known = ", ".join(sorted(known_reports)) or "none installed"
-                problems.append(f"spec.reports.{index}: unknown report {report!r} (registered: {known})")
+                problems.append(f"spec.reports.{index}: {plugins.unknown('reports', report)}")
     options = spec.get("report_options")
     if isinstance(options, dict):
         from mlrt.algorithms import resolve_values
