@@ -138,11 +138,72 @@ class Store:
                 query = query.where(Run.owner == owner)
             return list(s.exec(query.order_by(Run.created_at)))
 
-    def active_states(self, owner: str) -> list[tuple[str, str]]:
-        """``(id, state)`` of the runs :meth:`active_runs` returns for ``owner``, without loading the rows."""
+    def busy_runs(self, owner: str) -> list[Run]:
+        """The active runs of ``owner`` that a reconcile pass handles one by one: every state
+        but QUEUED, and the QUEUED runs that are not waiting for admission (tuning runs, runs
+        whose cancel was requested). The rest of the queue is read by :meth:`queue_heads`, so a
+        pass costs the same however long the queue is."""
         with self.session() as s:
-            query = select(Run.id, Run.state).where(col(Run.state).in_(ACTIVE), Run.owner == owner)
-            return [tuple(row) for row in s.exec(query.order_by(Run.created_at))]
+            query = (
+                select(Run)
+                .join(Job, Job.id == Run.job_id)
+                .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
+                .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
+            )
+            return list(s.exec(query.order_by(Run.created_at)))
+
+    def queue_heads(
+        self, owner: str, backends: Sequence[str], depth: int, now: Any
+    ) -> list[tuple[Run, str | None]]:
+        """``(run, project)`` for the first ``depth`` runs of each (project, backend) queue of
+        ``owner`` that admission could launch now: QUEUED, not a tuning run, no cancel
+        requested, past its ``not_before``, on one of ``backends`` (or with no backend
+        recorded). Each queue is in launch order within a project (priority, then age), so
+        admission's order over all of them is its order over the whole queue, and the
+        database sorts the queue, not Python."""
+        position = (
+            func.row_number()
+            .over(
+                partition_by=(Job.project, Run.backend),
+                order_by=(col(Run.priority).desc(), col(Run.created_at), col(Run.id)),
+            )
+            .label("position")
+        )
+        queued = (
+            select(Run.id, position)
+            .join(Job, Job.id == Run.job_id)
+            .where(Run.state == RunState.QUEUED.value, Run.owner == owner, Job.kind != "TuningJob")
+            .where(~col(Run.cancel_requested), col(Run.not_before).is_(None) | (col(Run.not_before) <= now))
+            .where(col(Run.backend).in_(list(backends)) | col(Run.backend).is_(None))
+            .subquery()
+        )
+        with self.session() as s:
+            query = (
+                select(Run, Job.project)
+                .join(queued, queued.c.id == Run.id)
+                .join(Job, Job.id == Run.job_id)
+                .where(queued.c.position <= depth)
+                .order_by(Run.created_at)
+            )
+            return [(run, project) for run, project in s.exec(query)]
+
+    def active_signature(self, owner: str) -> tuple[list[tuple[str, str]], int]:
+        """What a pass compares before and after to see whether anything it owns changed:
+        ``(id, state)`` of :meth:`busy_runs` and how many other runs are queued."""
+        with self.session() as s:
+            busy = (
+                select(Run.id, Run.state)
+                .join(Job, Job.id == Run.job_id)
+                .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
+                .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
+                .order_by(Run.created_at, Run.id)
+            )
+            queued = (
+                select(func.count())
+                .select_from(Run)
+                .where(Run.state == RunState.QUEUED.value, Run.owner == owner, ~col(Run.cancel_requested))
+            )
+            return [tuple(row) for row in s.exec(busy)], s.exec(queued).one()
 
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
         """Active runs of jobs submitted through the API (they have a project) that
