@@ -130,6 +130,7 @@ def submit(
     `mlrt status RUN` and `mlrt logs -f RUN`.
     """
     from mlrt.controller import check_pool_sizes, process_identity, spawn_controller
+    from mlrt.planning import check_columns, check_launchable
     from mlrt.records import RunRecord
     from mlrt.spec import load_spec
     from mlrt.submission import log_dir
@@ -197,6 +198,7 @@ def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool
     if app.remote is not None:
         plan = app.remote.validate(spec_file, overrides)
     else:
+        from mlrt.planning import validation_plan
         from mlrt.spec import load_spec
 
         plan = validation_plan(load_spec(spec_file, overrides))
@@ -219,84 +221,6 @@ def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool
     else:
         click.echo(f"# {spec_file} is valid; this is what `mlrt submit` would launch (nothing was launched)")
         click.echo(yaml.dump(plan, Dumper=dumper, sort_keys=False, width=120), nl=False)
-
-
-def validation_plan(loaded) -> dict[str, Any]:
-    """What ``mlrt validate --json`` prints for a loaded spec: the resolved spec and
-    the launch request (for a TuningJob: the search space and a first trial's), with
-    ``spec.env`` values shown as ``<not shown>`` (see :mod:`mlrt.secrets`)."""
-    import dataclasses
-
-    from mlrt.secrets import mask_resolved
-    from mlrt.spec import LoadedSpec
-    from mlrt.tuning_spec import _corners, applicable, load_trial, search_space
-
-    check_columns(loaded)
-    if isinstance(loaded, LoadedSpec):
-        return _training_plan(loaded, f"{loaded.name}-<id>")
-    resolved = loaded.resolved()
-    example = applicable(resolved["spec"], _corners(resolved["spec"])[0])
-    trial = load_trial(resolved, f"{loaded.name[:56]}-t001", example)
-    return {
-        "spec": mask_resolved(resolved),
-        "search_space": [dataclasses.asdict(p) for p in search_space(resolved["spec"])],
-        "example_trial": {"parameters": example, **_training_plan(trial, f"{loaded.name}-<id>-t001")},
-    }
-
-
-def _training_spec(loaded) -> dict[str, Any]:
-    """The resolved ``spec`` of a TrainingJob; for a TuningJob, of a first trial."""
-    from mlrt.spec import LoadedSpec
-    from mlrt.tuning_spec import _corners, applicable, load_trial
-
-    if not isinstance(loaded, LoadedSpec):
-        resolved = loaded.resolved()
-        loaded = load_trial(resolved, "checked", applicable(resolved["spec"], _corners(resolved["spec"])[0]))
-    return loaded.resolved()["spec"]
-
-
-def check_columns(loaded) -> None:
-    """Refuse a spec whose slices, protected attributes or tag rules name a column its local
-    data channels do not have (see :mod:`mlrt.columns`); for a TuningJob, its template's."""
-    from mlrt.columns import column_problems
-    from mlrt.spec import SpecError
-
-    problems = column_problems(_training_spec(loaded))
-    if problems:
-        raise SpecError(problems)
-
-
-def check_launchable(loaded) -> None:
-    """Refuse a job its backend cannot launch from here at all (:meth:`mlrt.launchers.Launcher.preflight`)."""
-    from mlrt import plugins
-    from mlrt.spec import SpecError
-
-    compute = _training_spec(loaded)["compute"]
-    problem = plugins.launchers()[compute["backend"]].preflight(compute)
-    if problem:
-        raise SpecError([problem])
-
-
-def _training_plan(loaded, run_id: str) -> dict[str, Any]:
-    """The resolved spec and the exact launch request of a TrainingJob, without side effects."""
-    from mlrt import plugins
-    from mlrt.data import uri_scheme
-    from mlrt.secrets import mask_request, mask_resolved
-    from mlrt.store import database_url, mlrt_home
-    from mlrt.submission import launch_context
-
-    resolved = loaded.resolved()
-    spec = resolved["spec"]
-    spec["seed"] = spec["seed"] if spec.get("seed") is not None else "<chosen at submit>"
-    schemes = plugins.data_schemes()
-    cache = mlrt_home() / "cache"
-    paths = {}
-    for name, channel in spec["data"].items():
-        planned = schemes[uri_scheme(channel["uri"])].local_path(channel["uri"], cache)
-        paths[name] = str(planned) if planned else f"<{channel['uri']}, materialized at launch>"
-    ctx = launch_context(resolved, run_id, 1, database_url(None), paths, {})
-    request = plugins.launchers()[spec["compute"]["backend"]].plan(ctx)
-    return {"spec": mask_resolved(resolved), "launch": mask_request(request.to_dict(), spec)}
 
 
 def _reap(app: App) -> None:

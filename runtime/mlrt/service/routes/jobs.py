@@ -1,0 +1,116 @@
+"""Submitting and validating specs: ``POST /api/v1/jobs`` and ``POST /api/v1/validate``.
+
+A spec is checked here as ``mlrt submit`` checks it, then against what the
+operator allows on this machine (:mod:`mlrt.service.policy`); problems are 422
+(413 for a spec over its size limit), one line each, and never say whether a
+file outside the allowed paths exists.
+"""
+
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from mlrt.service.auth import Principal
+from mlrt.service.routes.common import Parts, SpecProblems, User
+from mlrt.states import RunState
+from mlrt.store import Store, mlrt_home
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+
+
+class SubmitBody(BaseModel):
+    spec: str = Field(description="The spec file's text (YAML).")
+    filename: str = Field("job.yaml", description="The spec file's name, used in error messages.")
+    overrides: list[str] = Field(default_factory=list, description="`--set PATH=VALUE` overrides.")
+    sanity: bool = False
+    resume_from: str | None = None
+
+
+class ValidateBody(BaseModel):
+    spec: str
+    filename: str = "job.yaml"
+    overrides: list[str] = Field(default_factory=list)
+
+
+def load(text: str, filename: str, overrides: list[str], folder: Path):
+    """The spec ``text`` loaded as if it were the file ``folder/filename``, and allowed by the policy."""
+    from mlrt.service import policy
+    from mlrt.spec import SpecError, parse_text
+
+    name = Path(filename).name or "job.yaml"
+    try:
+        loaded = parse_text(text, name, folder / name, overrides)
+    except SpecError as exc:
+        exc.problems = policy.conceal(exc.problems, folder)  # never whether a file outside them exists
+        raise SpecProblems.of(exc) from None
+    resolved = loaded.resolved()
+    try:
+        policy.check(resolved, folder)  # backends, paths of this machine and namespaces the operator allows
+    except policy.PolicyError as exc:
+        raise SpecProblems(exc.problems) from None
+    return loaded
+
+
+def check_referenced(store: Store, who: Principal, loaded, resume_from: str | None) -> None:
+    """Runs a spec starts from must be visible to the submitter too."""
+    referenced = {"--resume-from": resume_from} if resume_from else {}
+    spec = loaded.resolved()["spec"]
+    if (spec.get("init_from") or {}).get("run"):
+        referenced["spec.init_from.run"] = spec["init_from"]["run"]
+    for index, other in enumerate(spec.get("warm_start") or []):
+        referenced[f"spec.warm_start.{index}"] = other
+    projects = store.projects_of(list(referenced.values()))
+    for field, run_id in referenced.items():
+        if run_id in projects and not who.can_see(projects[run_id]):
+            raise HTTPException(403, f"{field}: run {run_id!r} belongs to another project")
+
+
+@router.post("/jobs", status_code=201)
+def submit(body: SubmitBody, who: User, parts: Parts) -> dict[str, Any]:
+    """Queue a spec as a new job of the token's project; the leader launches it."""
+    from mlrt.secrets import mask_submitted
+    from mlrt.spec import SpecError
+    from mlrt.submission import submit as submit_job
+
+    if who.project is None:
+        raise HTTPException(403, "an admin token has no project to submit into; use a user token")
+    # The spec's own folder on this side: relative paths in it resolve here,
+    # and it is the default working directory of its workers.
+    folder = mlrt_home() / "submissions" / secrets.token_hex(8)
+    folder.mkdir(parents=True)
+    try:
+        loaded = load(body.spec, body.filename, body.overrides, folder)  # checks the text before it is written
+        # Masked: spec.env values are kept only encrypted, in the job row (mlrt.secrets).
+        (folder / (Path(body.filename).name or "job.yaml")).write_text(mask_submitted(body.spec))
+        check_referenced(parts.store, who, loaded, body.resume_from)
+        run_id = submit_job(
+            parts.store,
+            loaded,
+            sanity=body.sanity,
+            resume_from=body.resume_from,
+            project=who.project,
+            submitted_by=who.user,
+        )
+    except SpecError as exc:
+        shutil.rmtree(folder)
+        raise SpecProblems.of(exc) from None
+    except BaseException:
+        shutil.rmtree(folder)  # nothing half-written for a refused submission
+        raise
+    parts.wake()
+    return {"run_id": run_id, "state": RunState.QUEUED.value}
+
+
+@router.post("/validate")
+def validate(body: ValidateBody, _who: User) -> dict[str, Any]:
+    """What `mlrt validate --json` prints: the resolved spec and launch request; launches nothing."""
+    import tempfile
+
+    from mlrt.planning import validation_plan
+
+    with tempfile.TemporaryDirectory() as folder:
+        return validation_plan(load(body.spec, body.filename, body.overrides, Path(folder)))  # values masked
