@@ -63,7 +63,7 @@ class OverridingPlugin:
         return [NeverStop()]
 
 
-def test_an_installed_plugin_overrides_a_builtin_rule_of_the_same_name():
+def test_mlrt_early_stoppers_of_an_installed_plugin_override_a_builtin_rule_of_the_same_name():
     with plugins.registered(OverridingPlugin(), name="override"):
         assert isinstance(stopper("median"), NeverStop)
         assert stopper("asha").name == "asha"

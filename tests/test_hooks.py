@@ -124,7 +124,7 @@ class Recorder:
         self.calls.append(("finished", run, os.getpid()))
 
 
-def test_run_started_and_finished_are_called_in_the_controller(store: Store, tmp_path: Path):
+def test_mlrt_run_started_and_mlrt_run_finished_are_called_in_the_controller(store: Store, tmp_path: Path):
     recorder = Recorder()
     spec = spec_file(tmp_path, command_spec("print('ok')", hyperparameters={"lr": 0.1}))
     with plugins.registered(recorder, name="recorder"):
@@ -138,7 +138,7 @@ def test_run_started_and_finished_are_called_in_the_controller(store: Store, tmp
     assert {pid for _, _, pid in recorder.calls} == {os.getpid()}
 
 
-def test_run_started_per_attempt_and_finished_once_with_the_reason(store: Store, tmp_path: Path):
+def test_mlrt_run_started_per_attempt_and_mlrt_run_finished_once_with_the_reason(store: Store, tmp_path: Path):
     recorder = Recorder()
     spec = spec_file(tmp_path, command_spec("raise SystemExit(3)", retries={"max": 1, "backoff": 0.05}))
     with plugins.registered(recorder, name="recorder"):
@@ -159,7 +159,7 @@ class BrokenFinished:
         raise RuntimeError("notification service is down")
 
 
-def test_a_failing_run_finished_hook_is_an_event_not_a_failure(store: Store, tmp_path: Path):
+def test_a_failing_mlrt_run_finished_hook_is_an_event_not_a_failure(store: Store, tmp_path: Path):
     with plugins.registered(BrokenFinished(), name="broken"):
         record = run_job(store, spec_file(tmp_path, command_spec("pass")))
     assert record.state == "SUCCEEDED"
@@ -175,7 +175,7 @@ class BrokenStarted:
         raise RuntimeError("notification service is down")
 
 
-def test_a_failing_run_started_hook_is_an_event_not_a_failure(store: Store, tmp_path: Path):
+def test_a_failing_mlrt_run_started_hook_is_an_event_not_a_failure(store: Store, tmp_path: Path):
     with plugins.registered(BrokenStarted(), name="broken"):
         record = run_job(store, spec_file(tmp_path, command_spec("pass")))
     assert record.state == "SUCCEEDED"
@@ -196,7 +196,7 @@ class ReportPlugin:
         return [Report()]
 
 
-def test_registered_report_names_are_valid_in_spec_reports(tmp_path: Path):
+def test_mlrt_reports_names_are_valid_in_spec_reports(tmp_path: Path):
     path = spec_file(tmp_path, command_spec("pass", reports=["example_slices", "nope"]))
     with plugins.registered(ReportPlugin(), name="example_reports"):
         assert "example_slices" in plugins.reports()
@@ -223,7 +223,7 @@ class TunerPlugin:
         return [Tuner()]
 
 
-def test_registered_tuner_is_listed(tmp_path: Path):
+def test_mlrt_tuners_registers_a_listed_tuner(tmp_path: Path):
     builtin = set(plugins.tuners())
     with plugins.registered(TunerPlugin(), name="example-tuners"):
         assert set(plugins.tuners()) == builtin | {"example_random"}
@@ -274,7 +274,7 @@ def algorithm_spec(**hyperparameters: Any) -> dict[str, Any]:
     }
 
 
-def test_registered_algorithm_schema_validates_and_fills_defaults(tmp_path: Path):
+def test_mlrt_algorithms_schema_validates_and_fills_defaults(tmp_path: Path):
     with plugins.registered(AlgorithmPlugin(Constant()), name="constant"):
         loaded = load_spec(spec_file(tmp_path, algorithm_spec(label=2)))
         assert loaded.hyperparameters == {"label": 2, "strategy": "constant"}
@@ -361,7 +361,7 @@ class LauncherPlugin:
         return [self.launcher]
 
 
-def test_a_registered_launcher_plans_for_validate_and_launches_for_submit(store: Store, tmp_path: Path):
+def test_mlrt_launchers_backend_plans_for_validate_and_launches_for_submit(store: Store, tmp_path: Path):
     plugin = LauncherPlugin()
     spec = spec_file(
         tmp_path, command_spec("import os; assert os.environ['RANK'] == '0'", compute={"backend": "recording"})
@@ -407,7 +407,7 @@ class SchemePlugin:
         return [ConstScheme()]
 
 
-def test_a_registered_scheme_checks_and_materializes_channels(store: Store, tmp_path: Path, home: Path):
+def test_mlrt_data_schemes_scheme_checks_and_materializes_channels(store: Store, tmp_path: Path, home: Path):
     code = "import os; assert open(os.environ['MLRT_CHANNEL_TRAIN']).read() == 'a,b'"
     good = spec_file(tmp_path, command_spec(code, data={"train": "const://a,b"}), name="good")
     empty = spec_file(tmp_path, command_spec(code, data={"train": "const://"}), name="empty")

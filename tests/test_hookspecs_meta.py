@@ -1,13 +1,16 @@
 """Meta-tests that keep the plugin author's reference true (as datasette does).
 
 Every hook in ``mlrt.hookspecs`` must have a docstring, be documented in
-``docs/plugins.md`` under a heading with its exact signature, and be named in
-at least one test module other than this one: adding a hook without docs or
-a test fails the suite, and so does a heading for a hook that no longer exists.
+``docs/plugins.md`` under a heading with its exact signature, and have a test
+named for it (a ``test_*`` function whose name contains the hook's name, such as
+``test_mlrt_commands_adds_a_command_after_the_builtins``): adding a hook without
+docs or a test fails the suite, and so does a heading for a hook that no longer
+exists. A mention in a comment, a helper or a plugin class does not count.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 from pathlib import Path
@@ -68,9 +71,41 @@ def test_docs_describe_no_hook_that_does_not_exist():
     assert sorted(doc_headings()) == HOOKS
 
 
+def defined_test_names(source: str) -> list[str]:
+    """The names of the ``test_*`` functions and methods defined in a module's ``source``."""
+    return [
+        node.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+    ]
+
+
+def hook_tests(name: str) -> list[str]:
+    """``file::test`` for every test under tests/ (this module aside) whose name contains hook ``name``."""
+    me = Path(__file__).resolve()
+    return [
+        f"{path.name}::{test}"
+        for path in sorted(TESTS.rglob("test_*.py"))
+        if path.resolve() != me
+        for test in defined_test_names(path.read_text())
+        if name in test
+    ]
+
+
+def test_only_a_test_named_for_a_hook_counts():
+    source = (
+        "# mlrt_tuners is mentioned here\n"
+        "class Plugin:\n    def mlrt_tuners(self): ...\n"
+        "def test_something_else(): Plugin().mlrt_tuners()\n"
+        "def test_mlrt_tuners_are_listed(): ...\n"
+    )
+    names = defined_test_names(source)
+    assert names == ["test_something_else", "test_mlrt_tuners_are_listed"]
+    assert [n for n in names if "mlrt_tuners" in n] == ["test_mlrt_tuners_are_listed"]
+
+
 @pytest.mark.parametrize("name", HOOKS)
 def test_hook_has_a_test(name: str):
-    me = Path(__file__).resolve()
-    files = [p for p in TESTS.rglob("test_*.py") if p.resolve() != me]
-    users = [p.name for p in files if re.search(rf"\b{name}\b", p.read_text())]
-    assert users, f"no test module under tests/ mentions {name}; write one (see tests/test_hooks.py)"
+    assert hook_tests(name), (
+        f"no test under tests/ is named for {name}: name one test_{name}_... (see tests/test_hooks.py)"
+    )
