@@ -15,17 +15,17 @@ from typing import Any
 
 def validation_plan(loaded) -> dict[str, Any]:
     """What ``mlrt validate --json`` prints for a loaded spec: the resolved spec and
-    the launch request (for a TuningJob: the search space and a first trial's), with
+    the launch request (for a TuningJob: the search space and the tuner's first trial's), with
     ``spec.env`` values shown as ``<not shown>`` (see :mod:`mlrt.secrets`)."""
     from mlrt.secrets import mask_resolved
     from mlrt.spec import LoadedSpec
-    from mlrt.tuning_spec import _corners, applicable, load_trial, search_space
+    from mlrt.tuning_spec import first_trial_parameters, load_trial, search_space
 
     check_columns(loaded)
     if isinstance(loaded, LoadedSpec):
         return training_plan(loaded, f"{loaded.name}-<id>")
     resolved = loaded.resolved()
-    example = applicable(resolved["spec"], _corners(resolved["spec"])[0])
+    example = first_trial_parameters(resolved["spec"])  # what the tuner will really try first
     trial = load_trial(resolved, f"{loaded.name[:56]}-t001", example)
     return {
         "spec": mask_resolved(resolved),
