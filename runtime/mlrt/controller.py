@@ -322,7 +322,6 @@ class Controller:
         self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}
-        self._projects: dict[str, str | None] = {}
         self._troubles: dict[str, _Trouble] = {}
         self._last_heartbeat = 0.0
 
@@ -418,14 +417,12 @@ class Controller:
         self._heartbeat()
         self._ended_this_pass = set()
         changed = self._collect()
-        runs = self.store.active_runs(owner=self.owner)
-        active = {run.id for run in runs}
-        self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in active}
-        if len(self._kinds) > 2 * len(active) + 1000:  # what is kept of ended runs stays bounded
-            self._kinds = {run_id: kind for run_id, kind in self._kinds.items() if run_id in active}
-            self._projects = {run_id: p for run_id, p in self._projects.items() if run_id in active}
+        before = self.store.active_signature(self.owner)
+        runs = self.store.busy_runs(self.owner)
+        busy = {run.id for run in runs}
+        if len(self._kinds) > 2 * len(busy) + 1000:  # what is kept of ended runs stays bounded
+            self._kinds = {run_id: kind for run_id, kind in self._kinds.items() if run_id in busy}
         due = self._due_for_poll(runs)
-        ready = []
         # Trials before their tuning runs, so a tuning run sees the trials that
         # ended in this very pass and starts their successors at once.
         for run in sorted(runs, key=lambda r: self.kind(r) == "TuningJob"):
@@ -434,14 +431,10 @@ class Controller:
             trouble = self._troubles.get(run.id)
             if trouble is not None and time.monotonic() < trouble.retry_at:
                 continue
-            if run.state == RunState.QUEUED.value and self.kind(run) != "TuningJob" and not run.cancel_requested:
-                if run.not_before is None or utcnow() >= run.not_before:
-                    ready.append(run)
-                continue
             self._guarded(run, lambda run=run: self._reconcile_run(run, run.id in due))
-        if ready:
-            self._admit(ready)
-        return changed or [(r.id, r.state) for r in runs] != self.store.active_states(self.owner)
+        heads = self._admit()
+        self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in busy or run_id in heads}
+        return changed or self.store.active_signature(self.owner) != before
 
     def _guarded(self, run: Run, handle: Callable[[], None]) -> None:
         """Run ``handle`` for ``run``; a failure is the run's trouble, a database fault the pass's."""
@@ -586,23 +579,37 @@ class Controller:
 
     # -- QUEUED --------------------------------------------------------------
 
-    def _admit(self, ready: list[Run]) -> None:
-        """Launch the ready QUEUED runs that admission lets through, in its order; record why
-        the others wait. A backend whose pool already has twice its size of launches queued
-        gets no more in this pass, so a pass stays short however long the queue is."""
+    def _admit(self) -> set[str]:
+        """Launch the QUEUED runs that admission lets through, in its order; record why the
+        others wait; return the ids of the queued runs it considered.
+
+        Only the head of each queue is read (:meth:`Store.queue_heads`): a backend's pool
+        takes at most twice its size of launches at a time, so no more runs of a project
+        could be launched in this pass. A pass stays short however long the queue is."""
+        room = {}
+        for name in plugins.launchers():
+            left = 2 * self._pool(name)._max_workers - self._in_flight(name)
+            if left > 0:
+                room[name] = left
+        if not room:
+            return set()  # every pool is full: the queue waits for the next pass
+        heads = self.store.queue_heads(self.owner, sorted(room), max(room.values()), utcnow())
+        ready = []
+        projects: dict[str, str | None] = {}
+        for run, project in heads:
+            trouble = self._troubles.get(run.id)
+            if trouble is None or time.monotonic() >= trouble.retry_at:
+                ready.append(run)
+                projects[run.id] = project
+        if not ready:
+            return {run.id for run, _ in heads}
         backends = {run.id: run.backend or self._backend(run) for run in ready}
-        room = {name: 2 * self._pool(name)._max_workers - self._in_flight(name) for name in set(backends.values())}
-        if all(left <= 0 for left in room.values()):
-            return  # every pool is full: the queue waits for the next pass
-        unknown = [run.id for run in ready if run.id not in self._projects]
-        self._projects.update(self.store.projects_of(unknown) if unknown else {})
-        projects = {run.id: self._projects.get(run.id) for run in ready}
         host_bound = any(backends[run.id] in self.admission.host_backends for run in ready)
         with self.admission.deciding(host_bound):
             self.admission.refresh()
             for run in self.admission.order(ready, projects):
-                if room[backends[run.id]] <= 0:
-                    if all(left <= 0 for left in room.values()):
+                if room.get(backends[run.id], 0) <= 0:
+                    if not any(left > 0 for left in room.values()):
                         break
                     continue
                 why = self.admission.hold(run, projects.get(run.id))
@@ -612,6 +619,7 @@ class Controller:
                     continue
                 room[backends[run.id]] -= 1
                 self._guarded(run, lambda run=run: self._launch(run, backends[run.id]))
+        return {run.id for run, _ in heads}
 
     def _backend(self, run: Run) -> str:
         """The backend of a run stored before runs had a ``backend`` column."""
