@@ -74,10 +74,8 @@ def _list(app: App, as_json: bool) -> None:
     if app.remote is not None:
         rows = app.remote.get("/plugins")
     else:
-        skipped = plugins.not_loaded()
-        rows = plugins.describe() + [
-            {**row, "hooks": [], "provides": {}, "loaded": False} for row in skipped
-        ]
+        rows = [{**row, "loaded": True} for row in plugins.describe()]
+        rows += [{**row, "hooks": [], "provides": {}, "loaded": False} for row in plugins.not_loaded()]
     if as_json:
         echo_json(rows)
         return
@@ -120,6 +118,7 @@ def setting(parameter) -> dict[str, Any]:
 def describe_item(name: str) -> list[dict[str, Any]]:
     """Every registered item called ``name`` (one per kind that has it), as plain data."""
     from mlrt import plugins
+    from mlrt.reports import option_schema
 
     providers = {
         (kind, item): row for row in plugins.describe() for kind, items in row["provides"].items() for item in items
@@ -130,7 +129,7 @@ def describe_item(name: str) -> list[dict[str, Any]]:
         if item is None:
             continue
         provider = providers.get((kind, name), {})
-        schema = getattr(item, attribute, None) if attribute else None
+        schema = option_schema(item) if kind == "reports" else getattr(item, attribute, None) if attribute else None
         found.append(
             {
                 "name": name,
