@@ -432,7 +432,7 @@ class Controller:
             if trouble is not None and time.monotonic() < trouble.retry_at:
                 continue
             self._guarded(run, lambda run=run: self._reconcile_run(run, run.id in due))
-        heads = self._admit()
+        heads = self._admit() if before[1] else set()  # before[1]: how many runs are queued
         self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in busy or run_id in heads}
         return changed or self.store.active_signature(self.owner) != before
 
