@@ -1,7 +1,16 @@
 """One self-contained HTML page for a run's reports (inline CSS and SVG; opens offline).
 
-The page has the run's metrics and the summary findings at the top, then
-one section per report (:meth:`mlrt.reports.Report.html`). A small inline
+The page has the run's summary at the top (every finding, ranked as
+:mod:`mlrt.summary` says: those the terminal summary shows, then the others
+under "N more findings"), the run's metrics, then one section per report.
+
+A report's section is ``<section id="NAME">`` holding its
+:meth:`mlrt.reports.Report.html` fragment. The section's heading is the
+``<h2>`` the fragment starts with (the built-in reports give a title such as
+"Bias and variance"); a fragment that starts with anything else gets
+``<h2>NAME</h2>`` put before it, so every section has exactly one heading
+in the page's outline. A skipped report's section is its heading and the
+reason; so is one whose ``html`` raised (the line names the report and the exception). A small inline
 script marks the page once it has laid out: ``<body data-plots="N"
 data-plots-drawn="M">`` counts the ``svg.mlrt-plot`` elements and those
 that rendered with a non-empty box, which is what the browser test reads.
@@ -14,6 +23,7 @@ from typing import Any
 
 from mlrt import plugins
 from mlrt.reports import Finding
+from mlrt.summary import Summary
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
@@ -34,33 +44,48 @@ window.addEventListener("load", function () {
 """
 
 
-def page(run_id: str, metrics: dict[str, float], results: dict[str, dict[str, Any]], findings: list[Finding]) -> str:
+def _finding_items(findings: list[Finding]) -> str:
+    return "".join(
+        f"<li class='{html.escape(f.severity)}'><b>{html.escape(f.report)}</b>: {html.escape(f.text)}</li>"
+        for f in findings
+    )
+
+
+def section(name: str, fragment: str) -> str:
+    """A report's section: its ``<h2>`` first (the fragment's own, else ``<h2>NAME</h2>``)."""
+    heading = "" if fragment.lstrip().lower().startswith("<h2") else f"<h2>{html.escape(name)}</h2>"
+    return f"<section id='{html.escape(name)}'>{heading}{fragment}</section>"
+
+
+def page(run_id: str, metrics: dict[str, float], results: dict[str, dict[str, Any]], summary: Summary) -> str:
     """The whole HTML document."""
     registry = plugins.reports()
     metric_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td class='num'>{v:.4g}</td></tr>" for k, v in sorted(metrics.items())
     )
-    summary = (
-        "".join(
-            f"<li class='{html.escape(f.severity)}'><b>{html.escape(f.report)}</b>: {html.escape(f.text)}</li>"
-            for f in findings
+    failures = "".join(f"<li class='problem'>findings left out: {html.escape(line)}</li>" for line in summary.failures)
+    overview = f"<ul>{(_finding_items(summary.shown) + failures) or '<li>nothing to report</li>'}</ul>"
+    if summary.more:
+        overview += (
+            f"<details><summary>{len(summary.more)} more finding(s)</summary>"
+            f"<ul>{_finding_items(summary.more)}</ul></details>"
         )
-        or "<li>nothing to report</li>"
-    )
     sections = []
     for name, result in results.items():
         if result.get("skipped"):
-            sections.append(
-                f"<section id='{html.escape(name)}'><h2>{html.escape(name)}</h2>"
-                f"<p>skipped: {html.escape(str(result['skipped']))}</p></section>"
-            )
+            sections.append(section(name, f"<p>skipped: {html.escape(str(result['skipped']))}</p>"))
         elif name in registry:
-            sections.append(f"<section id='{html.escape(name)}'>{registry[name].html(result)}</section>")
+            try:
+                with plugins.blame("reports", name):
+                    fragment = registry[name].html(result)
+            except plugins.PluginFailure as failure:
+                fragment = f"<p class='problem'>no section: {html.escape(failure.line)}</p>"
+            sections.append(section(name, fragment))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>mlrt report: {html.escape(run_id)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>Run {html.escape(run_id)}</h1>"
-        f"<h2>Summary</h2><ul>{summary}</ul>"
+        f"<h2>Summary</h2>{overview}"
         f"<details><summary>Metrics</summary><table><tr><th>metric</th><th>value</th></tr>{metric_rows}</table></details>"
         + "".join(sections)
         + f"<script>{_MARK_DRAWN}</script></body></html>\n"

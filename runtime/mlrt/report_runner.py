@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlrt import plugins
-from mlrt.reports import Comparable, Finding, ReportInput
+from mlrt.reports import Comparable, ReportInput, option_schema
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -189,7 +189,8 @@ def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str
     results: dict[str, dict[str, Any]] = {}
     for name in wanted:
         report = registry[name]
-        options, _ = resolve_values(report.options, (spec.get("report_options") or {}).get(name) or {}, name)
+        given = (spec.get("report_options") or {}).get(name) or {}
+        options, _ = resolve_values(option_schema(report), given, name)
         data = ReportInput(
             run_id=run_id,
             frame=frame,
@@ -213,8 +214,9 @@ def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str
         (target / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
         results[name] = result
     from mlrt.report_page import page
+    from mlrt.summary import summarize
 
-    (target / "report.html").write_text(page(run_id, metrics, results, summary_findings(results)))
+    (target / "report.html").write_text(page(run_id, metrics, results, summarize(results)))
     artifacts, _ = collect(run_id, output_dir(run))
     store.put_artifacts(artifacts)
     return results
@@ -237,19 +239,6 @@ def load_results(store: Store, run_id: str) -> dict[str, dict[str, Any]]:
     if not folder.is_dir():
         return {}
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-
-
-def summary_findings(results: dict[str, dict[str, Any]], limit: int = 3) -> list[Finding]:
-    """The regime (bias_variance) first, then the ``limit`` findings with the largest gain."""
-    registry = plugins.reports()
-    regime, others = [], []
-    for name, result in results.items():
-        if name not in registry or result.get("skipped"):
-            continue
-        for finding in registry[name].findings(result):
-            (regime if name == "bias_variance" else others).append(finding)
-    others.sort(key=lambda f: (f.severity != "problem", -f.gain))
-    return regime[:1] + others[:limit]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,18 @@ if TYPE_CHECKING:  # pragma: no cover
 RESERVED_COLUMNS = ("id", "split", "label", "prediction")
 """Columns of :attr:`ReportInput.frame` that are not features (besides ``score_<class>``)."""
 
+COMMON_OPTIONS: dict[str, Hyperparameter] = {
+    "split": Hyperparameter(str, None, help="The split to analyse (default: validation, else test, else train)."),
+}
+"""Options every report takes under ``spec.report_options.<name>`` without declaring them:
+``split`` chooses :attr:`ReportInput.analysis_split`. A report that declares an option of
+the same name in :attr:`Report.options` replaces it (to give it another default or help)."""
+
+
+def option_schema(report: Report) -> dict[str, Hyperparameter]:
+    """Every option ``report`` takes: :data:`COMMON_OPTIONS`, then its own :attr:`Report.options`."""
+    return {**COMMON_OPTIONS, **(getattr(report, "options", None) or {})}
+
 
 @dataclasses.dataclass
 class ReportInput:
@@ -50,7 +62,7 @@ class ReportInput:
     spec (``slices``, ``protected``, ``tags``, ``baseline``,
     ``business_metrics``, ``gates`` ...); ``metrics`` the run's last value of
     each metric; ``options`` this report's resolved options (its
-    :attr:`Report.options` schema applied to ``spec.report_options.<name>``).
+    :func:`option_schema`, ``split`` included, applied to ``spec.report_options.<name>``).
     ``output_dir`` is where a report may write files for the user (a CSV of
     examples to review). ``retrain``, when not None, trains the run's
     algorithm again on a random fraction of the training channel and returns
@@ -133,7 +145,8 @@ class Report(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Hyperparameter]] = {}
-    """Settings a job may give under ``spec.report_options.<name>``, checked like hyperparameters."""
+    """Settings a job may give under ``spec.report_options.<name>``, checked like hyperparameters,
+    besides the :data:`COMMON_OPTIONS` every report takes (``split``)."""
 
     @abc.abstractmethod
     def build(self, data: ReportInput) -> dict[str, Any]:

@@ -127,8 +127,10 @@ def _report(app: App, run_id: str, only: list[str], as_json: bool, html_file: st
 
 
 def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | None = None) -> None:
-    """The one-screen summary: the regime, the top findings, gate failures, the HTML page."""
+    """The one-screen summary: the regime, the top findings and how many more
+    (:mod:`mlrt.summary`), failed reports and gates, where the full report is."""
     from mlrt import report_runner
+    from mlrt.summary import SUMMARY_CAP, summarize
 
     run = app.store.get_run(run_id)
     results = results if results is not None else app.report_results(run_id)
@@ -137,19 +139,32 @@ def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | No
     from rich.text import Text
 
     out = console()
+    wrap = not out.is_terminal
+
+    def line(label: str, style: str, text: str) -> None:
+        # Findings quote the data (slice values, categories, column names): printed as text, never as markup.
+        out.print(Text.assemble((label, style), text), soft_wrap=wrap)
+
     out.rule("diagnosis")
-    # Findings quote the data (slice values, categories, column names): printed as text, never as markup.
-    for finding in report_runner.summary_findings(results):
-        style = {"problem": "red", "warning": "yellow"}.get(finding.severity, "cyan")
-        out.print(Text.assemble((finding.report, style), f": {finding.text}"), soft_wrap=not out.is_terminal)
+    summary = summarize(results)
+    for finding in summary.shown:
+        line(finding.report, {"problem": "red", "warning": "yellow"}.get(finding.severity, "cyan"), f": {finding.text}")
+    if summary.more:
+        count = len(summary.more)
+        line(
+            f"{count} more finding{'s' if count > 1 else ''}",
+            "bold",
+            f" (the summary shows the top {SUMMARY_CAP}, ranked by severity and gain): all are on the full report",
+        )
+    for failure in summary.failures:
+        line("findings left out", "red", f": {failure}")
     for name, result in results.items():
         if str(result.get("skipped", "")).startswith("failed:"):
-            out.print(Text.assemble((name, "red"), f": {result['skipped']}"), soft_wrap=not out.is_terminal)
+            line(name, "red", f": {result['skipped']}")
     if run.state == "FAILED_GATE":
-        failed = run.reason.split("gate(s): ", 1)[-1]
-        out.print(Text.assemble(("gates failed", "red"), f": {failed}"), soft_wrap=not out.is_terminal)
+        line("gates failed", "red", f": {run.reason.split('gate(s): ', 1)[-1]}")
     if app.remote is not None:
-        out.print(Text(f"full report: mlrt report {run_id} --html FILE"), soft_wrap=not out.is_terminal)
+        out.print(Text(f"full report: mlrt report {run_id} --html FILE"), soft_wrap=wrap)
         return
     page = report_runner.reports_dir(run) / "report.html"
     if page.is_file():

@@ -98,6 +98,7 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
     options = spec.get("report_options")
     if isinstance(options, dict):
         from mlrt.algorithms import resolve_values
+        from mlrt.reports import option_schema
 
         known_reports = plugins.reports()
         for name, given in options.items():
@@ -105,6 +106,7 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
                 known = ", ".join(sorted(known_reports)) or "none installed"
                 problems.append(f"spec.report_options.{name}: unknown report (registered: {known})")
             elif isinstance(given, dict):
-                _, option_problems = resolve_values(known_reports[name].options, given, name, noun="option")
+                schema = option_schema(known_reports[name])
+                _, option_problems = resolve_values(schema, given, name, noun="option")
                 problems += [f"spec.report_options.{name}.{key}: {why}" for key, why in option_problems.items()]
     return problems, resolved_hp
