@@ -18,11 +18,16 @@ Deliberate simplifications:
 
 - A delete without a propagation policy uses ``Background`` for every kind. (The real API defaults batch/v1 Jobs to
   ``Orphan`` for legacy reasons, which leaves their pods running; code under test should always pass a policy.)
-- Deletion is immediate: no graceful termination and no finalizers. ``Foreground`` marks the owner with a
-  ``deletionTimestamp``, deletes its dependents, then the owner; ``Orphan`` strips the owner's ``ownerReferences``
-  from its dependents.
-- Strategic merge patches are applied as JSON merge patches (lists are replaced, not merged by key); JSON patches
-  (a list of operations) are refused with 415.
+- Pods are deleted gracefully (``deletionTimestamp``, ``deletionGracePeriodSeconds``, the test plays the kubelet
+  with :meth:`KubeStandIn.finish_termination`, a timer kills them when the grace period ends); no other kind is,
+  and the only finalizer is the garbage collector's ``foregroundDeletion``. The garbage collector works inside
+  the DELETE that starts it, not on its own thread. Pods never restart in place (restartPolicy Never, as Jobs
+  use); only sidecars do, through :meth:`KubeStandIn.fail_sidecar`.
+- Strategic merge patches merge the lists named in ``_MERGE_KEYS`` by their patch merge key (by field name, not by
+  the Go types' tags) and ``finalizers`` as a set; other lists are replaced, directives (``$patch``...) are refused
+  with 400, JSON patches (a list of operations) with 415. A patch carrying ``metadata.resourceVersion`` is a
+  precondition: 409 Conflict when it is not the current one. There is no PUT.
+- Field selectors accept only the fields the real API supports for each kind (``_SELECTABLE_FIELDS``).
 - Watches filter events by the object's state in each event: an object that stops matching a selector produces no
   DELETED event. The event history is never compacted, so any resourceVersion can be watched from (never 410 Gone).
 - Job controller: no ``FailIndex``/``backoffLimitPerIndex``, no ``successPolicy``, no pod-tracking finalizers.
@@ -37,6 +42,7 @@ grant is 403 Forbidden with the API server's message, as on a real cluster.
 from __future__ import annotations
 
 import bisect
+import collections
 import copy
 import hashlib
 import itertools
@@ -184,6 +190,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _timestamp(seconds: float) -> str:
+    """A ``time.time()`` value in the API's timestamp format."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 _SELECTOR_TERMS = re.compile(r",(?![^()]*\))")  # commas outside parentheses
 _LABEL_KEY = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
 _SET_TERM = re.compile(rf"^({_LABEL_KEY})\s+(in|notin)\s*\(([^()]*)\)$")
@@ -220,19 +231,48 @@ def _label_requirement(term: str) -> Callable[[dict[str, str]], bool]:
     raise ApiError.bad_request(f"unable to parse requirement: {term!r}")
 
 
-def field_selector(text: str) -> Callable[[JSON], bool]:
+# The fields each kind can be selected by, as the API server's ``*ToSelectableFields`` functions list them
+# (pkg/registry/core/pod/strategy.go ToSelectableFields, pkg/registry/batch/job/strategy.go JobToSelectableFields,
+# pkg/registry/core/secret/strategy.go SelectableFields); every kind has metadata.name and metadata.namespace
+# (generic.AddObjectMetaFieldsSet). Each maps to the dotted path it reads and how an absent value reads.
+_SELECTABLE_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
+    "Pod": {
+        "spec.nodeName": ("spec.nodeName", ""),
+        "spec.restartPolicy": ("spec.restartPolicy", ""),
+        "spec.schedulerName": ("spec.schedulerName", ""),
+        "spec.serviceAccountName": ("spec.serviceAccountName", ""),
+        "spec.hostNetwork": ("spec.hostNetwork", "false"),
+        "status.phase": ("status.phase", ""),
+        "status.podIP": ("status.podIP", ""),
+        "status.nominatedNodeName": ("status.nominatedNodeName", ""),
+    },
+    "Job": {"status.successful": ("status.succeeded", "0")},
+    "Secret": {"type": ("type", "")},
+    "Service": {},
+}
+
+
+def field_selector(text: str, kind: str) -> Callable[[JSON], bool]:
     """Compile a field selector (``metadata.name=x``, ``status.phase!=Running``, comma-joined) into a predicate.
 
-    Any dotted path is accepted (the real API allows only a few per kind); a missing field compares as ``""``.
+    Only the fields the real API lets ``kind`` be selected by are accepted (:data:`_SELECTABLE_FIELDS`); any other
+    is a 400 ``field label not supported: X``, as the API server's field label conversion answers.
     """
+    selectable = {"metadata.name": ("metadata.name", ""), "metadata.namespace": ("metadata.namespace", "")}
+    selectable.update(_SELECTABLE_FIELDS[kind])
     requirements = []
     for term in filter(None, (term.strip() for term in text.split(","))):
         match = _FIELD_TERM.match(term)
         if match is None:
             raise ApiError.bad_request(f"invalid field selector: {term!r}")
-        path, operator, value = match.groups()
-        requirements.append((path.split("."), operator == "!=", value))
-    return lambda obj: all((_field(obj, path) == value) != negated for path, negated, value in requirements)
+        label, operator, value = match.groups()
+        if label not in selectable:
+            raise ApiError.bad_request(f"field label not supported: {label}")
+        path, absent = selectable[label]
+        requirements.append((path.split("."), absent, operator == "!=", value))
+    return lambda obj: all(
+        ((_field(obj, path) or absent) == value) != negated for path, absent, negated, value in requirements
+    )
 
 
 def _field(obj: Any, path: list[str]) -> str:
@@ -252,6 +292,78 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             merged[key] = merge_patch(merged.get(key), value)
     return merged
+
+
+# The lists a strategic merge patch merges by key, by field name, as the patchMergeKey tags of the Kubernetes
+# types the stand-in serves say (staging/src/k8s.io/api/core/v1/types.go, apimachinery's ObjectMeta); a list of
+# any other name is replaced whole, as an atomic list is. ``ports`` is keyed by ``containerPort`` in a container
+# and by ``port`` in a Service's spec.
+_MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "ownerReferences": "uid",
+    "conditions": "type",
+    "hostAliases": "ip",
+}
+_MERGED_PRIMITIVE_LISTS = ("finalizers",)  # patchStrategy merge on a list of strings: a union
+
+
+def strategic_merge_patch(target: Any, patch: Any, field: str = "", parent: str = "") -> Any:
+    """Apply a strategic merge patch to ``target``, returning a new value.
+
+    Maps merge as in a JSON merge patch (``null`` deletes a key); the lists of :data:`_MERGE_KEYS` merge item by
+    item on their key (an item of the patch replaces the fields it names in the item with the same key, a new
+    key is appended), ``finalizers`` is a union, and every other list is replaced. Directives (``$patch``,
+    ``$retainKeys``, ``$setElementOrder``, ``$deleteFromPrimitiveList``) are refused with 400: the stand-in
+    does not model them.
+    """
+    if isinstance(patch, dict):
+        directives = sorted(key for key in patch if key.startswith("$"))
+        if directives:
+            raise ApiError.bad_request(f"the stand-in does not model strategic merge directives: {directives[0]}")
+        merged = dict(target) if isinstance(target, dict) else {}
+        for key, value in patch.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = strategic_merge_patch(merged.get(key), value, key, field)
+        return merged
+    if isinstance(patch, list) and isinstance(target, list):
+        if field in _MERGED_PRIMITIVE_LISTS:
+            return [*target, *(item for item in patch if item not in target)]
+        key = _MERGE_KEYS.get(field) or ({"spec": "port"}.get(parent, "containerPort") if field == "ports" else None)
+        if key is not None and all(isinstance(item, dict) and key in item for item in [*target, *patch]):
+            merged_items = [copy.deepcopy(item) for item in target]
+            for item in patch:
+                position = next((i for i, old in enumerate(merged_items) if old[key] == item[key]), None)
+                if position is None:
+                    merged_items.append(strategic_merge_patch({}, item))
+                else:
+                    merged_items[position] = strategic_merge_patch(merged_items[position], item)
+            return merged_items
+    return copy.deepcopy(patch)
+
+
+def _check_resource_version(kind: ResourceKind, obj: JSON, body: Any) -> None:
+    """Optimistic concurrency: a write that carries ``metadata.resourceVersion`` applies only to that version of
+    the object, else 409 Conflict with the API server's message (docs: "API Concepts > Resource versions";
+    apiserver storage ``GuaranteedUpdate``)."""
+    wanted = ((body.get("metadata") or {}) if isinstance(body, dict) else {}).get("resourceVersion")
+    if wanted is not None and str(wanted) != obj["metadata"]["resourceVersion"]:
+        name = obj["metadata"]["name"]
+        raise ApiError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been modified; please apply '
+            "your changes to the latest version and try again",
+            {"name": name, "group": kind.group, "kind": kind.plural},
+        )
 
 
 def _format_indexes(indexes: set[int]) -> str:
@@ -385,25 +497,36 @@ class Store:
         if obj != self._recorded[key]:
             self._record(kind, "MODIFIED", obj)
 
-    def delete(self, kind: ResourceKind, obj: JSON, propagation: str) -> None:
-        """Delete the object (record DELETED) and garbage-collect its dependents as ``propagation`` says.
+    def delete(self, kind: ResourceKind, obj: JSON, propagation: str, grace: int | None = None) -> None:
+        """Delete the object and garbage-collect its dependents as ``propagation`` says.
 
-        Dependents are the objects of any kind whose ``ownerReferences`` name the object's uid. ``Background``
-        deletes the owner, then its dependents; ``Foreground`` marks the owner as being deleted, deletes its
-        dependents, then the owner; ``Orphan`` deletes the owner and removes the reference from its dependents.
+        A pod is deleted gracefully unless :attr:`terminate_gracefully` says otherwise (``grace``: the
+        DeleteOptions' ``gracePeriodSeconds``, None for the pod's own ``terminationGracePeriodSeconds``): it gets a
+        ``deletionTimestamp`` and stays until the kubelet has stopped it. Dependents are the objects of any kind
+        whose ``ownerReferences`` name the object's uid; the garbage collector deletes them with no grace period
+        of its own (pkg/controller/garbagecollector/operations.go ``deleteObject`` sends only a UID precondition
+        and the propagation policy), so a dependent pod gets its ``terminationGracePeriodSeconds``.
+        ``Background`` deletes the owner, then its dependents; ``Foreground`` marks the owner as being deleted
+        (``deletionTimestamp`` and the ``foregroundDeletion`` finalizer), deletes its dependents and removes the
+        owner once no dependent with ``blockOwnerDeletion`` is left (docs: "Garbage Collection > Foreground
+        cascading deletion"); ``Orphan`` deletes the owner and removes the reference from its dependents.
         """
         meta = obj["metadata"]
         key = (kind.plural, meta["namespace"], meta["name"])
         if self._objects.get(key) is not obj:
             return  # already collected through another owner
+        if kind is PODS and self.terminate_gracefully(obj, grace):
+            return
         dependents = self._dependents(meta["namespace"], meta["uid"])
         if propagation == "Foreground":
-            meta.update(deletionTimestamp=_now(), finalizers=[*meta.get("finalizers", []), "foregroundDeletion"])
-            self.update(kind, obj)
+            if "foregroundDeletion" not in meta.get("finalizers", []):
+                meta.update(deletionTimestamp=_now(), finalizers=[*meta.get("finalizers", []), "foregroundDeletion"])
+                self.update(kind, obj)
             for dependent_kind, dependent in dependents:
                 self.delete(dependent_kind, dependent, "Foreground")
-        del self._objects[key], self._recorded[key]
-        self._record(kind, "DELETED", obj)
+            if self._blocking_dependents(meta["namespace"], meta["uid"]):
+                return  # removed by :meth:`remove` once its last blocking dependent is gone
+        self.remove(kind, obj)
         if propagation == "Background":
             for dependent_kind, dependent in dependents:
                 self.delete(dependent_kind, dependent, "Background")
@@ -412,6 +535,35 @@ class Store:
                 references = [ref for ref in dependent["metadata"]["ownerReferences"] if ref["uid"] != meta["uid"]]
                 dependent["metadata"]["ownerReferences"] = references
                 self.update(dependent_kind, dependent)
+
+    def remove(self, kind: ResourceKind, obj: JSON) -> None:
+        """Take the object out of the store (record DELETED); then remove every owner in foreground deletion
+        that no dependent blocks any more, as the garbage collector does when it removes their finalizer."""
+        meta = obj["metadata"]
+        key = (kind.plural, meta["namespace"], meta["name"])
+        if self._objects.get(key) is not obj:
+            return
+        del self._objects[key], self._recorded[key]
+        self._record(kind, "DELETED", obj)
+        for ref in meta.get("ownerReferences", []):
+            for owner_kind in KINDS:
+                owner = self.get(owner_kind, meta["namespace"], ref["name"])
+                if (
+                    owner is not None
+                    and owner["metadata"]["uid"] == ref["uid"]
+                    and "foregroundDeletion" in owner["metadata"].get("finalizers", [])
+                    and not self._blocking_dependents(meta["namespace"], ref["uid"])
+                ):
+                    self.remove(owner_kind, owner)
+
+    def _blocking_dependents(self, namespace: str, uid: str) -> list[JSON]:
+        return [
+            dependent
+            for _, dependent in self._dependents(namespace, uid)
+            if any(
+                ref["uid"] == uid and ref.get("blockOwnerDeletion") for ref in dependent["metadata"]["ownerReferences"]
+            )
+        ]
 
     def cursor_after(self, resource_version: int) -> int:
         """The history position of the first event newer than ``resource_version``."""
@@ -465,20 +617,113 @@ class Store:
 class JobController:
     """Simulates the batch/v1 Job controller: creates the pods of Jobs and keeps their status.
 
-    Callers hold the store's lock. The controller reacts to explicit calls: :meth:`sync` after a Job is created or
-    changed, :meth:`pod_updated`, :meth:`pod_finished` and :meth:`pod_deleted` when one of its pods changes.
+    Like the real one (pkg/controller/job/job_controller.go: informer events put the Job's key on a work queue
+    that ``syncJob`` drains), it runs on its own thread, ``delay`` seconds behind the change that woke it: a
+    POSTed Job has no pods yet when the POST answers. Callers hold the store's lock and tell it of changes with
+    :meth:`sync` (a Job was created or changed), :meth:`pod_updated`, :meth:`pod_terminating`,
+    :meth:`pod_finished` and :meth:`pod_deleted`; each queues the work, done in order. A pod is accounted for
+    (succeeded or failed) once, by uid, as the real controller's pod-tracking finalizers ensure.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, delay: float) -> None:
         self._store = store
+        self._delay = delay
+        self._queue: collections.deque[tuple[float, Callable[[], None]]] = collections.deque()
+        self._busy = False
+        self._accounted: set[str] = set()  # uids of pods already counted as succeeded or failed
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kube-standin-job-controller", daemon=True)
+
+    def start(self) -> None:
+        """Start the controller's thread; it ends when the store closes."""
+        self._thread.start()
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait (the caller holds the lock) until the queue is empty; raise what a sync raised, if one did."""
+        if not self._store.cond.wait_for(lambda: not (self._queue or self._busy) or self.error, timeout):
+            raise TimeoutError(f"the Job controller still had work after {timeout:g}s")
+        if self.error is not None:
+            raise RuntimeError("the stand-in's Job controller failed") from self.error
 
     def sync(self, job: JSON) -> None:
+        """Queue a sync of the Job: its pods and status brought in line with its spec."""
+        self._later(lambda: self._sync(job))
+
+    def pod_updated(self, pod: JSON) -> None:
+        """A pod changed without finishing (started, became unschedulable...): queue a refresh of its Job."""
+        self._later(lambda: self._pod_updated(pod))
+
+    def pod_terminating(self, pod: JSON) -> None:
+        """A pod got a ``deletionTimestamp``. With ``podReplacementPolicy: TerminatingOrFailed`` it counts as failed
+        (and is replaced) at once; with ``Failed`` only once it has reached phase Failed (job_controller.go
+        ``isPodFailed``)."""
+        self._later(lambda: self._pod_terminating(pod))
+
+    def pod_finished(self, pod: JSON) -> None:
+        """Queue the accounting of a pod that has just reached phase Succeeded or Failed."""
+        succeeded = pod["status"]["phase"] == "Succeeded"
+        self._later(lambda: self._account(pod, succeeded))
+
+    def pod_deleted(self, pod: JSON) -> None:
+        """Queue the accounting of a pod removed through the API: one removed before it finished counts as failed."""
+        if not _pod_finished(pod):
+            self._later(lambda: self._account(pod, succeeded=False))
+
+    def _later(self, work: Callable[[], None]) -> None:
+        self._queue.append((time.monotonic() + self._delay, work))
+        self._store.cond.notify_all()
+
+    def _run(self) -> None:
+        cond = self._store.cond
+        with cond:
+            while not self._store.closed:
+                if not self._queue:
+                    cond.wait()
+                    continue
+                due, work = self._queue[0]
+                if due > time.monotonic():
+                    cond.wait(due - time.monotonic())
+                    continue
+                self._queue.popleft()
+                self._busy = True
+                try:
+                    work()
+                except BaseException as error:  # a stand-in bug: keep it for wait_idle to raise
+                    self.error = error
+                finally:
+                    self._busy = False
+                    cond.notify_all()
+
+    def _pod_updated(self, pod: JSON) -> None:
+        job = self._job_of(pod)
+        if job is not None:
+            self._sync(job)
+
+    def _pod_terminating(self, pod: JSON) -> None:
+        job = self._job_of(pod)
+        if job is None:
+            return
+        if job["spec"].get("podReplacementPolicy") != "Failed" and pod["status"].get("phase") != "Succeeded":
+            self._account(pod, succeeded=False)
+        else:
+            self._sync(job)
+
+    def _sync(self, job: JSON) -> None:
         """Bring the Job's pods and status in line with its spec (the controller's reconcile loop)."""
-        if _job_finished(job) or job["metadata"].get("deletionTimestamp"):
+        if (
+            _job_finished(job)
+            or job["metadata"].get("deletionTimestamp")
+            or self._store.get(JOBS, job["metadata"]["namespace"], job["metadata"]["name"]) is not job
+        ):
             return
         status = job["status"]
         conditions = status.setdefault("conditions", [])
-        active = [pod for pod in self._pods(job) if not _pod_finished(pod)]
+        unfinished = [pod for pod in self._pods(job) if not _pod_finished(pod)]
+        # Terminating pods are not active; with podReplacementPolicy Failed they still hold their place until
+        # they have failed (job_controller.go: manageJob, ``onlyReplaceFailedPods``).
+        active = [pod for pod in unfinished if not pod["metadata"].get("deletionTimestamp")]
+        terminating = [pod for pod in unfinished if pod["metadata"].get("deletionTimestamp")]
+        holding = active + terminating if job["spec"].get("podReplacementPolicy") == "Failed" else active
         if job["spec"]["suspend"]:
             for pod in active:
                 self._store.delete(PODS, pod, "Background")
@@ -498,27 +743,13 @@ class JobController:
                     "Reached expected number of succeeded pods",
                 )
                 return
-            active += [self._create_pod(job, index) for index in self._missing(job, active)]
+            active += [self._create_pod(job, index) for index in self._missing(job, holding)]
         if not conditions:
             del status["conditions"]
         self._count(status, "active", len(active))
+        self._count(status, "terminating", len(terminating))
         status["ready"] = sum(_has_condition(pod, "Ready") for pod in active)
         self._store.update(JOBS, job)
-
-    def pod_updated(self, pod: JSON) -> None:
-        """A pod changed without finishing (started, became unschedulable...): refresh its Job's counts."""
-        job = self._job_of(pod)
-        if job is not None:
-            self.sync(job)
-
-    def pod_finished(self, pod: JSON) -> None:
-        """Account for a pod that has just reached phase Succeeded or Failed."""
-        self._account(pod, succeeded=pod["status"]["phase"] == "Succeeded")
-
-    def pod_deleted(self, pod: JSON) -> None:
-        """Account for a pod deleted through the API: one deleted before it finished counts as failed."""
-        if not _pod_finished(pod):
-            self._account(pod, succeeded=False)
 
     def expire_deadline(self, job: JSON) -> None:
         """Fail the Job as if its ``activeDeadlineSeconds`` had passed."""
@@ -537,6 +768,10 @@ class JobController:
         job = self._job_of(pod)
         if job is None or _job_finished(job) or job["metadata"].get("deletionTimestamp"):
             return
+        if pod["metadata"]["uid"] in self._accounted:
+            self._sync(job)
+            return
+        self._accounted.add(pod["metadata"]["uid"])
         status = job["status"]
         if succeeded:
             if job["spec"]["completionMode"] == "Indexed":
@@ -561,7 +796,7 @@ class JobController:
                         "Job has reached the specified backoff limit",
                     )
                     return
-        self.sync(job)
+        self._sync(job)
 
     def _failure_action(self, job: JSON, pod: JSON) -> tuple[str, str]:
         """The action of the first ``podFailurePolicy`` rule the failed pod matches (``Count`` if none) and why."""
@@ -632,6 +867,7 @@ class JobController:
         if final == "Complete":
             status["completionTime"] = _now()
         self._count(status, "active", 0)
+        self._count(status, "terminating", sum(not _pod_finished(pod) for pod in self._pods(job)))
         status["ready"] = 0
         self._store.update(JOBS, job)
 
@@ -668,7 +904,9 @@ def _rule_match(rule: JSON, pod: JSON) -> str | None:
     pod_name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
     if "onExitCodes" in rule:
         requirement = rule["onExitCodes"]
-        for container in pod["status"].get("containerStatuses", []):
+        # Regular containers first, then init containers (pkg/controller/job/pod_failure_policy.go).
+        statuses = [*pod["status"].get("containerStatuses", []), *pod["status"].get("initContainerStatuses", [])]
+        for container in statuses:
             code = container["state"].get("terminated", {}).get("exitCode", 0)
             if code == 0 or requirement.get("containerName", container["name"]) != container["name"]:
                 continue
@@ -697,6 +935,83 @@ class Kubelet:
         self._controller = controller
         self._logs: dict[str, str] = {}  # by pod uid
         self._addresses = itertools.count()
+        self._deletion_requested: dict[str, float] = {}  # pod uid -> time.time() of its first graceful delete
+        self._kill_at: dict[str, float] = {}  # pod uid -> time.time() its grace period ends
+        self._timers: list[threading.Timer] = []
+        store.terminate_gracefully = self.terminate_gracefully
+
+    def terminate_gracefully(self, pod: JSON, grace: int | None) -> bool:
+        """Begin the pod's graceful deletion, as the API server does; False when it is to be removed at once.
+
+        The grace period is the DeleteOptions' ``gracePeriodSeconds``, else the pod's
+        ``spec.terminationGracePeriodSeconds``; a pod not yet scheduled or already finished is removed at once, and
+        so is one deleted with 0 (pkg/registry/core/pod/strategy.go ``CheckGracefulDelete``). The pod gets
+        ``metadata.deletionTimestamp`` (when it will be killed) and ``deletionGracePeriodSeconds``. A second
+        delete may shorten the grace period, never lengthen it (staging/src/k8s.io/apiserver/pkg/registry/rest/
+        delete.go ``BeforeDelete``). The test stops it with :meth:`finish_termination`; when the grace period
+        runs out first, the kubelet kills its containers (exit code 137) (docs: "Pod Lifecycle > Termination of
+        Pods").
+        """
+        meta = pod["metadata"]
+        period = pod["spec"].get("terminationGracePeriodSeconds", 30) if grace is None else max(grace, 0)
+        if not pod["spec"].get("nodeName") or _pod_finished(pod):
+            period = 0
+        if meta.get("deletionTimestamp") and period >= meta["deletionGracePeriodSeconds"]:
+            return True  # already terminating, at least as soon
+        if period == 0:
+            return False
+        requested = self._deletion_requested.setdefault(meta["uid"], time.time())
+        self._kill_at[meta["uid"]] = kill_at = requested + period
+        meta["deletionTimestamp"] = _timestamp(kill_at)
+        meta["deletionGracePeriodSeconds"] = period
+        self._store.update(PODS, pod)
+        if not any("running" in status["state"] for status in pod["status"].get("containerStatuses", [])):
+            # No container runs (they wait for an image, say): the kubelet has nothing to stop and confirms the
+            # deletion at once; the pod fails, its containers still waiting.
+            pod["status"]["phase"] = "Failed"
+            self._store.update(PODS, pod)
+            self._controller.pod_finished(pod)
+            self._deletion_requested.pop(meta["uid"], None)
+            self._kill_at.pop(meta["uid"], None)
+            self._store.remove(PODS, pod)
+            return True
+        timer = threading.Timer(
+            max(0.0, kill_at - time.time()), self._grace_expired, args=(meta["namespace"], meta["name"], kill_at)
+        )
+        timer.daemon = True
+        timer.start()
+        self._timers.append(timer)
+        self._controller.pod_terminating(pod)
+        return True
+
+    def finish_termination(self, namespace: str, name: str, exit_code: int) -> None:
+        """The terminating pod's regular containers exit with ``exit_code`` (its sidecars after them, with 0): the pod
+        reaches its terminal phase, then is removed. Since Kubernetes 1.27 the kubelet moves a deleted pod to
+        Failed or Succeeded, by its containers' exit codes, before it is removed (docs: "Pod Lifecycle > Pod
+        phase")."""
+        pod = self._pod(namespace, name, unfinished=True)
+        if not pod["metadata"].get("deletionTimestamp"):
+            raise ValueError(f"pod {namespace}/{name} is not terminating: delete it first")
+        self._stop_containers(pod, exit_code, "Completed" if exit_code == 0 else "Error")
+
+    def cancel_timers(self) -> None:
+        """Stop the grace-period timers (the stand-in is stopping)."""
+        for timer in self._timers:
+            timer.cancel()
+
+    def _grace_expired(self, namespace: str, name: str, kill_at: float) -> None:
+        with self._store.cond:
+            pod = self._store.get(PODS, namespace, name)
+            if pod is None or self._store.closed or _pod_finished(pod):
+                return  # finished in time
+            if self._kill_at.get(pod["metadata"]["uid"]) != kill_at:
+                return  # another pod of that name, or its grace period was shortened (another timer)
+            self._stop_containers(pod, 137, "Error")  # SIGKILL
+
+    def _stop_containers(self, pod: JSON, exit_code: int, reason: str) -> None:
+        names = [container["name"] for container in pod["spec"]["containers"]]
+        phase = "Succeeded" if exit_code == 0 else "Failed"
+        self._terminate(pod, phase, {name: (exit_code, reason, "") for name in names})
 
     def start_pod(self, namespace: str, name: str) -> None:
         """Schedule the pod on the node and start its containers: phase Running, all conditions True, a podIP."""
@@ -714,6 +1029,87 @@ class Kubelet:
             _container_status(pod, container, {"running": {"startedAt": now}})
             for container in pod["spec"]["containers"]
         ]
+        # Init containers ran to completion in order; sidecars (init containers with restartPolicy Always) started
+        # and keep running beside the regular containers (docs: "Init containers", "Sidecar containers").
+        inits = pod["spec"].get("initContainers", [])
+        if inits:
+            done = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
+            status["initContainerStatuses"] = [
+                _container_status(
+                    pod, init, {"running": {"startedAt": now}} if _sidecar(init) else {"terminated": done}
+                )
+                for init in inits
+            ]
+        self._store.update(PODS, pod)
+        self._controller.pod_updated(pod)
+
+    def fail_init_container(
+        self, namespace: str, name: str, container: str | None, exit_code: int, message: str
+    ) -> None:
+        """The pod's init container ``container`` (default: the first that is not a sidecar) exits with
+        ``exit_code``: the ones before it completed, the later ones and the regular containers never start
+        (waiting, PodInitializing), condition Initialized is False and, as the pod's restartPolicy is Never, the
+        pod fails (docs: "Init containers > Detailed behavior")."""
+        pod = self._pod(namespace, name, unfinished=True)
+        inits = pod["spec"].get("initContainers", [])
+        failed = container or next((init["name"] for init in inits if not _sidecar(init)), None)
+        names = [init["name"] for init in inits]
+        if failed not in names or _sidecar(inits[names.index(failed)]):
+            raise KeyError(f"pod {namespace}/{name} has no init container {failed!r} (sidecars: fail_sidecar)")
+        if pod["spec"].get("restartPolicy") != "Never":
+            raise ValueError("the stand-in models failed init containers only for pods with restartPolicy Never")
+        now, position, status = _now(), names.index(failed), pod["status"]
+        pod["spec"]["nodeName"] = _NODE_NAME
+        waiting = {"waiting": {"reason": "PodInitializing"}}
+        done = {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}
+        broken = {"exitCode": exit_code, "reason": "Error", "startedAt": now, "finishedAt": now}
+        if message:
+            broken["message"] = message
+        statuses = []
+        for place, init in enumerate(inits):
+            state = (
+                {"terminated": broken} if place == position else {"terminated": done} if place < position else waiting
+            )
+            statuses.append(_container_status(pod, init, state))
+        status.update(
+            phase="Failed",
+            initContainerStatuses=statuses,
+            containerStatuses=[_container_status(pod, c, waiting) for c in pod["spec"]["containers"]],
+        )
+        conditions = status.setdefault("conditions", [])
+        _put_condition(conditions, "PodScheduled", "True")
+        unready = f"containers with incomplete status: [{' '.join(names[position:])}]"
+        _put_condition(conditions, "Initialized", "False", "ContainersNotInitialized", unready)
+        for type_ in ("Ready", "ContainersReady"):
+            _put_condition(conditions, type_, "False", "PodFailed")
+        self._store.update(PODS, pod)
+        self._controller.pod_finished(pod)
+
+    def fail_sidecar(self, namespace: str, name: str, container: str, exit_code: int, message: str) -> None:
+        """The running pod's sidecar ``container`` exits with ``exit_code``: as its restartPolicy is Always, the
+        kubelet restarts it after a back-off, so it waits in CrashLoopBackOff with the exit in ``lastState`` and
+        ``restartCount`` one higher; the pod keeps running, not Ready (docs: "Sidecar containers")."""
+        pod = self._pod(namespace, name, unfinished=True)
+        statuses = {status["name"]: status for status in pod["status"].get("initContainerStatuses", [])}
+        sidecar = statuses.get(container)
+        if sidecar is None or "running" not in sidecar["state"]:
+            raise KeyError(f"pod {namespace}/{name} has no running sidecar {container!r}: start the pod first")
+        exited = {"exitCode": exit_code, "reason": "Error", "finishedAt": _now()}
+        exited["startedAt"] = sidecar["state"]["running"]["startedAt"]
+        if message:
+            exited["message"] = message
+        uid = pod["metadata"]["uid"]
+        backoff = f"back-off 10s restarting failed container={container} pod={name}_{namespace}({uid})"
+        sidecar.update(
+            state={"waiting": {"reason": "CrashLoopBackOff", "message": backoff}},
+            lastState={"terminated": exited},
+            ready=False,
+            started=False,
+            restartCount=sidecar["restartCount"] + 1,
+        )
+        unready = f"containers with unready status: [{container}]"
+        for type_ in ("Ready", "ContainersReady"):
+            _put_condition(pod["status"]["conditions"], type_, "False", "ContainersNotReady", unready)
         self._store.update(PODS, pod)
         self._controller.pod_updated(pod)
 
@@ -806,11 +1202,25 @@ class Kubelet:
                 terminated["startedAt"] = started[container["name"]]
             statuses.append(_container_status(pod, container, {"terminated": terminated}))
         status.update(phase=phase, containerStatuses=statuses)
+        for init in status.get("initContainerStatuses", []):
+            running = init["state"].get("running")
+            if running is not None:  # a sidecar: stopped after the regular containers (docs: "Sidecar containers")
+                stopped = {"exitCode": 0, "reason": "Completed", "startedAt": running["startedAt"], "finishedAt": now}
+                init.update(state={"terminated": stopped}, ready=False, started=False)
         conditions = status.setdefault("conditions", [])
         for type_ in ("Ready", "ContainersReady"):
             _put_condition(conditions, type_, "False", "PodCompleted" if phase == "Succeeded" else "PodFailed")
         self._store.update(PODS, pod)
         self._controller.pod_finished(pod)
+        if pod["metadata"].get("deletionTimestamp"):  # deleted: the kubelet's final delete removes it now
+            self._deletion_requested.pop(pod["metadata"]["uid"], None)
+            self._kill_at.pop(pod["metadata"]["uid"], None)
+            self._store.remove(PODS, pod)
+
+
+def _sidecar(init_container: JSON) -> bool:
+    """Whether an init container is a sidecar: ``restartPolicy: Always`` (docs: "Sidecar containers")."""
+    return init_container.get("restartPolicy") == "Always"
 
 
 def _container_status(pod: JSON, container: JSON, state: JSON) -> JSON:
@@ -872,7 +1282,7 @@ class RestApi:
 
     def list(self, kind: ResourceKind, namespace: str, query: dict[str, str]) -> JSON:
         """GET the collection, filtered by ``labelSelector`` and ``fieldSelector``."""
-        matches = _selector(query)
+        matches = _selector(kind, query)
         with self._store.cond:
             items = [copy.deepcopy(obj) for obj in self._store.list(kind, namespace) if matches(obj)]
             return {
@@ -892,7 +1302,11 @@ class RestApi:
             raise ApiError.bad_request("a merge patch must be a JSON object")
         with self._store.cond:
             obj = self._require(kind, namespace, name)
-            patched = merge_patch(copy.deepcopy(obj), body)
+            _check_resource_version(kind, obj, body)
+            if content_type == "application/strategic-merge-patch+json":
+                patched = strategic_merge_patch(copy.deepcopy(obj), body)
+            else:
+                patched = merge_patch(copy.deepcopy(obj), body)
             patched.setdefault("metadata", {}).update(
                 {key: obj["metadata"][key] for key in _SERVER_MANAGED_METADATA if key in obj["metadata"]}
             )
@@ -915,6 +1329,9 @@ class RestApi:
         Answers a ``Status`` for Jobs and the deleted object for pods and services, as the real API does.
         """
         options = body if isinstance(body, dict) else {}
+        grace = options.get("gracePeriodSeconds")
+        if grace is None:
+            grace = _int_param(query, "gracePeriodSeconds")
         policy = options.get("propagationPolicy") or query.get("propagationPolicy") or "Background"
         if policy not in _PROPAGATION_POLICIES:
             raise ApiError.bad_request(
@@ -922,8 +1339,10 @@ class RestApi:
             )
         with self._store.cond:
             obj = self._require(kind, namespace, name)
-            self._store.delete(kind, obj, policy)
-            if kind is PODS:
+            # Jobs, Services and Secrets have no graceful deletion (their strategies do not implement
+            # RESTGracefulDeleteStrategy): a grace period applies to pods only.
+            self._store.delete(kind, obj, policy, grace if kind is PODS else None)
+            if kind is PODS and self._store.get(PODS, namespace, name) is not obj:
                 self._controller.pod_deleted(obj)
             if kind is not JOBS:
                 return copy.deepcopy(obj)
@@ -939,7 +1358,7 @@ class RestApi:
         the stream starts with an ADDED event for each matching object, like the real API. The iterator ends after
         ``timeoutSeconds``, when ``cancelled()`` turns true or when the stand-in stops.
         """
-        matches = _selector(query)
+        matches = _selector(kind, query)
         timeout = _int_param(query, "timeoutSeconds")
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         since = _int_param(query, "resourceVersion") or 0
@@ -1122,6 +1541,7 @@ def _default_job(job: JSON) -> None:
     spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}})
     template_meta = spec["template"].setdefault("metadata", {})
     template_meta["labels"] = {**template_meta.get("labels", {}), **job_labels}
+    spec["template"].setdefault("spec", {}).setdefault("terminationGracePeriodSeconds", 30)  # SetDefaults_PodSpec
     meta["generation"] = 1
     job["status"] = {}
 
@@ -1135,14 +1555,18 @@ def _fold_string_data(secret: JSON) -> None:
 
 
 def _default_pod(pod: JSON) -> None:
-    """Pod defaulting for pods created through the API: restartPolicy Always, phase Pending."""
-    pod.setdefault("spec", {}).setdefault("restartPolicy", "Always")
+    """Pod defaulting for pods created through the API: restartPolicy Always, a 30 s termination grace period
+    (pkg/apis/core/v1/defaults.go ``SetDefaults_PodSpec``), phase Pending."""
+    spec = pod.setdefault("spec", {})
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
     pod["status"] = {"phase": "Pending"}
 
 
-def _selector(query: dict[str, str]) -> Callable[[JSON], bool]:
-    """The predicate of a request's ``labelSelector`` and ``fieldSelector``."""
-    labels, fields = label_selector(query.get("labelSelector", "")), field_selector(query.get("fieldSelector", ""))
+def _selector(kind: ResourceKind, query: dict[str, str]) -> Callable[[JSON], bool]:
+    """The predicate of a request's ``labelSelector`` and ``fieldSelector`` on objects of ``kind``."""
+    labels = label_selector(query.get("labelSelector", ""))
+    fields = field_selector(query.get("fieldSelector", ""), kind.kind)
     return lambda obj: labels(obj) and fields(obj)
 
 
@@ -1418,11 +1842,11 @@ class KubeStandIn:
     concurrently, and nothing else changes.
     """
 
-    def __init__(self, latency_ms: float | None = None) -> None:
+    def __init__(self, latency_ms: float | None = None, job_controller_delay: float = 0.05) -> None:
         if latency_ms is None:
             latency_ms = float(os.environ.get(LATENCY_ENV) or 0)
         self._store = Store()
-        self._controller = JobController(self._store)
+        self._controller = JobController(self._store, job_controller_delay)
         self._kubelet = Kubelet(self._store, self._controller)
         self._requests: list[tuple[str, str]] = []
         api = RestApi(self._store, self._controller, self._kubelet)
@@ -1435,7 +1859,8 @@ class KubeStandIn:
     # lifecycle and connection
 
     def start(self) -> KubeStandIn:
-        """Start serving on 127.0.0.1 (ephemeral port)."""
+        """Start serving on 127.0.0.1 (ephemeral port), and the Job controller."""
+        self._controller.start()
         self._thread.start()
         return self
 
@@ -1443,6 +1868,7 @@ class KubeStandIn:
         """Stop serving: open watch and log streams end cleanly, then every connection is closed. Idempotent."""
         with self._store.cond:
             self._store.close()
+            self._kubelet.cancel_timers()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join()
@@ -1546,6 +1972,29 @@ class KubeStandIn:
         with self._store.cond:
             return copy.deepcopy(self._store.list(SERVICES, namespace))
 
+    def terminating_pods(self, namespace: str = "default") -> list[JSON]:
+        """The pods being deleted gracefully (with a ``deletionTimestamp``) that have not stopped yet."""
+        return [pod for pod in self.pods(namespace) if pod["metadata"].get("deletionTimestamp")]
+
+    def wait_for_pods(self, job: str, count: int, namespace: str = "default", timeout: float = 30) -> list[JSON]:
+        """The Job's pods (as :meth:`pods`) once it has at least ``count``: the Job controller creates them on its
+        own thread, after the POST has answered. TimeoutError after ``timeout`` seconds."""
+        with self._store.cond:
+            found = self._store.cond.wait_for(lambda: len(self._job_pods(namespace, job)) >= count, timeout)
+        if not found:
+            raise TimeoutError(f"job {namespace}/{job} did not get {count} pods within {timeout:g}s")
+        return self.pods(namespace, job=job)
+
+    def settle(self, timeout: float = 30) -> None:
+        """Wait until the Job controller has handled every change so far (its pods created, its status updated)."""
+        with self._store.cond:
+            self._controller.wait_idle(timeout)
+
+    def _job_pods(self, namespace: str, job: str) -> list[JSON]:
+        return [
+            pod for pod in self._store.list(PODS, namespace) if pod["metadata"].get("labels", {}).get("job-name") == job
+        ]
+
     # scheduler and kubelet
 
     def start_pod(self, name: str, namespace: str = "default") -> None:
@@ -1562,6 +2011,29 @@ class KubeStandIn:
         """Terminate the pod's containers with exit code 0 (reason Completed): phase Succeeded."""
         with self._store.cond:
             self._kubelet.succeed_pod(namespace, name)
+
+    def finish_termination(self, name: str, exit_code: int = 0, namespace: str = "default") -> None:
+        """Let a terminating pod (see :meth:`terminating_pods`) stop within its grace period: its containers exit
+        with ``exit_code`` (0 after a clean shutdown, 143 for a worker that dies of SIGTERM), it reaches phase
+        Succeeded or Failed and is removed. Without this call its grace period ends it: exit code 137."""
+        with self._store.cond:
+            self._kubelet.finish_termination(namespace, name, exit_code)
+
+    def fail_init_container(
+        self, name: str, container: str | None = None, exit_code: int = 1, message: str = "", namespace: str = "default"
+    ) -> None:
+        """The pod's init container (default: its first that is not a sidecar) exits with ``exit_code`` and
+        ``message`` (its termination message): the pod fails before its containers start."""
+        with self._store.cond:
+            self._kubelet.fail_init_container(namespace, name, container, exit_code, message)
+
+    def fail_sidecar(
+        self, name: str, container: str, exit_code: int = 1, message: str = "", namespace: str = "default"
+    ) -> None:
+        """The running pod's sidecar ``container`` exits with ``exit_code`` and ``message``: it waits in
+        CrashLoopBackOff to be restarted, the pod keeps running."""
+        with self._store.cond:
+            self._kubelet.fail_sidecar(namespace, name, container, exit_code, message)
 
     def fail_pod(
         self,

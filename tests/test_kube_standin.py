@@ -120,6 +120,7 @@ def test_indexed_job_runs_to_completion(kube: KubeStandIn, batch: client.BatchV1
     assert service.spec.cluster_ip == "None"
     assert kube.requests.count(("POST", f"/apis/batch/v1/namespaces/{ns}/jobs")) == 1
 
+    kube.wait_for_pods("train", 2, ns)
     listed = core.list_namespaced_pod(ns, label_selector="job-name=train")
     assert len(listed.items) == 2
     for pod in listed.items:
@@ -146,6 +147,7 @@ def test_indexed_job_runs_to_completion(kube: KubeStandIn, batch: client.BatchV1
     running = core.read_namespaced_pod(first, ns)
     assert running.status.pod_ip and running.status.container_statuses[0].state.running.started_at
     assert {c.type: c.status for c in running.status.conditions}["PodScheduled"] == "True"
+    kube.settle()
     assert batch.read_namespaced_job("train", ns).status.ready == 2
     for name in (first, second):
         kube.succeed_pod(name, ns)
@@ -168,6 +170,7 @@ def test_indexed_job_runs_to_completion(kube: KubeStandIn, batch: client.BatchV1
     terminated = events[-1]["object"].status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason) == (0, "Completed")
 
+    kube.settle()
     status = batch.read_namespaced_job("train", ns).status
     assert [(c.type, c.status, c.reason) for c in status.conditions] == [
         ("SuccessCriteriaMet", "True", "CompletionsReached"),
@@ -183,7 +186,7 @@ def test_watch_starts_with_existing_objects_then_streams_live(
     kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
 ):
     batch.create_namespaced_job(ns, job_manifest("live", completions=1))
-    [name] = pod_names(core, ns, "live")
+    [name] = [pod["metadata"]["name"] for pod in kube.wait_for_pods("live", 1, ns)]
     events: list[tuple[str, str]] = []
     first_event = threading.Event()
 
@@ -255,12 +258,26 @@ def test_delete_collects_pods_and_owned_service(
 ):
     job = batch.create_namespaced_job(ns, job_manifest("doomed"))
     core.create_namespaced_service(ns, service_manifest(job))
-    kube.start_pod(pod_names(core, ns, "doomed")[0], ns)
+    started = kube.wait_for_pods("doomed", 2, ns)[0]["metadata"]["name"]
+    kube.start_pod(started, ns)
     if via == "query":
         answer = batch.delete_namespaced_job("doomed", ns, propagation_policy=policy)
     else:
         answer = batch.delete_namespaced_job("doomed", ns, body=client.V1DeleteOptions(propagation_policy=policy))
     assert answer["status"] == "Success"
+    # The garbage collector deletes the pods with no grace period of its own: the running pod gets its
+    # terminationGracePeriodSeconds (defaulted to 30), the one never scheduled goes at once.
+    [terminating] = core.list_namespaced_pod(ns).items
+    assert terminating.metadata.name == started and terminating.metadata.deletion_grace_period_seconds == 30
+    assert terminating.metadata.deletion_timestamp
+    jobs = batch.list_namespaced_job(ns).items
+    if policy == "Foreground":  # the Job waits for its blocking dependents
+        assert [(j.metadata.finalizers, bool(j.metadata.deletion_timestamp)) for j in jobs] == [
+            (["foregroundDeletion"], True)
+        ]
+    else:
+        assert jobs == []
+    kube.finish_termination(started, namespace=ns)
     assert core.list_namespaced_pod(ns).items == []
     assert core.list_namespaced_service(ns).items == []
     assert batch.list_namespaced_job(ns).items == []
@@ -285,6 +302,7 @@ def test_delete_collects_pods_and_owned_service(
 def test_orphan_delete_keeps_dependents(kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str):
     job = batch.create_namespaced_job(ns, job_manifest("orphaning"))
     core.create_namespaced_service(ns, service_manifest(job))
+    kube.wait_for_pods("orphaning", 2, ns)
     batch.delete_namespaced_job("orphaning", ns, propagation_policy="Orphan")
     assert batch.list_namespaced_job(ns).items == []
     pods = core.list_namespaced_pod(ns, label_selector="job-name=orphaning").items
@@ -300,18 +318,23 @@ def test_pod_failure_beyond_backoff_limit_fails_the_job(
     kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
 ):
     batch.create_namespaced_job(ns, job_manifest("fragile"))
+    kube.wait_for_pods("fragile", 2, ns)
     failing, running = pod_names(core, ns, "fragile")
     kube.start_pod(failing, ns)
     kube.start_pod(running, ns)
     kube.fail_pod(failing, exit_code=1, message="Traceback (most recent call last): ...", namespace=ns)
 
+    kube.settle()
     status = batch.read_namespaced_job("fragile", ns).status
     assert [(c.type, c.reason) for c in status.conditions] == [
         ("FailureTarget", "BackoffLimitExceeded"),
         ("Failed", "BackoffLimitExceeded"),
     ]
-    assert (status.failed, status.active) == (1, None)
-    assert pod_names(core, ns, "fragile") == [failing]  # the running pod is deleted, the failed one kept
+    assert (status.failed, status.active, status.terminating) == (1, None, 1)
+    # The running pod is deleted (gracefully: it terminates), the failed one kept.
+    assert [pod["metadata"]["name"] for pod in kube.terminating_pods(ns)] == [running]
+    kube.finish_termination(running, exit_code=143, namespace=ns)
+    assert pod_names(core, ns, "fragile") == [failing]
     terminated = core.read_namespaced_pod(failing, ns).status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason, terminated.message) == (
         1,
@@ -324,9 +347,11 @@ def test_failed_pod_within_backoff_limit_is_replaced(
     kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
 ):
     batch.create_namespaced_job(ns, job_manifest("retrying", backoffLimit=2))
+    kube.wait_for_pods("retrying", 2, ns)
     first, second = pod_names(core, ns, "retrying")
     kube.start_pod(second, ns)
     kube.fail_pod(second, namespace=ns)
+    kube.settle()
     pods = core.list_namespaced_pod(ns, label_selector=f"{INDEX}=1").items
     replacement = next(pod for pod in pods if pod.metadata.name != second)
     assert re.fullmatch(r"retrying-1-[a-z]{5}", replacement.metadata.name)
@@ -339,17 +364,26 @@ def test_non_indexed_job_and_a_deleted_pod(
     kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
 ):
     batch.create_namespaced_job(ns, job_manifest("plain", completionMode="NonIndexed", backoffLimit=1))
+    kube.wait_for_pods("plain", 2, ns)
     pods = core.list_namespaced_pod(ns, label_selector="job-name=plain").items
     assert all(re.fullmatch(r"plain-[a-z]{5}", pod.metadata.name) and pod.spec.hostname is None for pod in pods)
     doomed = pods[0].metadata.name
     kube.start_pod(doomed, ns)
-    assert core.delete_namespaced_pod(doomed, ns).metadata.name == doomed
+    deleted = core.delete_namespaced_pod(doomed, ns)
+    assert deleted.metadata.name == doomed and deleted.metadata.deletion_timestamp
+    kube.settle()
     status = batch.read_namespaced_job("plain", ns).status
-    assert (status.failed, status.active) == (1, 2)  # a pod deleted while running counts as failed, and is replaced
+    # With podReplacementPolicy TerminatingOrFailed (the default without a podFailurePolicy) a terminating pod
+    # counts as failed and is replaced at once.
+    assert (status.failed, status.active, status.terminating) == (1, 2, 1)
+    kube.finish_termination(doomed, exit_code=143, namespace=ns)
+    kube.settle()
+    assert batch.read_namespaced_job("plain", ns).status.failed == 1, "counted once"
 
     for pod in kube.pods(ns, job="plain"):
         kube.start_pod(pod["metadata"]["name"], ns)
         kube.succeed_pod(pod["metadata"]["name"], ns)
+    kube.settle()
     status = batch.read_namespaced_job("plain", ns).status
     assert (status.succeeded, status.failed, status.completed_indexes) == (2, 1, None)
     assert [c.type for c in status.conditions] == ["SuccessCriteriaMet", "Complete"]
@@ -363,14 +397,17 @@ def test_pod_failure_policy(kube: KubeStandIn, batch: client.BatchV1Api, core: c
         ]
     }
     batch.create_namespaced_job(ns, job_manifest("policed", podFailurePolicy=policy))
+    kube.wait_for_pods("policed", 2, ns)
     preempted, doomed = pod_names(core, ns, "policed")
     kube.start_pod(preempted, ns)
     kube.fail_pod(preempted, exit_code=143, namespace=ns, disruption="PreemptionByScheduler")
+    kube.settle()
     status = batch.read_namespaced_job("policed", ns).status
     assert (status.failed, status.active, status.conditions) == (None, 2, None)  # ignored, and replaced
 
     kube.start_pod(doomed, ns)
     kube.fail_pod(doomed, exit_code=42, namespace=ns)
+    kube.settle()
     status = batch.read_namespaced_job("policed", ns).status
     assert [(c.type, c.reason) for c in status.conditions] == [
         ("FailureTarget", "PodFailurePolicy"),
@@ -385,6 +422,7 @@ def test_oom_kill_is_visible_in_container_statuses(
     kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
 ):
     batch.create_namespaced_job(ns, job_manifest("hungry", completions=1))
+    kube.wait_for_pods("hungry", 1, ns)
     [name] = pod_names(core, ns, "hungry")
     kube.start_pod(name, ns)
     kube.fail_pod(name, exit_code=137, reason="OOMKilled", namespace=ns)
@@ -395,8 +433,11 @@ def test_oom_kill_is_visible_in_container_statuses(
     assert terminated.started_at and terminated.finished_at
 
 
-def test_suspended_job_gets_pods_once_resumed(batch: client.BatchV1Api, core: client.CoreV1Api, ns: str):
+def test_suspended_job_gets_pods_once_resumed(
+    kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
+):
     batch.create_namespaced_job(ns, job_manifest("waiting", suspend=True))
+    kube.settle()
     assert core.list_namespaced_pod(ns).items == []
     job = batch.read_namespaced_job("waiting", ns)
     assert [(c.type, c.status) for c in job.status.conditions] == [("Suspended", "True")]
@@ -409,7 +450,8 @@ def test_suspended_job_gets_pods_once_resumed(batch: client.BatchV1Api, core: cl
     resumed = batch.patch_namespaced_job("waiting", ns, {"spec": {"suspend": False}})
     assert resumed.spec.suspend is False
     assert resumed.metadata.generation == 2
-    assert len(pod_names(core, ns, "waiting")) == 2
+    assert len(kube.wait_for_pods("waiting", 2, ns)) == 2
+    kube.settle()
     status = batch.read_namespaced_job("waiting", ns).status
     assert [(c.type, c.status, c.reason) for c in status.conditions] == [("Suspended", "False", "JobResumed")]
     assert (status.active, bool(status.start_time)) == (2, True)
@@ -419,6 +461,7 @@ def test_follow_log_streams_until_the_pod_succeeds(
     kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
 ):
     batch.create_namespaced_job(ns, job_manifest("chatty", completions=1))
+    kube.wait_for_pods("chatty", 1, ns)
     [name] = pod_names(core, ns, "chatty")
     kube.start_pod(name, ns)
     kube.append_log(name, "epoch 1\n", ns)
@@ -448,6 +491,7 @@ def test_follow_log_streams_until_the_pod_succeeds(
 
 def test_pending_pods_and_their_logs(kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str):
     batch.create_namespaced_job(ns, job_manifest("stuck"))
+    kube.wait_for_pods("stuck", 2, ns)
     unscheduled, pulling = pod_names(core, ns, "stuck")
     kube.unschedulable(unscheduled, namespace=ns)
     kube.image_pull_backoff(pulling, namespace=ns)
@@ -504,14 +548,20 @@ def test_selectors_and_generated_names(core: client.CoreV1Api, ns: str):
 
 def test_deadline_and_ttl(kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str):
     batch.create_namespaced_job(ns, job_manifest("slow", activeDeadlineSeconds=3600))
-    for name in pod_names(core, ns, "slow"):
+    kube.wait_for_pods("slow", 2, ns)
+    names = pod_names(core, ns, "slow")
+    for name in names:
         kube.start_pod(name, ns)
+    kube.settle()
     kube.expire_deadline("slow", ns)
     status = batch.read_namespaced_job("slow", ns).status
     assert [(c.type, c.reason) for c in status.conditions] == [
         ("FailureTarget", "DeadlineExceeded"),
         ("Failed", "DeadlineExceeded"),
     ]
+    assert sorted(pod["metadata"]["name"] for pod in kube.terminating_pods(ns)) == names
+    for name in names:
+        kube.finish_termination(name, exit_code=143, namespace=ns)
     assert core.list_namespaced_pod(ns).items == []
 
     kube.finish_ttl(ns)
@@ -538,7 +588,7 @@ def test_stop_ends_open_streams():
     with standin.api_client() as api:
         batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
         batch.create_namespaced_job("default", job_manifest("forever", completions=1))
-        [pod] = standin.pods(job="forever")
+        [pod] = standin.wait_for_pods("forever", 1)
         standin.start_pod(pod["metadata"]["name"])
         standin.append_log(pod["metadata"]["name"], "step 1\n")
         log = core.read_namespaced_pod_log(pod["metadata"]["name"], "default", follow=True, _preload_content=False)
@@ -562,3 +612,170 @@ def test_stop_ends_open_streams():
             stream.join(5)
             assert not stream.is_alive()
     assert sorted(received) == ["ADDED", "step 1\n"]
+
+
+def test_graceful_pod_deletion(kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str):
+    manifest = job_manifest("graceful", completions=3, backoffLimit=5)
+    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    batch.create_namespaced_job(ns, manifest)
+    clean, killed, pending = (pod["metadata"]["name"] for pod in kube.wait_for_pods("graceful", 3, ns))
+    kube.start_pod(clean, ns)
+    kube.start_pod(killed, ns)
+
+    # DeleteOptions' grace period wins over the pod's; a later, shorter one shortens it; a longer one does not.
+    answer = core.delete_namespaced_pod(clean, ns, grace_period_seconds=600)
+    assert (answer.metadata.deletion_grace_period_seconds, answer.status.phase) == (600, "Running")
+    assert core.delete_namespaced_pod(clean, ns, grace_period_seconds=300).metadata.deletion_grace_period_seconds == 300
+    assert core.delete_namespaced_pod(clean, ns, grace_period_seconds=900).metadata.deletion_grace_period_seconds == 300
+    kube.append_log(clean, "saved checkpoint\n", ns)
+    kube.finish_termination(clean, namespace=ns)  # the worker exits 0 after SIGTERM: Succeeded, then removed
+    assert kube.get("Pod", ns, clean) is None
+
+    core.delete_namespaced_pod(killed, ns)  # the pod's own terminationGracePeriodSeconds: 1
+    events = watch_until(
+        core.list_namespaced_pod,
+        ns,
+        field_selector=f"metadata.name={killed}",
+        until=lambda events: events[-1]["type"] == "DELETED",
+    )
+    last_state = events[-2]["object"]
+    assert last_state.metadata.deletion_grace_period_seconds == 1
+    terminated = last_state.status.container_statuses[0].state.terminated
+    assert (last_state.status.phase, terminated.exit_code) == ("Failed", 137), "killed when its grace period ran out"
+
+    core.delete_namespaced_pod(pending, ns)  # never scheduled: removed at once
+    assert kube.get("Pod", ns, pending) is None
+    with pytest.raises(ValueError, match="not terminating"):
+        kube.finish_termination(kube.wait_for_pods("graceful", 1, ns)[0]["metadata"]["name"], namespace=ns)
+
+
+def test_a_zero_grace_period_deletes_at_once(
+    kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
+):
+    batch.create_namespaced_job(ns, job_manifest("forced", completions=1))
+    [pod] = kube.wait_for_pods("forced", 1, ns)
+    kube.start_pod(pod["metadata"]["name"], ns)
+    core.delete_namespaced_pod(pod["metadata"]["name"], ns, grace_period_seconds=0)
+    assert kube.get("Pod", ns, pod["metadata"]["name"]) is None
+
+
+def test_init_container_and_sidecar_statuses(
+    kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
+):
+    manifest = job_manifest("sidecars", completions=2)
+    inits = [
+        {"name": "fetch", "image": "busybox", "command": ["true"]},
+        {"name": "sync", "image": "busybox", "command": ["sleep", "inf"], "restartPolicy": "Always"},
+    ]
+    manifest["spec"]["template"]["spec"]["initContainers"] = inits
+    batch.create_namespaced_job(ns, manifest)
+    running, broken = (pod["metadata"]["name"] for pod in kube.wait_for_pods("sidecars", 2, ns))
+
+    kube.start_pod(running, ns)
+    states = {s.name: s.state for s in core.read_namespaced_pod(running, ns).status.init_container_statuses}
+    assert states["fetch"].terminated.exit_code == 0 and states["sync"].running.started_at
+    kube.fail_sidecar(running, "sync", exit_code=2, message="S3 unreachable", namespace=ns)
+    pod = core.read_namespaced_pod(running, ns)
+    sync = next(s for s in pod.status.init_container_statuses if s.name == "sync")
+    assert (sync.state.waiting.reason, sync.restart_count) == ("CrashLoopBackOff", 1)
+    assert (sync.last_state.terminated.exit_code, sync.last_state.terminated.message) == (2, "S3 unreachable")
+    assert pod.status.phase == "Running", "a sidecar's exit does not fail its pod"
+
+    kube.fail_init_container(broken, exit_code=3, message="no such bucket", namespace=ns)
+    pod = core.read_namespaced_pod(broken, ns)
+    fetch, sync = pod.status.init_container_statuses
+    assert (fetch.state.terminated.exit_code, fetch.state.terminated.message) == (3, "no such bucket")
+    assert sync.state.waiting.reason == "PodInitializing"
+    assert pod.status.container_statuses[0].state.waiting.reason == "PodInitializing"
+    assert (pod.status.phase, {c.type: c.reason for c in pod.status.conditions}["Initialized"]) == (
+        "Failed",
+        "ContainersNotInitialized",
+    )
+    kube.settle()
+    assert [c.reason for c in batch.read_namespaced_job("sidecars", ns).status.conditions] == [
+        "BackoffLimitExceeded",
+        "BackoffLimitExceeded",
+    ]
+
+
+def test_resource_version_preconditions_and_strategic_merge(
+    kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
+):
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "patched", "finalizers": ["example.com/a"]},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "busybox", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                {"name": "helper", "image": "busybox"},
+            ]
+        },
+    }
+    created = core.create_namespaced_pod(ns, pod)
+    stale = created.metadata.resource_version
+    patch = {
+        "spec": {"containers": [{"name": "main", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]}]}
+    }
+    patched = core.patch_namespaced_pod("patched", ns, {**patch, "metadata": {"resourceVersion": stale}})
+    main, helper = patched.spec.containers
+    assert [(e.name, e.value) for e in main.env] == [("A", "1"), ("B", "3"), ("C", "4")], "merged by name"
+    assert (main.image, helper.name) == ("busybox", "helper"), "the other container kept"
+    assert core.patch_namespaced_pod(
+        "patched", ns, {"metadata": {"finalizers": ["example.com/b"]}}
+    ).metadata.finalizers == [
+        "example.com/a",
+        "example.com/b",
+    ]
+
+    with pytest.raises(ApiException) as conflict:
+        core.patch_namespaced_pod("patched", ns, {"metadata": {"resourceVersion": stale, "labels": {"x": "y"}}})
+    assert conflict.value.status == 409
+    assert status_of(conflict)["reason"] == "Conflict"
+    assert status_of(conflict)["message"] == (
+        'Operation cannot be fulfilled on pods "patched": the object has been modified; please apply your changes'
+        " to the latest version and try again"
+    )
+    assert "x" not in (core.read_namespaced_pod("patched", ns).metadata.labels or {})
+
+    with pytest.raises(ApiException) as directive:
+        core.patch_namespaced_pod("patched", ns, {"spec": {"containers": [{"name": "helper", "$patch": "delete"}]}})
+    assert directive.value.status == 400 and "$patch" in status_of(directive)["message"]
+
+
+def test_field_selectors_are_limited_to_the_fields_of_each_kind(
+    kube: KubeStandIn, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
+):
+    batch.create_namespaced_job(ns, job_manifest("selected", completions=2))
+    first, second = (pod["metadata"]["name"] for pod in kube.wait_for_pods("selected", 2, ns))
+    kube.start_pod(first, ns)
+
+    def names(**selector: str) -> list[str]:
+        return [pod.metadata.name for pod in core.list_namespaced_pod(ns, **selector).items]
+
+    assert names(field_selector="status.phase=Running") == [first]
+    assert names(field_selector="spec.nodeName!=,status.phase!=Succeeded") == [first]
+    assert names(field_selector=f"metadata.name={second},metadata.namespace={ns}") == [second]
+    assert names(field_selector="spec.restartPolicy=Never") == sorted([first, second])
+    assert [j.metadata.name for j in batch.list_namespaced_job(ns, field_selector="status.successful=0").items] == [
+        "selected"
+    ]
+    for unsupported, list_ in (
+        ("spec.subdomain", core.list_namespaced_pod),
+        ("metadata.labels", core.list_namespaced_pod),
+        ("status.phase", batch.list_namespaced_job),
+    ):
+        with pytest.raises(ApiException) as refused:
+            list_(ns, field_selector=f"{unsupported}=x")
+        assert refused.value.status == 400
+        assert status_of(refused)["message"] == f"field label not supported: {unsupported}"
+    with pytest.raises(ApiException) as refused_watch:
+        watch_until(core.list_namespaced_pod, ns, field_selector="spec.hostname=x", until=lambda events: True)
+    assert refused_watch.value.status == 400
+
+
+def test_the_job_controller_works_after_the_post_has_answered():
+    with KubeStandIn(job_controller_delay=3600) as slow, slow.api_client() as api:
+        client.BatchV1Api(api).create_namespaced_job("default", job_manifest("later", completions=1))
+        assert client.CoreV1Api(api).list_namespaced_pod("default").items == []
+        assert client.BatchV1Api(api).read_namespaced_job("later", "default").status.active is None
