@@ -118,6 +118,7 @@ class BrokenReport(Report):
 
 class OnFire(DataScheme):
     scheme = "onfire"
+    settings = {"heat": Hyperparameter(int, 3, min=1, max=5)}
 
     def check(self, uri: str) -> str | None:
         return None
@@ -142,9 +143,9 @@ PREDICTIONS = (
 )
 
 
-def training_job(write_spec, **spec: Any) -> Path:
-    document = {"apiVersion": "mlrt/v1", "kind": "TrainingJob", "metadata": {"name": "job"}, "spec": spec}
-    return write_spec(yaml.safe_dump(document))
+def training_job(write_spec, name: str = "job", **spec: Any) -> Path:
+    document = {"apiVersion": "mlrt/v1", "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec}
+    return write_spec(yaml.safe_dump(document), name=f"{name}.yaml")
 
 
 def test_a_raising_report_is_skipped_with_a_line_naming_it(cli, write_spec):
@@ -162,10 +163,20 @@ def test_a_raising_report_is_skipped_with_a_line_naming_it(cli, write_spec):
     assert "reports/acme_broken.traceback.txt" in {a["path"] for a in artifacts}
 
 
-def test_a_raising_data_scheme_fails_the_run_naming_it(cli, write_spec):
+def test_a_data_scheme_has_settings_in_its_query_and_its_failure_is_named(cli, write_spec):
+    assert OnFire().settings_of("onfire://x?heat=4") == ({"heat": 4}, [])
+    assert OnFire().settings_of("onfire://x") == ({"heat": 3}, [])
+    hot = training_job(write_spec, "hot", command=[sys.executable, "-c", "pass"], data={"train": "onfire://x?heat=9&x=1"})
     spec = training_job(write_spec, command=[sys.executable, "-c", "pass"], data={"train": "onfire://x"})
     with plugins.registered(FailingPlugin(), name="acme"):
+        refused = cli("validate", str(hot))
+        shown = cli("plugins", "show", "onfire").output
         done = cli("submit", "--json", str(spec))
+    assert refused.exit_code == 2 and refused.stderr.splitlines() == [
+        "error: spec.data.train: query parameter 'heat' must be <= 5, got 9",
+        "error: spec.data.train: unknown query parameter 'x' (allowed: heat)",
+    ]
+    assert "settings (the URI's query (?name=value&...))" in shown and "heat" in shown
     run = json.loads(done.stdout)
     assert run["state"] == "FAILED" and "Traceback" not in done.output
     assert "data channel 'train' (onfire://x): data scheme 'onfire' (plugin acme) raised OSError: disk on fire" in (

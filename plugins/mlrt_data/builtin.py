@@ -28,8 +28,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
+from mlrt.algorithms import Hyperparameter
 from mlrt.data import DataScheme
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +45,11 @@ DATASETS = {
     "wine": "classification",
 }
 SPLITS = ("train", "validation", "test", "all")
-PARAMETERS = ("split", "seed")
+SETTINGS = {
+    "split": Hyperparameter(str, "all", choices=SPLITS, help="which rows: a 60/20/20 split, or all of them"),
+    "seed": Hyperparameter(int, 0, min=0, help="random_state of the split"),
+}
+"""The query parameters of a ``builtin://`` URI (the scheme's settings)."""
 LABEL = "label"
 # Fractions of all rows; train gets the rest (0.6).
 TEST_FRACTION = 0.2
@@ -82,20 +87,10 @@ def parse(uri: str) -> tuple[BuiltinRef | None, str | None]:
     name = parts.path.strip("/")
     if name not in DATASETS:
         return None, f"unknown builtin dataset {name!r} (allowed: {_allowed(DATASETS)})"
-    query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in PARAMETERS:
-            return None, f"unknown query parameter {key!r} (allowed: {_allowed(PARAMETERS)})"
-        if key in query:
-            return None, f"query parameter {key!r} is given twice"
-        query[key] = value
-    split = query.get("split", "all")
-    if split not in SPLITS:
-        return None, f"unknown split {split!r} (allowed: {_allowed(SPLITS)})"
-    seed = query.get("seed", "0")
-    if not seed.isdecimal():
-        return None, f"seed must be a non-negative integer, got {seed!r}"
-    return BuiltinRef(name, split, int(seed)), None
+    settings, problems = BuiltinScheme().settings_of(uri)
+    if problems:
+        return None, problems[0]
+    return BuiltinRef(name, settings["split"], settings["seed"]), None
 
 
 def column_name(feature: str) -> str:
@@ -155,6 +150,7 @@ class BuiltinScheme(DataScheme):
     """scikit-learn's bundled datasets, split 60/20/20 into train, validation and test."""
 
     scheme: ClassVar[str] = "builtin"
+    settings = SETTINGS
     description: ClassVar[str] = (
         f"scikit-learn's bundled datasets: builtin://sklearn/<{'|'.join(DATASETS)}>?split=<{'|'.join(SPLITS)}>[&seed=N]"
     )

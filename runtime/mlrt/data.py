@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
+
+from mlrt.algorithms import Hyperparameter
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt.algorithms import Dataset
@@ -36,6 +40,31 @@ class DataScheme(abc.ABC):
 
     scheme: ClassVar[str]
     description: ClassVar[str] = ""
+    settings: ClassVar[Mapping[str, Hyperparameter]] = {}
+    """The settings a channel URI of this scheme may carry as query parameters
+    (``builtin://sklearn/iris?split=train&seed=3``): name -> ``Hyperparameter``,
+    checked when the plugin loads. When a scheme declares any, mlrt refuses a
+    job whose URI has an unknown, repeated or invalid one (one line naming it)
+    before the scheme's own ``check``; :meth:`settings_of` gives them typed."""
+
+    def settings_of(self, uri: str) -> tuple[dict[str, Any], list[str]]:
+        """``uri``'s query parameters checked against :attr:`settings`: the values converted to
+        their types with defaults filled in, and one line per problem."""
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for key, text in parse_qsl(urlsplit(uri).query, keep_blank_values=True):
+            entry = self.settings.get(key)
+            if entry is None:
+                problems.append(f"unknown query parameter {key!r} (allowed: {', '.join(self.settings) or 'none'})")
+            elif key in values:
+                problems.append(f"query parameter {key!r} is given twice")
+            else:
+                value, problem = entry.check(_typed(text, entry.type))
+                if problem:
+                    problems.append(f"query parameter {key!r} {problem}")
+                values[key] = value
+        defaults = {k: e.default for k, e in self.settings.items() if k not in values and e.default is not None}
+        return {**values, **defaults}, problems
 
     def resolve(self, uri: str, base_dir: Path) -> str:
         """Return ``uri`` in canonical form (e.g. a relative path made absolute).
@@ -61,6 +90,16 @@ class DataScheme(abc.ABC):
     def default_label(self, uri: str) -> str:
         """The label column to use when the spec names none (default ``"label"``)."""
         return "label"
+
+
+def _typed(text: str, kind: type) -> Any:
+    """A query parameter's text as ``kind`` (the text itself when it does not convert)."""
+    try:
+        if kind is bool:
+            return {"true": True, "false": False, "1": True, "0": False}.get(text.lower(), text)
+        return kind(text) if kind in (int, float) else text
+    except ValueError:
+        return text
 
 
 def infer_format(path: Path, declared: str | None) -> str:

@@ -17,7 +17,7 @@ KINDS = {
     # registry kind: (what a user calls it, the spec field that names it, the field its settings go in)
     "algorithms": ("algorithm", "spec.algorithm", "spec.hyperparameters", "hyperparameters"),
     "launchers": ("backend", "spec.compute.backend", None, None),
-    "data_schemes": ("data scheme", "spec.data.CHANNEL (its URI)", None, None),
+    "data_schemes": ("data scheme", "spec.data.CHANNEL (its URI)", "the URI's query (?name=value&...)", "settings"),
     "reports": ("report", "spec.reports", "spec.report_options.{name}", "options"),
     "tuners": ("tuner", "spec.tuner (TuningJob)", "spec.tuner", "settings"),
     "early_stoppers": ("early stopper", "spec.early_stopping.algorithm (TuningJob)", "spec.early_stopping", "settings"),
