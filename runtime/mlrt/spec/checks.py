@@ -75,6 +75,7 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
             known = ", ".join(f"{s}://" for s in sorted(schemes)) or "none installed"
             problems.append(f"spec.data.{channel}: unsupported URI scheme in {uri!r} (supported: {known})")
             continue
+        bad: list[str] = []  # the URI's query parameters against the scheme's settings
         try:  # a scheme that raises is its plugin's failure, named in one line
             with plugins.blame("data_schemes", uri_scheme(uri)):
                 resolved = scheme.resolve(uri, base_dir)
@@ -83,9 +84,11 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
                 if entry.get("label") is None:
                     entry["label"] = scheme.default_label(resolved)
                 data[channel] = entry
-                problem = scheme.check(resolved)
+                bad = scheme.settings_of(resolved)[1] if scheme.settings else []
+                problem = None if bad else scheme.check(resolved)
         except plugins.PluginFailure as failure:
             problem = str(failure)
+        problems += [f"spec.data.{channel}: {line}" for line in bad]
         if problem:
             problems.append(f"spec.data.{channel}: {problem}")
 
