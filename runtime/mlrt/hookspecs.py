@@ -4,12 +4,18 @@ A plugin is a module or object with functions decorated by ``mlrt.hookimpl``
 and named after the hooks below; it is found through the ``mlrt`` entry-point
 group (``[project.entry-points.mlrt] myplugin = "my_module"``). Registration
 hooks return a list of objects; mlrt collects the lists of all plugins,
-rejects duplicate names, and validates what it gets. A plugin implements only
-the hooks it needs.
+rejects duplicate names, and checks every settings schema of what it gets
+(an item with a malformed one is left out; ``mlrt plugins --check`` says why).
+A plugin implements only the hooks it needs. mlrt calls every hook through
+pluggy's hook caller, one plugin at a time where it must know who answered,
+so hook wrappers and ``MLRT_TRACE_HOOKS=1`` tracing apply.
 
 Notifications (``mlrt_run_started``, ``mlrt_run_finished``) are called in the
 controller process; they must not block for long and their return value is
-ignored. An exception in a notification is logged as an event, not raised.
+ignored. An exception in a notification is an event on the run naming the
+plugin (with its traceback), not raised; the other plugins are still called.
+An exception in a tuner, early stopper, report or data scheme ends the run
+(or skips the report) with one line naming the item and its distribution.
 """
 
 from __future__ import annotations
@@ -52,10 +58,12 @@ def mlrt_tuners() -> list[Tuner]:
 
     Each item is an instance of a subclass of ``mlrt.tuning.Tuner`` with a
     unique ``name`` that a TuningJob selects with ``spec.tuner``. mlrt creates
-    one search per tuning job by calling ``start(space, goal, seed, parallel,
-    history)`` on a fresh copy (``copy.deepcopy``) of the registered object,
-    then ``suggest(number)`` for each new trial and ``observe(result)`` when
-    a trial ends.
+    one search per tuning job on a fresh copy (``copy.deepcopy``) of the
+    registered object: ``configure(settings)`` with the job's settings for it
+    (``spec.tuner: {algorithm: NAME, ...}``, checked against the tuner's
+    ``settings`` schema, defaults filled in), ``start(space, goal, seed,
+    parallel, history)``, then ``suggest(number)`` for each new trial and
+    ``observe(result)`` when a trial ends.
     """
 
 
@@ -102,7 +110,9 @@ def mlrt_data_schemes() -> list[DataScheme]:
     ``scheme`` (``"file"``, ``"builtin"``, ``"s3"``) matches the part of a
     channel URI before ``://``. The scheme checks a URI at validation time and
     materializes it as a local path before the workers start; workers see that
-    path in ``MLRT_CHANNEL_<NAME>``.
+    path in ``MLRT_CHANNEL_<NAME>``. A ``settings`` schema declares the URI's
+    query parameters (``?split=train``), which mlrt checks before the scheme's
+    own ``check``.
     """
 
 
