@@ -226,11 +226,15 @@ def test_logs_follow_a_detached_run_to_its_end(cli, write_spec):
     assert json.loads(cli("status", run_id, "--json").stdout)["state"] == "SUCCEEDED"
 
 
-def test_missing_program_fails_with_a_clear_reason(cli, write_spec):
-    spec = write_spec(command_spec("typo", "[no-such-program-xyz]"))
+def test_missing_program_fails_at_once_with_a_clear_reason_and_no_retry(cli, write_spec):
+    # Retries with a long backoff: a retried launch error would keep the run QUEUED for minutes.
+    spec = write_spec(command_spec("typo", "[no-such-program-xyz]", "  retries: {max: 2, backoff: 10m}\n"))
     _, run = submit_json(cli, spec)
     assert run["state"] == "FAILED"
     assert "cannot start 'no-such-program-xyz'" in run["reason"]
+    assert "not retried" in run["reason"]
+    shown = json.loads(cli("runs", "show", run["id"], "--json").stdout)
+    assert [a["state"] for a in shown["attempts"]] == ["FAILED"]
 
 
 def test_command_job_outputs_become_artifacts_with_sha256(cli, write_spec):

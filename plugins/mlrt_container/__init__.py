@@ -108,7 +108,7 @@ def _check_image(engine: str, image: str) -> None:
         )
     else:
         fix = f"build it here (`{kind} build -t {image} ...`) or load it (`{kind} load`)"
-    raise LaunchError(f"image {image} not found on this machine: {fix}")
+    raise LaunchError(f"image {image} not found on this machine: {fix}", retry=False)
 
 
 def container_prefix(run_id: str, attempt: int) -> str:
@@ -161,7 +161,7 @@ class ContainerLauncher(Launcher):
         image = ctx.container_image()
         problem = image_problem(image)
         if problem:
-            raise LaunchError(f"image {image[:200]!r}: {problem}")
+            raise LaunchError(f"image {image[:200]!r}: {problem}", retry=False)
         argv = ctx.container_argv()
         network = container_prefix(ctx.run_id, ctx.attempt) if workers > 1 else None
         names = [container_name(ctx.run_id, ctx.attempt, rank) for rank in range(workers)]
@@ -169,7 +169,7 @@ class ContainerLauncher(Launcher):
         hidden = sorted(k for k in ctx.env if not k.startswith("MLRT_") and k not in _ADDED)
         bad = [k for k in ctx.env if env_name_problem(k)]
         if bad:
-            raise LaunchError(f"spec.env: {bad[0][:80]!r} is not a valid environment variable name")
+            raise LaunchError(f"spec.env: {bad[0][:80]!r} is not a valid environment variable name", retry=False)
         mounts = _mounts(ctx, tracking_dir)
         requests, commands = [], []
         for rank, name in enumerate(names):
@@ -465,10 +465,13 @@ def _mounts(ctx: LaunchContext, tracking_dir: str | None) -> list[tuple[str, boo
         if path in _SYSTEM_PATHS:
             raise LaunchError(
                 f"cannot bind-mount {path} into a container (it would hide the image's own {path});"
-                " use a project folder (spec.working_dir, spec.output.path)"
+                " use a project folder (spec.working_dir, spec.output.path)",
+                retry=False,
             )
         if "," in path:
-            raise LaunchError(f"cannot bind-mount {path!r} into a container: the engines' --mount cannot take a ','")
+            raise LaunchError(
+                f"cannot bind-mount {path!r} into a container: the engines' --mount cannot take a ','", retry=False
+            )
         mounts[path] = mounts.get(path, True) and read_only
     check_links(list(mounts.items()))
     return list(mounts.items())

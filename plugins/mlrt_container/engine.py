@@ -66,7 +66,7 @@ def resolve(engine: str) -> str:
             fix = f"install it or point {ENGINE_VARIABLE} at a podman or docker executable"
         else:
             fix = f"install podman or docker, or set {ENGINE_VARIABLE} to the path of one"
-        raise LaunchError(f"container engine {engine!r} not found: {fix}")
+        raise LaunchError(f"container engine {engine!r} not found: {fix}", retry=False)
     return path
 
 

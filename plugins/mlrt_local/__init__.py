@@ -196,7 +196,9 @@ class LocalLauncher(Launcher):
         except OSError as exc:
             self.stop({"key": key, "workers": workers}, grace_period=0)
             program = request.workers[0].argv[0]
-            raise LaunchError(f"cannot start {program!r}: {exc.strerror or exc}") from None
+            # A program that is missing or not executable stays so on the next attempt.
+            missing = isinstance(exc, (FileNotFoundError, PermissionError, NotADirectoryError))
+            raise LaunchError(f"cannot start {program!r}: {exc.strerror or exc}", retry=not missing) from None
         limit = request.details.get("memory_limit")
         if limit:
             self._limits[key] = [MemoryLimit(worker["pid"], parse_memory(limit), limit) for worker in workers]

@@ -76,6 +76,8 @@ FINALIZE_CONCURRENCY = 4
 # A running run's log bytes go to the database at most this often (and once at its end).
 SHIP_EVERY = 1.0
 
+NOT_RETRIED = "not retried: another attempt would meet the same problem"
+
 _log = logging.getLogger("mlrt.controller")
 
 
@@ -227,7 +229,7 @@ class _Launched:
     failed: str = ""
     """The attempt failed (retried if the run has retries left)."""
     fatal: str = ""
-    """The run fails without a retry (a folder it cannot write)."""
+    """The run fails without a retry (a folder it cannot write, a ``LaunchError(retry=False)``)."""
 
 
 @dataclasses.dataclass
@@ -674,6 +676,10 @@ class Controller:
         try:
             launcher = plugins.launchers()[spec["compute"]["backend"]]
             ctx, request = self._plan(run, resolved, number, launcher)
+        except LaunchError as exc:
+            if exc.retry:
+                return _Launched(failed=f"could not prepare attempt {number}: {exc}")
+            return _Launched(fatal=f"could not prepare attempt {number}: {exc} ({NOT_RETRIED})")
         except Exception as exc:
             if is_database_fault(exc):
                 raise
@@ -700,7 +706,9 @@ class Controller:
         try:
             handle = launcher.launch(request)
         except LaunchError as exc:
-            return _Launched(attempt=attempt, failed=str(exc))
+            if exc.retry:
+                return _Launched(attempt=attempt, failed=str(exc))
+            return _Launched(attempt=attempt, fatal=f"{exc} ({NOT_RETRIED})")
         return _Launched(attempt, launcher, request, handle, spec)
 
     def _collect(self) -> bool:
@@ -734,6 +742,8 @@ class Controller:
         if launched.handle is not None:
             self._started(run, launched.attempt, launched.launcher, launched.request, launched.handle, launched.spec)
         elif launched.fatal:
+            if launched.attempt is not None:
+                self.store.finish_attempt(launched.attempt.id, RunState.FAILED, launched.fatal, None)
             self._finish(run, RunState.FAILED, launched.fatal)
         else:
             self._attempt_failed(run, launched.attempt, launched.failed, None)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlrt.states import RunState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pydantic import BaseModel
 
 
 def channel_env(name: str) -> str:
@@ -121,7 +124,16 @@ class WorkerStatus:
 
 
 class LaunchError(RuntimeError):
-    """The backend could not start an attempt's workers; the message says why."""
+    """The backend could not start an attempt's workers; the message says why.
+
+    ``retry=False`` marks a problem that another attempt cannot fix (an image that is
+    not on this machine, a program that does not exist, a name the engine refuses):
+    the run then fails at once, its reason ending with "(not retried: ...)", instead
+    of spending its retries and their backoff on the same error."""
+
+    def __init__(self, message: str, *, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
 
 
 class Launcher(abc.ABC):
@@ -149,6 +161,22 @@ class Launcher(abc.ABC):
     :meth:`launch`, which must be safe to call concurrently for different runs);
     ``MLRT_LAUNCH_CONCURRENCY=BACKEND=N`` overrides it."""
 
+    def settings_model(self) -> type[BaseModel] | None:
+        """The pydantic model of this backend's own settings block, ``spec.compute.<name>``
+        (``compute.kubernetes`` for the ``kubernetes`` backend), or None when it takes none.
+        Default: None.
+
+        ``mlrt validate`` and ``mlrt submit`` check the block with it, wherever it appears
+        (a TuningJob's template too): each problem is one line naming the field,
+        ``spec.compute.kubernetes.tolerations.0.effect: must be ...``. The resolved spec
+        holds the block with every default filled in, and the job's own backend's block is
+        there even when the spec leaves it out, so defaults are stated in the model and
+        nowhere else. The backend reads it back typed, e.g.
+        ``Model.model_validate(ctx.compute.get(self.name) or {})``. Give the model
+        ``ConfigDict(extra="forbid")`` so that a misspelt field is refused, and import it
+        inside this method so that loading the plugin stays cheap."""
+        return None
+
     @abc.abstractmethod
     def plan(self, ctx: LaunchContext) -> LaunchRequest:
         """Return the exact request for ``ctx`` without side effects."""
@@ -166,8 +194,8 @@ class Launcher(abc.ABC):
         """Start every worker of ``request`` and return a JSON-serializable handle.
 
         Raise :class:`LaunchError` with a one-line reason when the workers
-        cannot start (program not found, image missing); the attempt fails
-        with that reason."""
+        cannot start; the attempt fails with that reason and is retried, unless
+        the error says ``retry=False`` (program not found, image missing)."""
 
     @abc.abstractmethod
     def poll(self, handle: dict[str, Any]) -> list[WorkerStatus]:
