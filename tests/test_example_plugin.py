@@ -102,6 +102,7 @@ def test_plugins_lists_the_installed_distribution_and_its_algorithm(site: Path, 
         "version": "0.1.0",
         "hooks": ["mlrt_algorithms"],
         "provides": {"algorithms": ["example.nearest_centroid"]},
+        "loaded": True,
     }
     assert {"local", "data", "sklearn"} <= set(rows)  # the built-ins still load next to it
 
@@ -109,7 +110,8 @@ def test_plugins_lists_the_installed_distribution_and_its_algorithm(site: Path, 
 def test_disable_plugins_hides_it(site: Path, home: Path):
     done = mlrt(site, home, "plugins", "--json", MLRT_DISABLE_PLUGINS="example")
     assert done.returncode == 0, done.stderr
-    assert "example" not in {row["name"] for row in json.loads(done.stdout)}
+    [row] = [row for row in json.loads(done.stdout) if row["name"] == "example"]
+    assert (row["loaded"], row["why"], row["provides"]) == (False, "named in MLRT_DISABLE_PLUGINS", {})
 
 
 def test_submit_trains_with_the_plugin_algorithm(site: Path, home: Path, spec: Path):
