@@ -195,6 +195,23 @@ def test_remote_mode_keeps_the_local_exit_codes_and_messages(remote, tokens, tmp
     assert result.exit_code == 2 and "error: no run 'no-such-run'" in result.output
 
 
+def test_the_service_checks_report_columns_against_the_data_before_queueing(postgres_db, tokens, tmp_path, program):
+    (tmp_path / "train.csv").write_text("region,label\nn,0\ns,1\n")
+    env = {**LOCAL, "MLRT_ALLOWED_PATHS": str(tmp_path)}
+    spec = job_spec(
+        tmp_path, program, name="columns", extra=f"data: {{train: {tmp_path / 'train.csv'}}}\nslices: [regio]\n"
+    )
+    service = ServiceProcess(postgres_db, tmp_path / "controller.log", env=env).start()
+    try:
+        with api(service, tokens["alice"]) as http:
+            response = http.post("/jobs", json={"spec": spec.read_text(), "filename": spec.name})
+            assert response.status_code == 422, response.text
+            assert "spec.slices.0.column: no column 'regio' in data channel train" in response.json()["detail"]
+            assert http.get("/runs").json() == [], "nothing was queued"
+    finally:
+        service.stop()
+
+
 def test_cancel_over_http_stops_the_workers(remote, tokens, tmp_path, program):
     spec = job_spec(tmp_path, program, extra="env: {EPOCH_SECONDS: '1'}\n")
     result = remote(tokens["alice"], "submit", str(spec), "--detach", "--json")
