@@ -85,15 +85,16 @@ def test_max_runtime_stops_gracefully_with_a_checkpoint(cli, write_spec):
         write_spec,
         "timeout",
         hyperparameters="{epochs: 10000, batch_size: 8}",
-        extra="  stopping: {max_runtime: 12s, grace_period: 60s}\n",
+        extra="  stopping: {max_runtime: 12s, grace_period: 10m}\n",  # generous: a loaded machine may be slow to stop
     )
-    started = time.monotonic()
     run = json.loads(cli("submit", str(spec), "--json").stdout)
     assert run["state"] == "TIMED_OUT"
-    assert time.monotonic() - started < 45, "the worker saved and exited on SIGTERM, well inside the grace period"
     checkpoint = Path(run["output_uri"].removeprefix("file://")) / "checkpoints" / "checkpoint.pt"
+    assert checkpoint.exists(), cli("logs", run["id"]).output[-2000:]
     saved = torch.load(checkpoint, weights_only=False)
-    assert saved["epoch"] >= 0 and saved["global_step"] > 0
+    # Saved on SIGTERM, in the middle of an epoch: the checkpoints written at the end of an
+    # epoch resume at its batch 0, so only the graceful stop leaves a later batch.
+    assert saved["batch"] > 0 and saved["global_step"] > 0
     attempt = run_json(cli, run["id"])["attempts"][-1]
     assert attempt["exit_code"] is None or attempt["state"] == "TIMED_OUT"
 
