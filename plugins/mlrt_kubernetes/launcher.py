@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.logfile import CappedLog, output_size
@@ -43,10 +43,14 @@ from mlrt_kubernetes.manifests import (
     UPLOAD_CONTAINER,
     env_secret,
     plan_manifests,
+    pod_settings,
     selector,
     spec_env_names,
     tracking_secret,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt_kubernetes.settings import KubernetesSettings
 
 # Waiting reasons after which a pod will not start without someone changing something.
 FATAL_WAITING = {
@@ -289,8 +293,7 @@ def _check_names(ctx: LaunchContext) -> None:
     problem = image_problem(image)
     if problem:
         raise LaunchError(f"image {image[:200]!r}: {problem}")
-    secret_env = (ctx.compute.get("kubernetes") or {}).get("secret_env") or {}
-    for name in [*ctx.env, *secret_env]:
+    for name in [*ctx.env, *pod_settings(ctx.compute).secret_env]:
         if env_name_problem(name):
             raise LaunchError(f"spec.env: {name[:80]!r} is not a valid environment variable name")
 
@@ -304,6 +307,12 @@ class KubernetesLauncher(Launcher):
     survives_controller: ClassVar[bool] = True
     uploads_output: ClassVar[bool] = True  # the pods' upload sidecar (mlrt.s3sync)
     launch_concurrency: ClassVar[int] = 16  # API round trips dominate a launch: overlap them
+
+    def settings_model(self) -> type[KubernetesSettings]:
+        """``spec.compute.kubernetes``: :class:`mlrt_kubernetes.settings.KubernetesSettings`."""
+        from mlrt_kubernetes.settings import KubernetesSettings
+
+        return KubernetesSettings
 
     def __init__(self) -> None:
         self._cluster: _Cluster | None = None
@@ -375,7 +384,7 @@ class KubernetesLauncher(Launcher):
             "namespace": job["metadata"]["namespace"],
             "job": name,
             "selector": selector(ctx.run_id, ctx.attempt),
-            "schedule_timeout": (ctx.compute.get("kubernetes") or {}).get("schedule_timeout", 900.0),
+            "schedule_timeout": pod_settings(ctx.compute).schedule_timeout,
             "manifests": [service, job],
         }
         for secret in (tracking_secret(ctx), env_secret(ctx)):

@@ -37,10 +37,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlrt.launchers import LaunchContext, channel_env, is_loopback, training_image
 from mlrt.sdk import LOG_TRACKING_URI
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt_kubernetes.settings import KubernetesSettings, Toleration, Volume
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 RUN_LABEL = "mlrt.dev/run-id"
@@ -83,6 +86,14 @@ def _cpu(cores: float) -> str:
 TOKEN_VARIABLE = "MLRT_TRACKING_TOKEN"
 
 
+def pod_settings(compute: dict[str, Any]) -> KubernetesSettings:
+    """The ``kubernetes`` block of ``compute`` (a resolved ``spec.compute``) as
+    :class:`~mlrt_kubernetes.settings.KubernetesSettings`, every field it leaves out at its default."""
+    from mlrt_kubernetes.settings import KubernetesSettings  # pydantic: only once something is planned
+
+    return KubernetesSettings.model_validate(compute.get("kubernetes") or {})
+
+
 def remote_tracking(ctx: LaunchContext) -> bool:
     """Whether the workers report to an HTTP tracking endpoint a pod can reach (not loopback)."""
     uri = ctx.env.get("MLRT_TRACKING_URI", "")
@@ -95,12 +106,12 @@ def tracking_secret(ctx: LaunchContext) -> dict[str, Any] | None:
     if not remote_tracking(ctx) or TOKEN_VARIABLE not in ctx.env:
         return None
     name = object_name(ctx.run_id, ctx.attempt)
-    kube = ctx.compute.get("kubernetes") or {}
+    namespace = pod_settings(ctx.compute).namespace
     labels = {MANAGED_BY: "mlrt", RUN_LABEL: _label_value(ctx.run_id), ATTEMPT_LABEL: str(ctx.attempt)}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": f"{name}-tracking", "namespace": kube.get("namespace", "default"), "labels": labels},
+        "metadata": {"name": f"{name}-tracking", "namespace": namespace, "labels": labels},
         "type": "Opaque",
         "stringData": {"token": "<set at launch>"},
     }
@@ -116,8 +127,7 @@ def spec_env_names(ctx: LaunchContext) -> list[str]:
     """The variables of ``ctx.env`` that come from ``spec.env`` (every one outside the
     ``MLRT_`` contract and the torch variables), less those ``secret_env`` takes from a
     Secret of the user's: their values go into the attempt's :func:`env_secret`."""
-    kube = ctx.compute.get("kubernetes") or {}
-    taken = set(kube.get("secret_env") or {}) | _CONTRACT_NAMES
+    taken = set(pod_settings(ctx.compute).secret_env) | _CONTRACT_NAMES
     return sorted(k for k in ctx.env if not k.startswith("MLRT_") and k not in taken)
 
 
@@ -127,14 +137,13 @@ def env_secret(ctx: LaunchContext) -> dict[str, Any] | None:
     names = spec_env_names(ctx)
     if not names:
         return None
-    kube = ctx.compute.get("kubernetes") or {}
     labels = {MANAGED_BY: "mlrt", RUN_LABEL: _label_value(ctx.run_id), ATTEMPT_LABEL: str(ctx.attempt)}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
             "name": f"{object_name(ctx.run_id, ctx.attempt)}-env",
-            "namespace": kube.get("namespace", "default"),
+            "namespace": pod_settings(ctx.compute).namespace,
             "labels": labels,
         },
         "type": "Opaque",
@@ -144,19 +153,19 @@ def env_secret(ctx: LaunchContext) -> dict[str, Any] | None:
 
 def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Job and the headless Service of ``ctx``'s attempt, as plain manifests."""
-    kube = ctx.compute.get("kubernetes") or {}
+    kube = pod_settings(ctx.compute)
     workers = int(ctx.compute.get("workers", 1))
     name = object_name(ctx.run_id, ctx.attempt)
-    namespace = kube.get("namespace", "default")
+    namespace = kube.namespace
     labels = {
-        **kube.get("labels", {}),
+        **kube.labels,
         MANAGED_BY: "mlrt",
         RUN_LABEL: _label_value(ctx.run_id),
         ATTEMPT_LABEL: str(ctx.attempt),
     }
-    if kube.get("queue"):
-        labels[KUEUE_QUEUE_LABEL] = kube["queue"]
-    annotations = {**kube.get("annotations", {}), RUN_ANNOTATION: ctx.run_id}
+    if kube.queue:
+        labels[KUEUE_QUEUE_LABEL] = kube.queue
+    annotations = {**kube.annotations, RUN_ANNOTATION: ctx.run_id}
     metadata = {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations}
 
     job_spec: dict[str, Any] = {
@@ -170,14 +179,14 @@ def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
                 {"action": "FailJob", "onExitCodes": {"containerName": "worker", "operator": "NotIn", "values": [0]}},
             ]
         },
-        "ttlSecondsAfterFinished": int(kube.get("ttl_after_finished", 3600)),
+        "ttlSecondsAfterFinished": int(kube.ttl_after_finished),
         "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": _pod_spec(ctx, name)},
     }
     stopping = ctx.stopping
     if stopping.get("max_runtime"):
         # The cluster's backstop; mlrt stops the run gracefully first.
         job_spec["activeDeadlineSeconds"] = int(stopping["max_runtime"] + stopping.get("grace_period", 30) + 60)
-    if kube.get("suspend") or kube.get("queue"):
+    if kube.suspend or kube.queue:
         job_spec["suspend"] = True
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
     service = {
@@ -195,18 +204,18 @@ def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
-    kube = ctx.compute.get("kubernetes") or {}
+    kube = pod_settings(ctx.compute)
     image = ctx.container_image()
     volumes: list[dict[str, Any]] = [{"name": "mlrt-data", "emptyDir": {}}]
     mounts = [{"name": "mlrt-data", "mountPath": DATA_DIR}]
-    if not any(v["mount_path"] == RUN_DIR for v in kube.get("volumes", [])):
+    if not any(v.mount_path == RUN_DIR for v in kube.volumes):
         volumes.append({"name": "mlrt-run", "emptyDir": {}})
         mounts.append({"name": "mlrt-run", "mountPath": RUN_DIR})
-    for volume in kube.get("volumes", []):
-        volumes.append({"name": volume["name"], **_volume_source(volume)})
-        mount = {"name": volume["name"], "mountPath": volume["mount_path"], "readOnly": volume["read_only"]}
-        if volume.get("sub_path"):
-            mount["subPath"] = volume["sub_path"]
+    for volume in kube.volumes:
+        volumes.append({"name": volume.name, **_volume_source(volume)})
+        mount = {"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only}
+        if volume.sub_path:
+            mount["subPath"] = volume.sub_path
         mounts.append(mount)
 
     container: dict[str, Any] = {
@@ -224,10 +233,10 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     resources = _resources(ctx.compute)
     if resources:
         container["resources"] = resources
-    if kube.get("env_from_secrets"):
-        container["envFrom"] = [{"secretRef": {"name": secret}} for secret in kube["env_from_secrets"]]
-    if kube.get("image_pull_policy"):
-        container["imagePullPolicy"] = kube["image_pull_policy"]
+    if kube.env_from_secrets:
+        container["envFrom"] = [{"secretRef": {"name": secret}} for secret in kube.env_from_secrets]
+    if kube.image_pull_policy:
+        container["imagePullPolicy"] = kube.image_pull_policy
 
     spec: dict[str, Any] = {"restartPolicy": "Never", "subdomain": name, "containers": [container], "volumes": volumes}
     if ctx.channels:
@@ -239,23 +248,23 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
             "volumeMounts": [{"name": "mlrt-data", "mountPath": DATA_DIR}],
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }
-        if kube.get("image_pull_policy"):
-            fetch["imagePullPolicy"] = kube["image_pull_policy"]
+        if kube.image_pull_policy:
+            fetch["imagePullPolicy"] = kube.image_pull_policy
         spec["initContainers"] = [fetch]
     if ctx.output_uri.startswith("s3://"):
         run_mount = next(m for m in mounts if m["mountPath"] == RUN_DIR)
         spec["initContainers"] = spec.get("initContainers", []) + _s3_sync(ctx, image, run_mount)
         spec["terminationGracePeriodSeconds"] = upload_grace_seconds()
-    if kube.get("service_account"):
-        spec["serviceAccountName"] = kube["service_account"]
-    if kube.get("node_selector"):
-        spec["nodeSelector"] = dict(kube["node_selector"])
-    if kube.get("tolerations"):
-        spec["tolerations"] = [_toleration(t) for t in kube["tolerations"]]
-    if kube.get("priority_class"):
-        spec["priorityClassName"] = kube["priority_class"]
-    if kube.get("image_pull_secrets"):
-        spec["imagePullSecrets"] = [{"name": secret} for secret in kube["image_pull_secrets"]]
+    if kube.service_account:
+        spec["serviceAccountName"] = kube.service_account
+    if kube.node_selector:
+        spec["nodeSelector"] = dict(kube.node_selector)
+    if kube.tolerations:
+        spec["tolerations"] = [_toleration(t) for t in kube.tolerations]
+    if kube.priority_class:
+        spec["priorityClassName"] = kube.priority_class
+    if kube.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": secret} for secret in kube.image_pull_secrets]
     return spec
 
 
@@ -317,7 +326,7 @@ def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[
     Both retry with the controller's ``MLRT_S3_UPLOAD_BACKOFF`` and ``AWS_MAX_ATTEMPTS``."""
     import os
 
-    kube = ctx.compute.get("kubernetes") or {}
+    kube = pod_settings(ctx.compute)
     base: dict[str, Any] = {
         "image": image if ctx.algorithm else training_image(),
         "volumeMounts": [{"name": run_mount["name"], "mountPath": RUN_DIR}],
@@ -326,10 +335,10 @@ def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[
     settings = [{"name": key, "value": os.environ[key]} for key in _S3_SETTINGS if os.environ.get(key)]
     if settings:
         base["env"] = settings
-    if kube.get("env_from_secrets"):
-        base["envFrom"] = [{"secretRef": {"name": secret}} for secret in kube["env_from_secrets"]]
-    if kube.get("image_pull_policy"):
-        base["imagePullPolicy"] = kube["image_pull_policy"]
+    if kube.env_from_secrets:
+        base["envFrom"] = [{"secretRef": {"name": secret}} for secret in kube.env_from_secrets]
+    if kube.image_pull_policy:
+        base["imagePullPolicy"] = kube.image_pull_policy
     sync = ["python", "-m", "mlrt.s3sync"]
     restore = {"name": "restore-checkpoints", **base, "command": [*sync, "restore", RUN_DIR, ctx.output_uri]}
     rank = {"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}}
@@ -346,7 +355,6 @@ def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[
 
 def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
     """The contract's environment with pod paths, the torch variables and secret references."""
-    kube = ctx.compute.get("kubernetes") or {}
     workers = int(ctx.compute.get("workers", 1))
     values = dict(ctx.env)
     for channel in ctx.channels:
@@ -370,7 +378,7 @@ def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
         threads = str(max(1, int(ctx.compute["cpu"])))
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             values.setdefault(variable, threads)
-    secret_env = kube.get("secret_env", {})
+    secret_env = pod_settings(ctx.compute).secret_env
     from_spec = set(spec_env_names(ctx))
     env = [
         {"name": key, "value": value}
@@ -381,7 +389,7 @@ def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
         env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": f"{name}-env", "key": key}}})
     env.append({"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}})
     for key, ref in sorted(secret_env.items()):
-        env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref["secret"], "key": ref["key"]}}})
+        env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": ref.key}}})
     secret = tracking_secret(ctx)
     if secret is not None:
         reference = {"name": secret["metadata"]["name"], "key": "token"}
@@ -403,19 +411,18 @@ def _resources(compute: dict[str, Any]) -> dict[str, Any]:
     return resources
 
 
-def _volume_source(volume: dict[str, Any]) -> dict[str, Any]:
-    if volume.get("claim"):
-        return {"persistentVolumeClaim": {"claimName": volume["claim"], "readOnly": volume["read_only"]}}
-    if volume.get("secret"):
-        return {"secret": {"secretName": volume["secret"]}}
-    if volume.get("config_map"):
-        return {"configMap": {"name": volume["config_map"]}}
+def _volume_source(volume: Volume) -> dict[str, Any]:
+    if volume.claim:
+        return {"persistentVolumeClaim": {"claimName": volume.claim, "readOnly": volume.read_only}}
+    if volume.secret:
+        return {"secret": {"secretName": volume.secret}}
+    if volume.config_map:
+        return {"configMap": {"name": volume.config_map}}
     return {"emptyDir": {}}
 
 
-def _toleration(toleration: dict[str, Any]) -> dict[str, Any]:
-    keys = {"key": "key", "operator": "operator", "value": "value", "effect": "effect"}
-    result = {k8s: toleration[ours] for ours, k8s in keys.items() if toleration.get(ours) is not None}
-    if toleration.get("toleration_seconds") is not None:
-        result["tolerationSeconds"] = toleration["toleration_seconds"]
-    return result
+def _toleration(toleration: Toleration) -> dict[str, Any]:
+    names = {"key": "key", "operator": "operator", "value": "value", "effect": "effect"}
+    names["toleration_seconds"] = "tolerationSeconds"
+    given = toleration.model_dump(exclude_none=True)
+    return {k8s: given[ours] for ours, k8s in names.items() if ours in given}

@@ -118,6 +118,7 @@ class ErrorCategoriesReport(Report):
 
     name = "error_categories"
     description = "Share of the errors per tag (spec.tags) and a sample of errors to review and tag."
+    gate_value_names = frozenset({"max_share_of_errors", "untagged_share"})
     options = {
         "sample_size": Hyperparameter(int, 100, min=0, help="Misclassified examples written to error_sample.csv."),
         "seed": Hyperparameter(int, None, min=0, help="Seed of the sample (default: spec.seed, else 0)."),

@@ -84,6 +84,7 @@ class ConfusionReport(Report):
 
     name = "confusion"
     description = "Confusion matrix (counts and row rates) and the most frequent confusions."
+    gate_value_names = frozenset({"accuracy", "error_rate", "top_confusion_share"})
     options = {
         "top": Hyperparameter(int, 10, min=1, help="How many confusions to list."),
         "max_classes": Hyperparameter(
@@ -293,6 +294,7 @@ class PerClassReport(Report):
 
     name = "per_class"
     description = "Per-class precision, recall, F1 and support; flags classes far below average recall."
+    gate_value_names = frozenset({"min_recall", "min_f1", "macro_f1", "macro_recall", "flagged"})
     options = {
         "recall_gap": Hyperparameter(
             float, 0.15, min=0.0, max=1.0, help="Flag classes whose recall is this far below the macro average."

@@ -104,6 +104,7 @@ class FairnessReport(Report):
 
     name = "fairness"
     description = "Selection rate, TPR and FPR per protected group; demographic parity and equalized odds."
+    gate_value_names = frozenset({"max_demographic_parity_difference", "max_equalized_odds_difference"})
     options = {
         "threshold": Hyperparameter(
             float, 0.1, min=0.0, max=1.0, help="Flag a demographic parity or equalized odds difference above this."

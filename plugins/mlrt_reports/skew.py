@@ -87,6 +87,9 @@ class SkewReport(Report):
 
     name = "skew"
     description = "Class balance, majority-class baseline, balanced accuracy and PR-AUC of rare classes."
+    gate_value_names = frozenset(
+        {"balanced_accuracy", "accuracy_over_majority", "majority_baseline", "minority_recall", "minority_pr_auc"}
+    )
     options = {
         "margin": Hyperparameter(
             float, 0.02, min=0.0, max=1.0, help="Warn when accuracy is less than this above the majority baseline."

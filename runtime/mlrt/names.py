@@ -35,6 +35,9 @@ REFERENCE_MAX = 512
 """Longer than any valid reference (a 255-character name, a 128-character tag and a sha512 digest):
 refused before the grammar is tried, so a huge value costs nothing."""
 
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
+"""An RFC 1123 label (use with ``fullmatch``): a job's name, a Kubernetes namespace or volume."""
+
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 """A POSIX portable environment variable name (use with ``fullmatch``)."""
 ENV_NAME_MAX = 255

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlrt import plugins
 from mlrt.reports import Comparable, ReportInput, option_schema
+from mlrt.spec import gate_target
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -226,10 +227,9 @@ def needed_reports(spec: dict[str, Any]) -> list[str]:
     """``spec.reports`` plus every report a gate reads, in order, without repeats."""
     wanted = list(spec.get("reports") or [])
     for gate in spec.get("gates") or []:
-        if gate.get("metric"):
-            name = gate["metric"].split(".", 1)[0]
-            if name not in wanted:
-                wanted.append(name)
+        target = gate_target(gate)
+        if target is not None and target[0] not in wanted:
+            wanted.append(target[0])
     return wanted
 
 
@@ -268,11 +268,13 @@ def check_gates(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -
     failures = []
     for index, gate in enumerate(spec.get("gates") or []):
         where = f"gates.{index}"
-        if gate.get("metric"):
-            report_name, value_name = gate["metric"].split(".", 1)
+        target = gate_target(gate)
+        if target is not None:
+            report_name, value_name = target
+            shown = f"{report_name}.{value_name}"
             result = results.get(report_name) or {}
             if result.get("skipped"):
-                failures.append(GateFailure(f"{where}: {gate['metric']} unavailable: {result['skipped']}", UNAVAILABLE))
+                failures.append(GateFailure(f"{where}: {shown} unavailable: {result['skipped']}", UNAVAILABLE))
                 continue
             values = registry[report_name].gate_values(result)
             if value_name not in values:
@@ -282,10 +284,10 @@ def check_gates(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -
                 continue
             value = values[value_name]
             if gate.get("min") is not None and value < gate["min"]:
-                line = f"{gate['metric']} = {value:.4g} is below the gate's min {gate['min']:g}"
+                line = f"{shown} = {value:.4g} is below the gate's min {gate['min']:g}"
                 failures.append(GateFailure(line, gate["min"] - value))
             if gate.get("max") is not None and value > gate["max"]:
-                line = f"{gate['metric']} = {value:.4g} is above the gate's max {gate['max']:g}"
+                line = f"{shown} = {value:.4g} is above the gate's max {gate['max']:g}"
                 failures.append(GateFailure(line, value - gate["max"]))
         else:
             other = gate["compare_to"]

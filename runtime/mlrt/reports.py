@@ -147,6 +147,10 @@ class Report(abc.ABC):
     options: ClassVar[dict[str, Hyperparameter]] = {}
     """Settings a job may give under ``spec.report_options.<name>``, checked like hyperparameters,
     besides the :data:`COMMON_OPTIONS` every report takes (``split``)."""
+    gate_value_names: ClassVar[frozenset[str] | None] = None
+    """Every name :meth:`gate_values` may give, so that ``mlrt validate`` refuses a gate on a
+    value the report never gives; None (the default) when the names depend on the job (then a
+    gate on a missing value fails when the run ends)."""
 
     @abc.abstractmethod
     def build(self, data: ReportInput) -> dict[str, Any]:
@@ -170,7 +174,8 @@ class Report(abc.ABC):
         return []
 
     def gate_values(self, result: dict[str, Any]) -> dict[str, float]:
-        """Named numbers ``spec.gates`` may bound, as ``<report>.<name>``. Default: none."""
+        """Named numbers ``spec.gates`` may bound: ``{report: NAME, value: KEY}``, or in short
+        ``{metric: NAME.KEY}``; keep the keys free of dots. Default: none."""
         return {}
 
     def comparable(self, result: dict[str, Any]) -> list[Comparable]:

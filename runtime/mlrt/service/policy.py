@@ -13,7 +13,7 @@ users own. These settings of the operator decide what such a spec may use:
     (shared datasets, a team's output folder). Default: none.
 ``MLRT_KUBE_NAMESPACES``
     When set, the only namespaces Kubernetes jobs may name (comma-separated;
-    the first is the default, see :func:`mlrt.spec.managed_namespaces`).
+    the first is the default, see :mod:`mlrt_kubernetes.settings`).
 ``MLRT_WORKER_ENV_ALLOW``
     Comma-separated names and globs (``LC_*``) of the controller's own
     environment variables that local workers inherit; default
@@ -93,8 +93,6 @@ def check(document: dict[str, Any], submission: Path) -> None:
     """Raise :class:`PolicyError` when the resolved ``document`` (a TrainingJob's or a
     TuningJob's ``LoadedSpec.resolved()``) uses a backend, a path or a Kubernetes namespace
     (``MLRT_KUBE_NAMESPACES``) this controller does not allow."""
-    from mlrt.spec import managed_namespaces
-
     spec = document["spec"]
     problems = []
     if document.get("kind") == "TuningJob":
@@ -117,11 +115,9 @@ def check(document: dict[str, Any], submission: Path) -> None:
             )
         kubernetes = compute.get("kubernetes") if isinstance(compute.get("kubernetes"), dict) else {}
         namespace = kubernetes.get("namespace")  # None: the first managed namespace
-        restricted = bool(os.environ.get("MLRT_KUBE_NAMESPACES"))
-        if backend == "kubernetes" and restricted and namespace is not None and namespace not in managed_namespaces():
-            problems.append(
-                f"{prefix}.compute.kubernetes.namespace: this controller launches in {', '.join(managed_namespaces())}"
-            )
+        managed = [n.strip() for n in os.environ.get("MLRT_KUBE_NAMESPACES", "").split(",") if n.strip()]
+        if backend == "kubernetes" and managed and namespace is not None and namespace not in managed:
+            problems.append(f"{prefix}.compute.kubernetes.namespace: this controller launches in {', '.join(managed)}")
         for field, path in host_paths(trial, base_dir):
             if not _inside(path, folders):
                 problems.append(_outside(f"{prefix}.{field}", path))

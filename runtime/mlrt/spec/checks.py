@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrt import limits
+from mlrt.launchers import Launcher
 
 
 def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str], dict[str, Any]]:
@@ -52,6 +53,8 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
             f"spec.image: the {backend} backend runs programs on this machine, not images;"
             " remove image or choose a backend that runs containers"
         )
+    if isinstance(spec.get("compute"), dict):
+        problems += backend_settings_problems(compute, backend if launcher is not None else None)
 
     output = spec.get("output") if isinstance(spec.get("output"), dict) else {}
     out_path = output.get("path")
@@ -112,4 +115,82 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
                 schema = option_schema(known_reports[name])
                 _, option_problems = resolve_values(schema, given, name, noun="option")
                 problems += [f"spec.report_options.{name}.{key}: {why}" for key, why in option_problems.items()]
+    if isinstance(spec.get("gates"), list):
+        problems += gate_problems(spec["gates"])
     return problems, resolved_hp
+
+
+def gate_problems(gates: list[Any]) -> list[str]:
+    """One line per ``spec.gates`` entry whose report is not registered, or whose value the
+    report does not give (checked when the report declares
+    :attr:`~mlrt.reports.Report.gate_value_names`). Entries the schema refuses are skipped."""
+    from mlrt import plugins
+    from mlrt.spec.schema import gate_target
+
+    problems = []
+    known = plugins.reports()
+    for index, gate in enumerate(gates):
+        target = gate_target(gate) if isinstance(gate, dict) else None
+        if target is None or not all(target):
+            continue
+        report, value = target
+        short = gate.get("report") is None
+        if report not in known:
+            problems.append(f"spec.gates.{index}.{'metric' if short else 'report'}: {plugins.unknown('reports', report)}")
+            continue
+        names = getattr(known[report], "gate_value_names", None)
+        if names is not None and value not in names:
+            problems.append(
+                f"spec.gates.{index}.{'metric' if short else 'value'}: report {report!r} gives no value {value!r}"
+                f" (it gives: {', '.join(sorted(names)) or 'none'})"
+            )
+    return problems
+
+
+def backend_settings_problems(compute: dict[str, Any], backend: str | None) -> list[str]:
+    """Check each backend's settings block in ``compute`` (a raw ``spec.compute``) with that
+    backend's :meth:`~mlrt.launchers.Launcher.settings_model`, one line per problem.
+
+    Each block that passes is replaced by its model's plain form, every default filled in;
+    the block of ``backend`` (the job's own) is added when the spec leaves it out. A key
+    that is neither a field of ``spec.compute`` nor the name of a backend with settings is
+    an unknown field."""
+    from pydantic import ValidationError
+
+    from mlrt import plugins
+    from mlrt.spec.errors import describe_error, field_names
+    from mlrt.spec.schema import Compute
+
+    launchers = plugins.launchers()
+    core = field_names(Compute)
+    blocks = [key for key in compute if key not in core]
+    if backend is not None and backend not in compute:
+        blocks.append(backend)
+    problems = []
+    for key in blocks:
+        launcher = launchers.get(key) if isinstance(key, str) else None
+        try:
+            with plugins.blame("launchers", str(key)):
+                model = launcher.settings_model() if launcher is not None else None
+        except plugins.PluginFailure as failure:
+            problems.append(f"spec.compute.{key}: {failure}")
+            continue
+        if model is None:
+            if key in compute:
+                with_blocks = [name for name, item in launchers.items() if _takes_settings(item)]
+                problems.append(
+                    f"spec.compute.{key}: unknown field (allowed: {', '.join(core)}, and the settings block of a"
+                    f" backend that takes one: {', '.join(sorted(with_blocks)) or 'none installed'})"
+                )
+            continue
+        given = compute.get(key)
+        try:
+            compute[key] = model.model_validate({} if given is None else given).model_dump(mode="json")
+        except ValidationError as exc:
+            problems += [describe_error(error, model, ("spec", "compute", str(key))) for error in exc.errors()]
+    return problems
+
+
+def _takes_settings(launcher: Launcher) -> bool:
+    """Whether ``launcher`` declares a settings block (overrides ``settings_model``), without calling it."""
+    return type(launcher).settings_model is not Launcher.settings_model

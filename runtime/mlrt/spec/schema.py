@@ -10,18 +10,17 @@ fields and non-finite numbers. Bounds come from :mod:`mlrt.limits`.
 from __future__ import annotations
 
 import functools
-import os
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from mlrt import limits
-from mlrt.names import env_name_problem, image_problem
+from mlrt.names import DNS_LABEL, env_name_problem, image_problem
 from mlrt.units import parse_cpu, parse_duration, parse_memory
 
 API_VERSION = "mlrt/v1"
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 RunDuration = Annotated[float, BeforeValidator(functools.partial(parse_duration, maximum=limits.MAX_RUN_DURATION))]
 """A run's or a search's time limit, or how long finished pods are kept: at most 365d."""
@@ -52,7 +51,7 @@ class Metadata(_Model):
     @field_validator("name")
     @classmethod
     def _dns_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not DNS_LABEL.fullmatch(value):
             raise ValueError(
                 "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
             )
@@ -72,63 +71,6 @@ def _channel_shorthand(value: object) -> object:
     return {"uri": value} if isinstance(value, str) else value
 
 
-class SecretKey(_Model):
-    """One key of a Kubernetes Secret, used as an environment variable's value."""
-
-    secret: str
-    key: str
-
-
-class Toleration(_Model):
-    """A Kubernetes toleration (``key``, ``operator``, ``value``, ``effect``, ``toleration_seconds``)."""
-
-    key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(None, ge=0, le=limits.MAX_COUNT)
-
-
-class Volume(_Model):
-    """A volume mounted into every worker pod at ``mount_path``: exactly one of
-    ``claim`` (a PersistentVolumeClaim), ``secret``, ``config_map`` or ``empty_dir``."""
-
-    name: str
-    mount_path: str
-    read_only: bool = False
-    sub_path: str | None = None
-    claim: str | None = None
-    secret: str | None = None
-    config_map: str | None = None
-    empty_dir: bool = False
-
-    @field_validator("name")
-    @classmethod
-    def _dns_label(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
-        return value
-
-    @field_validator("mount_path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must be an absolute path inside the container, e.g. /data")
-        return value
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Volume:
-        sources = [n for n in ("claim", "secret", "config_map") if getattr(self, n)] + (["empty_dir"] * self.empty_dir)
-        if len(sources) != 1:
-            raise ValueError("set exactly one of claim, secret, config_map or empty_dir: true")
-        return self
-
-
-def managed_namespaces() -> list[str]:
-    """``MLRT_KUBE_NAMESPACES`` (comma-separated), else ``["default"]``."""
-    return [n.strip() for n in os.environ.get("MLRT_KUBE_NAMESPACES", "").split(",") if n.strip()] or ["default"]
-
-
 def _posix_names(variables: dict[str, Any]) -> dict[str, Any]:
     """``variables`` when every key is a POSIX environment variable name (see :mod:`mlrt.names`)."""
     for name in variables:
@@ -138,47 +80,6 @@ def _posix_names(variables: dict[str, Any]) -> dict[str, Any]:
     return variables
 
 
-class Kubernetes(_Model):
-    """``spec.compute.kubernetes``: how the workers run as pods (``backend: kubernetes``).
-
-    ``secret_env`` maps an environment variable to a Secret key (values never
-    appear in the manifest); ``env_from_secrets`` exposes every key of the named
-    Secrets. ``queue`` names a Kueue LocalQueue: the Job is created suspended and
-    labelled for Kueue, which admits it; ``suspend: true`` alone leaves
-    admission to another controller. ``ttl_after_finished`` is how long the
-    finished Job and its pods stay for inspection before the cluster deletes
-    them (mlrt has kept the reason and the logs by then). ``schedule_timeout``
-    fails an attempt whose pods stay unschedulable that long. ``namespace``
-    defaults to the first of ``MLRT_KUBE_NAMESPACES`` (the namespaces a
-    controller service may launch in), else ``default``."""
-
-    namespace: str = Field(default_factory=lambda: managed_namespaces()[0])
-    service_account: str | None = None
-    node_selector: dict[str, str] = {}
-    tolerations: list[Toleration] = []
-    priority_class: str | None = None
-    image_pull_secrets: list[str] = []
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    env_from_secrets: list[str] = []
-    secret_env: dict[str, SecretKey] = {}
-    volumes: list[Volume] = []
-    labels: dict[str, str] = {}
-    annotations: dict[str, str] = {}
-    queue: str | None = None
-    suspend: bool = False
-    ttl_after_finished: RunDuration = 3600.0
-    schedule_timeout: WaitDuration = 900.0
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63")
-        return value
-
-    _env_names = field_validator("secret_env")(_posix_names)
-
-
 class Compute(_Model):
     """``spec.compute``: where and on how much hardware the workers run.
 
@@ -186,7 +87,12 @@ class Compute(_Model):
     interpreter that already imported mlrt and the algorithm, instead of
     starting a fresh one: milliseconds instead of a second for short runs.
     Tuning trials use it unless their template says ``warm: false``.
-    ``kubernetes`` holds the pod settings of the kubernetes backend.
+
+    A backend's own settings go in a block named after it
+    (``compute.kubernetes``), checked by that backend's
+    :meth:`~mlrt.launchers.Launcher.settings_model` (:mod:`mlrt.spec.checks`):
+    the schema lets such keys through, and the checks refuse any that names
+    no backend with settings.
 
     ``cpu``, ``memory`` and ``gpus`` are per worker. ``memory`` (``512Mi``,
     ``2Gi``) is a limit on every backend, and a worker that uses more fails
@@ -203,7 +109,8 @@ class Compute(_Model):
     gpus: int = Field(0, ge=0, le=limits.MAX_GPUS)
     rendezvous_timeout: WaitDuration = 300.0
     warm: bool = False
-    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+
+    model_config = ConfigDict(extra="allow")
 
 
 class Output(_Model):
@@ -378,16 +285,35 @@ class Tags(_Model):
     files: list[str] = []
 
 
+def gate_target(gate: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The report and the value a ``spec.gates`` entry bounds, or None for a ``compare_to`` gate.
+
+    ``{report: acme.calibration, value: ece}`` names them apart; the short form
+    ``{metric: slices.worst_accuracy}`` is the report up to the last dot and the value after it."""
+    if isinstance(gate.get("report"), str):
+        return gate["report"], str(gate.get("value") or "")
+    if isinstance(gate.get("metric"), str):
+        report, _, value = gate["metric"].rpartition(".")
+        return report, value
+    return None
+
+
 class Gate(_Model):
     """One ``spec.gates`` entry: a condition the run must meet to succeed.
 
-    Either bound a report number, ``{metric: slices.worst_accuracy, min: 0.9}``
-    or ``{metric: fairness.max_equalized_odds_difference, max: 0.1}`` (see
-    ``mlrt report RUN --json`` for each report's ``gate_values``), or compare
-    with an earlier run: ``{compare_to: RUN, max_regression: 0.02}`` fails when
-    any slice, class or group metric is worse by more than that."""
+    Either bound a number a report gives (its ``gate_values``; ``mlrt report
+    RUN --json`` shows them) with ``min`` and/or ``max``: name the report and
+    the value apart, ``{report: acme.calibration, value: ece, max: 0.05}``,
+    which works for every name, or in short ``{metric: slices.worst_accuracy,
+    min: 0.9}``, the report up to the last dot. Or compare with an earlier
+    run: ``{compare_to: RUN, max_regression: 0.02}`` fails when any slice,
+    class or group metric is worse by more than that. ``mlrt validate`` checks
+    that the report exists and, when the report declares its value names
+    (:attr:`mlrt.reports.Report.gate_value_names`), that it gives the value."""
 
     metric: str | None = None
+    report: str | None = None
+    value: str | None = None
     min: float | None = None
     max: float | None = None
     compare_to: str | None = None
@@ -395,15 +321,25 @@ class Gate(_Model):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Gate:
-        if self.metric is not None:
+        if self.metric is not None or self.report is not None or self.value is not None:
             if self.compare_to is not None or self.max_regression is not None:
-                raise ValueError("a metric gate takes min and/or max, not compare_to")
+                raise ValueError("a gate on a report value takes min and/or max, not compare_to")
+            if self.metric is not None and (self.report is not None or self.value is not None):
+                raise ValueError("set metric (REPORT.VALUE) or report and value, not both")
+            if self.metric is None and not (self.report and self.value):
+                raise ValueError("set both report and value, e.g. {report: acme.calibration, value: ece, max: 0.05}")
+            report, _, value = (self.metric or "").rpartition(".")
+            if self.metric is not None and not (report and value):
+                raise ValueError(
+                    "metric must be REPORT.VALUE, e.g. slices.worst_accuracy"
+                    " (or name them apart: {report: acme.calibration, value: ece})"
+                )
             if self.min is None and self.max is None:
-                raise ValueError("set min and/or max for the metric")
-            if "." not in self.metric:
-                raise ValueError("metric must be <report>.<value>, e.g. slices.worst_accuracy")
+                raise ValueError("set min and/or max for the value")
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"min ({self.min:g}) is above max ({self.max:g}): no value can pass")
         elif self.compare_to is None or self.max_regression is None:
-            raise ValueError("set metric with min/max, or compare_to with max_regression")
+            raise ValueError("set report and value (or metric) with min/max, or compare_to with max_regression")
         return self
 
 
