@@ -166,8 +166,9 @@ def test_a_raising_report_is_skipped_with_a_line_naming_it(cli, write_spec):
 def test_a_data_scheme_has_settings_in_its_query_and_its_failure_is_named(cli, write_spec):
     assert OnFire().settings_of("onfire://x?heat=4") == ({"heat": 4}, [])
     assert OnFire().settings_of("onfire://x") == ({"heat": 3}, [])
-    hot = training_job(write_spec, "hot", command=[sys.executable, "-c", "pass"], data={"train": "onfire://x?heat=9&x=1"})
-    spec = training_job(write_spec, command=[sys.executable, "-c", "pass"], data={"train": "onfire://x"})
+    command = [sys.executable, "-c", "pass"]
+    hot = training_job(write_spec, "hot", command=command, data={"train": "onfire://x?heat=9&x=1"})
+    spec = training_job(write_spec, command=command, data={"train": "onfire://x"})
     with plugins.registered(FailingPlugin(), name="acme"):
         refused = cli("validate", str(hot))
         shown = cli("plugins", "show", "onfire").output
@@ -305,8 +306,8 @@ def test_plugin_variables_warn_trace_and_keep_builtins_listed(tmp_path: Path, ho
     assert done.returncode == 2
     warning, error = done.stderr.splitlines()
     assert warning.startswith("warning: MLRT_DISABLE_PLUGINS names no installed plugin: acmee (installed: acme, ")
-    assert error.startswith("error: spec.compute.backend: unknown backend 'local' (registered: none installed);")
-    assert ", local, " in error and "adding its name to MLRT_LOAD_PLUGINS" in error
+    assert error.startswith("error: spec.compute.backend: backend 'local' is not registered: its plugin local (mlrt ")
+    assert error.endswith(") is not loaded (not named in MLRT_LOAD_PLUGINS); add it to MLRT_LOAD_PLUGINS")
     listed = json.loads(mlrt(tmp_path, home, "plugins", "--json", MLRT_LOAD_PLUGINS="acme").stdout)
     local = [row for row in listed if row["name"] == "local"]
     assert local == [{**local[0], "loaded": False, "why": "not named in MLRT_LOAD_PLUGINS", "provides": {}}]

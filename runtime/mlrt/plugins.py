@@ -308,7 +308,14 @@ def unknown(kind: str, name: str) -> str:
     noun = NOUNS[kind]
     if name in registry.unusable:
         return f"{noun} {name!r} is unusable: " + "; ".join(registry.unusable[name]) + " (mlrt plugins --check)"
-    text = f"unknown {noun} {name!r} (registered: {', '.join(sorted(registry.items)) or 'none installed'})"
+    # A built-in backend is its plugin's name (local); other items start with it (sklearn.svm).
+    likely = name if name in _NOT_LOADED else name.split(".", 1)[0]
+    if likely in _NOT_LOADED:
+        dist, version, why = _NOT_LOADED[likely]
+        fix = "add it to MLRT_LOAD_PLUGINS" if "LOAD" in why else "remove it from MLRT_DISABLE_PLUGINS"
+        return f"{noun} {name!r} is not registered: its plugin {likely} ({dist} {version}) is not loaded ({why}); {fix}"
+    none = "none loaded" if _NOT_LOADED else "none installed"
+    text = f"unknown {noun} {name!r} (registered: {', '.join(sorted(registry.items)) or none})"
     if _NOT_LOADED:
         text += (
             f"; plugins not loaded: {', '.join(sorted(_NOT_LOADED))}"
