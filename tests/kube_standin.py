@@ -29,7 +29,13 @@ Deliberate simplifications:
   precondition: 409 Conflict when it is not the current one. There is no PUT.
 - Field selectors accept only the fields the real API supports for each kind (``_SELECTABLE_FIELDS``).
 - Watches filter events by the object's state in each event: an object that stops matching a selector produces no
-  DELETED event. The event history is never compacted, so any resourceVersion can be watched from (never 410 Gone).
+  DELETED event. The watch history is one window for all kinds (1000 events by default), not a watch cache per
+  resource; a list ignores ``resourceVersion``/``resourceVersionMatch`` and ``limit`` (always the current state,
+  never 410). Bookmarks come at a fixed interval, not also just before a watch times out.
+- 429 Too Many Requests comes only when a test asks for it (:meth:`KubeStandIn.throttle`), for any request, with
+  the flow-control filters' plain-text body; there is no real concurrency limit.
+- Pod logs honour ``follow``, ``tailLines``, ``timestamps``, ``sinceTime`` and ``sinceSeconds``, not ``limitBytes``,
+  ``previous`` or ``stream``; stdout and stderr are one stream.
 - Job controller: no ``FailIndex``/``backoffLimitPerIndex``, no ``successPolicy``, no pod-tracking finalizers.
   A pod deleted before it finished counts as failed, as in the real controller.
 
@@ -141,6 +147,10 @@ def resolve_kind(name: str) -> ResourceKind:
         if name.lower() in (kind.kind.lower(), kind.plural):
             return kind
     raise KeyError(f"the stand-in serves no kind {name!r}")
+
+
+class _StreamCut(Exception):
+    """Raised inside a watch or log stream that a test cut with an error: the connection is dropped mid-stream."""
 
 
 class ApiError(Exception):
@@ -454,8 +464,18 @@ class Store:
         self.closed = False
         self._objects: dict[tuple[str, str, str], JSON] = {}
         self._recorded: dict[tuple[str, str, str], JSON] = {}  # each object's state in its latest event
+        # The watch history is a window of the latest events, like the watch cache's ring buffer
+        # (staging/src/k8s.io/apiserver/pkg/storage/cacher/watch_cache.go): ``history_limit`` events at most, and
+        # :meth:`compact` drops all of it. Positions (cursors) count every event ever recorded; ``_dropped`` of
+        # them have left the window, and ``_compacted`` is the newest resourceVersion among those.
         self._history: list[Event] = []
+        self.history_limit = 1000
+        self._dropped = 0
+        self._compacted = 0
         self._version = 0
+        self.bookmark_interval = 60.0  # seconds between BOOKMARK events (the cacher sends one about every minute)
+        self._cuts = {"watch": 0, "log": 0}  # how often each kind of stream was cut (:meth:`cut_streams`)
+        self.cut_with_error = False
 
     @property
     def resource_version(self) -> str:
@@ -566,19 +586,51 @@ class Store:
         ]
 
     def cursor_after(self, resource_version: int) -> int:
-        """The history position of the first event newer than ``resource_version``."""
-        return bisect.bisect_right(self._history, resource_version, key=lambda event: event.resource_version)
+        """The history position of the first event newer than ``resource_version``.
+
+        Raises 410 ``Expired`` when events newer than it have left the window, with the watch cache's message
+        (watch_cache.go ``getAllEventsSinceLocked``: ``too old resource version: RV (OLDEST-1)``).
+        """
+        if resource_version < self._compacted:
+            raise ApiError(410, "Expired", f"too old resource version: {resource_version} ({self._compacted})")
+        found = bisect.bisect_right(self._history, resource_version, key=lambda event: event.resource_version)
+        return self._dropped + found
 
     @property
     def cursor(self) -> int:
         """The history position the next event will take."""
-        return len(self._history)
+        return self._dropped + len(self._history)
 
-    def events_from(self, cursor: int, timeout: float) -> tuple[list[Event], int]:
-        """The events from history position ``cursor`` on, waiting up to ``timeout`` seconds if there are none."""
-        if cursor == len(self._history) and not self.closed:
+    def events_from(self, cursor: int, timeout: float) -> tuple[list[Event], int] | None:
+        """The events from history position ``cursor`` on, waiting up to ``timeout`` seconds if there are none;
+        None when some of them have left the window (the watcher fell behind)."""
+        if cursor == self.cursor and not self.closed:
             self.cond.wait(timeout)
-        return self._history[cursor:], len(self._history)
+        if cursor < self._dropped:
+            return None
+        return self._history[cursor - self._dropped :], self.cursor
+
+    def compact(self) -> None:
+        """Drop the whole watch history, as a compaction of etcd and a watch cache that has moved on do: a watch
+        from any resourceVersion before now gets 410 Gone."""
+        self._trim(len(self._history))
+
+    def cut(self, streams: str | None, error: bool) -> None:
+        """End the open ``"watch"`` or ``"log"`` streams (None: both); ``error``: by dropping the connection."""
+        for kind in [streams] if streams else list(self._cuts):
+            self._cuts[kind] += 1
+        self.cut_with_error = error
+        self.cond.notify_all()
+
+    def cuts(self, streams: str) -> int:
+        """How often the ``"watch"`` or ``"log"`` streams were cut so far: a stream ends when this changes."""
+        return self._cuts[streams]
+
+    def _trim(self, count: int) -> None:
+        if count > 0:
+            self._compacted = self._history[count - 1].resource_version
+            self._dropped += count
+            del self._history[:count]
 
     def close(self) -> None:
         """Mark the store closed and wake every stream waiting on it, so that they end."""
@@ -606,6 +658,7 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(self._version)
         snapshot = copy.deepcopy(obj)
         self._history.append(Event(self._version, kind, type_, snapshot))
+        self._trim(len(self._history) - self.history_limit)
         if type_ != "DELETED":
             self._recorded[(kind.plural, obj["metadata"]["namespace"], obj["metadata"]["name"])] = snapshot
         self.cond.notify_all()
@@ -933,7 +986,7 @@ class Kubelet:
     def __init__(self, store: Store, controller: JobController) -> None:
         self._store = store
         self._controller = controller
-        self._logs: dict[str, str] = {}  # by pod uid
+        self._logs: dict[str, list[LogEntry]] = {}  # by pod uid
         self._addresses = itertools.count()
         self._deletion_requested: dict[str, float] = {}  # pod uid -> time.time() of its first graceful delete
         self._kill_at: dict[str, float] = {}  # pod uid -> time.time() its grace period ends
@@ -1168,14 +1221,25 @@ class Kubelet:
         self._controller.pod_updated(pod)
 
     def append_log(self, namespace: str, name: str, text: str) -> None:
-        """Add ``text`` to the pod's log; followers receive it."""
+        """Add ``text`` to the pod's log; followers receive it.
+
+        Each line is one entry of the container runtime's log file, stamped with the time it was written; the lines
+        of one call share their timestamp (a runtime stamps what it reads at once alike), and a last line without
+        its newline is a partial entry that the next call continues (CRI logs' ``P`` tag).
+        """
         uid = self._pod(namespace, name, unfinished=False)["metadata"]["uid"]
-        self._logs[uid] = self._logs.get(uid, "") + text
+        entries = self._logs.setdefault(uid, [])
+        stamp = max(time.time_ns(), entries[-1].stamp if entries else 0)
+        entries.extend(LogEntry(stamp, line) for line in text.splitlines(keepends=True))
         self._store.cond.notify_all()
 
     def log(self, uid: str) -> str:
         """The log so far of the pod with this uid."""
-        return self._logs.get(uid, "")
+        return "".join(entry.text for entry in self._logs.get(uid, []))
+
+    def log_entries(self, uid: str) -> list[LogEntry]:
+        """The entries of the pod's log so far, oldest first."""
+        return list(self._logs.get(uid, []))
 
     def _pod(self, namespace: str, name: str, unfinished: bool) -> JSON:
         """The live pod; KeyError if there is none, ValueError if ``unfinished`` is asked for and it has finished."""
@@ -1355,42 +1419,52 @@ class RestApi:
         """GET ``?watch=true``: the watch events, as ``{"type", "object"}`` dicts.
 
         With ``resourceVersion`` (other than ``"0"``), the events after it are replayed from the history; without,
-        the stream starts with an ADDED event for each matching object, like the real API. The iterator ends after
-        ``timeoutSeconds``, when ``cancelled()`` turns true or when the stand-in stops.
+        the stream starts with an ADDED event for each matching object, like the real API. A ``resourceVersion``
+        older than the history window is answered as the watch cache does (cacher.go ``Watch`` returns
+        ``newErrWatcher``): HTTP 200 and a single ERROR event whose object is a 410 ``Expired`` Status. With
+        ``allowWatchBookmarks=true`` a BOOKMARK event carrying only ``metadata.resourceVersion`` comes every
+        :attr:`Store.bookmark_interval` seconds (docs: "API concepts > Watch bookmarks"). The iterator ends after
+        ``timeoutSeconds``, when ``cancelled()`` turns true, when the stand-in stops, when :meth:`Store.cut` cuts
+        watches, or when the events it has still to send leave the window (the watch cache closes a watcher that
+        cannot keep up, cache_watcher.go); a client resuming from its last resourceVersion then gets the 410.
         """
         matches = _selector(kind, query)
         timeout = _int_param(query, "timeoutSeconds")
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         since = _int_param(query, "resourceVersion") or 0
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         with self._store.cond:
             if since:
-                initial, cursor = [], self._store.cursor_after(since)
+                try:
+                    initial, cursor = [], self._store.cursor_after(since)
+                except ApiError as error:
+                    return iter([{"type": "ERROR", "object": error.status()}])
             else:
                 objects = [obj for obj in self._store.list(kind, namespace) if matches(obj)]
                 initial, cursor = (
                     [{"type": "ADDED", "object": copy.deepcopy(obj)} for obj in objects],
                     self._store.cursor,
                 )
-        return self._events(kind, namespace, matches, initial, cursor, deadline, cancelled)
+        return self._events(kind, namespace, matches, initial, cursor, deadline, cancelled, bookmarks)
 
     def pod_log(self, namespace: str, name: str, query: dict[str, str]) -> str:
-        """GET ``pods/{name}/log``: the log so far (its last ``tailLines`` lines if given)."""
+        """GET ``pods/{name}/log``: the log so far, as :func:`_render_log` selects and formats it."""
         with self._store.cond:
-            text = self._kubelet.log(self._loggable_pod(namespace, name, query)["metadata"]["uid"])
-            return text[_tail_offset(text, query) :]
+            entries = self._kubelet.log_entries(self._loggable_pod(namespace, name, query)["metadata"]["uid"])
+        return _render_log(entries, _tail_start(entries, query), _LogOptions.of(query))
 
     def follow_log(
         self, namespace: str, name: str, query: dict[str, str], cancelled: Callable[[], bool]
     ) -> Iterator[str]:
         """GET ``pods/{name}/log?follow=true``: the log so far, then new text as it is appended.
 
-        The iterator ends once the pod has finished or is deleted, when ``cancelled()`` turns true or when the
-        stand-in stops.
+        The iterator ends once the pod has finished or is deleted, when ``cancelled()`` turns true, when the
+        stand-in stops or when :meth:`Store.cut` cuts logs.
         """
         with self._store.cond:
             pod = self._loggable_pod(namespace, name, query)
-            offset = _tail_offset(self._kubelet.log(pod["metadata"]["uid"]), query)
-        return self._log_chunks(pod["metadata"]["uid"], namespace, name, offset, cancelled)
+            start = _tail_start(self._kubelet.log_entries(pod["metadata"]["uid"]), query)
+        return self._log_chunks(pod["metadata"]["uid"], namespace, name, start, _LogOptions.of(query), cancelled)
 
     def _events(
         self,
@@ -1401,17 +1475,38 @@ class RestApi:
         cursor: int,
         deadline: float,
         cancelled: Callable[[], bool],
+        bookmarks: bool,
     ) -> Iterator[JSON]:
         yield from initial
+        with self._store.cond:
+            cuts, interval = self._store.cuts("watch"), self._store.bookmark_interval
+        next_bookmark = time.monotonic() + interval
         while not (self._store.closed or cancelled()) and time.monotonic() < deadline:
             with self._store.cond:
-                events, cursor = self._store.events_from(cursor, max(0.0, min(_TICK, deadline - time.monotonic())))
+                wait = max(0.0, min(_TICK, deadline - time.monotonic(), next_bookmark - time.monotonic()))
+                news = self._store.events_from(cursor, wait)
+                version = self._store.resource_version
+                if self._store.cuts("watch") != cuts:
+                    if self._store.cut_with_error:
+                        raise _StreamCut
+                    return
+            if news is None:
+                return  # fell behind the window: the cacher closes such a watcher
+            events, cursor = news
             for event in events:
                 if event.kind is kind and event.object["metadata"]["namespace"] == namespace and matches(event.object):
                     yield {"type": event.type, "object": event.object}
+            if bookmarks and time.monotonic() >= next_bookmark:
+                # Only the resourceVersion up to which every event was sent (cacher.go ``getBookmarkObject``).
+                meta = {"resourceVersion": version}
+                yield {
+                    "type": "BOOKMARK",
+                    "object": {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta},
+                }
+                next_bookmark = time.monotonic() + interval
 
     def _log_chunks(
-        self, uid: str, namespace: str, name: str, offset: int, cancelled: Callable[[], bool]
+        self, uid: str, namespace: str, name: str, start: int, options: _LogOptions, cancelled: Callable[[], bool]
     ) -> Iterator[str]:
         def following() -> bool:
             pod = self._store.get(PODS, namespace, name)
@@ -1420,15 +1515,23 @@ class RestApi:
             )
 
         def news() -> bool:
-            return len(self._kubelet.log(uid)) > offset or not following()
+            return len(self._kubelet.log_entries(uid)) > start or not following() or self._store.cuts("log") != cuts
 
+        with self._store.cond:
+            cuts = self._store.cuts("log")
         while True:
             with self._store.cond:
                 self._store.cond.wait_for(news, _TICK)
-                text, more = self._kubelet.log(uid), following()
-            if len(text) > offset:
-                yield text[offset:]
-                offset = len(text)
+                entries, more = self._kubelet.log_entries(uid), following()
+                if self._store.cuts("log") != cuts:
+                    if self._store.cut_with_error:
+                        raise _StreamCut
+                    return
+            if len(entries) > start:
+                text = _render_log(entries, start, options)
+                start = len(entries)
+                if text:
+                    yield text
             if not more or cancelled():
                 return
 
@@ -1580,14 +1683,75 @@ def _int_param(query: dict[str, str], key: str) -> int | None:
         raise ApiError.bad_request(f"{key} must be an integer, not {query[key]!r}") from None
 
 
-def _tail_offset(text: str, query: dict[str, str]) -> int:
-    """Where the last ``tailLines`` lines of ``text`` start (0 without ``tailLines``)."""
+@dataclass(frozen=True)
+class LogEntry:
+    """One entry of a container's log: the time the runtime wrote it (ns since the epoch) and its text, a line
+    with its newline or, for a partial entry, the start of one."""
+
+    stamp: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _LogOptions:
+    """The PodLogOptions the stand-in honours besides ``follow`` and ``tailLines``."""
+
+    timestamps: bool
+    since: int  # ns since the epoch: entries stamped earlier are left out
+
+    @classmethod
+    def of(cls, query: dict[str, str]) -> _LogOptions:
+        """``timestamps``, and ``sinceTime`` or ``sinceSeconds``, as the kubelet receives them. The API server
+        forwards ``sinceTime`` to the kubelet formatted as RFC 3339 with whole seconds (pkg/registry/core/pod/
+        strategy.go ``LogLocation``), so a fraction of a second is dropped."""
+        if query.get("sinceTime") and query.get("sinceSeconds"):
+            raise ApiError.bad_request("at most one of sinceTime or sinceSeconds may be specified")
+        since = 0
+        if query.get("sinceTime"):
+            try:
+                moment = datetime.fromisoformat(query["sinceTime"].replace("Z", "+00:00"))
+            except ValueError:
+                raise ApiError.bad_request(f"sinceTime must be an RFC 3339 time, not {query['sinceTime']!r}") from None
+            since = math.floor(moment.timestamp()) * 10**9
+        elif (seconds := _int_param(query, "sinceSeconds")) is not None:
+            since = time.time_ns() - seconds * 10**9
+        return cls(query.get("timestamps") in ("true", "1"), since)
+
+
+def _render_log(entries: list[LogEntry], start: int, options: _LogOptions) -> str:
+    """The text of ``entries[start:]`` as the kubelet writes it (pkg/kubelet/kuberuntime/logs/logs.go
+    ``logWriter.write``): entries stamped before ``since`` are skipped (the bound is inclusive), and with
+    ``timestamps`` each line starts with its RFC3339Nano timestamp and a space; the continuation of a partial
+    entry gets no timestamp of its own."""
+    parts = []
+    for position in range(start, len(entries)):
+        entry = entries[position]
+        if entry.stamp < options.since:
+            continue
+        new_line = position == 0 or entries[position - 1].text.endswith("\n")
+        if options.timestamps and new_line:
+            parts.append(_rfc3339nano(entry.stamp) + " ")
+        parts.append(entry.text)
+    return "".join(parts)
+
+
+def _rfc3339nano(stamp: int) -> str:
+    """A time (ns since the epoch) in Go's ``time.RFC3339Nano`` layout, UTC: trailing zeros of the fraction cut."""
+    seconds, nanos = divmod(stamp, 10**9)
+    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{text}.{fraction}Z" if fraction else f"{text}Z"
+
+
+def _tail_start(entries: list[LogEntry], query: dict[str, str]) -> int:
+    """The entry where the last ``tailLines`` lines start (0 without ``tailLines``); a line may span entries."""
     tail = _int_param(query, "tailLines")
     if tail is None:
         return 0
     if tail <= 0:
-        return len(text)
-    return len(text) - sum(len(line) for line in text.splitlines(keepends=True)[-tail:])
+        return len(entries)
+    starts = [i for i in range(len(entries)) if i == 0 or entries[i - 1].text.endswith("\n")]
+    return starts[-tail] if tail <= len(starts) else 0
 
 
 def _waiting(pod: JSON, container: str) -> str:
@@ -1664,6 +1828,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.record(method, url.path)
         if self.server.latency:  # a real API server's round trip; waited in this connection's thread, no lock held
             time.sleep(self.server.latency)
+        retry_after = self.server.throttled()
+        if retry_after is not None:
+            return self._too_many_requests(retry_after)
         try:
             query = dict(parse_qsl(url.query))
             self.server.access.check(self.headers.get("Authorization"), method, url.path, query)  # 401, 403
@@ -1737,7 +1904,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, items: Iterator[Any], encode: Callable[[Any], bytes], content_type: str) -> None:
-        """Send each item as one HTTP chunk, as it comes; end with the last chunk when the iterator ends."""
+        """Send each item as one HTTP chunk, as it comes; end with the last chunk when the iterator ends.
+
+        A stream cut with an error (:class:`_StreamCut`) ends without its last chunk: the connection is dropped,
+        as when an API server restarts or a proxy resets it.
+        """
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
@@ -1747,8 +1918,25 @@ class _Handler(BaseHTTPRequestHandler):
                 data = encode(item)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.write(b"0\r\n\r\n")
+        except _StreamCut:
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:  # the client has gone away
             self.close_connection = True
+
+    def _too_many_requests(self, retry_after: int) -> None:
+        """Answer 429 as the API server's max-in-flight and priority-and-fairness filters do
+        (staging/src/k8s.io/apiserver/pkg/server/filters/maxinflight.go ``tooManyRequests``): a ``Retry-After``
+        header and ``http.Error``'s plain-text body, before the request is authorized or served."""
+        data = b"Too many requests, please try again later.\n"
+        self.send_response(429)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Retry-After", str(retry_after))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _client_gone(self) -> bool:
         """Whether the client has closed the connection: it is readable, with nothing to read."""
@@ -1782,11 +1970,30 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.api = api
         self.latency = latency
+        self._throttle = (0, 1)  # (how many requests are still to answer 429, their Retry-After in seconds)
         self._requests = requests
         self._lock = lock
         self._connections: set[socket.socket] = set()
         self._connections_changed = threading.Condition()
         self._closing = False
+
+    def throttle(self, requests: int, retry_after: int) -> None:
+        with self._lock:
+            self._throttle = (requests, retry_after)
+
+    def throttled(self) -> int | None:
+        """The Retry-After to answer this request with when it is one of the throttled ones, else None."""
+        with self._lock:
+            left, retry_after = self._throttle
+            if left <= 0:
+                return None
+            self._throttle = (left - 1, retry_after)
+            return retry_after
+
+    @property
+    def throttle_left(self) -> int:
+        with self._lock:
+            return self._throttle[0]
 
     def record(self, method: str, path: str) -> None:
         with self._lock:
@@ -1839,7 +2046,10 @@ class KubeStandIn:
     ``latency_ms`` (default: the :data:`LATENCY_ENV` variable ``MLRT_STANDIN_LATENCY_MS``, else 0) delays every
     request by that many milliseconds before it is served, like a real API server's round trip (benchmarks use
     20 ms); a watch or a followed log waits once, before its stream starts. Requests on separate connections wait
-    concurrently, and nothing else changes.
+    concurrently, and nothing else changes. It can be changed at any time (:attr:`latency_ms`).
+
+    Faults a test can inject: :attr:`history_limit` and :meth:`compact_history` (410 Gone for watches from expired
+    resourceVersions), :attr:`bookmark_interval`, :meth:`cut_streams` and :meth:`throttle` (429 with Retry-After).
     """
 
     def __init__(self, latency_ms: float | None = None, job_controller_delay: float = 0.05) -> None:
@@ -1880,6 +2090,67 @@ class KubeStandIn:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    # faults: what a real API server does under load, restarts and compaction
+
+    @property
+    def latency_ms(self) -> float:
+        """Milliseconds every request waits before it is served (see the class docstring); settable at any time."""
+        return self._server.latency * 1000
+
+    @latency_ms.setter
+    def latency_ms(self, value: float) -> None:
+        self._server.latency = value / 1000
+
+    @property
+    def history_limit(self) -> int:
+        """How many events the watch history keeps (default 1000), like the watch cache's capacity; settable. A
+        watch from a resourceVersion older than the window gets 410 Gone, see :meth:`RestApi.watch`."""
+        with self._store.cond:
+            return self._store.history_limit
+
+    @history_limit.setter
+    def history_limit(self, value: int) -> None:
+        with self._store.cond:
+            self._store.history_limit = value
+
+    @property
+    def bookmark_interval(self) -> float:
+        """Seconds between the BOOKMARK events of watches that allow them (default 60, about the watch cache's
+        rate); settable, for watches opened afterwards."""
+        with self._store.cond:
+            return self._store.bookmark_interval
+
+    @bookmark_interval.setter
+    def bookmark_interval(self, value: float) -> None:
+        with self._store.cond:
+            self._store.bookmark_interval = value
+
+    def compact_history(self) -> None:
+        """Drop the whole watch history, as an etcd compaction does: open watches go on, but a watch resumed
+        from any resourceVersion before now gets 410 Gone (an ERROR event)."""
+        with self._store.cond:
+            self._store.compact()
+
+    def cut_streams(self, streams: str | None = None, error: bool = False) -> None:
+        """End the open ``"watch"`` or ``"log"`` streams, or both (None), while the pods keep running: cleanly
+        (the last chunk is sent, as when a watch's ``timeoutSeconds`` passes or a kubelet ends a log stream),
+        or with ``error`` by dropping the connection mid-stream (an API server restart). Streams opened
+        afterwards are not affected."""
+        if streams not in (None, "watch", "log"):
+            raise ValueError(f"streams must be 'watch', 'log' or None, not {streams!r}")
+        with self._store.cond:
+            self._store.cut(streams, error)
+
+    def throttle(self, requests: int, retry_after: int = 1) -> None:
+        """Answer the next ``requests`` requests (any verb, streams included) with 429 Too Many Requests and a
+        ``Retry-After: retry_after`` header, as an overloaded API server's flow control does."""
+        self._server.throttle(requests, retry_after)
+
+    @property
+    def throttled_left(self) -> int:
+        """How many of the requests :meth:`throttle` asked for have not been answered 429 yet."""
+        return self._server.throttle_left
 
     @property
     def url(self) -> str:
