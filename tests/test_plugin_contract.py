@@ -23,7 +23,8 @@ from mlrt import hookimpl, plugins
 from mlrt.algorithms import Hyperparameter
 from mlrt.data import DataScheme
 from mlrt.reports import Report
-from mlrt.tuning import Tuner
+from mlrt.store import Store
+from mlrt.tuning import EarlyStopper, Tuner
 
 MLRT = Path(sys.executable).parent / "mlrt"
 
@@ -107,6 +108,38 @@ def test_a_raising_tuner_ends_its_search_with_a_line_naming_it(cli, write_spec):
     events = [e["reason"] for e in json.loads(cli("runs", "show", run["id"], "--json").stdout)["events"]]
     [kept] = [e for e in events if e.startswith("tuner 'acme.raising' (plugin acme) raised KeyError: 'x'; traceback:")]
     assert 'raise KeyError("x")' in kept
+
+
+class RaisingStopper(EarlyStopper):
+    name = "acme.stopper"
+
+    def should_stop(self, trial, others, goal, settings) -> str | None:
+        raise ZeroDivisionError("division by zero")
+
+
+class StopperPlugin:
+    @hookimpl
+    def mlrt_early_stoppers(self) -> list[EarlyStopper]:
+        return [RaisingStopper()]
+
+
+def test_a_raising_early_stopper_ends_its_search_and_cancels_the_running_trial(cli, write_spec):
+    path = tuning_job(write_spec, "acme.hillclimb", 1)
+    document = yaml.safe_load(path.read_text())
+    document["spec"]["early_stopping"] = {"algorithm": "acme.stopper"}
+    document["spec"]["template"] = {  # logs step 0, then runs until cancelled
+        "command": [sys.executable, "-c", "import time; print('step=0 score=1.0', flush=True); time.sleep(300)"],
+        "metrics": [{"name": "score", "regex": "step=(?P<step>\\d+) score=(?P<value>[0-9.]+)"}],
+    }
+    path.write_text(yaml.safe_dump(document))
+    with plugins.registered(TunerPlugin(), name="acme"), plugins.registered(StopperPlugin(), name="acme-stop"):
+        done = cli("submit", "--json", str(path))
+    run = json.loads(done.stdout)
+    assert run["state"] == "FAILED" and "Traceback" not in done.output
+    assert run["reason"].startswith(
+        "early stopper 'acme.stopper' (plugin acme-stop) raised ZeroDivisionError: division by zero"
+    )
+    assert [trial.state for trial in Store().trials(run["id"])] == ["CANCELLED"]
 
 
 class BrokenReport(Report):
