@@ -190,3 +190,48 @@ def test_an_unusable_pool_size_is_one_line_before_anything_is_written(cli, write
         f"error: MLRT_LAUNCH_CONCURRENCY: {value!r} is not N or BACKEND=N,... with N a whole number from 1"
     )
     assert Store().list_runs() == []
+
+
+def test_a_pass_reads_only_the_head_of_each_queue_in_launch_order():
+    store = Store()
+    for age in range(5):
+        _queued(store, "vision", "a", age)
+    for age in range(3):
+        _queued(store, "speech", "b", 10 + age)
+    _queued(store, "vision", "u", 30, priority=5)
+    cancelled = _queued(store, "speech", "x", 1)
+    later = _queued(store, "speech", "y", 2)
+    for run_id in [f"a-{age}" for age in range(5)] + [f"b-{10 + age}" for age in range(3)] + ["u-30", "x-1", "y-2"]:
+        store.update_run(run_id, owner="me")
+    store.update_run(cancelled.id, cancel_requested=True)
+    store.update_run(later.id, not_before=utcnow() + timedelta(hours=1))
+    heads = store.queue_heads("me", ["kubernetes"], 2, utcnow())
+    by_project: dict[str | None, list[str]] = {}
+    for run, project in heads:
+        by_project.setdefault(project, []).append(run.id)
+    # Per project: the higher priority first, then the oldest; neither a cancelled run
+    # nor one waiting for its retry backoff; nothing of another backend or owner.
+    assert sorted(by_project["vision"]) == ["a-0", "u-30"]
+    assert sorted(by_project["speech"]) == ["b-10", "b-11"]
+    assert store.queue_heads("me", ["local"], 2, utcnow()) == []
+    assert store.queue_heads("someone-else", ["kubernetes"], 2, utcnow()) == []
+    # The cancelled run is handled one by one (it is cancelled before launch), like every non-queued run.
+    assert [run.id for run in store.busy_runs("me")] == [cancelled.id]
+
+
+def test_a_project_priority_cap_refuses_higher_priorities_and_is_shown(cli):
+    from mlrt.admission import priority_problem
+
+    result = cli("projects", "limit", "vision", "--max-priority", "10", "--running", "4", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["max_priority"] == 10
+    store = Store()
+    assert priority_problem(store, "vision", 10) is None and priority_problem(store, "speech", 500) is None
+    assert priority_problem(store, "vision", 11).startswith("spec.priority: 11 is above project vision's limit of 10")
+    bad = cli("projects", "limit", "vision", "--max-priority", "5000")
+    assert bad.exit_code == 2 and "--max-priority" in bad.output and "-1000 to 1000" in bad.output
+    shown = cli("projects", "list")
+    assert "max priority" in shown.output and "10" in shown.output
+    assert (
+        json.loads(cli("projects", "limit", "vision", "--max-priority", "none", "--json").stdout)[0]["max_running"] == 4
+    )

@@ -458,12 +458,15 @@ def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(
     tmp_path,
     home,
 ):
+    from kube_cluster import CONTROLLER_NAMESPACE, chart_rbac
     from kube_standin import KubeStandIn
     from mlrt import s3sync
 
     with KubeStandIn() as kube:
+        rbac, account = chart_rbac(("ml",))  # the controller as in the cluster: the chart's ServiceAccount
+        kube.apply_rbac(rbac)
         env = {
-            "KUBECONFIG": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+            "KUBECONFIG": str(kube.serviceaccount_kubeconfig(tmp_path / "kubeconfig", CONTROLLER_NAMESPACE, account)),
             "MLRT_ADVERTISE_URL": "http://mlrt.mlrt.svc:8080",
             "MLRT_KUBE_NAMESPACES": "ml",
             "MLRT_ALLOWED_BACKENDS": "kubernetes",
@@ -514,6 +517,7 @@ def test_pods_report_to_the_tracking_endpoint_with_a_token_from_a_secret(
                 assert model["sha256"] == hashlib.sha256(MODEL).hexdigest() and model["size"] == len(MODEL)
                 kube.finish_ttl("ml")
                 assert kube.secrets("ml") == [], "the token's Secret goes with the Job"
+                assert [denial.message for denial in kube.denials] == [], "the chart's Role is enough"
         finally:
             service.stop()
 
@@ -538,6 +542,10 @@ def test_a_project_at_its_limit_waits_saying_why_while_another_project_runs(
 ):
     Store(postgres_db).set_project_limit("vision", max_running=1, max_cpus=None, max_gpus=None, max_memory=None)
     spec = job_spec(tmp_path, program, extra="env: {EPOCH_SECONDS: '0.1'}\n")
+    Store(postgres_db).set_project_limit("speech", max_priority=10)
+    refused = remote(tokens["bob"], "submit", str(spec), "--set", "spec.priority=50")
+    assert refused.exit_code == 2, refused.output
+    assert "error: spec.priority: 50 is above project speech's limit of 10" in refused.output
 
     def submitted(token: str) -> str:
         return json.loads(remote(token, "submit", str(spec), "--detach", "--json").stdout)["run_id"]

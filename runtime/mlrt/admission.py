@@ -17,6 +17,11 @@ first served. Local jobs (no project) form one group.
 FINALIZING, with the resources they asked for, may not exceed its limits. A
 tuning run does not count (it only drives its trials, which do).
 
+**Priority cap.** A project's ``max_priority`` limit is the highest
+``spec.priority`` its submissions may ask for (:func:`priority_problem`,
+checked when the API takes a job), so a project cannot put all its jobs ahead
+of every other project's.
+
 **The machine** (backends whose workers run on the controller's host, see
 :attr:`~mlrt.launchers.Launcher.runs_on_host`): the cores and memory that the
 host's active runs of those backends asked for, in every controller process
@@ -163,3 +168,16 @@ def _total_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().total)
+
+
+def priority_problem(store: Any, project: str | None, priority: int) -> str | None:
+    """One line when ``priority`` is above ``project``'s ``max_priority`` limit, else None."""
+    if project is None:
+        return None
+    limit = next((row for row in store.project_limits() if row.project == project), None)
+    if limit is None or limit.max_priority is None or priority <= limit.max_priority:
+        return None
+    return (
+        f"spec.priority: {priority} is above project {project}'s limit of {limit.max_priority}"
+        f" (set by its operator with `mlrt projects limit {project} --max-priority N`); use {limit.max_priority} or less"
+    )

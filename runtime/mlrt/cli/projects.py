@@ -21,6 +21,20 @@ def _memory(value: str | None) -> int | None:
         raise click.BadParameter(f"{exc} (e.g. 64Gi, or none)", param_hint="--memory") from None
 
 
+def _priority(value: str | None) -> int | None:
+    from mlrt.limits import MAX_PRIORITY
+
+    if value is None or value == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a whole number (or none)", param_hint="--max-priority") from None
+    if not -MAX_PRIORITY <= number <= MAX_PRIORITY:
+        raise click.BadParameter(f"must be {-MAX_PRIORITY} to {MAX_PRIORITY} (or none)", param_hint="--max-priority")
+    return number
+
+
 def _number(kind: type, option: str):
     def convert(_ctx: click.Context, _param: click.Parameter, value: str | None):
         if value is None or value == "none":
@@ -38,7 +52,8 @@ def _number(kind: type, option: str):
 
 @click.group()
 def projects() -> None:
-    """Per-project limits of the controller: running runs, CPUs, GPUs and memory at once.
+    """Per-project limits of the controller: running runs, CPUs, GPUs and memory at once,
+    and the highest priority its jobs may ask for.
 
     A queued run of a project at one of its limits waits, and `mlrt status` says
     which limit holds it; `none` removes a limit. Limits apply to jobs submitted
@@ -51,6 +66,7 @@ def projects() -> None:
 @click.option("--cpus", callback=_number(float, "--cpus"), help="Cores those runs ask for in all.")
 @click.option("--gpus", callback=_number(int, "--gpus"), help="GPUs those runs ask for in all.")
 @click.option("--memory", help="Memory those runs ask for in all (e.g. 256Gi).")
+@click.option("--max-priority", help="Highest spec.priority its submissions may ask for (-1000 to 1000).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
 def limit(
@@ -60,19 +76,32 @@ def limit(
     cpus: float | None,
     gpus: int | None,
     memory: str | None,
+    max_priority: str | None,
     as_json: bool,
 ) -> None:
     """Set the limits of PROJECT (the options given; the others keep their value)."""
     _on_database(app)
     if not 0 < len(project) <= 253:
         raise click.BadParameter("must be 1 to 253 characters", param_hint="PROJECT")
-    given = {"max_running": running, "max_cpus": cpus, "max_gpus": gpus, "max_memory": _memory(memory)}
-    named = {"max_running": "--running", "max_cpus": "--cpus", "max_gpus": "--gpus", "max_memory": "--memory"}
+    given = {
+        "max_running": running,
+        "max_cpus": cpus,
+        "max_gpus": gpus,
+        "max_memory": _memory(memory),
+        "max_priority": _priority(max_priority),
+    }
+    named = {
+        "max_running": "--running",
+        "max_cpus": "--cpus",
+        "max_gpus": "--gpus",
+        "max_memory": "--memory",
+        "max_priority": "--max-priority",
+    }
     source = click.get_current_context()
     current = {row.project: row for row in app.store.project_limits()}.get(project)
     limits = {}
     for key, value in given.items():
-        option = named[key].lstrip("-")
+        option = named[key].lstrip("-").replace("-", "_")
         if source.get_parameter_source(option) is click.core.ParameterSource.DEFAULT:
             limits[key] = getattr(current, key) if current is not None else None
         else:
@@ -108,7 +137,7 @@ def _show(rows: list, as_json: bool) -> None:
 
     table(
         "project limits",
-        ["project", "running", "CPUs", "GPUs", "memory"],
+        ["project", "running", "CPUs", "GPUs", "memory", "max priority"],
         [
             (
                 r["project"],
@@ -116,6 +145,7 @@ def _show(rows: list, as_json: bool) -> None:
                 shown(r["max_cpus"], lambda v: f"{v:g}"),
                 shown(r["max_gpus"]),
                 shown(r["max_memory"], format_bytes),
+                shown(r["max_priority"]),
             )
             for r in data
         ],

@@ -186,7 +186,10 @@ class ProjectLimit(SQLModel, table=True):
     ``max_running`` counts its active runs (starting, running or finalizing;
     a tuning run's trials count, the tuning run itself does not); the other
     limits sum those runs' requests: ``max_cpus`` cores, ``max_gpus`` and
-    ``max_memory`` bytes. Set with ``mlrt projects limit``."""
+    ``max_memory`` bytes. ``max_priority`` is the highest ``spec.priority`` the
+    project's submissions may ask for (a higher one is refused at submit), so
+    that one project cannot put its whole queue ahead of every other's. Set
+    with ``mlrt projects limit``."""
 
     __tablename__ = "project_limits"
 
@@ -195,6 +198,7 @@ class ProjectLimit(SQLModel, table=True):
     max_cpus: float | None = None
     max_gpus: int | None = None
     max_memory: int | None = Field(default=None, sa_type=BigInteger)
+    max_priority: int | None = None
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -72,7 +72,8 @@ def check_referenced(store: Store, who: Principal, loaded, resume_from: str | No
 @router.post("/jobs", status_code=201)
 def submit(body: SubmitBody, who: User, parts: Parts) -> dict[str, Any]:
     """Queue a spec as a new job of the token's project; the leader launches it."""
-    from mlrt.planning import check_columns, check_launchable
+    from mlrt.admission import priority_problem
+    from mlrt.planning import check_columns, check_launchable, training_spec
     from mlrt.secrets import mask_submitted
     from mlrt.spec import SpecError
     from mlrt.submission import submit as submit_job
@@ -87,6 +88,9 @@ def submit(body: SubmitBody, who: User, parts: Parts) -> dict[str, Any]:
         loaded = load(body.spec, body.filename, body.overrides, folder)  # checks the text before it is written
         check_columns(loaded)  # as `mlrt submit` does: a column the data does not have, one line now
         check_launchable(loaded)  # the backend's own preflight on this side (e.g. cluster credentials)
+        capped = priority_problem(parts.store, who.project, training_spec(loaded).get("priority", 0))
+        if capped:
+            raise SpecError([capped])
         # Masked: spec.env values are kept only encrypted, in the job row (mlrt.secrets).
         (folder / (Path(body.filename).name or "job.yaml")).write_text(mask_submitted(body.spec))
         check_referenced(parts.store, who, loaded, body.resume_from)
