@@ -362,3 +362,18 @@ def test_gate_violations_reach_the_optuna_study_as_constraints() -> None:
     trials = tuner._study.get_trials(deepcopy=False)
     assert [t.constraints for t in trials] == [{"gates": 0.25}, {}, {"gates": 1.0}]
     assert [t.value for t in trials] == [1.0, 2.0, 0.5]
+
+
+def test_tpe_startup_trials_setting_ends_the_random_phase_sooner() -> None:
+    """Two searches with the same seed and results agree while both are random, and part once
+    the one configured with ``startup_trials: 2`` starts modelling (the default waits for 5)."""
+    default, early = started("tpe", PLANE, seed=4), copy.deepcopy(plugins.tuners()["tpe"])
+    early.configure({"startup_trials": 2})
+    early.start(PLANE, "minimize", 4, 1, [])
+    suggestions = []
+    for number in range(1, 5):
+        pair = default.suggest(number), early.suggest(number)
+        suggestions.append(pair)
+        for tuner, params in zip((default, early), pair, strict=True):
+            tuner.observe(TrialResult(number, params, "SUCCEEDED", quadratic(params)))
+    assert [a == b for a, b in suggestions] == [True, True, False, False]

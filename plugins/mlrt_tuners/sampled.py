@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from mlrt.algorithms import Hyperparameter
 from mlrt.tuning import Goal, Parameter, TrialResult, Tuner
 from mlrt_tuners.space import as_number, category_index, space_problem
 
@@ -231,7 +232,8 @@ class TPETuner(_OptunaTuner):
     """Bayesian optimisation with Optuna's Tree-structured Parzen Estimator.
 
     Until :func:`startup_trials` trials have finished (2 per parameter,
-    between 5 and 10), suggestions are random; after that TPE splits the finished trials into the best
+    between 5 and 10; the setting ``startup_trials`` chooses another number:
+    ``tuner: {algorithm: tpe, startup_trials: 3}``), suggestions are random; after that TPE splits the finished trials into the best
     few and the rest, models each group's density over the space, and
     suggests the point most likely under the good model relative to the bad.
     Parameters are modelled jointly (``multivariate``), so correlated
@@ -253,13 +255,18 @@ class TPETuner(_OptunaTuner):
     name: ClassVar[str] = "tpe"
     description: ClassVar[str] = "Tree-structured Parzen Estimator (Bayesian; learns from finished trials)"
     parallel_aware: ClassVar[bool] = True
+    settings: ClassVar[dict[str, Hyperparameter]] = {
+        "startup_trials": Hyperparameter(
+            int, None, min=1, max=1000, help="random trials before TPE models (default: 2 per parameter, 5 to 10)"
+        )
+    }
 
     def _sampler(self, seed: int, parallel: int, space: list[Parameter]) -> Any:
         import optuna
 
         return optuna.samplers.TPESampler(
             seed=seed,
-            n_startup_trials=startup_trials(space),
+            n_startup_trials=self.options.get("startup_trials") or startup_trials(space),
             multivariate=True,
             constant_liar=parallel > 1,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from mlrt.algorithms import Hyperparameter
@@ -84,6 +85,8 @@ class Tuner(abc.ABC):
     """True when suggestions stay diverse while earlier ones are still running."""
     settings: ClassVar[Mapping[str, Hyperparameter]] = {}
     """The settings a job may give beside ``spec.tuner.algorithm``."""
+    options: Mapping[str, Any] = MappingProxyType({})
+    """This search's settings as :meth:`configure` kept them (empty before it is called)."""
 
     def configure(self, settings: dict[str, Any]) -> None:
         """Receive this search's validated settings (default: kept as ``self.options``)."""
