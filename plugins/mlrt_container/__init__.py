@@ -56,7 +56,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlrt import hookimpl
 from mlrt.launchers import (
@@ -72,8 +72,12 @@ from mlrt.logfile import output_size
 from mlrt.names import env_name_problem, image_problem
 from mlrt.secrets import HIDDEN, hide_values
 from mlrt.states import RunState
+from mlrt.units import parse_memory
 from mlrt_container import engine as engines
 from mlrt_container.follow import LogFollower, Waiter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt_container.settings import ContainerSettings
 
 MASTER_PORT = 29500
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -146,6 +150,12 @@ class ContainerLauncher(Launcher):
     survives_controller: ClassVar[bool] = True
     runs_on_host: ClassVar[bool] = True
 
+    def settings_model(self) -> type[ContainerSettings]:
+        """``spec.compute.container``: :class:`mlrt_container.settings.ContainerSettings`."""
+        from mlrt_container.settings import ContainerSettings  # pydantic: only once something is planned
+
+        return ContainerSettings
+
     def __init__(self) -> None:
         self._followers: dict[str, LogFollower] = {}  # container name -> its log follower
         self._waiters: dict[str, Waiter] = {}  # container name -> its waiter
@@ -171,6 +181,7 @@ class ContainerLauncher(Launcher):
         if bad:
             raise LaunchError(f"spec.env: {bad[0][:80]!r} is not a valid environment variable name", retry=False)
         mounts = _mounts(ctx, tracking_dir)
+        settings = self.settings_model().model_validate(ctx.compute.get(self.name) or {})
         requests, commands = [], []
         for rank, name in enumerate(names):
             env = {
@@ -199,6 +210,8 @@ class ContainerLauncher(Launcher):
             if argv:  # an image-only job keeps its image's own working directory
                 command += [f"--workdir={ctx.cwd}"]
             command += _resources(ctx.compute, kind, rank)
+            if settings.shm_size:
+                command += [f"--shm-size={parse_memory(settings.shm_size)}b"]
             command += extra
             command += [image, *argv]
             commands.append(command)
@@ -515,8 +528,6 @@ def _resources(compute: dict[str, Any], kind: str, rank: int) -> list[str]:
         args += [f"--cpus={float(compute['cpu']):g}"]
     memory = compute.get("memory")
     if memory:
-        from mlrt.units import parse_memory
-
         args += [f"--memory={memory if isinstance(memory, int) else parse_memory(memory)}"]
     gpus = int(compute.get("gpus") or 0)
     if gpus:
