@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -121,24 +123,72 @@ def _age(pod: dict[str, Any]) -> float:
     return (datetime.now(timezone.utc) - created).total_seconds()
 
 
+class _Backoff:
+    """Exponential backoff with a cap: ``first``, then twice as long each time up to ``cap`` seconds; ``reset``
+    after a success."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = self.delay = first
+        self.cap = cap
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+def _respecting_retry_after(request: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap the client's REST ``request`` so that every verb follows client-go's rule for a throttled answer
+    (k8s.io/client-go/rest/with_retry.go): a 429, or a 5xx with a ``Retry-After`` header, is retried after
+    that many seconds, up to 10 times; then the last answer is raised. An API server answers 429 from its
+    max-in-flight and priority-and-fairness filters before it acts on the request, so retrying a POST is safe.
+    The client's own ``client_go_retries`` does this for GET and HEAD only."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.utils.retry import is_retry_after_response, on_retry_after_error, retry_after_backoff
+
+    def attempt(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        response = request(method, url, *args, **kwargs)
+        refused = ApiException(status=response.status, reason=response.reason)
+        refused.headers = response.getheaders()
+        if is_retry_after_response(refused):
+            response.read()
+            response.response.release_conn()
+            raise refused
+        return response
+
+    @functools.wraps(request)
+    def request_with_retries(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        return on_retry_after_error(
+            retry_after_backoff(), is_retry_after_response, lambda: attempt(method, url, *args, **kwargs)
+        )
+
+    return request_with_retries
+
+
 class _Cluster:
-    """The client objects, created on first use (planning needs no cluster)."""
+    """The client objects, created on first use (planning needs no cluster); throttled calls wait and retry
+    (:func:`_respecting_retry_after`)."""
 
     def __init__(self) -> None:
         from kubernetes import client, config
+        from urllib3.util.retry import Retry
 
+        configuration = client.Configuration()
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-            self.api = client.ApiClient()
+            config.load_incluster_config(client_configuration=configuration)
         else:
-            configuration = client.Configuration()
             # KUBECONFIG as it is now: the client reads it once, when it is imported.
             config.load_kube_config(
                 config_file=os.environ.get("KUBECONFIG") or None,
                 context=os.environ.get("MLRT_KUBE_CONTEXT"),
                 client_configuration=configuration,
             )
-            self.api = client.ApiClient(configuration)
+        # urllib3 would retry a 429 itself for some verbs only, 3 times, then raise: leave answers to the wrapper.
+        configuration.retries = Retry(total=3, status=0, respect_retry_after_header=False)
+        self.api = client.ApiClient(configuration)
+        self.api.rest_client.request = _respecting_retry_after(self.api.rest_client.request)
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
 
@@ -153,9 +203,45 @@ def _run_of(obj: dict[str, Any]) -> str | None:
     return (obj.get("metadata", {}).get("annotations") or {}).get(RUN_ANNOTATION)
 
 
+def _error_event(status: dict[str, Any]) -> Exception:
+    """The exception for a watch's ERROR event, whose object is a ``Status`` (``from_event`` tells it from an
+    error answer to the request)."""
+    from kubernetes.client.exceptions import ApiException
+
+    error = ApiException(status=status.get("code"), reason=status.get("reason"))
+    error.body = json.dumps(status)
+    error.from_event = True
+    return error
+
+
+def _failure(exc: Exception) -> str:
+    """A failed call in a few stable words (the same failure reads the same each time): the API's status and
+    message, else the exception's type."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}: {_api_error(exc)}"
+    return type(exc).__name__
+
+
 class _Watch:
     """Watches mlrt's Jobs and Pods in one namespace into a cache; pokes a pipe on every event
-    and tells ``changed`` which run it concerned (None after a relist: any run may have)."""
+    and tells ``changed`` which run it concerned (None after a relist: any run may have).
+
+    Each kind follows client-go's reflector (k8s.io/client-go/tools/cache/reflector.go): list, then watch
+    from the list's resourceVersion with bookmarks allowed, keeping the resourceVersion of every event and
+    BOOKMARK. A watch that ends (the server's timeout, a dropped stream) resumes from there; one answered
+    410 Gone (an ERROR event, or the HTTP status) lists again at once, as the API documents for an expired
+    resourceVersion (docs: "API concepts > Efficient detection of changes"), and any other ERROR event lists
+    again after the backoff. Every failure but a 410 waits with exponential backoff (0.8 s doubling up to
+    30 s), and until the watch is open again :meth:`job` and
+    :meth:`pods` say the cache cannot answer, so ``poll`` reads the API. :attr:`problem` says what is wrong
+    when a call is forbidden (403) or has failed :data:`REPORT_AFTER` times in a row, for the runs' events.
+    """
+
+    WATCH_TIMEOUT = 300  # seconds: the timeoutSeconds each watch request asks for
+    REPORT_AFTER = 3  # consecutive failures after which a watch's trouble is reported
+    RESOURCES: ClassVar[dict[str, str]] = {"Job": "jobs.batch", "Pod": "pods"}
 
     def __init__(self, cluster: _Cluster, namespace: str, wake: int, changed: Callable[[str | None], None]):
         self.cluster = cluster
@@ -166,8 +252,15 @@ class _Watch:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"Job": {}, "Pod": {}}
         self.pods_by_job: dict[str, dict[str, dict[str, Any]]] = {}  # job-name label -> pod name -> pod
         self.synced: set[str] = set()
+        self.problems: dict[str, str] = {}  # kind -> what keeps its watch from working
         for kind in self.objects:
             threading.Thread(target=self._run, args=(kind,), name=f"mlrt-watch-{kind}", daemon=True).start()
+
+    @property
+    def problem(self) -> str:
+        """What keeps this namespace's watches from working, as one line; "" when they work."""
+        with self.lock:
+            return "; ".join(self.problems[kind] for kind in sorted(self.problems))
 
     def _list_function(self, kind: str):
         if kind == "Job":
@@ -175,53 +268,130 @@ class _Watch:
         return self.cluster.core.list_namespaced_pod
 
     def _run(self, kind: str) -> None:
-        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
 
         function = self._list_function(kind)
+        backoff = _Backoff(0.8, 30.0)
+        failures = 0
+        version: str | None = None  # where the watch resumes; None: list first
         while True:
+            verb = "list" if version is None else "watch"
             try:
-                listing = self.cluster.raw(
-                    function(self.namespace, label_selector=f"{MANAGED_BY}=mlrt", _preload_content=False)
-                )
-                with self.lock:
-                    self.objects[kind] = {item["metadata"]["name"]: item for item in listing["items"]}
-                    if kind == "Pod":
-                        self.pods_by_job = {}
-                        for item in listing["items"]:
-                            self.pods_by_job.setdefault(_job_name(item), {})[item["metadata"]["name"]] = item
-                    self.synced.add(kind)
-                self.changed(None)
-                self._poke()
-                stream = watch.Watch().stream(
-                    function,
-                    self.namespace,
-                    label_selector=f"{MANAGED_BY}=mlrt",
-                    resource_version=listing["metadata"]["resourceVersion"],
-                    timeout_seconds=300,
-                )
-                for event in stream:
-                    obj = event["raw_object"]
-                    if obj.get("kind") == "Status":
-                        break  # the version expired: list again
-                    with self.lock:
-                        name = obj["metadata"]["name"]
-                        if event["type"] == "DELETED":
-                            self.objects[kind].pop(name, None)
-                            pods = self.pods_by_job.get(_job_name(obj)) if kind == "Pod" else None
-                            if pods is not None:
-                                pods.pop(name, None)
-                                if not pods:
-                                    del self.pods_by_job[_job_name(obj)]
-                        else:
-                            self.objects[kind][name] = obj
-                            if kind == "Pod":
-                                self.pods_by_job.setdefault(_job_name(obj), {})[name] = obj
-                    self.changed(_run_of(obj))
-                    self._poke()
-            except Exception:
-                with self.lock:
-                    self.synced.discard(kind)
-                time.sleep(1.0)
+                if version is None:
+                    version = self._list(kind, function)
+                else:
+                    for seen in self._events(kind, function, version):
+                        version = seen
+                        failures = 0
+                        backoff.reset()
+                        self._set_problem(kind, "")
+            except ApiException as exc:
+                if exc.status == 410 or getattr(exc, "from_event", False):
+                    version = None  # expired, or any ERROR event: client-go's reflector lists again
+                if exc.status != 410:
+                    failures = self._failed(kind, verb, exc, failures, backoff)
+            except Exception as exc:  # the stream broke or the server cannot be reached
+                failures = self._failed(kind, verb, exc, failures, backoff)
+
+    def _list(self, kind: str, function: Callable[..., Any]) -> str:
+        """List the kind into the cache; return the list's resourceVersion."""
+        listing = self.cluster.raw(
+            function(self.namespace, label_selector=f"{MANAGED_BY}=mlrt", _preload_content=False)
+        )
+        with self.lock:
+            self.objects[kind] = {item["metadata"]["name"]: item for item in listing["items"]}
+            if kind == "Pod":
+                self.pods_by_job = {}
+                for item in listing["items"]:
+                    self.pods_by_job.setdefault(_job_name(item), {})[item["metadata"]["name"]] = item
+            self.synced.add(kind)
+        self.changed(None)
+        self._poke()
+        return listing["metadata"]["resourceVersion"]
+
+    def _events(self, kind: str, function: Callable[..., Any], version: str):
+        """Watch from ``version`` into the cache; yield ``version`` once the watch is open, then the
+        resourceVersion of each event and bookmark."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        response = function(
+            self.namespace,
+            label_selector=f"{MANAGED_BY}=mlrt",
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.WATCH_TIMEOUT,
+            _preload_content=False,
+        )
+        with self.lock:
+            self.synced.add(kind)  # the events since ``version`` follow: the cache misses nothing
+        try:
+            yield version
+            for line in iter_resp_lines(response):
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event["object"]
+                if event["type"] == "ERROR":  # a Status: 410 when ``version`` left the server's history
+                    raise _error_event(obj)
+                if event["type"] != "BOOKMARK":
+                    self._apply(kind, event["type"], obj)
+                yield obj["metadata"]["resourceVersion"]
+        finally:
+            response.close()
+            response.release_conn()
+
+    def _apply(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
+        with self.lock:
+            name = obj["metadata"]["name"]
+            if type_ == "DELETED":
+                self.objects[kind].pop(name, None)
+                pods = self.pods_by_job.get(_job_name(obj)) if kind == "Pod" else None
+                if pods is not None:
+                    pods.pop(name, None)
+                    if not pods:
+                        del self.pods_by_job[_job_name(obj)]
+            else:
+                self.objects[kind][name] = obj
+                if kind == "Pod":
+                    self.pods_by_job.setdefault(_job_name(obj), {})[name] = obj
+        self.changed(_run_of(obj))
+        self._poke()
+
+    def _failed(self, kind: str, verb: str, exc: Exception, failures: int, backoff: _Backoff) -> int:
+        """Count a failure, report it when forbidden or repeated, and wait before the next try."""
+        from kubernetes.client.exceptions import ApiException
+
+        failures += 1
+        with self.lock:
+            self.synced.discard(kind)
+        resource = self.RESOURCES[kind]
+        if isinstance(exc, ApiException) and exc.status == 403:
+            self._set_problem(
+                kind,
+                f"the cluster forbids mlrt to {verb} {resource} in namespace {self.namespace} ({_api_error(exc)}):"
+                f" grant the verb {verb} on {resource} to mlrt's ServiceAccount; until then mlrt reads the state"
+                " from the API, and retries with backoff",
+            )
+        elif failures >= self.REPORT_AFTER:
+            self._set_problem(
+                kind,
+                f"the {verb} of {resource} in namespace {self.namespace} keeps failing ({_failure(exc)});"
+                f" mlrt retries with backoff up to {backoff.cap:g}s and reads the state from the API meanwhile",
+            )
+        time.sleep(backoff.next())
+        return failures
+
+    def _set_problem(self, kind: str, problem: str) -> None:
+        with self.lock:
+            if self.problems.get(kind, "") == problem:
+                return
+            if problem:
+                self.problems[kind] = problem
+            else:
+                del self.problems[kind]
+        self.changed(None)  # every run in the namespace is affected
+        self._poke()
 
     def _poke(self) -> None:
         try:
@@ -239,9 +409,36 @@ class _Watch:
             return "Pod" in self.synced, list(self.pods_by_job.get(job, {}).values())
 
 
+_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
+
+
+def _stamped(line: bytes) -> tuple[int | None, bytes]:
+    """``(ns since the epoch, text)`` of a log line read with ``timestamps=true`` (RFC3339Nano, then a space);
+    ``(None, line)`` when it has no timestamp."""
+    match = _STAMP.match(line)
+    if match is None:
+        return None, line
+    whole, fraction, zone = (part.decode() if part else "" for part in match.groups())
+    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return int(moment.timestamp()) * 10**9 + int(fraction.ljust(9, "0") or 0), line[match.end() :]
+
+
 class _LogCopy:
-    """Copies one pod's worker log into a file as it is written, skipping ``skip`` bytes first,
-    within the log's size limit (:class:`mlrt.logfile.CappedLog`; the stream is read 64 KiB at a time)."""
+    """Copies one pod's worker log into a file as it is written, until the worker has terminated, skipping
+    ``skip`` bytes of the log first, within the log's size limit (:class:`mlrt.logfile.CappedLog`).
+
+    The log is followed with ``timestamps=true``. When the stream ends or breaks while the worker still runs
+    (an API server restart, a kubelet's log rotation, an idle timeout), the copy reads it again after a
+    backoff (0.2 s doubling up to 10 s, reset by each line copied) with ``sinceSeconds`` reaching
+    :data:`OVERLAP` seconds before the last copied line was received (the client offers no ``sinceTime``,
+    and the node's clock need not be ours). The answer repeats lines: those stamped before the last copied
+    one are dropped, and so are as many stamped exactly like it as were already copied, since lines written
+    together share a timestamp. Only whole lines are copied, but for a last line without newline once the
+    worker has terminated. The copy ends after a stream opened once the worker had terminated has ended,
+    or when the pod is gone.
+    """
+
+    OVERLAP = 5  # seconds: room for the delay between the kubelet stamping a line and the copy receiving it
 
     def __init__(
         self,
@@ -253,37 +450,106 @@ class _LogCopy:
         header: str = "",
         wrote: Callable[[], None] = lambda: None,
     ):
-        self.thread = threading.Thread(
-            target=self._run,
-            args=(cluster, namespace, pod, path, skip, header, wrote),
-            name=f"mlrt-log-{pod}",
-            daemon=True,
-        )
+        self.cluster, self.namespace, self.pod = cluster, namespace, pod
+        self.skip, self.wrote = skip, wrote
+        self.last: int | None = None  # timestamp of the last line copied (or skipped)
+        self.same = 0  # how many lines copied (or skipped) carry that timestamp
+        self.received = 0.0  # time.monotonic() when that line arrived
+        self._resumed: tuple[int | None, int] = (None, 0)  # (last, same) when the current request was made
+        self._repeats = 0  # lines of the current answer stamped ``last`` that were dropped as copied before
+        self._skip = 0  # bytes of the current answer still to drop (an adopted pod's log the file has)
+        self.thread = threading.Thread(target=self._run, args=(path, header), name=f"mlrt-log-{pod}", daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def _run(
-        cluster: _Cluster, namespace: str, pod: str, path: Path, skip: int, header: str, wrote: Callable[[], None]
-    ) -> None:
+    def _run(self, path: Path, header: str) -> None:
+        backoff = _Backoff(0.2, 10.0)
+        final = False  # the worker had terminated before the current request
         with CappedLog(path) as out:
             if header:
                 out.write(header.encode())
-            for _ in range(3):
-                seen = 0  # bytes of the pod's log read in this request, from its start
-                try:
-                    response = cluster.core.read_namespaced_pod_log(
-                        pod, namespace, container="worker", follow=True, _preload_content=False
-                    )
-                    for chunk in response.stream(65536):
-                        new = chunk[max(0, skip - seen) :]
-                        seen += len(chunk)
-                        if new:
-                            out.write(new)
-                            wrote()
+            while True:
+                ended, copied = self._read(out, final)
+                if copied:
+                    backoff.reset()
+                if ended and final:
                     return
-                except Exception:  # the stream broke (API restart): read again, skipping what we have
-                    skip = max(skip, seen)
-                    time.sleep(0.5)
+                state = self._worker_state()
+                if state == "gone":
+                    return
+                if state == "terminated":
+                    final = True
+                else:
+                    time.sleep(backoff.next())
+
+    def _read(self, out: CappedLog, final: bool) -> tuple[bool, bool]:
+        """One request: copy the new lines; return whether the stream ended cleanly and whether it copied any."""
+        since = None if self.last is None else math.ceil(time.monotonic() - self.received) + self.OVERLAP
+        # Lines of this answer up to the last copied one were copied before: drop them.
+        self._resumed, self._repeats = (self.last, self.same), 0
+        self._skip = self.skip if self.last is None else 0  # read from the log's start: drop what the file has
+        copied = False
+        rest = b""
+        try:
+            response = self.cluster.core.read_namespaced_pod_log(
+                self.pod,
+                self.namespace,
+                container="worker",
+                follow=True,
+                timestamps=True,
+                since_seconds=since,
+                _preload_content=False,
+            )
+            try:
+                for chunk in response.stream(65536):
+                    *lines, rest = (rest + chunk).split(b"\n")
+                    for line in lines:
+                        copied = self._line(out, line + b"\n") or copied
+            finally:
+                response.close()
+                response.release_conn()
+        except Exception:  # the stream broke or could not be opened: read again
+            return False, copied
+        if rest and final:  # the worker's last output, without a newline
+            copied = self._line(out, rest) or copied
+        return True, copied
+
+    def _line(self, out: CappedLog, line: bytes) -> bool:
+        """Copy one line unless an earlier request copied it; return whether anything was written."""
+        stamp, text = _stamped(line)
+        if stamp is not None:
+            last, same = self._resumed
+            if last is not None and (stamp < last or (stamp == last and self._repeats < same)):
+                self._repeats += stamp == last
+                return False
+            if stamp == self.last:
+                self.same += 1
+            else:
+                self.last, self.same = stamp, 1
+            self.received = time.monotonic()
+        if self._skip:
+            dropped = min(self._skip, len(text))
+            self._skip, text = self._skip - dropped, text[dropped:]
+        if text:
+            out.write(text)
+            self.wrote()
+        return bool(text)
+
+    def _worker_state(self) -> str:
+        """``"running"``, ``"terminated"`` (the worker container, or the whole pod) or ``"gone"`` (no such pod)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            pod = self.cluster.raw(
+                self.cluster.core.read_namespaced_pod(self.pod, self.namespace, _preload_content=False)
+            )
+        except ApiException as exc:
+            return "gone" if exc.status == 404 else "running"
+        except Exception:
+            return "running"
+        phase = (pod.get("status") or {}).get("phase")
+        if _container_state(pod).get("terminated") or phase in ("Succeeded", "Failed"):
+            return "terminated"
+        return "running"
 
 
 def _check_names(ctx: LaunchContext) -> None:
@@ -292,10 +558,10 @@ def _check_names(ctx: LaunchContext) -> None:
     image = ctx.container_image()
     problem = image_problem(image)
     if problem:
-        raise LaunchError(f"image {image[:200]!r}: {problem}")
+        raise LaunchError(f"image {image[:200]!r}: {problem}", retry=False)
     for name in [*ctx.env, *pod_settings(ctx.compute).secret_env]:
         if env_name_problem(name):
-            raise LaunchError(f"spec.env: {name[:80]!r} is not a valid environment variable name")
+            raise LaunchError(f"spec.env: {name[:80]!r} is not a valid environment variable name", retry=False)
 
 
 class KubernetesLauncher(Launcher):
@@ -530,7 +796,19 @@ class KubernetesLauncher(Launcher):
             if status.state is RunState.FAILED and pod is not None:
                 status.reason += self._log_complete(pod, Path(handle["workers"][ranks.index(rank)]["log_path"]))
             statuses.append(status)
+        self._report_watch_problem(handle["namespace"], statuses)
         return statuses
+
+    def _report_watch_problem(self, namespace: str, statuses: list[WorkerStatus]) -> None:
+        """Say what keeps the namespace's watches from working (:attr:`_Watch.problem`) as the reason of the
+        first worker still running without one: the controller records a running worker's new reason as an
+        event on the run, once, so every affected run gets one event per problem."""
+        watch = self._watches.get(namespace)
+        problem = watch.problem if watch is not None else ""
+        for status in statuses:
+            if problem and status.state is RunState.RUNNING and not status.reason:
+                status.reason = problem
+                return
 
     def _log_complete(self, pod: dict[str, Any], path: Path) -> str:
         """Wait (briefly) until a finished pod's log is fully copied, so the failure

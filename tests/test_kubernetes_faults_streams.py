@@ -1,0 +1,142 @@
+"""The kubernetes backend under the faults of a real cluster, through the official client, the stand-in and a
+detached controller: log streams and watches that end or break mid-run, watch history that expires (410 Gone),
+a watch that RBAC forbids (403), and an API server that throttles (429 with Retry-After)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import import_or_missing, wait_for
+from mlrt.store import Store
+
+import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
+from kube_standin import KubeStandIn  # noqa: E402
+
+SPEC = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {{name: {name}}}
+spec:
+  image: registry.example.com/acme/train:1.0
+  command: [python, train.py]
+  compute:
+    backend: kubernetes
+    workers: 1
+    kubernetes: {{namespace: ml}}
+  stopping: {{grace_period: 1s}}
+"""
+ACTIVE = ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
+
+
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    with KubeStandIn() as standin:
+        standin.bookmark_interval = 0.5
+        monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+        yield standin
+
+
+def submit(cli, write_spec, name):
+    spec = write_spec(SPEC.format(name=name), name=f"{name}.yaml")
+    result = cli("submit", str(spec), "--detach", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["run_id"]
+
+
+def running_pod(kube, job_prefix):
+    """The name of the run's pod, once it exists, started by the test as a kubelet would."""
+    pod = wait_for(lambda: next((p for p in kube.pods("ml") if p["metadata"]["name"].startswith(job_prefix)), None), 30)
+    kube.start_pod(pod["metadata"]["name"], namespace="ml")
+    return pod["metadata"]["name"]
+
+
+def finished(run_id, timeout=30):
+    store = Store()
+    return wait_for(lambda: (run := store.get_run(run_id)).state not in ACTIVE and run, timeout)
+
+
+def metric_line(step):
+    return "##mlrt " + json.dumps({"metrics": [["loss", step, 1.0 / (step + 1), time.time()]]}) + "\n"
+
+
+def test_streams_cut_and_watches_expired_mid_run_lose_no_line_and_no_metric(cli, write_spec, kube):
+    run_id = submit(cli, write_spec, "kube-cut")
+    pod = running_pod(kube, "")
+    store = Store()
+    steps = iter(range(100))
+
+    def write_batch():
+        """Two lines and a metric, written at once: they share a timestamp, so a resumed copy must count them."""
+        step = next(steps)
+        kube.append_log(pod, f"line {step}a\nline {step}b\n" + metric_line(step), namespace="ml")
+        wait_for(lambda: len(store.metrics(run_id, "loss")) == step + 1, 30)
+
+    write_batch()
+    kube.cut_streams("log")  # a clean end while the pod runs (an idle timeout, a kubelet's log rotation)
+    write_batch()
+    kube.cut_streams(error=True)  # both streams dropped mid-way (an API server restart)
+    write_batch()
+    kube.compact_history()  # the watch history moved on: resuming the watches gets 410 Gone, then they list again
+    kube.cut_streams("watch")
+    write_batch()
+    kube.append_log(pod, "the end, without a newline", namespace="ml")
+    kube.succeed_pod(pod, namespace="ml")  # seen only through a watch that recovered: poll reads its cache
+    run = finished(run_id)
+
+    assert run.state == "SUCCEEDED", run.reason
+    assert [(p.step, p.value) for p in store.metrics(run_id, "loss")] == [(s, 1.0 / (s + 1)) for s in range(4)]
+    logs = cli("logs", run_id).stdout.splitlines()
+    expected = [f"line {s}{half}" for s in range(4) for half in "ab"] + ["the end, without a newline"]
+    assert [line.removeprefix("[worker 0] ") for line in logs if "line" in line or "end" in line] == expected
+    assert not [e.reason for e in store.events(run_id) if "keeps failing" in e.reason or "forbids" in e.reason]
+
+
+def test_a_forbidden_watch_is_an_event_on_the_run_which_still_completes(cli, write_spec, kube, tmp_path, monkeypatch):
+    everything_but_watching_pods = [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": ["get", "create", "patch", "delete"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
+    ]
+    meta = {"name": "mlrt", "namespace": "ml"}
+    kube.apply_rbac(
+        [
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
+             "rules": everything_but_watching_pods},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "mlrt"},
+             "subjects": [{"kind": "ServiceAccount", "name": "mlrt", "namespace": "ml"}]},
+        ]
+    )  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", str(kube.serviceaccount_kubeconfig(tmp_path / "sa-kubeconfig", "ml", "mlrt")))
+    run_id = submit(cli, write_spec, "kube-forbidden")
+    pod = running_pod(kube, "")
+    store = Store()
+    event = wait_for(lambda: next((e.reason for e in store.events(run_id) if "forbids" in e.reason), None), 30)
+    assert "forbids mlrt to watch pods in namespace ml" in event and "grant the verb watch on pods" in event
+    assert 'cannot watch resource "pods"' in event, "the API server's own message"
+    kube.append_log(pod, metric_line(0), namespace="ml")
+    kube.succeed_pod(pod, namespace="ml")
+    run = finished(run_id)
+    assert run.state == "SUCCEEDED", run.reason
+    assert [p.step for p in store.metrics(run_id, "loss")] == [0]
+    assert sum("forbids" in e.reason for e in store.events(run_id)) == 1, "one event, not one per retry"
+
+
+def test_a_throttled_api_slows_but_completes_every_launch(cli, write_spec, kube):
+    launches = 4
+    kube.throttle(requests=8, retry_after=1)
+    run_ids = [submit(cli, write_spec, f"kube-throttled-{n}") for n in range(launches)]
+    wait_for(lambda: len(kube.jobs("ml")) == launches, 60)
+    for job in kube.jobs("ml"):
+        pod = running_pod(kube, job["metadata"]["name"] + "-")
+        kube.succeed_pod(pod, namespace="ml")
+    runs = [finished(run_id, timeout=60) for run_id in run_ids]
+    assert [run.state for run in runs] == ["SUCCEEDED"] * launches, [run.reason for run in runs]
+    assert [run.attempts for run in runs] == [1] * launches, "no launch failed on a 429"
+    assert kube.throttled_left == 0
+    posted = [path for method, path in kube.requests if method == "POST" and path.endswith("/jobs")]
+    assert len(posted) >= launches
