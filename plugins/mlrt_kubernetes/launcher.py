@@ -476,8 +476,8 @@ class _LogCopy:
                 state = self._worker_state()
                 if state == "gone":
                     return
-                if state == "terminated":
-                    final = True
+                if state == "terminated" and not final:
+                    final = True  # read once more, at once: that answer is complete
                 else:
                     time.sleep(backoff.next())
 
