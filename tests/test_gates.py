@@ -100,3 +100,15 @@ def test_a_malformed_gate_is_one_line_naming_it(write_spec, gate, problem):
         load_spec(write_spec(JOB.format(name="bad", gates=f"    - {gate}\n")))
     (line,) = caught.value.problems
     assert line.startswith("spec.gates.0: ") and problem in line
+
+
+def test_set_reaches_the_options_of_a_report_whose_name_has_dots(write_spec):
+    spec = write_spec(
+        JOB.format(name="options", gates="    - {report: acme.calibration, value: ece, max: 0.5}")
+        + "  report_options: {acme.calibration: {split: train}}\n"
+    )
+    with plugins.registered(AcmePlugin(), name="acme"):
+        loaded = load_spec(spec, ["spec.report_options.acme.calibration.split=validation", "spec.gates.0.max=0.4"])
+    resolved = loaded.resolved()["spec"]
+    assert resolved["report_options"] == {"acme.calibration": {"split": "validation"}}
+    assert resolved["gates"][0]["max"] == 0.4

@@ -46,7 +46,9 @@ class LoadedSpec:
 
 
 def apply_override(document: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.path=value`` override (value parsed as YAML within :mod:`mlrt.limits`) to ``document``."""
+    """Apply one ``dotted.path=value`` override (value parsed as YAML within :mod:`mlrt.limits`) to ``document``.
+
+    A key with dots of its own (a plugin's name) is reached when the document already has it."""
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise SpecError([f"--set {limits.cut(assignment)}: expected KEY=VALUE, e.g. spec.hyperparameters.C=0.5"])
@@ -60,28 +62,45 @@ def apply_override(document: dict[str, Any], assignment: str) -> None:
     except yaml.YAMLError as exc:
         raise SpecError([yaml_problem(exc, f"--set {limits.cut(key)}")]) from None
     target: Any = document
-    for index, part in enumerate(parts[:-1]):
-        nxt = parts[index + 1]
+    index = 0
+    while True:
         if isinstance(target, list):
+            part = parts[index]
+            where = ".".join(parts[: index + 1])
+            if index == len(parts) - 1:
+                if not part.isdecimal() or int(part) > len(target):
+                    raise SpecError([f"--set {limits.cut(key)}: {limits.cut(part)} is not an index of the list"])
+                if int(part) == len(target):
+                    target.append(value)
+                else:
+                    target[int(part)] = value
+                return
             if not part.isdecimal() or int(part) >= len(target):
-                raise SpecError([f"--set {limits.cut(key)}: {'.'.join(parts[: index + 1])} is not an index of the list"])
+                raise SpecError([f"--set {limits.cut(key)}: {where} is not an index of the list"])
             target = target[int(part)]
             if not isinstance(target, (dict, list)):
-                raise SpecError([f"--set {limits.cut(key)}: {'.'.join(parts[: index + 1])} holds no fields"])
+                raise SpecError([f"--set {limits.cut(key)}: {where} holds no fields"])
+            index += 1
             continue
+        span = _key_span(target, parts, index)
+        part = ".".join(parts[index : index + span])
+        index += span
+        if index == len(parts):
+            target[part] = value
+            return
         if not isinstance(target.get(part), (dict, list)):
-            target[part] = [] if nxt.isdecimal() and part == "command" else {}
+            target[part] = [] if parts[index].isdecimal() and part == "command" else {}
         target = target[part]
-    last = parts[-1]
-    if isinstance(target, list):
-        if not last.isdecimal() or int(last) > len(target):
-            raise SpecError([f"--set {limits.cut(key)}: {limits.cut(last)} is not an index of the list"])
-        if int(last) == len(target):
-            target.append(value)
-        else:
-            target[int(last)] = value
-    else:
-        target[last] = value
+
+
+def _key_span(mapping: dict[str, Any], parts: list[str], start: int) -> int:
+    """How many of ``parts`` from ``start`` make up the next key: the most that join (with
+    dots) into a key ``mapping`` already has, so ``spec.report_options.acme.calibration.split``
+    reaches the options of a report named ``acme.calibration``; else 1."""
+    for end in range(len(parts), start + 1, -1):
+        if ".".join(parts[start:end]) in mapping:
+            return end - start
+    return 1
 
 
 def _absolute(path_text: str, base_dir: Path) -> str:
