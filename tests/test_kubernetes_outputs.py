@@ -221,9 +221,10 @@ def test_pods_get_the_retry_settings_and_time_for_the_final_upload(cli, write_sp
     rank = {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
     assert upload["env"] == [*settings, {"name": "RANK", "valueFrom": rank}]
     assert upload["command"][-4:] == ["--attempt", "1", "--worker", "$(RANK)"]
-    # 3 tries and a checkpoint round's 2 requests, of up to 3 attempts each (0.05 + 0.1 s of botocore
-    # pauses, 2 s per attempt), 15 s of pauses, 30 s to send.
-    assert pod["terminationGracePeriodSeconds"] == 76
+    # The worker's 30 s (stopping.grace_period), then for the upload: 3 tries and a checkpoint round's 2
+    # requests, of up to 3 attempts each (0.05 + 0.1 s of botocore pauses, 2 s per attempt), 15 s of pauses,
+    # 30 s to send.
+    assert pod["terminationGracePeriodSeconds"] == 30 + 76
 
     monkeypatch.setenv("MLRT_S3_UPLOAD_BACKOFF", "soon")
     refused = cli("validate", str(spec), "--manifests")

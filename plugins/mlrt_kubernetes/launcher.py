@@ -38,8 +38,10 @@ from mlrt.names import env_name_problem, image_problem
 from mlrt.secrets import HIDDEN
 from mlrt.states import RunState
 from mlrt_kubernetes.manifests import (
+    FETCH_CONTAINER,
     INDEX_LABEL,
     MANAGED_BY,
+    RESTORE_CONTAINER,
     RUN_ANNOTATION,
     TOKEN_VARIABLE,
     UPLOAD_CONTAINER,
@@ -109,6 +111,74 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
         if status.get("name") == "worker":
             return status.get("state") or {}
     return {}
+
+
+def _last_line(message: str) -> str:
+    """The last non-blank line of a termination message, cut to 300 characters."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _pod_done(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _planned_grace(pod: dict[str, Any]) -> int:
+    """The pod's ``terminationGracePeriodSeconds`` (the API server's default is 30)."""
+    value = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+    return 30 if value is None else int(value)
+
+
+_FETCHING = re.compile(r"\[mlrt fetch\] channel (\S+): fetching ")
+
+
+def _failed_init_container(pod: dict[str, Any]) -> tuple[int, str] | None:
+    """``(exit code, reason)`` when one of the pod's init containers (not a sidecar) failed: the data fetch names
+    the channel it was fetching (:mod:`mlrt.fetch` says so before each one, and the termination message is the
+    end of its log, ``FallbackToLogsOnError``), the checkpoint restore says so; else None."""
+    name = pod["metadata"]["name"]
+    sidecars = {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+    for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        terminated = (init.get("state") or {}).get("terminated") or {}
+        code = int(terminated.get("exitCode", 0))
+        if code == 0 or init.get("name") in sidecars:
+            continue
+        message = terminated.get("message") or ""
+        how = "was OOM-killed" if terminated.get("reason") == "OOMKilled" else f"exited with code {code}"
+        detail = f": {_last_line(message)}" if _last_line(message) else ""
+        container = init.get("name")
+        if container == FETCH_CONTAINER:
+            channels = _FETCHING.findall(message)
+            what = f"data channel {channels[-1]}" if channels else "its data channels"
+            return code, f"could not fetch {what} in pod {name} (init container {container} {how}){detail}"
+        if container == RESTORE_CONTAINER:
+            return code, (
+                f"could not restore the checkpoints of earlier attempts in pod {name}"
+                f" (init container {container} {how}){detail}"
+            )
+        return code, f"init container {container} of pod {name} {how}{detail}"
+    return None
+
+
+def _failing_sidecar(pod: dict[str, Any]) -> str:
+    """Why a sidecar of a running pod is failing (the upload sidecar: its output and checkpoints are not being
+    uploaded), or "": a native sidecar that exits is restarted by the kubelet and does not fail the pod, so
+    this is said as the worker's running reason (an event), not as a failure; the output upload is judged
+    when the worker has exited, by its completion marker."""
+    sidecars = {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+    for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if init.get("name") not in sidecars:
+            continue
+        exited = (init.get("lastState") or {}).get("terminated") or (init.get("state") or {}).get("terminated") or {}
+        code = int(exited.get("exitCode", 0))
+        if not code:
+            continue
+        detail = f": {_last_line(exited.get('message') or '')}" if _last_line(exited.get("message") or "") else ""
+        what = "the output upload sidecar" if init["name"] == UPLOAD_CONTAINER else "sidecar"
+        restarts = int(init.get("restartCount") or 0)
+        again = f", restarted {restarts} time{'s' if restarts != 1 else ''}" if restarts else ""
+        return f"{what} {init['name']} of pod {pod['metadata']['name']} exited with code {code}{again}{detail}"
+    return ""
 
 
 def _job_name(pod: dict[str, Any]) -> str | None:
@@ -834,28 +904,21 @@ class KubernetesLauncher(Launcher):
         latest = max(mine, key=lambda pod: pod["metadata"].get("creationTimestamp") or "")
         for status in (latest.get("status") or {}).get("initContainerStatuses") or []:
             if status.get("name") == UPLOAD_CONTAINER:
-                message = ((status.get("state") or {}).get("terminated") or {}).get("message") or ""
-                lines = [line.strip() for line in message.splitlines() if line.strip()]
-                return lines[-1][:300] if lines else ""
+                # Its last exit: the current state once the pod has ended, else the one before its restart.
+                exited = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get(
+                    "terminated"
+                )
+                return _last_line((exited or {}).get("message") or "")
         return ""
 
     @staticmethod
     def _pod_status(rank: int, pod: dict[str, Any], handle: dict[str, Any]) -> WorkerStatus:
         name = pod["metadata"]["name"]
         phase = (pod.get("status") or {}).get("phase", "Pending")
-        # A native sidecar's exit does not fail its pod; the upload sidecar's is judged by its marker.
-        sidecars = {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
-        for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
-            terminated = (init.get("state") or {}).get("terminated") or {}
-            if terminated.get("exitCode", 0) != 0 and init.get("name") not in sidecars:
-                message = (terminated.get("message") or "").strip().splitlines()
-                detail = f": {message[-1]}" if message else ""
-                return WorkerStatus(
-                    rank,
-                    RunState.FAILED,
-                    exit_code=terminated["exitCode"],
-                    reason=f"could not fetch its data in pod {name} (init container {init.get('name')}){detail}",
-                )
+        failed_init = _failed_init_container(pod)
+        if failed_init is not None:
+            code, reason = failed_init
+            return WorkerStatus(rank, RunState.FAILED, exit_code=code, reason=reason)
         state = _container_state(pod)
         terminated = state.get("terminated")
         if terminated is not None:
@@ -896,7 +959,7 @@ class KubernetesLauncher(Launcher):
                     rank, RunState.FAILED, reason=f"pod {name} could not be scheduled within {limit} ({why})"
                 )
             return WorkerStatus(rank, RunState.RUNNING, reason=f"pending, pod {name} {why}")
-        return WorkerStatus(rank, RunState.RUNNING)
+        return WorkerStatus(rank, RunState.RUNNING, reason=_failing_sidecar(pod))
 
     def _copy_logs(self, handle: dict[str, Any], pods: list[dict[str, Any]]) -> None:
         """Start copying the log of every pod whose worker container has started."""
@@ -938,22 +1001,34 @@ class KubernetesLauncher(Launcher):
     # -- stop and clean up ----------------------------------------------------
 
     def stop(self, handle: dict[str, Any], grace_period: float) -> None:
+        """Stop the attempt's pods within their grace period and return once they are gone.
+
+        The Job is deleted with ``Foreground`` propagation; the garbage collector deletes its pods with no grace
+        period of its own, so each gets the ``terminationGracePeriodSeconds`` it was planned with
+        (:func:`~mlrt_kubernetes.manifests.termination_grace_seconds`: ``stopping.grace_period``, plus the upload
+        time of an ``s3://`` output's sidecar): SIGTERM, time for the worker to save its checkpoint, then
+        SIGKILL. That is ``grace_period`` on cancel and timeout; a shorter one (a run closed without its
+        controller) does not shorten it, as that would take deleting pods, which the controller's Role does not
+        grant. A Job that has already finished is left to its TTL, but its pods that are still terminating are
+        waited for."""
         from kubernetes.client import V1DeleteOptions
         from kubernetes.client.exceptions import ApiException
 
-        job, _ = self._state(handle)
-        if job is None or _condition(job, "Complete") or _condition(job, "Failed"):
-            return  # nothing runs any more; the TTL removes the finished Job later
-        options = V1DeleteOptions(propagation_policy="Foreground", grace_period_seconds=int(grace_period))
-        try:
-            self.cluster.batch.delete_namespaced_job(handle["job"], handle["namespace"], body=options)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        deadline = time.monotonic() + grace_period + 30
+        job, pods = self._state(handle, fresh=True)
+        if job is not None and not (_condition(job, "Complete") or _condition(job, "Failed")):
+            try:
+                self.cluster.batch.delete_namespaced_job(
+                    handle["job"], handle["namespace"], body=V1DeleteOptions(propagation_policy="Foreground")
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        longest = max((_planned_grace(pod) for pod in pods if not _pod_done(pod)), default=0)
+        deadline = time.monotonic() + max(longest, grace_period) + 30  # and time for the kubelet to report the end
         while time.monotonic() < deadline:
             job, pods = self._state(handle)
-            if job is None and not pods:
+            ended = job is None or bool(_condition(job, "Complete") or _condition(job, "Failed"))
+            if ended and all(_pod_done(pod) for pod in pods):
                 return
             time.sleep(0.1)
 

@@ -238,11 +238,17 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     if kube.image_pull_policy:
         container["imagePullPolicy"] = kube.image_pull_policy
 
-    spec: dict[str, Any] = {"restartPolicy": "Never", "subdomain": name, "containers": [container], "volumes": volumes}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": name,
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": termination_grace_seconds(ctx),
+    }
     if ctx.channels:
         channels = [f"{channel}={uri}" for channel, uri in sorted(ctx.channels.items())]
         fetch = {
-            "name": "fetch-data",
+            "name": FETCH_CONTAINER,
             "image": training_image() if not ctx.algorithm else image,
             "command": ["python", "-m", "mlrt.fetch", DATA_DIR, *channels],
             "volumeMounts": [{"name": "mlrt-data", "mountPath": DATA_DIR}],
@@ -254,7 +260,6 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     if ctx.output_uri.startswith("s3://"):
         run_mount = next(m for m in mounts if m["mountPath"] == RUN_DIR)
         spec["initContainers"] = spec.get("initContainers", []) + _s3_sync(ctx, image, run_mount)
-        spec["terminationGracePeriodSeconds"] = upload_grace_seconds()
     if kube.service_account:
         spec["serviceAccountName"] = kube.service_account
     if kube.node_selector:
@@ -268,8 +273,24 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     return spec
 
 
+def termination_grace_seconds(ctx: LaunchContext) -> int:
+    """The pod's ``terminationGracePeriodSeconds``: ``stopping.grace_period`` (whole seconds, rounded up) for the
+    worker to save a checkpoint after SIGTERM, plus :func:`upload_grace_seconds` for an ``s3://`` output, as the
+    upload sidecar is stopped only once the worker has exited, within the same grace period (docs: "Sidecar
+    containers"). Every deletion of the pod gives it this time: mlrt's own stop, and the garbage collector's
+    when the Job goes, which deletes pods without a grace period of its own."""
+    seconds = math.ceil(float(ctx.stopping.get("grace_period", 30)))
+    if ctx.output_uri.startswith("s3://"):
+        seconds += upload_grace_seconds()
+    return seconds
+
+
 UPLOAD_CONTAINER = "upload-output"
 """The native sidecar that uploads an ``s3://`` output (:mod:`mlrt.s3sync` ``watch``)."""
+RESTORE_CONTAINER = "restore-checkpoints"
+"""The init container that restores earlier attempts' checkpoints of an ``s3://`` output (:mod:`mlrt.s3sync`)."""
+FETCH_CONTAINER = "fetch-data"
+"""The init container that fetches the data channels (:mod:`mlrt.fetch`)."""
 # Settings of the controller's S3 client that pods need too (credentials come from the pod itself).
 _S3_SETTINGS = (
     "MLRT_S3_ENDPOINT_URL",
@@ -340,7 +361,7 @@ def _s3_sync(ctx: LaunchContext, image: str, run_mount: dict[str, Any]) -> list[
     if kube.image_pull_policy:
         base["imagePullPolicy"] = kube.image_pull_policy
     sync = ["python", "-m", "mlrt.s3sync"]
-    restore = {"name": "restore-checkpoints", **base, "command": [*sync, "restore", RUN_DIR, ctx.output_uri]}
+    restore = {"name": RESTORE_CONTAINER, **base, "command": [*sync, "restore", RUN_DIR, ctx.output_uri]}
     rank = {"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_LABEL}']"}}}
     marker = ["--attempt", str(ctx.attempt), "--worker", "$(RANK)"]  # the kubelet expands $(RANK)
     upload = {

@@ -19,11 +19,16 @@ from mlrt.data import uri_scheme
 
 
 def fetch(directory: Path, channels: dict[str, str]) -> dict[str, Path]:
-    """Materialize every channel (name -> URI) into ``directory``; return each one's folder."""
+    """Materialize every channel (name -> URI) into ``directory``; return each one's folder.
+
+    Each channel is announced on stdout before it is fetched (``[mlrt fetch] channel NAME: fetching URI``): when
+    a fetch fails, the end of the log, which the cluster keeps as the init container's termination message,
+    names the channel (the Kubernetes backend quotes it in the run's reason)."""
     schemes = plugins.data_schemes()
     cache = directory / ".cache"
     folders = {}
     for name, uri in channels.items():
+        print(f"[mlrt fetch] channel {name}: fetching {uri}", flush=True)
         path = schemes[uri_scheme(uri)].materialize(uri, cache)
         folder = directory / name
         if path.is_dir():

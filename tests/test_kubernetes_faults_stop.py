@@ -1,0 +1,134 @@
+"""How the kubernetes backend stops pods and reports the failures of their init containers and sidecars.
+
+A detached controller (``mlrt submit --detach``) talks to the API stand-in through the official client; the test
+plays the kubelet. Cancelling a run deletes its Job; the pods then get the grace period the spec asked for
+(``stopping.grace_period`` as their ``terminationGracePeriodSeconds``, which the garbage collector's deletion
+honours), and the controller waits for them: a worker that saves a checkpoint after SIGTERM has it, its log and
+its metrics recorded before the run ends CANCELLED. A data fetch that fails names the channel; an upload sidecar
+that keeps failing is said in an event on the run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from conftest import import_or_missing, wait_for
+from mlrt.store import Store
+
+import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
+from kube_standin import KubeStandIn  # noqa: E402
+
+SPEC = """\
+apiVersion: mlrt/v1
+kind: TrainingJob
+metadata: {{name: {name}}}
+spec:
+  image: registry.example.com/acme/train:1.0
+  command: [python, train.py]
+  compute: {{backend: kubernetes, kubernetes: {{namespace: ml}}}}
+  stopping: {{grace_period: {grace}}}
+"""
+ENDED = ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
+
+
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    with KubeStandIn() as standin:
+        monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+        yield standin
+
+
+def submit(cli, write_spec, name, grace="45s", extra=""):
+    spec = write_spec(SPEC.format(name=name, grace=grace) + extra, name=f"{name}.yaml")
+    result = cli("submit", str(spec), "--detach", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["run_id"]
+
+
+def started_pod(kube) -> str:
+    (pod,) = wait_for(lambda: kube.pods("ml"), timeout=120)
+    kube.start_pod(pod["metadata"]["name"], namespace="ml")
+    return pod["metadata"]["name"]
+
+
+def finished(run_id, timeout=120):
+    store = Store()
+    return wait_for(lambda: (r := store.get_run(run_id)).state not in ENDED and r, timeout)
+
+
+def cancelling(cli, run_id) -> tuple[threading.Thread, list]:
+    """``mlrt cancel RUN`` in a thread: it returns once the run has ended, after the pods' grace period."""
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(cli("cancel", run_id)))
+    thread.start()
+    return thread, answers
+
+
+def metric_line(key, step, value):
+    return "##mlrt " + json.dumps({"metrics": [[key, step, value, time.time()]]}) + "\n"
+
+
+def test_cancel_gives_the_pods_their_grace_period_and_keeps_what_the_worker_saved_in_it(cli, write_spec, kube):
+    run_id = submit(cli, write_spec, "kube-grace")
+    store = Store()
+    pod = started_pod(kube)
+    kube.append_log(pod, "epoch 0\n" + metric_line("loss", 0, 1.0), namespace="ml")
+    wait_for(lambda: store.metrics(run_id, "loss"), timeout=60)
+
+    cancel, answers = cancelling(cli, run_id)
+    (terminating,) = wait_for(lambda: kube.terminating_pods("ml"), timeout=60)
+    assert terminating["metadata"]["deletionGracePeriodSeconds"] == 45, "stopping.grace_period reached the pod"
+    assert store.get_run(run_id).state == "RUNNING", "the controller waits for the pod to stop"
+
+    # The worker got SIGTERM: it saves a checkpoint, says so, reports a last metric and exits 0 within its grace.
+    kube.append_log(pod, "saved checkpoint step-1\n" + metric_line("loss", 1, 0.5), namespace="ml")
+    kube.finish_termination(pod, exit_code=0, namespace="ml")
+    cancel.join(120)
+    assert answers[0].exit_code == 0 and f"{run_id} CANCELLED" in answers[0].output, answers[0].output
+    run = finished(run_id)
+    assert (run.state, run.reason) == ("CANCELLED", "cancelled by user")
+    assert [(p.step, p.value) for p in store.metrics(run_id, "loss")] == [(0, 1.0), (1, 0.5)]
+    assert "saved checkpoint step-1" in cli("logs", run_id).stdout
+    assert kube.jobs("ml") == [] and kube.pods("ml") == [], "the Job went once its pod had stopped"
+
+
+def test_a_data_fetch_that_fails_names_the_channel(cli, write_spec, kube):
+    run_id = submit(cli, write_spec, "kube-fetch", extra="  data: {train: builtin://sklearn/digits?split=train}\n")
+    (pod,) = wait_for(lambda: kube.pods("ml"), timeout=120)
+    # The termination message is the end of mlrt.fetch's log (FallbackToLogsOnError).
+    log = (
+        "[mlrt fetch] channel train: fetching builtin://sklearn/digits?split=train\n"
+        "Traceback (most recent call last):\n"
+        "OSError: [Errno 28] No space left on device\n"
+    )
+    kube.fail_init_container(pod["metadata"]["name"], exit_code=1, message=log, namespace="ml")
+    run = finished(run_id)
+    assert run.state == "FAILED"
+    assert run.reason.startswith(
+        f"worker 0 could not fetch data channel train in pod {pod['metadata']['name']}"
+        " (init container fetch-data exited with code 1): OSError: [Errno 28] No space left on device"
+    ), run.reason
+
+
+def test_an_upload_sidecar_that_fails_is_said_on_the_run(cli, write_spec, kube, monkeypatch, s3_endpoint):
+    monkeypatch.setenv("MLRT_S3_UPLOAD_BACKOFF", "0.1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    run_id = submit(cli, write_spec, "kube-sidecar", grace="1s", extra='  output: {path: "s3://mlrt-test/faults"}\n')
+    pod = started_pod(kube)
+    why = "error: checkpoints not uploaded to s3://mlrt-test/faults: AccessDenied"
+    kube.fail_sidecar(pod, "upload-output", exit_code=1, message=f"[mlrt s3sync] starting\n{why}\n", namespace="ml")
+    store = Store()
+    said = f"worker 0: the output upload sidecar upload-output of pod {pod} exited with code 1, restarted 1 time: {why}"
+    wait_for(lambda: said in [e.reason for e in store.events(run_id)], timeout=60)
+    assert store.get_run(run_id).state == "RUNNING", "a sidecar's exit does not fail the pod"
+
+    cancel, answers = cancelling(cli, run_id)
+    (terminating,) = wait_for(lambda: kube.terminating_pods("ml"), timeout=60)
+    assert terminating["metadata"]["deletionGracePeriodSeconds"] > 1, "the upload's time comes on top of the grace"
+    kube.finish_termination(pod, exit_code=143, namespace="ml")
+    cancel.join(120)
+    assert answers[0].exit_code == 0 and finished(run_id).state == "CANCELLED"
