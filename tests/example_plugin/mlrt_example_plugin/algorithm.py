@@ -1,4 +1,4 @@
-"""An example mlrt plugin: a nearest-centroid classifier.
+"""``example.nearest_centroid``: a nearest-centroid classifier.
 
 Each class is represented by the mean (centroid) of its training rows, and a
 row is predicted as the class of the nearest centroid. With
@@ -6,18 +6,12 @@ row is predicted as the class of the nearest centroid. With
 which removes features that do not separate the classes ("nearest shrunken
 centroid"). Numeric features are standardized first, so every feature counts
 equally in the distance.
-
-Install it and use it in a job spec::
-
-    pip install ./tests/example_plugin
-    # job.yaml: spec.algorithm: example.nearest_centroid
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from mlrt import hookimpl
 from mlrt.algorithms import Algorithm, Hyperparameter, TrainContext
 
 
@@ -54,9 +48,3 @@ class NearestCentroid(Algorithm):
         steps = [StandardScaler()] if params.pop("standardize", True) else []
         model = make_pipeline(*steps, Estimator(**params))
         return model.fit(train.features, train.labels)
-
-
-@hookimpl
-def mlrt_algorithms() -> list[Algorithm]:
-    """The one algorithm this plugin provides."""
-    return [NearestCentroid()]
