@@ -2038,10 +2038,13 @@ class KubeStandIn:
 
     Use it as a context manager (or call :meth:`start` and :meth:`stop`). Point code under test at it with
     :meth:`write_kubeconfig`; query the cluster state with :meth:`pods`, :meth:`jobs`, :meth:`services`,
-    :meth:`get` and :attr:`requests`; play scheduler and kubelet with :meth:`start_pod`, :meth:`append_log`,
-    :meth:`succeed_pod`, :meth:`fail_pod`, :meth:`unschedulable` and :meth:`image_pull_backoff`; fire the Job
-    controller's timers with :meth:`expire_deadline` and :meth:`finish_ttl`. All of these are thread-safe (one
-    lock), and objects they return are copies. A stand-in serves once: it cannot be started again after stopping.
+    :meth:`get`, :meth:`terminating_pods` and :attr:`requests`; play scheduler and kubelet with :meth:`start_pod`,
+    :meth:`append_log`, :meth:`succeed_pod`, :meth:`fail_pod`, :meth:`fail_init_container`, :meth:`fail_sidecar`,
+    :meth:`finish_termination`, :meth:`unschedulable` and :meth:`image_pull_backoff`; fire the Job controller's
+    timers with :meth:`expire_deadline` and :meth:`finish_ttl`. The Job controller works on its own thread,
+    ``job_controller_delay`` seconds (default 0.05) behind each change: :meth:`wait_for_pods` waits for a Job's
+    pods, :meth:`settle` until it has handled every change so far. All of these are thread-safe (one lock), and
+    objects they return are copies. A stand-in serves once: it cannot be started again after stopping.
 
     ``latency_ms`` (default: the :data:`LATENCY_ENV` variable ``MLRT_STANDIN_LATENCY_MS``, else 0) delays every
     request by that many milliseconds before it is served, like a real API server's round trip (benchmarks use
