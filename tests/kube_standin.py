@@ -29,7 +29,7 @@ Deliberate simplifications:
   precondition: 409 Conflict when it is not the current one. There is no PUT.
 - Field selectors accept only the fields the real API supports for each kind (``_SELECTABLE_FIELDS``).
 - Watches filter events by the object's state in each event: an object that stops matching a selector produces no
-  DELETED event. The watch history is one window for all kinds (1000 events by default), not a watch cache per
+  DELETED event. The watch history is one window for all kinds (102,400 events by default), not a watch cache per
   resource; a list ignores ``resourceVersion``/``resourceVersionMatch`` and ``limit`` (always the current state,
   never 410). Bookmarks come at a fixed interval, not also just before a watch times out.
 - 429 Too Many Requests comes only when a test asks for it (:meth:`KubeStandIn.throttle`), for any request, with
@@ -469,7 +469,7 @@ class Store:
         # :meth:`compact` drops all of it. Positions (cursors) count every event ever recorded; ``_dropped`` of
         # them have left the window, and ``_compacted`` is the newest resourceVersion among those.
         self._history: list[Event] = []
-        self.history_limit = 1000
+        self.history_limit = 100 * 1024  # the watch cache's upper bound (watch_cache.go defaultUpperBoundCapacity)
         self._dropped = 0
         self._compacted = 0
         self._version = 0
@@ -2107,7 +2107,7 @@ class KubeStandIn:
 
     @property
     def history_limit(self) -> int:
-        """How many events the watch history keeps (default 1000), like the watch cache's capacity; settable. A
+        """How many events the watch history keeps (default 102,400), like the watch cache's capacity; settable. A
         watch from a resourceVersion older than the window gets 410 Gone, see :meth:`RestApi.watch`."""
         with self._store.cond:
             return self._store.history_limit
