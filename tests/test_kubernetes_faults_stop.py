@@ -96,12 +96,14 @@ def test_cancel_gives_the_pods_their_grace_period_and_keeps_what_the_worker_save
     assert kube.jobs("ml") == [] and kube.pods("ml") == [], "the Job went once its pod had stopped"
 
 
-def test_a_data_fetch_that_fails_names_the_channel(cli, write_spec, kube):
-    run_id = submit(cli, write_spec, "kube-fetch", extra="  data: {train: builtin://sklearn/digits?split=train}\n")
+def test_a_data_fetch_that_fails_names_the_channel(cli, write_spec, kube, tmp_path):
+    table = tmp_path / "train.csv"
+    table.write_text("x,label\n1,0\n2,1\n")
+    run_id = submit(cli, write_spec, "kube-fetch", extra=f"  data: {{train: {table.as_uri()}}}\n")
     (pod,) = wait_for(lambda: kube.pods("ml"), timeout=120)
     # The termination message is the end of mlrt.fetch's log (FallbackToLogsOnError).
     log = (
-        "[mlrt fetch] channel train: fetching builtin://sklearn/digits?split=train\n"
+        f"[mlrt fetch] channel train: fetching {table.as_uri()}\n"
         "Traceback (most recent call last):\n"
         "OSError: [Errno 28] No space left on device\n"
     )
