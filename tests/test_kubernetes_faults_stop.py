@@ -30,7 +30,7 @@ spec:
   image: registry.example.com/acme/train:1.0
   command: [python, train.py]
   compute: {{backend: kubernetes, kubernetes: {{namespace: ml}}}}
-  stopping: {{grace_period: {grace}}}
+  stopping: {{grace_period: {grace}{limit}}}
 """
 ENDED = ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
 
@@ -42,8 +42,8 @@ def kube(tmp_path, monkeypatch):
         yield standin
 
 
-def submit(cli, write_spec, name, grace="45s", extra=""):
-    spec = write_spec(SPEC.format(name=name, grace=grace) + extra, name=f"{name}.yaml")
+def submit(cli, write_spec, name, grace="45s", extra="", limit=""):
+    spec = write_spec(SPEC.format(name=name, grace=grace, limit=limit) + extra, name=f"{name}.yaml")
     result = cli("submit", str(spec), "--detach", "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)["run_id"]
@@ -94,6 +94,18 @@ def test_cancel_gives_the_pods_their_grace_period_and_keeps_what_the_worker_save
     assert [(p.step, p.value) for p in store.metrics(run_id, "loss")] == [(0, 1.0), (1, 0.5)]
     assert "saved checkpoint step-1" in cli("logs", run_id).stdout
     assert kube.jobs("ml") == [] and kube.pods("ml") == [], "the Job went once its pod had stopped"
+
+
+def test_max_runtime_stops_the_pods_within_the_same_grace_period(cli, write_spec, kube):
+    run_id = submit(cli, write_spec, "kube-timeout", grace="40s", limit=", max_runtime: 2s")
+    pod = started_pod(kube)
+    (terminating,) = wait_for(lambda: kube.terminating_pods("ml"), timeout=60)
+    assert terminating["metadata"]["deletionGracePeriodSeconds"] == 40
+    kube.append_log(pod, "saved checkpoint at the deadline\n", namespace="ml")
+    kube.finish_termination(pod, exit_code=0, namespace="ml")
+    run = finished(run_id)
+    assert run.state == "TIMED_OUT" and "max_runtime" in run.reason, run.reason
+    assert "saved checkpoint at the deadline" in cli("logs", run_id).stdout
 
 
 def test_a_data_fetch_that_fails_names_the_channel(cli, write_spec, kube, tmp_path):
