@@ -953,7 +953,7 @@ class KubernetesLauncher(Launcher):
         )
         if unscheduled is not None:
             why = f"{unscheduled.get('reason', 'Unschedulable')}: {unscheduled.get('message', '')}".strip(": ")
-            if _age(pod) > float(handle.get("schedule_timeout", 900.0)):
+            if _age(pod) > float(handle["schedule_timeout"]):  # every handle has it (from the plan's settings)
                 limit = f"{float(handle['schedule_timeout']):g}s"
                 return WorkerStatus(
                     rank, RunState.FAILED, reason=f"pod {name} could not be scheduled within {limit} ({why})"
