@@ -24,6 +24,8 @@ TERMINAL = sorted(state.value for state in TERMINAL_STATES)
 ACTIVE = sorted(state.value for state in RunState if state not in TERMINAL_STATES)
 """The other states: ``state IN ACTIVE`` finds active runs through the state index, so the
 queries of a reconcile pass cost the same however many finished runs the database holds."""
+_METRIC_COPY_TYPES = ("text", "text", "int4", "float8", "float8")
+"""PostgreSQL types of the ``metrics`` columns a binary COPY writes (run_id, key, step, value, timestamp)."""
 
 
 class NotFound(LookupError):
@@ -366,9 +368,13 @@ class Store:
             if batch_id is not None and not self._claim_batch(conn, run_id, batch_id, len(rows)):
                 return 0
             if self.engine.dialect.driver == "psycopg":
-                # COPY: 1.4-2.3x the points/s of executemany (bench/controller_service.py).
+                # COPY: 1.4-2.3x the points/s of executemany (bench/controller_service.py); in
+                # binary with the columns' types, a third of text COPY's client CPU and ~6% less
+                # of the server's (bench/metric_logging.py).
                 with conn.connection.driver_connection.cursor() as cursor:
-                    with cursor.copy("COPY metrics (run_id, key, step, value, timestamp) FROM STDIN") as copy:
+                    copy_sql = "COPY metrics (run_id, key, step, value, timestamp) FROM STDIN (FORMAT BINARY)"
+                    with cursor.copy(copy_sql) as copy:
+                        copy.set_types(_METRIC_COPY_TYPES)
                         for row in rows:
                             copy.write_row(row)
             else:
