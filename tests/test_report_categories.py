@@ -14,7 +14,7 @@ from mlrt_reports.categories import ErrorCategoriesReport
 from rich.console import Console
 
 from mlrt.algorithms import resolve_values
-from mlrt.reports import ReportInput
+from mlrt.reports import ReportInput, option_schema
 
 N = 4000
 
@@ -61,7 +61,7 @@ def make_input(
     **spec: Any,
 ) -> ReportInput:
     report = ErrorCategoriesReport()
-    resolved, problems = resolve_values(report.options, options or {}, report.name)
+    resolved, problems = resolve_values(option_schema(report), options or {}, report.name)
     assert not problems
     features = [c for c in frame.columns if c not in ("id", "split", "label", "prediction", "score_0", "score_1")]
     return ReportInput(

@@ -23,7 +23,7 @@ from sklearn.metrics import (
 
 from mlrt import business
 from mlrt.algorithms import resolve_values
-from mlrt.reports import Report, ReportInput
+from mlrt.reports import Report, ReportInput, option_schema
 
 
 def make_input(
@@ -37,7 +37,7 @@ def make_input(
     options: dict[str, Any] | None = None,
     tmp_path: Path = Path("."),
 ) -> ReportInput:
-    resolved, problems = resolve_values(report.options, options or {}, report.name, noun="option")
+    resolved, problems = resolve_values(option_schema(report), options or {}, report.name, noun="option")
     assert not problems
     if classes is None:
         classes = sorted(frame["label"].dropna().unique().tolist()) if task == "classification" else []

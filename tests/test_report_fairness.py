@@ -14,7 +14,7 @@ from mlrt_reports.fairness import FairnessReport
 from rich.console import Console
 
 from mlrt.algorithms import resolve_values
-from mlrt.reports import ReportInput
+from mlrt.reports import ReportInput, option_schema
 
 N = 20_000
 
@@ -54,7 +54,7 @@ def make_input(
     task: str = "classification",
 ) -> ReportInput:
     report = FairnessReport()
-    resolved, problems = resolve_values(report.options, options or {}, report.name)
+    resolved, problems = resolve_values(option_schema(report), options or {}, report.name)
     assert not problems
     classes = [0, 1] if classes is None else classes
     reserved = {"id", "split", "label", "prediction"}

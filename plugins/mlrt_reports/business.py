@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from mlrt import business
 from mlrt.reports import Comparable, Finding, Report, ReportInput
 from mlrt_reports.common import (
-    SPLIT_OPTION,
     confusion_counts,
     encode,
     fmt,
@@ -181,7 +180,6 @@ class BusinessReport(Report):
 
     name = "business"
     description = "Business metrics per split; for cost matrices the cost by error type and vs. simple policies."
-    options = {"split": SPLIT_OPTION}
 
     def build(self, data: ReportInput) -> dict[str, Any]:
         import numpy as np

@@ -125,7 +125,6 @@ class ErrorCategoriesReport(Report):
         "regression_threshold": Hyperparameter(
             float, None, min=0, help="Regression: an absolute error above this is an error (default: 90th percentile)."
         ),
-        "split": Hyperparameter(str, None, help="The split to analyse (default: validation, else test, else train)."),
     }
 
     # -- build -----------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from mlrt.algorithms import Hyperparameter
 from mlrt.reports import Comparable, Finding, Report, ReportInput
 from mlrt_reports.common import (
-    SPLIT_OPTION,
     classification_rows,
     confusion_counts,
     encode,
@@ -93,7 +92,6 @@ class ConfusionReport(Report):
         "min_share": Hyperparameter(
             float, 0.2, min=0.0, max=1.0, help="A confusion is a finding when it holds this share of the errors."
         ),
-        "split": SPLIT_OPTION,
     }
 
     def build(self, data: ReportInput) -> dict[str, Any]:
@@ -301,7 +299,6 @@ class PerClassReport(Report):
         ),
         "min_support": Hyperparameter(int, 1, min=1, help="Never flag classes with fewer examples."),
         "max_classes": Hyperparameter(int, 40, min=1, help="Plot at most this many classes (the lowest recall)."),
-        "split": SPLIT_OPTION,
     }
 
     def build(self, data: ReportInput) -> dict[str, Any]:

@@ -14,15 +14,12 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlrt.algorithms import Hyperparameter
 from mlrt.reports import ReportInput
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
     from rich.console import Console
-
-SPLIT_OPTION = Hyperparameter(str, None, help="The split to analyse (default: validation, else test, else train).")
 
 
 def label_text(value: Any) -> str:

@@ -116,7 +116,6 @@ class FairnessReport(Report):
         "min_group_rows": Hyperparameter(
             int, 20, min=1, help="Smaller groups are shown but left out of the differences."
         ),
-        "split": Hyperparameter(str, None, help="The split to analyse (default: validation, else test, else train)."),
     }
 
     # -- build -----------------------------------------------------------------

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from mlrt.algorithms import Hyperparameter
 from mlrt.reports import Comparable, Finding, Report, ReportInput
 from mlrt_reports.common import (
-    SPLIT_OPTION,
     classification_rows,
     encode,
     fmt,
@@ -97,7 +96,6 @@ class SkewReport(Report):
         "rare_share": Hyperparameter(
             float, 0.05, min=0.0, max=1.0, help="Warn when the rarest class is less than this share of the split."
         ),
-        "split": SPLIT_OPTION,
     }
 
     def build(self, data: ReportInput) -> dict[str, Any]:

@@ -141,7 +141,6 @@ class SlicesReport(Report):
     description = "Error rate per slice of the listed columns, and the weakest slices found among all features."
     gate_value_names = frozenset({"worst_accuracy", "worst_error_rate", "max_potential_gain"})
     options = {
-        "split": Hyperparameter(str, None, help="The split to analyse (default: validation, else test, else train)."),
         "bins": Hyperparameter(int, 4, min=2, max=50, help="Quantile bins for numeric columns without bins."),
         "top_n": Hyperparameter(
             int, 10, min=1, max=200, help="Most frequent values kept per categorical column; the rest are 'other'."
