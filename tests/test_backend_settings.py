@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import ClassVar
+
+import pytest
+from pydantic import BaseModel
+
+from mlrt import hookimpl, plugins
+from mlrt.launchers import Launcher
+from mlrt.spec import SpecError, load_spec
+from mlrt_local import LocalLauncher
 
 JOB = """\
 apiVersion: mlrt/v1
@@ -67,3 +76,25 @@ def test_a_bad_block_is_one_line_per_problem_naming_the_field(cli, write_spec):
         f"error: spec.compute.kubernets: {allowed}",
         f"error: spec.compute.local: {allowed}",
     ]
+
+
+class Broken(LocalLauncher):
+    """A backend whose settings model cannot even be had."""
+
+    name: ClassVar[str] = "acme.broken"
+
+    def settings_model(self) -> type[BaseModel]:
+        raise KeyError("model")
+
+
+class BrokenPlugin:
+    @hookimpl
+    def mlrt_launchers(self) -> list[Launcher]:
+        return [Broken()]
+
+
+def test_a_settings_model_that_raises_is_its_plugins_failure_in_one_line(write_spec):
+    spec = write_spec(JOB.format(compute="    backend: acme.broken").replace("  image: registry", "  # image: registry"))
+    with plugins.registered(BrokenPlugin(), name="acme"), pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    assert caught.value.problems == ["spec.compute.acme.broken: backend 'acme.broken' (plugin acme) raised KeyError: 'model'"]

@@ -164,30 +164,30 @@ def backend_settings_problems(compute: dict[str, Any], backend: str | None) -> l
     launchers = plugins.launchers()
     core = field_names(Compute)
     blocks = [key for key in compute if key not in core]
-    if backend is not None and backend not in compute:
+    if backend is not None and backend not in compute and _takes_settings(launchers[backend]):
         blocks.append(backend)
     problems = []
     for key in blocks:
         launcher = launchers.get(key) if isinstance(key, str) else None
-        try:
-            with plugins.blame("launchers", str(key)):
-                model = launcher.settings_model() if launcher is not None else None
-        except plugins.PluginFailure as failure:
-            problems.append(f"spec.compute.{key}: {failure}")
-            continue
-        if model is None:
-            if key in compute:
-                with_blocks = [name for name, item in launchers.items() if _takes_settings(item)]
-                problems.append(
-                    f"spec.compute.{key}: unknown field (allowed: {', '.join(core)}, and the settings block of a"
-                    f" backend that takes one: {', '.join(sorted(with_blocks)) or 'none installed'})"
-                )
+        if launcher is None or not _takes_settings(launcher):
+            with_blocks = [name for name, item in launchers.items() if _takes_settings(item)]
+            problems.append(
+                f"spec.compute.{key}: unknown field (allowed: {', '.join(core)}, and the settings block of a"
+                f" backend that takes one: {', '.join(sorted(with_blocks)) or 'none installed'})"
+            )
             continue
         given = compute.get(key)
-        try:
-            compute[key] = model.model_validate({} if given is None else given).model_dump(mode="json")
-        except ValidationError as exc:
-            problems += [describe_error(error, model, ("spec", "compute", str(key))) for error in exc.errors()]
+        try:  # a model that raises anything but a validation error is its plugin's failure
+            with plugins.blame("launchers", key):
+                model = launcher.settings_model()
+                try:
+                    settings = model.model_validate({} if given is None else given)
+                except ValidationError as exc:
+                    problems += [describe_error(error, model, ("spec", "compute", key)) for error in exc.errors()]
+                    continue
+                compute[key] = settings.model_dump(mode="json")
+        except plugins.PluginFailure as failure:
+            problems.append(f"spec.compute.{key}: {failure}")
     return problems
 
 
