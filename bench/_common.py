@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+PEERS_DIR = BENCH_DIR / ".peers"
+"""Where :func:`peers_venv` keeps the peers' virtual environment (git-ignored)."""
+PEER_INPUTS = (BENCH_DIR / "requirements.txt", REPO_ROOT / "constraints.txt")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -31,6 +39,104 @@ def tool(name: str) -> str | None:
     if beside.exists():
         return str(beside)
     return shutil.which(name)
+
+
+def peers_venv(*, quiet: bool = False) -> Path:
+    """The virtual environment holding the peers (MLflow, Optuna, TorchX), made on first use.
+
+    ``bench/.peers/venv``, built from the base interpreter of this Python with
+    ``pip install -c constraints.txt -r bench/requirements.txt``, so the peers'
+    own pins (torchx 0.7 wants ``urllib3<1.27``, which breaks the kubernetes
+    client) never touch mlrt's environment. It is rebuilt when either file
+    changes (their hash is kept in ``bench/.peers/inputs.sha256``). Raises
+    ``RuntimeError`` with pip's last lines when the install fails."""
+    import fcntl
+
+    PEERS_DIR.mkdir(exist_ok=True)
+    with open(PEERS_DIR / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one bench at a time makes it; the others wait and use it
+        return _make_peers_venv(quiet)
+
+
+def _make_peers_venv(quiet: bool) -> Path:
+    venv = PEERS_DIR / "venv"
+    stamp = PEERS_DIR / "inputs.sha256"
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in PEER_INPUTS)).hexdigest()
+    python = venv / "bin" / "python"
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return venv
+    if not quiet:
+        print(f"making the peers' virtual environment in {venv} (once; a few minutes)...", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    steps = (
+        [base, "-m", "venv", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        + ["-c", str(PEER_INPUTS[1]), "-r", str(PEER_INPUTS[0])],
+    )
+    for argv in steps:
+        result = subprocess.run(argv, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+            raise RuntimeError(f"could not make the peers' environment ({' '.join(argv[:4])} ...):\n{tail}")
+    stamp.write_text(digest + "\n")
+    return venv
+
+
+def peer_python() -> str:
+    """The peers' interpreter (see :func:`peers_venv`)."""
+    return str(peers_venv() / "bin" / "python")
+
+
+def peer_tool(name: str) -> str:
+    """The peers' console script ``name`` (``torchx``, ``mlflow``)."""
+    return str(peers_venv() / "bin" / name)
+
+
+def peer_versions() -> dict[str, str]:
+    """Name -> version of every distribution in the peers' environment."""
+    script = "import json, importlib.metadata as m; print(json.dumps({d.metadata['Name'].lower(): d.version for d in m.distributions()}))"
+    import json
+
+    return json.loads(subprocess.run([peer_python(), "-c", script], capture_output=True, text=True, check=True).stdout)
+
+
+def load_line() -> str:
+    """The machine's load averages (1, 5, 15 min), to print beside every figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} CPUs"
+
+
+SQLITE_DURABILITY = {
+    "mlrt": "WAL, synchronous=NORMAL (mlrt's own settings): a commit is durable at the next WAL checkpoint, "
+    "safe against a crash of the process, not of the machine",
+    "default": "rollback journal, synchronous=FULL (SQLite's defaults): every commit is fsynced",
+}
+"""What each SQLite setting promises; the benchmarks print the one each side used."""
+
+
+def sqlite_pragmas_snippet(mode: str) -> str:
+    """Python source that makes every SQLAlchemy engine of the process open SQLite as ``mode`` says.
+
+    ``mode`` is ``"mlrt"`` (WAL and ``synchronous=NORMAL``, what mlrt sets) or
+    ``"default"`` (SQLite's own). The peers (MLflow's and Optuna's storages)
+    create their engines themselves; a ``connect`` listener on the ``Engine``
+    class reaches them all without patching the peer."""
+    if mode == "default":
+        return ""
+    if mode != "mlrt":
+        raise ValueError(mode)
+    return (
+        "from sqlalchemy import event as _event\n"
+        "from sqlalchemy.engine import Engine as _Engine\n"
+        "@_event.listens_for(_Engine, 'connect')\n"
+        "def _bench_pragmas(dbapi_connection, _record):\n"
+        "    if type(dbapi_connection).__module__.startswith('sqlite3'):\n"
+        "        cursor = dbapi_connection.cursor()\n"
+        "        cursor.execute('PRAGMA journal_mode=WAL')\n"
+        "        cursor.execute('PRAGMA synchronous=NORMAL')\n"
+        "        cursor.close()\n"
+    )
 
 
 def bench_env(workdir: Path, *, bytecode_cache: bool) -> dict[str, str]:
