@@ -378,6 +378,7 @@ class Access:
         self._users = {admin_token: ADMIN}
         self._rbac = RbacAuthorizer()
         self._denials: list[Denial] = []
+        self._asked: set[tuple[str, str, str, str]] = set()
 
     def service_account_token(self, namespace: str, name: str) -> str:
         """A new bearer token for the ServiceAccount ``namespace/name`` (the account need not exist as an object:
@@ -399,6 +400,12 @@ class Access:
         with self._lock:
             return list(self._denials)
 
+    def asked(self, user: str) -> set[tuple[str, str, str]]:
+        """The ``(apiGroup, resource, verb)`` of every resource request ``user`` made so far, allowed or not
+        (``resource`` with its subresource: ``pods/log``); the admin's requests are not recorded."""
+        with self._lock:
+            return {(group, resource, verb) for name, group, resource, verb in self._asked if name == user}
+
     def check(self, authorization: str | None, method: str, path: str, query: dict[str, str]) -> User:
         """The request's user; raises :class:`RequestRefused` (401 for a missing or unknown token, 403 when RBAC
         allows it nothing)."""
@@ -410,6 +417,8 @@ class Access:
             if _PRIVILEGED_GROUP in user.groups:
                 return user
             attributes = request_attributes(method, path, query)
+            if attributes.resource_request:
+                self._asked.add((user.name, attributes.api_group, attributes.combined_resource, attributes.verb))
             allowed, reason = self._rbac.authorize(user, attributes)
             if allowed:
                 return user

@@ -2206,6 +2206,11 @@ class KubeStandIn:
         """Every request RBAC has refused with 403 Forbidden so far, oldest first."""
         return self._access.denials
 
+    def asked(self, user: str) -> set[tuple[str, str, str]]:
+        """The ``(apiGroup, resource, verb)`` of every request ``user`` (``system:serviceaccount:NS:NAME`` for a
+        ServiceAccount) has made so far, allowed or refused; ``resource`` includes a subresource (``pods/log``)."""
+        return self._access.asked(user)
+
     # cluster state
 
     @property

@@ -1,39 +1,36 @@
 """The controller's Helm chart (``helm/mlrt``): rendered by Helm itself, every manifest valid, least privilege.
 
-The chart is rendered by Helm's own template engine, never by a look-alike:
-``helm-python-sdk`` (PyPI, import name ``helm_python``) binds Helm's Go SDK
-through a bundled shared library, so the Go templates, Sprig functions,
-``required``/``fail`` and values coalescing are exactly ``helm template``'s.
-Where it is not installed, a ``helm`` binary on ``PATH`` renders instead
-(``MLRT_HELM=/path/to/helm`` picks a binary over the SDK); with neither, the
-rendering tests skip and say so. Every rendered document is checked against
-the Kubernetes 1.33 schemas with ``kubernetes-validate``, and the Role is
-compared with the API calls the kubernetes backend's source actually makes.
+The chart is rendered by Helm's own template engine (:mod:`chart_render`), never by a look-alike, and every
+rendered document is checked against the Kubernetes 1.33 schemas with ``kubernetes-validate``. The Role's shape
+is checked here; that it is exactly what the kubernetes backend needs is proven against the API stand-in's RBAC
+in ``test_kubernetes_rbac.py`` (every permission used, nothing refused).
 """
 
 from __future__ import annotations
 
-import inspect
-import json
-import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import import_or_missing, missing
+from chart_render import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    HelmCLI,
+    HelmSDK,
+    RenderError,
+    chart_renderer,
+    documents,
+    permissions,
+)
+from conftest import import_or_missing
 
 kubernetes_validate = import_or_missing("kubernetes_validate", "kubernetes-validate", "pip install kubernetes-validate")
 
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "helm" / "mlrt"
-CONTAINERFILE = ROOT / "containers" / "controller.Containerfile"
+CONTAINERFILE = CHART.parent.parent / "containers" / "controller.Containerfile"
 KUBERNETES_VERSION = "1.33.0"
-RELEASE, NAMESPACE = "mlrt", "ml-platform"
 
 # A platform team's install: every optional feature on, everything named.
 FULL: dict[str, Any] = {
@@ -80,81 +77,9 @@ FULL: dict[str, Any] = {
 SECRET_VARIABLES = {"MLRT_DB", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
 
 
-class RenderError(Exception):
-    """Helm refused to render the chart (a ``required`` or ``fail`` in a template)."""
-
-
-class _SDK:
-    """Helm's Go SDK through helm-python-sdk."""
-
-    def __init__(self, module: Any):
-        self.helm = module
-
-    def render(self, values: dict[str, Any] | None) -> dict[str, str]:
-        try:
-            with self.helm.Chart.load(str(CHART)) as chart:
-                return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-        except self.helm.HelmError as exc:
-            raise RenderError(str(exc)) from None
-
-    def lint(self, values: dict[str, Any] | None) -> list[str]:
-        report = self.helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version="v1.33.0")
-        # Severity 1 is INFO ("icon is recommended"); warnings and errors fail ``helm lint --strict``.
-        return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2] + report["errors"]
-
-
-class _CLI:
-    """A ``helm`` binary: ``helm template`` and ``helm lint --strict``."""
-
-    def __init__(self, binary: str, home: Path):
-        self.binary = binary
-        self.env = {**os.environ, **{f"HELM_{k}_HOME": str(home / k.lower()) for k in ("CACHE", "CONFIG", "DATA")}}
-        self.home = home
-
-    def _run(self, *args: str, values: dict[str, Any] | None) -> subprocess.CompletedProcess[str]:
-        extra = []
-        if values:
-            path = self.home / "values.json"  # JSON is YAML
-            path.write_text(json.dumps(values))
-            extra = ["--values", str(path)]
-        return subprocess.run([self.binary, *args, *extra], capture_output=True, text=True, env=self.env)
-
-    def render(self, values: dict[str, Any] | None) -> dict[str, str]:
-        done = self._run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, values=values)
-        if done.returncode:
-            raise RenderError(done.stderr)
-        return {"helm-template-output.yaml": done.stdout}
-
-    def lint(self, values: dict[str, Any] | None) -> list[str]:
-        done = self._run("lint", "--strict", str(CHART), "-n", NAMESPACE, "--kube-version", "1.33.0", values=values)
-        return [] if done.returncode == 0 else [done.stdout + done.stderr]
-
-
 @pytest.fixture(scope="module")
-def renderer(tmp_path_factory: pytest.TempPathFactory) -> _SDK | _CLI:
-    binary = os.environ.get("MLRT_HELM")  # a helm binary to render with, even where the SDK is installed
-    if not binary:
-        try:
-            import helm_python
-        except ImportError:
-            binary = shutil.which("helm")
-            if not binary:
-                missing("helm", "no Helm renderer: pip install helm-python-sdk (or put helm on PATH)")
-        else:
-            return _SDK(helm_python)
-    return _CLI(binary, tmp_path_factory.mktemp("helm-home"))
-
-
-def documents(renderer: _SDK | _CLI, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every object the chart renders with ``values`` over its defaults (NOTES.txt is not a manifest)."""
-    rendered = renderer.render(values)
-    return [
-        doc
-        for path, text in sorted(rendered.items())
-        if path.endswith((".yaml", ".yml"))
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> HelmSDK | HelmCLI:
+    return chart_renderer(tmp_path_factory.mktemp("helm-home"))
 
 
 def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -167,40 +92,6 @@ def controller(docs: list[dict[str, Any]]) -> dict[str, Any]:
     containers = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["controller"]
     return containers[0]
-
-
-def rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
-    """A Role's permissions as (apiGroup, resource, verb) triples."""
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-
-
-def launcher_permissions() -> set[tuple[str, str, str]]:
-    """The (apiGroup, resource, verb) of every API call the kubernetes backend makes, read from its source."""
-    from mlrt_kubernetes import launcher
-
-    resources = {
-        "job": ("batch", "jobs"),
-        "pod": ("", "pods"),
-        "pod_log": ("", "pods/log"),
-        "service": ("", "services"),
-        "secret": ("", "secrets"),
-    }
-    verbs = {"read": "get", "list": "list", "create": "create", "patch": "patch", "delete": "delete"}
-    pattern = r"\b(create|read|list|patch|replace|delete|deletecollection)_namespaced_([a-z_]+)\b"
-    calls = set(re.findall(pattern, inspect.getsource(launcher)))
-    # The watches stream the list functions that _Watch._list_function hands them.
-    watched = set(re.findall(r"\blist_namespaced_([a-z_]+)\b", inspect.getsource(launcher._Watch._list_function)))
-    assert "Watch().stream(" in inspect.getsource(launcher._Watch._run)
-    unknown = {f"{verb}_namespaced_{kind}" for verb, kind in calls if kind not in resources or verb not in verbs}
-    assert not unknown, f"the launcher makes calls this test cannot map to RBAC (extend it and the Role): {unknown}"
-    permissions = {(*resources[kind], verbs[verb]) for verb, kind in calls}
-    return permissions | {(*resources[kind], "watch") for kind in watched}
 
 
 # -- rendering and validity ------------------------------------------------------
@@ -415,41 +306,24 @@ def test_extra_config_refuses_secrets(renderer, variable):
 # -- RBAC ---------------------------------------------------------------------------------
 
 
-def test_the_launcher_permissions_are_what_this_test_expects():
-    # If this fails, the launcher's API calls changed: update the Role in templates/rbac.yaml too.
-    assert launcher_permissions() == {
-        ("batch", "jobs", "create"),
-        ("batch", "jobs", "get"),
-        ("batch", "jobs", "list"),
-        ("batch", "jobs", "watch"),
-        ("batch", "jobs", "delete"),
-        ("", "pods", "list"),
-        ("", "pods", "watch"),
-        ("", "pods/log", "get"),
-        ("", "services", "create"),
-        ("", "services", "patch"),
-        ("", "secrets", "create"),
-        ("", "secrets", "patch"),
-    }
-
-
 @pytest.mark.parametrize(
     ("values", "namespaces"), [(None, [NAMESPACE]), (FULL, ["research", "vision"])], ids=["defaults", "full"]
 )
-def test_rbac_is_exactly_what_the_launcher_uses(renderer, values, namespaces):
+def test_rbac_is_one_role_per_managed_namespace_bound_to_the_controller_account(renderer, values, namespaces):
     docs = documents(renderer, values)
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
     roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
     bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
     assert sorted(roles) == sorted(bindings) == sorted(namespaces)
     account = only(docs, "ServiceAccount")["metadata"]
-    needed = launcher_permissions()
+    first = permissions(roles[namespaces[0]])
     for namespace, role in roles.items():
-        granted = rules(role)
-        assert granted == needed, f"{namespace}: extra {granted - needed}, missing {needed - granted}"
+        granted = permissions(role)
+        assert granted == first, "every managed namespace gets the same Role"
         assert not {r for _, r, _ in granted} & {"leases", "configmaps"}
         assert {v for _, r, v in granted if r == "secrets"} == {"create", "patch"}, "Secrets are never read"
         assert not any("*" in triple for triple in granted)
+        assert not [rule for rule in role["rules"] if rule.get("resourceNames") or rule.get("nonResourceURLs")]
         binding = bindings[namespace]
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
@@ -461,11 +335,18 @@ def test_rbac_is_exactly_what_the_launcher_uses(renderer, values, namespaces):
         ]
 
 
-def test_owner_references_permission_enforcement_adds_only_its_two_permissions(renderer):
-    docs = documents(renderer, {"rbac": {"ownerReferencesPermissionEnforcement": True}})
-    granted = rules(only(docs, "Role"))
-    assert granted - launcher_permissions() == {("", "services", "delete"), ("batch", "jobs/finalizers", "update")}
-    assert launcher_permissions() <= granted
+def test_owner_references_permission_enforcement_adds_only_what_that_admission_plugin_checks(renderer):
+    # plugin/pkg/admission/gc/gc_admission.go: changing an object's ownerReferences needs delete on that object
+    # (the launcher sets them on its Service and its Secrets), and blockOwnerDeletion needs update on the owner's
+    # finalizers subresource (the Job's).
+    plain = permissions(only(documents(renderer), "Role"))
+    enforced = permissions(only(documents(renderer, {"rbac": {"ownerReferencesPermissionEnforcement": True}}), "Role"))
+    assert enforced - plain == {
+        ("", "services", "delete"),
+        ("", "secrets", "delete"),
+        ("batch", "jobs/finalizers", "update"),
+    }
+    assert plain <= enforced
 
 
 def test_rbac_and_service_account_can_be_left_to_the_platform(renderer):

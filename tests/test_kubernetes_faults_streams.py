@@ -13,7 +13,9 @@ from conftest import import_or_missing, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
-from kube_standin import KubeStandIn  # noqa: E402
+from kube_cluster import controller_standin  # noqa: E402
+
+pytestmark = pytest.mark.standin_only  # the tests play the kubelet
 
 SPEC = """\
 apiVersion: mlrt/v1
@@ -33,9 +35,8 @@ ACTIVE = ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
 
 @pytest.fixture
 def kube(tmp_path, monkeypatch):
-    with KubeStandIn() as standin:
+    with controller_standin(tmp_path, monkeypatch) as standin:  # mlrt as the chart's ServiceAccount
         standin.bookmark_interval = 0.5
-        monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
         yield standin
 
 

@@ -28,7 +28,9 @@ from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
 kubernetes_validate = import_or_missing("kubernetes_validate", "kubernetes-validate", "pip install kubernetes-validate")
-from kube_standin import KubeStandIn  # noqa: E402
+from kube_cluster import controller_standin  # noqa: E402
+
+pytestmark = pytest.mark.standin_only  # the tests play the kubelet
 
 SPEC = """\
 apiVersion: mlrt/v1
@@ -51,8 +53,7 @@ def kube(tmp_path, monkeypatch, s3_endpoint):
     # Quick retries: the controller's and the sidecars' (they get these settings through the pod).
     monkeypatch.setenv("MLRT_S3_UPLOAD_BACKOFF", "0.1,0.2")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    with KubeStandIn() as standin:
-        monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+    with controller_standin(tmp_path, monkeypatch) as standin:  # mlrt as the chart's ServiceAccount
         yield standin
 
 

@@ -356,10 +356,9 @@ spec:
 @pytest.fixture
 def kube(tmp_path, monkeypatch):
     import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
-    from kube_standin import KubeStandIn
+    from kube_cluster import controller_standin
 
-    with KubeStandIn() as standin:
-        monkeypatch.setenv("KUBECONFIG", str(standin.write_kubeconfig(tmp_path / "kubeconfig")))
+    with controller_standin(tmp_path, monkeypatch) as standin:  # mlrt as the chart's ServiceAccount
         yield standin
 
 
