@@ -1,7 +1,8 @@
 """Launch overhead of a no-op job: `mlrt submit --wait -q` vs the program run directly vs TorchX.
 
-Run it from an environment that has mlrt (and, for the comparison, torchx)
-installed -- see bench/README.md:
+Run it with mlrt's interpreter; TorchX runs from the peers' virtual
+environment, which the bench makes on first use (bench/_common.py
+``peers_venv``), never mlrt's -- see bench/README.md:
 
     python bench/launch_overhead.py            # 20 repetitions
     python bench/launch_overhead.py -n 50 --json bench/results/launch.json
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, machine_line, median, peer_version, percentile, tool  # noqa: E402
+from _common import bench_env, load_line, machine_line, median, peer_tool, peer_versions, percentile, tool  # noqa: E402
 
 TARGET_OVERHEAD_S = 0.5
 
@@ -62,7 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--repetitions", type=int, default=20, help="timed repetitions of each (default 20)")
     parser.add_argument("--mlrt", default=tool("mlrt"), help="the mlrt executable (default: next to this python)")
-    parser.add_argument("--torchx", default=tool("torchx"), help="the torchx executable (default: next to this python)")
+    parser.add_argument(
+        "--torchx", help="the torchx executable (default: the peers' environment's, made on first use; see _common.py)"
+    )
     parser.add_argument("--no-torchx", action="store_true", help="skip the TorchX comparison")
     parser.add_argument(
         "--no-bytecode-cache",
@@ -90,17 +94,19 @@ def main() -> int:
     torchx_note = None
     if args.no_torchx:
         torchx_note = "skipped (--no-torchx)"
-    elif not args.torchx:
-        torchx_note = (
-            "NOT RUN: torchx is not installed here (pip install -r bench/requirements.txt, see bench/README.md)"
-        )
     else:
+        if not args.torchx:
+            try:
+                args.torchx = peer_tool("torchx")
+            except RuntimeError as exc:
+                torchx_note = f"NOT RUN: {exc}"
+    if args.torchx and not args.no_torchx:
         commands["torchx"] = [
             args.torchx, "run", "--scheduler", "local_cwd", "utils.binary", "--entrypoint", python, "noop.py",
         ]  # fmt: skip
 
     print(f"launch overhead of a no-op job, {args.repetitions} repetitions; {machine_line()}")
-    print(f"workdir {workdir}  (MLRT_HOME={env['MLRT_HOME']})")
+    print(f"workdir {workdir}  (MLRT_HOME={env['MLRT_HOME']}); {load_line()} at the start")
     print(
         f"bytecode cache: {'off (caller env kept)' if args.no_bytecode_cache else 'on (PYTHONPYCACHEPREFIX in workdir)'}"
     )
@@ -163,19 +169,21 @@ def main() -> int:
         "figures": figures,
         "mlrt_runs_succeeded": succeeded,
         "mlrt_target_met": mlrt_overhead < TARGET_OVERHEAD_S,
+        "load_1min_end": os.getloadavg()[0],
     }
     if "torchx" in figures:
         torchx_overhead = figures["torchx"]["overhead_median_s"]
         ratio = mlrt_overhead / torchx_overhead if torchx_overhead > 0 else float("nan")
         print(
-            f"torchx {peer_version('torchx') or '?'} median overhead: {torchx_overhead:.3f} s; "
+            f"torchx {peer_versions().get('torchx', '?')} median overhead: {torchx_overhead:.3f} s; "
             f"mlrt/torchx overhead ratio: {ratio:.2f} (torchx is {1 / ratio:.1f}x mlrt's overhead)"
         )
-        result["torchx_version"] = peer_version("torchx")
+        result["torchx_version"] = peer_versions().get("torchx")
         result["mlrt_to_torchx_overhead_ratio"] = ratio
     else:
         print(f"torchx: {torchx_note}")
         result["torchx"] = torchx_note
+    print(f"{load_line()} at the end")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

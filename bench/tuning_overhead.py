@@ -1,45 +1,56 @@
-"""Per-trial orchestration overhead of a TuningJob: `mlrt submit` vs Optuna's `study.optimize`.
+"""Per-trial cost of a TuningJob, whole wall time / trials: `mlrt submit` vs Optuna's `study.optimize`.
 
-Run it from an environment that has mlrt installed (Optuna comes with it) --
-see bench/README.md:
+Run it with mlrt's interpreter; Optuna runs from the peers' virtual
+environment, which the bench makes on first use (bench/_common.py
+``peers_venv``) -- see bench/README.md:
 
-    python bench/tuning_overhead.py            # 20 trials, 3 repetitions
-    python bench/tuning_overhead.py -t 40 -n 5 --json bench/results/tuning.json
+    python bench/tuning_overhead.py            # 40 trials, 3 repetitions
+    python bench/tuning_overhead.py -t 20 -n 5 --json bench/results/tuning.json
 
 The objective is a cheap 2-D quadratic, ``(x - 1)^2 + (y + 2)^2`` over
-``[-5, 5]^2``, searched by random sampling (mlrt's ``random`` tuner is
-Optuna's ``RandomSampler``) one trial at a time. Each repetition runs, in
-this order:
+``[-5, 5]^2``, searched one trial at a time by TPE (mlrt's ``tpe`` tuner
+with ``startup_trials: 10``, Optuna's ``TPESampler`` with its default 10
+startup trials) and by random sampling (mlrt's ``random`` tuner is Optuna's
+``RandomSampler``). Each repetition runs, in this order:
 
 * direct:            ``python objective.py`` N times as plain processes (the
                      cost of a fresh interpreter per trial, nothing else)
-* mlrt cold:         ``mlrt submit -q tune-cold.yaml``: a TuningJob of N
-                     ``command:`` trials (``parallel_trials: 1``), each trial a
-                     fresh ``python objective.py`` (``compute.warm: false``)
-                     launched, tracked and observed by the embedded
-                     controller; wall time of the whole command
-* mlrt warm:         the same with warm workers (the default for trials):
-                     each trial forked from a pre-started Python
-* optuna sqlite:     ``study.optimize`` with ``sqlite:///<workdir>/optuna.db``,
-                     the objective an in-process Python function (what Optuna
-                     users do)
-* optuna memory:     the same with Optuna's default in-memory storage
-* optuna sqlite+proc: the SQLite study, each trial running ``python
-                     objective.py`` with ``subprocess.run`` -- the same cold
-                     process per trial as mlrt, so the difference to mlrt is
-                     orchestration, not process start
+* mlrt warm tpe / random: ``mlrt submit -q tune-warm-tpe.yaml``: a
+                     TuningJob of N ``command:`` trials (``parallel_trials:
+                     1``), each trial forked from a pre-started Python (warm
+                     workers, the default for trials), launched, tracked and
+                     observed by the embedded controller; wall time of the
+                     whole command, mlrt's start-up included
+* mlrt cold random:  the same with a fresh ``python objective.py`` per trial
+                     (``compute.warm: false``)
+* optuna sqlite tpe / random: ``study.optimize`` with
+                     ``sqlite:///<workdir>/optuna-<durability>.db``, the
+                     objective an in-process Python function (what Optuna
+                     users do); SQLite opened with mlrt's durability (WAL,
+                     ``synchronous=NORMAL``, through a SQLAlchemy ``connect``
+                     listener) and again with SQLite's defaults (rollback
+                     journal, ``synchronous=FULL``)
+* optuna memory tpe: the same with Optuna's in-memory storage
+* optuna sqlite+proc random: the SQLite study (mlrt's durability), each
+                     trial running ``python objective.py`` with
+                     ``subprocess.run`` -- the same cold process per trial as
+                     mlrt cold, so the difference is orchestration
 
-Per-trial figures are wall time / N, median over repetitions. The Optuna
-cases time ``optimize`` only (their ``create_study`` is shown apart); mlrt's
-wall time is the whole command, so it also holds mlrt's own start-up, which
-is shown apart as well (wall - N x trial cadence, where the cadence is the
-median gap between consecutive trials' creation times in mlrt's database).
-One untimed warm-up of every case comes first (it creates both databases).
+Each Optuna case is a process of the peers' environment: ``optimize`` is
+timed inside it (``create_study`` apart), and the whole process (interpreter,
+``import optuna``, study, optimize) from outside.
+
+The headline is whole wall time / N: mlrt's whole ``submit`` command
+(its ~1 s start-up included) against Optuna's ``optimize`` with the same
+sampler and the same SQLite durability -- TPE and random. Also shown: the
+same against Optuna's whole process, mlrt's cadence (the median gap between
+consecutive trials' creation times in its database: the steady state, the
+once-per-job start-up left out) and its phases. Per-trial figures are the
+median over repetitions (min shown too). One untimed warm-up of every case
+comes first (it creates the databases and fills the bytecode cache).
 
 Target (the issue): mlrt within 2x of Optuna + SQLite per trial on the local
-backend (Optuna measured there: ~27 ms/trial with SQLite, ~2 ms in memory).
-The verdict compares mlrt's per-trial cadence (steady state, the once-per-job
-start-up left out and shown apart) and, stricter, its whole wall time / N.
+backend, by whole wall time / N.
 """
 
 from __future__ import annotations
@@ -57,11 +68,18 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, machine_line, median, peer_version, tool  # noqa: E402
+from _common import (  # noqa: E402
+    SQLITE_DURABILITY,
+    bench_env,
+    load_line,
+    machine_line,
+    median,
+    peer_python,
+    sqlite_pragmas_snippet,
+    tool,
+)
 
 TARGET_RATIO = 2.0
-ISSUE_OPTUNA_SQLITE_MS = 27.0
-ISSUE_OPTUNA_MEMORY_MS = 2.0
 
 OBJECTIVE_PY = """\
 import json, os
@@ -73,7 +91,7 @@ print(f"score={(x - 1.0) ** 2 + (y + 2.0) ** 2!r}")
 TUNE_YAML = """\
 apiVersion: mlrt/v1
 kind: TuningJob
-metadata: {{name: overhead-{mode}}}
+metadata: {{name: overhead-{mode}-{tuner}}}
 spec:
   template:
     command: [{python}, objective.py]
@@ -83,7 +101,7 @@ spec:
   parameters:
     x: {{type: float, min: -5, max: 5}}
     y: {{type: float, min: -5, max: 5}}
-  tuner: random
+  tuner: {tuner_block}
   max_trials: {trials}
   parallel_trials: 1
   max_failed_trials: 0
@@ -119,13 +137,13 @@ def time_direct(python: str, trials: int, workdir: Path, env: dict[str, str]) ->
     return time.perf_counter() - started
 
 
-def time_mlrt(mlrt: str, mode: str, workdir: Path, env: dict[str, str]) -> float:
+def time_mlrt(mlrt: str, mode: str, tuner: str, workdir: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    run_checked([mlrt, "submit", "-q", f"tune-{mode}.yaml"], workdir, env)
+    run_checked([mlrt, "submit", "-q", f"tune-{mode}-{tuner}.yaml"], workdir, env)
     return time.perf_counter() - started
 
 
-def mlrt_check(db_path: Path, mode: str) -> tuple[list[dict], list[float], dict[str, list[float]]]:
+def mlrt_check(db_path: Path, mode: str, tuner: str) -> tuple[list[dict], list[float], dict[str, list[float]]]:
     """Per tuning run: its state and its trials' states and scores; every trial cadence (s); phases (s).
 
     The cadence is the gap between consecutive trials' creation times of one
@@ -137,7 +155,7 @@ def mlrt_check(db_path: Path, mode: str) -> tuple[list[dict], list[float], dict[
     with sqlite3.connect(db_path) as db:
         tuning_runs = db.execute(
             "SELECT id, state FROM runs WHERE parent_id IS NULL AND id LIKE ? ORDER BY created_at",
-            (f"overhead-{mode}-%",),
+            (f"overhead-{mode}-{tuner}-%",),
         ).fetchall()[1:]  # the first tuning run was the untimed warm-up
         summary, cadences = [], []
         phases: dict[str, list[float]] = {"ended_to_next_created": [], "created_to_started": [], "started_to_ended": []}
@@ -169,32 +187,76 @@ def mlrt_check(db_path: Path, mode: str) -> tuple[list[dict], list[float], dict[
     return summary, cadences, phases
 
 
-def time_optuna(
-    optuna, trials: int, storage: str | None, study_name: str, objective_kind: str, python: str, workdir: Path, env
-) -> tuple[float, float, int]:
-    """(create_study s, optimize s, completed trials) for one Optuna study."""
+def child_optuna(args) -> dict:
+    """Runs in the peers' interpreter: one Optuna study, timed inside (``--child``)."""
+    exec(sqlite_pragmas_snippet(args.durability), {})  # before Optuna makes its engine
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+    workdir, python = Path(args.workdir), args.objective_python
 
     def in_process(trial):
         return quadratic(trial.suggest_float("x", -5, 5), trial.suggest_float("y", -5, 5))
 
     def subprocess_objective(trial):
         params = {"x": trial.suggest_float("x", -5, 5), "y": trial.suggest_float("y", -5, 5)}
-        trial_env = dict(env, MLRT_HYPERPARAMETERS=json.dumps(params))
+        trial_env = dict(os.environ, MLRT_HYPERPARAMETERS=json.dumps(params))
         return score_of(run_checked([python, "objective.py"], workdir, trial_env))
 
-    objective = in_process if objective_kind == "function" else subprocess_objective
+    objective = in_process if args.objective == "function" else subprocess_objective
+    sampler = optuna.samplers.TPESampler(seed=7) if args.sampler == "tpe" else optuna.samplers.RandomSampler(seed=7)
     started = time.perf_counter()
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="minimize",
-        sampler=optuna.samplers.RandomSampler(seed=7),
-    )
+    study = optuna.create_study(study_name=args.study, storage=args.storage, direction="minimize", sampler=sampler)
     created = time.perf_counter()
-    study.optimize(objective, n_trials=trials)
+    study.optimize(objective, n_trials=args.trials)
     finished = time.perf_counter()
     complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    return created - started, finished - created, complete
+    return {"create_s": created - started, "optimize_s": finished - created, "complete": complete}
+
+
+OPTUNA_CASES = {
+    # case: (storage, durability, sampler, objective)
+    "optuna_sqlite_tpe": ("sqlite", "mlrt", "tpe", "function"),
+    "optuna_sqlite_random": ("sqlite", "mlrt", "random", "function"),
+    "optuna_sqlite_default_tpe": ("sqlite", "default", "tpe", "function"),
+    "optuna_sqlite_default_random": ("sqlite", "default", "random", "function"),
+    "optuna_memory_tpe": ("memory", "mlrt", "tpe", "function"),
+    "optuna_sqlite_subprocess_random": ("sqlite", "mlrt", "random", "subprocess"),
+}
+MLRT_CASES = {
+    "mlrt_warm_tpe": ("warm", "tpe"),
+    "mlrt_warm_random": ("warm", "random"),
+    "mlrt_cold_random": ("cold", "random"),
+}
+LABELS = {
+    "direct": "direct: python objective.py x N",
+    "mlrt_warm_tpe": "mlrt submit, tpe, warm trials",
+    "mlrt_warm_random": "mlrt submit, random, warm trials",
+    "mlrt_cold_random": "mlrt submit, random, cold trials",
+    "optuna_sqlite_tpe": "optuna TPE + SQLite (mlrt's durability)",
+    "optuna_sqlite_random": "optuna random + SQLite (mlrt's durability)",
+    "optuna_sqlite_default_tpe": "optuna TPE + SQLite (SQLite's defaults)",
+    "optuna_sqlite_default_random": "optuna random + SQLite (SQLite's defaults)",
+    "optuna_memory_tpe": "optuna TPE in memory",
+    "optuna_sqlite_subprocess_random": "optuna random + SQLite, subprocess objective",
+}
+
+
+def time_optuna(case: str, trials: int, study: str, python: str, peer: str, workdir: Path, env) -> dict:
+    """One Optuna study in a process of the peers' environment: its own figures plus the whole process's wall time."""
+    storage, durability, sampler, objective = OPTUNA_CASES[case]
+    out = workdir / "optuna-child.json"
+    argv = [peer, str(Path(__file__).resolve()), "--child", "--trials", str(trials), "--study", study]
+    argv += ["--sampler", sampler, "--objective", objective, "--durability", durability, "--out", str(out)]
+    argv += ["--workdir", str(workdir), "--objective-python", python]
+    if storage == "sqlite":
+        argv += ["--storage", f"sqlite:///{workdir / f'optuna-{durability}.db'}"]
+    started = time.perf_counter()
+    run_checked(argv, workdir, env)
+    figures = json.loads(out.read_text())
+    figures["process_s"] = time.perf_counter() - started
+    return figures
 
 
 def main() -> int:
@@ -208,77 +270,79 @@ def main() -> int:
         help="keep the caller's PYTHONDONTWRITEBYTECODE (every process then recompiles uncached source)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
+    for hidden in ("--study", "--sampler", "--objective", "--durability", "--out", "--storage", "--workdir"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    parser.add_argument("--objective-python", help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.child:
+        Path(args.out).write_text(json.dumps(child_optuna(args)))
+        return 0
     if not args.mlrt:
         print("error: no mlrt executable found next to this python or on PATH (pass --mlrt)", file=sys.stderr)
         return 2
     try:
-        import optuna
-    except ImportError as exc:  # mlrt depends on optuna, so this is a broken install
-        print(f"error: optuna is not importable here: {exc}", file=sys.stderr)
-        return 2
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        peer = peer_python()
+    except RuntimeError as exc:
+        print(f"error: Optuna is the peer here and its environment could not be made: {exc}", file=sys.stderr)
+        return 1
+    peer_optuna = subprocess.run(
+        [peer, "-c", "import optuna; print(optuna.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
     python = sys.executable
     trials = args.trials
     workdir = Path(tempfile.mkdtemp(prefix="mlrt-bench-tuning-"))
     (workdir / "objective.py").write_text(OBJECTIVE_PY)
-    for mode, warm in (("cold", "false"), ("warm", "true")):
-        (workdir / f"tune-{mode}.yaml").write_text(
-            TUNE_YAML.format(python=json.dumps(python), trials=trials, mode=mode, warm=warm)
+    for mode, tuner in MLRT_CASES.values():
+        block = "{algorithm: tpe, startup_trials: 10}" if tuner == "tpe" else "random"
+        (workdir / f"tune-{mode}-{tuner}.yaml").write_text(
+            TUNE_YAML.format(
+                python=json.dumps(python),
+                trials=trials,
+                mode=mode,
+                tuner=tuner,
+                tuner_block=block,
+                warm="true" if mode == "warm" else "false",
+            )
         )
     env = bench_env(workdir, bytecode_cache=not args.no_bytecode_cache)
     env["MLRT_HOME"] = str(workdir / "mlrt-home")
     env.pop("MLRT_DB", None)
-    # The in-process objective's subprocess case inherits this process's bytecode settings too.
-    for key in ("PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE"):
-        if key in env:
-            os.environ[key] = env[key]
-        else:
-            os.environ.pop(key, None)
-    sqlite_url = f"sqlite:///{workdir / 'optuna.db'}"
 
-    print(
-        f"tuning orchestration overhead: {trials} trials x {args.repetitions} repetitions, random search, "
-        f"1 trial at a time; {machine_line()}"
-    )
-    print(f"optuna {peer_version('optuna') or '?'}; workdir {workdir}  (MLRT_HOME={env['MLRT_HOME']})")
-    print(
-        f"bytecode cache: {'off (caller env kept)' if args.no_bytecode_cache else 'on (PYTHONPYCACHEPREFIX in workdir)'}"
-    )
+    print(f"tuning overhead: {trials} trials x {args.repetitions} repetitions, 1 trial at a time; {machine_line()}")
+    print(f"optuna {peer_optuna} (peers' environment {peer}); workdir {workdir}  (MLRT_HOME={env['MLRT_HOME']})")
+    for key, promise in SQLITE_DURABILITY.items():
+        print(f"SQLite durability '{key}': {promise}")
+    print(f"{load_line()} at the start")
 
-    cases = ["direct", "mlrt_cold", "mlrt_warm", "optuna_sqlite", "optuna_memory", "optuna_sqlite_subprocess"]
+    cases = ["direct", *MLRT_CASES, *OPTUNA_CASES]
     seconds: dict[str, list[float]] = {c: [] for c in cases}
-    create_s: dict[str, list[float]] = {c: [] for c in cases if c.startswith("optuna")}
+    process_s: dict[str, list[float]] = {c: [] for c in OPTUNA_CASES}
+    create_s: dict[str, list[float]] = {c: [] for c in OPTUNA_CASES}
+    loads: list[float] = []
     optuna_complete: list[int] = []
     study_counter = iter(range(10**6))
 
     def one_round(record: bool) -> None:
-        results = {
-            "direct": time_direct(python, trials, workdir, env),
-            "mlrt_cold": time_mlrt(args.mlrt, "cold", workdir, env),
-            "mlrt_warm": time_mlrt(args.mlrt, "warm", workdir, env),
-        }
-        for case, storage, kind in (
-            ("optuna_sqlite", sqlite_url, "function"),
-            ("optuna_memory", None, "function"),
-            ("optuna_sqlite_subprocess", sqlite_url, "subprocess"),
-        ):
-            made, took, complete = time_optuna(
-                optuna, trials, storage, f"bench-{next(study_counter)}", kind, python, workdir, env
-            )
-            results[case] = took
+        results = {"direct": time_direct(python, trials, workdir, env)}
+        for case, (mode, tuner) in MLRT_CASES.items():
+            results[case] = time_mlrt(args.mlrt, mode, tuner, workdir, env)
+        for case in OPTUNA_CASES:
+            figures = time_optuna(case, trials, f"bench-{next(study_counter)}", python, peer, workdir, env)
+            results[case] = figures["optimize_s"]
             if record:
-                create_s[case].append(made)
-                optuna_complete.append(complete)
+                create_s[case].append(figures["create_s"])
+                process_s[case].append(figures["process_s"])
+                optuna_complete.append(figures["complete"])
         if record:
             for case, value in results.items():
                 seconds[case].append(value)
+            loads.append(os.getloadavg()[0])
 
     warm_started = time.perf_counter()
-    one_round(record=False)  # creates both databases, fills the bytecode cache
+    one_round(record=False)  # creates the databases, fills the bytecode cache
     warmup_s = time.perf_counter() - warm_started
     for _ in range(args.repetitions):
         one_round(record=True)
@@ -287,97 +351,92 @@ def main() -> int:
     measured, cadence_ms, fixed_s, phase_ms = [], {}, {}, {}
     ms = {c: 1000 * median(v) / trials for c, v in seconds.items()}
     ms_min = {c: 1000 * min(v) / trials for c, v in seconds.items()}
-    for mode in ("cold", "warm"):
-        summary, cadences, phases = mlrt_check(db_path, mode)
+    process_ms = {c: 1000 * median(v) / trials for c, v in process_s.items()}
+    for case, (mode, tuner) in MLRT_CASES.items():
+        summary, cadences, phases = mlrt_check(db_path, mode, tuner)
         measured += summary
-        cadence_ms[mode] = 1000 * median(cadences) if cadences else float("nan")
-        fixed_s[mode] = median(seconds[f"mlrt_{mode}"]) - trials * cadence_ms[mode] / 1000
-        phase_ms[mode] = {k: 1000 * median(v) for k, v in phases.items() if v}
+        cadence_ms[case] = 1000 * median(cadences) if cadences else float("nan")
+        fixed_s[case] = median(seconds[case]) - trials * cadence_ms[case] / 1000
+        phase_ms[case] = {k: 1000 * median(v) for k, v in phases.items() if v}
     ok_runs = sum(1 for s in measured if s["state"] == "SUCCEEDED" and s["trials_succeeded_with_score"] == trials)
     optuna_ok = all(c == trials for c in optuna_complete)
 
-    labels = {
-        "direct": "direct: python objective.py x N",
-        "mlrt_cold": "mlrt submit, cold trial processes",
-        "mlrt_warm": "mlrt submit, warm trial processes",
-        "optuna_sqlite": "optuna + SQLite, in-process objective",
-        "optuna_memory": "optuna in-memory, in-process objective",
-        "optuna_sqlite_subprocess": "optuna + SQLite, subprocess objective",
-    }
     print()
-    print(f"{'case':<40} {'ms/trial':>9} {'min':>8} {'cadence':>8}  create_study ms")
+    print(f"{'case':<48} {'ms/trial':>9} {'min':>8} {'process':>8} {'cadence':>8}")
     for case in cases:
-        mode = case.removeprefix("mlrt_") if case.startswith("mlrt_") else None
-        cadence = f"{cadence_ms[mode]:.1f}" if mode else ""
-        created = f"{1000 * median(create_s[case]):.1f}" if case in create_s else "-"
-        print(f"{labels[case]:<40} {ms[case]:>9.1f} {ms_min[case]:>8.1f} {cadence:>8}  {created}")
+        cadence = f"{cadence_ms[case]:.1f}" if case in cadence_ms else ""
+        process = f"{process_ms[case]:.1f}" if case in process_ms else ""
+        print(f"{LABELS[case]:<48} {ms[case]:>9.1f} {ms_min[case]:>8.1f} {process:>8} {cadence:>8}")
     print()
-    print("ms/trial = wall time of the whole command or optimize() / N (median of repetitions);")
+    print("ms/trial = wall time / N, median of repetitions: mlrt's whole command; Optuna's optimize() alone;")
+    print("process = the whole Optuna process / N (interpreter, import, create_study, optimize);")
     print("cadence = median gap between consecutive trials' creation in mlrt's database (steady state per trial)")
-    for mode in ("cold", "warm"):
-        p = phase_ms[mode]
+    for case in MLRT_CASES:
+        p = phase_ms[case]
         print(
-            f"mlrt {mode}: fixed cost per submit (wall - N x cadence) {fixed_s[mode]:.3f} s; phases, median ms: "
-            f"ended -> next created (observe, suggest, submit) {p.get('ended_to_next_created', float('nan')):.1f}; "
-            f"created -> started (launch) {p.get('created_to_started', float('nan')):.1f}; "
-            f"started -> ended (process + exit noticed) {p.get('started_to_ended', float('nan')):.1f}"
+            f"{LABELS[case]}: fixed cost per submit (wall - N x cadence) {fixed_s[case]:.3f} s; phases, median ms: "
+            f"ended -> next created {p.get('ended_to_next_created', float('nan')):.1f}; "
+            f"created -> started {p.get('created_to_started', float('nan')):.1f}; "
+            f"started -> ended {p.get('started_to_ended', float('nan')):.1f}"
         )
-    print(f"warm-up round (both databases created, bytecode cache filled): {warmup_s:.2f} s")
+    print(
+        f"warm-up round: {warmup_s:.2f} s; load average (1 min) after each repetition: {', '.join(f'{x:.1f}' for x in loads)}"
+    )
     print()
-    optuna_sqlite = ms["optuna_sqlite"]
     ratios = {
-        "warm_cadence_to_optuna_sqlite": cadence_ms["warm"] / optuna_sqlite,
-        "warm_wall_to_optuna_sqlite": ms["mlrt_warm"] / optuna_sqlite,
-        "cold_cadence_to_optuna_sqlite": cadence_ms["cold"] / optuna_sqlite,
-        "cold_wall_to_optuna_sqlite": ms["mlrt_cold"] / optuna_sqlite,
-        "cold_wall_to_optuna_sqlite_subprocess": ms["mlrt_cold"] / ms["optuna_sqlite_subprocess"],
-        "warm_wall_to_optuna_memory": ms["mlrt_warm"] / ms["optuna_memory"],
+        "tpe_wall_to_optuna_tpe_sqlite": ms["mlrt_warm_tpe"] / ms["optuna_sqlite_tpe"],
+        "random_wall_to_optuna_random_sqlite": ms["mlrt_warm_random"] / ms["optuna_sqlite_random"],
+        "tpe_wall_to_optuna_tpe_sqlite_default": ms["mlrt_warm_tpe"] / ms["optuna_sqlite_default_tpe"],
+        "random_wall_to_optuna_random_sqlite_default": ms["mlrt_warm_random"] / ms["optuna_sqlite_default_random"],
+        "tpe_wall_to_optuna_tpe_sqlite_process": ms["mlrt_warm_tpe"] / process_ms["optuna_sqlite_tpe"],
+        "tpe_cadence_to_optuna_tpe_sqlite": cadence_ms["mlrt_warm_tpe"] / ms["optuna_sqlite_tpe"],
+        "cold_wall_to_optuna_sqlite_subprocess": ms["mlrt_cold_random"] / ms["optuna_sqlite_subprocess_random"],
+        "tpe_wall_to_optuna_memory_tpe": ms["mlrt_warm_tpe"] / ms["optuna_memory_tpe"],
     }
-    print(f"{'ratio to optuna + SQLite, in-process objective':<52} {'cadence':>8} {'wall/N':>8}")
-    for mode in ("warm", "cold"):
-        print(
-            f"{'mlrt ' + mode:<52} {ratios[mode + '_cadence_to_optuna_sqlite']:>7.2f}x "
-            f"{ratios[mode + '_wall_to_optuna_sqlite']:>7.2f}x"
-        )
+    headline = ratios["tpe_wall_to_optuna_tpe_sqlite"]
+    met = headline <= TARGET_RATIO
     print(
-        f"mlrt cold / optuna + SQLite with the same cold subprocess per trial: "
-        f"{ratios['cold_wall_to_optuna_sqlite_subprocess']:.2f}x"
-    )
-    print(f"mlrt warm / optuna in-memory: {ratios['warm_wall_to_optuna_memory']:.0f}x")
-    met_cadence = ratios["warm_cadence_to_optuna_sqlite"] <= TARGET_RATIO
-    met_wall = ratios["warm_wall_to_optuna_sqlite"] <= TARGET_RATIO
-    print(
-        f"target: mlrt within {TARGET_RATIO:g}x of optuna+SQLite per trial on the local backend: "
-        f"{'MET' if met_cadence else 'MISSED'} by the warm cadence ({cadence_ms['warm']:.1f} vs {optuna_sqlite:.1f} ms), "
-        f"{'MET' if met_wall else 'MISSED'} by warm wall/N ({ms['mlrt_warm']:.1f} ms, start-up included)"
+        f"HEADLINE mlrt tpe (whole command) / optuna TPE + SQLite, same durability: {headline:.2f}x "
+        f"({ms['mlrt_warm_tpe']:.1f} vs {ms['optuna_sqlite_tpe']:.1f} ms/trial; target <= {TARGET_RATIO:g}x: "
+        f"{'MET' if met else 'MISSED'})"
     )
     print(
-        f"issue reference: optuna ~{ISSUE_OPTUNA_SQLITE_MS:g} ms/trial with SQLite, "
-        f"~{ISSUE_OPTUNA_MEMORY_MS:g} ms in memory; here {optuna_sqlite:.1f} and {ms['optuna_memory']:.1f}"
+        f"mlrt random / optuna random + SQLite, same durability: {ratios['random_wall_to_optuna_random_sqlite']:.2f}x; "
+        f"against SQLite's defaults: tpe {ratios['tpe_wall_to_optuna_tpe_sqlite_default']:.2f}x, "
+        f"random {ratios['random_wall_to_optuna_random_sqlite_default']:.2f}x"
+    )
+    print(
+        f"mlrt tpe / optuna TPE's whole process: {ratios['tpe_wall_to_optuna_tpe_sqlite_process']:.2f}x; "
+        f"mlrt tpe cadence / optuna TPE: {ratios['tpe_cadence_to_optuna_tpe_sqlite']:.2f}x; mlrt cold / optuna with "
+        f"a subprocess per trial: {ratios['cold_wall_to_optuna_sqlite_subprocess']:.2f}x; "
+        f"mlrt tpe / optuna TPE in memory: {ratios['tpe_wall_to_optuna_memory_tpe']:.0f}x"
     )
     print(
         f"mlrt tuning runs SUCCEEDED with {trials} scored trials: {ok_runs} of {len(measured)}; "
         f"optuna studies with {trials} COMPLETE trials: {sum(c == trials for c in optuna_complete)} "
         f"of {len(optuna_complete)}"
     )
+    print(f"{load_line()} at the end")
 
     result = {
         "trials": trials,
         "repetitions": args.repetitions,
         "machine": machine_line(),
-        "optuna_version": peer_version("optuna"),
+        "optuna_version": peer_optuna,
         "bytecode_cache": not args.no_bytecode_cache,
         "ms_per_trial_median": ms,
         "ms_per_trial_min": ms_min,
+        "optuna_process_ms_per_trial_median": process_ms,
         "seconds": seconds,
         "optuna_create_study_ms_median": {c: 1000 * median(v) for c, v in create_s.items()},
         "mlrt_cadence_ms_median": cadence_ms,
         "mlrt_fixed_cost_s": fixed_s,
         "mlrt_phase_ms_median": phase_ms,
         "ratios": ratios,
+        "headline_ratio": headline,
         "target_ratio": TARGET_RATIO,
-        "target_met_warm_cadence": met_cadence,
-        "target_met_warm_wall": met_wall,
+        "target_met": met,
+        "load_1min": loads,
         "mlrt_tuning_runs": measured,
     }
     if args.json:
