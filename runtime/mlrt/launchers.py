@@ -34,7 +34,9 @@ class LaunchContext:
     ``MLRT_TRACKING_URI``, ``MLRT_HYPERPARAMETERS``, ``MLRT_CHANNEL_<NAME>``,
     ``MLRT_OUTPUT_DIR``, ``MLRT_CHECKPOINT_DIR`` ...); the backend adds
     ``MASTER_ADDR``, ``MASTER_PORT``, ``WORLD_SIZE``, ``RANK`` and
-    ``LOCAL_RANK`` per worker. ``compute`` is ``spec.compute`` as a dict.
+    ``LOCAL_RANK`` per worker. ``compute`` is the resolved ``spec.compute`` as a dict, the
+    backend's own settings block (``compute[name]``, see :meth:`Launcher.settings_model`)
+    included with its defaults filled in.
     """
 
     run_id: str
