@@ -429,6 +429,7 @@ def main() -> int:
             f"{f['tool']:<7} {f['database'] + ', ' + f['durability']:<22} {f['label']:<46} {f['points']:>8,} "
             f"{f['points_per_s_min']:>9,.0f} {f['points_per_s_median']:>9,.0f} {f['points_per_cpu_s_median']:>9,.0f} "
             f"{loads:>11}  {'' if f['all_rows_stored'] else 'POINTS MISSING'}"
+            + (f" (journal_mode {'/'.join(f['journal_mode'])})" if f["tool"] == "mlflow" else "")
         )
     print("/CPU-s: points per CPU second of the logging process (median); the database's own CPU is not in it")
     print("when is a point durable:")

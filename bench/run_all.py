@@ -257,14 +257,18 @@ def markdown(results: list[dict], commit: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(table: str) -> None:
+def write_readme(table: str, ran: list[str]) -> None:
+    """Put ``table`` between the markers in bench/README.md, keeping the rows there of benchmarks not in ``ran``."""
     readme = BENCH / "README.md"
     text = readme.read_text()
-    block = f"{BEGIN}\n{table}{END}"
     if BEGIN in text and END in text:
+        old = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].splitlines()
+        kept = [line for line in old if line.startswith("| ") and line.split(" | ")[0][2:] in BENCHMARKS]
+        kept = [line for line in kept if line.split(" | ")[0][2:] not in ran]
+        block = f"{BEGIN}\n{table}{''.join(line + chr(10) for line in kept)}{END}"
         text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
-        text = text.rstrip("\n") + f"\n\n## Latest figures (`run_all.py`)\n\n{block}\n"
+        text = text.rstrip("\n") + f"\n\n## Latest figures (`run_all.py`)\n\n{BEGIN}\n{table}{END}\n"
     readme.write_text(text)
     print(f"wrote the table into {readme}")
 
@@ -273,7 +277,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help=f"comma list of benchmarks (default all: {', '.join(BENCHMARKS)})")
     parser.add_argument("--full", action="store_true", help="each benchmark at its own defaults (hours, not minutes)")
-    parser.add_argument("--write", action="store_true", help="put the table into bench/README.md")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="put the table into bench/README.md (rows of benchmarks not run now are kept)",
+    )
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
@@ -291,7 +299,7 @@ def main() -> int:
     print(table)
     (RESULTS / "table.md").write_text(table)
     if args.write:
-        write_readme(table)
+        write_readme(table, names)
     return 0 if all(r["exit"] == 0 for r in results) else 1
 
 
