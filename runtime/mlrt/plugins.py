@@ -35,11 +35,18 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from mlrt import hookspecs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt.algorithms import Algorithm
+    from mlrt.data import DataScheme
+    from mlrt.launchers import Launcher
+    from mlrt.reports import Report
+    from mlrt.tuning import EarlyStopper, Tuner
 
 ENTRY_POINT_GROUP = "mlrt"
 _KINDS = {
@@ -202,32 +209,32 @@ def _items(kind: str) -> dict[str, Any]:
     return {k: v[0] for k, v in _registry(kind).items.items()}
 
 
-def algorithms() -> dict[str, Any]:
+def algorithms() -> dict[str, Algorithm]:
     """Registered algorithms by name: ``{name: Algorithm instance}``."""
     return _items("algorithms")
 
 
-def launchers() -> dict[str, Any]:
+def launchers() -> dict[str, Launcher]:
     """Registered launch backends by name: ``{name: Launcher instance}``."""
     return _items("launchers")
 
 
-def data_schemes() -> dict[str, Any]:
+def data_schemes() -> dict[str, DataScheme]:
     """Registered data-channel URI schemes by scheme: ``{scheme: DataScheme instance}``."""
     return _items("data_schemes")
 
 
-def reports() -> dict[str, Any]:
+def reports() -> dict[str, Report]:
     """Registered error-analysis reports by name: ``{name: Report instance}``."""
     return _items("reports")
 
 
-def tuners() -> dict[str, Any]:
+def tuners() -> dict[str, Tuner]:
     """Registered tuners by name: ``{name: Tuner instance}`` (mlrt deep-copies one per search)."""
     return _items("tuners")
 
 
-def early_stoppers() -> dict[str, Any]:
+def early_stoppers() -> dict[str, EarlyStopper]:
     """Registered early-stopping rules by name: ``{name: EarlyStopper instance}``."""
     return _items("early_stoppers")
 
