@@ -870,10 +870,16 @@ class JobController:
         """The pods to create now, as completion indexes (None for a NonIndexed Job), within ``parallelism``."""
         spec = job["spec"]
         room = spec["parallelism"] - len(active)
+        # A pod that has succeeded counts before its accounting (queued behind this sync) has run: the real
+        # controller reads successes from the pods as well as from the status (indexed_job_utils.go
+        # calculateSucceededIndexes; job_controller.go uncountedTerminatedPods), so it never replaces one.
+        done = [pod for pod in self._pods(job) if pod["status"].get("phase") == "Succeeded"]
         if spec["completionMode"] == "Indexed":
-            taken = {_pod_index(pod) for pod in active} | _parse_indexes(job["status"].get("completedIndexes", ""))
+            taken = {_pod_index(pod) for pod in [*active, *done]}
+            taken |= _parse_indexes(job["status"].get("completedIndexes", ""))
             return [index for index in range(spec["completions"]) if index not in taken][: max(room, 0)]
-        succeeded = job["status"].get("succeeded", 0)
+        uncounted = [pod for pod in done if pod["metadata"]["uid"] not in self._accounted]
+        succeeded = job["status"].get("succeeded", 0) + len(uncounted)
         if spec.get("completions") is None:
             wanted = 0 if succeeded else room
         else:
