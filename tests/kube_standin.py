@@ -36,8 +36,12 @@ Deliberate simplifications:
   the flow-control filters' plain-text body; there is no real concurrency limit.
 - Pod logs honour ``follow``, ``tailLines``, ``timestamps``, ``sinceTime`` and ``sinceSeconds``, not ``limitBytes``,
   ``previous`` or ``stream``; stdout and stderr are one stream.
-- Job controller: no ``FailIndex``/``backoffLimitPerIndex``, no ``successPolicy``, no pod-tracking finalizers.
-  A pod deleted before it finished counts as failed, as in the real controller.
+- Job controller: it runs on its own thread, ``job_controller_delay`` behind each change, one change at a time
+  (the real one syncs several Jobs in parallel). No ``FailIndex``/``backoffLimitPerIndex``, no ``successPolicy``,
+  no pod-tracking finalizers (a pod is accounted for once, by uid). A pod deleted before it finished counts as
+  failed (at once with ``podReplacementPolicy: TerminatingOrFailed``, once it has failed with ``Failed``). A
+  Job gets its ``Failed`` or ``Complete`` condition right after the interim one, not once its terminating pods
+  are gone (Kubernetes 1.31+ waits for them).
 
 Identities (:mod:`kube_rbac`): the admin :data:`TOKEN` of :meth:`KubeStandIn.write_kubeconfig` may do anything (the
 test playing cluster admin); a ServiceAccount's kubeconfig (:meth:`KubeStandIn.serviceaccount_kubeconfig`) is
@@ -476,6 +480,9 @@ class Store:
         self.bookmark_interval = 60.0  # seconds between BOOKMARK events (the cacher sends one about every minute)
         self._cuts = {"watch": 0, "log": 0}  # how often each kind of stream was cut (:meth:`cut_streams`)
         self.cut_with_error = False
+        # Decides a pod's deletion (the kubelet's part of it): True when the pod now terminates gracefully and stays
+        # until the kubelet removes it with :meth:`remove`, False when it is to be removed at once.
+        self.terminate_gracefully: Callable[[JSON, int | None], bool] = lambda pod, grace: False
 
     @property
     def resource_version(self) -> str:
