@@ -72,7 +72,7 @@ def metric_rows(j: dict) -> list[Row]:
         ours = by.get(("mlrt", "sqlite", "mlrt", case))
         if not ours:
             continue
-        for durability, config in (("mlrt", "WAL + synchronous=NORMAL, as mlrt"), ("default", "SQLite defaults")):
+        for durability, config in (("mlrt", "WAL + synchronous=NORMAL, as mlrt"), ("default", "defaults: journal, synchronous=FULL")):
             theirs = by.get(("mlflow", "sqlite", durability, case))
             rows.append(
                 row(
@@ -103,7 +103,7 @@ def metric_rows(j: dict) -> list[Row]:
 def tuning_rows(j: dict) -> list[Row]:
     ms, low, rows = j["ms_per_trial_median"], j["ms_per_trial_min"], []
     for sampler, optuna_name in (("tpe", "TPE"), ("random", "random")):
-        for durability, config in (("", "WAL + NORMAL, as mlrt"), ("_default", "SQLite defaults")):
+        for durability, config in (("", "WAL + NORMAL, as mlrt"), ("_default", "defaults: journal, synchronous=FULL")):
             theirs = f"optuna_sqlite{durability}_{sampler}"
             rows.append(
                 row(
