@@ -72,7 +72,10 @@ def metric_rows(j: dict) -> list[Row]:
         ours = by.get(("mlrt", "sqlite", "mlrt", case))
         if not ours:
             continue
-        for durability, config in (("mlrt", "WAL + synchronous=NORMAL, as mlrt"), ("default", "defaults: journal, synchronous=FULL")):
+        for durability, config in (
+            ("mlrt", "WAL + synchronous=NORMAL, as mlrt"),
+            ("default", "defaults: journal, synchronous=FULL"),
+        ):
             theirs = by.get(("mlflow", "sqlite", durability, case))
             rows.append(
                 row(
