@@ -41,7 +41,7 @@ def tool(name: str) -> str | None:
     return shutil.which(name)
 
 
-def peers_venv(*, quiet: bool = False) -> Path:
+def peers_venv() -> Path:
     """The virtual environment holding the peers (MLflow, Optuna, TorchX), made on first use.
 
     ``bench/.peers/venv``, built from the base interpreter of this Python with
@@ -55,18 +55,17 @@ def peers_venv(*, quiet: bool = False) -> Path:
     PEERS_DIR.mkdir(exist_ok=True)
     with open(PEERS_DIR / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one bench at a time makes it; the others wait and use it
-        return _make_peers_venv(quiet)
+        return _make_peers_venv()
 
 
-def _make_peers_venv(quiet: bool) -> Path:
+def _make_peers_venv() -> Path:
     venv = PEERS_DIR / "venv"
     stamp = PEERS_DIR / "inputs.sha256"
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in PEER_INPUTS)).hexdigest()
     python = venv / "bin" / "python"
     if python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return venv
-    if not quiet:
-        print(f"making the peers' virtual environment in {venv} (once; a few minutes)...", flush=True)
+    print(f"making the peers' virtual environment in {venv} (once; a few minutes)...", flush=True)
     shutil.rmtree(venv, ignore_errors=True)
     base = getattr(sys, "_base_executable", sys.executable)
     steps = (
