@@ -75,13 +75,13 @@ def test_a_run_finalizing_blocks_no_other_and_cancel_acts_while_it_finalizes(wri
     assert attempt.state == "CANCELLED" and attempt.ended_at is not None
 
 
-def test_stopping_a_run_within_its_grace_period_blocks_no_other_run(write_spec):
+def test_stopping_a_run_within_its_grace_period_blocks_no_other_run(write_spec, tmp_path):
     # Run A ignores SIGTERM: cancelling it waits out its 30 s grace period before the kill,
     # in the finalizing pool. Meanwhile the same controller launches and finishes run B: B
     # ends before A, which a pass blocked by A's stop could not let happen.
     stubborn = (
-        '[python, -c, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); '
-        'time.sleep(120)"]'
+        '[python, -c, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+        "open('ignoring', 'w').close(); time.sleep(120)\"]"
     )
     store = Store()
     first = submit(
@@ -91,9 +91,10 @@ def test_stopping_a_run_within_its_grace_period_blocks_no_other_run(write_spec):
     driven = [first]  # run_until_done reads the list each pass: B joins it below
     driving = threading.Thread(target=controller.run_until_done, args=(driven,), daemon=True)
     driving.start()
-    wait_for(lambda: store.get_run(first).state == "RUNNING", what="RUNNING")
+    # Only once the worker ignores SIGTERM: on a loaded machine the interpreter may still be
+    # starting, and a SIGTERM then ends it at once.
+    wait_for(lambda: (tmp_path / "ignoring").exists(), timeout=120, what="the worker to ignore SIGTERM")
     store.update_run(first, cancel_requested=True)
-    wait_for(lambda: store.latest_attempt(first).handle, what="the workers' handle")
     later = submit(store, load_spec(job(write_spec, "later", PRINT, "  compute: {cpu: 0.5}")), owner=controller.owner)
     driven.append(later)
     driving.join(180)
