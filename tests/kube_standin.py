@@ -1458,7 +1458,10 @@ class RestApi:
                     [{"type": "ADDED", "object": copy.deepcopy(obj)} for obj in objects],
                     self._store.cursor,
                 )
-        return self._events(kind, namespace, matches, initial, cursor, deadline, cancelled, bookmarks)
+        # The stream's cut count is read now, before its headers go out: a cut that comes after the
+        # client has its response must end this stream, however late the generator first runs.
+        cuts = self._store.cuts("watch")
+        return self._events(kind, namespace, matches, initial, cursor, deadline, cancelled, bookmarks, cuts)
 
     def pod_log(self, namespace: str, name: str, query: dict[str, str]) -> str:
         """GET ``pods/{name}/log``: the log so far, as :func:`_render_log` selects and formats it."""
@@ -1477,7 +1480,8 @@ class RestApi:
         with self._store.cond:
             pod = self._loggable_pod(namespace, name, query)
             start = _tail_start(self._kubelet.log_entries(pod["metadata"]["uid"]), query)
-        return self._log_chunks(pod["metadata"]["uid"], namespace, name, start, _LogOptions.of(query), cancelled)
+        cuts = self._store.cuts("log")  # read now, as for a watch (see :meth:`watch`)
+        return self._log_chunks(pod["metadata"]["uid"], namespace, name, start, _LogOptions.of(query), cancelled, cuts)
 
     def _events(
         self,
@@ -1489,10 +1493,11 @@ class RestApi:
         deadline: float,
         cancelled: Callable[[], bool],
         bookmarks: bool,
+        cuts: int,
     ) -> Iterator[JSON]:
         yield from initial
         with self._store.cond:
-            cuts, interval = self._store.cuts("watch"), self._store.bookmark_interval
+            interval = self._store.bookmark_interval
         next_bookmark = time.monotonic() + interval
         while not (self._store.closed or cancelled()) and time.monotonic() < deadline:
             with self._store.cond:
@@ -1519,7 +1524,14 @@ class RestApi:
                 next_bookmark = time.monotonic() + interval
 
     def _log_chunks(
-        self, uid: str, namespace: str, name: str, start: int, options: _LogOptions, cancelled: Callable[[], bool]
+        self,
+        uid: str,
+        namespace: str,
+        name: str,
+        start: int,
+        options: _LogOptions,
+        cancelled: Callable[[], bool],
+        cuts: int,
     ) -> Iterator[str]:
         def following() -> bool:
             pod = self._store.get(PODS, namespace, name)
@@ -1530,8 +1542,6 @@ class RestApi:
         def news() -> bool:
             return len(self._kubelet.log_entries(uid)) > start or not following() or self._store.cuts("log") != cuts
 
-        with self._store.cond:
-            cuts = self._store.cuts("log")
         while True:
             with self._store.cond:
                 self._store.cond.wait_for(news, _TICK)
