@@ -4,6 +4,8 @@ project limits and the machine's free CPUs (issue 14)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -76,16 +78,18 @@ def test_a_run_finalizing_blocks_no_other_and_cancel_acts_while_it_finalizes(wri
 
 
 def test_stopping_a_run_within_its_grace_period_blocks_no_other_run(write_spec, tmp_path):
-    # Run A ignores SIGTERM: cancelling it waits out its 30 s grace period before the kill,
-    # in the finalizing pool. Meanwhile the same controller launches and finishes run B: B
-    # ends before A, which a pass blocked by A's stop could not let happen.
+    # Run A ignores SIGTERM: cancelling it waits out its grace period (10 minutes) before the
+    # kill, in the finalizing pool. Meanwhile the same controller launches and finishes run B:
+    # B ends before A, which a pass blocked by A's stop could not let happen. Then the test
+    # kills A's worker itself, which ends the wait.
     stubborn = (
-        '[python, -c, "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
-        "open('ignoring', 'w').close(); time.sleep(120)\"]"
+        '[python, -c, "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+        "open('ignoring', 'w').write(str(os.getpid())); time.sleep(1200)\"]"
     )
     store = Store()
     first = submit(
-        store, load_spec(job(write_spec, "stubborn", stubborn, "  compute: {cpu: 0.5}\n  stopping: {grace_period: 30}"))
+        store,
+        load_spec(job(write_spec, "stubborn", stubborn, "  compute: {cpu: 0.5}\n  stopping: {grace_period: 10m}")),
     )
     controller = Controller(store)
     driven = [first]  # run_until_done reads the list each pass: B joins it below
@@ -97,6 +101,9 @@ def test_stopping_a_run_within_its_grace_period_blocks_no_other_run(write_spec, 
     store.update_run(first, cancel_requested=True)
     later = submit(store, load_spec(job(write_spec, "later", PRINT, "  compute: {cpu: 0.5}")), owner=controller.owner)
     driven.append(later)
+    wait_for(lambda: store.get_run(later).state == "SUCCEEDED", timeout=180, what="the other run to succeed")
+    assert store.get_run(first).state == "RUNNING", "the stubborn run is still within its grace period"
+    os.kill(int((tmp_path / "ignoring").read_text()), signal.SIGKILL)
     driving.join(180)
     assert not driving.is_alive()
     stopped, other = store.get_run(first), store.get_run(later)
