@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import String, cast, delete, func, literal, union_all, update
 from sqlmodel import Session, col, select
 
 from mlrt.states import TERMINAL_STATES, RunState, check_transition
@@ -191,21 +191,22 @@ class Store:
 
     def active_signature(self, owner: str) -> tuple[list[tuple[str, str]], int]:
         """What a pass compares before and after to see whether anything it owns changed:
-        ``(id, state)`` of :meth:`busy_runs` and how many other runs are queued."""
+        ``(id, state)`` of :meth:`busy_runs` and how many other runs are queued (one query)."""
+        busy = (
+            select(Run.id, Run.state)
+            .join(Job, Job.id == Run.job_id)
+            .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
+            .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
+        )
+        queued = (
+            select(literal(None, String), cast(func.count(), String))
+            .select_from(Run)
+            .where(Run.state == RunState.QUEUED.value, Run.owner == owner, ~col(Run.cancel_requested))
+        )
         with self.session() as s:
-            busy = (
-                select(Run.id, Run.state)
-                .join(Job, Job.id == Run.job_id)
-                .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
-                .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
-                .order_by(Run.created_at, Run.id)
-            )
-            queued = (
-                select(func.count())
-                .select_from(Run)
-                .where(Run.state == RunState.QUEUED.value, Run.owner == owner, ~col(Run.cancel_requested))
-            )
-            return [tuple(row) for row in s.exec(busy)], s.exec(queued).one()
+            rows = list(s.connection().execute(union_all(busy, queued)))
+        count = next(int(state) for run_id, state in rows if run_id is None)
+        return sorted((run_id, state) for run_id, state in rows if run_id is not None), count
 
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
         """Active runs of jobs submitted through the API (they have a project) that
