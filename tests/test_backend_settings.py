@@ -94,7 +94,11 @@ class BrokenPlugin:
 
 
 def test_a_settings_model_that_raises_is_its_plugins_failure_in_one_line(write_spec):
-    spec = write_spec(JOB.format(compute="    backend: acme.broken").replace("  image: registry", "  # image: registry"))
+    spec = write_spec(
+        JOB.format(compute="    backend: acme.broken").replace("  image: registry", "  # image: registry")
+    )
     with plugins.registered(BrokenPlugin(), name="acme"), pytest.raises(SpecError) as caught:
         load_spec(spec)
-    assert caught.value.problems == ["spec.compute.acme.broken: backend 'acme.broken' (plugin acme) raised KeyError: 'model'"]
+    assert caught.value.problems == [
+        "spec.compute.acme.broken: backend 'acme.broken' (plugin acme) raised KeyError: 'model'"
+    ]

@@ -252,7 +252,14 @@ def test_plan_shows_every_engine_command_without_secret_values(cli, write_spec, 
     details = launch["details"]
     network = "mlrt-gpu-plan-<id>-1"
     labels = ["--label=mlrt.run-id=gpu-plan-<id>", "--label=mlrt.attempt=1"]
-    assert details["network_command"] == ["podman", "network", "create", *labels, "--label=mlrt.managed-by=mlrt", network]
+    assert details["network_command"] == [
+        "podman",
+        "network",
+        "create",
+        *labels,
+        "--label=mlrt.managed-by=mlrt",
+        network,
+    ]
     home = Path(os.environ["MLRT_HOME"])
     out = home / "runs" / "gpu-plan-<id>"
     logs = home / "logs" / "gpu-plan-<id>" / "attempt-1"
@@ -391,7 +398,9 @@ def test_containers_outlive_a_killed_controller_and_are_adopted(cli, write_spec,
     os.kill(submitted["controller_pid"], 9)
     wait_for(lambda: not pid_alive(submitted["controller_pid"]))
     cli("status", run_id)  # notices the dead controller and hands the run to a new one
-    run = wait_for(lambda: (r := store.get_run(run_id)).state not in ("RUNNING", "STARTING", "FINALIZING") and r, timeout=60)
+    run = wait_for(
+        lambda: (r := store.get_run(run_id)).state not in ("RUNNING", "STARTING", "FINALIZING") and r, timeout=60
+    )
     assert run.state == "SUCCEEDED", run.reason
     assert any("adopted the running workers" in e["reason"] for e in run_json(cli, run_id)["events"])
     assert log.read_text().splitlines() == [f"tick {i}" for i in range(8)]

@@ -74,7 +74,11 @@ def test_validate_names_the_gate_whose_report_or_value_is_unknown(cli, write_spe
     result = cli("validate", str(spec))
     assert result.exit_code == 2
     lines = [line.removeprefix("error: ") for line in result.output.splitlines()]
-    assert [line.split(": ", 1)[0] for line in lines] == ["spec.gates.0.metric", "spec.gates.1.value", "spec.gates.3.report"]
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        "spec.gates.0.metric",
+        "spec.gates.1.value",
+        "spec.gates.3.report",
+    ]
     assert lines[0].startswith("spec.gates.0.metric: unknown report 'nope' (registered: ")
     assert lines[1].startswith("spec.gates.1.value: report 'slices' gives no value 'best_accuracy' (it gives: ")
     assert "worst_accuracy" in lines[1]

@@ -60,7 +60,9 @@ def pods_of(kube, count):
 
 def finished(run_id, timeout=30):
     store = Store()
-    return wait_for(lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r, timeout)
+    return wait_for(
+        lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r, timeout
+    )
 
 
 def metric_line(key, step, value):

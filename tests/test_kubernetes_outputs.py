@@ -66,7 +66,9 @@ def submit(cli, write_spec, name, workers=1):
 
 def finished(run_id, timeout=60):
     store = Store()
-    return wait_for(lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r, timeout)
+    return wait_for(
+        lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r, timeout
+    )
 
 
 def pod_folder(root: Path) -> Path:

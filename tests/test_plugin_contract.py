@@ -213,8 +213,9 @@ def test_a_data_scheme_has_settings_in_its_query_and_its_failure_is_named(cli, w
     assert "settings (the URI's query (?name=value&...))" in shown and "heat" in shown
     run = json.loads(done.stdout)
     assert run["state"] == "FAILED" and "Traceback" not in done.output
-    assert "data channel 'train' (onfire://x): data scheme 'onfire' (plugin acme) raised OSError: disk on fire" in (
-        run["reason"]
+    assert (
+        "data channel 'train' (onfire://x): data scheme 'onfire' (plugin acme) raised OSError: disk on fire"
+        in (run["reason"])
     )
 
 
@@ -236,7 +237,7 @@ def test_registration_hooks_run_through_pluggy_with_wrappers():
 
 # -- checks when plugins load, and the plugin environment variables (a real distribution) --
 
-MALFORMED = '''
+MALFORMED = """
 from mlrt import hookimpl
 from mlrt.algorithms import Algorithm, Hyperparameter
 from mlrt.tuning import Tuner
@@ -277,7 +278,7 @@ def mlrt_algorithms():
 @hookimpl
 def mlrt_tuners():
     return [Shapeless()]
-'''
+"""
 
 
 def install(site: Path) -> None:

@@ -391,7 +391,9 @@ def test_kubernetes_manifests_are_stored_and_printed_without_the_value_and_the_p
     kube.start_pod(pod["metadata"]["name"], namespace="ml")
     kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
     store = Store()
-    run = wait_for(lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r)
+    run = wait_for(
+        lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r
+    )
     assert run.state == "SUCCEEDED", run.reason
 
     (attempt,) = store.attempts(run_id)

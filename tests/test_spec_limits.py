@@ -53,7 +53,10 @@ HOSTILE = {
     # YAML structure
     "billion laughs": (laughs(), f"more than {MAX_NODES} values once aliases are expanded"),
     "alias inside itself": (job("  hyperparameters: &a {x: [*a]}\n"), "alias *a is inside the value it names"),
-    "5,000-deep flow nesting": (job("  hyperparameters: {x: " + "[" * 5000 + "]" * 5000 + "}\n"), "nested deeper than 32 levels"),
+    "5,000-deep flow nesting": (
+        job("  hyperparameters: {x: " + "[" * 5000 + "]" * 5000 + "}\n"),
+        "nested deeper than 32 levels",
+    ),
     "5,000-deep block nesting": (job("  hyperparameters:\n    x:\n" + "      " + "- " * 5000 + "1\n"), "nested deeper"),
     "4,300-digit integer": (job("  seed: " + "1" * 4300 + "\n"), "integer out of range"),
     "integer past 64 bits": (job("  hyperparameters: {x: 9223372036854775808}\n"), "integer out of range"),
@@ -97,7 +100,10 @@ HOSTILE = {
     "memory": (job("  compute: {memory: 99999Ti}\n"), "spec.compute.memory: must be at most 64Ti"),
     "retries": (job("  retries: {max: 1000}\n"), "spec.retries.max: must be <= 20"),
     "backoff": (job("  retries: {max: 3, backoff: 2d}\n"), "spec.retries.backoff: must be at most 1h"),
-    "epochs": (job("  stopping: {max_epochs: 9223372036854775807}\n"), "spec.stopping.max_epochs: must be <= 1000000000"),
+    "epochs": (
+        job("  stopping: {max_epochs: 9223372036854775807}\n"),
+        "spec.stopping.max_epochs: must be <= 1000000000",
+    ),
     "max_trials": (
         TUNING + "  parameters: {lr: {type: float, min: 0.1, max: 1}}\n  max_trials: 10000000\n",
         "spec.max_trials: must be <= 10000",
@@ -112,7 +118,10 @@ HOSTILE = {
     ),
     "bins": (job("  slices: [{column: a, bins: 0}]\n"), "spec.slices.0.bins: a count of bins is 1 .. 1000000000"),
     "algorithm choices": (
-        TUNING + "  parameters: {algorithm: {type: categorical, values: [" + ",".join(f"a{i}" for i in range(65)) + "]}}\n",
+        TUNING
+        + "  parameters: {algorithm: {type: categorical, values: ["
+        + ",".join(f"a{i}" for i in range(65))
+        + "]}}\n",
         "spec.parameters: the algorithm parameter chooses among at most 64 algorithms",
     ),
     # lists, maps and strings
@@ -187,7 +196,10 @@ def test_hostile_spec_is_one_line_through_validate_submit_and_parse_text(cli, tm
         ("spec.stopping.max_runtime=99999999999d", "spec.stopping.max_runtime: must be at most 365d"),
         ("spec.compute.workers=1000000", "spec.compute.workers: must be <= 1024"),
         ("spec.seed=" + "9" * 4300, "--set spec.seed: line 1, column 1: integer out of range"),
-        ("spec.hyperparameters.x=" + "[" * 40 + "]" * 40, "--set spec.hyperparameters.x: line 1, column 33: nested deeper"),
+        (
+            "spec.hyperparameters.x=" + "[" * 40 + "]" * 40,
+            "--set spec.hyperparameters.x: line 1, column 33: nested deeper",
+        ),
         ("spec.hyperparameters.x=[&a [1,1,1,1,1,1,1,1,1,1], " + ", ".join(["*a"] * 1100) + "]", "values once aliases"),
         ("spec.hyperparameters.x=[", "--set spec.hyperparameters.x: line 2, column 1: not valid YAML"),
         ("spec." + ".".join(["a"] * 40) + "=1", "at most 32 keys"),
@@ -271,7 +283,9 @@ def test_parse_text_bounds_text_from_the_api(tmp_path):
     with pytest.raises(SpecError) as surrogate:
         parse_text(job("  env: {A: \ud800}\n"), "job.yaml", tmp_path / "job.yaml")
     offset = len(job("  env: {A: "))
-    assert surrogate.value.problems == [f"job.yaml: not UTF-8 text: character U+D800 at offset {offset} cannot be encoded"]
+    assert surrogate.value.problems == [
+        f"job.yaml: not UTF-8 text: character U+D800 at offset {offset} cannot be encoded"
+    ]
     with pytest.raises(SpecTooLarge):
         parse_text(job(), "job.yaml", tmp_path / "job.yaml", ["spec.env.A=" + "x" * MAX_SPEC_BYTES])
     with pytest.raises(SpecError) as overrides:

@@ -88,7 +88,13 @@ def test_a_job_runs_end_to_end_on_postgresql(cli, write_spec, postgres_db):
     assert [p["value"] for p in points if p["key"] == "val"] == [0.5]
     details = json.loads(cli("--db", postgres_db, "runs", "show", run["id"], "--json").stdout)
     assert details["params"]["lr"] == "0.1"
-    assert [e["to_state"] for e in details["events"] if e["to_state"]] == ["QUEUED", "STARTING", "RUNNING", "FINALIZING", "SUCCEEDED"]
+    assert [e["to_state"] for e in details["events"] if e["to_state"]] == [
+        "QUEUED",
+        "STARTING",
+        "RUNNING",
+        "FINALIZING",
+        "SUCCEEDED",
+    ]
     store = Store(postgres_db)
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION

@@ -99,7 +99,6 @@ class Hyperparameter:
         return value, None
 
 
-
 @dataclasses.dataclass
 class Dataset:
     """One loaded data channel: feature columns, labels (if any) and row ids."""

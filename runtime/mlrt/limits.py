@@ -158,7 +158,9 @@ def max_spec_bytes() -> int:
     try:
         return parse_memory(text)
     except ValueError:
-        raise ValueError(f"MLRT_MAX_SPEC_BYTES: expected a size in bytes such as 1048576 or 2Mi, got {text!r}") from None
+        raise ValueError(
+            f"MLRT_MAX_SPEC_BYTES: expected a size in bytes such as 1048576 or 2Mi, got {text!r}"
+        ) from None
 
 
 def check_text(data: bytes) -> str:
@@ -196,7 +198,9 @@ class _BoundedComposer(Composer):
             target = self.anchors.get(event.anchor)
             if target is not None:
                 if id(target) not in self._heights:
-                    raise LimitError(None, None, f"alias *{event.anchor} is inside the value it names", event.start_mark)
+                    raise LimitError(
+                        None, None, f"alias *{event.anchor} is inside the value it names", event.start_mark
+                    )
                 size, height = self._heights[id(target)]
                 self._spend(size, height, event.start_mark)
             return super().compose_node(parent, index)
@@ -218,7 +222,9 @@ class _BoundedComposer(Composer):
 
 def _refuse_tag(loader: SafeConstructor, node: Any) -> Any:
     tag = node.tag.rsplit(":", 1)[-1]
-    raise LimitError(None, None, f"!!{tag} values are not allowed in a spec (use a string, list or mapping)", node.start_mark)
+    raise LimitError(
+        None, None, f"!!{tag} values are not allowed in a spec (use a string, list or mapping)", node.start_mark
+    )
 
 
 def _bounded_int(loader: SafeConstructor, node: Any) -> int:

@@ -219,7 +219,9 @@ def retried(upload: Callable[[], T], on_retry: Callable[[int, Exception, float],
             raise
         except Exception as exc:
             if tries > len(pauses):
-                raise UploadFailed(f"{type(exc).__name__}: {exc} (after {tries} tr{'ies' if tries > 1 else 'y'})") from exc
+                raise UploadFailed(
+                    f"{type(exc).__name__}: {exc} (after {tries} tr{'ies' if tries > 1 else 'y'})"
+                ) from exc
             if on_retry is not None:
                 on_retry(tries, exc, pauses[tries - 1])
             time.sleep(pauses[tries - 1])

@@ -95,4 +95,3 @@ def parse_memory(value: object, maximum: int | None = None) -> int:
     if not size >= 1:
         raise ValueError(f"must be a positive memory size, got {shown(value)}")
     return int(size)
-

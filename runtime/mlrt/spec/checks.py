@@ -136,7 +136,9 @@ def gate_problems(gates: list[Any]) -> list[str]:
         report, value = target
         short = gate.get("report") is None
         if report not in known:
-            problems.append(f"spec.gates.{index}.{'metric' if short else 'report'}: {plugins.unknown('reports', report)}")
+            problems.append(
+                f"spec.gates.{index}.{'metric' if short else 'report'}: {plugins.unknown('reports', report)}"
+            )
             continue
         names = getattr(known[report], "gate_value_names", None)
         if names is not None and value not in names:

@@ -193,7 +193,6 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return parse_text(text, str(path), Path(path).resolve(), overrides)
 
 
-
 def _check_size(text: str, name: str) -> None:
     """Refuse text over the size limit or that is not UTF-8 (the API hands over decoded JSON strings)."""
     limit = _size_limit()

@@ -408,4 +408,3 @@ class TrainingJob(_Model):
     kind: Literal["TrainingJob"]
     metadata: Metadata
     spec: TrainingJobSpec
-

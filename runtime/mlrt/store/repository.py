@@ -154,9 +154,7 @@ class Store:
             )
             return list(s.exec(query.order_by(Run.created_at)))
 
-    def queue_heads(
-        self, owner: str, backends: Sequence[str], depth: int, now: Any
-    ) -> list[tuple[Run, str | None]]:
+    def queue_heads(self, owner: str, backends: Sequence[str], depth: int, now: Any) -> list[tuple[Run, str | None]]:
         """``(run, project)`` for the first ``depth`` runs of each (project, backend) queue of
         ``owner`` that admission could launch now: QUEUED, not a tuning run, no cancel
         requested, past its ``not_before``, on one of ``backends`` (or with no backend
