@@ -141,3 +141,18 @@ def test_a_throttled_api_slows_but_completes_every_launch(cli, write_spec, kube)
     assert kube.throttled_left == 0
     posted = [path for method, path in kube.requests if method == "POST" and path.endswith("/jobs")]
     assert len(posted) >= launches
+
+
+def test_a_launch_still_throttled_after_the_clients_retries_is_launched_again_uncharged(cli, write_spec, kube):
+    # Retry-After: 0, so client-go's ten retries go at once; the eleventh answer is a 429 too,
+    # and the run is queued again (LaunchDeferred) instead of failing its only attempt.
+    kube.throttle(requests=40, retry_after=0)  # more than the watch and the launch retry through
+    run_id = submit(cli, write_spec, "kube-deferred")
+    pod = running_pod(kube, "")
+    kube.succeed_pod(pod, namespace="ml")
+    run = finished(run_id, timeout=120)
+    assert run.state == "SUCCEEDED", run.reason
+    assert run.attempts == 1 and run.max_attempts == 1, "the deferral charged no attempt"
+    events = [e.reason for e in Store().events(run_id)]
+    assert any(r.startswith("attempt 1 not launched: the cluster's API is throttling requests") for r in events)
+    assert len(kube.jobs("ml")) == 1, "one Job: the attempt was launched again under its own name"

@@ -32,7 +32,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
+from mlrt.launchers import (
+    LaunchContext,
+    LaunchDeferred,
+    Launcher,
+    LaunchError,
+    LaunchRequest,
+    WorkerRequest,
+    WorkerStatus,
+)
 from mlrt.logfile import CappedLog, output_size
 from mlrt.names import env_name_problem, image_problem
 from mlrt.secrets import HIDDEN
@@ -771,6 +779,10 @@ class KubernetesLauncher(Launcher):
             for secret in secrets:  # deleted with the Job
                 cluster.core.patch_namespaced_secret(secret["metadata"]["name"], namespace, owned)
         except ApiException as exc:
+            if exc.status == 429 or (exc.status >= 500 and "Retry-After" in (exc.headers or {})):
+                # Still throttled after client-go's ten retries: the API server is overloaded, not the
+                # attempt wrong. The same attempt is launched again later: what was made is taken over (409).
+                raise LaunchDeferred(f"the cluster's API is throttling requests ({_api_error(exc)})") from None
             raise LaunchError(f"the cluster refused the attempt's objects: {_api_error(exc)}") from None
         return self._handle(request)
 

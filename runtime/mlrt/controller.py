@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from mlrt import artifacts, plugins, s3, s3sync
 from mlrt.admission import Admission
 from mlrt.folders import NotWritable, ensure_writable
-from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest
+from mlrt.launchers import LaunchContext, LaunchDeferred, Launcher, LaunchError, LaunchRequest, WorkerRequest
 from mlrt.logscan import LogMetricScanner, LogRecords, last_line
 from mlrt.logship import LogShipper
 from mlrt.records import RunRecord
@@ -230,6 +230,8 @@ class _Launched:
     """The attempt failed (retried if the run has retries left)."""
     fatal: str = ""
     """The run fails without a retry (a folder it cannot write, a ``LaunchError(retry=False)``)."""
+    deferred: LaunchDeferred | None = None
+    """The backend could not launch now (:class:`~mlrt.launchers.LaunchDeferred`): queued again, not charged."""
 
 
 @dataclasses.dataclass
@@ -705,6 +707,8 @@ class Controller:
         )
         try:
             handle = launcher.launch(request)
+        except LaunchDeferred as exc:
+            return _Launched(attempt=attempt, deferred=exc)
         except LaunchError as exc:
             if exc.retry:
                 return _Launched(attempt=attempt, failed=str(exc))
@@ -745,8 +749,31 @@ class Controller:
             if launched.attempt is not None:
                 self.store.finish_attempt(launched.attempt.id, RunState.FAILED, launched.fatal, None)
             self._finish(run, RunState.FAILED, launched.fatal)
+        elif launched.deferred is not None:
+            self._defer(run, launched.attempt, launched.deferred)
         else:
             self._attempt_failed(run, launched.attempt, launched.failed, None)
+
+    def _defer(self, run: Run, attempt: Attempt | None, deferred: LaunchDeferred) -> None:
+        """Queue ``run`` again after a :class:`~mlrt.launchers.LaunchDeferred`: the same attempt
+        number is launched again later (its objects, named after it, are taken over where some were
+        made), so the run's retries are not charged for the backend's state."""
+        number = run.attempts
+        self.tracking.attempt_ended(run.id)  # the next launch gets a fresh token
+        if attempt is not None:
+            self.store.delete_attempt(attempt.id)
+        if self.store.get_run(run.id).cancel_requested:
+            self.store.transition(run.id, RunState.CANCELLED, "cancelled by user")
+            self._notify_finished(run.id)
+            return
+        self.store.transition(
+            run.id,
+            RunState.QUEUED,
+            f"attempt {number} not launched: {deferred}; launching it again in {deferred.after:g}s"
+            " (not charged to the retries)",
+            attempts=number - 1,
+            not_before=utcnow() + timedelta(seconds=deferred.after),
+        )
 
     def _started(
         self,

@@ -138,6 +138,18 @@ class LaunchError(RuntimeError):
         self.retry = retry
 
 
+class LaunchDeferred(LaunchError):
+    """The backend cannot launch now, for a reason that passes by itself: the cluster's API
+    throttles its requests (429 Too Many Requests) beyond the client's own retries. The run is
+    queued again and the same attempt (same number, so the same object names: :meth:`Launcher.launch`
+    must take over what it made before) is launched after ``after`` seconds, without charging the
+    run's retries, as a Kubernetes controller requeues an object its API calls were throttled for."""
+
+    def __init__(self, message: str, *, after: float = 5.0):
+        super().__init__(message)
+        self.after = after
+
+
 class Launcher(abc.ABC):
     """Base class for launch backends (``spec.compute.backend``)."""
 

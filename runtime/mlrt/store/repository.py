@@ -316,6 +316,11 @@ class Store:
             s.refresh(attempt)
             return attempt
 
+    def delete_attempt(self, attempt_id: int) -> None:
+        """Remove an attempt that never started (its launch is to be made again under its number)."""
+        with self.session() as s:
+            s.exec(delete(Attempt).where(Attempt.id == attempt_id))  # type: ignore[call-overload]
+
     def update_attempt(self, attempt_id: int, **fields: Any) -> None:
         with self.session() as s:
             s.exec(update(Attempt).where(Attempt.id == attempt_id).values(**fields))  # type: ignore[call-overload]
