@@ -87,6 +87,13 @@ def command_spec(name: str, command: str, extra: str = "") -> str:
     return f"apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {{name: {name}}}\nspec:\n  command: {command}\n{extra}"
 
 
+def submit_detached(cli: Callable[..., Result], spec_path: Path) -> str:
+    """``mlrt submit SPEC --detach --json``, checked; the run id."""
+    result = cli("submit", str(spec_path), "--detach", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["run_id"]
+
+
 def run_json(cli: Callable[..., Result], run_id: str) -> dict[str, Any]:
     result = cli("runs", "show", run_id, "--json")
     assert result.exit_code == 0, result.output

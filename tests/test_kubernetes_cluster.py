@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from conftest import import_or_missing, wait_for
+from conftest import import_or_missing, submit_detached, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -52,9 +52,7 @@ def submit(cli, write_spec, cluster, name, exit_code=0, last_line="done"):
     text = SPEC.format(
         name=name, image=cluster.image, namespace=cluster.namespace, exit_code=exit_code, last_line=last_line
     )
-    result = cli("submit", str(write_spec(text, name=f"{name}.yaml")), "--detach", "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)["run_id"]
+    return submit_detached(cli, write_spec(text, name=f"{name}.yaml"))
 
 
 def finished(run_id):

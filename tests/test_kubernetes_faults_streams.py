@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import import_or_missing, wait_for
+from conftest import import_or_missing, submit_detached, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -41,10 +41,7 @@ def kube(tmp_path, monkeypatch):
 
 
 def submit(cli, write_spec, name):
-    spec = write_spec(SPEC.format(name=name), name=f"{name}.yaml")
-    result = cli("submit", str(spec), "--detach", "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)["run_id"]
+    return submit_detached(cli, write_spec(SPEC.format(name=name), name=f"{name}.yaml"))
 
 
 def running_pod(kube, job_prefix):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import import_or_missing, wait_for
+from conftest import import_or_missing, submit_detached, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -58,10 +58,7 @@ def kube(tmp_path, monkeypatch, s3_endpoint):
 
 
 def submit(cli, write_spec, name, workers=1):
-    spec = write_spec(SPEC.format(name=name, workers=workers), name=f"{name}.yaml")
-    result = cli("submit", str(spec), "--detach", "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)["run_id"]
+    return submit_detached(cli, write_spec(SPEC.format(name=name, workers=workers), name=f"{name}.yaml"))
 
 
 def finished(run_id, timeout=60):
