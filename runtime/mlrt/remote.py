@@ -15,13 +15,16 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from mlrt.logfile import OutputPart
 from mlrt.spec import SpecError
 from mlrt.store import NotFound
 from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlrt.run_search import RunPage, RunQuery
 
 
 class RemoteError(Exception):
@@ -177,6 +180,22 @@ class RemoteStore:
         if job_id:
             params["job"] = job_id
         return [Run.model_validate(r) for r in self.client.get("/runs", **params)]
+
+    def find_runs(self, query: RunQuery) -> RunPage:
+        from mlrt.run_search import RunPage
+
+        params: dict[str, Any] = {
+            "state": list(query.states),
+            "label": [f"{key}={value}" for key, value in query.labels],
+            "where": [f"{c.key} {c.op} {c.value!r}" for c in query.where],
+            "sort": query.sort,
+            "limit": query.limit,
+            "offset": query.offset,
+            "top_level": query.top_level,
+            **({"name": query.name} if query.name else {}),
+            **({"job": query.job_id} if query.job_id else {}),
+        }
+        return RunPage.from_dict(self.client.get("/runs/search", **params))
 
     def trials(self, parent_id: str) -> list[Run]:
         return [Run.model_validate(r) for r in self.client.get(self._run(parent_id, "/trials"))]

@@ -30,28 +30,72 @@ def runs(ctx: click.Context) -> None:
 
 @runs.command("list")
 @click.option("--state", "states", multiple=True, help="Only runs in this state (repeatable).")
-@click.option("--job", "job_id", help="Only runs of this job.")
+@click.option("--label", "labels", multiple=True, help="Only runs whose job has label KEY=VALUE (repeatable).")
+@click.option("--name", help="Only runs whose id or job name contains this text.")
+@click.option(
+    "--where",
+    "conditions",
+    multiple=True,
+    help="Only runs whose last METRIC OP NUMBER holds, e.g. 'val_loss < 0.3' (repeatable).",
+)
+@click.option(
+    "--sort",
+    default="-created_at",
+    show_default=True,
+    help="created_at, duration, state, name or a metric key; '-' first for descending.",
+)
+@click.option("--job", "job_id", help="Only runs of this job (its trials included).")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--offset", default=0, show_default=True, help="Skip this many matching runs (the next page).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
 def list_runs(
-    app: App, states: tuple[str, ...] = (), job_id: str | None = None, limit: int = 50, as_json: bool = False
+    app: App,
+    states: tuple[str, ...] = (),
+    labels: tuple[str, ...] = (),
+    name: str | None = None,
+    conditions: tuple[str, ...] = (),
+    sort: str = "-created_at",
+    job_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    as_json: bool = False,
 ) -> None:
-    """Recent runs, newest first, with their main metrics."""
+    """Runs matching the filters, newest first unless --sort says otherwise, with their main metrics
+    (and any metric named in --where or --sort)."""
     from mlrt.records import RunRecord
+    from mlrt.run_search import RunQuery, parse_condition, parse_label
 
-    records = RunRecord.load_many(
-        app.store, app.store.list_runs(limit=limit, states=[s.upper() for s in states], job_id=job_id)
-    )
+    try:
+        query = RunQuery(
+            states=tuple(s.upper() for s in states),
+            labels=tuple(parse_label(text) for text in labels),
+            name=name,
+            where=tuple(parse_condition(text) for text in conditions),
+            sort=sort,
+            limit=limit,
+            offset=offset,
+            job_id=job_id,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    page = app.store.find_runs(query)
+    records = [RunRecord.of(run, page.params.get(run.id, {}), page.metrics.get(run.id, {})) for run in page.runs]
     if as_json:
         echo_json([r.to_dict() for r in records])
         return
+    named = {c.key for c in query.where} | ({sort.removeprefix("-")} - {"created_at", "duration", "state", "name"})
     rows = []
     for r in records:
         shown = {k: v for k, v in r.metrics.items() if k.startswith(("validation_", "val_"))} or r.metrics
-        metric_text = "  ".join(f"{k}={number(v)}" for k, v in sorted(shown.items())[:3])
-        rows.append((r.id, styled_state(r.state), r.params.get("algorithm", "-"), seconds(r.duration()), metric_text))
-    table("runs", ["run", "state", "algorithm", "duration", "metrics"], rows)
+        chosen = sorted(shown.items())[:3] + sorted(
+            (k, v) for k, v in r.metrics.items() if k in named and k not in shown
+        )
+        metric_text = "  ".join(f"{k}={number(v)}" for k, v in chosen)
+        algorithm = r.params.get("algorithm", "-")
+        rows.append((r.id, styled_state(r.state), algorithm, seconds(r.duration()), metric_text))
+    shown_range = f"{offset + 1}-{offset + len(records)} of {page.total}" if records else f"none of {page.total}"
+    table(f"runs {shown_range}", ["run", "state", "algorithm", "duration", "metrics"], rows)
 
 
 def run_details(app: App, run_id: str) -> dict[str, Any]:

@@ -6,8 +6,9 @@ project's run is 403, an unknown run 404.
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
+from mlrt.run_search import RunQuery, parse_condition, parse_label
 from mlrt.service import views
 from mlrt.service.routes.common import Parts, StoreDep, User, spec_of, visible_run
 from mlrt.states import RunState
@@ -15,17 +16,52 @@ from mlrt.states import RunState
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
 
-@router.get("")
-def list_runs(
+def run_query(
     who: User,
-    store: StoreDep,
     limit: int = 50,
+    offset: int = 0,
     state: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI reads the default)
+    label: Annotated[list[str], Query(description="KEY=VALUE of the job's labels")] = [],  # noqa: B006
+    name: str | None = None,
+    where: Annotated[list[str], Query(description="METRIC OP NUMBER, e.g. validation_accuracy > 0.9")] = [],  # noqa: B006
+    sort: str = "-created_at",
     job: str | None = None,
-) -> list[dict[str, Any]]:
-    project = None if who.kind == "admin" else who.project
-    runs = store.list_runs(limit=limit, states=state, job_id=job, project=project)
-    return [r.model_dump(mode="json") for r in runs]
+    top_level: bool = False,
+) -> RunQuery:
+    """The query string of a run search (see :mod:`mlrt.run_search`); a user token searches
+    its own project's runs only. A malformed value is 422 naming it."""
+    try:
+        return RunQuery(
+            states=tuple(s.upper() for s in state),
+            labels=tuple(parse_label(text) for text in label),
+            name=name,
+            where=tuple(parse_condition(text) for text in where),
+            sort=sort,
+            limit=limit,
+            offset=offset,
+            job_id=job,
+            project=None if who.kind == "admin" else who.project,
+            top_level=top_level,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+Search = Annotated[RunQuery, Depends(run_query)]
+
+
+@router.get("")
+def list_runs(query: Search, store: StoreDep, response: Response) -> list[dict[str, Any]]:
+    """The matching runs, one page of them; ``X-Total-Count`` says how many match in all."""
+    page = store.find_runs(query)
+    response.headers["X-Total-Count"] = str(page.total)
+    return [r.model_dump(mode="json") for r in page.runs]
+
+
+@router.get("/search")
+def search_runs(query: Search, store: StoreDep) -> dict[str, Any]:
+    """One page of matching runs with the total, each run's last metric values, params and job."""
+    return store.find_runs(query).to_dict()
 
 
 @router.get("/{run_id}")

@@ -1,0 +1,230 @@
+"""Finding runs: filter by state, job label, name and metric condition, sort by any metric.
+
+One query language for ``mlrt runs list``, ``GET /api/v1/runs`` and the web UI::
+
+    mlrt runs list --label team=vision --state SUCCEEDED \\
+        --where 'validation_accuracy > 0.9' --sort -validation_accuracy --limit 20
+
+A condition or a sort on a metric reads each run's *last* value of that metric
+(the point with the highest step; the newest point among equal steps), the value
+``mlrt runs show`` prints. Runs that never logged a metric fail every condition
+on it and sort after the runs that did, in either direction.
+
+Everything is one SQL query for the page plus one for the total, on SQLite and
+PostgreSQL alike: a metric is a correlated lookup on the ``(run_id, key, step)``
+index, so a query stays fast with tens of thousands of runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import re
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, literal, or_, select
+from sqlmodel import col
+
+from mlrt.store.models import Job, Metric, Run, utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.sql.elements import ColumnElement
+
+    from mlrt.store import Store
+
+OPERATORS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+SORT_COLUMNS = ("created_at", "duration", "state", "name")
+MAX_LIMIT = 1000
+_CONDITION = re.compile(r"^\s*([A-Za-z0-9_.:/-]+)\s*(<=|>=|==|!=|<|>|=)\s*(\S+)\s*$")
+_METRIC_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,250}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """``key op value`` on a run's last value of metric ``key`` (``op``: one of :data:`OPERATORS`)."""
+
+    key: str
+    op: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.op} {self.value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunQuery:
+    """Which runs, in which order, which page.
+
+    ``labels``: job labels that must all match (``(key, value)`` pairs);
+    ``name``: a case-insensitive substring of the run id or the job name;
+    ``sort``: ``created_at``, ``duration``, ``state``, ``name`` or a metric key,
+    ``-`` first for descending; ``job_id``: the runs of one job, its trials
+    included; ``top_level``: leave tuning trials out."""
+
+    states: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    name: str | None = None
+    where: tuple[Condition, ...] = ()
+    sort: str = "-created_at"
+    limit: int = 50
+    offset: int = 0
+    job_id: str | None = None
+    project: str | None = None
+    top_level: bool = False
+
+    def __post_init__(self) -> None:
+        for problem in self.problems():
+            raise ValueError(problem)
+
+    def problems(self) -> list[str]:
+        """What is wrong with this query, one line each naming the field and the fix."""
+        found = []
+        if not 1 <= self.limit <= MAX_LIMIT:
+            found.append(f"limit: {self.limit} is out of range: use 1 to {MAX_LIMIT}")
+        if self.offset < 0:
+            found.append(f"offset: {self.offset} is negative: use 0 or more")
+        key = self.sort.removeprefix("-")
+        if key not in SORT_COLUMNS and not _METRIC_KEY.match(key):
+            found.append(
+                f"sort: {self.sort!r} is not a column or metric key: use one of {', '.join(SORT_COLUMNS)} or a metric"
+            )
+        return found
+
+
+@dataclasses.dataclass
+class RunPage:
+    """One page of matching runs: the rows in order, how many match in all, the last value
+    of every metric and the params of each run on the page, and each run's job row."""
+
+    runs: list[Run]
+    total: int
+    metrics: dict[str, dict[str, float]]
+    jobs: dict[str, Job]
+    params: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The page as JSON-ready data (the API's answer to a search)."""
+        return {
+            "runs": [run.model_dump(mode="json") for run in self.runs],
+            "total": self.total,
+            "metrics": self.metrics,
+            "params": self.params,
+            "jobs": {
+                job_id: job.model_dump(mode="json", exclude={"spec_resolved"}) for job_id, job in self.jobs.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunPage:
+        """The inverse of :meth:`to_dict` (the CLI's remote mode)."""
+        jobs = {job_id: Job.model_validate({**job, "spec_resolved": {}}) for job_id, job in data["jobs"].items()}
+        runs = [Run.model_validate(r) for r in data["runs"]]
+        return cls(runs, data["total"], data["metrics"], jobs, data.get("params", {}))
+
+
+def parse_condition(text: str) -> Condition:
+    """``"validation_accuracy > 0.9"`` as a :class:`Condition` (``=`` reads as ``==``);
+    ``ValueError`` with one line saying what is expected otherwise."""
+    match = _CONDITION.match(text)
+    if not match:
+        raise ValueError(
+            f"where: {text!r} is not 'METRIC OP NUMBER' (OP one of {' '.join(OPERATORS)}), e.g. 'validation_accuracy > 0.9'"
+        )
+    key, op, value = match.groups()
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"where: {value!r} in {text!r} is not a number") from None
+    return Condition(key, "==" if op == "=" else op, number)
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``"team=vision"`` as ``("team", "vision")``; ``ValueError`` otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"label: {text!r} is not KEY=VALUE, e.g. team=vision")
+    return key.strip(), value
+
+
+def find_runs(store: Store, query: RunQuery) -> RunPage:
+    """The page of runs in ``store`` that ``query`` asks for (see the module's docstring)."""
+    filters = _filters(query)
+    sort_key = query.sort.removeprefix("-")
+    descending = query.sort.startswith("-")
+    order = _sort_column(sort_key, store.engine.dialect.name)
+    order = order.desc() if descending else order.asc()
+    page = (
+        select(Run, Job)
+        .join(Job, Job.id == Run.job_id)
+        .where(*filters)
+        .order_by(order.nulls_last(), col(Run.created_at).desc(), col(Run.id).desc())
+        .limit(query.limit)
+        .offset(query.offset)
+    )
+    counted = select(func.count()).select_from(Run).join(Job, Job.id == Run.job_id).where(*filters)
+    with store.session() as s:
+        rows = [tuple(row) for row in s.execute(page)]
+        total = s.execute(counted).scalar_one()
+        for run, job in rows:
+            s.expunge(run)
+            s.expunge(job)
+    runs = [run for run, _job in rows]
+    jobs = {job.id: job for _run, job in rows}
+    ids = [run.id for run in runs]
+    return RunPage(runs, int(total), store.latest_metrics_of(ids), jobs, store.params_of(ids))
+
+
+def _last_value(key: str) -> ColumnElement[Any]:
+    """The last value of metric ``key`` of the run in the outer query (NULL when none)."""
+    return (
+        select(Metric.value)
+        .where(Metric.run_id == Run.id, Metric.key == key)
+        .order_by(col(Metric.step).desc(), col(Metric.id).desc())
+        .limit(1)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+
+
+def _filters(query: RunQuery) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if query.states:
+        filters.append(col(Run.state).in_([s.upper() for s in query.states]))
+    if query.project is not None:
+        filters.append(Job.project == query.project)
+    if query.job_id:
+        filters.append(or_(Run.job_id == query.job_id, Run.parent_id == query.job_id))
+    if query.top_level:
+        filters.append(col(Run.parent_id).is_(None))
+    for key, value in query.labels:
+        filters.append(col(Job.labels)[key].as_string() == value)
+    if query.name:
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", query.name.lower()) + "%"
+        filters.append(
+            or_(func.lower(Run.id).like(pattern, escape="\\"), func.lower(Job.name).like(pattern, escape="\\"))
+        )
+    for condition in query.where:
+        filters.append(OPERATORS[condition.op](_last_value(condition.key), literal(condition.value)))
+    return [and_(*filters)] if filters else []
+
+
+def _sort_column(key: str, dialect: str) -> ColumnElement[Any]:
+    if key == "created_at":
+        return col(Run.created_at)
+    if key == "state":
+        return col(Run.state)
+    if key == "name":
+        return col(Job.name)
+    if key == "duration":
+        end = func.coalesce(Run.ended_at, literal(utcnow()))
+        if dialect == "postgresql":
+            return func.extract("epoch", end - Run.started_at)
+        return func.julianday(end) - func.julianday(Run.started_at)
+    return _last_value(key)
