@@ -62,6 +62,9 @@ Tuning ``parameters``                          64; ``values`` 1,000;            
 Tuning ``warm_start``                          100 runs                          schema
 Values of an algorithm's or report's           finite (NaN, infinity refused),   hyperparameter schema
 hyperparameter schema (also from tuners)       within the schema's min/max
+Source bundle (``spec.source``): its files     20 MiB;                           packing, and unpacking
+added up                                       ``MLRT_MAX_SOURCE_BYTES``         (mlrt.bundles)
+Source bundle files; one path's length         10,000; 1,024 characters          packing and unpacking
 =============================================  ================================  ========================
 
 Durations are at most what a ``timedelta`` added to now can hold many times
@@ -131,6 +134,13 @@ MAX_PARAMETER_BOUND = 2.0**53
 """Largest magnitude of a tuning range's min/max (every integer up to it is exact as a float)."""
 MAX_WARM_START = 100
 
+MAX_SOURCE_BYTES = 20 * 2**20
+"""Default limit of a source bundle's files, all together (``MLRT_MAX_SOURCE_BYTES`` overrides it)."""
+MAX_SOURCE_FILES = 10_000
+"""Files in one source bundle."""
+MAX_SOURCE_PATH_CHARS = 1_024
+"""Characters of one path inside a source bundle."""
+
 
 def cut(text: str, width: int = 60) -> str:
     """``text`` cut to ``width`` characters for a problem line: a hostile value may be a megabyte long."""
@@ -160,6 +170,25 @@ def max_spec_bytes() -> int:
     except ValueError:
         raise ValueError(
             f"MLRT_MAX_SPEC_BYTES: expected a size in bytes such as 1048576 or 2Mi, got {text!r}"
+        ) from None
+
+
+def max_source_bytes() -> int:
+    """The source bundle limit in bytes: ``MLRT_MAX_SOURCE_BYTES`` (``20971520``, ``64Mi``), else 20 MiB.
+
+    It bounds the files a bundle holds (their sizes added up) when it is packed
+    and again when it is unpacked, so a bundle that decompresses to more is refused.
+    Raises ValueError naming the variable when it is not a positive size."""
+    from mlrt.units import parse_memory
+
+    text = os.environ.get("MLRT_MAX_SOURCE_BYTES", "").strip()
+    if not text:
+        return MAX_SOURCE_BYTES
+    try:
+        return parse_memory(text)
+    except ValueError:
+        raise ValueError(
+            f"MLRT_MAX_SOURCE_BYTES: expected a size in bytes such as 20971520 or 64Mi, got {text!r}"
         ) from None
 
 

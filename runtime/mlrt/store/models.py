@@ -216,3 +216,19 @@ class LogChunk(SQLModel, table=True):
     offset: int = Field(sa_type=BigInteger)
     data: bytes
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SourceBundle(SQLModel, table=True):
+    """A source bundle (:mod:`mlrt.bundles`), kept once per digest: its bytes in ``data``, or,
+    for a large one on a service with an S3 source store, ``uri`` where they are
+    (see :mod:`mlrt.sources`). Runs name it by digest in their record (``source.digest``)."""
+
+    __tablename__ = "source_bundles"
+
+    digest: str = Field(primary_key=True)
+    size: int = Field(sa_type=BigInteger)
+    """Bytes of the tarball."""
+    files: int
+    data: bytes | None = None
+    uri: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
