@@ -123,12 +123,12 @@ def cli(ctx: click.Context, db: str | None, server: str | None) -> None:
 
 
 def _register() -> None:
-    from mlrt.cli import jobs, projects, reports, runs, service
+    from mlrt.cli import jobs, projects, reports, runs, service, ui
     from mlrt.plugins import PluginError, get_plugin_manager
 
     for command in (jobs.submit, jobs.validate, jobs.status, jobs.logs, jobs.cancel):
         cli.add_command(command)
-    for command in (service.controller, service.tokens, service.login, projects.projects):
+    for command in (service.controller, service.tokens, service.login, projects.projects, ui.ui):
         cli.add_command(command)
     for command in (runs.runs, runs.metrics, runs.artifacts, runs.plugins_command, reports.report):
         cli.add_command(command)

@@ -9,7 +9,8 @@ User routes (``user`` and ``admin`` tokens): submit and validate a spec,
 list and read runs (state, attempts, events, params, metrics, artifacts,
 logs, reports) and cancel. Tracking routes (``worker`` tokens, the SDK's
 ``MLRT_TRACKING_URI=http(s)://...``): write metrics and params of the
-token's own run. Health: ``/healthz`` (the process answers), ``/readyz``
+token's own run. The web UI is at ``/ui`` (:mod:`mlrt.ui`; a login page takes a
+user or admin token once and keeps it in a cookie). Health: ``/healthz`` (the process answers), ``/readyz``
 (the database answers, its schema is current and reconcile passes succeed;
 else 503 ``degraded`` with the error), ``/metrics`` (Prometheus).
 
@@ -31,6 +32,7 @@ from mlrt.service.routes import ROUTERS
 from mlrt.service.routes.common import ServiceParts, SpecProblems
 from mlrt.service.telemetry import Telemetry
 from mlrt.store import NotFound, Store
+from mlrt.ui.app import create_ui
 
 
 def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, max_body: int | None = None) -> FastAPI:
@@ -59,4 +61,5 @@ def create_app(store: Store, loop: ServiceLoop | None, telemetry: Telemetry, *, 
 
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/ui", create_ui(store, login_required=True, wake=app.state.parts.wake))
     return app

@@ -1,0 +1,106 @@
+"""Headless Chromium for the web UI's tests: Debian's ``/usr/bin/chromium`` driven by Playwright.
+
+Import the fixtures into a test module (``from ui_browser import browser, page, ui_server``): ``browser``
+is one Chromium per module, ``page`` a fresh page (own cookies) per test that fails the test on a
+JavaScript error or a dialog (an ``alert`` from an unescaped value), and ``ui_server`` one
+``mlrt ui`` process per module on a SQLite store of its own (``ui_server.db``, ``ui_server.url``). Without
+Chromium or Playwright the tests skip, or fail under ``MLRT_REQUIRE=chromium``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import MLRT_SCRIPT, import_or_missing, missing
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """One headless Chromium for the module's tests."""
+    if not Path(CHROMIUM).is_file() or shutil.which("chromium") is None:
+        missing("chromium", "Debian's chromium is not installed (.ci/run installs it)")
+    sync_api = import_or_missing("playwright.sync_api", "chromium", "playwright is not installed (pip install .[test])")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    """A page in a context of its own (no cookies shared between tests). A dialog or an uncaught
+    JavaScript error fails the test: the UI has no dialogs, so one means injected script ran."""
+    context = browser.new_context()
+    opened = context.new_page()
+    opened.set_default_timeout(15_000)
+    problems: list[str] = []
+    opened.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    yield opened
+    context.close()
+    assert not problems, problems
+
+
+@dataclass
+class UiServer:
+    """A running ``mlrt ui``: its store's URL and the URL it printed."""
+
+    db: str
+    url: str
+    process: subprocess.Popen
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """``mlrt --db sqlite:///... ui --port 0`` for the module; the URL is the one it prints."""
+    folder = tmp_path_factory.mktemp("ui")
+    db = f"sqlite:///{folder / 'mlrt.db'}"
+    env = {**os.environ, "MLRT_HOME": str(folder / "home")}
+    log = folder / "ui.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(MLRT_SCRIPT), "--db", db, "ui", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        found = re.search(r"http://\S+/ui/", line)
+        assert found, f"mlrt ui printed {line!r}; log: {log.read_text()}"
+        url = found.group(0).rstrip("/")
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/static/ui.css").status_code != 200:
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.1)
+        yield UiServer(db, url, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
