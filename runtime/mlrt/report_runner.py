@@ -2,7 +2,7 @@
 
 ``build(store, run_id)`` joins the run's ``predictions.parquet`` (``id``,
 ``split``, ``label``, ``prediction``, ``score_<class>``) with the feature
-columns of its data channels (by split and id), gives every requested
+and report-only columns of its data channels (by split and id), gives every requested
 report a :class:`mlrt.reports.ReportInput`, and writes each result to
 ``<run output>/output/reports/<name>.json`` plus the whole page to
 ``report.html`` beside them, registering them as the run's artifacts. A report
@@ -49,10 +49,12 @@ def reports_dir(run: Run) -> Path:
     return output_dir(run) / "reports"
 
 
-def load_frame(store: Store, run: Run, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
-    """The run's predictions joined with its channels' feature columns, and the feature names."""
+def load_frame(store: Store, run: Run, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The run's predictions joined with its channels' feature and report-only columns, the
+    feature names and the report-only names (see :mod:`mlrt.columns`)."""
     import pandas as pd
 
+    from mlrt.columns import roles
     from mlrt.data import load_dataset
 
     path = output_dir(run) / PREDICTIONS
@@ -66,24 +68,28 @@ def load_frame(store: Store, run: Run, spec: dict[str, Any]) -> tuple[pd.DataFra
     if missing:
         raise ReportError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     data_record = run.record.get("data") or {}
-    parts, features = [], []
+    parts, features, analysis = [], [], []
     for name, channel in (spec.get("data") or {}).items():
         local = (data_record.get(name) or {}).get("path")
         if not local or not Path(local).exists():
             continue
-        dataset = load_dataset(name, Path(local), channel.get("format"), channel.get("label"), channel.get("id"))
-        frame = dataset.features.copy()
+        dataset = load_dataset(
+            name, Path(local), channel.get("format"), channel.get("label"), channel.get("id"), roles(spec, name)
+        )
+        frame = pd.concat([dataset.features, dataset.analysis], axis=1)
         frame.insert(0, "split", name)
         frame.insert(0, "id", dataset.ids.to_numpy())
         parts.append(frame)
         features += [c for c in dataset.features.columns if c not in features]
+        analysis += [c for c in dataset.analysis.columns if c not in analysis]
     if not parts:
-        return predictions, []
+        return predictions, [], []
     table = pd.concat(parts, ignore_index=True)
     features = [c for c in features if c not in predictions.columns]
+    analysis = [c for c in analysis if c not in predictions.columns and c not in features]
     predictions = predictions.astype({"id": str})
-    table = table.astype({"id": str})[["id", "split", *features]]
-    return predictions.merge(table, on=["split", "id"], how="left"), features
+    table = table.astype({"id": str})[["id", "split", *features, *analysis]]
+    return predictions.merge(table, on=["split", "id"], how="left"), features, analysis
 
 
 def task_of(spec: dict[str, Any], frame: pd.DataFrame) -> str:
@@ -180,7 +186,7 @@ def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str
     unknown = [n for n in wanted if n not in registry]
     if unknown:
         raise ReportError(f"unknown report(s) {', '.join(unknown)} (registered: {', '.join(sorted(registry))})")
-    frame, features = load_frame(store, run, spec)
+    frame, features, analysis = load_frame(store, run, spec)
     task = task_of(spec, frame)
     classes = _classes(frame, task)
     retrain = _retrainer(spec, frame, features, task)
@@ -204,6 +210,7 @@ def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str
             options=options,
             output_dir=target,
             retrain=retrain,
+            analysis=analysis,
         )
         try:  # one broken report must not hide the others
             with plugins.blame("reports", name):
@@ -344,3 +351,27 @@ def diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) ->
                 }
             )
     return rows
+
+
+LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "cost")
+"""A run metric whose name holds one of these words is better when lower (``validation_log_loss``)."""
+
+
+def got_worse(metric: str, change: float) -> bool:
+    """Whether a run metric that moved by ``change`` got worse (see :data:`LOWER_IS_BETTER`)."""
+    return change > 0 if any(word in metric for word in LOWER_IS_BETTER) else change < 0
+
+
+def metric_diff(before: dict[str, float], after: dict[str, float]) -> list[dict[str, Any]]:
+    """The run metrics both runs have (their latest values), by name: ``metric``, ``before``,
+    ``after``, ``change`` and ``worse`` (:func:`got_worse`); the first table of ``mlrt report diff``."""
+    return [
+        {
+            "metric": k,
+            "before": before[k],
+            "after": after[k],
+            "change": after[k] - before[k],
+            "worse": got_worse(k, after[k] - before[k]),
+        }
+        for k in sorted(set(before) & set(after))
+    ]

@@ -171,15 +171,6 @@ def print_summary(app: App, run_id: str, results: dict[str, dict[str, Any]] | No
         out.print(Text(f"full report: {page}"), soft_wrap=True)  # a path that wraps cannot be copied
 
 
-LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "cost")
-"""A run metric whose name holds one of these words is better when lower (``validation_log_loss``)."""
-
-
-def _got_worse(metric: str, change: float) -> bool:
-    """Whether a run metric that moved by ``change`` got worse (see :data:`LOWER_IS_BETTER`)."""
-    return change > 0 if any(word in metric for word in LOWER_IS_BETTER) else change < 0
-
-
 def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: bool) -> None:
     from mlrt import report_runner
 
@@ -187,17 +178,13 @@ def _diff(app: App, before_id: str, after_id: str, as_json: bool, regressions: b
     for run_id, results in ((before_id, before), (after_id, after)):
         if not results:
             _fail(f"run {run_id} has no reports yet (mlrt report {run_id})")
-    metrics = [app.store.latest_metrics(r) for r in (before_id, after_id)]
-    overall = [
-        {"metric": k, "before": metrics[0][k], "after": metrics[1][k], "change": metrics[1][k] - metrics[0][k]}
-        for k in sorted(set(metrics[0]) & set(metrics[1]))
-    ]
+    overall = report_runner.metric_diff(*(app.store.latest_metrics(r) for r in (before_id, after_id)))
     from rich.text import Text
 
     rows = report_runner.diff(before, after)
     if regressions:
         rows = [r for r in rows if r["regression"] > 0]
-        overall = [o for o in overall if _got_worse(o["metric"], o["change"])]
+        overall = [o for o in overall if o["worse"]]
     if as_json:
         echo_json({"before": before_id, "after": after_id, "metrics": overall, "rows": rows})
         return
