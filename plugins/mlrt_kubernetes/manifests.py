@@ -250,7 +250,7 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
         fetch = {
             "name": FETCH_CONTAINER,
             "image": training_image() if not ctx.algorithm else image,
-            "command": ["python", "-m", "mlrt.fetch", DATA_DIR, *channels],
+            "command": ["python", "-m", "mlrt.fetch", *_sanity_args(ctx), DATA_DIR, *channels],
             "volumeMounts": [{"name": "mlrt-data", "mountPath": DATA_DIR}],
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }
@@ -271,6 +271,13 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     if kube.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": secret} for secret in kube.image_pull_secrets]
     return spec
+
+
+def _sanity_args(ctx: LaunchContext) -> list[str]:
+    """A sanity run of a ``command:`` job reads subsamples of its channels (:mod:`mlrt.sanity`)."""
+    if ctx.env.get("MLRT_SANITY") == "1" and not ctx.algorithm:
+        return ["--sanity-seed", ctx.env["MLRT_SEED"]]
+    return []
 
 
 def termination_grace_seconds(ctx: LaunchContext) -> int:

@@ -41,7 +41,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlrt import artifacts, plugins, s3, s3sync
+from mlrt import artifacts, plugins, s3, s3sync, sanity
 from mlrt.admission import Admission
 from mlrt.folders import NotWritable, ensure_writable
 from mlrt.launchers import LaunchContext, LaunchDeferred, Launcher, LaunchError, LaunchRequest, WorkerRequest
@@ -885,12 +885,24 @@ class Controller:
             except plugins.PluginFailure as failure:
                 self.store.add_event(run.id, f"{failure.line}; traceback:\n{failure.details[-8000:]}")
                 raise RuntimeError(f"data channel {name!r} ({channel['uri']}): {failure.line}") from None
-            paths[name] = str(path)
             if name not in data_record:
                 data_record[name] = {"uri": channel["uri"], "path": str(path), "sha256": content_hash(Path(path))}
+            if run.record.get("sanity") and not spec.get("algorithm"):
+                path, done = self._sanity_channel(run, name, Path(path), spec["seed"], data_record[name].get("sanity"))
+                data_record[name] = {**data_record[name], "sanity": done}
+            paths[name] = str(path)
         if data_record != run.record.get("data"):
             self.store.update_run(run.id, record={**run.record, "data": data_record})
         return paths
+
+    def _sanity_channel(self, run: Run, name: str, path: Path, seed: int, said: str | None) -> tuple[Path, str]:
+        """The subsample a sanity run's command reads instead of channel ``name`` (see
+        :mod:`mlrt.sanity`) and what it holds, said in the run's events unless ``said`` already."""
+        target = mlrt_home() / "cache" / "sanity" / run.id / name
+        done = sanity.subsample_channel(path, target, seed)
+        if said != done:
+            self.store.add_event(run.id, f"sanity run: channel {name}: {done}")
+        return sanity.channel_path(target, path), done
 
     # -- RUNNING -------------------------------------------------------------
 
@@ -1078,9 +1090,13 @@ class Controller:
         return failures
 
     def _failure_detail(self, active: _Active, rank: int) -> str:
-        """What the worker said about its failure: its failure file's last line, else its log's
-        (only the end of either is read: a worker may have written gigabytes there)."""
-        detail = last_line(Path(active.attempt.log_dir) / "failure.txt")
+        """What the worker said about its failure: its failure file's last line (``MLRT_FAILURE_FILE``,
+        else SageMaker's ``/opt/ml/output/failure``), else its log's (only the end of each is read: a
+        worker may have written gigabytes there)."""
+        from mlrt.sagemaker_contract import failure_file
+
+        log_dir = Path(active.attempt.log_dir)
+        detail = last_line(log_dir / "failure.txt") or last_line(failure_file(log_dir, rank))
         if detail:
             return detail
         request = active.attempt.request
