@@ -231,6 +231,10 @@ def line_chart(
     top = max(float(a.max()) for a in ys) if ys else 1.0
     if right <= left:
         left, right = left - 0.5, right + 0.5
+    elif x0 is None and x1 is None and any(item.style == "points" for item in series):
+        # Points drawn on the plot's edges would be cut in half.
+        margin = (right - left) * 0.03
+        left, right = left - margin, right + margin
     if top <= bottom:
         bottom, top = bottom - (abs(bottom) * 0.05 or 0.5), top + (abs(top) * 0.05 or 0.5)
     pad = (top - bottom) * 0.04
@@ -380,8 +384,13 @@ def _legend(drawn, left: float, top: float, plot_w: float) -> list[str]:
         name = item.label if len(item.label) <= 40 else item.label[:39] + "…"
         out.append(
             f'<g class="legend-item"><title>{escape(item.label)}: {total:,} points, {len(x):,} drawn</title>'
-            f'<line x1="{lx:.1f}" x2="{lx + 18:.1f}" y1="{ly - 4:.1f}" y2="{ly - 4:.1f}" stroke="{color}" '
-            f'stroke-width="2"{dash}/><text x="{lx + 22:.1f}" y="{ly:.1f}" class="legend">{escape(name)}</text></g>'
+            + (
+                f'<circle cx="{lx + 9:.1f}" cy="{ly - 4:.1f}" r="3.5" fill="{color}"/>'
+                if item.style == "points"
+                else f'<line x1="{lx:.1f}" x2="{lx + 18:.1f}" y1="{ly - 4:.1f}" y2="{ly - 4:.1f}" stroke="{color}" '
+                f'stroke-width="2"{dash}/>'
+            )
+            + f'<text x="{lx + 22:.1f}" y="{ly:.1f}" class="legend">{escape(name)}</text></g>'
         )
     return out
 
