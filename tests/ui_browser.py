@@ -1,7 +1,7 @@
 """Headless Chromium for the web UI's tests: Debian's ``/usr/bin/chromium`` driven by Playwright.
 
-Import the fixtures into a test module (``from ui_browser import browser, page, ui_server``): ``browser``
-is one Chromium per module, ``page`` a fresh page (own cookies) per test that fails the test on a
+Import the fixtures into a test module (``from ui_browser import browser, expect, page, ui_server``):
+``browser`` is one Chromium per module, ``expect`` Playwright's waiting assertions, ``page`` a fresh page (own cookies) per test that fails the test on a
 JavaScript error or a dialog (an ``alert`` from an unescaped value), and ``ui_server`` one
 ``mlrt ui`` process per module on a SQLite store of its own (``ui_server.db``, ``ui_server.url``). Without
 Chromium or Playwright the tests skip, or fail under ``MLRT_REQUIRE=chromium``.
@@ -45,6 +45,15 @@ def browser() -> Iterator:
             yield launched
         finally:
             launched.close()
+
+
+@pytest.fixture(scope="module")
+def expect(browser):
+    """Playwright's ``expect`` (assertions that wait: a live page changes within seconds)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    playwright_expect.set_options(timeout=20_000)
+    return playwright_expect
 
 
 @pytest.fixture
@@ -104,3 +113,76 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def seed_run(
+    store,
+    run_id: str,
+    *,
+    name: str | None = None,
+    state: str = "SUCCEEDED",
+    labels: dict[str, str] | None = None,
+    project: str | None = None,
+    metrics: dict[str, list[float]] | None = None,
+    params: dict[str, str] | None = None,
+    kind: str = "TrainingJob",
+    parent_id: str | None = None,
+    trial: int | None = None,
+    log: Path | None = None,
+    output: Path | None = None,
+):
+    """A job and its run written straight into ``store`` (no launch: the pages read rows), with
+    ``metrics`` as points at steps 0, 1, ... and, with ``log``, one attempt whose worker 0 writes
+    there; ``output``: the folder of ``file://`` outputs (the run's is ``output/RUN_ID``). Returns
+    the run row."""
+    from datetime import datetime, timedelta, timezone
+
+    from mlrt.store.models import Attempt, Job, Run
+
+    now = datetime.now(timezone.utc)
+    job_id = parent_id or run_id
+    if parent_id is None:
+        spec = {"apiVersion": "mlrt/v1", "kind": kind, "metadata": {"name": name or run_id}, "spec": {}}
+        job = Job(
+            id=run_id,
+            name=name or run_id,
+            kind=kind,
+            labels=labels or {},
+            spec_submitted=f"metadata: {{name: {name or run_id}}}\n",
+            spec_resolved=spec,
+            project=project,
+        )
+    terminal = state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
+    run = Run(
+        id=run_id,
+        job_id=job_id,
+        parent_id=parent_id,
+        trial=trial,
+        state=state,
+        reason=f"seeded as {state}",
+        output_uri=f"file://{output or Path('/nowhere')}/{run_id}",
+        record={"git": None, "python": "3.11", "seed": 7, "data": {}},
+        started_at=now - timedelta(seconds=90),
+        ended_at=now if terminal else None,
+    )
+    if parent_id is None:
+        store.create_job(job, run, params or {})
+    else:
+        with store.session() as s:
+            s.add(run)
+        store.log_params(run_id, params or {})
+    store.add_event(run_id, f"{state} (seeded)")
+    for key, values in (metrics or {}).items():
+        store.insert_metrics(run_id, [(key, step, value, now.timestamp() + step) for step, value in enumerate(values)])
+    if log is not None:
+        store.add_attempt(
+            Attempt(
+                run_id=run_id,
+                number=1,
+                state=state,
+                backend="local",
+                request={"workers": [{"rank": 0, "log_path": str(log)}]},
+                log_dir=str(log.parent),
+            )
+        )
+    return store.get_run(run_id)

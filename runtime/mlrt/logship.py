@@ -154,6 +154,12 @@ def _end(session: Session, run_id: str, attempt: int, worker: int) -> int:
     return last or 0
 
 
+def stored_end(store: Store, run_id: str, attempt: int, worker: int) -> int:
+    """The output position right after a worker's last stored chunk (0 when none): where a tail ends."""
+    with store.session() as session:
+        return _end(session, run_id, attempt, worker)
+
+
 def read_log(store: Store, run_id: str, attempt: int, worker: int, offset: int, limit: int = CHUNK_BYTES) -> OutputPart:
     """At most ``limit`` bytes of a worker's stored output from position ``offset``, as
     :func:`mlrt.logfile.read_output` reads them from a file: ``start`` is after ``offset``

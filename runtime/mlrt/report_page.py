@@ -57,9 +57,25 @@ def section(name: str, fragment: str) -> str:
     return f"<section id='{html.escape(name)}'>{heading}{fragment}</section>"
 
 
+def sections(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One section per stored report result, in order (the page's and the web UI's run page's)."""
+    registry = plugins.reports()
+    found = []
+    for name, result in results.items():
+        if result.get("skipped"):
+            found.append(section(name, f"<p>skipped: {html.escape(str(result['skipped']))}</p>"))
+        elif name in registry:
+            try:
+                with plugins.blame("reports", name):
+                    fragment = registry[name].html(result)
+            except plugins.PluginFailure as failure:
+                fragment = f"<p class='problem'>no section: {html.escape(failure.line)}</p>"
+            found.append(section(name, fragment))
+    return found
+
+
 def page(run_id: str, metrics: dict[str, float], results: dict[str, dict[str, Any]], summary: Summary) -> str:
     """The whole HTML document."""
-    registry = plugins.reports()
     metric_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td class='num'>{v:.4g}</td></tr>" for k, v in sorted(metrics.items())
     )
@@ -70,23 +86,12 @@ def page(run_id: str, metrics: dict[str, float], results: dict[str, dict[str, An
             f"<details><summary>{len(summary.more)} more finding(s)</summary>"
             f"<ul>{_finding_items(summary.more)}</ul></details>"
         )
-    sections = []
-    for name, result in results.items():
-        if result.get("skipped"):
-            sections.append(section(name, f"<p>skipped: {html.escape(str(result['skipped']))}</p>"))
-        elif name in registry:
-            try:
-                with plugins.blame("reports", name):
-                    fragment = registry[name].html(result)
-            except plugins.PluginFailure as failure:
-                fragment = f"<p class='problem'>no section: {html.escape(failure.line)}</p>"
-            sections.append(section(name, fragment))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>mlrt report: {html.escape(run_id)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>Run {html.escape(run_id)}</h1>"
         f"<h2>Summary</h2>{overview}"
         f"<details><summary>Metrics</summary><table><tr><th>metric</th><th>value</th></tr>{metric_rows}</table></details>"
-        + "".join(sections)
+        + "".join(sections(results))
         + f"<script>{_MARK_DRAWN}</script></body></html>\n"
     )

@@ -33,5 +33,11 @@ Paths (what pages link to): ``/ui/`` the runs, ``/ui/runs/{run_id}`` a run,
 tuning job.
 """
 
-PAGES = ("mlrt.ui.login_pages",)
+PAGES = (
+    "mlrt.ui.login_pages",
+    "mlrt.ui.runs_pages",
+    "mlrt.ui.run_pages",
+    "mlrt.ui.chart_pages",
+    "mlrt.ui.compare_pages",
+)
 """Modules whose ``router`` the UI includes, in this order."""

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 
 from mlrt import __version__, ui
+from mlrt.cli.render import number, seconds
 from mlrt.store import Store
 from mlrt.ui.auth import FRAGMENT_HEADER, PREFIX, LoginNeeded, UiContext, csrf_token
 
@@ -31,6 +32,12 @@ _environment = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+)
+_environment.filters.update(
+    number=number,
+    seconds=lambda value: seconds(value) or "",
+    when=lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if value else "",
+    size=lambda value: f"{value:,}",
 )
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
 from mlrt.service.routes.common import StoreDep, User, visible_run
+from mlrt.store import Store
 
 router = APIRouter(prefix="/api/v1/runs", tags=["artifacts"])
 
@@ -20,9 +21,16 @@ def artifacts(run_id: str, who: User, store: StoreDep) -> list[dict[str, Any]]:
 @router.get("/{run_id}/artifacts/{path:path}")
 def artifact(run_id: str, path: str, who: User, store: StoreDep) -> Response:
     """The content of one registered artifact (only registered paths are served)."""
+    visible_run(store, who, run_id)
+    return artifact_content(store, run_id, path)
+
+
+def artifact_content(store: Store, run_id: str, path: str) -> Response:
+    """The content of the artifact ``path`` of ``run_id`` (400 for a path leaving the run, 404
+    for one not registered or gone), with its sha256 in ``X-Sha256``. The caller checked that
+    the asker may see the run (the API's and the web UI's download)."""
     from mlrt.artifacts import relative_path_problem
 
-    visible_run(store, who, run_id)
     problem = relative_path_problem(path)
     if problem:
         raise HTTPException(400, f"artifact path {path!r} {problem}: it must stay inside the run")
