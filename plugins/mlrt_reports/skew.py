@@ -37,7 +37,10 @@ class SkewReport(Report):
     balanced accuracy (:func:`sklearn.metrics.balanced_accuracy_score`, the
     mean recall over classes) and, where the run has ``score_<class>``
     columns, the PR-AUC (average precision) of each class, whose chance level
-    is the class's share rather than 0.5.
+    is the class's share rather than 0.5. For two classes with scores it also
+    draws the positive class's precision-recall curve with the run's operating
+    point on it: the decision threshold ``spec.evaluation.threshold`` chose
+    (the run's ``decision_threshold`` metric), else the default 0.5.
 
     Warnings (one finding each):
 
@@ -75,7 +78,10 @@ class SkewReport(Report):
          "accuracy_over_majority": 0.001,
          "margin": 0.02, "rare_share": 0.05,
          "warnings": [{"kind": "majority_baseline" | "rare_class", "text": "...",
-                       "severity": "warning", "gain": 0.018}]}
+                       "severity": "warning", "gain": 0.018}],
+         "pr_curve": {"class": "1", "recall": [...], "precision": [...],   # null unless binary with scores
+                      "operating_point": {"threshold": 0.27, "source": "chosen" | "default",
+                                          "precision": 0.81, "recall": 0.9}}}
 
     ``gate_values``: ``balanced_accuracy``, ``accuracy_over_majority``,
     ``majority_baseline``, ``minority_recall``, and ``minority_pr_auc`` when
@@ -217,6 +223,7 @@ class SkewReport(Report):
             "margin": margin,
             "rare_share": rare_share,
             "warnings": found,
+            "pr_curve": _pr_curve(data, rows),
         }
 
     def render(self, result: dict[str, Any], console: Console) -> None:
@@ -247,6 +254,12 @@ class SkewReport(Report):
                 fmt(c["pr_auc"]),
             )
         console.print(table)
+        point = (result.get("pr_curve") or {}).get("operating_point")
+        if point:
+            console.print(
+                f"operating point: threshold {point['threshold']:.4g} ({point['source']}), "
+                f"precision {point['precision']:.3f}, recall {point['recall']:.3f}"
+            )
         for w in result["warnings"]:
             console.print(f"[bold yellow]warning[/bold yellow]: {w['text']}")
 
@@ -272,6 +285,20 @@ class SkewReport(Report):
             f"{_html.escape(result['majority_class'])}); balanced accuracy {result['balanced_accuracy']:.3f}.</p>"
         )
         warns = "".join(f"<li>{_html.escape(w['text'])}</li>" for w in result["warnings"])
+        pr = result.get("pr_curve")
+        if pr:
+            point = pr["operating_point"]
+            plot += report_plots.curve(
+                "precision-recall",
+                pr["recall"],
+                pr["precision"],
+                title=f"Precision-recall of class {pr['class']} in {result['split']}",
+                xlabel="recall",
+                ylabel="precision",
+                markers=[
+                    (f"threshold {point['threshold']:.3g} ({point['source']})", point["recall"], point["precision"])
+                ],
+            )
         return "\n".join(
             [
                 f"<h2>{title}</h2>",
@@ -327,3 +354,43 @@ class SkewReport(Report):
                 if c[metric] is not None:
                     out.append(Comparable(f"class {c['class']}", metric, float(c[metric]), True))
         return out
+
+
+CURVE_POINTS = 200
+"""A precision-recall curve in a result keeps at most about this many points."""
+
+
+def _pr_curve(data: ReportInput, rows: Any) -> dict[str, Any] | None:
+    """The positive class's precision-recall curve on ``rows`` and where the run's decision
+    threshold sits on it (the run's ``decision_threshold`` metric, see
+    :mod:`mlrt.thresholds`; else the default 0.5); None unless binary with scores."""
+    import numpy as np
+
+    from mlrt import thresholds
+
+    column = f"score_{data.positive}"
+    if data.positive is None or column not in rows.columns:
+        return None
+    scores = rows[column].to_numpy(dtype=float)
+    valid = ~np.isnan(scores)
+    is_positive = (rows["label"].astype(str) == str(data.positive)).to_numpy()[valid]
+    if not is_positive.any():
+        return None
+    points = thresholds.curve(is_positive, scores[valid])
+    chosen = data.metrics.get("decision_threshold")
+    threshold = float(chosen) if chosen is not None else 0.5
+    predicted = scores[valid] >= threshold
+    hits = float((predicted & is_positive).sum())
+    step = max(1, len(points.recall) // CURVE_POINTS)
+    keep = np.r_[np.arange(0, len(points.recall), step), len(points.recall) - 1]
+    return {
+        "class": label_text(data.positive),
+        "recall": [float(v) for v in points.recall[keep]],
+        "precision": [float(v) for v in points.precision[keep]],
+        "operating_point": {
+            "threshold": threshold,
+            "source": "chosen" if chosen is not None else "default",
+            "precision": hits / predicted.sum() if predicted.any() else 1.0,
+            "recall": hits / is_positive.sum(),
+        },
+    }

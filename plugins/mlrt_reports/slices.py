@@ -57,6 +57,8 @@ COVERED = 0.8
 CHUNK_ELEMENTS = 1 << 23
 """Rows are one-hot encoded in chunks of about this many matrix cells (32 MiB of float32)."""
 PLOT_LABEL = 60
+DISCOVERY_VALUES = 100
+"""Discovery makes a predicate of at most this many values of a categorical column (the most frequent)."""
 
 
 class SlicesReport(Report):
@@ -74,8 +76,8 @@ class SlicesReport(Report):
     sorted by potential gain.
 
     **Discovered slices** (SliceLine). Every feature column is encoded into
-    basic predicates: ``column == value`` (the ``top_n`` most frequent values)
-    for categorical columns and numeric ones with at most 10 distinct values,
+    basic predicates: ``column == value`` (every value with the minimum
+    support, at least the ``top_n`` and at most the 100 most frequent) for categorical columns and numeric ones with at most 10 distinct values,
     ``column < e`` / ``column in [a, b)`` / ``column >= e`` for the ``bins``
     quantile bins of other numeric columns, ``column is missing``. A slice is
     a conjunction of up to ``max_predicates`` predicates on different columns
@@ -95,6 +97,14 @@ class SlicesReport(Report):
     the parent), so a planted weak slice ranks ahead of its noisy refinements;
     its broader parents score lower by construction. The ``top_k`` slices with
     a score above 0 are kept, best score first.
+
+    **Sharpest slices.** The score favours slices that hold many errors, so a
+    small segment the model gets badly wrong can rank below a broad band near
+    the decision boundary. ``sharpest`` lists, from the same candidates (every
+    slice with at least the minimum support; a refinement only when it is worse
+    than its parents as above), those whose error rate is 3 standard errors
+    above the rest of the rows, by *lift* (slice error rate / overall error
+    rate), highest first, at most ``top_k``.
 
     For regression the error of an example is its absolute error, so the
     "error rate" of a slice is its mean absolute error (``accuracy`` is absent).
@@ -120,6 +130,10 @@ class SlicesReport(Report):
               "description": "age >= 65 and region == north",
               "rows": 1250, "share": 0.0625, "errors": 1125, "error_rate": 0.9, "accuracy": 0.1,
               "share_of_errors": 0.46, "score": 5.3, "potential_gain": 0.053}, ...],
+         "sharpest": [                          # highest lift first, at most top_k
+             {"predicates": [...], "description": "segment == z", "rows": 300, "share": 0.015,
+              "errors": 141, "error_rate": 0.47, "accuracy": 0.53, "share_of_errors": 0.06,
+              "potential_gain": 0.005, "lift": 4.1}, ...],
          "search": {"features": 11, "predicates": 43, "pairs": 770, "triples": 0, "min_rows": 200},
          "settings": {...the resolved options...},
          "notes": ["column 'zip' is not in the data"]}
@@ -129,12 +143,14 @@ class SlicesReport(Report):
 
     Findings: the three slices (listed or discovered) with the largest
     potential gain, leaving out a slice when a narrower one in the results
-    accounts for most of its gain. Gate values: ``worst_accuracy``
+    accounts for most of its gain, and the sharpest slice when it is not one
+    of them (pinned, so the end-of-run summary shows both lists' tops). Gate values: ``worst_accuracy``
     (classification) and ``worst_error_rate`` over listed slices with at
     least ``min_rows`` rows, ``max_potential_gain`` over all slices.
     Comparable: ``error_rate`` (or ``mae``) and ``accuracy`` per listed slice
-    (key ``slice <column>=<value>``) and per discovered slice (key ``slice
-    <description>``).
+    (key ``slice <column>=<value>``) and per discovered or sharpest slice (key
+    ``slice <description>``). Discovery searches the features and the
+    report-only columns (:attr:`mlrt.reports.ReportInput.analysis`).
     """
 
     name = NAME
@@ -199,25 +215,25 @@ class SlicesReport(Report):
 
         features = [
             f
-            for f in dict.fromkeys(data.features or [])
+            for f in dict.fromkeys([*(data.features or []), *(data.analysis or [])])
             if f in rows.columns and f not in RESERVED_COLUMNS and not str(f).startswith("score_")
         ]
         discovered: list[dict[str, Any]] = []
+        sharpest: list[dict[str, Any]] = []
         search: dict[str, Any] = {"features": len(features), "predicates": 0, "pairs": 0, "triples": 0}
         if settings["top_k"] > 0 and features:
             if total <= 0:
                 notes.append("no errors in this split: there is no weak slice to find")
             else:
+                # every value with the minimum support can be a predicate (a small weak segment is
+                # often a rare value), at most DISCOVERY_VALUES per column
+                support = max(math.ceil(float(settings["min_support"]) * n), int(settings["min_rows"]), 1)
+                top = max(settings["top_n"], min(DISCOVERY_VALUES, n // support))
                 encoded = [
-                    (
-                        f,
-                        _levels(
-                            f, rows[f], bins=None, default_bins=settings["bins"], top_n=settings["top_n"], other=False
-                        ),
-                    )
+                    (f, _levels(f, rows[f], bins=None, default_bins=settings["bins"], top_n=top, other=False))
                     for f in features
                 ]
-                discovered, search = _discover(encoded, loss, classification, settings)
+                discovered, sharpest, search = _discover(encoded, loss, classification, settings)
         elif not features:
             notes.append("no feature columns: no slice discovery")
 
@@ -233,6 +249,7 @@ class SlicesReport(Report):
             "overall": overall,
             "listed": listed,
             "discovered": discovered,
+            "sharpest": sharpest,
             "search": search,
             "settings": settings,
         }
@@ -290,6 +307,21 @@ class SlicesReport(Report):
             console.print(table)
         else:
             console.print("no weak slice found")
+        if result.get("sharpest"):
+            table = Table(title="sharpest slices (error-rate lift)", title_justify="left")
+            for header in ("#", "slice", "rows", "share", metric, "lift", "potential gain"):
+                table.add_column(header, justify="left" if header == "slice" else "right")
+            for rank, row in enumerate(result["sharpest"], 1):
+                table.add_row(
+                    str(rank),
+                    row["description"],
+                    str(row["rows"]),
+                    pct(row["share"]),
+                    _num(row["error_rate"]),
+                    f"{row['lift']:.2f}x",
+                    _gain(row["potential_gain"], classification),
+                )
+            console.print(table)
         for note in result.get("notes", []):
             console.print(f"note: {note}")
 
@@ -310,9 +342,9 @@ class SlicesReport(Report):
             "well as the other rows.</p>",
         ]
 
-        def table(rows: list[dict[str, Any]], first: str, label: str, score: bool) -> str:
+        def table(rows: list[dict[str, Any]], first: str, label: str, score: bool, lift: bool = False) -> str:
             headers = [first, "rows", "share", metric, *(["accuracy"] if classification else [])]
-            headers += ["share of errors", *(["score"] if score else []), "potential gain"]
+            headers += ["share of errors", *(["score"] if score else []), *(["lift"] if lift else []), "potential gain"]
             head = "".join(f"<th>{esc(h)}</th>" for h in headers)
             body = []
             for row in rows:
@@ -322,6 +354,8 @@ class SlicesReport(Report):
                 cells.append(pct(row["share_of_errors"]))
                 if score:
                     cells.append(f"{row['score']:.2f}")
+                if lift:
+                    cells.append(f"{row['lift']:.2f}x")
                 cells.append(esc(_gain(row["potential_gain"], classification)))
                 body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
             return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -360,12 +394,19 @@ class SlicesReport(Report):
             )
         else:
             parts.append("<p>No slice scores above 0: no weak slice found.</p>")
+        if result.get("sharpest"):
+            parts.append(
+                "<h3>Sharpest slices</h3><p>Highest error rate relative to the overall rate (lift) among slices "
+                "with enough support: small segments the model gets badly wrong.</p>"
+            )
+            parts.append(table(result["sharpest"], "slice", "description", score=False, lift=True))
         for note in result.get("notes", []):
             parts.append(f"<p>Note: {esc(str(note))}</p>")
         return "\n".join(parts)
 
     def findings(self, result: dict[str, Any]) -> list[Finding]:
-        """The three slices with the largest potential gain (narrower slices stand for their broader parents)."""
+        """The three slices with the largest potential gain (narrower slices stand for their broader parents),
+        and the sharpest slice when it is not one of them (pinned: the summary shows it)."""
         if "skipped" in result:
             return []
         classification = result.get("task") == "classification"
@@ -390,6 +431,24 @@ class SlicesReport(Report):
             if len(chosen) == 3:
                 break
         out = []
+        sharpest = (result.get("sharpest") or [None])[0]
+        if sharpest is not None and not any(_key(sharpest["predicates"]) == key for _, _, key in chosen):
+            if classification:
+                what = f"error {sharpest['error_rate']:.2f} vs {overall:.2f} overall"
+            else:
+                what = f"mean absolute error {_num(sharpest['error_rate'])} vs {_num(overall)} overall"
+            out.append(
+                Finding(
+                    report=NAME,
+                    text=(
+                        f"sharpest slice '{sharpest['description']}' ({100 * sharpest['share']:.1f}% of rows): "
+                        f"{what}, {sharpest['lift']:.1f}x"
+                    ),
+                    gain=float(sharpest["potential_gain"]),
+                    severity="problem" if sharpest["lift"] >= 2 else "warning",
+                    pinned=True,
+                )
+            )
         for row, text, _ in chosen:
             gain = row["potential_gain"]
             relative = gain / overall if overall > 0 else 0.0
@@ -436,7 +495,7 @@ class SlicesReport(Report):
         metric = "error_rate" if classification else "mae"
         out = []
         keyed = [(f"slice {column}={row['value']}", row) for column, rows in result["listed"].items() for row in rows]
-        keyed += [(f"slice {row['description']}", row) for row in result["discovered"]]
+        keyed += [(f"slice {row['description']}", row) for row in result["discovered"] + result.get("sharpest", [])]
         seen = set()
         for key, row in keyed:
             if key in seen:
@@ -599,8 +658,9 @@ def _stats(size: int, err: float, n: int, total: float, classification: bool) ->
 
 def _discover(
     encoded: list[tuple[str, _Levels]], loss: np.ndarray, classification: bool, settings: dict[str, Any]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """SliceLine over the encoded features: the top_k slices by score (see :class:`SlicesReport`)."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """SliceLine over the encoded features: the top_k slices by score, and the top_k by error-rate
+    lift among the slices with support (see :class:`SlicesReport`)."""
     import numpy as np
 
     n = len(loss)
@@ -630,7 +690,7 @@ def _discover(
     m = len(predicates)
     search = {"features": len(encoded), "predicates": m, "pairs": 0, "triples": 0, "min_rows": minsup}
     if m == 0:
-        return [], search
+        return [], [], search
     feature = np.asarray(feature_of)
     dtype = np.int16 if m < np.iinfo(np.int16).max else np.int32
     codes = np.empty((n, len(columns)), dtype=dtype)
@@ -655,6 +715,8 @@ def _discover(
     one_score = _score(one_size, one_err, n, rate, alpha)
     for i in np.flatnonzero(one_score > 0):
         found.append(((int(i),), one_size[i], one_err[i], one_score[i]))
+    # candidates for the sharpest list: every slice with support, refinements only when worse than their parents
+    sharp: list[tuple[tuple[int, ...], float, float]] = [((i,), one_size[i], one_err[i]) for i in range(m)]
 
     pair_a, pair_b = np.triu_indices(m, 1)
     keep = feature[pair_a] != feature[pair_b]
@@ -665,11 +727,10 @@ def _discover(
     search["pairs"] = len(pair_a)
     if settings["max_predicates"] >= 2 and len(pair_a):
         pair_score = _score(pair_size, pair_err, n, rate, alpha)
-        good = (pair_score > 0) & _worse(
-            pair_size, pair_err, sizes, errs, [(pair_a, pair_a), (pair_b, pair_b)], classification, variance
-        )
-        for j in np.flatnonzero(good):
+        worse = _worse(pair_size, pair_err, sizes, errs, [(pair_a, pair_a), (pair_b, pair_b)], classification, variance)
+        for j in np.flatnonzero((pair_score > 0) & worse):
             found.append(((int(pair_a[j]), int(pair_b[j])), pair_size[j], pair_err[j], pair_score[j]))
+        sharp += [((int(pair_a[j]), int(pair_b[j])), pair_size[j], pair_err[j]) for j in np.flatnonzero(worse)]
 
         if settings["max_predicates"] >= 3:
             scores = sorted((f[3] for f in found), reverse=True)
@@ -684,22 +745,55 @@ def _discover(
                 if len(triples[0]):
                     (ta, tb, tc), t_size, t_err = triples
                     t_score = _score(t_size, t_err, n, rate, alpha)
-                    good = (t_score > 0) & _worse(
-                        t_size, t_err, sizes, errs, [(ta, tb), (ta, tc), (tb, tc)], classification, variance
-                    )
-                    for j in np.flatnonzero(good):
+                    worse = _worse(t_size, t_err, sizes, errs, [(ta, tb), (ta, tc), (tb, tc)], classification, variance)
+                    for j in np.flatnonzero(worse):
                         key = (int(ta[j]), int(tb[j]), int(tc[j]))
-                        found.append((key, t_size[j], t_err[j], t_score[j]))
+                        sharp.append((key, t_size[j], t_err[j]))
+                        if t_score[j] > 0:
+                            found.append((key, t_size[j], t_err[j], t_score[j]))
 
     found.sort(key=lambda f: (-f[3], len(f[0]), f[0]))
     out = []
     for indices, size, err, score in found[:top_k]:
-        preds = [predicates[i] for i in sorted(indices)]
-        row = {"predicates": preds, "description": _describe(preds)}
-        row.update(_stats(int(round(size)), float(err), n, total, classification))
+        row = _slice_row(indices, predicates, size, err, n, total, classification)
         row["score"] = float(score)
         out.append(row)
-    return out, search
+    sharpest = []
+    for indices, size, err in _sharpest(sharp, n, total, classification, variance)[:top_k]:
+        row = _slice_row(indices, predicates, size, err, n, total, classification)
+        row["lift"] = float(err / size / rate)
+        sharpest.append(row)
+    return out, sharpest, search
+
+
+def _slice_row(
+    indices: tuple[int, ...], predicates: list[dict[str, Any]], size: float, err: float, n: int, total: float, cls: bool
+) -> dict[str, Any]:
+    preds = [predicates[i] for i in sorted(indices)]
+    row = {"predicates": preds, "description": _describe(preds)}
+    row.update(_stats(int(round(size)), float(err), n, total, cls))
+    return row
+
+
+def _sharpest(
+    candidates: list[tuple[tuple[int, ...], float, float]], n: int, total: float, classification: bool, variance: float
+) -> list[tuple[tuple[int, ...], float, float]]:
+    """The candidates whose error rate is ``REFINE_Z`` standard errors above the rest of the rows,
+    highest error-rate lift (slice rate / overall rate) first."""
+    import numpy as np
+
+    if not candidates:
+        return []
+    size = np.array([c[1] for c in candidates], dtype=float)
+    err = np.array([c[2] for c in candidates], dtype=float)
+    rest = np.maximum(n - size, 1.0)
+    rate, rest_rate = err / size, (total - err) / rest
+    overall = total / n
+    var = overall * (1 - overall) if classification else variance
+    se = np.sqrt(max(var, 1e-12) * (1 / size + 1 / rest))
+    keep = np.flatnonzero((rate - rest_rate >= REFINE_Z * se) & (n - size > 0.5))
+    order = sorted(keep, key=lambda j: (-rate[j], len(candidates[j][0]), candidates[j][0]))
+    return [candidates[j] for j in order]
 
 
 def _onehot_chunks(codes: np.ndarray, width: int):

@@ -14,7 +14,8 @@ A trained model is a ``sklearn.pipeline.Pipeline`` of two steps:
     same, so scikit-learn's documentation applies to them.
 
 The Pipeline offers ``predict``, and for classifiers ``predict_proba`` and
-``classes_``, as mlrt's evaluation expects.
+``classes_``, as mlrt's evaluation expects. A training channel's ``weight``
+column reaches the estimator's ``fit`` as ``sample_weight``.
 """
 
 from __future__ import annotations
@@ -80,13 +81,15 @@ class SklearnAlgorithm(Algorithm):
 
     scale: ClassVar[bool] = True
     dense: ClassVar[bool] = False
+    takes_weights = True
 
     @abc.abstractmethod
     def build_estimator(self, hyperparameters: Mapping[str, Any], seed: int) -> Any:
         """The unfitted estimator for resolved ``hyperparameters`` and random ``seed``."""
 
     def train(self, ctx: TrainContext) -> Pipeline:
-        """Fit preprocessing and estimator on the ``train`` channel."""
+        """Fit preprocessing and estimator on the ``train`` channel; its weights, when it has
+        a ``weight`` column, are the estimator's ``sample_weight``."""
         from sklearn.pipeline import Pipeline
 
         train = train_channel(ctx, self.name)
@@ -96,4 +99,5 @@ class SklearnAlgorithm(Algorithm):
                 ("model", self.build_estimator(ctx.hyperparameters, ctx.seed)),
             ]
         )
-        return pipeline.fit(train.features, train.labels)
+        weights = {} if train.weights is None else {"model__sample_weight": train.weights.to_numpy(dtype=float)}
+        return pipeline.fit(train.features, train.labels, **weights)

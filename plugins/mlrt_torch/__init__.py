@@ -41,6 +41,8 @@ class _TorchAlgorithm(Algorithm):
     kind: ClassVar[str]
     stops_gracefully: ClassVar[bool] = True
     """SIGTERM: finish the batch, save a checkpoint, exit (see :mod:`mlrt.worker`)."""
+    takes_weights = True
+    """A training channel's ``weight`` column weighs each example's loss (:func:`mlrt_torch.training.weighted_loss`)."""
 
     def network_config(self, ctx: TrainContext, inputs: int, outputs: int) -> dict[str, Any]:
         raise NotImplementedError

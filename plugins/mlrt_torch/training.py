@@ -287,8 +287,13 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
     train_set = ctx.channels["train"]
     x = torch.from_numpy(setup.preprocessor.transform(train_set.features)).to(device)
     y = _targets(train_set.labels, setup).to(device)
+    weights = None if train_set.weights is None else torch.tensor(train_set.weights.to_numpy(dtype=np.float32))
+    weights = None if weights is None else weights.to(device)
     validation = ctx.channels.get("validation")
     loss_fn = nn.CrossEntropyLoss() if setup.task == "classification" else nn.MSELoss()
+    per_example = (
+        nn.CrossEntropyLoss(reduction="none") if setup.task == "classification" else nn.MSELoss(reduction="none")
+    )
 
     stopping = ctx.stopping or {}
     epochs = min(hp["epochs"], stopping.get("max_epochs") or hp["epochs"])
@@ -348,7 +353,9 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
                 rows = batches[index]
                 xb, yb = x[rows], y[rows]
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model_for_training(xb), yb)
+                loss = weighted_loss(
+                    per_example, model_for_training(xb), yb, None if weights is None else weights[rows]
+                )
                 loss.backward()
                 optimizer.step()
                 global_step += 1
@@ -385,6 +392,20 @@ def _train(ctx: TrainContext, setup: Setup, distributed: bool) -> TorchModel:
     if leader:
         mlrt.log_params({"stop_reason": stop_reason})
     return TorchModel(setup.kind, setup.config, network.cpu(), setup.preprocessor, setup.classes)
+
+
+def weighted_loss(
+    per_example: nn.Module, outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """A batch's loss: the mean of ``per_example``'s losses (a loss with ``reduction="none"``),
+    weighted by ``weights`` when the training channel has a ``weight`` column
+    (``sum(w * loss) / sum(w)``, so a weight of 2 counts an example twice)."""
+    losses = per_example(outputs, targets)
+    if losses.dim() > 1:  # MSE keeps the output dimension
+        losses = losses.mean(dim=tuple(range(1, losses.dim())))
+    if weights is None:
+        return losses.mean()
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 def _targets(labels, setup: Setup) -> torch.Tensor:

@@ -101,12 +101,21 @@ class Hyperparameter:
 
 @dataclasses.dataclass
 class Dataset:
-    """One loaded data channel: feature columns, labels (if any) and row ids."""
+    """One loaded data channel: feature columns, labels (if any) and row ids.
+
+    ``features`` holds only the columns the model may see (the channel's ``features``
+    or all but its ``exclude``, ``weight`` and analysis columns; see :mod:`mlrt.columns`).
+    ``weights`` is the per-example weight column when the channel names one: an
+    algorithm that sets :attr:`Algorithm.takes_weights` passes it to its fit or loss.
+    ``analysis`` holds the columns read for reports only (protected attributes, slice
+    and tag columns that are not features), row-aligned; reports see them, the model does not."""
 
     name: str
     features: pd.DataFrame
     labels: pd.Series | None
     ids: pd.Series
+    weights: pd.Series | None = None
+    analysis: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -157,6 +166,9 @@ class Algorithm(abc.ABC):
     task: ClassVar[str]
     description: ClassVar[str] = ""
     hyperparameters: ClassVar[Mapping[str, Hyperparameter]] = {}
+    takes_weights: ClassVar[bool] = False
+    """Whether :meth:`train` honours ``ctx.channels["train"].weights``; ``mlrt validate``
+    refuses a ``weight`` column for an algorithm that would ignore it."""
 
     @abc.abstractmethod
     def train(self, ctx: TrainContext) -> Any:

@@ -2,7 +2,8 @@
 
 A channel is a named input (``train``, ``validation``, ``test`` ...) given in
 the spec as a URI, or as a mapping with ``uri``, ``format``, ``label`` and
-``id`` keys. Before workers start, the controller asks the channel's
+``id`` keys and the column roles of :mod:`mlrt.columns` (``features`` or
+``exclude``, ``weight``, ``analysis``). Before workers start, the controller asks the channel's
 ``DataScheme`` to materialize it as a local file or folder; the worker sees
 that path in ``MLRT_CHANNEL_<NAME>``. Tabular channels (CSV or Parquet) are
 loaded with :func:`load_dataset`.
@@ -21,6 +22,7 @@ from mlrt.algorithms import Hyperparameter
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt.algorithms import Dataset
+    from mlrt.columns import Roles
 
 FORMATS = ("csv", "parquet")
 
@@ -109,12 +111,17 @@ def infer_format(path: Path, declared: str | None) -> str:
     return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
 
 
-def load_dataset(name: str, path: Path, fmt: str | None, label: str | None, id_column: str | None) -> Dataset:
+def load_dataset(
+    name: str, path: Path, fmt: str | None, label: str | None, id_column: str | None, roles: Roles | None = None
+) -> Dataset:
     """Load a CSV or Parquet channel into features, labels and ids.
 
     A folder is read as every ``*.csv``/``*.parquet`` file in it, in name
     order. ``label`` names the label column; a channel without it (for
-    example unlabeled data to predict on) has ``labels=None``.
+    example unlabeled data to predict on) has ``labels=None``. ``roles``
+    (:func:`mlrt.columns.roles`) splits the other columns into the model's
+    features, the weights and the report-only columns; without it every other
+    column is a feature.
     """
     import pandas as pd
 
@@ -135,7 +142,10 @@ def load_dataset(name: str, path: Path, fmt: str | None, label: str | None, id_c
     else:
         ids = pd.Series(range(len(frame)), name="id")
     labels = frame.pop(label) if label and label in frame.columns else None
-    return Dataset(name=name, features=frame, labels=labels, ids=ids.reset_index(drop=True))
+    if roles is None:
+        return Dataset(name=name, features=frame, labels=labels, ids=ids.reset_index(drop=True))
+    features, weights, analysis = roles.split(name, frame)
+    return Dataset(name, features, labels, ids.reset_index(drop=True), weights, analysis)
 
 
 def content_hash(path: Path) -> str:

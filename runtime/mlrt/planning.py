@@ -46,8 +46,9 @@ def training_spec(loaded) -> dict[str, Any]:
 
 
 def check_columns(loaded) -> None:
-    """Refuse a spec whose slices, protected attributes or tag rules name a column its local
-    data channels do not have (see :mod:`mlrt.columns`); for a TuningJob, its template's."""
+    """Refuse a spec whose labels, column roles, slices, protected attributes or tag rules
+    name a column its local data channels do not have (see :mod:`mlrt.columns`); for a
+    TuningJob, its template's."""
     from mlrt.columns import column_problems
     from mlrt.spec import SpecError
 

@@ -110,3 +110,29 @@ def heatmap(
     axes.set_ylabel(ylabel)
     figure.colorbar(image, ax=axes, fraction=0.046)
     return svg(figure, name)
+
+
+def curve(
+    name: str,
+    x: Sequence[float],
+    y: Sequence[float],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    markers: Sequence[tuple[str, float, float]] = (),
+) -> str:
+    """One curve through the points ``(x, y)`` (a precision-recall curve) on the unit square, with
+    labelled ``markers`` ``(label, x, y)`` on it (the operating point)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(WIDTH, HEIGHT * 1.25))
+    axes.plot(list(x), list(y), color="#2e86c1", linewidth=1.5)
+    for label, mx, my in markers:
+        axes.plot([mx], [my], marker="o", markersize=8, color="#c0392b", linestyle="none")
+        axes.annotate(label, (mx, my), textcoords="offset points", xytext=(8, 8), color="#c0392b")
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.05)
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    return svg(figure, name)

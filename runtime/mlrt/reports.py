@@ -68,6 +68,9 @@ class ReportInput:
     algorithm again on a random fraction of the training channel and returns
     that model's metrics per channel (``{"train": {...}, "validation":
     {...}}``), for learning curves; it is None for ``command:`` jobs.
+    ``analysis`` names the frame's report-only columns: protected attributes,
+    slice and tag columns and a channel's ``analysis`` columns that the model
+    did not see (:mod:`mlrt.columns`); they follow the features in ``frame``.
     """
 
     run_id: str
@@ -81,6 +84,7 @@ class ReportInput:
     options: dict[str, Any]
     output_dir: Path
     retrain: Callable[[float, int], dict[str, dict[str, float]]] | None = None
+    analysis: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def analysis_split(self) -> str:
@@ -122,6 +126,9 @@ class Finding:
     text: str
     gain: float = 0.0
     severity: str = "warning"  # "info", "warning" or "problem"
+    pinned: bool = False
+    """Shown in the terminal summary whatever its rank: for what gain ranks low but matters,
+    such as a small slice the model gets badly wrong. Use it for one finding per report at most."""
 
 
 @dataclasses.dataclass

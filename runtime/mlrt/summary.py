@@ -5,7 +5,8 @@ ranked: the first finding of the ``bias_variance`` report (the run's regime:
 high bias, high variance, or fine) leads, then every other finding, problems
 before warnings and notes, each group by :attr:`mlrt.reports.Finding.gain`,
 largest first. The terminal summary (``mlrt submit``, ``mlrt report``) shows
-the regime and the first :data:`SUMMARY_CAP` of the rest, then says how many
+the regime and the first :data:`SUMMARY_CAP` of the rest, and any pinned
+finding (:attr:`mlrt.reports.Finding.pinned`) beyond them, then says how many
 more there are; the report page (``report.html``) lists them all, in the same
 order. A report whose ``findings`` raises adds none: the summary names it
 (``failures``) instead of failing.
@@ -60,4 +61,6 @@ def summarize(results: dict[str, dict[str, Any]], cap: int = SUMMARY_CAP) -> Sum
             regime, found = found[:1], found[1:]
         others += found
     others.sort(key=lambda f: (_SEVERITY_ORDER.get(f.severity, 1), -f.gain))
-    return Summary(shown=regime + others[:cap], more=others[cap:], failures=failures)
+    pinned = [f for f in others[cap:] if f.pinned]
+    more = [f for f in others[cap:] if not f.pinned]
+    return Summary(shown=regime + others[:cap] + pinned, more=more, failures=failures)

@@ -117,7 +117,54 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
                 problems += [f"spec.report_options.{name}.{key}: {why}" for key, why in option_problems.items()]
     if isinstance(spec.get("gates"), list):
         problems += gate_problems(spec["gates"])
+    algorithm = plugins.algorithms().get(name) if isinstance(name, str) else None
+    problems += threshold_problems(spec, algorithm)
+    problems += weight_problems(data, algorithm)
     return problems, resolved_hp
+
+
+def threshold_problems(spec: dict[str, Any], algorithm: Any) -> list[str]:
+    """What stops ``spec.evaluation.threshold`` (raw ``spec``) from being chosen: a channel the
+    spec lacks, a ``min_cost`` without its cost matrix, an algorithm that is no classifier."""
+    evaluation = spec.get("evaluation") if isinstance(spec.get("evaluation"), dict) else {}
+    threshold = evaluation.get("threshold")
+    if not isinstance(threshold, dict):
+        return []
+    where = "spec.evaluation.threshold"
+    problems = []
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    channel = threshold.get("channel", "validation")
+    if isinstance(channel, str) and channel not in data:
+        problems.append(
+            f"{where}.channel: no data channel {channel!r} to choose the threshold on"
+            f" (channels: {', '.join(map(str, data)) or 'none'}); add it or set channel"
+        )
+    if threshold.get("optimize") == "min_cost":
+        metrics = spec.get("business_metrics") if isinstance(spec.get("business_metrics"), list) else []
+        costs = [m.get("name") for m in metrics if isinstance(m, dict) and m.get("cost_matrix") is not None]
+        wanted = threshold.get("metric")
+        if wanted is None and len(costs) != 1:
+            hint = f"name one with metric ({', '.join(map(str, costs))})" if costs else "add one to business_metrics"
+            problems.append(f"{where}.optimize: min_cost needs a cost_matrix business metric; {hint}")
+        elif wanted is not None and wanted not in costs:
+            problems.append(
+                f"{where}.metric: {wanted!r} is not a cost_matrix business metric (have: {', '.join(costs) or 'none'})"
+            )
+    if algorithm is not None and algorithm.task != "classification":
+        problems.append(f"{where}: {algorithm.name} is a {algorithm.task} algorithm; thresholds are for classifiers")
+    return problems
+
+
+def weight_problems(data: dict[str, Any], algorithm: Any) -> list[str]:
+    """A ``weight`` column on a channel of an algorithm that does not train with weights
+    (:attr:`mlrt.algorithms.Algorithm.takes_weights`)."""
+    if algorithm is None or getattr(algorithm, "takes_weights", False):
+        return []
+    return [
+        f"spec.data.{name}.weight: {algorithm.name} does not train with per-example weights; remove weight"
+        for name, entry in data.items()
+        if isinstance(entry, dict) and entry.get("weight") is not None and name == "train"
+    ]
 
 
 def gate_problems(gates: list[Any]) -> list[str]:

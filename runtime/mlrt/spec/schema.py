@@ -59,12 +59,38 @@ class Metadata(_Model):
 
 
 class Channel(_Model):
-    """One data channel: where it is, its table format and which columns are label and id."""
+    """One data channel: where it is, its table format and the role of its columns.
+
+    ``label`` and ``id`` name those columns. Every other column is a model feature
+    unless a role says otherwise (see :mod:`mlrt.columns`): ``features`` lists the
+    only columns the model sees, or ``exclude`` the ones it does not; ``weight``
+    names a per-example weight (scikit-learn's ``sample_weight``, the torch loss);
+    ``analysis`` lists columns read for reports only. A channel that sets none of
+    these four takes the ``train`` channel's."""
 
     uri: str
     format: Literal["csv", "parquet"] | None = None
     label: str | None = None
     id: str | None = None
+    features: list[str] | None = Field(None, min_length=1, max_length=limits.MAX_ITEMS)
+    exclude: list[str] = Field([], max_length=limits.MAX_ITEMS)
+    weight: str | None = None
+    analysis: list[str] = Field([], max_length=limits.MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _one_role_each(self) -> Channel:
+        if self.features is not None and self.exclude:
+            raise ValueError("set features (the columns the model sees) or exclude (those it does not), not both")
+        named = [("label", self.label), ("id", self.id), ("weight", self.weight)]
+        named += [("features", c) for c in self.features or []] + [("analysis", c) for c in self.analysis]
+        seen: dict[str, str] = {}
+        for role, column in named:
+            if column is None:
+                continue
+            if column in seen and seen[column] != role:
+                raise ValueError(f"column {column!r} is both {seen[column]} and {role}; give each column one role")
+            seen[column] = role
+        return self
 
 
 def _channel_shorthand(value: object) -> object:
@@ -207,6 +233,40 @@ class BusinessMetric(_Model):
                 "set exactly one of cost_matrix ({actual: {predicted: cost}}) or weights ({metric: weight})"
             )
         return self
+
+
+class Threshold(_Model):
+    """``spec.evaluation.threshold``: how a binary classifier's decision threshold is chosen
+    on ``channel`` (default ``validation``); see :mod:`mlrt.thresholds`.
+
+    ``optimize`` is ``min_cost`` (the lowest mean cost of the cost-matrix business metric
+    ``metric``, by default the only one), ``f_beta`` (the highest F-beta, ``beta`` default
+    1), ``precision`` (the highest recall whose precision is at least ``target``) or
+    ``recall`` (the highest precision whose recall is at least ``target``)."""
+
+    optimize: Literal["min_cost", "f_beta", "precision", "recall"]
+    beta: float = Field(1.0, gt=0, le=100)
+    target: float | None = Field(None, gt=0, le=1)
+    metric: str | None = None
+    channel: str = "validation"
+
+    @model_validator(mode="after")
+    def _settings_fit(self) -> Threshold:
+        if self.optimize in ("precision", "recall") and self.target is None:
+            raise ValueError(f"optimize: {self.optimize} needs a target, e.g. target: 0.9")
+        if self.optimize not in ("precision", "recall") and self.target is not None:
+            raise ValueError(f"target is for optimize: precision or recall, not {self.optimize}")
+        if self.optimize != "f_beta" and "beta" in self.model_fields_set:
+            raise ValueError(f"beta is for optimize: f_beta, not {self.optimize}")
+        if self.optimize != "min_cost" and self.metric is not None:
+            raise ValueError(f"metric (a cost-matrix business metric) is for optimize: min_cost, not {self.optimize}")
+        return self
+
+
+class Evaluation(_Model):
+    """``spec.evaluation``: how the trained model is turned into decisions (``threshold``)."""
+
+    threshold: Threshold | None = None
 
 
 class Baseline(_Model):
@@ -365,6 +425,7 @@ class TrainingJobSpec(_Model):
     retries: Retries = Retries()
     metrics: list[MetricPattern] = Field([], max_length=limits.MAX_METRICS)
     business_metrics: list[BusinessMetric] = []
+    evaluation: Evaluation = Evaluation()
     reports: list[str] = []
     report_options: dict[str, dict[str, Any]] = {}
     baseline: Baseline | None = None

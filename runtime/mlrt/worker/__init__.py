@@ -23,6 +23,7 @@ training starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -74,14 +75,33 @@ def _path_from_env(name: str) -> Path | None:
 
 def load_channels(spec: dict[str, Any]) -> dict[str, Dataset]:
     """Every channel of the spec, from the local paths the controller materialized."""
+    from mlrt.columns import roles
+
     channels = {}
     for name, channel in (spec.get("data") or {}).items():
         path = Path(os.environ[channel_env(name)])
-        dataset = load_dataset(name, path, channel.get("format"), channel.get("label"), channel.get("id"))
+        dataset = load_dataset(
+            name, path, channel.get("format"), channel.get("label"), channel.get("id"), roles(spec, name)
+        )
         labelled = "labelled" if dataset.labels is not None else "unlabelled"
-        say(f"channel {name}: {len(dataset)} rows x {dataset.features.shape[1]} features ({labelled})")
+        extra = f", weights {dataset.weights.name!r}" if dataset.weights is not None else ""
+        if dataset.analysis is not None and dataset.analysis.shape[1]:
+            extra += f", for reports only: {', '.join(dataset.analysis.columns)}"
+        say(f"channel {name}: {len(dataset)} rows x {dataset.features.shape[1]} features ({labelled}{extra})")
         channels[name] = dataset
     return channels
+
+
+def column_params(channels: dict[str, Dataset]) -> dict[str, str]:
+    """The run's params for the training channel's column roles: its ``sample_weight``
+    column (with ``weight_sum``), its ``features`` and its ``analysis_columns``."""
+    train = channels["train"]
+    params = {"features": ",".join(map(str, train.features.columns))}
+    if train.weights is not None:
+        params.update(sample_weight=str(train.weights.name), weight_sum=f"{float(train.weights.sum()):.6g}")
+    if train.analysis is not None and train.analysis.shape[1]:
+        params["analysis_columns"] = ",".join(map(str, train.analysis.columns))
+    return params
 
 
 def subsample(dataset: Dataset, rows: int, seed: int) -> Dataset:
@@ -94,6 +114,8 @@ def subsample(dataset: Dataset, rows: int, seed: int) -> Dataset:
         features=dataset.features.loc[index].reset_index(drop=True),
         labels=None if dataset.labels is None else dataset.labels.loc[index].reset_index(drop=True),
         ids=dataset.ids.loc[index].reset_index(drop=True),
+        weights=None if dataset.weights is None else dataset.weights.loc[index].reset_index(drop=True),
+        analysis=None if dataset.analysis is None else dataset.analysis.loc[index].reset_index(drop=True),
     )
 
 
@@ -132,6 +154,8 @@ def run(stop: StopRequest | None = None) -> None:
 
     if "train" not in channels:
         raise ValueError("algorithm jobs need a data channel named 'train'")
+    if os.environ.get("RANK", "0") == "0":
+        mlrt.log_params(column_params(channels))
     ctx = TrainContext(
         hyperparameters=hyperparameters,
         channels=channels,
@@ -167,6 +191,9 @@ def run(stop: StopRequest | None = None) -> None:
     if ctx.rank != 0:
         return
 
+    threshold = (spec.get("evaluation") or {}).get("threshold")
+    if threshold:
+        model = apply_threshold(model, channels, spec, threshold, output_dir)
     frames = []
     for name, dataset in channels.items():
         metrics, predictions = evaluate(algorithm.task, model, dataset)
@@ -180,10 +207,50 @@ def run(stop: StopRequest | None = None) -> None:
         if metrics:
             say(f"{name}: " + " ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
         frames.append(predictions)
-    saved = algorithm.save(model, output_dir)
+    # The default save pickles the thresholded model whole; a plugin's own save gets the model it trained.
+    own_save = type(algorithm).save is not Algorithm.save
+    saved = algorithm.save(model.model if own_save and threshold else model, output_dir)
     pd.concat(frames, ignore_index=True).to_parquet(output_dir / "predictions.parquet", index=False)
     say(f"saved {', '.join(p.name for p in saved)} and predictions.parquet to {output_dir}")
     mlrt.flush()
+
+
+def apply_threshold(
+    model: Any, channels: dict[str, Dataset], spec: dict[str, Any], setting: dict[str, Any], output_dir: Path
+) -> Any:
+    """``model`` wrapped to predict at the threshold ``setting`` (``spec.evaluation.threshold``)
+    chooses on its channel (see :mod:`mlrt.thresholds`); the choice is logged, recorded
+    and written to ``threshold.json``."""
+    from mlrt import thresholds
+
+    channel = setting.get("channel", "validation")
+    dataset = channels.get(channel)
+    if dataset is None or dataset.labels is None:
+        raise ValueError(f"spec.evaluation.threshold: channel {channel!r} has no labels to choose a threshold on")
+    classes = list(getattr(model, "classes_", None) if hasattr(model, "predict_proba") else [])
+    if len(classes) != 2:
+        raise ValueError(
+            "spec.evaluation.threshold: needs a binary classifier with predict_proba;"
+            f" this model has {len(classes) or 'no'} classes"
+        )
+    costs = None
+    if setting["optimize"] == "min_cost":
+        wanted = setting.get("metric")
+        costs = next(
+            m["cost_matrix"]
+            for m in spec.get("business_metrics") or []
+            if m.get("cost_matrix") is not None and (wanted is None or m["name"] == wanted)
+        )
+    scores = model.predict_proba(dataset.features)[:, 1]
+    point = thresholds.choose(dataset.labels.to_numpy(), scores, classes, setting, costs)
+    say(
+        f"decision threshold {point.threshold:.6g} ({point.optimize} on {channel}: precision {point.precision:.4f},"
+        f" recall {point.recall:.4f}){'; ' + point.note if point.note else ''}"
+    )
+    mlrt.log_params({"decision_threshold": f"{point.threshold:.6g}", "threshold_optimize": point.optimize})
+    mlrt.log_metric("decision_threshold", point.threshold)
+    (output_dir / thresholds.THRESHOLD_FILE).write_text(json.dumps(dataclasses.asdict(point), indent=2) + "\n")
+    return thresholds.ThresholdedClassifier(model, point.threshold)
 
 
 def main() -> int:
