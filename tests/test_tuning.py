@@ -272,6 +272,9 @@ def test_several_algorithms_compete_in_one_job(cli, write_spec):
     # validate showed the tuner's real first suggestion (same seed), not the low end of each range
     suggested = min(trials, key=lambda t: t.trial).record["trial_params"]
     assert {k: v for k, v in suggested.items() if k in first} == first
+    best = Store().params(run["id"])
+    winner = json.loads(best["best_params"])
+    assert set(winner) == {"algorithm", "C" if winner["algorithm"] == "sklearn.logistic_regression" else "n_estimators"}
     params = [Store().params(t.id) for t in trials]
     for p in params:
         assert ("C" in p) == (p["algorithm"] == "sklearn.logistic_regression")
@@ -313,5 +316,8 @@ def test_warm_start_from_an_earlier_tuning_job(cli, write_spec):
     second = json.loads(cli("submit", str(warm), "--json").stdout)
     assert second["state"] == "SUCCEEDED", second["reason"]
     assert len(Store().trials(second["id"])) == 3, "warm-start trials seed the tuner but do not use the budget"
+    assert json.loads(Store().params(second["id"])["warm_start"]) == {first["id"]: 3}
+    events = [e.reason for e in Store().events(second["id"])]
+    assert f"warm start: the tuner learned from 3 trials of {first['id']} (3 trials)" in events
     unknown = cli("submit", str(warm), "--set", "spec.warm_start=[nope]")
     assert unknown.exit_code == 2 and "spec.warm_start.0: 'nope' is not a tuning job" in unknown.stderr

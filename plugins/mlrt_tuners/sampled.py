@@ -1,4 +1,4 @@
-"""The ``random`` and ``tpe`` tuners: an in-memory Optuna study driven by ask/tell.
+"""The ``random``, ``tpe`` and ``nsga2`` tuners: an in-memory Optuna study driven by ask/tell.
 
 Optuna is imported on first use, not with the plugin, so ``mlrt --help`` and
 every command that never tunes stay fast.
@@ -61,6 +61,7 @@ class _OptunaTuner(Tuner):
         self._distributions: dict[str, Any] = {}
         self._pending: dict[int, Any] = {}  # trial number -> optuna Trial awaiting its result
         self._suggested: dict[int, dict[str, Any]] = {}
+        self._multi = False
 
     def check(self, space: list[Parameter]) -> str | None:
         """Refuse malformed spaces; any well-formed space can be sampled."""
@@ -69,21 +70,33 @@ class _OptunaTuner(Tuner):
     def _sampler(self, seed: int, parallel: int, space: list[Parameter]) -> Any:
         raise NotImplementedError
 
-    def start(self, space: list[Parameter], goal: Goal, seed: int, parallel: int, history: list[TrialResult]) -> None:
-        """Create the study (direction from ``goal``) and replay ``history`` into it.
+    def start(
+        self,
+        space: list[Parameter],
+        goal: Goal | tuple[Goal, ...],
+        seed: int,
+        parallel: int,
+        history: list[TrialResult],
+    ) -> None:
+        """Create the study (direction from ``goal``, or one direction per objective) and replay
+        ``history`` into it.
 
         History entries whose parameters do not fit this space (a warm start
         from a job with another space) are skipped, not an error."""
         problem = self.check(space)
         if problem:
             raise ValueError(problem)
+        if isinstance(goal, tuple) and not self.multi_objective:
+            raise ValueError(f"tuner {self.name} searches one objective, not {len(goal)}")
         self._space = list(space)
         self._pending = {}
         self._suggested = {}
+        self._multi = isinstance(goal, tuple)
+        directions = list(goal) if isinstance(goal, tuple) else [goal]
         with _quiet() as optuna:
             self._distributions = {p.name: self._distribution(optuna, p) for p in space}
             sampler = self._sampler(_sampler_seed(seed, history), parallel, self._space)
-            self._study = optuna.create_study(direction=goal, sampler=sampler)
+            self._study = optuna.create_study(directions=directions, sampler=sampler)
             for result in history:
                 self._add(optuna, result)
 
@@ -161,10 +174,18 @@ class _OptunaTuner(Tuner):
             internal[p.name] = value
         return internal
 
-    @staticmethod
-    def _outcome(optuna: Any, result: TrialResult) -> tuple[Any, float | None, dict[str, float] | None]:
-        """The Optuna state, score and constraints (FAILED_GATE only) of ``result``."""
+    def _outcome(self, optuna: Any, result: TrialResult) -> tuple[Any, Any, dict[str, float] | None]:
+        """The Optuna state, score (a list of scores in a multi-objective study) and constraints
+        (FAILED_GATE only) of ``result``."""
         states = optuna.trial.TrialState
+        if self._multi:
+            values = result.values
+            if values is None or not all(math.isfinite(v) for v in values):
+                return states.FAIL, None, None
+            if result.state in ("SUCCEEDED", "FAILED_GATE"):
+                constraints = {GATES: _violation(result)} if result.state == "FAILED_GATE" else None
+                return states.COMPLETE, [float(v) for v in values], constraints
+            return states.FAIL, None, None
         value = result.value
         if value is not None and not math.isfinite(value):
             value = None
@@ -187,7 +208,7 @@ class _OptunaTuner(Tuner):
             optuna.trial.create_trial(
                 params=params,
                 distributions=self._distributions,
-                value=value,
+                **({"values": value} if self._multi else {"value": value}),
                 state=state,
                 intermediate_values=pruned_score,
                 constraints=constraints,
@@ -210,6 +231,7 @@ class RandomTuner(_OptunaTuner):
     name: ClassVar[str] = "random"
     description: ClassVar[str] = "Independent random draws (log scale and steps respected)"
     parallel_aware: ClassVar[bool] = True
+    multi_objective: ClassVar[bool] = True
 
     def _sampler(self, seed: int, parallel: int, space: list[Parameter]) -> Any:
         import optuna
@@ -270,3 +292,29 @@ class TPETuner(_OptunaTuner):
             multivariate=True,
             constant_liar=parallel > 1,
         )
+
+
+class NSGA2Tuner(_OptunaTuner):
+    """Multi-objective search with Optuna's NSGA-II sampler (``spec.objectives``).
+
+    A genetic algorithm: the first ``population_size`` trials are random; each later
+    generation breeds new points (crossover, then mutation) from the parents that rank
+    best by non-domination and crowding distance, so the population spreads along the
+    Pareto front of the objectives instead of converging on one point. Also searches a
+    single objective. Trials that failed or produced no objective are left out; a
+    FAILED_GATE trial counts as infeasible. The search's result is its Pareto front
+    (:mod:`mlrt.tuning_results`).
+    """
+
+    name: ClassVar[str] = "nsga2"
+    description: ClassVar[str] = "NSGA-II genetic search (multi-objective: finds the Pareto front)"
+    parallel_aware: ClassVar[bool] = True
+    multi_objective: ClassVar[bool] = True
+    settings: ClassVar[dict[str, Hyperparameter]] = {
+        "population_size": Hyperparameter(int, 20, min=2, max=1000, help="trials per generation"),
+    }
+
+    def _sampler(self, seed: int, parallel: int, space: list[Parameter]) -> Any:
+        import optuna
+
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=self.options.get("population_size") or 20)

@@ -58,6 +58,10 @@ class TrialResult:
     ``violation`` is then how far it missed (the sum over its failed gates of
     the distance past each limit, > 0), and 0.0 for every other trial, so a
     tuner can learn where the feasible region is instead of ignoring the trial.
+
+    In a multi-objective search (``spec.objectives``) ``values`` holds every
+    objective, in the spec's order (None when the trial lacks one), and
+    ``value`` the first.
     """
 
     number: int
@@ -65,6 +69,7 @@ class TrialResult:
     state: str
     value: float | None
     violation: float = 0.0
+    values: tuple[float, ...] | None = None
 
 
 class Tuner(abc.ABC):
@@ -83,6 +88,9 @@ class Tuner(abc.ABC):
     description: ClassVar[str] = ""
     parallel_aware: ClassVar[bool] = False
     """True when suggestions stay diverse while earlier ones are still running."""
+    multi_objective: ClassVar[bool] = False
+    """True when the tuner can search several objectives at once (``spec.objectives``):
+    :meth:`start` then gets one goal per objective and results carry ``values``."""
     settings: ClassVar[Mapping[str, Hyperparameter]] = {}
     """The settings a job may give beside ``spec.tuner.algorithm``."""
     options: Mapping[str, Any] = MappingProxyType({})
@@ -97,9 +105,18 @@ class Tuner(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def start(self, space: list[Parameter], goal: Goal, seed: int, parallel: int, history: list[TrialResult]) -> None:
+    def start(
+        self,
+        space: list[Parameter],
+        goal: Goal | tuple[Goal, ...],
+        seed: int,
+        parallel: int,
+        history: list[TrialResult],
+    ) -> None:
         """Prepare a search over ``space``.
 
+        ``goal`` is the objective's direction, or a tuple of directions, one per
+        objective, in a multi-objective search (only for a ``multi_objective`` tuner);
         ``parallel`` is how many trials may run at once (``spec.parallel_trials``);
         ``history`` holds trials already finished (resume and warm start)."""
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -49,26 +48,11 @@ from mlrt.states import RunState
 from mlrt.store.models import Run, utcnow
 from mlrt.submission import local_prefix
 from mlrt.tuning import TrialProgress, TrialResult
+from mlrt.tuning_results import WITH_RESULT, best_params, best_trial, inherited_trials, objectives_of, pareto_front
 from mlrt.tuning_spec import load_trial, search_space, tuner_choice, tuner_settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt.controller import Controller
-
-
-def best_trial(trials: list[Run], values: Mapping[str, float], goal: str) -> tuple[Run, float] | None:
-    """The SUCCEEDED trial with the best objective, and that value (the first one on ties).
-
-    ``values`` maps run ids to their objective (the last value of the metric,
-    as :meth:`Store.last_values` returns); trials without one are skipped."""
-    scored = [(t, values[t.id]) for t in trials if t.state == "SUCCEEDED" and t.id in values]
-    if not scored:
-        return None
-    pick = max if goal == "maximize" else min
-    return pick(scored, key=lambda item: item[1])
-
-
-WITH_RESULT = ("SUCCEEDED", "PRUNED", "FAILED_GATE")
-"""Trial states that carry an objective value: such trials are never run again."""
 
 
 class Study:
@@ -82,15 +66,17 @@ class Study:
         self.name = job.name
         self.resolved = job.spec_resolved
         self.spec = self.resolved["spec"]
-        self.metric = self.spec["objective"]["metric"]
-        self.goal = self.spec["objective"]["goal"]
-        resume_from = run.record.get("resume_from")
-        self.inherited = self._trials_of(resume_from) if resume_from else []
-        warm = [t for other in self.spec.get("warm_start") or [] for t in self._trials_of(other)]
+        self.objectives = objectives_of(self.spec)
+        self.metric, self.goal = self.objectives[0].metric, self.objectives[0].goal
+        self.multi = len(self.objectives) > 1
+        self.inherited = inherited_trials(self.store, run.record.get("resume_from"))
+        warm_jobs = {other: inherited_trials(self.store, other) for other in self.spec.get("warm_start") or []}
+        warm = [t for trials in warm_jobs.values() for t in trials]
         # Trials the run already has: another controller drove this search and stopped.
         own = self.store.trials(run.id)
         done = [t for t in own if RunState(t.state).is_terminal()]
         self.values: dict[str, float] = {}  # objective of every finished trial, read once
+        self.scores: dict[str, tuple[float, ...]] = {}  # every objective, of trials that logged them all
         self.violations: dict[str, float] = {}  # gate_violation of FAILED_GATE trials
         self.valued: set[str] = set()
         self._learn_values(self.inherited + warm + done)
@@ -100,10 +86,11 @@ class Study:
             raise RuntimeError(plugins.unknown("tuners", self.tuner_name))
         self.tuner = copy.deepcopy(plugins.tuners()[self.tuner_name])
         self.space = search_space(self.spec)
+        goal = tuple(o.goal for o in self.objectives) if self.multi else self.goal
         try:
             with plugins.blame("tuners", self.tuner_name):
                 self.tuner.configure(tuner_settings(self.spec)[0])
-                self.tuner.start(self.space, self.goal, self.spec["seed"], self.spec["parallel_trials"], history)
+                self.tuner.start(self.space, goal, self.spec["seed"], self.spec["parallel_trials"], history)
         except plugins.PluginFailure as failure:
             self._keep_traceback(failure)
             raise
@@ -125,22 +112,28 @@ class Study:
         self.unstartable = 0
         self.next_number = max((t.trial or 0 for t in self.inherited + own), default=0) + 1
         self.exhausted = False
+        if warm_jobs and "warm_start" not in self.store.params(run.id):
+            self._record_warm_start(warm_jobs)
 
-    def _trials_of(self, job_id: str) -> list[Run]:
-        """Trials of an earlier tuning job that finished with a result (SUCCEEDED,
-        PRUNED or FAILED_GATE), following its own resume chain; the others are run again."""
-        run = self.store.get_run(job_id)
-        own = [t for t in self.store.trials(job_id) if t.state in WITH_RESULT]
-        earlier = run.record.get("resume_from")
-        return (self._trials_of(earlier) if earlier else []) + own
+    def _record_warm_start(self, warm_jobs: dict[str, list[Run]]) -> None:
+        """Say once, as an event and the param ``warm_start``, which trials seeded the tuner."""
+        counts = {job: len(trials) for job, trials in warm_jobs.items()}
+        shown = ", ".join(f"{job} ({n} trial{'s' * (n != 1)})" for job, n in counts.items())
+        self.store.add_event(
+            self.run_id, f"warm start: the tuner learned from {sum(counts.values())} trials of {shown}"
+        )
+        self.store.log_params(self.run_id, {"warm_start": counts})
 
     def _learn_values(self, trials: list[Run]) -> None:
         """Read the objective of finished trials not read yet (one query); a finished
         trial's metrics no longer change."""
         new = [t for t in trials if t.id not in self.valued and RunState(t.state).is_terminal()]
         if new:
-            self.values.update(self.store.last_values([t.id for t in new], self.metric))
-            self.valued.update(t.id for t in new)
+            ids = [t.id for t in new]
+            per_metric = [self.store.last_values(ids, o.metric) for o in self.objectives]
+            self.values.update(per_metric[0])
+            self.scores.update({i: tuple(v[i] for v in per_metric) for i in ids if all(i in v for v in per_metric)})
+            self.valued.update(ids)
         for trial in new:
             if trial.state == RunState.FAILED_GATE.value:
                 violation = float(self.store.params(trial.id).get("gate_violation") or 0.0)
@@ -149,8 +142,9 @@ class Study:
     def _result(self, trial: Run) -> TrialResult:
         """A finished trial as the tuner sees it."""
         value = self.values.get(trial.id) if trial.state in WITH_RESULT else None
+        values = self.scores.get(trial.id) if self.multi and trial.state in WITH_RESULT else None
         params = dict(trial.record.get("trial_params") or {})
-        return TrialResult(trial.trial or 0, params, trial.state, value, self.violations.get(trial.id, 0.0))
+        return TrialResult(trial.trial or 0, params, trial.state, value, self.violations.get(trial.id, 0.0), values)
 
     def _trials(self) -> list[Run]:
         """Every trial of this run, by number: finished ones from memory, the rest read
@@ -258,7 +252,7 @@ class Study:
         failed = sum(t.state == "FAILED" for t in finished) + self.unstartable
         if failed > spec["max_failed_trials"]:
             return RunState.FAILED, f"{failed} trials failed, more than max_failed_trials ({spec['max_failed_trials']})"
-        best = best_trial(finished, self.values, self.goal)
+        best = None if self.multi else best_trial(finished, self.values, self.goal)
         target = completion.get("target")
         if best and target is not None and (best[1] >= target if self.goal == "maximize" else best[1] <= target):
             return (
@@ -328,6 +322,10 @@ class Study:
                 self.controller.finish_run(trial, RunState.CANCELLED, f"the tuning job ended: {reason}")
         finished = self.inherited + self._trials()
         self._learn_values(finished)
+        if self.multi:
+            state, reason = self._front(finished, state, reason)
+            self.controller.finish_run(run, state, reason)
+            return
         best = best_trial(finished, self.values, self.goal)
         if best is None and state is RunState.SUCCEEDED:
             state, reason = RunState.FAILED, f"{reason}; no trial produced {self.metric}"
@@ -336,10 +334,30 @@ class Study:
             self._promote(trial)
             self.store.log_params(
                 self.run_id,
-                {"best_trial": trial.id, "best_value": value, "best_params": trial.record.get("trial_params") or {}},
+                {"best_trial": trial.id, "best_value": value, "best_params": best_params(self.spec, trial)},
             )
             reason = f"{reason}; best trial {trial.trial} ({trial.id}) {self.metric}={value:.6g}"
         self.controller.finish_run(run, state, reason)
+
+    def _front(self, finished: list[Run], state: RunState, reason: str) -> tuple[RunState, str]:
+        """Record the Pareto front of a multi-objective search (params ``pareto_front``, trial ids
+        by number, and ``pareto_values``); the state and reason that end the search."""
+        front = pareto_front(finished, self.scores, self.objectives)
+        if not front:
+            if state is RunState.SUCCEEDED:
+                return RunState.FAILED, f"{reason}; no trial produced {', '.join(o.metric for o in self.objectives)}"
+            return state, reason
+        self.store.log_params(
+            self.run_id,
+            {
+                "pareto_front": [t.id for t in front],
+                "pareto_values": {
+                    t.id: dict(zip([o.metric for o in self.objectives], self.scores[t.id], strict=True)) for t in front
+                },
+            },
+        )
+        numbers = ", ".join(str(t.trial) for t in front)
+        return state, f"{reason}; Pareto front of {len(front)} trial{'s' * (len(front) != 1)}: {numbers}"
 
     def _promote(self, trial: Run) -> None:
         """Copy the best trial's output (model, predictions) into the tuning run's output."""

@@ -9,6 +9,8 @@ spec:
     algorithm: sklearn.hist_gradient_boosting
     data: {train: ..., validation: ...}
   objective: {metric: validation_roc_auc, goal: maximize}
+  # or several, searched at once for their Pareto front (tuner nsga2 or random):
+  # objectives: [{metric: validation_roc_auc, goal: maximize}, {metric: train_seconds, goal: minimize}]
   parameters:                # name -> range; the value goes to hyperparameters.<name>
     learning_rate: {type: float, min: 0.01, max: 0.3, scale: log}
     max_depth: {type: int, min: 2, max: 10}
@@ -113,11 +115,20 @@ class Completion(_Model):
     max_runtime: RunDuration | None = None
 
 
+MAX_OBJECTIVES = 4
+"""A multi-objective search's objectives, at most (NSGA-II's fronts thin out beyond a few)."""
+
+
 class TuningJobSpec(_Model):
-    """``spec`` of a TuningJob."""
+    """``spec`` of a TuningJob.
+
+    ``objective`` (one) or ``objectives`` (2 to :data:`MAX_OBJECTIVES`, searched for their
+    Pareto front by a ``multi_objective`` tuner); with ``objectives``, ``objective`` is
+    resolved to the first of them, which orders tables."""
 
     template: dict[str, Any]
-    objective: Objective
+    objective: Objective | None = None
+    objectives: list[Objective] | None = Field(None, min_length=2, max_length=MAX_OBJECTIVES)
     parameters: dict[str, ParameterSpec] = Field(min_length=1, max_length=limits.MAX_PARAMETERS)
     tuner: str | TunerSpec = "tpe"
     max_trials: int = Field(20, ge=1, le=limits.MAX_TRIALS)
@@ -136,6 +147,22 @@ class TuningJobSpec(_Model):
         if choices is not None and len(choices.values or ()) > limits.MAX_ALGORITHM_CHOICES:
             raise ValueError(f"the algorithm parameter chooses among at most {limits.MAX_ALGORITHM_CHOICES} algorithms")
         return value
+
+    @model_validator(mode="after")
+    def _objectives(self) -> TuningJobSpec:
+        if (self.objective is None) == (self.objectives is None):
+            raise ValueError("give objective: {metric, goal}, or objectives: a list of 2 or more of them (not both)")
+        if self.objectives is None:
+            return self
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives: each metric once, got {', '.join(metrics)}")
+        if self.early_stopping is not None:
+            raise ValueError("early_stopping judges one objective: remove it, or search one objective")
+        if self.completion.target is not None or self.completion.no_improvement_trials is not None:
+            raise ValueError("completion.target and no_improvement_trials need one objective: use max_runtime")
+        self.objective = self.objectives[0]
+        return self
 
 
 class TuningJob(_Model):
@@ -277,7 +304,10 @@ def first_trial_parameters(spec: dict[str, Any]) -> dict[str, Any]:
         with plugins.blame("tuners", name):
             tuner.configure(tuner_settings(spec)[0])
             seed, parallel = spec.get("seed") or 0, spec["parallel_trials"]
-            tuner.start(search_space(spec), spec["objective"]["goal"], seed, parallel, [])
+            goals = (
+                tuple(o["goal"] for o in spec["objectives"]) if spec.get("objectives") else spec["objective"]["goal"]
+            )
+            tuner.start(search_space(spec), goals, seed, parallel, [])
             params = tuner.suggest(1)
     except plugins.PluginFailure as failure:
         raise SpecError([f"spec.tuner: {failure}"]) from None
@@ -298,6 +328,9 @@ def _semantic_problems(loaded: LoadedTuning) -> list[str]:
     field = "spec.tuner" if isinstance(spec["tuner"], str) else "spec.tuner.algorithm"
     if tuner is None:
         problems.append(f"{field}: {plugins.unknown('tuners', tuner_name)}")
+    elif spec.get("objectives") and not tuner.multi_objective:
+        able = ", ".join(sorted(name for name, t in plugins.tuners().items() if t.multi_objective))
+        problems.append(f"{field}: {tuner_name} searches one objective; with objectives use one of: {able}")
     else:
         problems += tuner_settings(spec)[1]
         try:

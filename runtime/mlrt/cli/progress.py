@@ -20,23 +20,27 @@ METRICS_EVERY = 5.0
 
 
 def tuning_summary(app: App, run_id: str) -> dict[str, Any] | None:
-    """Trial counts by state and the best objective so far, for a tuning run (else None)."""
-    trials = app.store.trials(run_id)
-    job = app.store.get_job(app.store.get_run(run_id).job_id)
+    """Trial counts by state (trials a resumed search took over included) and the best objective
+    so far, or the Pareto front of a multi-objective search, for a tuning run (else None); the
+    result by :mod:`mlrt.tuning_results`' rule."""
+    run = app.store.get_run(run_id)
+    job = app.store.get_job(run.job_id)
     if job.kind != "TuningJob":
         return None
-    from mlrt.tuning_controller import best_trial
+    from mlrt.tuning_results import search_result
 
-    objective = job.spec_resolved["spec"]["objective"]
+    spec = job.spec_resolved["spec"]
+    result = search_result(app.store, run, spec)
     counts: dict[str, int] = {}
-    for trial in trials:
+    for trial in result.trials:
         counts[trial.state] = counts.get(trial.state, 0) + 1
-    values = app.store.last_values([t.id for t in trials], objective["metric"])
-    best = best_trial(trials, values, objective["goal"])
+    best = result.best
     return {
         "trials": counts,
-        "objective": objective,
+        "objective": spec["objective"],
+        "objectives": [{"metric": o.metric, "goal": o.goal} for o in result.objectives],
         "best": None if best is None else {"value": best[1], "trial": best[0].trial},
+        "pareto": [{"trial": t.trial, "values": list(result.values[t.id])} for t in result.front],
     }
 
 
@@ -45,6 +49,9 @@ def tuning_line(summary: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary["trials"].items())) or "no trials yet"
     best = summary["best"]
     metric = summary["objective"]["metric"]
+    if len(summary["objectives"]) > 1:
+        front = ", ".join(str(p["trial"]) for p in summary["pareto"])
+        return f"trials: {counts}" + (f"; Pareto front: trials {front}" if front else "")
     return f"trials: {counts}" + (f"; best {metric}={number(best['value'])} (trial {best['trial']})" if best else "")
 
 

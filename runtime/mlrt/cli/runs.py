@@ -162,25 +162,36 @@ def show(app: App, run_id: str, as_json: bool) -> None:
 def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
     """Params and latest metrics of several runs side by side (differing params marked *).
 
-    Given one tuning job, compares its trials: the succeeded ones best first by
-    the objective, then the rest."""
+    Given one tuning job, compares its trials (those a resumed search took over
+    included): the best trial first, then the other succeeded ones by the objective,
+    then the rest; for several objectives, the Pareto front's trials first."""
     from mlrt.records import RunRecord
 
-    best_id = None
-    if len(run_ids) == 1 and app.store.trials(run_ids[0]):
-        objective = app.store.get_job(app.store.get_run(run_ids[0]).job_id).spec_resolved["spec"]["objective"]
-        trials = [RunRecord.load(app.store, t.id) for t in app.store.trials(run_ids[0])]
-        scored = [t for t in trials if t.state == "SUCCEEDED" and objective["metric"] in t.metrics]
-        scored.sort(key=lambda t: t.metrics[objective["metric"]], reverse=objective["goal"] == "maximize")
-        records = scored + [t for t in trials if t not in scored]
-        best_id = scored[0].id if scored else None
+    winners: set[str] = set()
+    mark = "best"
+    run = app.store.get_run(run_ids[0]) if len(run_ids) == 1 else None
+    job = app.store.get_job(run.job_id) if run is not None else None
+    if run is not None and job is not None and job.kind == "TuningJob":
+        from mlrt.tuning_results import search_result
+
+        spec = job.spec_resolved["spec"]
+        result = search_result(app.store, run, spec)
+        winners = {t.id for t in result.winners()}
+        mark = "pareto" if result.multi else "best"
+        sign = -1 if spec["objective"]["goal"] == "maximize" else 1
+
+        def order(trial: Any) -> tuple[bool, float, int]:
+            return trial.id not in winners, sign * result.values[trial.id][0], trial.trial or 0
+
+        scored = sorted((t for t in result.trials if t.state == "SUCCEEDED" and t.id in result.values), key=order)
+        records = RunRecord.load_many(app.store, scored + [t for t in result.trials if t not in scored])
         run_ids = tuple(r.id for r in records)
     else:
         records = [RunRecord.load(app.store, r) for r in run_ids]
     if as_json:
         echo_json(
             [
-                {"id": r.id, "state": r.state, "best": r.id == best_id, "params": r.params, "metrics": r.metrics}
+                {"id": r.id, "state": r.state, mark: r.id in winners, "params": r.params, "metrics": r.metrics}
                 for r in records
             ]
         )
@@ -192,7 +203,7 @@ def compare(app: App, run_ids: tuple[str, ...], as_json: bool) -> None:
         rows.append((f"param {key}{marker}", *values))
     for key in sorted({k for r in records for k in r.metrics}):
         rows.append((key, *(number(r.metrics[key]) if key in r.metrics else None for r in records)))
-    table(None, ["", *(f"{r} (best)" if r == best_id else r for r in run_ids)], rows)
+    table(None, ["", *(f"{r} ({mark})" if r in winners else r for r in run_ids)], rows)
 
 
 @click.command()
