@@ -115,6 +115,19 @@ def _check_image(engine: str, image: str) -> None:
     raise LaunchError(f"image {image} not found on this machine: {fix}", retry=False)
 
 
+def _image_digest(engine: str, container: str) -> str | None:
+    """The id of the image a started container runs (``sha256:...``, the digest of the image's
+    configuration, as the engine reports it), for the run's lineage; None when the engine does not say."""
+    try:
+        result = engines.run([engine, "container", "inspect", "--format={{.Image}}", container], check=False)
+    except engines.EngineError:
+        return None
+    found = result.stdout.strip()
+    if result.returncode != 0 or not found:
+        return None
+    return found if found.startswith("sha256:") else f"sha256:{found}"
+
+
 def container_prefix(run_id: str, attempt: int) -> str:
     """``mlrt-RUN-ATTEMPT``: the network's name and the start of each container's.
 
@@ -286,6 +299,7 @@ class ContainerLauncher(Launcher):
             raise LaunchError(f"cannot start {what}: {exc}") from None
         for worker in handle["workers"]:
             self._watch(engine, worker, resume=False)
+        handle["image_digest"] = _image_digest(engine, handle["workers"][0]["id"])
         return handle
 
     def _watch(self, engine: str, worker: dict[str, Any], *, resume: bool) -> None:

@@ -112,7 +112,8 @@ def _ignored(rules: list[tuple[str, object]], relative: str, is_dir: bool) -> bo
 def source_files(root: Path, left_out: tuple[Path, ...] = ()) -> list[tuple[str, Path]]:
     """The files a bundle of ``root`` holds, as (path in the bundle, file), sorted by path.
 
-    ``left_out`` are folders never packed (mlrt's home, the run's output) when they lie inside.
+    ``left_out`` are folders and files never packed (mlrt's home, the run's output, the spec file)
+    when they lie inside.
     A symbolic link is packed as the file it points to when that lies inside ``root``; one that
     points outside is a :class:`BundleError` (name it in ``.mlrtignore`` to leave it out)."""
     import pathspec
@@ -138,7 +139,7 @@ def source_files(root: Path, left_out: tuple[Path, ...] = ()) -> list[tuple[str,
         dirs[:] = kept_dirs
         for name in sorted(names):
             path = here / name
-            if _ignored(rules, prefix + name, path.is_dir()):
+            if path.resolve() in skipped or _ignored(rules, prefix + name, path.is_dir()):
                 continue
             if path.is_symlink():
                 target = path.resolve()

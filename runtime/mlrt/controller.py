@@ -45,6 +45,7 @@ from mlrt import artifacts, plugins, s3, s3sync, sanity
 from mlrt.admission import Admission
 from mlrt.folders import NotWritable, ensure_writable
 from mlrt.launchers import LaunchContext, LaunchDeferred, Launcher, LaunchError, LaunchRequest, WorkerRequest
+from mlrt.lineage import note_image
 from mlrt.logscan import LogMetricScanner, LogRecords, last_line
 from mlrt.logship import LogShipper
 from mlrt.records import RunRecord
@@ -787,6 +788,7 @@ class Controller:
     ) -> None:
         """Record running workers (launched now, or adopted) and start watching them."""
         self.store.update_attempt(attempt.id, state=RunState.RUNNING.value, handle=handle)
+        note_image(self.store, run.id, handle.get("image_digest"))  # the run's lineage
         first = request.workers[0]
         scanner = LogMetricScanner(
             Path(first.log_path),

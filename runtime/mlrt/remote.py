@@ -109,12 +109,40 @@ class ApiClient:
     # -- commands that act --------------------------------------------------------
 
     def submit(self, spec_file: str, overrides: tuple[str, ...], sanity: bool, resume_from: str | None) -> str:
+        """Upload a ``command:`` job's source bundle, then queue the spec with its digest; the run id back."""
         body = {
             **_spec_body(spec_file, overrides),
             "sanity": sanity,
             "resume_from": resume_from,
         }
+        body.update(self.upload_source(spec_file, overrides))
         return self.post("/jobs", body)["run_id"]
+
+    def upload_source(self, spec_file: str, overrides: tuple[str, ...]) -> dict[str, str]:
+        """Pack and upload the spec's source bundle (:func:`mlrt.sources.pack_for_upload`); the
+        ``source`` and ``source_dir`` fields of the submission, or nothing for a job without code."""
+        from mlrt.bundles import BundleError
+        from mlrt.sources import pack_for_upload
+
+        try:
+            packed = pack_for_upload(spec_file, overrides)
+        except BundleError as exc:
+            raise SpecError([str(exc)]) from None
+        if packed is None:
+            return {}
+        bundle, source_dir = packed
+        kept = self.request(
+            "POST", "/sources", content=bundle.data, headers={"Content-Type": "application/gzip"}
+        ).json()
+        if kept["digest"] != bundle.digest:
+            raise RemoteError(
+                f"{self.server} kept the source bundle as {kept['digest'][:12]}, not {bundle.digest[:12]}"
+            )
+        return {"source": bundle.digest, "source_dir": source_dir}
+
+    def source_bundle(self, run_id: str) -> bytes:
+        """The source bundle run ``run_id`` ran (``mlrt runs source``)."""
+        return self.request("GET", f"/runs/{quote(run_id)}/source").content
 
     def validate(self, spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:
         return self.post("/validate", _spec_body(spec_file, overrides))

@@ -3,21 +3,22 @@
 It answers "what exactly produced this model?": the spec as submitted and as
 resolved, the ``--set`` overrides, the git commit of the working directory
 (and whether it had uncommitted changes), the content hash of every data
-channel, the Python and package versions, and the random seed.
+channel, the Python version and every installed distribution (or, for workers
+in a container or pod, the image and its digest), the source bundle's digest
+(:mod:`mlrt.sources`) and the random seed. :mod:`mlrt.lineage` reads it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-# Packages whose version changes results; plugin distributions are added too.
-_PACKAGES = ("mlrt", "numpy", "pandas", "scikit-learn", "scipy", "torch", "pyarrow")
 
 
 def git_state(directory: Path) -> dict[str, Any] | None:
@@ -39,36 +40,50 @@ def git_state(directory: Path) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": any(not line.startswith("#") for line in status)}
 
 
-@functools.lru_cache(maxsize=8)
-def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """Installed versions of the packages that shape results (absent ones omitted).
+@functools.cache
+def installed_distributions() -> dict[str, str]:
+    """Every distribution installed in this Python, name (normalized, PEP 503) to version, sorted.
 
     Read once per process: packages installed under a running controller do
     not change the code it already imported."""
-    versions = {}
-    for name in (*_PACKAGES, *extra):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+    return dict(sorted(found.items()))
+
+
+def packages_digest(packages: dict[str, str]) -> str:
+    """One sha256 of a package list: of its ``name==version`` lines, sorted, so two environments
+    with the same distributions have the same digest whatever order they were read in."""
+    lines = "".join(f"{name}=={version}\n" for name, version in sorted(packages.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 _UNSET: Any = object()
 
 
 def base_record(
-    working_dir: Path, seed: int, plugin_distributions: list[str], *, git: dict[str, Any] | None = _UNSET
+    working_dir: Path, seed: int, *, git: dict[str, Any] | None = _UNSET, image: str | None = None
 ) -> dict[str, Any]:
-    """Everything known at submission; data hashes are added when channels are materialized.
+    """Everything known at submission; data hashes are added when channels are materialized,
+    an image's digest when a container or pod runs it.
 
     ``git`` is the repository state when the caller already has it (a tuning
-    trial takes its tuning job's); otherwise it is read from ``working_dir``."""
+    trial takes its tuning job's); otherwise it is read from ``working_dir``.
+    ``image`` is the image the workers run in (container and Kubernetes
+    backends): then ``packages`` is None, as this machine's packages say nothing
+    of the image's, and ``image`` names it. Otherwise ``packages`` lists every
+    installed distribution and ``packages_sha256`` hashes the list."""
+    packages = None if image else installed_distributions()
     return {
         "git": git_state(working_dir) if git is _UNSET else git,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": dict(package_versions(tuple(plugin_distributions))),
+        "python": None if image else sys.version.split()[0],
+        "platform": None if image else platform.platform(),
+        "packages": packages,
+        "packages_sha256": packages_digest(packages) if packages is not None else None,
+        "image": image,
         "seed": seed,
         "data": {},
     }

@@ -74,3 +74,75 @@ def run_digest(record: dict) -> str | None:
     """The digest of the source bundle a run's record names, or None (no bundle: an
     ``algorithm:`` or image-only job, or a run from before bundles)."""
     return (record.get("source") or {}).get("digest")
+
+
+def source_folder(loaded) -> Path | None:
+    """The folder a spec's source bundle is packed from: ``spec.source``, else the spec's folder;
+    None when the job runs no ``command:`` (an algorithm or an image's own entry point)."""
+    from mlrt.planning import training_spec
+
+    spec = training_spec(loaded)
+    if not spec.get("command"):
+        return None
+    return Path(spec.get("source") or loaded.base_dir)
+
+
+def pack_spec(loaded) -> tuple[Bundle, Path] | None:
+    """The source bundle of a spec and the folder it was packed from (see :func:`source_folder`),
+    leaving out the folders mlrt writes to: its home and a ``file://`` output inside the source."""
+    from mlrt.bundles import pack
+    from mlrt.planning import training_spec
+    from mlrt.store import mlrt_home
+
+    folder = source_folder(loaded)
+    if folder is None:
+        return None
+    left_out = [mlrt_home(), *([loaded.source_path] if loaded.source_path else [])]
+    output = (training_spec(loaded).get("output") or {}).get("path") or ""
+    if output.startswith("file://"):
+        left_out.append(Path(output.removeprefix("file://")))
+    return pack(folder, tuple(left_out)), folder
+
+
+def described(bundle: Bundle, folder: Path | None = None) -> dict:
+    """What a run's record keeps of its bundle (``source``): digest, files, size, and the folder it
+    was packed from on the submitter's machine when known."""
+    entry: dict = {"digest": bundle.digest, "files": bundle.files, "size": bundle.size}
+    if folder is not None:
+        entry["folder"] = str(folder)
+    return entry
+
+
+def pack_for_upload(spec_file: str, overrides: tuple[str, ...]) -> tuple[Bundle, str] | None:
+    """The bundle ``mlrt submit --server`` uploads for the spec file ``spec_file`` and where the spec's
+    folder lies inside it (``source_dir``, '' for its top), or None for a job without a ``command:``.
+
+    Read from the spec's text (and ``--set``) without validating it: the service validates, on its
+    side. The spec file itself stays out (its ``spec.env`` values travel only in the spec, which
+    the service keeps masked and encrypted); a spec outside its source gets ``source_dir`` ''."""
+    from mlrt import limits
+    from mlrt.bundles import pack
+    from mlrt.spec import SpecError, read_spec_text
+    from mlrt.spec.loading import apply_override
+    from mlrt.store import mlrt_home
+
+    path = Path(spec_file).resolve()
+    try:
+        document = limits.load_yaml(read_spec_text(path))
+        for assignment in overrides:
+            apply_override(document, assignment)
+    except (SpecError, ValueError):
+        return None  # not a spec the service would accept: it says why
+    spec = document.get("spec") if isinstance(document, dict) else None
+    if isinstance(spec, dict) and document.get("kind") == "TuningJob":
+        spec = spec.get("template")
+    if not isinstance(spec, dict) or not spec.get("command"):
+        return None
+    folder = (path.parent / str(spec.get("source") or ".")).resolve()
+    left_out = [mlrt_home(), path]
+    output = str((spec.get("output") or {}).get("path") or "") if isinstance(spec.get("output"), dict) else ""
+    if output and not output.startswith("s3://"):
+        left_out.append((path.parent / output.removeprefix("file://")).resolve())
+    bundle = pack(folder, tuple(left_out))
+    where = path.parent.relative_to(folder).as_posix() if path.parent.is_relative_to(folder) else "."
+    return bundle, "" if where == "." else where

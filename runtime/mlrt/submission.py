@@ -145,6 +145,7 @@ def submit(
     owner: str | None = None,
     project: str | None = None,
     submitted_by: str | None = None,
+    source: dict[str, Any] | None = None,
 ) -> str:
     """Queue ``loaded`` as a new job with one run; return the run id (= the job id).
 
@@ -155,12 +156,17 @@ def submit(
     controller that will drive it. ``project`` and ``submitted_by`` mark a job
     submitted through the controller's API (a trial inherits its tuning job's).
 
+    A ``command:`` job's code is packed into a source bundle (:mod:`mlrt.sources`)
+    and named in the run's record; ``source`` is that entry when the bundle came
+    with the submission (the API's upload), and a trial shares its tuning job's.
+
     The job row keeps ``spec.env`` values encrypted and the submitted text
     with them masked (see :mod:`mlrt.secrets`).
     """
     if not isinstance(loaded, LoadedSpec):
-        return _submit_tuning(store, loaded, resume_from=resume_from, project=project, submitted_by=submitted_by)
-    from mlrt import plugins
+        return _submit_tuning(
+            store, loaded, resume_from=resume_from, project=project, submitted_by=submitted_by, source=source
+        )
     from mlrt.spec import SpecError
 
     resolved = loaded.resolved()
@@ -181,17 +187,20 @@ def submit(
     if seed is None:
         seed = secrets.randbelow(2**31)
         spec["seed"] = seed
-    distributions = sorted({row["distribution"] for row in plugins.describe() if row["distribution"]})
+    image = worker_image(spec)
     if trial_of:
         parent_job = store.get_job(store.get_run(trial_of[0]).job_id)
         project, submitted_by = parent_job.project, parent_job.submitted_by
         parent = store.get_run(trial_of[0]).record
-        record = base_record(Path(spec["working_dir"]), seed, distributions, git=parent.get("git"))
+        record = base_record(Path(spec["working_dir"]), seed, git=parent.get("git"), image=image)
         record["trial_params"] = trial_of[2]
+        source = parent.get("source")
     elif project is not None:  # sent to the service: the controller's folders say nothing of the sender's code
-        record = base_record(Path(spec["working_dir"]), seed, distributions, git=None)
+        record = base_record(Path(spec["working_dir"]), seed, git=None, image=image)
     else:
-        record = base_record(Path(spec["working_dir"]), seed, distributions)
+        record = base_record(Path(spec["working_dir"]), seed, image=image)
+        source = _kept_source(store, loaded)
+    record["source"] = source
     record["overrides"] = mask_overrides(loaded.overrides)
     record["sanity"] = sanity
     record.update(starts)
@@ -224,6 +233,33 @@ def submit(
     return create(store, loaded.name, rows, f"{trial_of[0]}-t{trial_of[1]:03d}" if trial_of else None)
 
 
+def worker_image(spec: dict[str, Any]) -> str | None:
+    """The image a run's workers run in: ``spec.image``, mlrt's training image for a job of
+    another backend than ``local``, or None when they run on this machine's Python."""
+    from mlrt.launchers import training_image
+
+    if spec.get("image"):
+        return spec["image"]
+    return training_image() if spec["compute"]["backend"] != "local" else None
+
+
+def _kept_source(store: Store, loaded) -> dict[str, Any] | None:
+    """Pack a local submission's code, keep the bundle (once per digest) and return its record entry;
+    None for a job without a ``command:``. A source that cannot be packed is refused like a spec problem."""
+    from mlrt import sources
+    from mlrt.bundles import BundleError
+    from mlrt.spec import SpecError
+
+    try:
+        packed = sources.pack_spec(loaded)
+        if packed is None:
+            return None
+        sources.keep(store, packed[0])
+    except BundleError as exc:
+        raise SpecError([str(exc)]) from None
+    return sources.described(*packed)
+
+
 def _job_row(job_id: str, loaded: LoadedSpec, stored: dict[str, Any], project: str | None, by: str | None) -> Job:
     """The jobs row of ``loaded`` (its submitted text masked, its resolved spec as ``stored``)."""
     return Job(
@@ -250,7 +286,13 @@ def _stored_spec(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def _submit_tuning(
-    store: Store, loaded, *, resume_from: str | None, project: str | None, submitted_by: str | None
+    store: Store,
+    loaded,
+    *,
+    resume_from: str | None,
+    project: str | None,
+    submitted_by: str | None,
+    source: dict[str, Any] | None,
 ) -> str:
     """Queue a TuningJob: its own run drives the search (see :mod:`mlrt.tuning_controller`)."""
     from mlrt.spec import SpecError
@@ -269,8 +311,9 @@ def _submit_tuning(
         if kind != "TuningJob":
             field = "--resume-from" if other == resume_from else f"spec.warm_start.{index}"
             raise SpecError([f"{field}: {other!r} is not a tuning job in this database"])
-    record = base_record(loaded.base_dir, spec["seed"], [], **({"git": None} if project is not None else {}))
+    record = base_record(loaded.base_dir, spec["seed"], **({"git": None} if project is not None else {}))
     record.update(overrides=mask_overrides(loaded.overrides), resume_from=resume_from)
+    record["source"] = source if source is not None or project is not None else _kept_source(store, loaded)
     stored = _stored_spec(resolved)
 
     def rows(job_id: str) -> tuple[Job, Run, dict[str, Any]]:
@@ -308,7 +351,7 @@ def launch_context(
     prefix = output_prefix(resolved, run_id)
     logs = log_dir(run_id, attempt)
     # The worker needs the spec minus user environment (which may hold secrets).
-    worker_spec = {k: v for k, v in spec.items() if k != "env"}
+    worker_spec = {k: v for k, v in spec.items() if k not in ("env", "source")}
     env = {
         **reveal_env(spec.get("env")),
         "MLRT_RUN_ID": run_id,

@@ -132,6 +132,10 @@ def _register() -> None:
         cli.add_command(command)
     for command in (runs.runs, runs.metrics, runs.artifacts, runs.plugins_command, reports.report):
         cli.add_command(command)
+    from mlrt.cli import lineage
+
+    runs.runs.add_command(lineage.lineage)
+    runs.runs.add_command(lineage.source)
     try:
         get_plugin_manager().hook.mlrt_commands(cli=cli)
     except PluginError as exc:

@@ -100,6 +100,7 @@ def list_runs(
 
 def run_details(app: App, run_id: str) -> dict[str, Any]:
     """Everything known about a run, as plain data, with ``spec.env`` values hidden."""
+    from mlrt.lineage import entry
     from mlrt.records import RunRecord
     from mlrt.service.views import attempt_view, job_view
 
@@ -113,6 +114,7 @@ def run_details(app: App, run_id: str) -> dict[str, Any]:
         "artifacts": [a.model_dump(exclude={"run_id"}) for a in store.artifacts(run_id)],
         "attempts": [attempt_view(a, spec) for a in store.attempts(run_id)],
         "events": [e.model_dump(exclude={"run_id"}) for e in store.events(run_id)],
+        "lineage": entry(run, store.get_job(run.job_id)),
         "reproducibility": {
             **run.record,
             "spec_submitted": job["spec_submitted"],
@@ -141,6 +143,11 @@ def show(app: App, run_id: str, as_json: bool) -> None:
         f"priority {details['priority']}  seed {repro.get('seed')}  python {repro.get('python')}  git {git_text}"
         f"  output {details['output_uri']}"
     )
+    from mlrt.cli.lineage import environment_text, short
+
+    lineage = details["lineage"]
+    parents = ", ".join(f"{p['relation']} {p['run']}" for p in lineage["parents"]) or "none"
+    click.echo(f"source {short(lineage['source'])}  environment {environment_text(lineage)}  parents {parents}")
     table("params", ["param", "value"], sorted(details["params"].items()))
     table("metrics (latest)", ["metric", "value"], [(k, number(v)) for k, v in sorted(details["metrics"].items())])
     table(

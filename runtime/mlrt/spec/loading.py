@@ -148,6 +148,8 @@ def parse_document(
         elif "://" not in out:
             spec.output.path = "file://" + _absolute(out, base_dir)
     spec.working_dir = _absolute(spec.working_dir or ".", base_dir)
+    if spec.source:
+        spec.source = _absolute(spec.source, base_dir)
     if spec.init_from and spec.init_from.path:
         spec.init_from.path = _absolute(spec.init_from.path.removeprefix("file://"), base_dir)
     return LoadedSpec(

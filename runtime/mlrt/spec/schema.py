@@ -414,6 +414,9 @@ class TrainingJobSpec(_Model):
     image: str | None = None
     command: list[str] | None = None
     working_dir: str | None = None
+    source: str | None = None
+    """The folder of the job's code, packed into a source bundle for a ``command:`` job
+    (:mod:`mlrt.bundles`); default: the spec's folder."""
     env: dict[str, str] = Field({}, max_length=limits.MAX_ENV)
     data: dict[str, Annotated[Channel, BeforeValidator(_channel_shorthand)]] = Field({}, max_length=limits.MAX_CHANNELS)
     hyperparameters: dict[str, Any] = Field({}, max_length=limits.MAX_HYPERPARAMETERS)

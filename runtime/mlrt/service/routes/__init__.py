@@ -6,7 +6,8 @@
 :mod:`~mlrt.service.routes.plugins`, :mod:`~mlrt.service.routes.jobs` (submit, validate),
 :mod:`~mlrt.service.routes.runs`, :mod:`~mlrt.service.routes.metrics`,
 :mod:`~mlrt.service.routes.logs`, :mod:`~mlrt.service.routes.artifacts`,
-:mod:`~mlrt.service.routes.reports` and :mod:`~mlrt.service.routes.tracking` (worker tokens).
+:mod:`~mlrt.service.routes.reports`, :mod:`~mlrt.service.routes.sources` (source bundles) and
+:mod:`~mlrt.service.routes.tracking` (worker tokens).
 What they share (the store, who asks, a run the asker may see) is in
 :mod:`~mlrt.service.routes.common`.
 """
@@ -21,6 +22,7 @@ from mlrt.service.routes import (
     plugins,
     reports,
     runs,
+    sources,
     tracking,
 )
 
@@ -34,6 +36,7 @@ ROUTERS = (
     logs.router,
     artifacts.router,
     reports.router,
+    sources.router,
     tracking.router,
 )
 """Every router of the API, in the order they are included."""

@@ -28,6 +28,8 @@ class SubmitBody(BaseModel):
     overrides: list[str] = Field(default_factory=list, description="`--set PATH=VALUE` overrides.")
     sanity: bool = False
     resume_from: str | None = None
+    source: str | None = Field(None, description="The digest of the job's source bundle (`POST /api/v1/sources`).")
+    source_dir: str = Field("", description="The spec file's folder inside the bundle ('' for its top).")
 
 
 class ValidateBody(BaseModel):
@@ -36,14 +38,15 @@ class ValidateBody(BaseModel):
     overrides: list[str] = Field(default_factory=list)
 
 
-def load(text: str, filename: str, overrides: list[str], folder: Path):
-    """The spec ``text`` loaded as if it were the file ``folder/filename``, and allowed by the policy."""
+def load(text: str, filename: str, overrides: list[str], folder: Path, spec_dir: Path | None = None):
+    """The spec ``text`` loaded as if it were the file ``filename`` in ``spec_dir`` (default: ``folder``,
+    the submission's folder), and allowed by the policy."""
     from mlrt.service import policy
     from mlrt.spec import SpecError, parse_text
 
     name = Path(filename).name or "job.yaml"
     try:
-        loaded = parse_text(text, name, folder / name, overrides)
+        loaded = parse_text(text, name, (spec_dir or folder) / name, overrides)
     except SpecError as exc:
         exc.problems = policy.conceal(exc.problems, folder)  # never whether a file outside them exists
         raise SpecProblems.of(exc) from None
@@ -53,6 +56,32 @@ def load(text: str, filename: str, overrides: list[str], folder: Path):
     except policy.PolicyError as exc:
         raise SpecProblems(exc.problems) from None
     return loaded
+
+
+def unpacked_source(store: Store, body: SubmitBody, folder: Path) -> tuple[Path, dict[str, Any] | None]:
+    """Unpack the submission's source bundle (if any) into its folder: the folder the spec lies in
+    inside it, and the bundle's entry for the run's record. An unknown digest or a bad
+    ``source_dir`` is a spec problem (422)."""
+    from mlrt import limits, sources
+    from mlrt.bundles import Bundle, BundleError, is_digest, unpack
+    from mlrt.spec import SpecError
+
+    if body.source is None:
+        return folder, None
+    if not is_digest(body.source):
+        raise SpecError(["source: not a source bundle digest (64 hex characters); upload it with POST /api/v1/sources"])
+    parts = [part for part in body.source_dir.split("/") if part]
+    if len(body.source_dir) > limits.MAX_SOURCE_PATH_CHARS or any(p in (".", "..") or "\\" in p for p in parts):
+        raise SpecError(["source_dir: must be a plain relative folder inside the bundle"])
+    try:
+        data = sources.load(store, body.source)
+        bundle = Bundle.of(data)
+        unpack(data, folder)
+    except BundleError as exc:
+        raise SpecError([f"source: {exc}"]) from None
+    spec_dir = folder.joinpath(*parts)
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    return spec_dir, sources.described(bundle)
 
 
 def check_referenced(store: Store, who: Principal, loaded, resume_from: str | None) -> None:
@@ -85,14 +114,15 @@ def submit(body: SubmitBody, who: User, parts: Parts) -> dict[str, Any]:
     folder = mlrt_home() / "submissions" / secrets.token_hex(8)
     folder.mkdir(parents=True)
     try:
-        loaded = load(body.spec, body.filename, body.overrides, folder)  # checks the text before it is written
+        spec_dir, source = unpacked_source(parts.store, body, folder)  # the job's code: its working directory
+        loaded = load(body.spec, body.filename, body.overrides, folder, spec_dir)  # checks the text before writing
         check_columns(loaded)  # as `mlrt submit` does: a column the data does not have, one line now
         check_launchable(loaded)  # the backend's own preflight on this side (e.g. cluster credentials)
         capped = priority_problem(parts.store, who.project, training_spec(loaded).get("priority", 0))
         if capped:
             raise SpecError([capped])
         # Masked: spec.env values are kept only encrypted, in the job row (mlrt.secrets).
-        (folder / (Path(body.filename).name or "job.yaml")).write_text(mask_submitted(body.spec))
+        (spec_dir / (Path(body.filename).name or "job.yaml")).write_text(mask_submitted(body.spec))
         check_referenced(parts.store, who, loaded, body.resume_from)
         run_id = submit_job(
             parts.store,
@@ -101,6 +131,7 @@ def submit(body: SubmitBody, who: User, parts: Parts) -> dict[str, Any]:
             resume_from=body.resume_from,
             project=who.project,
             submitted_by=who.user,
+            source=source,
         )
     except SpecError as exc:
         shutil.rmtree(folder)

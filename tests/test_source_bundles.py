@@ -1,0 +1,203 @@
+"""Source bundles and lineage end to end: a project folder submitted to a real `mlrt controller` on
+PostgreSQL runs from its uploaded bundle (local backend and in a podman container), comes back bit
+for bit with `mlrt runs source`, and a hostile tarball is refused by the service."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hostile import ENGINE, RUN_ARGS, engine_problem
+from mlrt import bundles
+from mlrt.service import auth
+from mlrt.sources import pack_for_upload
+from mlrt.store import Store
+from service_process import ServiceProcess
+
+TRAIN = """\
+import csv, os, pathlib
+rows = list(csv.reader(open("data/small.csv")))  # relative to the working directory: the bundle
+channel = list(csv.reader(open(os.environ["MLRT_CHANNEL_TRAIN"])))
+out = pathlib.Path(os.environ["MLRT_OUTPUT_DIR"])
+out.mkdir(parents=True, exist_ok=True)
+(out / "rows.txt").write_text(f"{len(rows)} {len(channel)}")
+print("read", len(rows), "rows in", os.getcwd())
+"""
+
+
+def project(folder: Path, python: str = sys.executable, extra: str = "") -> Path:
+    """A project folder: train.py, data/small.csv, a .gitignore'd log and the spec; the spec's path."""
+    (folder / "data").mkdir(parents=True)
+    (folder / "train.py").write_text(TRAIN)
+    (folder / "data" / "small.csv").write_bytes(b"x,y\n1,2\n3,4\n5,\xc3\xa9\n")
+    (folder / ".gitignore").write_text("*.log\n")
+    (folder / "debug.log").write_text("not code\n")
+    spec = folder / "job.yaml"
+    spec.write_text(
+        "apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: bundled}\nspec:\n"
+        f"  command: [{python}, train.py]\n  data: {{train: file://data/small.csv}}\n{extra}"
+    )
+    return spec
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def start(postgres_db: str, tmp_path: Path, **env: str) -> ServiceProcess:
+    return ServiceProcess(postgres_db, tmp_path / "controller.log", env=env).start()
+
+
+@pytest.fixture
+def alice(postgres_db: str, monkeypatch) -> str:
+    """A user token of project vision, in MLRT_TOKEN for the CLI's remote mode."""
+    token = auth.issue(Store(postgres_db), "user", "alice", "vision")
+    monkeypatch.setenv("MLRT_TOKEN", token)
+    return token
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_folder_submitted_remotely_runs_from_its_bundle_and_its_code_comes_back_bit_for_bit(
+    postgres_db, alice, cli, tmp_path, home
+):
+    service = start(postgres_db, tmp_path, MLRT_ALLOWED_BACKENDS="local")
+    try:
+        spec = project(tmp_path / "proj")
+        done = cli("--server", service.url, "submit", str(spec), "--json")
+        assert done.exit_code == 0, done.output
+        run = json.loads(done.stdout)
+        assert run["state"] == "SUCCEEDED", run["reason"]
+        shown = json.loads(cli("--server", service.url, "runs", "show", run["id"], "--json").stdout)
+        digest = shown["lineage"]["source"]
+        assert digest == pack_for_upload(str(spec), ())[0].digest
+        assert shown["lineage"]["packages_sha256"] and shown["lineage"]["data"]["train"]
+        output = Path(shown["output_uri"].removeprefix("file://"))
+        assert (output / "output" / "rows.txt").read_text() == "4 4"
+
+        restored = tmp_path / "restored"
+        result = cli("--server", service.url, "runs", "source", run["id"], "-o", str(restored))
+        assert result.exit_code == 0, result.output
+        expected = {k: v for k, v in files_of(tmp_path / "proj").items() if k not in ("debug.log", "job.yaml")}
+        assert files_of(restored) == expected  # bit for bit; the ignored log and the spec itself left out
+
+        (tmp_path / "proj" / "train.py").write_text(TRAIN.replace("print(\"read", "print(\"Read"))  # one byte
+        again = json.loads(cli("--server", service.url, "submit", str(spec), "--json").stdout)
+        lineage = json.loads(cli("--server", service.url, "runs", "lineage", again["id"], "--json").stdout)
+        assert again["state"] == "SUCCEEDED" and lineage[0]["source"] not in (None, digest)
+
+        with httpx.Client(base_url=f"{service.url}/api/v1", headers={"Authorization": f"Bearer {alice}"}) as api:
+            for name, tarball in hostile_tarballs().items():
+                refused = api.post("/sources", content=tarball)
+                assert refused.status_code == 422, (name, refused.text)
+                assert "refused source bundle" in refused.json()["detail"], name
+        assert Store(postgres_db).source_bundle(bundles.digest_of(hostile_tarballs()["traversal"])) is None
+    finally:
+        service.stop()
+
+
+def tarball(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
+        for info, data in members:
+            info.size = len(data) if info.isreg() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buffer.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+def hostile_tarballs() -> dict[str, bytes]:
+    ok = (member("train.py"), b"print(1)\n")
+    return {
+        "traversal": tarball(ok, (member("../../escaped.py"), b"x")),
+        "absolute": tarball((member("/etc/cron.d/evil"), b"x")),
+        "symlink": tarball((member("data", tarfile.SYMTYPE, "/etc"), b""), (member("data/passwd"), b"x")),
+        "hardlink": tarball((member("passwd", tarfile.LNKTYPE, "/etc/passwd"), b"")),
+        "twice": tarball(ok, ok),
+        "bomb": tarball((member("zeros.bin"), bytes(21 * 2**20))),  # over the 20 MiB limit, ~20 KiB sent
+        "not a tarball": b"\x1f\x8b not really gzip",
+    }
+
+
+def test_a_hostile_bundle_unpacks_to_nothing(tmp_path):
+    for name, data in hostile_tarballs().items():
+        dest = tmp_path / name.replace(" ", "-")
+        with pytest.raises(bundles.BundleError, match="refused source bundle"):
+            bundles.unpack(data, dest)
+        assert not dest.exists(), name
+    assert not (tmp_path.parent / "escaped.py").exists()
+
+
+def test_the_same_files_give_the_same_digest_and_one_byte_another(tmp_path):
+    spec = project(tmp_path / "a")
+    first = bundles.pack(tmp_path / "a", (spec,))
+    os.utime(tmp_path / "a" / "train.py", (0, 0))  # mtimes do not count
+    (tmp_path / "a" / "debug.log").write_text("ignored files do not count either\n")
+    assert bundles.pack(tmp_path / "a", (spec,)).digest == first.digest
+    (tmp_path / "a" / "train.py").write_bytes((tmp_path / "a" / "train.py").read_bytes()[:-1] + b" ")
+    assert bundles.pack(tmp_path / "a", (spec,)).digest != first.digest
+
+
+def test_a_local_run_keeps_its_bundle_and_an_oversized_source_is_one_line(cli, tmp_path, home, monkeypatch):
+    spec = project(tmp_path / "proj")
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    restored = tmp_path / "restored"
+    assert cli("runs", "source", run["id"], "-o", str(restored)).exit_code == 0
+    assert files_of(restored)["train.py"] == TRAIN.encode()  # out of git, restored all the same
+    lineage = json.loads(cli("runs", "lineage", run["id"], "--json").stdout)
+    assert lineage[0]["source"] and lineage[0]["packages"] > 10 and lineage[0]["parents"] == []
+
+    (tmp_path / "proj" / "weights.bin").write_bytes(os.urandom(3000))
+    monkeypatch.setenv("MLRT_MAX_SOURCE_BYTES", "2Ki")
+    result = cli("submit", str(spec))
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: spec.source:") and "weights.bin (0.0 MiB)" in lines[0]
+    assert ".mlrtignore" in lines[0] and "Traceback" not in result.output
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_bundle_runs_in_a_container_with_the_image_digest_in_its_lineage(postgres_db, alice, cli, tmp_path, home):
+    from conftest import missing
+
+    problem = engine_problem()
+    if problem is not None:
+        missing("podman", f"container backend: {problem}")
+    from container_image import build_image
+
+    image = build_image(ENGINE, RUN_ARGS.split())
+    service = start(
+        postgres_db,
+        tmp_path,
+        MLRT_ALLOWED_BACKENDS="container",
+        MLRT_CONTAINER_RUN_ARGS=RUN_ARGS,
+        MLRT_TRAINING_IMAGE=image,
+    )
+    try:
+        spec = project(
+            tmp_path / "proj", python="python", extra=f"  image: {image}\n  compute: {{backend: container, cpu: 1}}\n"
+        )
+        done = cli("--server", service.url, "submit", str(spec), "--json")
+        run = json.loads(done.stdout)
+        assert run["state"] == "SUCCEEDED", run["reason"]
+        lineage = json.loads(cli("--server", service.url, "runs", "lineage", run["id"], "--json").stdout)[0]
+        assert lineage["image"] == image and lineage["packages"] is None  # the host's packages are not the image's
+        assert lineage["image_digests"][0].startswith("sha256:") and len(lineage["image_digests"][0]) == 71
+        assert lineage["source"] == pack_for_upload(str(spec), ())[0].digest
+    finally:
+        service.stop()
