@@ -46,6 +46,10 @@ def commands(run_id: str) -> list[tuple[str, list[str]]]:
     return [
         ("--help", ["--help"]),
         ("runs list", ["runs", "list"]),
+        (
+            "runs list --where --sort",
+            ["runs", "list", "--where", "validation_accuracy > 0.5", "--sort", "-validation_accuracy", "--limit", "20"],
+        ),
         ("status", ["status"]),
         ("runs show RUN", ["runs", "show", run_id]),
         ("metrics RUN", ["metrics", run_id]),
