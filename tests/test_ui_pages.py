@@ -188,3 +188,15 @@ def test_artifacts_download_with_their_sha256_and_reports_show_their_sections(pa
     assert hashlib.sha256(open(download.value.path(), "rb").read()).hexdigest() == digest
     expect(page.locator("#part-reports section#confusion")).to_contain_text("skipped: no predictions")
     expect(page.locator("#reproducibility")).to_contain_text("seed")
+
+
+def test_mlrt_ui_refuses_bad_options_and_other_hosts_names(cli, ui_server):  # noqa: F811
+    busy = httpx.URL(ui_server.url).port
+    taken = cli("ui", "--port", str(busy))
+    assert taken.exit_code == 2 and f"cannot listen on 127.0.0.1:{busy}" in taken.output
+    assert cli("ui", "--port", "70000").exit_code == 2
+    remote = cli("--server", "http://127.0.0.1:1", "ui")
+    assert remote.exit_code == 2 and "a controller serves its own UI at SERVER/ui" in remote.output
+    # Bound to loopback, it answers only loopback names (a rebound DNS name of another site is refused).
+    assert httpx.get(ui_server.url + "/", headers={"Host": "evil.example"}).status_code == 400
+    assert httpx.get(ui_server.url.replace("127.0.0.1", "localhost") + "/").status_code == 200

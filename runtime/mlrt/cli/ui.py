@@ -27,13 +27,14 @@ def ui(app: App, host: str, port: int) -> None:
 
     if app.server:
         raise click.UsageError("mlrt ui serves the local store; a controller serves its own UI at SERVER/ui")
-    server_app = standalone_app(app.store, host)
     try:
-        sock = socket.create_server((host, port))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family)
     except OSError as exc:
         raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port") from None
+    server_app = standalone_app(app.store, host)
     shown = host if ":" not in host else f"[{host}]"
-    click.echo(f"mlrt ui: http://{shown}:{sock.getsockname()[1]}/ui/  (Ctrl-C stops it)", err=False)
+    click.echo(f"mlrt ui: http://{shown}:{sock.getsockname()[1]}/ui/  (Ctrl-C stops it)")
     if host not in LOOPBACK:
         click.echo(f"warning: no sign-in: anyone who reaches {host} can see and cancel these runs", err=True)
     config = uvicorn.Config(server_app, log_level="warning")

@@ -16,7 +16,13 @@
       })
       .then(function (text) {
         if (text !== null && text !== undefined) {
+          // Ticked boxes (runs picked for comparison) stay ticked across a refresh.
+          var ticked = Array.prototype.map.call(element.querySelectorAll("input[type=checkbox]:checked"),
+            function (box) { return box.name + "=" + box.value; });
           element.innerHTML = text;
+          element.querySelectorAll("input[type=checkbox]").forEach(function (box) {
+            if (ticked.indexOf(box.name + "=" + box.value) >= 0) box.checked = true;
+          });
           element.dataset.liveUpdates = String(Number(element.dataset.liveUpdates || "0") + 1);
         }
       })
