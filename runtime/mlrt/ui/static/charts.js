@@ -34,6 +34,7 @@
         var holder = document.createElement("div");
         holder.innerHTML = text;
         var fresh = holder.querySelector("svg");
+        if (fresh) fresh.dataset.zoomed = x0 === null ? "0" : "1";  // ui.js leaves a zoomed chart's part be
         if (fresh) svg.replaceWith(fresh); else svg.classList.remove("loading");
       })
       .catch(function () { svg.classList.remove("loading"); });

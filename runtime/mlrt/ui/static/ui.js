@@ -1,5 +1,5 @@
 // mlrt UI: live fragments. An element with data-live="URL" is refreshed from URL every few seconds
-// (only while the tab is visible) until an answer carries "X-Mlrt-Live: done".
+// (only while the tab is visible) until an answer carries "X-Mlrt-Live: done". Logs stay scrolled to their end.
 (function () {
   "use strict";
   var PERIOD_MS = 2000;
@@ -19,7 +19,9 @@
           // Ticked boxes (runs picked for comparison) stay ticked across a refresh.
           var ticked = Array.prototype.map.call(element.querySelectorAll("input[type=checkbox]:checked"),
             function (box) { return box.name + "=" + box.value; });
+          var restore = keepScroll(element);
           element.innerHTML = text;
+          restore();
           element.querySelectorAll("input[type=checkbox]").forEach(function (box) {
             if (ticked.indexOf(box.name + "=" + box.value) >= 0) box.checked = true;
           });
@@ -30,12 +32,30 @@
       .finally(function () { element.dataset.liveBusy = "0"; });
   }
 
+  function keepScroll(element) {
+    // A log stays at its end when it was there (it was scrolled back: it stays where it was).
+    var places = {};
+    element.querySelectorAll("pre.log").forEach(function (pre, index) {
+      places[index] = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4 ? -1 : pre.scrollTop;
+    });
+    return function () {
+      element.querySelectorAll("pre.log").forEach(function (pre, index) {
+        var place = index in places ? places[index] : -1;
+        pre.scrollTop = place < 0 ? pre.scrollHeight : place;
+      });
+    };
+  }
+
   function tick() {
     if (document.hidden) return;
     document.querySelectorAll("[data-live]").forEach(function (element) {
-      if (element.dataset.liveDone !== "1") refresh(element);
+      // A chart zoomed in (static/charts.js) keeps its part as it is until zoomed out.
+      if (element.dataset.liveDone !== "1" && !element.querySelector("svg[data-zoomed='1']")) refresh(element);
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { window.setInterval(tick, PERIOD_MS); });
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("pre.log").forEach(function (pre) { pre.scrollTop = pre.scrollHeight; });
+    window.setInterval(tick, PERIOD_MS);
+  });
 })();
