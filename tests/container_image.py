@@ -11,7 +11,7 @@ paths, so nothing is installed and the editable install keeps working:
   environment (``sys.prefix`` without what a worker never imports: kubernetes,
   kubernetes_validate, pip, pytest, ruff, the packages' ``tests`` folders and
   torch's headers and C++ test binaries), the shared libraries all of it links
-  (``ldd``) with the dynamic loader, ``/bin/sh``, ``/tmp`` and
+  (``ldd``) with the dynamic loader, ``/bin/sh``, ``which``, ``/tmp`` and
   ``/etc/{passwd,group,nsswitch.conf}``; ``PATH`` starts with the venv's ``bin``.
 * **code** (``localhost/mlrt-test-train:<hash>``): base plus the source folders
   the editable install points at (``runtime/mlrt``, ``plugins/mlrt_*``, read
@@ -45,7 +45,7 @@ from pathlib import Path
 
 BASE_REPOSITORY = "localhost/mlrt-test-base"
 IMAGE_REPOSITORY = "localhost/mlrt-test-train"
-BUILDER_VERSION = "3"  # bump when what goes into the image changes
+BUILDER_VERSION = "4"  # bump when what goes into the image changes
 
 # site-packages entries a worker never imports (the biggest: kubernetes and its schemas).
 _SKIP_PACKAGES = {"kubernetes", "kubernetes_validate", "pip", "_pytest", "pytest", "ruff"}
@@ -132,7 +132,7 @@ def _base_paths(trees: list[str]) -> list[str]:
     objects = [p for p in paths if ".so" in Path(p).name and os.path.isfile(p) and not os.path.islink(p)]
     for library in _libraries([*executables, *objects, "/bin/sh"]):
         paths.update(_with_links(library))
-    for extra in ["/bin/sh", *_ETC]:
+    for extra in ["/bin/sh", "/usr/bin/which", *_ETC]:  # `which`: sagemaker-training's Environment runs it
         if os.path.exists(extra):
             paths.update(_with_links(extra))
     paths.add("/tmp")

@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlrt import hookimpl
+from mlrt import hookimpl, sagemaker_contract
 from mlrt.launchers import (
     LaunchContext,
     Launcher,
@@ -162,6 +162,7 @@ class ContainerLauncher(Launcher):
     runs_images: ClassVar[bool] = True
     survives_controller: ClassVar[bool] = True
     runs_on_host: ClassVar[bool] = True
+    contracts: ClassVar[tuple[str, ...]] = ("mlrt", "sagemaker")
 
     def settings_model(self) -> type[ContainerSettings]:
         """``spec.compute.container``: :class:`mlrt_container.settings.ContainerSettings`."""
@@ -206,6 +207,9 @@ class ContainerLauncher(Launcher):
                 "LOCAL_RANK": "0",
                 "LOCAL_WORLD_SIZE": "1",
             }
+            sagemaker = ctx.contract == "sagemaker"
+            if sagemaker:
+                env.update(sagemaker_contract.worker_env(ctx, rank, local=False))
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             requests.append(WorkerRequest(rank=rank, argv=list(argv), env=env, cwd=ctx.cwd, log_path=log_path))
             # Every value rides in an --option=value argument, so none can be read as an option
@@ -216,10 +220,13 @@ class ContainerLauncher(Launcher):
             command += ["--init"]
             if network:
                 command += [f"--network={network}"]
+                command += [f"--network-alias={sagemaker_contract.host(rank)}"] if sagemaker else []
             command += ["--env-file=/dev/stdin"]
             command += [f"--env={key}" for key in sorted(env) if not _fits_env_file(env[key])]
             for path, read_only in mounts:
                 command += [f"--mount=type=bind,source={path},destination={path}" + (",ro" if read_only else "")]
+            for source, destination, read_only in sagemaker_contract.container_mounts(ctx, rank) if sagemaker else []:
+                command += [f"--mount=type=bind,source={source},destination={destination}" + (",ro" * read_only)]
             if argv:  # an image-only job keeps its image's own working directory
                 command += [f"--workdir={ctx.cwd}"]
             command += _resources(ctx.compute, kind, rank)
@@ -243,6 +250,11 @@ class ContainerLauncher(Launcher):
             "memory_limit": str(ctx.compute["memory"]) if ctx.compute.get("memory") else None,
             "mounts": [[path, read_only] for path, read_only in mounts],
         }
+        if ctx.contract == "sagemaker":  # each worker's /opt/ml: folders written at launch, mounted
+            details["sagemaker"] = [sagemaker_contract.host_folders(ctx, r, local=False) for r in range(workers)]
+            details["sagemaker_mounts"] = [
+                source for r in range(workers) for source, _, _ in sagemaker_contract.container_mounts(ctx, r)
+            ]
         return ContainerLaunchRequest(
             backend=self.name, run_id=ctx.run_id, attempt=ctx.attempt, workers=requests, details=details
         )
@@ -257,8 +269,11 @@ class ContainerLauncher(Launcher):
                     f"attempt {request.attempt}'s request was read back from the database, which holds no"
                     " spec.env values; plan the attempt again to launch it"
                 )
+        for folders in details.get("sagemaker") or []:
+            sagemaker_contract.write_host_folders(folders)
         # Checked again now: a worker of another attempt may have planted a link since the plan.
-        check_links([(path, read_only) for path, read_only in details.get("mounts") or []])
+        mounts = [(path, read_only) for path, read_only in details.get("mounts") or []]
+        check_links(mounts + [(path, True) for path in details.get("sagemaker_mounts") or []])
         engine = engines.resolve(details["engine"])
         network = details.get("network")
         handle: dict[str, Any] = {

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mlrt import hookimpl
+from mlrt import hookimpl, sagemaker_contract
 from mlrt.launchers import LaunchContext, Launcher, LaunchError, LaunchRequest, WorkerRequest, WorkerStatus
 from mlrt.states import RunState
 from mlrt.units import parse_memory
@@ -102,6 +102,7 @@ class LocalLauncher(Launcher):
     name: ClassVar[str] = "local"
     description: ClassVar[str] = "worker processes on this machine"
     runs_on_host: ClassVar[bool] = True
+    contracts: ClassVar[tuple[str, ...]] = ("mlrt", "sagemaker")
     launch_concurrency: ClassVar[int] = 1  # forks from one thread: PR_SET_PDEATHSIG follows the forking thread
 
     def __init__(self) -> None:
@@ -141,6 +142,8 @@ class LocalLauncher(Launcher):
                 "LOCAL_RANK": str(rank),
                 "LOCAL_WORLD_SIZE": str(workers),
             }
+            if ctx.contract == "sagemaker":
+                env.update(sagemaker_contract.worker_env(ctx, rank, local=True))
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             requests.append(WorkerRequest(rank=rank, argv=list(ctx.argv), env=env, cwd=ctx.cwd, log_path=log_path))
         allowed = environment.allow_list()
@@ -148,6 +151,8 @@ class LocalLauncher(Launcher):
         if limit is not None:
             cores = int(threads[_THREAD_VARIABLES[0]]) if threads else os.cpu_count() or 1
             details.update(memory_limit=str(ctx.compute["memory"]), data_limit=backstop_bytes(limit, cores))
+        if ctx.contract == "sagemaker":
+            details["sagemaker"] = [sagemaker_contract.host_folders(ctx, r, local=True) for r in range(workers)]
         if ctx.compute.get("warm") and eligible(list(ctx.argv), requests[0].env):
             details.update(warm=True, preload=_preload(ctx))
         return LaunchRequest(
@@ -165,6 +170,8 @@ class LocalLauncher(Launcher):
         copies = self._copies[key] = []
         workers = []
         data_limit = request.details.get("data_limit")
+        for folders in request.details.get("sagemaker") or []:
+            sagemaker_contract.write_host_folders(folders)
         try:
             for worker in request.workers:
                 Path(worker.log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,10 @@ class LaunchContext:
 
     def container_image(self) -> str:
         """The image a container backend runs: ``spec.image``, else (for an
+    contract: str = "mlrt"
+    """``spec.contract``: ``sagemaker`` asks the backend for SageMaker's layout and ``SM_*``
+    variables as well (:mod:`mlrt.sagemaker_contract`); ``argv`` already ends with the
+    hyperparameters as ``--name value`` arguments."""
         ``algorithm:`` job) mlrt's training image, see :func:`training_image`."""
         return self.image or training_image()
 
@@ -172,6 +176,10 @@ class Launcher(abc.ABC):
     fit what it asks for (:mod:`mlrt.admission`)."""
     launch_concurrency: ClassVar[int] = 4
     """How many launches the controller runs at once in this backend's pool (threads calling
+    contracts: ClassVar[tuple[str, ...]] = ("mlrt",)
+    """The values of ``spec.contract`` the backend gives its workers; a spec asking for another
+    is refused by ``mlrt validate`` and ``mlrt submit``."""
+
     :meth:`launch`, which must be safe to call concurrently for different runs);
     ``MLRT_LAUNCH_CONCURRENCY=BACKEND=N`` overrides it."""
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from mlrt import sagemaker_contract
 from mlrt.admission import run_resources
 from mlrt.launchers import LaunchContext, channel_env
 from mlrt.reproducibility import base_record
@@ -374,6 +375,9 @@ def launch_context(
     for name, path in channel_paths.items():
         env[channel_env(name)] = path
     argv = list(WORKER_ARGV) if spec.get("algorithm") else list(spec.get("command") or [])
+    contract = spec.get("contract") or "mlrt"
+    if contract == "sagemaker" and spec.get("command"):  # script mode: the hyperparameters as arguments
+        argv += sagemaker_contract.user_args(spec.get("hyperparameters") or {})
     return LaunchContext(
         run_id=run_id,
         attempt=attempt,
@@ -388,3 +392,4 @@ def launch_context(
         stopping=spec.get("stopping") or {},
         output_uri=output_uri(resolved, run_id),
     )
+        contract=contract,

@@ -53,6 +53,13 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
             f"spec.image: the {backend} backend runs programs on this machine, not images;"
             " remove image or choose a backend that runs containers"
         )
+    contract = spec.get("contract", "mlrt")
+    if launcher is not None and isinstance(contract, str) and contract not in launcher.contracts:
+        offered = ", ".join(launcher.contracts)
+        problems.append(
+            f"spec.contract: the {backend} backend does not offer the {contract!r} contract (it offers {offered});"
+            " choose another backend or contract"
+        )
     if isinstance(spec.get("compute"), dict):
         problems += backend_settings_problems(compute, backend if launcher is not None else None)
 

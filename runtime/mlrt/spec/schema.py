@@ -408,7 +408,11 @@ class TrainingJobSpec(_Model):
 
     ``priority`` orders the controller's queue: a higher priority is launched
     first, first come first served within one priority (default 0). A tuning
-    job's trials take the priority of its ``template``."""
+    job's trials take the priority of its ``template``.
+
+    ``contract`` is what the workers are given: ``mlrt`` (the ``MLRT_*`` variables) or
+    ``sagemaker``, SageMaker's training layout and ``SM_*`` variables as well, the
+    hyperparameters also passed as ``--name value`` arguments (:mod:`mlrt.sagemaker_contract`)."""
 
     algorithm: str | None = None
     image: str | None = None
@@ -442,6 +446,7 @@ class TrainingJobSpec(_Model):
     @model_validator(mode="after")
     def _one_entry_point(self) -> TrainingJobSpec:
         if self.algorithm and self.command:
+    contract: Literal["mlrt", "sagemaker"] = "mlrt"
             raise ValueError("set either algorithm or command, not both")
         if not self.algorithm and not self.command and not self.image:
             raise ValueError("set algorithm (a registered algorithm) or command (a program to run)")
