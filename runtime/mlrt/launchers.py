@@ -56,13 +56,13 @@ class LaunchContext:
     """Where the run's output and checkpoints end up (``file://`` or ``s3://``); ``env`` has the
     local folders workers write to, which the controller uploads unless the backend's workers
     cannot be read from the controller's machine (then they upload it themselves)."""
-
-    def container_image(self) -> str:
-        """The image a container backend runs: ``spec.image``, else (for an
     contract: str = "mlrt"
     """``spec.contract``: ``sagemaker`` asks the backend for SageMaker's layout and ``SM_*``
     variables as well (:mod:`mlrt.sagemaker_contract`); ``argv`` already ends with the
     hyperparameters as ``--name value`` arguments."""
+
+    def container_image(self) -> str:
+        """The image a container backend runs: ``spec.image``, else (for an
         ``algorithm:`` job) mlrt's training image, see :func:`training_image`."""
         return self.image or training_image()
 
@@ -170,16 +170,16 @@ class Launcher(abc.ABC):
     the controller's reach (pods). Each worker then writes a completion marker after its final
     upload (:mod:`mlrt.s3sync`), and the run ends SUCCEEDED only when every marker is there."""
 
+    contracts: ClassVar[tuple[str, ...]] = ("mlrt",)
+    """The values of ``spec.contract`` the backend gives its workers; a spec asking for another
+    is refused by ``mlrt validate`` and ``mlrt submit``."""
+
     runs_on_host: ClassVar[bool] = False
     """True when the workers run on the controller's own machine (processes, local
     containers): admission then starts a run only when the machine's free cores and memory
     fit what it asks for (:mod:`mlrt.admission`)."""
     launch_concurrency: ClassVar[int] = 4
     """How many launches the controller runs at once in this backend's pool (threads calling
-    contracts: ClassVar[tuple[str, ...]] = ("mlrt",)
-    """The values of ``spec.contract`` the backend gives its workers; a spec asking for another
-    is refused by ``mlrt validate`` and ``mlrt submit``."""
-
     :meth:`launch`, which must be safe to call concurrently for different runs);
     ``MLRT_LAUNCH_CONCURRENCY=BACKEND=N`` overrides it."""
 

@@ -391,5 +391,5 @@ def launch_context(
         channels={name: channel["uri"] for name, channel in (spec.get("data") or {}).items()},
         stopping=spec.get("stopping") or {},
         output_uri=output_uri(resolved, run_id),
-    )
         contract=contract,
+    )

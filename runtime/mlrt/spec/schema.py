@@ -442,11 +442,11 @@ class TrainingJobSpec(_Model):
     gates: list[Gate] = []
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     priority: int = Field(0, ge=-limits.MAX_PRIORITY, le=limits.MAX_PRIORITY)
+    contract: Literal["mlrt", "sagemaker"] = "mlrt"
 
     @model_validator(mode="after")
     def _one_entry_point(self) -> TrainingJobSpec:
         if self.algorithm and self.command:
-    contract: Literal["mlrt", "sagemaker"] = "mlrt"
             raise ValueError("set either algorithm or command, not both")
         if not self.algorithm and not self.command and not self.image:
             raise ValueError("set algorithm (a registered algorithm) or command (a program to run)")
