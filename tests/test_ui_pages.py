@@ -116,11 +116,12 @@ def test_a_running_run_page_updates_without_a_reload(page, ui_server, store, tmp
     # The run goes on: a log line, more points, a param, then it succeeds.
     with log.open("a") as out:
         out.write("epoch 1 <done>\n")
-    store.insert_metrics("run-live", [("loss", 2, 0.5, 0.0), ("accuracy", 2, 0.9, 0.0)])
+    store.insert_metrics("run-live", [("loss", 2, 0.5, 0.0), ("accuracy", 1, 0.8, 0.0), ("accuracy", 2, 0.9, 0.0)])
     store.log_params("run-live", {"lr": "0.1"})
     expect(page.locator("#part-logs pre.log")).to_contain_text("epoch 1 <done>")
     expect(page.locator("figure[data-metric=loss] svg path.mlrt-series")).to_have_attribute("data-points", "3")
     expect(page.locator("figure[data-metric=accuracy] svg path.mlrt-series")).to_have_count(1)
+    expect(page.locator("tr[data-metric=loss] td.num").first).to_have_text("0.5")  # its last value
     expect(page.locator("#part-params")).to_contain_text("lr")
     store.transition("run-live", RunState.SUCCEEDED, "the workers succeeded", ended_at=utcnow())
     expect(page.locator("#run-state")).to_have_text("SUCCEEDED")

@@ -45,7 +45,8 @@ def _part_values(ctx: UiContext, run: Run, part: str, axis: str) -> dict[str, An
     if part == "params":
         return {"params": sorted(store.params(run.id).items())}
     if part == "metrics":
-        return {"charts": run_view.metric_charts(store, run.id, axis), "axis": axis}
+        summary = store.metric_summary(run.id)
+        return {"summary": summary, "charts": run_view.metric_charts(store, run.id, summary, axis), "axis": axis}
     if part == "logs":
         return {"tails": run_view.worker_tails(store, run.id)}
     if part == "artifacts":

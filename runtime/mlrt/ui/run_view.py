@@ -95,10 +95,11 @@ def worker_tails(store: Store, run_id: str, size: int = TAIL_BYTES) -> list[Work
     return tails
 
 
-def metric_charts(store: Store, run_id: str, axis: str) -> list[tuple[str, int, Markup]]:
-    """``(key, points, svg)`` for every metric key of the run: one chart per key on the ``step``
-    or ``time`` axis, each thinned on the server; a chart zooms through
-    :mod:`mlrt.ui.chart_pages`' route (its ``data-src``)."""
+def metric_charts(store: Store, run_id: str, summary: list[dict[str, Any]], axis: str) -> list[tuple[str, int, Markup]]:
+    """``(key, points, svg)`` for every metric key of the run with more than one point (a single
+    value is a row of the summary table, not a chart): one chart per key on the ``step`` or
+    ``time`` axis, each thinned on the server; a chart zooms through :mod:`mlrt.ui.chart_pages`'
+    route (its ``data-src``). ``summary``: :meth:`mlrt.store.Store.metric_summary` of the run."""
     from urllib.parse import quote
 
     from mlrt.ui.auth import PREFIX
@@ -107,8 +108,10 @@ def metric_charts(store: Store, run_id: str, axis: str) -> list[tuple[str, int, 
 
     request = ChartRequest(axis=axis)
     found = []
-    for summary in store.metric_summary(run_id):
-        key = summary["key"]
+    for row in summary:
+        key = row["key"]
+        if row["points"] < 2:
+            continue
         src = f"{PREFIX}/runs/{quote(run_id, safe='')}/chart.svg?key={quote(key, safe='')}&axis={axis}"
         svg = line_chart(
             [metric_series(store, run_id, key, key, request)],
@@ -118,7 +121,7 @@ def metric_charts(store: Store, run_id: str, axis: str) -> list[tuple[str, int, 
             points=request.points,
             src=src,
         )
-        found.append((key, summary["points"], svg))
+        found.append((key, row["points"], svg))
     return found
 
 
