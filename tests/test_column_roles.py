@@ -59,7 +59,11 @@ def _validate(cli, write_spec, tmp_path, train: str, extra: str = "", algorithm:
             "error: spec.data.train.label: column 'yy' is not in train.csv (columns: a, b, sex, region, w, y)",
         ),
         ("train.csv", "", "error: spec.data.train.label: column 'label' is not in train.csv (columns: a, b,"),
-        ("{uri: train.csv, label: y, weight: ww}", "", "error: spec.data.train.weight: column 'ww' is not in train.csv"),
+        (
+            "{uri: train.csv, label: y, weight: ww}",
+            "",
+            "error: spec.data.train.weight: column 'ww' is not in train.csv",
+        ),
         (
             "{uri: train.csv, label: y, features: [a, bb]}",
             "",

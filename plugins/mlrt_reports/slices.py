@@ -51,6 +51,8 @@ REFINE_LIFT = 1.1
 """A slice with k+1 predicates is kept only if, against each of its k-predicate parents, its error rate is at
 least ``REFINE_LIFT`` times the parent's and ``REFINE_Z`` standard errors above the rest of the parent."""
 MAX_PARENTS = 256
+SHARP_CHECKS = 200
+"""At most this many of the highest-lift slices are checked against the model's expected errors."""
 """At most this many 2-predicate slices (the highest score bounds first) are expanded to 3 predicates."""
 COVERED = 0.8
 """A finding is left out when a narrower slice (more predicates) accounts for this share of its potential gain."""
@@ -104,7 +106,13 @@ class SlicesReport(Report):
     slice with at least the minimum support; a refinement only when it is worse
     than its parents as above), those whose error rate is 3 standard errors
     above the rest of the rows, by *lift* (slice error rate / overall error
-    rate), highest first, at most ``top_k``.
+    rate), highest first, at most ``top_k``. With class scores, a slice must
+    also have 3 standard deviations more errors than the model's own scores
+    expect (the sum over its rows of 1 - the predicted class's score, scaled
+    so that the split's expected errors add up to its errors): a band along
+    the decision boundary, where the model knows it is unsure, is not sharp;
+    a segment where it is confidently wrong is. Such a row also gives
+    ``expected_error_rate``.
 
     For regression the error of an example is its absolute error, so the
     "error rate" of a slice is its mean absolute error (``accuracy`` is absent).
@@ -133,7 +141,7 @@ class SlicesReport(Report):
          "sharpest": [                          # highest lift first, at most top_k
              {"predicates": [...], "description": "segment == z", "rows": 300, "share": 0.015,
               "errors": 141, "error_rate": 0.47, "accuracy": 0.53, "share_of_errors": 0.06,
-              "potential_gain": 0.005, "lift": 4.1}, ...],
+              "potential_gain": 0.005, "lift": 4.1, "expected_error_rate": 0.12}, ...],
          "search": {"features": 11, "predicates": 43, "pairs": 770, "triples": 0, "min_rows": 200},
          "settings": {...the resolved options...},
          "notes": ["column 'zip' is not in the data"]}
@@ -233,7 +241,8 @@ class SlicesReport(Report):
                     (f, _levels(f, rows[f], bins=None, default_bins=settings["bins"], top_n=top, other=False))
                     for f in features
                 ]
-                discovered, sharpest, search = _discover(encoded, loss, classification, settings)
+                expected = _expected_errors(data, rows, total) if classification else None
+                discovered, sharpest, search = _discover(encoded, loss, classification, settings, expected)
         elif not features:
             notes.append("no feature columns: no slice discovery")
 
@@ -657,7 +666,11 @@ def _stats(size: int, err: float, n: int, total: float, classification: bool) ->
 
 
 def _discover(
-    encoded: list[tuple[str, _Levels]], loss: np.ndarray, classification: bool, settings: dict[str, Any]
+    encoded: list[tuple[str, _Levels]],
+    loss: np.ndarray,
+    classification: bool,
+    settings: dict[str, Any],
+    expected: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """SliceLine over the encoded features: the top_k slices by score, and the top_k by error-rate
     lift among the slices with support (see :class:`SlicesReport`)."""
@@ -674,6 +687,7 @@ def _discover(
     # level 1: basic predicates with enough rows, numbered globally in feature order
     predicates: list[dict[str, Any]] = []
     feature_of: list[int] = []
+    column_of: list[int] = []  # the column of ``codes`` that holds each predicate
     columns: list[np.ndarray] = []
     for index, (_, levels) in enumerate(encoded):
         valid = levels.codes >= 0
@@ -686,6 +700,7 @@ def _discover(
             remap[i] = len(predicates)
             predicates.append(levels.predicates[i])
             feature_of.append(index)
+            column_of.append(len(columns))
         columns.append(remap[levels.codes])
     m = len(predicates)
     search = {"features": len(encoded), "predicates": m, "pairs": 0, "triples": 0, "min_rows": minsup}
@@ -759,11 +774,41 @@ def _discover(
         row["score"] = float(score)
         out.append(row)
     sharpest = []
-    for indices, size, err in _sharpest(sharp, n, total, classification, variance)[:top_k]:
+    for indices, size, err, surprise in _sharpest(
+        sharp, n, total, classification, variance, top_k, expected, codes, column_of
+    ):
         row = _slice_row(indices, predicates, size, err, n, total, classification)
         row["lift"] = float(err / size / rate)
+        if surprise is not None:
+            row["expected_error_rate"] = surprise
         sharpest.append(row)
     return out, sharpest, search
+
+
+def _expected_errors(data: ReportInput, rows: pd.DataFrame, errors: float) -> np.ndarray | None:
+    """Each row's chance of being wrong by the model's own scores (1 - the predicted class's score),
+    scaled so that they add up to the ``errors`` the rows have (scores of a model trained with weights,
+    or predicting at a chosen threshold, are off by a factor); None when the frame lacks a score column
+    for a class or a prediction is not one of the classes."""
+    import numpy as np
+    import pandas as pd
+
+    columns = [f"score_{c}" for c in data.classes]
+    if not columns or any(c not in rows.columns for c in columns):
+        return None
+    index = {str(c): i for i, c in enumerate(data.classes)}
+    predicted = rows["prediction"].astype(str).map(index)
+    if predicted.isna().any():  # numbers written differently (1.0 for class 1)
+        numbers = pd.to_numeric(pd.Series(list(index)), errors="coerce")
+        by_number = dict(zip(numbers, index.values(), strict=True))
+        predicted = pd.to_numeric(rows["prediction"], errors="coerce").map(by_number)
+        if predicted.isna().any():
+            return None
+    scores = rows[columns].to_numpy(dtype=float)
+    expected = 1 - scores[np.arange(len(rows)), predicted.to_numpy(dtype=int)]
+    if np.isnan(expected).any() or not expected.sum() > 0:
+        return None
+    return np.clip(expected * (errors / expected.sum()), 0.0, 1.0)
 
 
 def _slice_row(
@@ -776,10 +821,20 @@ def _slice_row(
 
 
 def _sharpest(
-    candidates: list[tuple[tuple[int, ...], float, float]], n: int, total: float, classification: bool, variance: float
-) -> list[tuple[tuple[int, ...], float, float]]:
-    """The candidates whose error rate is ``REFINE_Z`` standard errors above the rest of the rows,
-    highest error-rate lift (slice rate / overall rate) first."""
+    candidates: list[tuple[tuple[int, ...], float, float]],
+    n: int,
+    total: float,
+    classification: bool,
+    variance: float,
+    top_k: int,
+    expected: np.ndarray | None,
+    codes: np.ndarray,
+    column_of: list[int],
+) -> list[tuple[tuple[int, ...], float, float, float | None]]:
+    """At most ``top_k`` candidates whose error rate is ``REFINE_Z`` standard errors above the rest of the
+    rows and, with ``expected`` (each row's chance of an error by the model's own scores), above what the
+    model expected in the slice; highest error-rate lift (slice rate / overall rate) first. Each comes with
+    the slice's expected error rate (None without ``expected``)."""
     import numpy as np
 
     if not candidates:
@@ -793,7 +848,23 @@ def _sharpest(
     se = np.sqrt(max(var, 1e-12) * (1 / size + 1 / rest))
     keep = np.flatnonzero((rate - rest_rate >= REFINE_Z * se) & (n - size > 0.5))
     order = sorted(keep, key=lambda j: (-rate[j], len(candidates[j][0]), candidates[j][0]))
-    return [candidates[j] for j in order]
+    out: list[tuple[tuple[int, ...], float, float, float | None]] = []
+    for j in order[: SHARP_CHECKS if expected is not None else top_k]:
+        indices, slice_size, slice_err = candidates[j]
+        surprise = None
+        if expected is not None:
+            mask = np.ones(n, dtype=bool)
+            for i in indices:
+                mask &= codes[:, column_of[i]] == i
+            chances = expected[mask]
+            spread = math.sqrt(max(float((chances * (1 - chances)).sum()), 1e-12))
+            if slice_err - chances.sum() < REFINE_Z * spread:
+                continue  # as many errors as the model's own scores expect: uncertain, not weak
+            surprise = float(chances.mean())
+        out.append((indices, slice_size, slice_err, surprise))
+        if len(out) == top_k:
+            break
+    return out
 
 
 def _onehot_chunks(codes: np.ndarray, width: int):

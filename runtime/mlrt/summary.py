@@ -5,9 +5,9 @@ ranked: the first finding of the ``bias_variance`` report (the run's regime:
 high bias, high variance, or fine) leads, then every other finding, problems
 before warnings and notes, each group by :attr:`mlrt.reports.Finding.gain`,
 largest first. The terminal summary (``mlrt submit``, ``mlrt report``) shows
-the regime and the first :data:`SUMMARY_CAP` of the rest, and any pinned
-finding (:attr:`mlrt.reports.Finding.pinned`) beyond them, then says how many
-more there are; the report page (``report.html``) lists them all, in the same
+the regime, the first :data:`SUMMARY_CAP` of the rest, then the pinned
+findings (:attr:`mlrt.reports.Finding.pinned`, which the cap does not count),
+and says how many more there are; the report page (``report.html``) lists them all, in the same
 order. A report whose ``findings`` raises adds none: the summary names it
 (``failures``) instead of failing.
 """
@@ -61,6 +61,5 @@ def summarize(results: dict[str, dict[str, Any]], cap: int = SUMMARY_CAP) -> Sum
             regime, found = found[:1], found[1:]
         others += found
     others.sort(key=lambda f: (_SEVERITY_ORDER.get(f.severity, 1), -f.gain))
-    pinned = [f for f in others[cap:] if f.pinned]
-    more = [f for f in others[cap:] if not f.pinned]
-    return Summary(shown=regime + others[:cap] + pinned, more=more, failures=failures)
+    ranked = [f for f in others if not f.pinned]
+    return Summary(shown=regime + ranked[:cap] + [f for f in others if f.pinned], more=ranked[cap:], failures=failures)

@@ -130,11 +130,13 @@ def choose(
             (points.precision, points.recall) if optimize == "precision" else (points.recall, points.precision)
         )
         values = wanted
-        reached = met >= target - 1e-12
+        # predicting nothing has precision 1 by convention, but it is no operating point
+        usable = points.tp + points.fp > 0
+        reached = (met >= target - 1e-12) & usable
         if reached.any():
             best = int(np.flatnonzero(reached)[np.argmax(wanted[reached])])
         else:
-            best = int(np.argmax(met))
+            best = int(np.flatnonzero(usable)[np.argmax(met[usable])])
             note = f"no threshold reaches {optimize} {target:g}; the closest ({met[best]:.4g}) is used"
     return OperatingPoint(
         threshold=float(points.thresholds[best]),
