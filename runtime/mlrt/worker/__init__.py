@@ -38,8 +38,8 @@ from mlrt import business, plugins
 from mlrt.algorithms import Algorithm, Dataset, TrainContext
 from mlrt.data import load_dataset
 from mlrt.launchers import channel_env
+from mlrt.sanity import SANITY_ROWS
 
-SANITY_ROWS = 200
 STOPPED_EXIT_CODE = 143
 """How a worker stopped by SIGTERM exits (128 + SIGTERM, as a process the signal ends)."""
 
