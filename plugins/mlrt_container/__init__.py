@@ -42,6 +42,11 @@ of the machine, see :mod:`mlrt_container.engine`.
   otherwise fails with how to build it.
 - **Stop and cleanup**: ``ENGINE stop -t GRACE`` (SIGTERM, then SIGKILL), then
   ``ENGINE rm -f`` and the network is removed: no container is left behind.
+- **SageMaker contract** (``spec.contract: sagemaker``): each worker also sees
+  ``/opt/ml`` (its config files, the channels under ``input/data``, the run's
+  output ``model/`` and ``data/``, its checkpoints, its own ``output/failure``)
+  through more bind mounts, written at launch, and on a network it has the
+  alias ``algo-<rank+1>`` (:mod:`mlrt.sagemaker_contract`).
 - **Adoption**: containers outlive the controller; a new one finds them by
   their labels (``mlrt.run-id``, ``mlrt.attempt``, ``mlrt.rank``,
   ``mlrt.managed-by=mlrt``) and resumes their logs where the file ends.

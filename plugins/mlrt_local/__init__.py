@@ -21,6 +21,11 @@ OOMKilled; see :mod:`mlrt_local.memory`.
 With ``compute.warm`` (on by default for tuning trials) a Python worker is
 forked from a pre-started interpreter instead of started cold; see
 :mod:`mlrt_local.warm`.
+
+With ``spec.contract: sagemaker`` the workers also get SageMaker's ``SM_*``
+variables naming the run's folders, and ``SAGEMAKER_BASE_DIR`` a folder of the
+attempt laid out like ``/opt/ml``, written at launch
+(:mod:`mlrt.sagemaker_contract`).
 """
 
 from __future__ import annotations
