@@ -65,7 +65,7 @@ def timeline(store: Store, run: Run) -> list[Moment]:
 def _event_text(before: str | None, after: str | None, reason: str) -> str:
     if after is None:
         return reason
-    return f"{before or 'submitted'} → {after}" + (f": {reason}" if reason else "")
+    return (f"{before} → {after}" if before else after) + (f": {reason}" if reason else "")
 
 
 def worker_tails(store: Store, run_id: str, size: int = TAIL_BYTES) -> list[WorkerTail]:
