@@ -39,5 +39,6 @@ PAGES = (
     "mlrt.ui.run_pages",
     "mlrt.ui.chart_pages",
     "mlrt.ui.compare_pages",
+    "mlrt.ui.tuning_pages",
 )
 """Modules whose ``router`` the UI includes, in this order."""
