@@ -101,7 +101,7 @@ def test_user_values_are_shown_as_text_never_run(page, ui_server, seeded, expect
     assert page.locator("main script, main img").count() == 0
 
 
-def test_a_running_run_page_updates_without_a_reload(page, ui_server, store, tmp_path, expect):  # noqa: F811
+def test_a_running_run_s_page_and_the_runs_page_update_without_a_reload(page, ui_server, store, tmp_path, expect):  # noqa: F811
     log = tmp_path / "worker-0.log"
     log.write_text("epoch 0\n")
     seed_run(store, "run-live", name="live", state="RUNNING", log=log, metrics={"loss": [1.0, 0.8]})
@@ -111,34 +111,31 @@ def test_a_running_run_page_updates_without_a_reload(page, ui_server, store, tmp
     expect(chart).to_have_attribute("data-points", "2")
     box = chart.bounding_box()
     assert box is not None and box["width"] > 0 and box["height"] > 0  # the series is drawn
-    page.evaluate("window.notReloaded = true")
+    runs = page.context.new_page()  # the runs page, open at the same time
+    runs.goto(ui_server.url + "/?name=live")
+    assert _rows(runs) == ["run-live"]
+    for opened in (page, runs):
+        opened.evaluate("window.notReloaded = true")
 
-    # The run goes on: a log line, more points, a param, then it succeeds.
+    # The run goes on: a log line, more points, a param, then it succeeds; another run arrives.
     with log.open("a") as out:
         out.write("epoch 1 <done>\n")
     store.insert_metrics("run-live", [("loss", 2, 0.5, 0.0), ("accuracy", 1, 0.8, 0.0), ("accuracy", 2, 0.9, 0.0)])
     store.log_params("run-live", {"lr": "0.1"})
+    seed_run(store, "run-live-2", name="live again", state="QUEUED")
     expect(page.locator("#part-logs pre.log")).to_contain_text("epoch 1 <done>")
     expect(page.locator("figure[data-metric=loss] svg path.mlrt-series")).to_have_attribute("data-points", "3")
     expect(page.locator("figure[data-metric=accuracy] svg path.mlrt-series")).to_have_count(1)
     expect(page.locator("tr[data-metric=loss] td.num").first).to_have_text("0.5")  # its last value
     expect(page.locator("#part-params")).to_contain_text("lr")
+    expect(runs.locator("tr[data-run=run-live-2] .state")).to_have_text("QUEUED")
     store.transition("run-live", RunState.SUCCEEDED, "the workers succeeded", ended_at=utcnow())
     expect(page.locator("#run-state")).to_have_text("SUCCEEDED")
     expect(page.locator("#part-state")).to_contain_text("the workers succeeded")
     expect(page.get_by_role("button", name="Cancel run")).to_have_count(0)
+    expect(runs.locator("tr[data-run=run-live] .state")).to_have_text("SUCCEEDED")
     assert page.evaluate("window.notReloaded") is True
-
-
-def test_the_runs_page_shows_new_runs_and_state_changes_without_a_reload(page, ui_server, store, expect):  # noqa: F811
-    page.goto(ui_server.url + "/?name=arrives")
-    assert _rows(page) == []
-    page.evaluate("window.notReloaded = true")
-    seed_run(store, "run-arrives", name="arrives", state="QUEUED")
-    expect(page.locator("tr[data-run=run-arrives] .state")).to_have_text("QUEUED")
-    store.transition("run-arrives", RunState.STARTING, "launching")
-    expect(page.locator("tr[data-run=run-arrives] .state")).to_have_text("STARTING")
-    assert page.evaluate("window.notReloaded") is True
+    assert runs.evaluate("window.notReloaded") is True
 
 
 def test_cancel_stops_a_run_and_refuses_a_form_without_its_csrf_value(page, ui_server, store, expect):  # noqa: F811
