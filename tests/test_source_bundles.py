@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -33,7 +34,7 @@ print("read", len(rows), "rows in", os.getcwd())
 """
 
 
-def project(folder: Path, python: str = sys.executable, extra: str = "") -> Path:
+def project(folder: Path, python: str = sys.executable, extra: str = "", channel: bool = True) -> Path:
     """A project folder: train.py, data/small.csv, a .gitignore'd log and the spec; the spec's path."""
     (folder / "data").mkdir(parents=True)
     (folder / "train.py").write_text(TRAIN)
@@ -43,7 +44,7 @@ def project(folder: Path, python: str = sys.executable, extra: str = "") -> Path
     spec = folder / "job.yaml"
     spec.write_text(
         "apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {name: bundled}\nspec:\n"
-        f"  command: [{python}, train.py]\n  data: {{train: file://data/small.csv}}\n{extra}"
+        f"  command: [{python}, train.py]\n" + ("  data: {train: file://data/small.csv}\n" if channel else "") + extra
     )
     return spec
 
@@ -89,7 +90,7 @@ def test_a_folder_submitted_remotely_runs_from_its_bundle_and_its_code_comes_bac
         expected = {k: v for k, v in files_of(tmp_path / "proj").items() if k not in ("debug.log", "job.yaml")}
         assert files_of(restored) == expected  # bit for bit; the ignored log and the spec itself left out
 
-        (tmp_path / "proj" / "train.py").write_text(TRAIN.replace("print(\"read", "print(\"Read"))  # one byte
+        (tmp_path / "proj" / "train.py").write_text(TRAIN.replace('print("read', 'print("Read'))  # one byte
         again = json.loads(cli("--server", service.url, "submit", str(spec), "--json").stdout)
         lineage = json.loads(cli("--server", service.url, "runs", "lineage", again["id"], "--json").stdout)
         assert again["state"] == "SUCCEEDED" and lineage[0]["source"] not in (None, digest)
@@ -172,7 +173,7 @@ def test_a_local_run_keeps_its_bundle_and_an_oversized_source_is_one_line(cli, t
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_a_bundle_runs_in_a_container_with_the_image_digest_in_its_lineage(postgres_db, alice, cli, tmp_path, home):
+def test_a_bundle_runs_in_a_container_with_the_image_digest_in_its_lineage(cli, tmp_path, home, monkeypatch):
     from conftest import missing
 
     problem = engine_problem()
@@ -181,23 +182,85 @@ def test_a_bundle_runs_in_a_container_with_the_image_digest_in_its_lineage(postg
     from container_image import build_image
 
     image = build_image(ENGINE, RUN_ARGS.split())
-    service = start(
-        postgres_db,
-        tmp_path,
-        MLRT_ALLOWED_BACKENDS="container",
-        MLRT_CONTAINER_RUN_ARGS=RUN_ARGS,
-        MLRT_TRAINING_IMAGE=image,
-    )
-    try:
-        spec = project(
-            tmp_path / "proj", python="python", extra=f"  image: {image}\n  compute: {{backend: container, cpu: 1}}\n"
+    monkeypatch.setenv("MLRT_CONTAINER_RUN_ARGS", RUN_ARGS)
+    extra = f"  image: {image}\n  compute: {{backend: container, cpu: 1}}\n"
+    spec = project(tmp_path / "proj", python="python", extra=extra)
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    (lineage,) = json.loads(cli("runs", "lineage", run["id"], "--json").stdout)
+    assert lineage["image"] == image and lineage["packages"] is None  # the host's packages are not the image's
+    engine_id = subprocess.run([ENGINE, "image", "inspect", "--format={{.Id}}", image], capture_output=True, text=True)
+    assert lineage["image_digests"] == ["sha256:" + engine_id.stdout.strip().removeprefix("sha256:")]
+    assert lineage["source"] == bundles.pack(tmp_path / "proj", (spec, home)).digest
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.standin_only
+def test_on_kubernetes_an_init_container_fetches_the_bundle_and_the_pods_image_digest_is_recorded(
+    postgres_db, alice, cli, tmp_path, home
+):
+    import base64
+
+    import kubernetes_validate
+
+    from conftest import wait_for
+    from kube_cluster import CONTROLLER_NAMESPACE, chart_rbac
+    from kube_standin import KubeStandIn
+
+    with KubeStandIn() as kube:
+        rbac, account = chart_rbac(("ml",))  # the controller as in the cluster: the chart's ServiceAccount
+        kube.apply_rbac(rbac)
+        service = start(
+            postgres_db,
+            tmp_path,
+            KUBECONFIG=str(kube.serviceaccount_kubeconfig(tmp_path / "kubeconfig", CONTROLLER_NAMESPACE, account)),
+            MLRT_ADVERTISE_URL="http://mlrt.mlrt.svc:8080",
+            MLRT_KUBE_NAMESPACES="ml",
+            MLRT_ALLOWED_BACKENDS="kubernetes",
         )
-        done = cli("--server", service.url, "submit", str(spec), "--json")
-        run = json.loads(done.stdout)
-        assert run["state"] == "SUCCEEDED", run["reason"]
-        lineage = json.loads(cli("--server", service.url, "runs", "lineage", run["id"], "--json").stdout)[0]
-        assert lineage["image"] == image and lineage["packages"] is None  # the host's packages are not the image's
-        assert lineage["image_digests"][0].startswith("sha256:") and len(lineage["image_digests"][0]) == 71
-        assert lineage["source"] == pack_for_upload(str(spec), ())[0].digest
-    finally:
-        service.stop()
+        try:
+            image = "registry.example.com/acme/train:1.0"
+            extra = f"  image: {image}\n  compute: {{backend: kubernetes}}\n"
+            spec = project(tmp_path / "proj", python="python", extra=extra, channel=False)
+            submitted = cli("--server", service.url, "submit", str(spec), "--detach", "--json")
+            run_id = json.loads(submitted.stdout)["run_id"]
+            (pod,) = wait_for(lambda: kube.pods("ml"), timeout=30)
+            (job,) = kube.jobs("ml")
+            kubernetes_validate.validate(job, "1.33.0", strict=True)
+            template = job["spec"]["template"]["spec"]
+            fetch = template["initContainers"][0]
+            assert fetch["name"] == "fetch-source" and template["containers"][0]["workingDir"] == "/mlrt/source"
+
+            # Playing the kubelet: the init container's program, with its variables and its token.
+            variables = {e["name"]: e.get("value") for e in fetch["env"]}
+            secret = next(s for s in kube.secrets("ml") if s["metadata"]["name"].endswith("-tracking"))
+            variables.update(
+                MLRT_TRACKING_URI=service.url,
+                MLRT_TRACKING_TOKEN=base64.b64decode(secret["data"]["token"]).decode(),
+            )
+            pod_dir = tmp_path / "pod-source"
+            fetched = subprocess.run(
+                [sys.executable, *fetch["command"][1:-1], str(pod_dir)],
+                env={**os.environ, **variables},
+                capture_output=True,
+                text=True,
+            )
+            assert fetched.returncode == 0, fetched.stderr
+            expected = {k: v for k, v in files_of(tmp_path / "proj").items() if k not in ("debug.log", "job.yaml")}
+            assert files_of(pod_dir) == expected
+
+            kube.start_pod(pod["metadata"]["name"], namespace="ml")
+            kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
+            wait_for(
+                lambda: (
+                    json.loads(cli("--server", service.url, "status", run_id, "--json").stdout)["state"] == "SUCCEEDED"
+                ),
+                timeout=30,
+            )
+            (lineage,) = json.loads(cli("--server", service.url, "runs", "lineage", run_id, "--json").stdout)
+            assert lineage["image"] == image and lineage["packages"] is None
+            assert lineage["image_digests"] and lineage["image_digests"][0].startswith("sha256:")
+            assert [denial.message for denial in kube.denials] == [], "the chart's Role is enough"
+        finally:
+            service.stop()

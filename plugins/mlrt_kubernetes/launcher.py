@@ -121,6 +121,16 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _image_digest(pod: dict[str, Any]) -> str | None:
+    """The digest of the image the pod's ``worker`` container runs, from its ``imageID``
+    (``docker-pullable://repo@sha256:...``, ``repo@sha256:...``): ``sha256:...``, or None before it starts."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == "worker" and status.get("imageID"):
+            image_id = status["imageID"]
+            return image_id[image_id.index("sha256:") :] if "sha256:" in image_id else image_id
+    return None
+
+
 def _last_line(message: str) -> str:
     """The last non-blank line of a termination message, cut to 300 characters."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -856,12 +866,13 @@ class KubernetesLauncher(Launcher):
         ranks = [w["rank"] for w in handle["workers"]]
         if job is None:
             return [WorkerStatus(r, RunState.FAILED, reason="its Job was deleted outside mlrt") for r in ranks]
-        if _condition(job, "Complete"):
-            return [WorkerStatus(r, RunState.SUCCEEDED, exit_code=0) for r in ranks]
-        failed = _condition(job, "Failed")
         latest: dict[int, dict[str, Any]] = {}
         for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
             latest[_index(pod)] = pod
+        if _condition(job, "Complete"):
+            done = {r: _image_digest(latest[r]) if r in latest else None for r in ranks}
+            return [WorkerStatus(r, RunState.SUCCEEDED, exit_code=0, image_digest=done[r]) for r in ranks]
+        failed = _condition(job, "Failed")
         statuses = []
         for rank in ranks:
             pod = latest.get(rank)
@@ -877,6 +888,7 @@ class KubernetesLauncher(Launcher):
                     status = WorkerStatus(rank, RunState.RUNNING, reason="")
             if status.state is RunState.FAILED and pod is not None:
                 status.reason += self._log_complete(pod, Path(handle["workers"][ranks.index(rank)]["log_path"]))
+            status.image_digest = _image_digest(pod) if pod is not None else None
             statuses.append(status)
         self._report_watch_problem(handle["namespace"], statuses)
         return statuses

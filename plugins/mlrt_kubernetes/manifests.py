@@ -230,6 +230,10 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     argv = ctx.container_argv()
     if argv:
         container["command"] = argv  # run in the image's working directory: the spec's is on another machine
+    if fetches_source(ctx):  # ... unless the run's code comes along: then in that
+        volumes.append({"name": "mlrt-source", "emptyDir": {}})
+        mounts.append({"name": "mlrt-source", "mountPath": SOURCE_DIR})
+        container["workingDir"] = SOURCE_DIR
     resources = _resources(ctx.compute)
     if resources:
         container["resources"] = resources
@@ -257,6 +261,8 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
         if kube.image_pull_policy:
             fetch["imagePullPolicy"] = kube.image_pull_policy
         spec["initContainers"] = [fetch]
+    if fetches_source(ctx):
+        spec["initContainers"] = [_source_fetch(ctx, name, kube.image_pull_policy), *spec.get("initContainers", [])]
     if ctx.output_uri.startswith("s3://"):
         run_mount = next(m for m in mounts if m["mountPath"] == RUN_DIR)
         spec["initContainers"] = spec.get("initContainers", []) + _s3_sync(ctx, image, run_mount)
@@ -280,6 +286,33 @@ def _sanity_args(ctx: LaunchContext) -> list[str]:
     return []
 
 
+def fetches_source(ctx: LaunchContext) -> bool:
+    """Whether the pods fetch the run's source bundle into :data:`SOURCE_DIR`, the worker's working
+    directory: a ``command:`` job with a bundle, on a controller whose tracking endpoint pods can
+    reach (the fetch shows the run's own token). Otherwise the command runs in the image's working
+    directory, as the spec's folder is on another machine."""
+    return bool(ctx.source and not ctx.algorithm and ctx.container_argv() and tracking_secret(ctx) is not None)
+
+
+def _source_fetch(ctx: LaunchContext, name: str, pull_policy: str | None) -> dict[str, Any]:
+    """The init container that fetches and unpacks the run's source bundle (:mod:`mlrt.source_fetch`)."""
+    wanted = ("MLRT_RUN_ID", "MLRT_TRACKING_URI", TOKEN_VARIABLE)
+    fetch = {
+        "name": SOURCE_CONTAINER,
+        "image": training_image(),
+        "command": ["python", "-m", "mlrt.source_fetch", SOURCE_DIR],
+        "env": [
+            *(e for e in _env(ctx, name) if e["name"] in wanted),
+            {"name": "MLRT_SOURCE_DIGEST", "value": ctx.source},
+        ],
+        "volumeMounts": [{"name": "mlrt-source", "mountPath": SOURCE_DIR}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if pull_policy:
+        fetch["imagePullPolicy"] = pull_policy
+    return fetch
+
+
 def termination_grace_seconds(ctx: LaunchContext) -> int:
     """The pod's ``terminationGracePeriodSeconds``: ``stopping.grace_period`` (whole seconds, rounded up) for the
     worker to save a checkpoint after SIGTERM, plus :func:`upload_grace_seconds` for an ``s3://`` output, as the
@@ -298,6 +331,10 @@ RESTORE_CONTAINER = "restore-checkpoints"
 """The init container that restores earlier attempts' checkpoints of an ``s3://`` output (:mod:`mlrt.s3sync`)."""
 FETCH_CONTAINER = "fetch-data"
 """The init container that fetches the data channels (:mod:`mlrt.fetch`)."""
+SOURCE_CONTAINER = "fetch-source"
+"""The init container that fetches the run's source bundle from the controller (:mod:`mlrt.source_fetch`)."""
+SOURCE_DIR = "/mlrt/source"
+"""Where a ``command:`` job's source bundle is unpacked in the pod: the worker's working directory."""
 # Settings of the controller's S3 client that pods need too (credentials come from the pod itself).
 _S3_SETTINGS = (
     "MLRT_S3_ENDPOINT_URL",

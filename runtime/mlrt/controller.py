@@ -931,6 +931,7 @@ class Controller:
             return
         statuses = active.launcher.poll(active.handle)
         for status in statuses:
+            note_image(self.store, run.id, status.image_digest)
             if status.state is RunState.RUNNING and status.reason and active.waiting.get(status.rank) != status.reason:
                 active.waiting[status.rank] = status.reason
                 self.store.add_event(run.id, f"worker {status.rank}: {status.reason}")

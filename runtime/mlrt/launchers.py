@@ -52,6 +52,9 @@ class LaunchContext:
     """Each data channel's URI, for backends whose workers fetch the data themselves."""
     stopping: dict[str, Any] = dataclasses.field(default_factory=dict)
     """``spec.stopping``, for backends that enforce ``max_runtime`` on their side too."""
+    source: str | None = None
+    """The digest of the run's source bundle (:mod:`mlrt.sources`), for backends whose workers
+    cannot see ``cwd`` and fetch the code themselves (None: no bundle)."""
     output_uri: str = ""
     """Where the run's output and checkpoints end up (``file://`` or ``s3://``); ``env`` has the
     local folders workers write to, which the controller uploads unless the backend's workers
@@ -127,6 +130,9 @@ class WorkerStatus:
     state: RunState
     exit_code: int | None = None
     reason: str = ""
+    image_digest: str | None = None
+    """The digest of the image the worker runs (``sha256:...``), once the backend knows it
+    (a pod's ``imageID``); it goes into the run's lineage."""
 
 
 class LaunchError(RuntimeError):

@@ -93,12 +93,19 @@ def walk(store: Any, run_id: str) -> list[dict[str, Any]]:
     return found
 
 
+_noted: set[tuple[str, str]] = set()
+"""(run, digest) pairs already in a record: a pod's digest, seen at every poll, is written once."""
+
+
 def note_image(store: Any, run_id: str, digest: str | None) -> None:
     """Add ``digest`` (``sha256:...``, what the engine or the pod reported for the image an attempt's
     workers run) to the run's record, once."""
-    if not digest:
+    if not digest or (run_id, digest) in _noted:
         return
     run = store.get_run(run_id)
     digests = list(run.record.get("image_digests") or [])
     if digest not in digests:
         store.update_run(run_id, record={**run.record, "image_digests": [*digests, digest]})
+    if len(_noted) > 100_000:
+        _noted.clear()
+    _noted.add((run_id, digest))

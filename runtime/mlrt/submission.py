@@ -390,6 +390,7 @@ def launch_context(
         algorithm=spec.get("algorithm"),
         channels={name: channel["uri"] for name, channel in (spec.get("data") or {}).items()},
         stopping=spec.get("stopping") or {},
+        source=(record.get("source") or {}).get("digest"),
         output_uri=output_uri(resolved, run_id),
         contract=contract,
     )
