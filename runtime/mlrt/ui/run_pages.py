@@ -28,6 +28,8 @@ router = APIRouter()
 PARTS = ("state", "params", "metrics", "logs", "artifacts", "reports")
 """The parts of the page, in order; each refreshes by itself while the run is active."""
 AXES = ("step", "time")
+FAILED = ("FAILED", "TIMED_OUT", "FAILED_GATE")
+"""States whose page shows the end of each worker's log next to the reason."""
 
 
 def _axis(axis: str) -> str:
@@ -40,8 +42,13 @@ def _part_values(ctx: UiContext, run: Run, part: str, axis: str) -> dict[str, An
     """What the template of ``part`` needs."""
     store = ctx.store
     if part == "state":
-        tails = run_view.worker_tails(store, run.id) if run.state in ("FAILED", "TIMED_OUT", "FAILED_GATE") else []
-        return {"timeline": run_view.timeline(store, run), "failure_tails": tails, "attempts": store.attempts(run.id)}
+        tails = run_view.worker_tails(store, run.id) if run.state in FAILED else []
+        return {
+            "timeline": run_view.timeline(store, run),
+            "failed": run.state in FAILED,
+            "failure_tails": tails,
+            "failure_lines": run_view.FAILURE_TAIL_LINES,
+        }
     if part == "params":
         return {"params": sorted(store.params(run.id).items())}
     if part == "metrics":
@@ -56,7 +63,7 @@ def _part_values(ctx: UiContext, run: Run, part: str, axis: str) -> dict[str, An
 
 def _common(run: Run, ctx: UiContext) -> dict[str, Any]:
     job = ctx.store.get_job(run.job_id)
-    return {"run": run, "job": job, "terminal": RunState(run.state).is_terminal(), "quote": quote}
+    return {"run": run, "job": job, "terminal": RunState(run.state).is_terminal()}
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
