@@ -152,15 +152,24 @@ def test_the_same_files_give_the_same_digest_and_one_byte_another(tmp_path):
     assert bundles.pack(tmp_path / "a", (spec,)).digest != first.digest
 
 
-def test_a_local_run_keeps_its_bundle_and_an_oversized_source_is_one_line(cli, tmp_path, home, monkeypatch):
+def test_a_local_run_keeps_its_bundle_its_lineage_walks_to_its_parent_and_a_too_large_source_is_one_line(
+    cli, tmp_path, home, monkeypatch
+):
     spec = project(tmp_path / "proj")
     run = json.loads(cli("submit", str(spec), "--json").stdout)
     assert run["state"] == "SUCCEEDED", run["reason"]
     restored = tmp_path / "restored"
     assert cli("runs", "source", run["id"], "-o", str(restored)).exit_code == 0
     assert files_of(restored)["train.py"] == TRAIN.encode()  # out of git, restored all the same
-    lineage = json.loads(cli("runs", "lineage", run["id"], "--json").stdout)
-    assert lineage[0]["source"] and lineage[0]["packages"] > 10 and lineage[0]["parents"] == []
+    child = json.loads(cli("submit", str(spec), "--json", "--set", f"spec.init_from.run={run['id']}").stdout)
+    lineage = json.loads(cli("runs", "lineage", child["id"], "--json").stdout)
+    assert [(e["depth"], e["run"], e["relation"]) for e in lineage] == [
+        (0, child["id"], None),
+        (1, run["id"], "init_from"),
+    ]
+    assert lineage[1]["source"] == lineage[0]["source"] and lineage[1]["packages"] > 10
+    assert lineage[1]["packages_sha256"] == lineage[0]["packages_sha256"] and lineage[1]["data"]["train"]
+    assert f"parents init_from {run['id']}" in cli("runs", "show", child["id"]).output
 
     (tmp_path / "proj" / "weights.bin").write_bytes(os.urandom(3000))
     monkeypatch.setenv("MLRT_MAX_SOURCE_BYTES", "2Ki")
@@ -264,3 +273,23 @@ def test_on_kubernetes_an_init_container_fetches_the_bundle_and_the_pods_image_d
             assert [denial.message for denial in kube.denials] == [], "the chart's Role is enough"
         finally:
             service.stop()
+
+
+def test_large_bundles_go_to_the_s3_source_store_and_a_changed_one_is_refused(
+    cli, tmp_path, home, monkeypatch, s3_endpoint
+):
+    from mlrt import s3
+
+    monkeypatch.setenv("MLRT_SOURCE_STORE", "s3://mlrt-test/sources")
+    spec = project(tmp_path / "proj")
+    (tmp_path / "proj" / "weights.bin").write_bytes(os.urandom(1_200_000))  # over the 1 MiB kept in the database
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    digest = json.loads(cli("runs", "lineage", run["id"], "--json").stdout)[0]["source"]
+    kept = Store().source_bundle(digest)
+    assert kept.data is None and kept.uri == f"s3://mlrt-test/sources/{digest}.tar.gz"
+    assert cli("runs", "source", run["id"], "-o", str(tmp_path / "back")).exit_code == 0
+    assert files_of(tmp_path / "back")["weights.bin"] == (tmp_path / "proj" / "weights.bin").read_bytes()
+
+    s3.client().put_object(Bucket="mlrt-test", Key=f"sources/{digest}.tar.gz", Body=b"other bytes")
+    result = cli("runs", "source", run["id"], "-o", str(tmp_path / "again"))
+    assert result.exit_code == 2 and "no longer matches its digest" in result.output

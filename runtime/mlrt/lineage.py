@@ -21,11 +21,12 @@ MAX_RUNS = 200
 
 
 def parents(run: Any, job: Any) -> list[tuple[str, str]]:
-    """``(relation, run id)`` of each run ``run`` (of job ``job``) comes from."""
+    """``(relation, run id)`` of each run ``run`` (of job ``job``) comes from; the relation names
+    the parent's role: ``tuning job``, ``init_from``, ``resume_from`` or ``warm_start``."""
     record = run.record or {}
     found: list[tuple[str, str]] = []
     if run.parent_id:
-        found.append(("trial of", run.parent_id))
+        found.append(("tuning job", run.parent_id))
     init_from = record.get("init_from") or {}
     if init_from.get("run"):
         found.append(("init_from", init_from["run"]))
