@@ -97,6 +97,8 @@ def test_the_service_ui_signs_in_with_a_token_and_shows_only_the_project_s_runs(
         wait_for(lambda: api.get(f"/runs/{run_id}").json()["state"] == "RUNNING", timeout=60)
     page.goto(f"{ui}/runs/{run_id}")
     expect(page.locator("#part-logs pre.log")).to_contain_text("working")
+    with httpx.Client(base_url=ui, cookies={"mlrt_session": alice}) as signed_in:  # the session, not the page
+        assert signed_in.post(f"/runs/{run_id}/cancel", data={"csrf": "guess"}).status_code == 403
     page.get_by_role("button", name="Cancel run").click()
     expect(page.locator("#run-state")).to_have_text("CANCELLED")
     expect(page.locator("#part-state")).to_contain_text("cancel requested by alice")

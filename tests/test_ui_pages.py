@@ -81,6 +81,13 @@ def test_the_runs_table_lists_filters_and_sorts_runs_and_the_url_holds_the_view(
     assert sorted(_rows(page)) == ["run-a", "run-c"]
     page.goto(ui_server.url + "/?name=IRIS")
     assert _rows(page) == ["run-c"]
+    # Pages: one run a page, sorted by name; "next" keeps the view.
+    page.goto(ui_server.url + "/?name=digits&sort=name&limit=1")
+    assert _rows(page) == ["run-a"]
+    expect(page.locator("div.pager")).to_contain_text("1–1 of 2")
+    page.get_by_role("link", name="next").click()
+    assert _rows(page) == ["run-b"]
+    expect(page).to_have_url(re.compile(r"name=digits.*offset=1"))
     # A bad condition is one line naming the field, and no table.
     page.goto(ui_server.url + "/?where=validation_accuracy+%3E+high")
     expect(page.get_by_role("alert")).to_contain_text("where: 'high'")
