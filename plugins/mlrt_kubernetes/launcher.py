@@ -45,6 +45,7 @@ from mlrt.logfile import CappedLog, output_size
 from mlrt.names import env_name_problem, image_problem
 from mlrt.secrets import HIDDEN
 from mlrt.states import RunState
+from mlrt_kubernetes import sagemaker
 from mlrt_kubernetes.manifests import (
     FETCH_CONTAINER,
     INDEX_LABEL,
@@ -661,6 +662,12 @@ class KubernetesLauncher(Launcher):
     survives_controller: ClassVar[bool] = True
     uploads_output: ClassVar[bool] = True  # the pods' upload sidecar (mlrt.s3sync)
     launch_concurrency: ClassVar[int] = 16  # API round trips dominate a launch: overlap them
+    contracts: ClassVar[tuple[str, ...]] = ("mlrt", "sagemaker")
+
+    def contract_problem(self, contract: str, compute: dict[str, Any]) -> str | None:
+        """The SageMaker contract for one worker only (:mod:`mlrt_kubernetes.sagemaker`)."""
+        problem = sagemaker.contract_problem(compute.get("workers", 1)) if contract == "sagemaker" else None
+        return problem or super().contract_problem(contract, compute)
 
     def settings_model(self) -> type[KubernetesSettings]:
         """``spec.compute.kubernetes``: :class:`mlrt_kubernetes.settings.KubernetesSettings`."""

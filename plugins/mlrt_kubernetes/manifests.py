@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlrt.launchers import LaunchContext, channel_env, is_loopback, training_image
 from mlrt.sdk import LOG_TRACKING_URI
+from mlrt_kubernetes import sagemaker
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt_kubernetes.settings import KubernetesSettings, Toleration, Volume
@@ -266,6 +267,8 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     if ctx.output_uri.startswith("s3://"):
         run_mount = next(m for m in mounts if m["mountPath"] == RUN_DIR)
         spec["initContainers"] = spec.get("initContainers", []) + _s3_sync(ctx, image, run_mount)
+    if ctx.contract == "sagemaker":
+        sagemaker.add_to_pod(ctx, spec, container, next(m for m in mounts if m["mountPath"] == RUN_DIR))
     if kube.service_account:
         spec["serviceAccountName"] = kube.service_account
     if kube.node_selector:
@@ -439,6 +442,8 @@ def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
     )
     for dropped in ("MLRT_INIT_FROM", "MLRT_RESUME_FROM"):  # paths of the controller's machine
         values.pop(dropped, None)
+    if ctx.contract == "sagemaker":
+        values.update(sagemaker.worker_env(ctx))
     if ctx.compute.get("cpu"):
         threads = str(max(1, int(ctx.compute["cpu"])))
         for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -189,6 +189,19 @@ class Launcher(abc.ABC):
     :meth:`launch`, which must be safe to call concurrently for different runs);
     ``MLRT_LAUNCH_CONCURRENCY=BACKEND=N`` overrides it."""
 
+    def contract_problem(self, contract: str, compute: dict[str, Any]) -> str | None:
+        """Why this backend cannot give its workers ``spec.contract: <contract>`` as ``compute``
+        (``spec.compute``, as the spec gives it) asks for them, in one line, else None: ``mlrt
+        validate`` and ``mlrt submit`` refuse the spec with it (``spec.contract: ...``). Default: a
+        contract that is not in :attr:`contracts` is refused."""
+        if contract in self.contracts:
+            return None
+        offered = ", ".join(self.contracts)
+        return (
+            f"the {self.name} backend does not offer the {contract!r} contract (it offers {offered});"
+            " choose another backend or contract"
+        )
+
     def settings_model(self) -> type[BaseModel] | None:
         """The pydantic model of this backend's own settings block, ``spec.compute.<name>``
         (``compute.kubernetes`` for the ``kubernetes`` backend), or None when it takes none.

@@ -187,11 +187,12 @@ def _is_file(path: str) -> bool:
     return os.path.isabs(path) and os.path.isfile(path)
 
 
-def worker_env(ctx: LaunchContext, rank: int, *, local: bool) -> dict[str, str]:
+def worker_env(ctx: LaunchContext, rank: int, *, local: bool, module_dir: str | None = None) -> dict[str, str]:
     """The ``SM_*`` variables of worker ``rank`` (``Environment.to_env_vars``), plus
     ``CURRENT_HOST``, ``TRAINING_JOB_NAME`` and, for a ``local`` worker, ``SAGEMAKER_BASE_DIR``.
     A hyperparameter whose name cannot be part of a variable name (``learning-rate``) has no
-    ``SM_HP_*`` variable; it is in ``SM_HPS``, the arguments and ``hyperparameters.json``."""
+    ``SM_HP_*`` variable; it is in ``SM_HPS``, the arguments and ``hyperparameters.json``.
+    ``module_dir`` (``SM_MODULE_DIR``): where the code is, default the working directory."""
     paths = _paths(ctx, rank, local=local)
     hps = _hyperparameters(ctx)
     channels = _spec_channels(ctx)
@@ -229,7 +230,7 @@ def worker_env(ctx: LaunchContext, rank: int, *, local: bool) -> dict[str, str]:
         "num_gpus": gpus,
         "num_neurons": 0,
         "model_dir": paths["model_dir"],
-        "module_dir": ctx.cwd,
+        "module_dir": ctx.cwd if module_dir is None else module_dir,
         "user_args": user_args(hps),
         "output_intermediate_dir": paths["output_intermediate_dir"],
     }
@@ -281,6 +282,15 @@ def worker_env(ctx: LaunchContext, rank: int, *, local: bool) -> dict[str, str]:
     return env
 
 
+def config_files(ctx: LaunchContext, rank: int) -> dict[str, str]:
+    """The text of worker ``rank``'s three files of ``input/config``, by name."""
+    return {
+        "hyperparameters.json": json.dumps(hyperparameters_file(_hyperparameters(ctx)), indent=2),
+        "resourceconfig.json": json.dumps(resource_config(rank, _workers(ctx)), indent=2),
+        "inputdataconfig.json": json.dumps(input_data_config(_spec_channels(ctx)), indent=2),
+    }
+
+
 def host_folders(ctx: LaunchContext, rank: int, *, local: bool) -> dict[str, Any]:
     """The plan of worker ``rank``'s folder on this machine (:func:`host_root`), as plain data:
     ``dirs`` to create, ``files`` to write (path -> text: the three config files) and ``links``
@@ -291,11 +301,7 @@ def host_folders(ctx: LaunchContext, rank: int, *, local: bool) -> dict[str, Any
     root = host_root(ctx.log_dir, rank)
     config = root / "input" / "config"
     output = Path(ctx.env["MLRT_OUTPUT_DIR"])
-    files = {
-        str(config / "hyperparameters.json"): json.dumps(hyperparameters_file(_hyperparameters(ctx)), indent=2),
-        str(config / "resourceconfig.json"): json.dumps(resource_config(rank, _workers(ctx)), indent=2),
-        str(config / "inputdataconfig.json"): json.dumps(input_data_config(_spec_channels(ctx)), indent=2),
-    }
+    files = {str(config / name): text for name, text in config_files(ctx, rank).items()}
     dirs = [str(config), str(root / "output" / "intermediate"), str(output / "model"), str(output / "data")]
     links: dict[str, str] = {}
     if local:
@@ -357,3 +363,29 @@ def container_mounts(ctx: LaunchContext, rank: int) -> list[tuple[str, str, bool
         (ctx.env["MLRT_CHECKPOINT_DIR"], f"{CONTAINER_ROOT}/checkpoints", False),
     ]
     return mounts
+
+
+FILES_VARIABLE = "MLRT_SAGEMAKER_FILES"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlrt.sagemaker_contract DIR``: write the files that ``MLRT_SAGEMAKER_FILES``
+    holds (JSON, name -> text: :func:`config_files`) into ``DIR``. The Kubernetes backend runs it
+    in an init container of mlrt's training image, on the volume the worker sees as
+    ``/opt/ml/input/config``."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or FILES_VARIABLE not in os.environ:
+        print(f"usage: {FILES_VARIABLE}=JSON python -m mlrt.sagemaker_contract DIR", file=sys.stderr)
+        return 2
+    folder = Path(args[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in json.loads(os.environ[FILES_VARIABLE]).items():
+        (folder / Path(name).name).write_text(text + "\n")
+        print(f"[mlrt sagemaker] wrote {folder / Path(name).name}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

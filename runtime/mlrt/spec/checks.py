@@ -54,12 +54,10 @@ def plugin_problems(document: dict[str, Any], base_dir: Path) -> tuple[list[str]
             " remove image or choose a backend that runs containers"
         )
     contract = spec.get("contract", "mlrt")
-    if launcher is not None and isinstance(contract, str) and contract not in launcher.contracts:
-        offered = ", ".join(launcher.contracts)
-        problems.append(
-            f"spec.contract: the {backend} backend does not offer the {contract!r} contract (it offers {offered});"
-            " choose another backend or contract"
-        )
+    if launcher is not None and isinstance(contract, str):
+        problem = launcher.contract_problem(contract, compute)
+        if problem:
+            problems.append(f"spec.contract: {problem}")
     if isinstance(spec.get("compute"), dict):
         problems += backend_settings_problems(compute, backend if launcher is not None else None)
 
