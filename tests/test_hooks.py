@@ -140,7 +140,7 @@ def test_mlrt_run_started_and_mlrt_run_finished_are_called_in_the_controller(sto
 
 def test_mlrt_run_started_per_attempt_and_mlrt_run_finished_once_with_the_reason(store: Store, tmp_path: Path):
     recorder = Recorder()
-    spec = spec_file(tmp_path, command_spec("raise SystemExit(3)", retries={"max": 1, "backoff": 0.05}))
+    spec = spec_file(tmp_path, command_spec("raise SystemExit(3)", retries={"max": 1, "backoff": 0.05, "on": "any"}))
     with plugins.registered(recorder, name="recorder"):
         record = run_job(store, spec)
     assert record.state == "FAILED"

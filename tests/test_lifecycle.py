@@ -81,7 +81,7 @@ def test_retry_then_succeed(cli, write_spec):
         sys.exit(3 if attempt == "1" else 0)
     """
     spec = write_spec(
-        command_spec("flaky", "[python, flaky.py]", "  retries: {max: 2, backoff: 0.1s}\n"),
+        command_spec("flaky", "[python, flaky.py]", "  retries: {max: 2, backoff: 0.1s, on: any}\n"),
         files={"flaky.py": program},
     )
     result, run = submit_json(cli, spec)
@@ -110,7 +110,7 @@ def test_retry_then_succeed(cli, write_spec):
 def test_retries_exhausted_fail_with_the_workers_reason(cli, write_spec):
     program = "import sys\nprint('loading data')\nprint('ValueError: column price has strings', file=sys.stderr)\nsys.exit(3)\n"
     spec = write_spec(
-        command_spec("broken", "[python, broken.py]", "  retries: {max: 1, backoff: 0.1s}\n"),
+        command_spec("broken", "[python, broken.py]", "  retries: {max: 1, backoff: 0.1s, on: any}\n"),
         files={"broken.py": program},
     )
     result, run = submit_json(cli, spec)

@@ -41,7 +41,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlrt import artifacts, plugins, s3, s3sync, sanity
+from mlrt import artifacts, failures, plugins, s3, s3sync, sanity
 from mlrt.admission import Admission
 from mlrt.folders import NotWritable, ensure_writable
 from mlrt.launchers import LaunchContext, LaunchDeferred, Launcher, LaunchError, LaunchRequest, WorkerRequest
@@ -246,8 +246,10 @@ class _Finalizing:
     ending: tuple[RunState, str, int | None] | None = None
     """For an ending: the state, reason and exit code it ends with (the pool may change the first two:
     an output that did not arrive)."""
-    retry: bool = False
-    """For an ending: a failed attempt, retried if the run has retries left."""
+    failed_worker: int | None = None
+    """For an ending: the rank of the worker whose failure ended the attempt. Its log's last
+    lines are kept with the attempt, and the attempt is retried if the run has retries left
+    and ``spec.retries.on`` covers the failure (:mod:`mlrt.failures`)."""
 
 
 _POOLS: dict[str, ThreadPoolExecutor] = {}
@@ -940,7 +942,9 @@ class Controller:
             first = failed[0]
             detail = self._failure_detail(active, first.rank)
             reason = f"worker {first.rank} {first.reason}" + (f": {detail}" if detail else "")
-            self._end_in_pool(run, active, RunState.FAILED, reason, first.exit_code, stop=True, retry=True)
+            self._end_in_pool(
+                run, active, RunState.FAILED, reason, first.exit_code, stop=True, failed_worker=first.rank
+            )
         elif all(s.state is RunState.SUCCEEDED for s in statuses):
             reason = f"all {len(statuses)} workers exited with code 0"
             stop_reason = self.store.params(run.id).get("stop_reason")  # set by iterative algorithms
@@ -1017,7 +1021,7 @@ class Controller:
         exit_code: int | None,
         *,
         stop: bool,
-        retry: bool = False,
+        failed_worker: int | None = None,
     ) -> None:
         """End an attempt with workers off the loop: stop them (within their grace period), clean
         up, read the logs' last lines and register the output in the finalizing pool; the run
@@ -1026,7 +1030,9 @@ class Controller:
         self._next_poll.pop(run.id, None)
         abandoned = threading.Event()
         future = self._submit("", self._wind_down, run, active, state, reason, stop)
-        self._finalizing[run.id] = _Finalizing(active.attempt, future, abandoned, (state, reason, exit_code), retry)
+        self._finalizing[run.id] = _Finalizing(
+            active.attempt, future, abandoned, (state, reason, exit_code), failed_worker
+        )
 
     def _wind_down(self, run: Run, active: _Active, state: RunState, reason: str, stop: bool) -> tuple[RunState, str]:
         """In the finalizing pool: what :meth:`_end_in_pool` describes; returns how it ends."""
@@ -1047,10 +1053,13 @@ class Controller:
             _log.warning("run %s: ending it raised", run.id, exc_info=exc)
             problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             reason = f"{reason}; its clean-up failed ({problem})"
-        self.store.finish_attempt(finalizing.attempt.id, state, reason, exit_code)
-        if finalizing.retry:
-            self._retry_or_fail(run, reason)
+        if finalizing.failed_worker is not None:
+            request = finalizing.attempt.request
+            tail = failures.tail_lines(Path(request["workers"][finalizing.failed_worker]["log_path"]))
+            self.store.finish_attempt(finalizing.attempt.id, state, reason, exit_code, "\n".join(tail))
+            self._retry_or_fail(run, reason, failures.is_infrastructure(exit_code, reason, tail))
             return
+        self.store.finish_attempt(finalizing.attempt.id, state, reason, exit_code)
         self.store.transition(run.id, state, reason)
         self._ended_this_pass.add(run.id)
         self._notify_finished(run.id)
@@ -1114,14 +1123,26 @@ class Controller:
         self._close_attempt(run, RunState.FAILED, reason, exit_code, attempt)
         self._retry_or_fail(run, reason)
 
-    def _retry_or_fail(self, run: Run, reason: str) -> None:
-        """After a failed attempt: queue the run again with backoff, or fail (or cancel) it."""
+    def _retry_or_fail(self, run: Run, reason: str, infrastructure: bool = True) -> None:
+        """After a failed attempt: queue the run again with backoff, or fail (or cancel) it.
+
+        ``infrastructure``: whether the failure came from where the attempt ran (a launch that
+        did not happen, a signal, an OOM kill; :mod:`mlrt.failures`) rather than from its
+        program; ``spec.retries.on`` says which of the two are retried."""
         current = self.store.get_run(run.id)
+        retries = self.store.get_job(run.job_id).spec_resolved["spec"]["retries"]
+        on = retries.get("on", failures.RETRY_ON[0])  # jobs stored before retries.on existed
         if current.cancel_requested:
             self.store.transition(run.id, RunState.CANCELLED, "cancelled by user")
+        elif current.attempts < current.max_attempts and not failures.retried(on, infrastructure):
+            self.store.transition(
+                run.id,
+                RunState.FAILED,
+                f"{reason} (not retried: the program failed, not the machine it ran on;"
+                " spec.retries.on: any retries such failures too)",
+            )
         elif current.attempts < current.max_attempts:
-            job = self.store.get_job(run.job_id)
-            backoff = job.spec_resolved["spec"]["retries"]["backoff"] * 2 ** (current.attempts - 1)
+            backoff = retries["backoff"] * 2 ** (current.attempts - 1)
             self.store.transition(
                 run.id,
                 RunState.QUEUED,

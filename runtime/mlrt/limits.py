@@ -276,11 +276,24 @@ class SpecLoader(_BoundedComposer, _BASE):  # type: ignore[misc, valid-type]
     libyaml the pure-Python parser does the same, about four times slower.
 
     Dates stay strings; integers must fit 64 bits; ``!!binary``, ``!!set``,
-    ``!!omap`` and ``!!pairs`` are refused, so a spec holds only what JSON can."""
+    ``!!omap`` and ``!!pairs`` are refused, so a spec holds only what JSON can.
+    A key written ``on``, ``off``, ``yes`` or ``no`` stays that word (YAML 1.1 reads
+    them as booleans): ``retries: {on: any}`` means the field ``on``."""
 
     def __init__(self, stream: str) -> None:
         _BASE.__init__(self, stream)
         _BoundedComposer.__init__(self)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        for key, _ in node.value:
+            if (
+                isinstance(key, yaml.ScalarNode)
+                and key.tag == "tag:yaml.org,2002:bool"
+                and not key.style  # plain (libyaml says "", the Python parser None), not quoted
+                and key.value.lower() not in ("true", "false")
+            ):
+                key.tag = "tag:yaml.org,2002:str"
+        return super().construct_mapping(node, deep=deep)
 
 
 SpecLoader.add_constructor("tag:yaml.org,2002:int", _bounded_int)

@@ -184,13 +184,7 @@ def is_sdk_record(line: str) -> bool:
 
 def last_line(path: Path, limit: int = 300) -> str:
     """The last non-empty line of a log that is not an SDK record (trimmed to ``limit`` characters), or ''."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, 2)
-            size = handle.tell()
-            handle.seek(max(0, size - 8192))
-            tail = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip() and not is_sdk_record(line)]
-    return lines[-1][:limit] if lines else ""
+    from mlrt.failures import tail_lines
+
+    lines = tail_lines(path, 1, limit)
+    return lines[0].strip() if lines else ""

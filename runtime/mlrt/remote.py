@@ -271,3 +271,59 @@ class RemoteStore:
 
     def artifacts(self, run_id: str) -> list[Artifact]:
         return [Artifact.model_validate(a) for a in self.client.get(self._run(run_id, "/artifacts"))]
+
+
+class RemoteRegistry:
+    """The model registry through the service's ``/api/v1/models`` routes: the reads and writes
+    of :class:`mlrt.store.registry.Registry` as the CLI uses them (changes are recorded as the
+    token's user), and a version's files through its run's artifact routes."""
+
+    def __init__(self, client: ApiClient):
+        self.client = client
+
+    def _model(self, name: str, suffix: str = "") -> str:
+        return f"/models/{quote(name, safe='')}{suffix}"
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return self.client.get("/models")
+
+    def register(self, run_id: str, name: str, description: str = "") -> dict[str, Any]:
+        return self.client.post("/models", {"run_id": run_id, "name": name, "description": description})
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self.client.get(self._model(name))
+
+    def version(self, reference: str) -> dict[str, Any]:
+        from mlrt.store.registry import parse_reference
+
+        name, which = parse_reference(reference)
+        if which is None:
+            versions = self.model(name)["versions"]
+            if not versions:
+                raise NotFound(f"model {name!r} has no version")
+            which = versions[0]["version"]
+        return self.client.get(self._model(name, f"/versions/{quote(str(which), safe='')}"))
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        path = self._model(name, f"/aliases/{quote(alias, safe='')}")
+        return self.client.request("PUT", path, json={"version": version}).json()
+
+    def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
+        return self.client.request("DELETE", self._model(name, f"/aliases/{quote(alias, safe='')}")).json()
+
+    def open_file(self, version: dict[str, Any], path: str) -> Iterator[bytes]:
+        """The content of a model file, streamed from its run's artifact route."""
+        import httpx
+
+        url = f"/runs/{quote(version['run_id'])}/artifacts/{quote(path)}"
+        try:
+            with self.client.http.stream("GET", url) as response:
+                if not response.is_success:
+                    detail = response.read().decode("utf-8", "replace").strip() or response.reason_phrase
+                    raise RemoteError(
+                        f"{self.client.server} refused ({response.status_code}) {path!r}: {detail}",
+                        response.status_code,
+                    )
+                yield from response.iter_bytes(1 << 20)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach the mlrt controller at {self.client.server}: {exc}") from None

@@ -132,6 +132,9 @@ def _register() -> None:
         cli.add_command(command)
     for command in (runs.runs, runs.metrics, runs.artifacts, runs.plugins_command, reports.report):
         cli.add_command(command)
+    from mlrt.cli.models import models
+
+    cli.add_command(models)
     from mlrt.cli import lineage
 
     runs.runs.add_command(lineage.lineage)

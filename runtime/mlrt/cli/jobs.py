@@ -96,6 +96,7 @@ def _summary(app: App, run_id: str) -> None:
     )
     if record.state != "SUCCEEDED":
         click.echo(f"reason: {record.reason}")
+        print_failure_log(app.store.attempts(run_id), record.state)
     if record.metrics:
         channels = list(app.store.get_job(record.job_id).spec_resolved["spec"]["data"])
         metrics_table(record.metrics, channels)
@@ -234,6 +235,17 @@ def _reap(app: App) -> None:
         click.echo(f"note: {run_id} lost its controller and was marked FAILED", err=True)
 
 
+def print_failure_log(attempts: list[Any], state: str) -> None:
+    """Under a failed run's reason: the last lines of the failing worker's log, as the run's
+    last attempt kept them (:mod:`mlrt.failures`); nothing for other runs."""
+    if state != "FAILED" or not attempts or not attempts[-1].log_tail:
+        return
+    lines = attempts[-1].log_tail.splitlines()
+    click.echo(f"last {len(lines)} lines of the failing worker's log (attempt {attempts[-1].number}):")
+    for line in lines:
+        click.echo(f"  | {line}")
+
+
 def _reason(record) -> str:
     """Why a run is in its state; for a queued run, also what holds it back."""
     if record.state == "QUEUED" and record.waiting:
@@ -284,6 +296,7 @@ def status(app: App, run_id: str | None, limit: int, as_json: bool) -> None:
         )
         return
     click.echo(f"run {record.id}: {record.state} — {record.reason}")
+    print_failure_log(attempts, record.state)
     if record.state == "QUEUED" and record.waiting:
         click.echo(f"waiting: {record.waiting}")
     if summary is not None:

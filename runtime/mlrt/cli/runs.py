@@ -129,11 +129,14 @@ def run_details(app: App, run_id: str) -> dict[str, Any]:
 @pass_app
 def show(app: App, run_id: str, as_json: bool) -> None:
     """A run's params, metrics, artifacts and reproducibility record."""
+    from mlrt.cli.jobs import print_failure_log
+
     details = run_details(app, run_id)
     if as_json:
         echo_json(details)
         return
     click.echo(f"run {details['id']}: {details['state']} — {details['reason']}")
+    print_failure_log(app.store.attempts(run_id), details["state"])
     if details["state"] == "QUEUED" and details["waiting"]:
         click.echo(f"waiting: {details['waiting']}")
     repro = details["reproducibility"]

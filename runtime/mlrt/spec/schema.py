@@ -167,10 +167,14 @@ class Stopping(_Model):
 
 
 class Retries(_Model):
-    """``spec.retries``: how many times a failed attempt is retried, with exponential backoff."""
+    """``spec.retries``: how many times a failed attempt is retried, with exponential backoff,
+    and which failures are (``on``, see :mod:`mlrt.failures`): ``infrastructure`` (signals,
+    out of memory, eviction, a lost node or worker, an unreachable rendezvous, a launch the
+    backend may retry) or ``any`` (code bugs too)."""
 
     max: int = Field(0, ge=0, le=limits.MAX_RETRIES)
     backoff: Backoff = 1.0
+    on: Literal["infrastructure", "any"] = "infrastructure"
 
 
 class MetricPattern(_Model):

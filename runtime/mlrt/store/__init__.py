@@ -1,5 +1,6 @@
 """The metadata store (sqlmodel over SQLite or PostgreSQL) with alembic migrations."""
 
+from mlrt.store import registry  # noqa: F401  (its tables join SQLModel.metadata with the others)
 from mlrt.store.engine import StoreUnavailable, database_url, mlrt_home
 from mlrt.store.repository import NotFound, Store
 

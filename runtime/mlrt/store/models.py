@@ -95,6 +95,8 @@ class Attempt(SQLModel, table=True):
     log_dir: str
     started_at: datetime = Field(default_factory=utcnow)
     ended_at: datetime | None = None
+    log_tail: str = ""
+    """For an attempt a worker failed: the last lines of that worker's log (:mod:`mlrt.failures`)."""
 
 
 class Param(SQLModel, table=True):

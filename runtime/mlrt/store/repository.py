@@ -347,12 +347,15 @@ class Store:
         with self.session() as s:
             s.exec(update(Attempt).where(Attempt.id == attempt_id).values(**fields))  # type: ignore[call-overload]
 
-    def finish_attempt(self, attempt_id: int, state: RunState, reason: str, exit_code: int | None) -> None:
+    def finish_attempt(
+        self, attempt_id: int, state: RunState, reason: str, exit_code: int | None, log_tail: str = ""
+    ) -> None:
+        """Close an attempt; ``log_tail``: the failing worker's last log lines, for a failed one."""
         with self.session() as s:
             s.exec(
                 update(Attempt)
                 .where(Attempt.id == attempt_id)
-                .values(state=state.value, reason=reason, exit_code=exit_code, ended_at=utcnow())
+                .values(state=state.value, reason=reason, exit_code=exit_code, ended_at=utcnow(), log_tail=log_tail)
             )  # type: ignore[call-overload]
 
     def attempts(self, run_id: str) -> list[Attempt]:

@@ -6,6 +6,7 @@
 :mod:`~mlrt.service.routes.plugins`, :mod:`~mlrt.service.routes.jobs` (submit, validate),
 :mod:`~mlrt.service.routes.runs`, :mod:`~mlrt.service.routes.metrics`,
 :mod:`~mlrt.service.routes.logs`, :mod:`~mlrt.service.routes.artifacts`,
+:mod:`~mlrt.service.routes.models` (the model registry),
 :mod:`~mlrt.service.routes.reports`, :mod:`~mlrt.service.routes.sources` (source bundles) and
 :mod:`~mlrt.service.routes.tracking` (worker tokens).
 What they share (the store, who asks, a run the asker may see) is in
@@ -19,6 +20,7 @@ from mlrt.service.routes import (
     jobs,
     logs,
     metrics,
+    models,
     plugins,
     reports,
     runs,
@@ -35,6 +37,7 @@ ROUTERS = (
     metrics.router,
     logs.router,
     artifacts.router,
+    models.router,
     reports.router,
     sources.router,
     tracking.router,

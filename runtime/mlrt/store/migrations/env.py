@@ -4,6 +4,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import mlrt.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import mlrt.store.registry  # noqa: F401  (and the model registry's)
 
 connection = context.config.attributes["connection"]
 context.configure(
