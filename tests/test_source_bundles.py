@@ -101,6 +101,11 @@ def test_a_folder_submitted_remotely_runs_from_its_bundle_and_its_code_comes_bac
                 assert refused.status_code == 422, (name, refused.text)
                 assert "refused source bundle" in refused.json()["detail"], name
         assert Store(postgres_db).source_bundle(bundles.digest_of(hostile_tarballs()["traversal"])) is None
+        (tmp_path / "big").mkdir()
+        (tmp_path / "big" / "weights.bin").write_bytes(os.urandom(9 * 2**20))  # over the 8 MiB request limit
+        big = bundles.pack(tmp_path / "big")
+        with httpx.Client(base_url=f"{service.url}/api/v1", headers={"Authorization": f"Bearer {alice}"}) as api:
+            assert api.post("/sources", content=big.data).json()["digest"] == big.digest
     finally:
         service.stop()
 

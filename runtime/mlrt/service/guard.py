@@ -8,7 +8,8 @@ A pure ASGI middleware (it wraps ``receive`` and ``send``; nothing is buffered):
   and a request that announced a body gets ``Connection: close``, so an
   anonymous upload costs the service neither memory nor reading time. The
   principal goes on to the route in the ASGI scope (looked up once);
-- a body larger than :func:`max_request_bytes` is 413: at once when
+- a body larger than :func:`max_request_bytes` (for a source bundle's upload, what
+  the source limits allow, :mod:`mlrt.bundles`) is 413: at once when
   ``Content-Length`` says so, else as soon as the bytes read pass the limit
   (a chunked body is counted while it streams);
 - a handler that raises what it did not expect gets a 500 ``{"detail":
@@ -41,6 +42,8 @@ DEFAULT_MAX_REQUEST_BYTES = 8 << 20
 PRINCIPAL = "mlrt.principal"
 """The ASGI scope key where the authenticated :class:`Principal` of an ``/api/`` request waits for its route."""
 REQUEST_ID_HEADER = "X-Request-Id"
+SOURCES_PATH = "/api/v1/sources"
+"""Source bundle uploads, whose body limit follows the source limits (see :meth:`Guard.limit_of`)."""
 
 _log = logging.getLogger("mlrt.service")
 
@@ -96,7 +99,7 @@ class Guard:
                 status, detail, headers = refusal
                 await _answer(send_with_id, status, {"detail": detail}, headers)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            await self.app(scope, self._limited(receive, self.limit_of(scope)), send_with_id)
         except BodyTooLarge as exc:  # read outside a route (a route's own read is answered by FastAPI)
             if "status" not in answered:
                 await _answer(send_with_id, 413, {"detail": exc.detail}, exc.headers or {})
@@ -122,12 +125,26 @@ class Guard:
                 return 401, "invalid or revoked token", challenge
             scope[PRINCIPAL] = found
         length = _content_length(headers)
-        if length is not None and length > self.limit:
-            return 413, BodyTooLarge(self.limit).detail, close
+        limit = self.limit_of(scope)
+        if length is not None and length > limit:
+            return 413, BodyTooLarge(limit).detail, close
         return None
 
-    def _limited(self, receive: Receive) -> Receive:
-        """``receive`` that raises :class:`BodyTooLarge` once the body read passes the limit."""
+    def limit_of(self, scope: Scope) -> int:
+        """The body limit of a request: :func:`max_request_bytes`, or for a source bundle's upload
+        (``POST /api/v1/sources``) at least what a bundle within the source limits can take."""
+        if scope["path"] != SOURCES_PATH:
+            return self.limit
+        from mlrt import limits
+
+        try:
+            source = limits.max_source_bytes()
+        except ValueError:
+            source = limits.MAX_SOURCE_BYTES
+        return max(self.limit, source + limits.MAX_SOURCE_FILES * 3 * 512)  # each file's tar header blocks
+
+    def _limited(self, receive: Receive, limit: int) -> Receive:
+        """``receive`` that raises :class:`BodyTooLarge` once the body read passes ``limit``."""
         read = 0
 
         async def limited() -> Message:
@@ -135,8 +152,8 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 read += len(message.get("body", b""))
-                if read > self.limit:
-                    raise BodyTooLarge(self.limit)
+                if read > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         return limited
