@@ -235,8 +235,9 @@ class Launcher(abc.ABC):
         """Start every worker of ``request`` and return a JSON-serializable handle.
 
         Raise :class:`LaunchError` with a one-line reason when the workers
-        cannot start; the attempt fails with that reason and is retried, unless
-        the error says ``retry=False`` (program not found, image missing)."""
+        cannot start; the attempt fails with that reason and is retried (an
+        infrastructure failure, see :mod:`mlrt.failures`), unless the error says
+        ``retry=False`` (program not found, image missing)."""
 
     @abc.abstractmethod
     def poll(self, handle: dict[str, Any]) -> list[WorkerStatus]:
