@@ -106,6 +106,12 @@ def test_a_folder_submitted_remotely_runs_from_its_bundle_and_its_code_comes_bac
         big = bundles.pack(tmp_path / "big")
         with httpx.Client(base_url=f"{service.url}/api/v1", headers={"Authorization": f"Bearer {alice}"}) as api:
             assert api.post("/sources", content=big.data).json()["digest"] == big.digest
+            body = {"spec": spec.read_text(), "source": digest}
+            for source_dir in ("../..", "train.py", "data/small.csv/x"):
+                refused = api.post("/jobs", json={**body, "source_dir": source_dir})
+                assert refused.status_code == 422 and "source_dir:" in refused.text, refused.text
+            unknown = api.post("/jobs", json={**body, "source": "0" * 64})
+            assert unknown.status_code == 422 and "no source bundle" in unknown.text
     finally:
         service.stop()
 

@@ -80,6 +80,8 @@ def unpacked_source(store: Store, body: SubmitBody, folder: Path) -> tuple[Path,
     except BundleError as exc:
         raise SpecError([f"source: {exc}"]) from None
     spec_dir = folder.joinpath(*parts)
+    if any(parent.is_file() for parent in (spec_dir, *spec_dir.parents)):
+        raise SpecError(["source_dir: names a file of the bundle, not a folder"])
     spec_dir.mkdir(parents=True, exist_ok=True)
     return spec_dir, sources.described(bundle)
 
