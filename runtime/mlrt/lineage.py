@@ -71,6 +71,7 @@ def walk(store: Any, run_id: str) -> list[dict[str, Any]]:
     """The lineage of ``run_id`` and of every run it comes from, breadth first, each once, with its
     ``depth`` (0: the run itself) and how it is related to the run that named it. A parent the
     store no longer has (or this token may not see) is listed with ``missing`` and not followed."""
+    from mlrt.remote import RemoteError
     from mlrt.store import NotFound
 
     seen: set[str] = set()
@@ -84,8 +85,8 @@ def walk(store: Any, run_id: str) -> list[dict[str, Any]]:
         try:
             run = store.get_run(current)
             job = store.get_job(run.job_id)
-        except NotFound as exc:
-            if depth == 0:
+        except (NotFound, RemoteError) as exc:
+            if depth == 0 or (isinstance(exc, RemoteError) and exc.status != 403):
                 raise
             found.append({"run": current, "depth": depth, "relation": relation, "of": child, "missing": str(exc)})
             continue
