@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,7 +202,9 @@ def _print_model(model: dict[str, Any]) -> None:
 
 
 def _print_version(version: dict[str, Any]) -> None:
-    run, lineage = version["run"], dict(version["lineage"])
+    from mlrt.cli.lineage import environment_text, short
+
+    run, lineage = version["run"], version["lineage"]
     aliases = f" ({', '.join(version['aliases'])})" if version["aliases"] else ""
     click.echo(f"model {version['model']} version {version['version']}{aliases}, registered {version['created_at']}")
     if version["description"]:
@@ -211,16 +212,20 @@ def _print_version(version: dict[str, Any]) -> None:
     click.echo(
         f"run {run['id']} ({run['job']}, {run['state']}, created {run['created_at']})  output {run['output_uri']}"
     )
+    git = lineage.get("git")
+    git_text = f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}" if git else "-"
+    parents = ", ".join(f"{p['relation']} {p['run']}" for p in lineage["parents"]) or "none"
+    click.echo(
+        f"source {short(lineage['source'])}  git {git_text}  environment {environment_text(lineage)}"
+        f"  seed {run['seed']}  parents {parents}"
+    )
     table("metrics", ["metric", "value"], [(k, number(v)) for k, v in sorted(version["metrics"].items())])
     table("files", ["path", "size", "sha256"], [(f["path"], f["size"], f["sha256"]) for f in version["files"]])
-    data = lineage.pop("data", None) or {}
     table(
         "data",
         ["channel", "uri", "content hash"],
-        [(name, d.get("uri"), d.get("sha256")) for name, d in data.items() if isinstance(d, dict)],
+        [(name, run["data"].get(name), digest) for name, digest in sorted(lineage["data"].items())],
     )
-    rows = [(key, value if isinstance(value, str) else json.dumps(value)) for key, value in lineage.items()]
-    table("lineage (the run's reproducibility record)", ["", "value"], rows)
 
 
 @models.command("alias")

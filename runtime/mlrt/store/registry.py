@@ -7,7 +7,7 @@ model files as the run's artifact rows had them (path, size, sha256), so a
 download can be checked byte for byte. The run's other files, those mlrt
 writes for its reports (``predictions.parquet``, ``reports/``), are not model
 files. Through the run a version leads to its data digests, code and parents
-(the run's reproducibility record, :mod:`mlrt.reproducibility`).
+(the run's lineage, :mod:`mlrt.lineage`).
 
 An alias (``champion``) names one version of a model; moving it to another
 version is allowed, and every registration, alias change and deletion is kept
@@ -362,9 +362,11 @@ class Registry:
             return version
 
     def version(self, reference: str) -> dict[str, Any]:
-        """One version (:meth:`resolve`) with its lineage: the run (state, job, params, latest
-        metrics) and everything the run's reproducibility record holds (data digests, code,
-        packages, parents...)."""
+        """One version (:meth:`resolve`) with its run (state, job, params, latest metrics, data
+        channels) and the run's lineage (:func:`mlrt.lineage.entry`: source digest, git commit,
+        environment, data digests, parent runs)."""
+        from mlrt.lineage import entry
+
         version = self.resolve(reference)
         with self.store.session() as s:
             aliases = self._aliases(s, [version.model]).get(version.model, {})
@@ -380,6 +382,8 @@ class Registry:
                 "created_at": _stamp(run.created_at),
                 "output_uri": run.output_uri,
                 "params": self.store.params(run.id),
+                "seed": run.record.get("seed"),
+                "data": {name: channel.get("uri") for name, channel in (run.record.get("data") or {}).items()},
             },
-            "lineage": run.record,
+            "lineage": entry(run, job),
         }
