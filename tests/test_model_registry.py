@@ -67,6 +67,7 @@ def test_register_versions_alias_show_lineage_and_download_checked(cli, write_sp
     listed = ok_json(cli, "models", "list")
     assert [(m["name"], m["latest_version"], m["versions"]) for m in listed] == [("churn", 2, 2)]
     assert listed[0]["aliases"] == {"champion": 2, "staging": 1}
+    assert "champion→2, staging→1" in cli("models").output  # bare `mlrt models` lists
 
     model = ok_json(cli, "models", "show", "churn")
     assert [(v["version"], v["aliases"]) for v in model["versions"]] == [(2, ["champion"]), (1, ["staging"])]

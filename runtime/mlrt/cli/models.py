@@ -98,25 +98,19 @@ def _refused(exc: Exception) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-class _ListByDefault(click.Group):
-    """``mlrt models`` alone lists."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args:
-            args = ["list"]
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=_ListByDefault)
-def models() -> None:
+@click.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
     """The model registry: versions of named models made from runs, aliases, downloads
     (bare `mlrt models` lists)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_models)
 
 
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
-def list_models(app: App, as_json: bool) -> None:
+def list_models(app: App, as_json: bool = False) -> None:
     """Every registered model: latest version, how many versions, aliases."""
     found = _models(app).list_models()
     if as_json:
