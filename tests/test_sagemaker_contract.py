@@ -190,13 +190,17 @@ def test_environment_class_script_runs_on_the_local_backend(cli, write_spec, pro
     check_environment_run(cli, run)
 
 
-def test_argparse_script_runs_on_the_local_backend(cli, write_spec, project):
-    run = submit(cli, write_spec(sagemaker_spec("sm-args", "sk_train.py", ARGPARSE_JOB)))
+def test_argparse_script_runs_on_two_local_hosts(cli, write_spec, project):
+    extra = ARGPARSE_JOB + "  compute: {workers: 2}\n"
+    run = submit(cli, write_spec(sagemaker_spec("sm-args", "sk_train.py", extra)))
     assert run["state"] == "SUCCEEDED", run["reason"]
     output = output_of(cli, run["id"])
-    report = json.loads((output / "data" / "algo-1.json").read_text())
-    assert (report["epochs"], report["alpha"], report["sm_hp_epochs"]) == (5, 0.001, "5")
-    assert (report["hosts"], report["num_gpus"], report["channels"]) == (["algo-1"], "0", ["train"])
+    for host in ("algo-1", "algo-2"):
+        report = json.loads((output / "data" / f"{host}.json").read_text())
+        assert (report["epochs"], report["alpha"], report["sm_hp_epochs"]) == (5, 0.001, "5")
+        assert (report["hosts"], report["num_gpus"], report["channels"]) == (["algo-1", "algo-2"], "0", ["train"])
+        # Every host is this machine: the names resolve to it in the workers' Python.
+        assert report["addresses"] == {"algo-1": "127.0.0.1", "algo-2": "127.0.0.1"}
     assert (output / "model" / "model.joblib").stat().st_size > 0
 
 

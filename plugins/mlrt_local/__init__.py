@@ -149,6 +149,8 @@ class LocalLauncher(Launcher):
             }
             if ctx.contract == "sagemaker":
                 env.update(sagemaker_contract.worker_env(ctx, rank, local=True))
+                python_path = env.get("PYTHONPATH", inherited.get("PYTHONPATH"))
+                env["PYTHONPATH"] = sagemaker_contract.hosts_pythonpath(python_path)  # algo-N -> 127.0.0.1
             log_path = str(Path(ctx.log_dir) / f"worker-{rank}.log")
             requests.append(WorkerRequest(rank=rank, argv=list(ctx.argv), env=env, cwd=ctx.cwd, log_path=log_path))
         allowed = environment.allow_list()

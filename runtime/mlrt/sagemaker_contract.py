@@ -22,13 +22,17 @@ Where the files are: on the container backend each worker sees ``/opt/ml``, bind
 run's folders (:func:`container_mounts`); on the local backend the variables name the run's folders
 directly, and ``SAGEMAKER_BASE_DIR`` names a per-worker folder laid out like ``/opt/ml`` whose
 ``model``, ``output/data``, ``checkpoints`` and ``input/data/<channel>`` are links to the run's
-folders (:func:`host_folders`), which is what the toolkit's ``Environment`` reads. Worker ``r`` is
-host ``algo-<r+1>``. ``model/`` and ``output/data/`` are ``model/`` and ``data/`` in the run's
-output (``MLRT_OUTPUT_DIR``), registered and uploaded as its artifacts; ``checkpoints/`` is the
-run's checkpoint folder (``MLRT_CHECKPOINT_DIR``), which a retry finds as the failed attempt left
-it; ``output/failure`` is read by the controller as the worker's failure reason
-(:func:`failure_file`). The config files of a worker are planned with the attempt (``mlrt validate``
-shows them) and written when it launches (:func:`write_host_folders`).
+folders (:func:`host_folders`), which is what the toolkit's ``Environment`` reads; on Kubernetes
+(one worker) see :mod:`mlrt_kubernetes.sagemaker`. ``model/`` and ``output/data/`` are ``model/``
+and ``data/`` in the run's output (``MLRT_OUTPUT_DIR``), registered and uploaded as its artifacts;
+``checkpoints/`` is the run's checkpoint folder (``MLRT_CHECKPOINT_DIR``), which a retry finds as
+the failed attempt left it; ``output/failure`` is read by the controller as the worker's failure
+reason (:func:`failure_file`). The config files of a worker are planned with the attempt (``mlrt
+validate`` shows them) and written when it launches (:func:`write_host_folders`).
+
+Worker ``r`` is host ``algo-<r+1>``. The names resolve through the attempt's network on the
+container backend (network aliases), and to ``127.0.0.1`` in a local worker's Python
+(:func:`hosts_pythonpath`).
 """
 
 from __future__ import annotations
@@ -120,6 +124,13 @@ def input_data_config(channels: dict[str, dict[str, Any]]) -> dict[str, dict[str
             entry = {"ContentType": content_type, **entry}
         config[name] = entry
     return config
+
+
+def hosts_pythonpath(existing: str | None) -> str:
+    """``PYTHONPATH`` for a local worker: the folder of :mod:`mlrt.sagemaker_hosts`' ``sitecustomize``
+    (the host names resolve to ``127.0.0.1`` in the worker's Python) first, then ``existing``."""
+    shim = str(Path(__file__).resolve().parent / "sagemaker_hosts")
+    return os.pathsep.join([shim, existing]) if existing else shim
 
 
 def _spec_channels(ctx: LaunchContext) -> dict[str, dict[str, Any]]:
