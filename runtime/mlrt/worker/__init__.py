@@ -227,7 +227,8 @@ def apply_threshold(
     dataset = channels.get(channel)
     if dataset is None or dataset.labels is None:
         raise ValueError(f"spec.evaluation.threshold: channel {channel!r} has no labels to choose a threshold on")
-    classes = list(getattr(model, "classes_", None) if hasattr(model, "predict_proba") else [])
+    known = getattr(model, "classes_", None) if hasattr(model, "predict_proba") else None
+    classes = [] if known is None else list(known)
     if len(classes) != 2:
         raise ValueError(
             "spec.evaluation.threshold: needs a binary classifier with predict_proba;"
