@@ -18,23 +18,26 @@ import sys
 LOOPBACK = "127.0.0.1"
 
 
-def _install() -> None:
+def _hosts() -> set[str]:
+    """The names in ``SM_HOSTS``, read at each lookup: a warm worker's interpreter started before
+    its job's variables were set (:mod:`mlrt_local.warm`)."""
     try:
-        hosts = {str(host) for host in json.loads(os.environ.get("SM_HOSTS") or "[]")}
-    except ValueError:
-        return
-    if not hosts:
-        return
+        return {str(host) for host in json.loads(os.environ.get("SM_HOSTS") or "[]")}
+    except (TypeError, ValueError):
+        return set()
+
+
+def _install() -> None:
     getaddrinfo, gethostbyname, gethostbyname_ex = socket.getaddrinfo, socket.gethostbyname, socket.gethostbyname_ex
 
     def local_getaddrinfo(host, *args, **kwargs):
-        return getaddrinfo(LOOPBACK if host in hosts else host, *args, **kwargs)
+        return getaddrinfo(LOOPBACK if host in _hosts() else host, *args, **kwargs)
 
     def local_gethostbyname(host):
-        return LOOPBACK if host in hosts else gethostbyname(host)
+        return LOOPBACK if host in _hosts() else gethostbyname(host)
 
     def local_gethostbyname_ex(host):
-        return (host, [], [LOOPBACK]) if host in hosts else gethostbyname_ex(host)
+        return (host, [], [LOOPBACK]) if host in _hosts() else gethostbyname_ex(host)
 
     socket.getaddrinfo = local_getaddrinfo
     socket.gethostbyname = local_gethostbyname
