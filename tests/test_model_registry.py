@@ -161,6 +161,8 @@ def test_through_the_service_a_token_sees_its_projects_models_only(postgres_db, 
             assert result.exit_code == 2 and "(403)" in result.output and "another project" in result.output, args
         taken = mlrt(bob, "models", "register", run["id"], "--name", "mine")
         assert taken.exit_code == 2 and "(403)" in taken.output  # alice's run
+        bad = mlrt(alice, "models", "register", run["id"], "--name", "no spaces")
+        assert bad.exit_code == 2 and "(422)" in bad.output and "a model name is" in bad.output
         missing = mlrt(alice, "models", "show", "nothing")
         assert missing.exit_code == 2 and "no model 'nothing'" in missing.output
     finally:
