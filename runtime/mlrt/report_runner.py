@@ -77,6 +77,8 @@ def load_frame(store: Store, run: Run, spec: dict[str, Any]) -> tuple[pd.DataFra
             name, Path(local), channel.get("format"), channel.get("label"), channel.get("id"), roles(spec, name)
         )
         frame = pd.concat([dataset.features, dataset.analysis], axis=1)
+        if name == "train" and dataset.weights is not None and dataset.weights.name not in frame.columns:
+            frame[dataset.weights.name] = dataset.weights  # for the learning curve's retraining
         frame.insert(0, "split", name)
         frame.insert(0, "id", dataset.ids.to_numpy())
         parts.append(frame)
@@ -87,8 +89,10 @@ def load_frame(store: Store, run: Run, spec: dict[str, Any]) -> tuple[pd.DataFra
     table = pd.concat(parts, ignore_index=True)
     features = [c for c in features if c not in predictions.columns]
     analysis = [c for c in analysis if c not in predictions.columns and c not in features]
+    weight = roles(spec, "train").weight
+    weights = [weight] if weight in table.columns and weight not in (*features, *analysis) else []
     predictions = predictions.astype({"id": str})
-    table = table.astype({"id": str})[["id", "split", *features, *analysis]]
+    table = table.astype({"id": str})[["id", "split", *features, *analysis, *weights]]
     return predictions.merge(table, on=["split", "id"], how="left"), features, analysis
 
 
@@ -124,16 +128,19 @@ def _natural(value: str) -> tuple[int, float, str]:
 def _retrainer(spec: dict[str, Any], frame: pd.DataFrame, features: list[str], task: str):
     """A ``retrain(fraction, seed)`` for learning curves (algorithm jobs only)."""
     from mlrt.algorithms import Dataset
+    from mlrt.columns import roles
 
     algorithm = plugins.algorithms().get(spec.get("algorithm") or "")
     if algorithm is None or not features:
         return None
+    weight = roles(spec, "train").weight
     full = {  # built once; each call subsamples the training channel
         split: Dataset(
             name=split,
             features=rows[features].reset_index(drop=True),
             labels=_labels(rows["label"], task).reset_index(drop=True),
             ids=rows["id"].reset_index(drop=True),
+            weights=rows[weight].reset_index(drop=True) if split == "train" and weight in rows.columns else None,
         )
         for split, rows in frame[frame["label"].notna()].groupby("split")
     }
@@ -147,7 +154,10 @@ def _retrainer(spec: dict[str, Any], frame: pd.DataFrame, features: list[str], t
         channels = dict(full)
         train = channels["train"]
         keep = train.features.sample(frac=fraction, random_state=seed).index
-        channels["train"] = Dataset("train", train.features.loc[keep], train.labels.loc[keep], train.ids.loc[keep])
+        weights = None if train.weights is None else train.weights.loc[keep]
+        channels["train"] = Dataset(
+            "train", train.features.loc[keep], train.labels.loc[keep], train.ids.loc[keep], weights
+        )
         with tempfile.TemporaryDirectory() as scratch:
             ctx = TrainContext(
                 hyperparameters=dict(spec.get("hyperparameters") or {}),
