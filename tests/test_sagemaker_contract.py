@@ -313,3 +313,23 @@ def test_a_pod_gets_opt_ml_from_its_volumes_and_an_init_container(cli, write_spe
     result = cli("validate", str(write_spec(sagemaker_spec("sm-pods", "env_train.py", several), name="two.yaml")))
     assert result.exit_code == 2
     assert "spec.contract: the kubernetes backend gives the sagemaker contract to one worker" in result.output
+
+
+def test_an_image_without_a_command_is_started_as_sagemaker_starts_it(cli, write_spec, project, monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("MLRT_CONTAINER_ENGINE", "podman")
+    image = "registry.example/acme/byo-algorithm:3"
+    spec = f"apiVersion: mlrt/v1\nkind: TrainingJob\nmetadata: {{name: sm-byo}}\nspec:\n  image: {image}\n"
+    spec += "  contract: sagemaker\n  data: {train: file://./data}\n  hyperparameters: {epochs: 5}\n"
+    boxed = write_spec(spec + "  compute: {backend: container}\n", name="boxed.yaml")
+    result = cli("validate", str(boxed), "--json")
+    assert result.exit_code == 0, result.output
+    command = json.loads(result.stdout)["launch"]["details"]["commands"][0]
+    assert command[-2:] == [image, "train"], "docker run IMAGE train: the image's entry point gets 'train'"
+    assert not [arg for arg in command if arg.startswith("--workdir")], "the image's own working directory"
+    pod = write_spec(spec + "  compute: {backend: kubernetes}\n", name="pod.yaml")
+    result = cli("validate", str(pod), "--manifests")
+    assert result.exit_code == 0, result.output
+    worker = list(yaml.safe_load_all(result.stdout))[-1]["spec"]["template"]["spec"]["containers"][0]
+    assert (worker["args"], "command" in worker) == (["train"], False)

@@ -238,7 +238,7 @@ class ContainerLauncher(Launcher):
             if settings.shm_size:
                 command += [f"--shm-size={parse_memory(settings.shm_size)}b"]
             command += extra
-            command += [image, *argv]
+            command += [image, *argv, *ctx.image_args()]
             commands.append(command)
         details: dict[str, Any] = {
             "engine": engine,

@@ -231,6 +231,8 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
     argv = ctx.container_argv()
     if argv:
         container["command"] = argv  # run in the image's working directory: the spec's is on another machine
+    elif ctx.image_args():
+        container["args"] = ctx.image_args()  # the image's own entry point, with these arguments
     if fetches_source(ctx):  # ... unless the run's code comes along: then in that
         volumes.append({"name": "mlrt-source", "emptyDir": {}})
         mounts.append({"name": "mlrt-source", "mountPath": SOURCE_DIR})

@@ -75,6 +75,13 @@ class LaunchContext:
         spec's ``command`` (empty for an image-only job: the image's own entry point)."""
         return ["python", "-m", "mlrt.worker"] if self.algorithm else list(self.argv)
 
+    def image_args(self) -> list[str]:
+        """The arguments an image-only job's own entry point gets (its ``CMD``, a pod's ``args``):
+        ``train`` under the SageMaker contract, as SageMaker runs a training image
+        (``docker run IMAGE train``); none otherwise."""
+        image_only = self.image and not self.algorithm and not self.argv
+        return ["train"] if image_only and self.contract == "sagemaker" else []
+
 
 def is_loopback(uri: str) -> bool:
     """Whether ``uri`` names this machine only (``localhost``, ``127.0.0.1``, ``::1``): an
