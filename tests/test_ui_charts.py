@@ -134,3 +134,11 @@ def test_metric_arrays_reads_one_series_in_order_and_in_a_window(store):
     assert store.metric_arrays("r1", "nope")[0].size == 0
     with pytest.raises(ValueError, match="x must be"):
         store.metric_arrays("r1", "loss", x="value")
+
+
+def test_a_series_of_one_point_shows_its_marker_and_long_legends_take_one_column():
+    label = "breast-cancer-diagnosis-vmqgang3n1wv00ej (breast-cancer-diagnosis)"
+    svg = str(line_chart([Series(label, np.array([0.0]), np.array([0.9])), Series("b", np.arange(3.0), np.ones(3))]))
+    assert re.search(r'<circle [^>]*fill-opacity="1"><title>[^<]*: 0\.9</title>', svg)
+    legend = re.findall(r'<g class="legend-item">.*?<text x="([\d.]+)"', svg)
+    assert len(legend) == 2 and legend[0] == legend[1]  # one column: both entries start at the same x

@@ -240,7 +240,8 @@ def line_chart(
     pad = (top - bottom) * 0.04
     bottom, top = bottom - pad, top + pad
     plot_w = width - _MARGIN["left"] - _MARGIN["right"]
-    legend_rows = math.ceil(len(drawn) / 3)
+    columns = _legend_columns([d[0].label for d in drawn], width - _MARGIN["left"] - _MARGIN["right"])
+    legend_rows = math.ceil(len(drawn) / columns)
     plot_h = height - _MARGIN["top"] - _MARGIN["bottom"] - 16 * legend_rows
     px0, py0 = _MARGIN["left"], _MARGIN["top"]
 
@@ -293,7 +294,7 @@ def line_chart(
     for item, x, y, color in drawn:
         out += _series_marks(item, x, y, color, axis, sx, sy)
     out.append("</g>")
-    out += _legend(drawn, px0, py0 + plot_h + 44, plot_w)
+    out += _legend(drawn, px0, py0 + plot_h + 44, plot_w, columns)
     if not any(len(d[1]) for d in drawn):
         out.append(
             f'<text x="{px0 + plot_w / 2:.1f}" y="{py0 + plot_h / 2:.1f}" text-anchor="middle" class="empty">'
@@ -355,7 +356,8 @@ def _series_marks(item: Series, x: np.ndarray, y: np.ndarray, color: str, axis: 
             f'stroke="{color}" stroke-width="1.5"{dash}><title>{label} ({total:,} points)</title></path>'
         )
     step = max(1, math.ceil(len(x) / MAX_MARKERS)) if item.style != "points" else 1
-    visible = item.style == "points"
+    # A line of one point draws nothing: its marker is shown instead.
+    visible = item.style == "points" or len(x) == 1
     radius, opacity = (3.5, 1) if visible else (3, 0)
     marks = []
     for i in range(0, len(x), step):
@@ -367,21 +369,32 @@ def _series_marks(item: Series, x: np.ndarray, y: np.ndarray, color: str, axis: 
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius}" fill="{color}" fill-opacity="{opacity}">'
             f"<title>{tip}</title></circle>"
         )
-    kind = "mlrt-series" if visible else "markers"
-    extra = f' data-series="{label}" data-points="{len(x)}"' if visible else ""
+    kind = "mlrt-series" if item.style == "points" else "markers"
+    extra = f' data-series="{label}" data-points="{len(x)}"' if item.style == "points" else ""
     out.append(f'<g class="{kind}"{extra}>{"".join(marks)}</g>')
     return out
 
 
-def _legend(drawn, left: float, top: float, plot_w: float) -> list[str]:
+_CHAR_W = 6.2
+"""About how wide one legend character is at the charts' 11 px sans-serif."""
+
+
+def _legend_columns(labels: Sequence[str], plot_w: float) -> int:
+    """How many legend entries fit side by side (1 to 3), given the longest label."""
+    longest = max((len(label) for label in labels), default=0)
+    return max(1, min(3, int(plot_w // (longest * _CHAR_W + 40))))
+
+
+def _legend(drawn, left: float, top: float, plot_w: float, columns: int) -> list[str]:
     out = []
-    column_w = plot_w / 3
+    column_w = plot_w / columns
+    fits = max(8, int((column_w - 30) // _CHAR_W))
     for index, (item, x, _y, color) in enumerate(drawn):
-        lx = left + (index % 3) * column_w
-        ly = top + (index // 3) * 16
+        lx = left + (index % columns) * column_w
+        ly = top + (index // columns) * 16
         total = item.total if item.total is not None else len(item.x)
         dash = ' stroke-dasharray="5 3"' if item.dashed else ""
-        name = item.label if len(item.label) <= 40 else item.label[:39] + "…"
+        name = item.label if len(item.label) <= fits else item.label[: fits - 1] + "…"
         out.append(
             f'<g class="legend-item"><title>{escape(item.label)}: {total:,} points, {len(x):,} drawn</title>'
             + (
