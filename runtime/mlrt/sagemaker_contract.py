@@ -47,8 +47,6 @@ from mlrt.names import env_name_problem
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt.launchers import LaunchContext
 
-CONTRACTS = ("mlrt", "sagemaker")
-"""The values of ``spec.contract``: mlrt's own contract (``MLRT_*``), or SageMaker's as well."""
 CONTAINER_ROOT = "/opt/ml"
 BASE_DIR_VARIABLE = "SAGEMAKER_BASE_DIR"
 """Where the toolkit looks for the layout instead of ``/opt/ml`` (``environment.BASE_PATH_ENV``)."""
@@ -179,7 +177,6 @@ def _paths(ctx: LaunchContext, rank: int, *, local: bool) -> dict[str, str]:
         "output_intermediate_dir": f"{root}/output/intermediate",
         "model_dir": f"{output}/model" if local else f"{root}/model",
         "output_data_dir": f"{output}/data" if local else f"{root}/output/data",
-        "checkpoint_dir": ctx.env["MLRT_CHECKPOINT_DIR"] if local else f"{root}/checkpoints",
     }
     for name, source in _channel_sources(ctx).items():
         paths[f"channel_{name}"] = source if local and not _is_file(source) else f"{root}/input/data/{name}"
