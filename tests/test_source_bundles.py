@@ -91,9 +91,9 @@ def test_a_folder_submitted_remotely_runs_from_its_bundle_and_its_code_comes_bac
         assert files_of(restored) == expected  # bit for bit; the ignored log and the spec itself left out
 
         (tmp_path / "proj" / "train.py").write_text(TRAIN.replace('print("read', 'print("Read'))  # one byte
-        again = json.loads(cli("--server", service.url, "submit", str(spec), "--json").stdout)
-        lineage = json.loads(cli("--server", service.url, "runs", "lineage", again["id"], "--json").stdout)
-        assert again["state"] == "SUCCEEDED" and lineage[0]["source"] not in (None, digest)
+        again = json.loads(cli("--server", service.url, "submit", str(spec), "--detach", "--json").stdout)
+        lineage = json.loads(cli("--server", service.url, "runs", "lineage", again["run_id"], "--json").stdout)
+        assert lineage[0]["source"] not in (None, digest)
 
         with httpx.Client(base_url=f"{service.url}/api/v1", headers={"Authorization": f"Bearer {alice}"}) as api:
             for name, tarball in hostile_tarballs().items():
