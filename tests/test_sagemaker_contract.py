@@ -56,7 +56,7 @@ ARGPARSE_SCRIPT = """
     import socket
 
     import joblib
-    import pandas as pd
+    import numpy as np
     from sklearn.linear_model import SGDClassifier
 
     if __name__ == "__main__":
@@ -70,9 +70,9 @@ ARGPARSE_SCRIPT = """
         parser.add_argument("--current-host", type=str, default=os.environ["SM_CURRENT_HOST"])
         args, _ = parser.parse_known_args()
 
-        frame = pd.read_csv(os.path.join(args.train, "train.csv"))
+        rows = np.loadtxt(os.path.join(args.train, "train.csv"), delimiter=",", skiprows=1)
         model = SGDClassifier(max_iter=args.epochs, alpha=args.alpha, tol=None, random_state=0)
-        model.fit(frame[["x1", "x2"]], frame["y"])
+        model.fit(rows[:, :2], rows[:, 2])
         addresses = {host: socket.gethostbyname(host) for host in args.hosts} if len(args.hosts) > 1 else {}
         if args.current_host == args.hosts[0]:
             joblib.dump(model, os.path.join(args.model_dir, "model.joblib"))
