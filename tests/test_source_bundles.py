@@ -73,6 +73,8 @@ def test_a_folder_submitted_remotely_runs_from_its_bundle_and_its_code_comes_bac
     service = start(postgres_db, tmp_path, MLRT_ALLOWED_BACKENDS="local")
     try:
         spec = project(tmp_path / "proj")
+        checked = cli("--server", service.url, "validate", str(spec), "--json")  # the channel is in the bundle
+        assert checked.exit_code == 0, checked.output
         done = cli("--server", service.url, "submit", str(spec), "--json")
         assert done.exit_code == 0, done.output
         run = json.loads(done.stdout)

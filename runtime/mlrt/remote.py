@@ -145,7 +145,8 @@ class ApiClient:
         return self.request("GET", f"/runs/{quote(run_id)}/source").content
 
     def validate(self, spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:
-        return self.post("/validate", _spec_body(spec_file, overrides))
+        """The service's validation plan, the spec checked inside its uploaded source bundle."""
+        return self.post("/validate", {**_spec_body(spec_file, overrides), **self.upload_source(spec_file, overrides)})
 
     def cancel(self, run_id: str) -> Run:
         return Run.model_validate(self.post(f"/runs/{quote(run_id)}/cancel"))

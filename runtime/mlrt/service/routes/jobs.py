@@ -36,6 +36,8 @@ class ValidateBody(BaseModel):
     spec: str
     filename: str = "job.yaml"
     overrides: list[str] = Field(default_factory=list)
+    source: str | None = None
+    source_dir: str = ""
 
 
 def load(text: str, filename: str, overrides: list[str], folder: Path, spec_dir: Path | None = None):
@@ -58,7 +60,7 @@ def load(text: str, filename: str, overrides: list[str], folder: Path, spec_dir:
     return loaded
 
 
-def unpacked_source(store: Store, body: SubmitBody, folder: Path) -> tuple[Path, dict[str, Any] | None]:
+def unpacked_source(store: Store, body: SubmitBody | ValidateBody, folder: Path) -> tuple[Path, dict[str, Any] | None]:
     """Unpack the submission's source bundle (if any) into its folder: the folder the spec lies in
     inside it, and the bundle's entry for the run's record. An unknown digest or a bad
     ``source_dir`` is a spec problem (422)."""
@@ -146,11 +148,17 @@ def submit(body: SubmitBody, who: User, parts: Parts) -> dict[str, Any]:
 
 
 @router.post("/validate")
-def validate(body: ValidateBody, _who: User) -> dict[str, Any]:
-    """What `mlrt validate --json` prints: the resolved spec and launch request; launches nothing."""
+def validate(body: ValidateBody, _who: User, parts: Parts) -> dict[str, Any]:
+    """What `mlrt validate --json` prints: the resolved spec and launch request; launches nothing.
+    With a source bundle, the spec is checked where it will run: inside the unpacked bundle."""
     import tempfile
 
     from mlrt.planning import validation_plan
+    from mlrt.spec import SpecError
 
     with tempfile.TemporaryDirectory() as folder:
-        return validation_plan(load(body.spec, body.filename, body.overrides, Path(folder)))  # values masked
+        try:
+            spec_dir, _ = unpacked_source(parts.store, body, Path(folder))
+        except SpecError as exc:
+            raise SpecProblems.of(exc) from None
+        return validation_plan(load(body.spec, body.filename, body.overrides, Path(folder), spec_dir))  # masked
