@@ -125,8 +125,9 @@ def _natural(value: str) -> tuple[int, float, str]:
         return (1, math.nan, value)
 
 
-def _retrainer(spec: dict[str, Any], frame: pd.DataFrame, features: list[str], task: str):
-    """A ``retrain(fraction, seed)`` for learning curves (algorithm jobs only)."""
+def _retrainer(spec: dict[str, Any], frame: pd.DataFrame, features: list[str], task: str, threshold: float | None):
+    """A ``retrain(fraction, seed)`` for learning curves (algorithm jobs only); with the run's
+    ``decision_threshold`` each model predicts at it, as the run's own model did."""
     from mlrt.algorithms import Dataset
     from mlrt.columns import roles
 
@@ -169,6 +170,10 @@ def _retrainer(spec: dict[str, Any], frame: pd.DataFrame, features: list[str], t
                 log_metric=lambda *args, **kwargs: None,
             )
             model = algorithm.train(ctx)
+        if threshold is not None and len(getattr(model, "classes_", ())) == 2:
+            from mlrt.thresholds import ThresholdedClassifier
+
+            model = ThresholdedClassifier(model, threshold)
         return {name: metrics_for(task, model, dataset) for name, dataset in channels.items()}
 
     return retrain
@@ -199,8 +204,8 @@ def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str
     frame, features, analysis = load_frame(store, run, spec)
     task = task_of(spec, frame)
     classes = _classes(frame, task)
-    retrain = _retrainer(spec, frame, features, task)
     metrics = store.latest_metrics(run_id)
+    retrain = _retrainer(spec, frame, features, task, metrics.get("decision_threshold"))
     target = reports_dir(run)
     target.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
