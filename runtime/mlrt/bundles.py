@@ -163,7 +163,7 @@ def pack(root: Path, left_out: tuple[Path, ...] = ()) -> Bundle:
         raise BundleError(f"spec.source: {root} is not a folder; name the folder that holds the job's code")
     files = source_files(root, left_out)
     limit = _limit()
-    sizes = [(path.stat().st_size, name, path) for name, path in files]
+    sizes = [(path.stat().st_size, name, path) for name, path in files]  # a link: its target's size
     total = sum(size for size, _, _ in sizes)
     if total > limit or len(files) > limits.MAX_SOURCE_FILES:
         biggest = ", ".join(f"{name} ({_mib(size)})" for size, name, _ in sorted(sizes, reverse=True)[:3])
@@ -177,7 +177,13 @@ def pack(root: Path, left_out: tuple[Path, ...] = ()) -> Bundle:
         with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for _, name, path in sorted(sizes, key=lambda item: item[1]):
                 info = tarfile.TarInfo(name)
-                data = path.read_bytes()
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise BundleError(
+                        f"spec.source: cannot read {name} ({exc.strerror}); add it to {TOP_IGNORE_FILE} if the job"
+                        " does not need it"
+                    ) from None
                 info.size = len(data)
                 info.mode = 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
                 info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
