@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import import_or_missing
+from conftest import command_spec, import_or_missing
 from mlrt.algorithms import Dataset, TrainContext, resolve_hyperparameters
 from mlrt.columns import roles
 from mlrt.data import load_dataset
@@ -105,6 +105,15 @@ def test_threshold_needs_a_classifier_and_its_channel(cli, write_spec, tmp_path)
     assert lines[1] == (
         "error: spec.evaluation.threshold: sklearn.ridge is a regression algorithm; thresholds are for classifiers"
     )
+    command = write_spec(
+        command_spec(
+            "cmd", "[python, train.py]", "  data: {validation: validation.csv}\n" + extra.replace("test", "validation")
+        )
+    )
+    lines = cli("validate", str(command)).stderr.splitlines()
+    assert lines == [
+        "error: spec.evaluation.threshold: only algorithm jobs choose a threshold; a command job's program applies its own"
+    ]
 
 
 def test_roles_that_fit_the_header_validate(cli, write_spec, tmp_path):

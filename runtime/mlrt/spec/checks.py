@@ -157,6 +157,8 @@ def threshold_problems(spec: dict[str, Any], algorithm: Any) -> list[str]:
             )
     if algorithm is not None and algorithm.task != "classification":
         problems.append(f"{where}: {algorithm.name} is a {algorithm.task} algorithm; thresholds are for classifiers")
+    if not spec.get("algorithm"):
+        problems.append(f"{where}: only algorithm jobs choose a threshold; a command job's program applies its own")
     return problems
 
 
