@@ -94,6 +94,7 @@ def test_parallel_coordinates_marks_pruned_trials_and_categorical_axes():
         Trial("trial 1", {"C": 10.0, "kernel": "<lin>"}, 0.9),
         Trial("trial 2", {"C": 1.0, "kernel": "rbf"}, 0.5, pruned=True),
         Trial("trial 3", {"C": 0.1, "kernel": "poly"}, None),
+        Trial("trial 4", {"kernel": "rbf"}, 0.6),
     ]
     svg = str(parallel_coordinates(trials, ["C", "kernel"], objective="accuracy", goal="maximize", log_params=["C"]))
     axes = re.findall(r'<g class="axis" data-axis="([^"]*)"', svg)
@@ -105,7 +106,9 @@ def test_parallel_coordinates_marks_pruned_trials_and_categorical_axes():
     # The best trial (0.9) is drawn last, in the brightest color; the one without objective stops early.
     paths = re.findall(r'<path class="trial[^"]*" data-trial="([^"]*)" d="([^"]*)"', svg)
     assert paths[-1][0] == "trial 1"
-    assert {label: d.count("L") for label, d in paths}["trial 3"] == 1
+    segments = {label: d.count("L") for label, d in paths}
+    assert segments["trial 3"] == 1  # no objective: ends at its last parameter
+    assert segments["trial 4"] == 1  # no C: skips that axis, from kernel to the objective
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -102,6 +102,7 @@ def seed_tuning(store: Store) -> None:
         "kind": "TuningJob",
         "metadata": {"name": "tune-svc"},
         "spec": {
+            "template": {"algorithm": "sklearn.svc"},
             "objective": {"metric": "validation_accuracy", "goal": "maximize"},
             "tuner": "random",
             "max_trials": 6,

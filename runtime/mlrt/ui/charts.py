@@ -456,9 +456,10 @@ def parallel_coordinates(
 
     A param whose values all read as numbers gets a numeric axis (logarithmic when it is
     in ``log_params`` and positive), any other a categorical one (its values in sorted
-    order, evenly spaced). Each trial is a ``<path class="trial">`` colored from dark
-    (worst) to yellow (best, by ``goal``); pruned trials are dashed and grey, and trials
-    without an objective stop at the last param axis. A trial's ``href`` makes its line a link."""
+    order, evenly spaced). Each trial is a ``<path class="trial">`` colored by its rank from
+    dark (worst) to yellow (best, by ``goal``); pruned trials are dashed and grey. A line skips
+    an axis the trial has no value on (a parameter limited to other algorithms), so trials
+    without an objective end at their last parameter. A trial's ``href`` makes its line a link."""
     names = [*params, objective]
     left, right, top, bottom = 40, 40, 28, 36
     span_x = (width - left - right) / max(len(names) - 1, 1)
@@ -466,13 +467,15 @@ def parallel_coordinates(
     columns: dict[str, list[object]] = {p: [t.params.get(p) for t in trials] for p in params}
     columns[objective] = [t.objective for t in trials]
     scales = {name: _scale(values, name in log_params) for name, values in columns.items()}
-    scored = [t.objective for t in trials if t.objective is not None and not t.pruned]
-    worst, best = (min(scored), max(scored)) if scored else (0.0, 1.0)
-    if goal != "maximize":
-        worst, best = best, worst
+    # Colored by rank, not value: one far-off trial would otherwise paint all the others alike.
+    scored = np.sort([t.objective for t in trials if t.objective is not None and not t.pruned])
 
     def quality(value: float) -> float:
-        return 0.5 if best == worst else (value - worst) / (best - worst)
+        if len(scored) < 2:
+            return 0.5
+        rank = float(np.searchsorted(scored, value, side="left") + np.searchsorted(scored, value, side="right")) / 2
+        share = min(max((rank - 0.5) / (len(scored) - 1), 0.0), 1.0)
+        return share if goal == "maximize" else 1.0 - share
 
     out = [
         f'<svg class="mlrt-parallel" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -486,8 +489,8 @@ def parallel_coordinates(
         for index, name in enumerate(names):
             value = trial.objective if name == objective else trial.params.get(name)
             position = scales[name](value)
-            if position is None:
-                break
+            if position is None:  # a parameter that did not apply to this trial: its line skips the axis
+                continue
             coords.append(f"{left + index * span_x:.1f},{top + (1 - position) * span_y:.1f}")
         if len(coords) < 2:
             continue

@@ -27,6 +27,7 @@ from markupsafe import Markup
 from mlrt.states import RunState
 from mlrt.store.models import Run
 from mlrt.tuning_results import SearchResult, search_result
+from mlrt.tuning_spec import applicable
 from mlrt.ui.app import render
 from mlrt.ui.auth import PREFIX, Context, UiContext, Viewer, visible_run
 from mlrt.ui.charts import Axis, Series, Trial, line_chart, parallel_coordinates
@@ -36,7 +37,8 @@ router = APIRouter()
 
 @dataclasses.dataclass(frozen=True)
 class TrialRow:
-    """One line of the trials table."""
+    """One line of the trials table; ``params`` are those that applied to the trial (a parameter
+    limited to other algorithms is left out, as ``best_params`` leaves it out)."""
 
     run: Run
     params: dict[str, Any]
@@ -87,7 +89,9 @@ def tuning_view(ctx: UiContext, run: Run) -> TuningView:
         return (2, 0.0, t.trial or 0)
 
     rows = [
-        TrialRow(t, dict(t.record.get("trial_params") or {}), result.values.get(t.id), t.id in winners)
+        TrialRow(
+            t, applicable(spec, dict(t.record.get("trial_params") or {})), result.values.get(t.id), t.id in winners
+        )
         for t in sorted(result.trials, key=rank)
     ]
     return TuningView(run, spec, result, list(spec.get("parameters", {})), rows)
