@@ -195,7 +195,9 @@ def test_a_local_run_keeps_its_bundle_its_lineage_walks_to_its_parent_and_a_too_
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_a_bundle_runs_in_a_container_with_the_image_digest_in_its_lineage(cli, tmp_path, home, monkeypatch):
+def test_a_bundle_submitted_remotely_runs_in_a_container_with_the_image_digest_in_its_lineage(
+    postgres_db, alice, cli, tmp_path, home
+):
     from conftest import missing
 
     problem = engine_problem()
@@ -204,12 +206,20 @@ def test_a_bundle_runs_in_a_container_with_the_image_digest_in_its_lineage(cli, 
     from container_image import build_image
 
     image = build_image(ENGINE, RUN_ARGS.split())
-    monkeypatch.setenv("MLRT_CONTAINER_RUN_ARGS", RUN_ARGS)
-    extra = f"  image: {image}\n  compute: {{backend: container, cpu: 1}}\n"
-    spec = project(tmp_path / "proj", python="python", extra=extra)
-    run = json.loads(cli("submit", str(spec), "--json").stdout)
-    assert run["state"] == "SUCCEEDED", run["reason"]
-    (lineage,) = json.loads(cli("runs", "lineage", run["id"], "--json").stdout)
+    service = start(postgres_db, tmp_path, MLRT_ALLOWED_BACKENDS="container", MLRT_CONTAINER_RUN_ARGS=RUN_ARGS)
+    try:
+        extra = f"  image: {image}\n  compute: {{backend: container, cpu: 1}}\n"
+        spec = project(tmp_path / "proj", python="python", extra=extra)
+        done = cli("--server", service.url, "submit", str(spec), "--json")
+        assert done.exit_code == 0, done.output
+        run = json.loads(done.stdout)
+        assert run["state"] == "SUCCEEDED", run["reason"]
+        shown = json.loads(cli("--server", service.url, "runs", "show", run["id"], "--json").stdout)
+        output = Path(shown["output_uri"].removeprefix("file://"))
+        assert (output / "output" / "rows.txt").read_text() == "4 4", "the bundle's relative paths worked"
+        (lineage,) = json.loads(cli("--server", service.url, "runs", "lineage", run["id"], "--json").stdout)
+    finally:
+        service.stop()
     assert lineage["image"] == image and lineage["packages"] is None  # the host's packages are not the image's
     engine_id = subprocess.run([ENGINE, "image", "inspect", "--format={{.Id}}", image], capture_output=True, text=True)
     assert lineage["image_digests"] == ["sha256:" + engine_id.stdout.strip().removeprefix("sha256:")]
