@@ -25,7 +25,7 @@ def test_compare_highlights_differing_params_and_overlays_each_metric(page, ui_s
         "cmp-a",
         name="<i>alpha</i>",
         params={"C": "1.0", "depth": "3"},
-        metrics={"loss": list(np.linspace(2, 0.1, steps)), "acc": [0.5, 0.8]},
+        metrics={"loss": list(np.linspace(2, 0.1, steps)), "acc": [0.5, 0.8], "f1": [0.7]},
     )
     seed_run(
         store,
@@ -51,6 +51,9 @@ def test_compare_highlights_differing_params_and_overlays_each_metric(page, ui_s
         assert len(paths.nth(i).get_attribute("d")) > 1000
         assert paths.nth(i).get_attribute("data-points") == "1000"  # 5,000 points thinned on the server
     assert page.locator('figure[data-metric="acc"] svg.mlrt-chart path.mlrt-series').count() == 1
+    # A metric with one value per run is a row of the metrics table, not a chart of one dot.
+    assert page.locator('figure[data-metric="f1"]').count() == 0
+    assert "0.7" in page.locator("#compare-metrics").inner_text()
     # The report diff's metric table: the metric both runs have, change and direction.
     diff = page.locator('section.report-diff[data-after="cmp-b"]')
     assert "loss" in diff.inner_text() and diff.locator("tr.regressed").count() == 1

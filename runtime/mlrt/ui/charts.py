@@ -329,11 +329,16 @@ def _x_ticks(axis: Axis, left: float, right: float, sx, baseline: float, plot_h:
 
 def _y_ticks(bottom: float, top: float, sy, px0: float, plot_w: float) -> list[str]:
     out = []
-    for tick in nice_ticks(bottom, top, 5):
+    ticks = nice_ticks(bottom, top, 5)
+    # Enough decimals to tell neighbouring ticks apart (0.99525 and 0.9953, not 0.9953 twice).
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 0.0
+    digits = max(0, -math.floor(math.log10(step)) + 1) if 0 < step < 1 else None
+    for tick in ticks:
         y = float(sy(tick))
+        text = f"{tick:.{digits}f}".rstrip("0").rstrip(".") if digits is not None and abs(tick) >= 1e-3 else None
         out.append(
             f'<line class="grid" x1="{px0}" x2="{px0 + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-            f'<text x="{px0 - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{escape(format_number(tick))}</text>'
+            f'<text x="{px0 - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{escape(text or format_number(tick))}</text>'
         )
     return out
 

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
 
 from mlrt import report_runner
 from mlrt.records import RunRecord
@@ -73,11 +74,17 @@ def chart_src(runs: list[Run], key: str, chart: ChartRequest) -> str:
     return f"{PREFIX}/compare/chart.svg?{urlencode(pairs)}"
 
 
-def overlay(ctx: UiContext, runs: list[Run], key: str, chart: ChartRequest, labels: dict[str, str]):
-    """The chart of metric ``key`` with one series per run (runs without the key left out)."""
-    series = [metric_series(ctx.store, run.id, key, labels[run.id], chart) for run in runs]
+def overlay(
+    ctx: UiContext, runs: list[Run], key: str, chart: ChartRequest, labels: dict[str, str], *, curves_only: bool = False
+) -> Markup | None:
+    """The chart of metric ``key`` with one series per run (runs without the key left out).
+    With ``curves_only``, None when no run has more than one point of it (the page's metrics
+    table already holds single values)."""
+    series = [s for s in (metric_series(ctx.store, run.id, key, labels[run.id], chart) for run in runs) if s.total]
+    if curves_only and all((s.total or 0) <= 1 for s in series):
+        return None
     return line_chart(
-        [s for s in series if s.total],
+        series,
         axis=chart.x_axis(**{"data-metric": key}),
         title=key,
         y_label=key,
@@ -130,7 +137,9 @@ def compare_page(request: Request, ctx: Context, who: Viewer) -> Response:
             "jobs": jobs,
             "params": param_rows(records),
             "metric_keys": metric_keys,
-            "charts": [(key, overlay(ctx, runs, key, chart, labels)) for key in metric_keys],
+            "charts": [
+                (k, svg) for k in metric_keys if (svg := overlay(ctx, runs, k, chart, labels, curves_only=True))
+            ],
             "diffs": report_diffs(ctx, records),
             "axis": chart.axis,
             "axis_links": {a: f"{PREFIX}/compare?{urlencode([*here, ('axis', a)])}" for a in ("step", "time")},
