@@ -20,6 +20,12 @@ from s3_server import s3_endpoint, s3_server  # noqa: F401  (S3 fixtures for eve
 
 MLRT_SCRIPT = Path(sys.executable).parent / "mlrt"
 
+# The suite runs in three pytest-xdist workers on two cores (pyproject's addopts): one BLAS/OpenMP
+# thread per process (the workers' training processes inherit it) keeps them from oversubscribing
+# the cores. A job that sets compute.cpu still gets that many threads from its backend.
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
 # Components a run must have (``MLRT_REQUIRE=postgres,podman,chromium,helm``; ``all``):
 # a test that needs one of them fails instead of skipping, so a green CI run
 # cannot hide a missing PostgreSQL, container engine, browser or Helm.
