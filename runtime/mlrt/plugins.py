@@ -68,7 +68,10 @@ NOUNS = {
 """What a user calls one item of each registry (in messages)."""
 # How each kind names its items: most by ``name``, data schemes by ``scheme``.
 _KEY_ATTR = {"data_schemes": "scheme"}
-# entry-point name -> (distribution, version), filled as plugins load
+# entry-point name -> its entry point, filled as plugins load; the distribution's name and
+# version are read from it only when a message or listing needs them (:func:`_distribution`)
+_LOADED: dict[str, importlib.metadata.EntryPoint] = {}
+# entry-point name -> (distribution, version), read from ``_LOADED`` the first time it is asked for
 _DISTRIBUTIONS: dict[str, tuple[str, str]] = {}
 # entry-point name -> (distribution, version, why it was not loaded)
 _NOT_LOADED: dict[str, tuple[str, str, str]] = {}
@@ -100,6 +103,15 @@ def _names(variable: str) -> set[str] | None:
 
 def _dist(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
     return (ep.dist.name, ep.dist.version) if ep.dist else ("", "")
+
+
+def _distribution(plugin_name: str) -> tuple[str, str]:
+    """``(distribution, version)`` of a plugin loaded from an entry point, ``("", "")`` for one
+    registered in-process. Read on demand, once per plugin: parsing every plugin's metadata at
+    start-up would cost each command the time, and most never print a plugin's origin."""
+    if plugin_name not in _DISTRIBUTIONS and plugin_name in _LOADED:
+        _DISTRIBUTIONS[plugin_name] = _dist(_LOADED[plugin_name])
+    return _DISTRIBUTIONS.get(plugin_name, ("", ""))
 
 
 def _warn_unknown(variable: str, names: set[str] | None, installed: set[str]) -> None:
@@ -141,7 +153,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             pm.register(ep.load(), name=ep.name)
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-        _DISTRIBUTIONS[ep.name] = _dist(ep)
+        _LOADED[ep.name] = ep
     try:
         pm.check_pending()  # a misspelled hook name is an error, not a silent no-op
     except pluggy.PluginValidationError as exc:
@@ -262,7 +274,7 @@ def registered(plugin: object, name: str | None = None) -> Iterator[None]:
 
 def _plugin_label(plugin_name: str) -> str:
     """``plugin acme (mlrt-acme 0.1.0)``, or ``plugin acme`` for one registered in-process."""
-    dist, version = _DISTRIBUTIONS.get(plugin_name, ("", ""))
+    dist, version = _distribution(plugin_name)
     return f"plugin {plugin_name}" + (f" ({dist} {version})" if dist else "")
 
 
@@ -270,7 +282,7 @@ def label(kind: str, name: str) -> str:
     """``tuner 'acme.hillclimb' (mlrt-acme 0.1.0)``: an item with the distribution it comes from
     (``(plugin acme)`` for a plugin registered in-process)."""
     plugin_name = _registry(kind).items.get(name, (None, ""))[1]
-    dist, version = _DISTRIBUTIONS.get(plugin_name, ("", ""))
+    dist, version = _distribution(plugin_name)
     origin = f"{dist} {version}" if dist else f"plugin {plugin_name}"
     return f"{NOUNS[kind]} {name!r} ({origin})"
 
@@ -358,7 +370,7 @@ def describe() -> list[dict[str, Any]]:
             provided.setdefault(plugin_name, {}).setdefault(kind, []).append(key)
     rows = []
     for name, plugin in pm.list_name_plugin():
-        dist, version = _DISTRIBUTIONS.get(name, ("", ""))
+        dist, version = _distribution(name)
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
         rows.append(
             {

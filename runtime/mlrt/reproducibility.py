@@ -10,6 +10,7 @@ in a container or pod, the image and its digest), the source bundle's digest
 
 from __future__ import annotations
 
+import email.parser
 import functools
 import hashlib
 import importlib.metadata
@@ -19,6 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+# Where a metadata file's headers end (its description, the message body, follows).
+_HEADERS_END = re.compile(r"\r?\n\r?\n")
 
 
 def git_state(directory: Path) -> dict[str, Any] | None:
@@ -47,11 +51,22 @@ def installed_distributions() -> dict[str, str]:
     Read once per process: packages installed under a running controller do
     not change the code it already imported."""
     found: dict[str, str] = {}
+    parser = email.parser.HeaderParser()
     for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
+        headers = parser.parsestr(_metadata_headers(dist))
+        name = headers["Name"]
         if name:
-            found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+            found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), headers["Version"])
     return dict(sorted(found.items()))
+
+
+def _metadata_headers(dist: importlib.metadata.Distribution) -> str:
+    """The header block of a distribution's metadata file, found as ``dist.metadata`` finds it.
+
+    ``dist.metadata["Name"]`` and ``dist.version`` would each parse the whole file, long
+    description included, as a MIME message: for every installed package, at every submit."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("") or ""
+    return _HEADERS_END.split(text, 1)[0]
 
 
 def packages_digest(packages: dict[str, str]) -> str:

@@ -41,9 +41,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 if TYPE_CHECKING:  # pragma: no cover
+    import yaml
     from cryptography.fernet import MultiFernet
 
 HIDDEN = "<not shown>"
@@ -60,8 +59,6 @@ KEY_FILE_VARIABLE = "MLRT_SECRET_KEY_FILE"
 KEY_FILE_NAME = "secret.key"
 """The key file the embedded (one machine) mode creates under ``$MLRT_HOME``."""
 
-# libyaml's loader when PyYAML has it: masking a large submitted text stays well under a second.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # The paths of a resolved (or submitted) document whose mapping values are secrets.
 _ENV_PATHS = (("spec", "env"), ("spec", "template", "env"))
 
@@ -285,8 +282,10 @@ def mask_submitted(text: str) -> str:
     """The submitted spec text with each ``spec.env`` / ``spec.template.env`` value replaced by
     ``"<not shown>"`` in place: layout and comments are kept. A text whose env values
     cannot be replaced in place (anchors shared oddly, tags) is re-serialized instead."""
+    import yaml  # here, not at the top: reading commands import this module and never mask YAML text
+
     try:
-        mappings = [node for node in _env_nodes(yaml.compose(text, Loader=_LOADER)) if node.value]
+        mappings = [node for node in _env_nodes(yaml.compose(text, Loader=_loader())) if node.value]
     except yaml.YAMLError:
         return HIDDEN
     if not mappings:
@@ -294,13 +293,23 @@ def mask_submitted(text: str) -> str:
     masked = _mask_in_place(text, mappings)
     if masked is not None:
         return masked
-    document = yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader: C or Python)
+    document = yaml.load(text, Loader=_loader())  # noqa: S506 (a safe loader: C or Python)
     return yaml.safe_dump(mask_resolved(document), sort_keys=False, allow_unicode=True)
+
+
+def _loader() -> type:
+    """libyaml's safe loader when PyYAML has it (masking a large submitted text stays well under
+    a second), else PyYAML's own."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _mask_in_place(text: str, mappings: list[yaml.MappingNode]) -> str | None:
     """``text`` with the env values' scalars replaced, or None when that does not give
     the document with exactly those values hidden."""
+    import yaml
+
     spans: dict[int, int] = {}
     for mapping in mappings:
         for value in _mapping_values(mapping, set()):
@@ -314,7 +323,7 @@ def _mask_in_place(text: str, mappings: list[yaml.MappingNode]) -> str | None:
         kept = f"{anchor.group(1)} " if anchor and anchor.group(1) else ""
         masked = f'{masked[:start]}{kept}"{HIDDEN}"{masked[spans[start] :]}'
     try:
-        document = yaml.load(masked, Loader=_LOADER)  # noqa: S506 (a safe loader: C or Python)
+        document = yaml.load(masked, Loader=_loader())  # noqa: S506 (a safe loader: C or Python)
     except yaml.YAMLError:
         return None
     maps = list(_env_maps(document))
@@ -324,6 +333,8 @@ def _mask_in_place(text: str, mappings: list[yaml.MappingNode]) -> str | None:
 
 
 def _env_nodes(root: yaml.Node | None) -> Iterable[yaml.MappingNode]:
+    import yaml
+
     for path in _ENV_PATHS:
         node = root
         for part in path:
@@ -333,6 +344,8 @@ def _env_nodes(root: yaml.Node | None) -> Iterable[yaml.MappingNode]:
 
 
 def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    import yaml
+
     if not isinstance(node, yaml.MappingNode):
         return None
     found = None
@@ -344,6 +357,8 @@ def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
 
 def _mapping_values(node: yaml.MappingNode, seen: set[int]) -> Iterable[yaml.Node]:
     """The value nodes of a mapping, following ``<<`` merge keys (each mapping once)."""
+    import yaml
+
     if id(node) in seen:
         return
     seen.add(id(node))

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
-from mlrt.limits import shown
+
+def shown(value: Any) -> str:
+    """:func:`mlrt.limits.shown`, imported only for a problem line: that module loads PyYAML,
+    which the commands that only read a unit (the plugins load this module) need not pay for."""
+    from mlrt.limits import shown
+
+    return shown(value)
+
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
