@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from mlrt.algorithms import Hyperparameter
@@ -64,6 +63,8 @@ class MedianStopping(EarlyStopper):
                     bests.append(loss(best, goal))
         if len(bests) < settings["min_trials"]:
             return None
+        import statistics  # here: every mlrt command imports this plugin, few ever stop a trial
+
         median = statistics.median(bests)
         own = best_up_to(trial.values, step, goal)
         assert own is not None  # the trial has a value at ``step`` itself
