@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, cast, delete, func, literal, union_all, update
+from sqlalchemy import String, bindparam, cast, delete, func, literal, text, union_all, update
 from sqlmodel import Session, col, select
 
 from mlrt.states import TERMINAL_STATES, RunState, check_transition
@@ -71,6 +71,25 @@ def _float8_array_loader() -> type:
             return _float8_array(data)
 
     return Float8ArrayLoader
+
+
+# The last value of a metric is one probe of the (run_id, key, step) index, however many points the
+# run logged; a run's keys are walked through the same index one key at a time (a loose index scan),
+# so a run with a million points costs what a run with ten does. SQLite and PostgreSQL alike.
+_LAST_VALUE = (
+    "(SELECT m.value FROM metrics m WHERE m.run_id = {run} AND m.key = {key} ORDER BY m.step DESC, m.id DESC LIMIT 1)"
+)
+_LAST_VALUES = text(
+    f"SELECT r.id, {_LAST_VALUE.format(run='r.id', key=':key')} FROM runs r WHERE r.id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
+_LATEST_METRICS = text(
+    "WITH RECURSIVE k(run_id, key) AS ("
+    " SELECT r.id, (SELECT MIN(m.key) FROM metrics m WHERE m.run_id = r.id) FROM runs r WHERE r.id IN :ids"
+    " UNION ALL"
+    " SELECT k.run_id, (SELECT MIN(m.key) FROM metrics m WHERE m.run_id = k.run_id AND m.key > k.key)"
+    " FROM k WHERE k.key IS NOT NULL"
+    f") SELECT k.run_id, k.key, {_LAST_VALUE.format(run='k.run_id', key='k.key')} FROM k WHERE k.key IS NOT NULL"
+).bindparams(bindparam("ids", expanding=True))
 
 
 class NotFound(LookupError):
@@ -476,30 +495,18 @@ class Store:
             return list(s.exec(query.order_by(Metric.key, Metric.step, Metric.id)))
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
-        """The last value logged for each metric key of a run."""
-        with self.session() as s:
-            newest = (
-                select(Metric.key, func.max(Metric.id).label("id"))
-                .where(Metric.run_id == run_id)
-                .group_by(Metric.key)
-                .subquery()
-            )
-            rows = s.exec(select(Metric.key, Metric.value).join(newest, Metric.id == newest.c.id))
-            return {key: value for key, value in rows}
+        """The last value of each metric key of a run: the value at the highest step, of equal steps
+        the one logged last (as :meth:`metric_summary`'s ``last``)."""
+        return self.latest_metrics_of([run_id]).get(run_id, {})
 
     def last_values(self, run_ids: list[str], key: str) -> dict[str, float]:
         """The last value of metric ``key`` logged by each of ``run_ids``, in one query
         (runs that logged none are left out)."""
         if not run_ids:
             return {}
-        with self.session() as s:
-            newest = (
-                select(func.max(Metric.id))
-                .where(col(Metric.run_id).in_(run_ids), Metric.key == key)
-                .group_by(Metric.run_id)
-            )
-            rows = s.exec(select(Metric.run_id, Metric.value).where(col(Metric.id).in_(newest)))
-            return {run_id: value for run_id, value in rows}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_LAST_VALUES, {"ids": list(run_ids), "key": key})
+            return {run_id: value for run_id, value in rows if value is not None}
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         """The highest step logged so far for each metric key (to continue a series)."""
@@ -523,10 +530,8 @@ class Store:
         found: dict[str, dict[str, float]] = {}
         if not run_ids:
             return found
-        newest = select(func.max(Metric.id)).where(col(Metric.run_id).in_(run_ids)).group_by(Metric.run_id, Metric.key)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(Metric.run_id, Metric.key, Metric.value).where(col(Metric.id).in_(newest)))
-            for run_id, key, value in rows:
+            for run_id, key, value in conn.execute(_LATEST_METRICS, {"ids": list(run_ids)}):
                 found.setdefault(run_id, {})[key] = value
         return found
 
