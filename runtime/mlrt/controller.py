@@ -128,6 +128,20 @@ def close_orphaned_attempt(store: Store, run_id: str, state: RunState, reason: s
     store.finish_attempt(attempt.id, state, reason, None)
 
 
+def request_cancel(store: Store, run: Run, who: str) -> bool:
+    """Cancel ``run`` for ``who`` (``mlrt cancel``, the web UI). When a controller drives it, ask that
+    controller to stop it (SIGTERM, its grace period, SIGKILL) and return True; when none does,
+    stop what is left of its workers here, end it CANCELLED and return False."""
+    if run.owner is not None and owner_alive(run):
+        store.update_run(run.id, cancel_requested=True)
+        store.add_event(run.id, f"cancel requested by {who}")
+        return True
+    close_orphaned_attempt(store, run.id, RunState.CANCELLED, "cancelled by user", grace_period=5.0)
+    reason = f"cancelled by {who} (no controller was driving it)"
+    store.transition(run.id, RunState.CANCELLED, reason, ended_at=utcnow())
+    return False
+
+
 def spawn_controller(db_url: str, run_ids: list[str], log_file: Path, *, adopt: bool = False) -> subprocess.Popen:
     """Start a detached controller process for ``run_ids``, logging to ``log_file``.
 

@@ -392,9 +392,8 @@ def _log_part(app: App, run_id: str, attempt: int, rank: int, path: Path, offset
 @pass_app
 def cancel(app: App, run_id: str, timeout: float) -> None:
     """Stop a run: its workers get SIGTERM, then SIGKILL after the grace period."""
-    from mlrt.controller import close_orphaned_attempt, owner_alive
+    from mlrt.controller import request_cancel
     from mlrt.states import RunState
-    from mlrt.store.models import utcnow
 
     store = app.store
     run = store.get_run(run_id)
@@ -403,9 +402,7 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
         return
     if app.remote is not None:
         app.remote.cancel(run_id)  # the service's leader stops it; wait below as locally
-    else:
-        store.update_run(run_id, cancel_requested=True)
-    if app.remote is not None or (owner_alive(run) and run.owner is not None):
+    if app.remote is not None or request_cancel(store, run, "user"):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = store.get_run(run_id)
@@ -415,6 +412,4 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
             time.sleep(0.1)
         click.echo(f"{run_id} is still {run.state}; its controller has not stopped it yet", err=True)
         sys.exit(EXIT_FAILED)
-    close_orphaned_attempt(store, run_id, RunState.CANCELLED, "cancelled by user", grace_period=5.0)
-    store.transition(run_id, RunState.CANCELLED, "cancelled by user (no controller was driving it)", ended_at=utcnow())
     click.echo(f"{run_id} CANCELLED")

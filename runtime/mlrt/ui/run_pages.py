@@ -116,20 +116,11 @@ async def cancel(request: Request, run_id: str, ctx: Context, who: Viewer) -> Re
 def _cancel(ctx: UiContext, run: Run, user: str) -> None:
     """Under the service, the leader stops the run; under ``mlrt ui``, the controller that drives
     it, or this process when none does (as ``mlrt cancel``)."""
-    from mlrt.controller import close_orphaned_attempt, owner_alive
-    from mlrt.store.models import utcnow
+    from mlrt.controller import request_cancel
 
-    store = ctx.store
-    if ctx.wake is not None or (run.owner is not None and owner_alive(run)):
-        store.update_run(run.id, cancel_requested=True)
-        store.add_event(run.id, f"cancel requested by {user} (web UI)")
-        if ctx.wake is not None:
-            ctx.wake()
+    if ctx.wake is None:
+        request_cancel(ctx.store, run, f"{user} (web UI)")
         return
-    close_orphaned_attempt(store, run.id, RunState.CANCELLED, "cancelled by user", grace_period=5.0)
-    store.transition(
-        run.id,
-        RunState.CANCELLED,
-        f"cancelled by {user} in the web UI (no controller was driving it)",
-        ended_at=utcnow(),
-    )
+    ctx.store.update_run(run.id, cancel_requested=True)
+    ctx.store.add_event(run.id, f"cancel requested by {user} (web UI)")
+    ctx.wake()
