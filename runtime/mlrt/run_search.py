@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, literal, or_, select
@@ -151,6 +152,48 @@ def parse_label(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise ValueError(f"label: {text!r} is not KEY=VALUE, e.g. team=vision")
     return key.strip(), value
+
+
+def query_from_text(
+    *,
+    states: Sequence[str] = (),
+    labels: Sequence[str] = (),
+    name: str | None = None,
+    where: Sequence[str] = (),
+    sort: str = "-created_at",
+    limit: int = 50,
+    offset: int = 0,
+    job_id: str | None = None,
+    project: str | None = None,
+    top_level: bool = False,
+) -> tuple[RunQuery | None, list[str]]:
+    """The query a user typed (CLI options, URL parameters: ``KEY=VALUE`` labels, ``METRIC OP
+    NUMBER`` conditions, state names in any case): the query, or None and one line per problem."""
+    from mlrt.states import RunState
+
+    problems: list[str] = []
+
+    def parsed(parse: Any, texts: Sequence[str]) -> tuple[Any, ...]:
+        found = []
+        for text in texts:
+            try:
+                found.append(parse(text))
+            except ValueError as exc:
+                problems.append(str(exc))
+        return tuple(found)
+
+    known = [state.value for state in RunState]
+    upper = tuple(state.upper() for state in states)
+    problems += [f"state: {s!r} is not one of {', '.join(known)}" for s in upper if s not in known]
+    conditions, pairs = parsed(parse_condition, where), parsed(parse_label, labels)
+    fields = dict(states=upper, labels=pairs, name=name or None, where=conditions, sort=sort, limit=limit)
+    fields.update(offset=offset, job_id=job_id, project=project, top_level=top_level)
+    if problems:
+        return None, problems
+    try:
+        return RunQuery(**fields), []
+    except ValueError as exc:
+        return None, [str(exc)]
 
 
 def find_runs(store: Store, query: RunQuery) -> RunPage:

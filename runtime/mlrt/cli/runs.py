@@ -64,21 +64,13 @@ def list_runs(
     """Runs matching the filters, newest first unless --sort says otherwise, with their main metrics
     (and any metric named in --where or --sort)."""
     from mlrt.records import RunRecord
-    from mlrt.run_search import RunQuery, parse_condition, parse_label
+    from mlrt.run_search import query_from_text
 
-    try:
-        query = RunQuery(
-            states=tuple(s.upper() for s in states),
-            labels=tuple(parse_label(text) for text in labels),
-            name=name,
-            where=tuple(parse_condition(text) for text in conditions),
-            sort=sort,
-            limit=limit,
-            offset=offset,
-            job_id=job_id,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    query, problems = query_from_text(
+        states=states, labels=labels, name=name, where=conditions, sort=sort, limit=limit, offset=offset, job_id=job_id
+    )
+    if query is None:
+        raise click.UsageError("\n".join(problems))
     page = app.store.find_runs(query)
     records = [RunRecord.of(run, page.params.get(run.id, {}), page.metrics.get(run.id, {})) for run in page.runs]
     if as_json:

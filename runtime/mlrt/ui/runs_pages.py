@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from mlrt.run_search import RunPage, RunQuery, find_runs, parse_condition, parse_label
+from mlrt.run_search import RunPage, RunQuery, find_runs, query_from_text
 from mlrt.states import RunState
 from mlrt.store.models import Job, Run
 from mlrt.ui.app import render
@@ -79,36 +79,21 @@ def read_view(request: Request, project: str | None) -> RunsView:
             return default
         return int(text)
 
-    labels, where = [], []
-    for text in raw.get("label", []):
-        try:
-            labels.append(parse_label(text))
-        except ValueError as exc:
-            problems.append(str(exc))
-    for text in raw.get("where", []):
-        try:
-            where.append(parse_condition(text))
-        except ValueError as exc:
-            problems.append(str(exc))
-    states = [s.upper() for s in raw.get("state", [])]
-    problems += [f"state: {s!r} is not one of {', '.join(STATES)}" for s in states if s not in STATES]
     limit, offset = number("limit", 50), number("offset", 0)
-    query = None
-    if not problems:
-        try:
-            query = RunQuery(
-                states=tuple(states),
-                labels=tuple(labels),
-                name=one("name", "") or None,
-                where=tuple(where),
-                sort=one("sort", "-created_at"),
-                limit=limit,
-                offset=offset,
-                project=project,
-                top_level=one("trials", "0") != "1",
-            )
-        except ValueError as exc:
-            problems.append(str(exc))
+    query, more = query_from_text(
+        states=raw.get("state", []),
+        labels=raw.get("label", []),
+        name=one("name", ""),
+        where=raw.get("where", []),
+        sort=one("sort", "-created_at"),
+        limit=limit,
+        offset=offset,
+        project=project,
+        top_level=one("trials", "0") != "1",
+    )
+    problems += more
+    if problems:
+        query = None
     return RunsView(query, _unique(raw.get("col", [])), raw, problems)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from mlrt.run_search import RunQuery, parse_condition, parse_label
+from mlrt.run_search import RunQuery, query_from_text
 from mlrt.service import views
 from mlrt.service.routes.common import Parts, StoreDep, User, spec_of, visible_run
 from mlrt.states import RunState
@@ -30,21 +30,21 @@ def run_query(
 ) -> RunQuery:
     """The query string of a run search (see :mod:`mlrt.run_search`); a user token searches
     its own project's runs only. A malformed value is 422 naming it."""
-    try:
-        return RunQuery(
-            states=tuple(s.upper() for s in state),
-            labels=tuple(parse_label(text) for text in label),
-            name=name,
-            where=tuple(parse_condition(text) for text in where),
-            sort=sort,
-            limit=limit,
-            offset=offset,
-            job_id=job,
-            project=None if who.kind == "admin" else who.project,
-            top_level=top_level,
-        )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    query, problems = query_from_text(
+        states=state,
+        labels=label,
+        name=name,
+        where=where,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+        job_id=job,
+        project=None if who.kind == "admin" else who.project,
+        top_level=top_level,
+    )
+    if query is None:
+        raise HTTPException(422, "; ".join(problems))
+    return query
 
 
 Search = Annotated[RunQuery, Depends(run_query)]
