@@ -114,6 +114,7 @@ def RUNS_NAMED(text: str) -> list[str]:  # noqa: N802 (reads as the constant it 
         (("--label", "team"), "label: 'team' is not KEY=VALUE"),
         (("--sort", "-bad key!"), "sort: '-bad key!' is not a column or metric key"),
         (("--limit", "0"), "limit: 0 is out of range: use 1 to 1000"),
+        (("--state", "done"), "state: 'DONE' is not one of QUEUED, STARTING, RUNNING"),
     ],
 )
 def test_a_malformed_filter_is_one_line_and_exit_2(cli, home, args, says):
