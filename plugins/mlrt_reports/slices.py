@@ -299,35 +299,26 @@ class SlicesReport(Report):
                     _gain(row["potential_gain"], classification),
                 )
             console.print(table)
-        if result["discovered"]:
-            table = Table(title="weakest slices found (SliceLine)", title_justify="left")
-            for header in ("#", "slice", "rows", "share", metric, "score", "potential gain"):
+        found = (
+            ("weakest slices found (SliceLine)", "discovered", "score", lambda row: f"{row['score']:.2f}"),
+            ("sharpest slices (error-rate lift)", "sharpest", "lift", lambda row: f"{row['lift']:.2f}x"),
+        )
+        for title, key, measure, shown in found:
+            if not result.get(key):
+                if key == "discovered":
+                    console.print("no weak slice found")
+                continue
+            table = Table(title=title, title_justify="left")
+            for header in ("#", "slice", "rows", "share", metric, measure, "potential gain"):
                 table.add_column(header, justify="left" if header == "slice" else "right")
-            for rank, row in enumerate(result["discovered"], 1):
+            for rank, row in enumerate(result[key], 1):
                 table.add_row(
                     str(rank),
                     row["description"],
                     str(row["rows"]),
                     pct(row["share"]),
                     _num(row["error_rate"]),
-                    f"{row['score']:.2f}",
-                    _gain(row["potential_gain"], classification),
-                )
-            console.print(table)
-        else:
-            console.print("no weak slice found")
-        if result.get("sharpest"):
-            table = Table(title="sharpest slices (error-rate lift)", title_justify="left")
-            for header in ("#", "slice", "rows", "share", metric, "lift", "potential gain"):
-                table.add_column(header, justify="left" if header == "slice" else "right")
-            for rank, row in enumerate(result["sharpest"], 1):
-                table.add_row(
-                    str(rank),
-                    row["description"],
-                    str(row["rows"]),
-                    pct(row["share"]),
-                    _num(row["error_rate"]),
-                    f"{row['lift']:.2f}x",
+                    shown(row),
                     _gain(row["potential_gain"], classification),
                 )
             console.print(table)
