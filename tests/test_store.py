@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import mlrt.store.engine as engine_module
+import mlrt.store.registry  # noqa: F401  (the registry's tables, which the migrations create too)
 from conftest import command_spec
 from mlrt.states import IllegalTransition, RunState
 from mlrt.store import Store
