@@ -14,6 +14,7 @@ import json
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import command_spec, import_or_missing, missing, run_json
@@ -175,7 +176,7 @@ def check_environment_run(cli, run: dict) -> None:
     }
     assert (seen["rows"], seen["job_name"]) == (60, run["id"])
     model = joblib.load(output / "model" / "model.joblib")
-    assert model.predict([[0.9, 0.9], [0.05, 0.05]]).tolist() == [1, 0]
+    assert model.predict(pd.DataFrame({"x1": [0.9, 0.05], "x2": [0.9, 0.05]})).tolist() == [1, 0]
     config = Path(Store().latest_attempt(run["id"]).log_dir) / "sagemaker" / "algo-1" / "input" / "config"
     # As SageMaker writes it: every value a JSON text.
     assert json.loads((config / "hyperparameters.json").read_text()) == {
