@@ -115,6 +115,9 @@ def RUNS_NAMED(text: str) -> list[str]:  # noqa: N802 (reads as the constant it 
         (("--sort", "-bad key!"), "sort: '-bad key!' is not a column or metric key"),
         (("--limit", "0"), "limit: 0 is out of range: use 1 to 1000"),
         (("--state", "done"), "state: 'DONE' is not one of QUEUED, STARTING, RUNNING"),
+        (("--label", 'te"am=x'), "label: 'te\"am': keys and values of at most 256 characters, no quotes"),
+        (("--name", "x" * 300), "name: 300 characters: use at most 256"),
+        (("--offset", str(10**12)), "offset: 1000000000000 is out of range: use 0 to 1000000000"),
     ],
 )
 def test_a_malformed_filter_is_one_line_and_exit_2(cli, home, args, says):

@@ -23,10 +23,11 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import func, literal, or_, select
 from sqlmodel import col
 
 from mlrt.store.models import Job, Metric, Run, utcnow
+from mlrt.units import shown
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.sql.elements import ColumnElement
@@ -43,7 +44,14 @@ OPERATORS = {
 }
 SORT_COLUMNS = ("created_at", "duration", "state", "name")
 MAX_LIMIT = 1000
-_CONDITION = re.compile(r"^\s*([A-Za-z0-9_.:/-]+)\s*(<=|>=|==|!=|<|>|=)\s*(\S+)\s*$")
+MAX_OFFSET = 10**9
+MAX_CONDITIONS = 20
+MAX_TEXT = 256
+"""Bounds of a search a remote user sends: the page, how many conditions, a name's or a label's length
+(label keys and values are further kept free of quotes, backslashes and control characters, which a
+JSON path could not hold)."""
+_LABEL_TEXT = re.compile(r'^[^"\\\x00-\x1f]*$')
+_CONDITION = re.compile(r"^\s*([A-Za-z0-9_.:/-]{1,250})\s*(<=|>=|==|!=|<|>|=)\s*(\S+)\s*$")
 _METRIC_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,250}$")
 
 
@@ -89,8 +97,15 @@ class RunQuery:
         found = []
         if not 1 <= self.limit <= MAX_LIMIT:
             found.append(f"limit: {self.limit} is out of range: use 1 to {MAX_LIMIT}")
-        if self.offset < 0:
-            found.append(f"offset: {self.offset} is negative: use 0 or more")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            found.append(f"offset: {self.offset} is out of range: use 0 to {MAX_OFFSET}")
+        if len(self.labels) > MAX_CONDITIONS or len(self.where) > MAX_CONDITIONS:
+            found.append(f"label/where: at most {MAX_CONDITIONS} labels and {MAX_CONDITIONS} conditions")
+        for key, value in self.labels:
+            if not (0 < len(key) <= MAX_TEXT and len(value) <= MAX_TEXT and _LABEL_TEXT.match(key + value)):
+                found.append(f"label: {shown(key)}: keys and values of at most {MAX_TEXT} characters, no quotes")
+        if self.name is not None and len(self.name) > MAX_TEXT:
+            found.append(f"name: {len(self.name)} characters: use at most {MAX_TEXT}")
         key = self.sort.removeprefix("-")
         if key not in SORT_COLUMNS and not _METRIC_KEY.match(key):
             found.append(
@@ -136,13 +151,13 @@ def parse_condition(text: str) -> Condition:
     match = _CONDITION.match(text)
     if not match:
         raise ValueError(
-            f"where: {text!r} is not 'METRIC OP NUMBER' (OP one of {' '.join(OPERATORS)}), e.g. 'validation_accuracy > 0.9'"
+            f"where: {shown(text)} is not 'METRIC OP NUMBER' (OP one of {' '.join(OPERATORS)}), e.g. 'validation_accuracy > 0.9'"
         )
     key, op, value = match.groups()
     try:
         number = float(value)
     except ValueError:
-        raise ValueError(f"where: {value!r} in {text!r} is not a number") from None
+        raise ValueError(f"where: {shown(value)} in {shown(text)} is not a number") from None
     return Condition(key, "==" if op == "=" else op, number)
 
 
@@ -150,7 +165,7 @@ def parse_label(text: str) -> tuple[str, str]:
     """``"team=vision"`` as ``("team", "vision")``; ``ValueError`` otherwise."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"label: {text!r} is not KEY=VALUE, e.g. team=vision")
+        raise ValueError(f"label: {shown(text)} is not KEY=VALUE, e.g. team=vision")
     return key.strip(), value
 
 
@@ -255,7 +270,7 @@ def _filters(query: RunQuery) -> list[ColumnElement[bool]]:
         )
     for condition in query.where:
         filters.append(OPERATORS[condition.op](_last_value(condition.key), literal(condition.value)))
-    return [and_(*filters)] if filters else []
+    return filters
 
 
 def _sort_column(key: str, dialect: str) -> ColumnElement[Any]:
