@@ -8,7 +8,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -48,6 +48,25 @@ def import_or_missing(module: str, component: str, reason: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         missing(component, reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def resident_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ``mlrt`` console script runs commands in a resident process (:mod:`mlrt.resident`): the
+    tests' get one per test process, in a folder of their own, stopped when the session ends."""
+    import signal
+
+    folder = tmp_path_factory.mktemp("resident")
+    folder.chmod(0o700)
+    os.environ["MLRT_RESIDENT_DIR"] = str(folder)
+    yield folder
+    for lock in folder.glob("*.lock"):
+        pid = lock.read_text().strip()
+        if pid:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture(autouse=True)

@@ -17,22 +17,36 @@ Plugin authors decorate hook implementations with ``mlrt.hookimpl``; see
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("mlrt")
-"""Decorator marking a function as an implementation of an mlrt hook."""
+if TYPE_CHECKING:
+    import pluggy
 
-from mlrt.sdk import (  # noqa: E402
-    discard_metrics,
-    flush,
-    log_artifact,
-    log_metric,
-    log_metrics,
-    log_param,
-    log_params,
-)
+    from mlrt.sdk import discard_metrics, flush, log_artifact, log_metric, log_metrics, log_param, log_params
+
+    hookimpl: pluggy.HookimplMarker
+
+_SDK = frozenset({"discard_metrics", "flush", "log_artifact", "log_metric", "log_metrics", "log_param", "log_params"})
+
+
+def __getattr__(name: str) -> Any:
+    """``hookimpl`` and the SDK's functions, imported on first use (PEP 562): ``mlrt``'s command
+    line client (:mod:`mlrt.resident`) imports this package and must stay light."""
+    if name == "hookimpl":
+        import pluggy
+
+        value: Any = pluggy.HookimplMarker("mlrt")  # marks a function as an mlrt hook implementation
+    elif name in _SDK:
+        from mlrt import sdk
+
+        value = getattr(sdk, name)
+    else:
+        raise AttributeError(f"module 'mlrt' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "__version__",
