@@ -185,7 +185,8 @@ def write_json(path: str, summary: dict) -> None:
 def clone_finished_runs(store, template_id: str, n: int, metrics: tuple[tuple[str, float], ...] = ()) -> None:
     """Insert ``n`` SUCCEEDED runs cloned from run ``template_id`` of mlrt's ``store``: its job, run, params and
     attempts with new ids, the four state events of a finished run and, per clone, a step-0 point of each
-    ``(key, value)`` in ``metrics``; in bulk through mlrt's models, 1,000 clones per transaction.
+    ``(key, value)`` in ``metrics`` with its summary row (the store keeps one per run and key); in bulk through
+    mlrt's models, 1,000 clones per transaction.
 
     The clones read as runs once run: each the template's rows with the template's id replaced by the clone's
     in every text and JSON value (so names derived from it, such as Kubernetes objects', name objects that no
@@ -199,7 +200,7 @@ def clone_finished_runs(store, template_id: str, n: int, metrics: tuple[tuple[st
     from sqlalchemy import insert, select
 
     from mlrt.states import RunState
-    from mlrt.store.models import Attempt, Event, Job, Metric, Param, Run
+    from mlrt.store.models import Attempt, Event, Job, Metric, MetricSummary, Param, Run
 
     def rows(conn, model, column) -> list[dict]:
         table = model.__table__
@@ -224,7 +225,7 @@ def clone_finished_runs(store, template_id: str, n: int, metrics: tuple[tuple[st
     base = datetime.now(timezone.utc) - timedelta(days=1)
     now = time.time()
     for first in range(0, n, 1000):
-        jobs, clones, params_out, attempts_out, events, points = [], [], [], [], [], []
+        jobs, clones, params_out, attempts_out, events, points, summaries = [], [], [], [], [], [], []
         for i in range(first, min(n, first + 1000)):
             new_id = f"bench-done-{i:05d}-{uuid.uuid4().hex[:6]}"
             created = base + timedelta(seconds=i)
@@ -245,10 +246,20 @@ def clone_finished_runs(store, template_id: str, n: int, metrics: tuple[tuple[st
                 events.append({"run_id": new_id, "at": at, "from_state": previous, "to_state": to_state, "reason": ""})
                 previous = to_state
             points += [{"run_id": new_id, "key": k, "step": 0, "value": v, "timestamp": now} for k, v in metrics]
+            summaries += [
+                {"run_id": new_id, "key": k, "points": 1, "low": v, "high": v, "last_step": 0, "last_value": v}
+                for k, v in metrics
+            ]
         with store.engine.begin() as conn:
             conn.execute(insert(Job.__table__), jobs)
             conn.execute(insert(Run.__table__), clones)
-            for model, values in ((Param, params_out), (Attempt, attempts_out), (Event, events), (Metric, points)):
+            for model, values in (
+                (Param, params_out),
+                (Attempt, attempts_out),
+                (Event, events),
+                (Metric, points),
+                (MetricSummary, summaries),
+            ):
                 if values:
                     conn.execute(insert(model.__table__), values)
     if store.engine.dialect.name == "postgresql":

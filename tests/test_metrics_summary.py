@@ -1,20 +1,23 @@
-"""`mlrt metrics RUN`: the summary the database aggregates matches the points, on SQLite,
-PostgreSQL and through the service; `--key K --json` prints every point in step order,
-`--every N` thins each series."""
+"""`mlrt metrics RUN`: the summary the store keeps matches the points, on SQLite,
+PostgreSQL and through the service, also after a discard; `--key K --json` prints every
+point in step order, `--every N` thins each series; points of a run that does not exist
+are refused."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from test_service import remote, service, tokens  # noqa: F401  (fixtures)
 
 from mlrt.cli.render import number
 from mlrt.spec import load_spec
-from mlrt.store import Store
+from mlrt.store import NotFound, Store
 from mlrt.submission import submit
 
 
@@ -100,3 +103,67 @@ def test_the_summary_is_the_points_aggregated_and_a_series_prints_whole_in_step_
 def test_the_service_answers_the_same_summary_and_series(postgres_db, remote, tokens, tmp_path):  # noqa: F811
     run_id, points = filled_run(postgres_db, tmp_path)
     check_cli(lambda *args: remote(tokens["admin"], *args), run_id, points)
+
+
+def aggregated(store: Store, run_id: str) -> dict[str, tuple]:
+    """``(points, min, max, highest step)`` per key as the database aggregates the points."""
+    query = "SELECT key, COUNT(*), MIN(value), MAX(value), MAX(step) FROM metrics WHERE run_id = :run GROUP BY key"
+    with store.engine.connect() as conn:
+        return {key: tuple(rest) for key, *rest in conn.execute(text(query), {"run": run_id})}
+
+
+def same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x == y or (x != x and y != y) for x, y in zip(a, b, strict=True))  # NaN is NaN
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_kept_summaries_follow_every_write_and_discard(backend, tmp_path, request):
+    db = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
+    run_id, points = filled_run(db, tmp_path)
+    store = Store(db)
+    if backend == "postgresql":  # NaN sorts above every number there (SQLite cannot store it)
+        nan_points = [
+            ("nan", 0, 2.0, 0.0),
+            ("nan", 1, math.nan, 0.0),
+            ("nan", 2, -1.0, 0.0),
+            ("only-nan", 4, math.nan, 0.0),
+        ]
+        store.insert_metrics(run_id, nan_points)
+        store.insert_metrics(run_id, [("nan", 0, -3.0, 0.0)])
+        points += [*nan_points, ("nan", 0, -3.0, 0.0)]
+
+    def check(points: list[tuple[str, int, float, float]]) -> None:
+        summary = {row["key"]: row for row in store.metric_summary(run_id)}
+        database = aggregated(store, run_id)
+        assert summary.keys() == database.keys() == {p[0] for p in points}
+        for key, row in summary.items():
+            assert same((row["points"], row["min"], row["max"]), database[key][:3]), key
+        expected = expected_summary([p for p in points if p[0] in ("loss", "acc", "[b]odd[/b] key")])
+        assert {k: summary[k]["last"] for k in expected} == {k: s["last"] for k, s in expected.items()}
+        latest = store.latest_metrics(run_id)
+        assert same(tuple(latest.values()), tuple(row["last"] for row in summary.values()))
+        assert list(latest) == sorted(latest)
+        assert store.max_steps(run_id) == {key: step for key, (*_, step) in database.items()}
+        assert store.last_values([run_id, "no-such-run"], "loss") == {run_id: summary["loss"]["last"]}
+
+    check(points)
+    store.delete_metrics(run_id, ["loss", "no-such-key"], 150)  # a resumed run rewrites steps 150 on
+    points = [p for p in points if not (p[0] == "loss" and p[1] >= 150)]
+    check(points)
+    store.insert_metrics(run_id, [("loss", 150, 42.0, 0.0)])
+    points.append(("loss", 150, 42.0, 0.0))
+    check(points)
+    store.delete_metrics(run_id, ["acc"], 0)  # every point of a key: its summary row goes too
+    check([p for p in points if p[0] != "acc"])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_points_of_a_run_that_does_not_exist_are_refused(backend, tmp_path, request):
+    db = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
+    store = Store(db)
+    for batch in ("b1", None):
+        with pytest.raises(NotFound, match="ghost"):
+            store.insert_metrics("ghost", [("loss", 0, 1.0, 0.0)], batch_id=batch)
+    with store.engine.connect() as conn:
+        for table in ("metrics", "metric_summaries", "metric_batches"):
+            assert conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE run_id = 'ghost'")).scalar() == 0

@@ -131,3 +131,46 @@ def test_upgrading_an_older_schema_keeps_its_data(tmp_path):
     assert (run.state, run.reason, run.parent_id) == ("SUCCEEDED", "done", None)
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_upgrading_to_0009_drops_the_metrics_foreign_key_and_sums_up_the_points(backend, tmp_path, request):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    url = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path}/old.db"
+    engine = engine_module.create_db_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0008")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, name, kind, labels, spec_submitted, spec_resolved, created_at) "
+                "VALUES ('old-1', 'old', 'TrainingJob', '{}', 'x', '{}', '2026-01-01 00:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, job_id, state, reason, attempts, max_attempts, output_uri, record, "
+                "cancel_requested, created_at, priority, cpus, memory, gpus, waiting) VALUES ('old-1', 'old-1', "
+                "'SUCCEEDED', 'done', 1, 1, 'file:///x', '{}', false, '2026-01-01 00:00:00', 0, 0, 0, 0, '')"
+            )
+        )
+        points = [("loss", 0, 3.0), ("loss", 2, 1.0), ("loss", 2, 1.5), ("loss", 1, 0.5), ("acc", 7, 0.9)]
+        conn.execute(
+            text("INSERT INTO metrics (run_id, key, step, value, timestamp) VALUES ('old-1', :k, :s, :v, 0)"),
+            [{"k": k, "s": s, "v": v} for k, s, v in points],
+        )
+    engine.dispose()
+    store = Store(url)  # migrates to the newest revision
+    assert store.metric_summary("old-1") == [
+        {"key": "acc", "points": 1, "last": 0.9, "min": 0.9, "max": 0.9},
+        {"key": "loss", "points": 4, "last": 1.5, "min": 0.5, "max": 3.0},  # of equal steps, the later
+    ]
+    assert store.max_steps("old-1") == {"acc": 7, "loss": 2}
+    with store.engine.connect() as conn:
+        assert inspect(conn).get_foreign_keys("metrics") == []
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from conftest import wait_for
 from mlrt.service import auth
@@ -78,6 +79,38 @@ def test_a_batch_sent_again_is_stored_once(service, postgres_db, run_id, worker_
 
     refused = httpx.post(url, json={**unnamed, "batch": "no spaces; please"}, headers=headers, timeout=30)
     assert refused.status_code == 422
+    counts = {row["key"]: row["points"] for row in Store(postgres_db).metric_summary(run_id)}
+    assert counts == {"loss": 500, "acc": 2000, "lr": 2}  # the summaries count each batch once too
+
+
+def test_points_for_a_run_that_does_not_exist_or_is_not_the_tokens_are_refused(
+    service, postgres_db, run_id, worker_token
+):
+    store = Store(postgres_db)
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    job = Job(id=other, name="other", kind="TrainingJob", spec_submitted="", spec_resolved={}, project="audio")
+    later = utcnow() + timedelta(hours=1)
+    store.create_job(
+        job, Run(id=other, job_id=other, state="QUEUED", output_uri="file:///nowhere", not_before=later), {}
+    )
+    ghost = f"ghost-{uuid.uuid4().hex[:6]}"
+    ghost_token = auth.issue(store, "worker", "controller", "vision", run_id=ghost)  # a run that never was
+    point = {"points": [["loss", 0, 1.0, 1.7e9]], "batch": uuid.uuid4().hex}
+    answers = [
+        httpx.post(
+            f"{service.url}/api/v1/runs/{target}/tracking/metrics",
+            json=point,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        for target, token in ((ghost, ghost_token), (other, worker_token))
+    ]
+    assert [a.status_code for a in answers] == [404, 403]
+    assert ghost in answers[0].text
+    with store.engine.connect() as conn:
+        for table in ("metrics", "metric_summaries", "metric_batches"):
+            query = text(f"SELECT COUNT(*) FROM {table} WHERE run_id IN (:a, :b)")
+            assert conn.execute(query, {"a": ghost, "b": other}).scalar() == 0, table
 
 
 WORKER = """

@@ -110,17 +110,44 @@ class Param(SQLModel, table=True):
 
 
 class Metric(SQLModel, table=True):
-    """One metric point: ``key`` at ``step`` had ``value`` at ``timestamp``."""
+    """One metric point: ``key`` at ``step`` had ``value`` at ``timestamp``.
+
+    ``run_id`` has no foreign key: checked for every row, it was about half of
+    PostgreSQL's CPU in a metric ``COPY``. :meth:`mlrt.store.Store.insert_metrics`
+    checks the run once per batch instead, and the batch's :class:`MetricSummary`
+    rows keep a foreign key. Runs are never deleted; code that deletes one must
+    delete its points and summaries in the same transaction."""
 
     __tablename__ = "metrics"
     __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BIG_ID)
-    run_id: str = Field(foreign_key="runs.id")
+    run_id: str
     key: str
     step: int = 0
     value: float
     timestamp: float
+
+
+class MetricSummary(SQLModel, table=True):
+    """What a run's points of one metric key add up to: how many, the lowest and
+    highest value, the highest step and the value there (of equal steps, the one
+    logged last).
+
+    Kept by :meth:`mlrt.store.Store.insert_metrics` (one upsert per key per batch,
+    in the batch's transaction) and :meth:`mlrt.store.Store.delete_metrics`
+    (recomputed from the points left), so summaries and latest values read one
+    row per key however many points a run logged."""
+
+    __tablename__ = "metric_summaries"
+
+    run_id: str = Field(foreign_key="runs.id", primary_key=True)
+    key: str = Field(primary_key=True)
+    points: int = Field(sa_type=BigInteger)
+    low: float
+    high: float
+    last_step: int
+    last_value: float
 
 
 class MetricBatch(SQLModel, table=True):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,7 @@ from mlrt.store.models import (
     Job,
     Metric,
     MetricBatch,
+    MetricSummary,
     Param,
     ProjectLimit,
     Run,
@@ -73,23 +76,61 @@ def _float8_array_loader() -> type:
     return Float8ArrayLoader
 
 
-# The last value of a metric is one probe of the (run_id, key, step) index, however many points the
-# run logged; a run's keys are walked through the same index one key at a time (a loose index scan),
-# so a run with a million points costs what a run with ten does. SQLite and PostgreSQL alike.
-_LAST_VALUE = (
-    "(SELECT m.value FROM metrics m WHERE m.run_id = {run} AND m.key = {key} ORDER BY m.step DESC, m.id DESC LIMIT 1)"
+# A batch's points are added to their keys' summary rows (models.MetricSummary) in the batch's
+# transaction, keys in order (so two writers of one run lock the rows in the same order). Every
+# expression of SET reads the row as it was: last_value compares against the old last_step.
+_SUMMARY_UPSERT = (
+    "INSERT INTO metric_summaries (run_id, key, points, low, high, last_step, last_value)"
+    " VALUES ({marks}) ON CONFLICT (run_id, key) DO UPDATE SET"
+    " points = metric_summaries.points + excluded.points,"
+    " low = {least}(metric_summaries.low, excluded.low),"
+    " high = {greatest}(metric_summaries.high, excluded.high),"
+    " last_step = {greatest}(metric_summaries.last_step, excluded.last_step),"
+    " last_value = CASE WHEN excluded.last_step >= metric_summaries.last_step"
+    " THEN excluded.last_value ELSE metric_summaries.last_value END"
 )
-_LAST_VALUES = text(
-    f"SELECT r.id, {_LAST_VALUE.format(run='r.id', key=':key')} FROM runs r WHERE r.id IN :ids"
-).bindparams(bindparam("ids", expanding=True))
-_LATEST_METRICS = text(
-    "WITH RECURSIVE k(run_id, key) AS ("
-    " SELECT r.id, (SELECT MIN(m.key) FROM metrics m WHERE m.run_id = r.id) FROM runs r WHERE r.id IN :ids"
-    " UNION ALL"
-    " SELECT k.run_id, (SELECT MIN(m.key) FROM metrics m WHERE m.run_id = k.run_id AND m.key > k.key)"
-    " FROM k WHERE k.key IS NOT NULL"
-    f") SELECT k.run_id, k.key, {_LAST_VALUE.format(run='k.run_id', key='k.key')} FROM k WHERE k.key IS NOT NULL"
-).bindparams(bindparam("ids", expanding=True))
+# The summary rows of some keys of a run made again from the points stored (after a delete).
+_SUMMARY_REMAKE = text(
+    "INSERT INTO metric_summaries (run_id, key, points, low, high, last_step, last_value)"
+    " SELECT m.run_id, m.key, COUNT(*), MIN(m.value), MAX(m.value), MAX(m.step),"
+    " (SELECT l.value FROM metrics l WHERE l.run_id = m.run_id AND l.key = m.key"
+    " ORDER BY l.step DESC, l.id DESC LIMIT 1)"
+    " FROM metrics m WHERE m.run_id = :run_id AND m.key IN :keys GROUP BY m.run_id, m.key"
+    " ON CONFLICT (run_id, key) DO UPDATE SET points = excluded.points, low = excluded.low,"
+    " high = excluded.high, last_step = excluded.last_step, last_value = excluded.last_value"
+).bindparams(bindparam("keys", expanding=True))
+
+
+def _metric_rows(run_id: str, points: Iterable[tuple[str, int, float, float]]) -> tuple[list[tuple], list[tuple]]:
+    """The rows of ``points`` for the ``metrics`` table, and what they add to each key's summary:
+    ``(run_id, key, points, low, high, last_step, last_value)`` by key.
+
+    One pass in Python groups the points by key; the rest runs in C (``min``, ``max`` and the
+    point of the highest step, the last one of equal steps). NaN counts as above every number,
+    as in PostgreSQL's ``MIN`` and ``MAX`` (SQLite cannot store it)."""
+    rows = [(run_id, key, step, value, stamp) for key, step, value, stamp in points]
+    groups: dict[str, list[tuple]] = {}
+    for row in rows:
+        group = groups.get(row[1])
+        if group is None:
+            groups[row[1]] = [row]
+        else:
+            group.append(row)
+    summaries = []
+    for key in sorted(groups):
+        group = groups[key]
+        values = list(map(_VALUE, group))
+        low, high = min(values), max(values)
+        if any(map(math.isnan, values)):
+            numbers = [value for value in values if not math.isnan(value)]
+            low, high = (min(numbers) if numbers else math.nan), math.nan
+        last = max(reversed(group), key=_STEP)
+        summaries.append((run_id, key, len(group), low, high, last[2], last[3]))
+    return rows, summaries
+
+
+_STEP, _VALUE = operator.itemgetter(2), operator.itemgetter(3)
+"""The step and the value of a ``metrics`` row as :func:`_metric_rows` makes it."""
 
 
 class NotFound(LookupError):
@@ -437,14 +478,23 @@ class Store:
         With ``batch_id`` (the SDK sends a uuid4 per batch) the id is stored in
         the same transaction, and a batch whose id this run already has stores
         nothing and returns 0: a batch sent again after an ambiguous failure
-        (the commit happened, the answer was lost) is never stored twice."""
-        rows = [(run_id, key, step, value, stamp) for key, step, value, stamp in points]
+        (the commit happened, the answer was lost) is never stored twice.
+
+        Raises :class:`NotFound` when there is no run ``run_id``: the points' table
+        has no foreign key (see :class:`~mlrt.store.models.Metric`), so the run is
+        looked up here, once per batch. Each key's summary row is updated in the
+        same transaction (:meth:`metric_summary`)."""
+        rows, summaries = _metric_rows(run_id, points)
         if not rows:
             return 0
+        postgres = self.engine.dialect.driver == "psycopg"
+        marker = "%s" if postgres or self.engine.dialect.paramstyle != "qmark" else "?"
         with self.engine.begin() as conn:
+            if conn.exec_driver_sql(f"SELECT 1 FROM runs WHERE id = {marker}", (run_id,)).first() is None:
+                raise NotFound(f"no run {run_id!r}")
             if batch_id is not None and not self._claim_batch(conn, run_id, batch_id, len(rows)):
                 return 0
-            if self.engine.dialect.driver == "psycopg":
+            if postgres:
                 # COPY: 1.4-2.3x the points/s of executemany (bench/controller_service.py); in
                 # binary with the columns' types, a third of text COPY's client CPU and ~6% less
                 # of the server's (bench/metric_logging.py).
@@ -457,9 +507,11 @@ class Store:
             else:
                 # The driver's executemany with tuples: half the cost of SQLAlchemy's
                 # per-row parameter processing, which matters for SDK batches.
-                marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
                 sql = f"INSERT INTO metrics (run_id, key, step, value, timestamp) VALUES ({', '.join([marker] * 5)})"
                 conn.exec_driver_sql(sql, rows)
+            least, greatest = ("LEAST", "GREATEST") if postgres else ("MIN", "MAX")
+            upsert = _SUMMARY_UPSERT.format(marks=", ".join([marker] * 7), least=least, greatest=greatest)
+            conn.exec_driver_sql(upsert, summaries)
         return len(rows)
 
     @staticmethod
@@ -481,11 +533,15 @@ class Store:
         return claimed.first() is not None
 
     def delete_metrics(self, run_id: str, keys: list[str], from_step: int) -> None:
-        """Delete the points of ``keys`` at ``from_step`` or later (to rewrite a series on resume)."""
+        """Delete the points of ``keys`` at ``from_step`` or later (to rewrite a series on resume),
+        and make those keys' summary rows again from the points left."""
         with self.session() as s:
             s.exec(
                 delete(Metric).where(Metric.run_id == run_id, col(Metric.key).in_(keys), col(Metric.step) >= from_step)
             )  # type: ignore[call-overload]
+            s.exec(delete(MetricSummary).where(MetricSummary.run_id == run_id, col(MetricSummary.key).in_(keys)))  # type: ignore[call-overload]
+            if keys:
+                s.connection().execute(_SUMMARY_REMAKE, {"run_id": run_id, "keys": list(keys)})
 
     def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
         with self.session() as s:
@@ -504,15 +560,17 @@ class Store:
         (runs that logged none are left out)."""
         if not run_ids:
             return {}
+        query = select(MetricSummary.run_id, MetricSummary.last_value).where(
+            col(MetricSummary.run_id).in_(list(run_ids)), MetricSummary.key == key
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(_LAST_VALUES, {"ids": list(run_ids), "key": key})
-            return {run_id: value for run_id, value in rows if value is not None}
+            return {run_id: value for run_id, value in conn.execute(query)}
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         """The highest step logged so far for each metric key (to continue a series)."""
-        with self.session() as s:
-            rows = s.exec(select(Metric.key, func.max(Metric.step)).where(Metric.run_id == run_id).group_by(Metric.key))
-            return {key: int(step) for key, step in rows}
+        query = select(MetricSummary.key, MetricSummary.last_step).where(MetricSummary.run_id == run_id)
+        with self.engine.connect() as conn:
+            return {key: int(step) for key, step in conn.execute(query)}
 
     def params_of(self, run_ids: list[str]) -> dict[str, dict[str, str]]:
         """The params of each of ``run_ids``, in one query (runs without params are left out)."""
@@ -530,8 +588,11 @@ class Store:
         found: dict[str, dict[str, float]] = {}
         if not run_ids:
             return found
+        query = select(MetricSummary.run_id, MetricSummary.key, MetricSummary.last_value).where(
+            col(MetricSummary.run_id).in_(list(run_ids))
+        )
         with self.engine.connect() as conn:
-            for run_id, key, value in conn.execute(_LATEST_METRICS, {"ids": list(run_ids)}):
+            for run_id, key, value in conn.execute(query.order_by(MetricSummary.run_id, MetricSummary.key)):
                 found.setdefault(run_id, {})[key] = value
         return found
 
@@ -539,31 +600,24 @@ class Store:
         """One row per metric key of a run, by key: ``key``, ``points`` (how many), ``last`` (the
         value at the highest step; of equal steps, the one logged last), ``min`` and ``max``.
 
-        Computed by the database in one aggregate query: no point is loaded,
-        so a run with a million points is summarised in the time of one scan."""
-        totals = (
-            select(
-                Metric.key,
-                func.count().label("points"),
-                func.min(Metric.value).label("low"),
-                func.max(Metric.value).label("high"),
-                func.max(Metric.step).label("top"),
-            )
-            .where(Metric.run_id == run_id)
-            .group_by(Metric.key)
-            .subquery()
-        )
+        Read from the keys' summary rows, which every write keeps up to date: no
+        point is read, so a run with a million points costs what one with ten does."""
         query = (
-            select(totals, Metric.id, Metric.value)
-            .join(Metric, (Metric.run_id == run_id) & (Metric.key == totals.c.key) & (Metric.step == totals.c.top))
-            .order_by(totals.c.key, Metric.id)
+            select(
+                MetricSummary.key,
+                MetricSummary.points,
+                MetricSummary.last_value,
+                MetricSummary.low,
+                MetricSummary.high,
+            )
+            .where(MetricSummary.run_id == run_id)
+            .order_by(MetricSummary.key)
         )
-        summary: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
-            for key, points, low, high, _top, _id, value in conn.execute(query):
-                # Rows of a key come in id order: the last one is the value logged last at the top step.
-                summary[key] = {"key": key, "points": points, "last": value, "min": low, "max": high}
-        return list(summary.values())
+            return [
+                {"key": key, "points": points, "last": last, "min": low, "max": high}
+                for key, points, last, low, high in conn.execute(query)
+            ]
 
     def iter_metric_points(
         self, run_id: str, key: str | None = None, *, every: int = 1
