@@ -994,7 +994,7 @@ class Controller:
         self.tracking.attempt_ended(run.id)
         spec = active.spec if active is not None else self.store.get_job(run.job_id).spec_resolved["spec"]
         state = RunState.SUCCEEDED
-        failures = self._reports_and_gates(run, spec)
+        failures = self._reports_and_gates(run, spec, attempt, abandoned)
         if failures:
             lines = "; ".join(f.line for f in failures)
             state, reason = RunState.FAILED_GATE, f"{reason}, but it failed {len(failures)} gate(s): {lines}"
@@ -1092,19 +1092,27 @@ class Controller:
         elif max_runtime and run.started_at and utcnow() - run.started_at > timedelta(seconds=max_runtime):
             self._finish(run, RunState.TIMED_OUT, f"exceeded stopping.max_runtime of {max_runtime:g}s while finalizing")
 
-    def _reports_and_gates(self, run: Run, spec: dict[str, Any]) -> list[report_runner.GateFailure]:
+    def _reports_and_gates(
+        self, run: Run, spec: dict[str, Any], attempt: Attempt | None, abandoned: threading.Event
+    ) -> list[report_runner.GateFailure]:
         """Build the run's reports (``spec.reports`` and what gates read); return gate failures.
 
-        A report that cannot be built is an event, not the run's fate, unless a
-        gate needed it. A run with gates gets the param ``gate_violation``: the
-        sum of its failures' excesses, 0 when it passed (a tuner's constraint)."""
+        The backend builds them where the workers ran when it can (:meth:`Launcher.build_reports`:
+        the kubernetes backend's finalizing pod), else this process does. A report that cannot be
+        built is an event, not the run's fate, unless a gate needed it. A run with gates gets the
+        param ``gate_violation``: the sum of its failures' excesses, 0 when it passed (a tuner's
+        constraint)."""
         from mlrt import report_runner
 
         if not report_runner.needed_reports(spec):
             return []
         try:
-            results = report_runner.build(self.store, run.id)
+            results = self._build_reports(run, attempt, abandoned)
+        except _Abandoned:
+            raise
         except Exception as exc:
+            if abandoned.is_set():
+                raise _Abandoned from None
             self.store.add_event(run.id, f"reports not built: {type(exc).__name__}: {exc}")
             failures = [report_runner.GateFailure(f"reports not built: {exc}", report_runner.UNAVAILABLE)]
         else:
@@ -1114,6 +1122,22 @@ class Controller:
             return []
         self.store.log_params(run.id, {"gate_violation": float(f"{sum(f.excess for f in failures):.6g}")})
         return failures
+
+    def _build_reports(
+        self, run: Run, attempt: Attempt | None, abandoned: threading.Event
+    ) -> dict[str, dict[str, Any]]:
+        from mlrt import report_runner
+
+        launcher = plugins.launchers().get(attempt.backend) if attempt is not None else None
+        if launcher is not None and attempt.request:
+            log = str(Path(attempt.log_dir) / "finalize.log")
+            metrics = self.store.latest_metrics(run.id)
+            results = launcher.build_reports(_request_from_row(attempt.request), metrics, log, abandoned)
+            if abandoned.is_set():
+                raise _Abandoned
+            if results is not None:
+                return report_runner.keep(self.store, run.id, results)
+        return report_runner.build(self.store, run.id)
 
     def _failure_detail(self, active: _Active, rank: int) -> str:
         """What the worker said about its failure: its failure file's last line (``MLRT_FAILURE_FILE``,

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mlrt.states import RunState
 
 if TYPE_CHECKING:  # pragma: no cover
+    import threading
+
     from pydantic import BaseModel
 
 
@@ -283,6 +285,20 @@ class Launcher(abc.ABC):
 
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the attempt left behind (containers, pods). Default: nothing."""
+
+    def build_reports(
+        self, request: LaunchRequest, metrics: dict[str, float], log_path: str, stop: threading.Event
+    ) -> dict[str, dict[str, Any]] | None:
+        """Build the run's reports where its workers ran, out of the controller's process, once the
+        workers of ``request``'s attempt have succeeded; return the results by report name, as
+        :func:`mlrt.report_runner.compute` returns them (the controller stores them and checks the
+        gates). ``metrics`` are the run's latest; the work's own log goes to ``log_path``. Called in
+        the controller's finalizing pool, so it may wait: when ``stop`` is set (the run was
+        cancelled or timed out) stop the work and return at once (anything). Raise
+        :class:`mlrt.report_runner.ReportError` with a one-line reason when the reports could not
+        be built. Must take over work that a controller now gone started for the same attempt
+        rather than start it twice. Default: None, the controller builds them in its own process."""
+        return None
 
     def upload_problem(self, handle: dict[str, Any], rank: int) -> str:
         """What worker ``rank``'s own upload said last when it failed (see :attr:`uploads_output`),

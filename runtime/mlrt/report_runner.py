@@ -9,7 +9,10 @@ report a :class:`mlrt.reports.ReportInput`, and writes each result to
 whose ``build`` raises is skipped, its result saying so in one line that names
 it and its distribution, and its traceback is kept beside the results as
 ``<name>.traceback.txt``.
-``check_gates`` evaluates ``spec.gates`` on those results, and ``diff``
+``compute`` is the same work without the database, from a predictions
+folder and the channels' local paths: a finalizing pod runs it
+(:mod:`mlrt.report_pod`) and the controller stores what it returns with
+``keep``. ``check_gates`` evaluates ``spec.gates`` on those results, and ``diff``
 lines two runs' comparable numbers up.
 """
 
@@ -49,32 +52,34 @@ def reports_dir(run: Run) -> Path:
     return output_dir(run) / "reports"
 
 
-def load_frame(store: Store, run: Run, spec: dict[str, Any]) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """The run's predictions joined with its channels' feature and report-only columns, the
-    feature names and the report-only names (see :mod:`mlrt.columns`)."""
+def load_frame(
+    run_id: str, spec: dict[str, Any], output: Path, channels: dict[str, Path]
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The run's predictions (``output/predictions.parquet``) joined with the feature and
+    report-only columns of its channels (``channels``: local paths by name; one that is missing
+    is left out), the feature names and the report-only names (see :mod:`mlrt.columns`)."""
     import pandas as pd
 
     from mlrt.columns import roles
     from mlrt.data import load_dataset
 
-    path = output_dir(run) / PREDICTIONS
+    path = output / PREDICTIONS
     if not path.is_file():
         raise ReportError(
-            f"run {run.id} has no {PREDICTIONS}: algorithm jobs write one; a command job writes it to "
+            f"run {run_id} has no {PREDICTIONS}: algorithm jobs write one; a command job writes it to "
             "$MLRT_OUTPUT_DIR with columns id, split, label, prediction and optional score_<class>"
         )
     predictions = pd.read_parquet(path)
     missing = {"id", "split", "label", "prediction"} - set(predictions.columns)
     if missing:
         raise ReportError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    data_record = run.record.get("data") or {}
     parts, features, analysis = [], [], []
     for name, channel in (spec.get("data") or {}).items():
-        local = (data_record.get(name) or {}).get("path")
-        if not local or not Path(local).exists():
+        local = channels.get(name)
+        if local is None or not local.exists():
             continue
         dataset = load_dataset(
-            name, Path(local), channel.get("format"), channel.get("label"), channel.get("id"), roles(spec, name)
+            name, local, channel.get("format"), channel.get("label"), channel.get("id"), roles(spec, name)
         )
         frame = pd.concat([dataset.features, dataset.analysis], axis=1)
         if name == "train" and dataset.weights is not None and dataset.weights.name not in frame.columns:
@@ -190,23 +195,42 @@ def _labels(labels: pd.Series, task: str) -> pd.Series:
 
 def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Build ``names`` (default: ``spec.reports``, plus those ``spec.gates`` need) for
-    ``run_id``; store and return every result by report name."""
-    from mlrt.algorithms import resolve_values
-    from mlrt.artifacts import collect
-
+    ``run_id`` in this process; store and return every result by report name."""
     run = store.get_run(run_id)
     spec = store.get_job(run.job_id).spec_resolved["spec"]
+    channels = {
+        name: Path(record["path"]) for name, record in (run.record.get("data") or {}).items() if record.get("path")
+    }
+    results = compute(run_id, spec, store.latest_metrics(run_id), output_dir(run), channels, names)
+    _register(store, run)
+    return results
+
+
+def compute(
+    run_id: str,
+    spec: dict[str, Any],
+    metrics: dict[str, float],
+    output: Path,
+    channels: dict[str, Path],
+    names: list[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Build ``names`` (default: :func:`needed_reports`) from the predictions in the folder
+    ``output`` and the channels' local ``channels``, given the run's latest ``metrics``; write
+    each result, its traceback when it failed, and the page under ``output/reports``, and
+    return the results by report name. Needs no database: :func:`build` calls it for the
+    controller's machine, a finalizing pod through :mod:`mlrt.report_pod`."""
+    from mlrt.algorithms import resolve_values
+
     registry = plugins.reports()
     wanted = list(names) if names else needed_reports(spec)
     unknown = [n for n in wanted if n not in registry]
     if unknown:
         raise ReportError(f"unknown report(s) {', '.join(unknown)} (registered: {', '.join(sorted(registry))})")
-    frame, features, analysis = load_frame(store, run, spec)
+    frame, features, analysis = load_frame(run_id, spec, output, channels)
     task = task_of(spec, frame)
     classes = _classes(frame, task)
-    metrics = store.latest_metrics(run_id)
     retrain = _retrainer(spec, frame, features, task, metrics.get("decision_threshold"))
-    target = reports_dir(run)
+    target = output / "reports"
     target.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     for name in wanted:
@@ -234,15 +258,42 @@ def build(store: Store, run_id: str, names: list[str] | None = None) -> dict[str
             traceback_file = target / f"{name}.traceback.txt"
             traceback_file.write_text(failure.details)
             result = {"report": name, "skipped": f"failed: {failure.line} (traceback: {traceback_file.name})"}
-        (target / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        _write_result(target, name, result)
         results[name] = result
+    _write_page(target, run_id, metrics, results)
+    return results
+
+
+def keep(store: Store, run_id: str, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Store results that :func:`compute` returned somewhere else (a finalizing pod) as
+    :func:`build` stores its own: each as ``<name>.json`` and the page in the run's reports
+    folder, registered as artifacts. Returns ``results``."""
+    run = store.get_run(run_id)
+    target = reports_dir(run)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, result in results.items():
+        _write_result(target, name, result)
+    _write_page(target, run_id, store.latest_metrics(run_id), results)
+    _register(store, run)
+    return results
+
+
+def _write_result(target: Path, name: str, result: dict[str, Any]) -> None:
+    (target / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def _write_page(target: Path, run_id: str, metrics: dict[str, float], results: dict[str, dict[str, Any]]) -> None:
     from mlrt.report_page import page
     from mlrt.summary import summarize
 
     (target / "report.html").write_text(page(run_id, metrics, results, summarize(results)))
-    artifacts, _ = collect(run_id, output_dir(run))
+
+
+def _register(store: Store, run: Run) -> None:
+    from mlrt.artifacts import collect
+
+    artifacts, _ = collect(run.id, output_dir(run))
     store.put_artifacts(artifacts)
-    return results
 
 
 def needed_reports(spec: dict[str, Any]) -> list[str]:
