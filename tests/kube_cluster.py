@@ -115,13 +115,22 @@ def cluster_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 class LocalKubelet:
-    """Plays kubelet for the stand-in by running each new pod's ``worker`` container command on this machine.
+    """Plays kubelet for the stand-in by running each new pod's containers on this machine.
 
-    A pod that appears is started, its command runs (``python`` is this interpreter; the environment is the
-    container's literal ``env`` values, plus its completion index) in a folder of its own, every line it prints
-    goes to the pod's log as it comes, and its exit code ends the pod (Succeeded on 0, else Failed). The image is
-    not pulled and there is no isolation: it runs commands of the tests' own specs only.
+    A pod that appears runs its init containers that are not sidecars, one after the other, each to completion
+    before the next starts, the pod failing at the first that fails (docs: "Init containers > Understanding init
+    containers"); then it is started and its ``worker`` (or a finalizing pod's ``finalize``) container's command
+    runs (``python`` is this interpreter; the environment is the container's literal ``env`` values, plus its
+    completion index, and ``HOME`` is the pod's folder), every line it prints goes to the pod's log as it comes,
+    and its exit code ends the pod (Succeeded on 0, else Failed). Volumes are folders on this machine, seen by a
+    container at their ``mountPath`` (``subPath`` below it): an ``emptyDir`` is the pod's own and shared by its
+    containers (docs: "Volumes > emptyDir"), a ``persistentVolumeClaim`` is one folder per claim, shared by every
+    pod that mounts it (docs: "Persistent Volumes > Claims As Volumes"); a command's arguments and the env values
+    that name a path under a mount are rewritten to that folder. The image is not pulled and there is no
+    isolation: it runs commands of the tests' own specs and mlrt's own (``python -m mlrt...``) only.
     """
+
+    CONTAINERS = ("worker", "finalize")
 
     def __init__(self, standin: KubeStandIn, namespace: str, workdir: Path) -> None:
         self._standin, self._namespace, self._workdir = standin, namespace, workdir
@@ -152,20 +161,33 @@ class LocalKubelet:
 
     def _run(self, pod: JSON) -> None:
         name = pod["metadata"]["name"]
-        (container,) = [c for c in pod["spec"]["containers"] if c["name"] == "worker"]
-        argv = [*container.get("command", []), *container.get("args", [])]
-        if argv and argv[0] == "python":
-            argv[0] = sys.executable
-        env = {"PATH": os.environ.get("PATH", ""), "JOB_COMPLETION_INDEX": pod["metadata"]["labels"][INDEX_KEY]}
-        for variable in container.get("env", []):
-            value = variable.get("value", _field_value(pod, variable.get("valueFrom", {}).get("fieldRef")))
-            if value is not None:
-                env[variable["name"]] = value
+        (container,) = [c for c in pod["spec"]["containers"] if c["name"] in self.CONTAINERS]
         folder = self._workdir / "pods" / name
         folder.mkdir(parents=True)
+        volumes = self._volumes(pod, folder)
+        for init in pod["spec"].get("initContainers", []):
+            if init.get("restartPolicy") == "Always":
+                continue  # a sidecar: not played (test_kubernetes_outputs runs the upload sidecar itself)
+            ended = subprocess.run(
+                self._argv(init, volumes),
+                cwd=folder,
+                env=self._env(pod, init, volumes, folder),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            if ended.returncode:
+                message = ended.stdout[-2048:]  # FallbackToLogsOnError: the end of its log
+                self._standin.fail_init_container(name, init["name"], ended.returncode, message, self._namespace)
+                return
         self._standin.start_pod(name, self._namespace)
         with subprocess.Popen(
-            argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self._argv(container, volumes),
+            cwd=folder,
+            env=self._env(pod, container, volumes, folder),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         ) as process:
             assert process.stdout is not None
             for line in process.stdout:
@@ -175,6 +197,44 @@ class LocalKubelet:
             self._standin.succeed_pod(name, self._namespace)
         else:
             self._standin.fail_pod(name, exit_code=code, namespace=self._namespace)
+
+    def _volumes(self, pod: JSON, folder: Path) -> dict[str, Path]:
+        """Each of the pod's volumes, by name, as a folder of this machine (see the class docstring)."""
+        found = {}
+        for volume in pod["spec"].get("volumes", []):
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            path = self._workdir / "claims" / claim if claim else folder / "volumes" / volume["name"]
+            path.mkdir(parents=True, exist_ok=True)
+            found[volume["name"]] = path
+        return found
+
+    @staticmethod
+    def _local(value: str, container: JSON, volumes: dict[str, Path]) -> str:
+        """``value`` with a path under one of the container's mounts rewritten to the volume's folder."""
+        for mount in sorted(container.get("volumeMounts", []), key=lambda m: -len(m["mountPath"])):
+            root = mount["mountPath"].rstrip("/")
+            if value == root or value.startswith(root + "/"):
+                local = volumes[mount["name"]] / mount.get("subPath", "")
+                local.mkdir(parents=True, exist_ok=True)
+                return str(local) + value[len(root) :]
+        return value
+
+    def _argv(self, container: JSON, volumes: dict[str, Path]) -> list[str]:
+        argv = [self._local(a, container, volumes) for a in [*container.get("command", []), *container.get("args", [])]]
+        if argv and argv[0] == "python":
+            argv[0] = sys.executable
+        return argv
+
+    def _env(self, pod: JSON, container: JSON, volumes: dict[str, Path], folder: Path) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(folder)}
+        index = pod["metadata"].get("labels", {}).get(INDEX_KEY)
+        if index is not None:
+            env["JOB_COMPLETION_INDEX"] = index
+        for variable in container.get("env", []):
+            value = variable.get("value", _field_value(pod, variable.get("valueFrom", {}).get("fieldRef")))
+            if value is not None:
+                env[variable["name"]] = self._local(value, container, volumes)
+        return env
 
 
 def _field_value(pod: JSON, reference: JSON | None) -> str | None:

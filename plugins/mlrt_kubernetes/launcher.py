@@ -48,6 +48,7 @@ from mlrt.states import RunState
 from mlrt_kubernetes import sagemaker
 from mlrt_kubernetes.manifests import (
     FETCH_CONTAINER,
+    FINALIZE_CONTAINER,
     INDEX_LABEL,
     MANAGED_BY,
     RESTORE_CONTAINER,
@@ -55,6 +56,8 @@ from mlrt_kubernetes.manifests import (
     TOKEN_VARIABLE,
     UPLOAD_CONTAINER,
     env_secret,
+    finalize_job,
+    needs_reports,
     plan_manifests,
     pod_settings,
     selector,
@@ -115,9 +118,10 @@ def _index(pod: dict[str, Any]) -> int:
 
 
 def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
-    """The ``state`` of the pod's ``worker`` container (``waiting``, ``running`` or ``terminated``)."""
+    """The ``state`` of the pod's ``worker`` container, or a finalizing pod's ``finalize`` container
+    (``waiting``, ``running`` or ``terminated``)."""
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == "worker":
+        if status.get("name") in ("worker", FINALIZE_CONTAINER):
             return status.get("state") or {}
     return {}
 
@@ -751,6 +755,8 @@ class KubernetesLauncher(Launcher):
         for secret in (tracking_secret(ctx), env_secret(ctx)):
             if secret is not None:
                 details["manifests"].insert(0, secret)
+        if needs_reports(ctx):
+            details["finalize"] = finalize_job(ctx, job)
         return LaunchRequest(self.name, ctx.run_id, ctx.attempt, workers, details)
 
     # -- act -----------------------------------------------------------------
@@ -1028,6 +1034,132 @@ class KubernetesLauncher(Launcher):
         except BlockingIOError:
             pass
         return [self._read] if self._watches else []
+
+    # -- finalize --------------------------------------------------------------
+
+    def build_reports(
+        self, request: LaunchRequest, metrics: dict[str, float], log_path: str, stop: threading.Event
+    ) -> dict[str, dict[str, Any]] | None:
+        """Build the reports in the attempt's finalizing Job (``details["finalize"]``, see
+        :func:`~mlrt_kubernetes.manifests.finalize_job`) and return the results its pod's log ends with.
+
+        The Job is created with the run's latest ``metrics`` and owned by the workers' Job (so it goes with it);
+        one that exists already (a controller that stopped while finalizing) is taken over. Its state comes from
+        the namespace's watches, as the workers'. When ``stop`` is set, the Job is deleted (``Foreground``, as
+        :meth:`stop` deletes the workers'), and the pod is waited for within its grace period. The pod's log is
+        kept in ``log_path``. An attempt planned without a finalizing Job (no reports wanted, or planned before
+        finalizing pods existed) gets None: the controller builds the reports itself."""
+        from mlrt.report_pod import result_line
+        from mlrt.report_runner import ReportError
+
+        manifest = request.details.get("finalize")
+        if not manifest:
+            return None
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        handle = {"namespace": namespace, "job": name, "schedule_timeout": request.details["schedule_timeout"]}
+        self._watch(namespace)
+        self._create_finalize(request, manifest, metrics)
+        while not stop.wait(0.1):
+            job, pods = self._state(handle)
+            if job is None or _condition(job, "Complete") or _condition(job, "Failed"):
+                # Not from a cache that may lag: the Job just created, the pods' final states.
+                job, pods = self._state(handle, fresh=True)
+            if job is None:
+                raise ReportError(
+                    f"the finalizing Job {name} was deleted outside mlrt (it goes with the workers' Job:"
+                    " compute.kubernetes.ttl_after_finished must outlast the finalizing)"
+                )
+            pod = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
+            status = self._pod_status(0, pod, handle) if pod is not None else None
+            if _condition(job, "Complete"):
+                log = self._keep_log(pod, namespace, log_path) if pod is not None else ""
+                results = result_line(log)
+                if results is None:
+                    raise ReportError(f"the finalizing pod of Job {name} ended without results (its log: {log_path})")
+                return results
+            failed = _condition(job, "Failed")
+            if failed and (status is None or status.state is not RunState.FAILED):
+                why = "the Job ran past its deadline" if failed.get("reason") == "DeadlineExceeded" else ""
+                reason = f"its Job {name} failed ({failed.get('reason', 'Failed')}): {why or failed.get('message', '')}"
+            elif status is not None and status.state is RunState.FAILED:
+                reason = status.reason.replace("raise compute.memory", "raise compute.kubernetes.finalize.memory")
+            else:
+                continue
+            log = self._keep_log(pod, namespace, log_path) if pod is not None else ""
+            if not failed and pod is not None and not _pod_done(pod):  # it cannot start: it would wait for ever
+                self._delete_job(namespace, name)
+            last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "")
+            raise ReportError(f"the finalizing pod {reason}" + (f": {last[:300]}" if last else ""))
+        self._delete_job(namespace, name)
+        return None
+
+    def _create_finalize(self, request: LaunchRequest, manifest: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Create the finalizing Job (owned by the workers' Job while that exists), or take over the one there."""
+        from kubernetes.client.exceptions import ApiException
+
+        from mlrt.report_runner import ReportError
+
+        cluster, namespace = self.cluster, manifest["metadata"]["namespace"]
+        body = json.loads(json.dumps(manifest))
+        container = body["spec"]["template"]["spec"]["containers"][0]
+        container["env"].append({"name": "MLRT_METRICS", "value": json.dumps(metrics)})
+        try:
+            workers = cluster.raw(
+                cluster.batch.read_namespaced_job(request.details["job"], namespace, _preload_content=False)
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise ReportError(f"cannot read the workers' Job: {_api_error(exc)}") from None
+        else:
+            owner = {"apiVersion": "batch/v1", "kind": "Job", "name": request.details["job"]}
+            owner.update(uid=workers["metadata"]["uid"], blockOwnerDeletion=True)
+            body["metadata"]["ownerReferences"] = [owner]
+        try:
+            cluster.batch.create_namespaced_job(namespace, body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise ReportError(f"the cluster refused the finalizing Job: {_api_error(exc)}") from None
+            found = cluster.raw(
+                cluster.batch.read_namespaced_job(body["metadata"]["name"], namespace, _preload_content=False)
+            )
+            if found["metadata"].get("labels", {}).get(MANAGED_BY) != "mlrt":
+                raise ReportError(
+                    f"a Job named {body['metadata']['name']} that mlrt did not create exists in {namespace}"
+                ) from None
+
+    def _keep_log(self, pod: dict[str, Any], namespace: str, path: str) -> str:
+        """The finalizing pod's log, also written to ``path``; "" when it cannot be read."""
+        try:
+            response = self.cluster.core.read_namespaced_pod_log(
+                pod["metadata"]["name"], namespace, container=FINALIZE_CONTAINER, _preload_content=False
+            )
+            log = response.data.decode(errors="replace")
+        except Exception:  # the pod went, or never started its container: no log to read
+            return ""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(log)
+        return log
+
+    def _delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job (``Foreground``) and wait, within its pods' grace period, until they are gone."""
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.cluster.batch.delete_namespaced_job(
+                name, namespace, body=V1DeleteOptions(propagation_policy="Foreground")
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        handle = {"namespace": namespace, "job": name}
+        _, pods = self._state(handle, fresh=True)
+        deadline = time.monotonic() + max((_planned_grace(pod) for pod in pods), default=0) + 30
+        while time.monotonic() < deadline:
+            _, pods = self._state(handle)
+            if all(_pod_done(pod) for pod in pods):
+                return
+            time.sleep(0.1)
 
     # -- stop and clean up ----------------------------------------------------
 

@@ -34,6 +34,7 @@ which resumes from the checkpoint.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -63,7 +64,11 @@ _MAX_JOB_NAME = 50
 
 def object_name(run_id: str, attempt: int) -> str:
     """The Job's (and Service's) name: ``mlrt-RUN-ATTEMPT``, shortened with a hash when too long."""
-    name = re.sub(r"[^a-z0-9-]", "-", f"mlrt-{run_id}-{attempt}".lower())
+    return _short_name(f"mlrt-{run_id}-{attempt}")
+
+
+def _short_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9-]", "-", text.lower())
     if len(name) > _MAX_JOB_NAME:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[: _MAX_JOB_NAME - 9].rstrip('-')}-{digest}"
@@ -202,6 +207,123 @@ def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
         },
     }
     return job, service
+
+
+FINALIZE_CONTAINER = "finalize"
+"""The finalizing pod's container (:func:`finalize_job`)."""
+ROLE_LABEL = "mlrt.dev/role"
+"""``finalize`` on the finalizing Job and its pod (the workers' objects have no role label)."""
+# The workers' variables the finalizing pod does without: where to report metrics (it reports to nobody), the
+# rendezvous, and the rank.
+_NOT_FINALIZING = frozenset(
+    (
+        "MLRT_TRACKING_URI",
+        TOKEN_VARIABLE,
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+    )
+)
+
+
+def finalize_name(run_id: str, attempt: int) -> str:
+    """The finalizing Job's name: ``mlrt-RUN-ATTEMPT-finalize``, shortened with a hash when too long."""
+    return _short_name(f"mlrt-{run_id}-{attempt}-finalize")
+
+
+def needs_reports(ctx: LaunchContext) -> bool:
+    """Whether the run builds reports (``spec.reports``, or a gate that reads one) once its workers succeed."""
+    import json
+
+    from mlrt.report_runner import needed_reports
+
+    return bool(needed_reports(json.loads(ctx.env.get("MLRT_SPEC") or "{}")))
+
+
+def finalize_job(ctx: LaunchContext, job: dict[str, Any]) -> dict[str, Any]:
+    """The Job that builds the reports of ``ctx``'s run once the attempt's workers (``job``) have succeeded:
+    one pod (``python -m mlrt.report_pod``, see :mod:`mlrt.report_pod`) with the workers' volumes, data fetch,
+    scheduling and pull settings and, unless ``compute.kubernetes.finalize`` says otherwise, one worker's
+    resources. It gets none of the attempt's Secrets (no tracking token, no ``spec.env`` values): it hands its
+    results back in its log. Its output folder is the workers' ``/mlrt/run/output``: a volume mounted there
+    holds their predictions; for an ``s3://`` output the pod downloads them. The run's latest metrics are added
+    (``MLRT_METRICS``) when the Job is created."""
+    kube = pod_settings(ctx.compute)
+    settings = kube.finalize
+    name = finalize_name(ctx.run_id, ctx.attempt)
+    metadata = copy.deepcopy(job["metadata"])
+    metadata["name"] = name
+    metadata["labels"][ROLE_LABEL] = "finalize"
+    template = copy.deepcopy(job["spec"]["template"])
+    template["metadata"]["labels"][ROLE_LABEL] = "finalize"
+    pod = template["spec"]
+    (worker,) = pod.pop("containers")
+    for key in ("subdomain", "initContainers"):
+        pod.pop(key, None)
+    pod["terminationGracePeriodSeconds"] = math.ceil(float(ctx.stopping.get("grace_period", 30)))
+    attempt_secrets = {f"{job['metadata']['name']}-env", f"{job['metadata']['name']}-tracking"}
+    env = [
+        e
+        for e in worker["env"]
+        if e["name"] not in _NOT_FINALIZING
+        and ((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") not in attempt_secrets
+    ]
+    argv = ["python", "-m", "mlrt.report_pod", f"{RUN_DIR}/output"]
+    if ctx.output_uri.startswith("s3://"):
+        import os
+
+        argv += ["--from", ctx.output_uri]
+        env += [{"name": key, "value": os.environ[key]} for key in _S3_SETTINGS if os.environ.get(key)]
+    image = settings.image or (ctx.container_image() if ctx.algorithm else training_image())
+    container: dict[str, Any] = {
+        "name": FINALIZE_CONTAINER,
+        "image": image,
+        "command": argv,
+        "env": env,
+        "volumeMounts": [m for m in worker["volumeMounts"] if m["name"] != "mlrt-source"],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "mlrt-source"]
+    own = {
+        "cpu": settings.cpu if settings.cpu is not None else ctx.compute.get("cpu"),
+        "memory": settings.memory if settings.memory is not None else ctx.compute.get("memory"),
+        "gpus": settings.gpus if settings.gpus is not None else ctx.compute.get("gpus"),
+    }
+    resources = _resources(own)
+    if resources:
+        container["resources"] = resources
+    for key in ("envFrom", "imagePullPolicy"):
+        if key in worker:
+            container[key] = worker[key]
+    pod["containers"] = [container]
+    fetch = [c for c in job["spec"]["template"]["spec"].get("initContainers") or [] if c["name"] == FETCH_CONTAINER]
+    if fetch:
+        pod["initContainers"] = copy.deepcopy(fetch)
+        if "--sanity-seed" in fetch[0]["command"]:  # reports read the whole channels, as on the other backends
+            at = fetch[0]["command"].index("--sanity-seed")
+            del pod["initContainers"][0]["command"][at : at + 2]
+    spec: dict[str, Any] = {
+        "completions": 1,
+        "parallelism": 1,
+        "backoffLimit": 0,
+        "podFailurePolicy": {
+            "rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": FINALIZE_CONTAINER, "operator": "NotIn", "values": [0]},
+                },
+            ]
+        },
+        "ttlSecondsAfterFinished": job["spec"]["ttlSecondsAfterFinished"],
+        "template": template,
+    }
+    if job["spec"].get("suspend"):
+        spec["suspend"] = True  # admitted like the workers' Job (Kueue, or whoever admits those)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
 
 
 def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlrt import limits
-from mlrt.names import DNS_LABEL, env_name_problem
+from mlrt.names import DNS_LABEL, env_name_problem, image_problem
 from mlrt.spec import RunDuration, WaitDuration
+from mlrt.spec.schema import Cpu, Memory
 
 
 def managed_namespaces() -> list[str]:
@@ -85,12 +86,34 @@ class Volume(_Settings):
         return self
 
 
+class Finalize(_Settings):
+    """``finalize``: the pod that builds a run's reports once its workers have succeeded (see
+    :mod:`mlrt.report_pod`). ``image`` must have mlrt and the report plugins installed; by default
+    it is the workers' image for an ``algorithm:`` job and mlrt's training image otherwise
+    (:func:`mlrt.launchers.training_image`). ``cpu``, ``memory`` and ``gpus`` default to one
+    worker's (``spec.compute``): a learning curve retrains the model there."""
+
+    image: str | None = None
+    cpu: Cpu | None = None
+    memory: Memory | None = None
+    gpus: int | None = Field(None, ge=0, le=limits.MAX_GPUS)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        problem = image_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 class KubernetesSettings(_Settings):
     """``spec.compute.kubernetes``: how the workers run as pods (``backend: kubernetes``).
 
     ``secret_env`` maps an environment variable to a Secret key (values never
     appear in the manifest); ``env_from_secrets`` exposes every key of the named
-    Secrets. ``queue`` names a Kueue LocalQueue: the Job is created suspended and
+    Secrets. ``finalize`` sets the pod that builds the run's reports (:class:`Finalize`).
+    ``queue`` names a Kueue LocalQueue: the Job is created suspended and
     labelled for Kueue, which admits it; ``suspend: true`` alone leaves
     admission to another controller. ``ttl_after_finished`` is how long the
     finished Job and its pods stay for inspection before the cluster deletes
@@ -115,6 +138,7 @@ class KubernetesSettings(_Settings):
     suspend: bool = False
     ttl_after_finished: RunDuration = 3600.0
     schedule_timeout: WaitDuration = 900.0
+    finalize: Finalize = Finalize()
 
     _namespace = field_validator("namespace")(_dns_label)
 
