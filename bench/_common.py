@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -265,3 +266,29 @@ def clone_finished_runs(store, template_id: str, n: int, metrics: tuple[tuple[st
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("ANALYZE")
+
+
+def start_resident(argv: list[str], env: dict[str, str], timeout: float = 120.0) -> None:
+    """Run ``argv`` (an ``mlrt`` command) once, which starts the resident process of ``env``'s
+    ``MLRT_RESIDENT_DIR`` (:mod:`mlrt.resident`), and wait until it listens: the timed commands
+    then measure what a user's second and later commands cost."""
+    folder = Path(env["MLRT_RESIDENT_DIR"])
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob("*.sock")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no resident mlrt process listened in {folder} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def stop_resident(folder: Path) -> None:
+    """Stop the resident process whose socket folder is ``folder`` (its pid is in its lock file)."""
+    import signal
+
+    for lock in folder.glob("*.lock"):
+        pid = lock.read_text().strip()
+        if pid:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass

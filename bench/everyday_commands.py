@@ -12,9 +12,12 @@ list`` and ``status`` read a database of 10,000 runs. PostgreSQL gets a
 database of its own (``mlrt_bench_x`` on 127.0.0.1:5432, dropped at the end)
 and is analyzed after filling.
 
-Each command runs as its own process (``mlrt --db URL ...``, output to
+Each command runs as a whole ``mlrt --db URL ...`` process (output to
 /dev/null), once to warm the page cache and then ``-n`` times; the figures are
-the min and the median wall time. ``mlrt --help`` is the floor (the
+the min and the median wall time. Each is timed two ways, taking turns:
+``resident``, through the resident process (``mlrt.resident``) that a user's
+first command starts, and ``own process`` (``MLRT_RESIDENT=0``), every import
+in the command's own process. ``mlrt --help`` is the floor (the
 interpreter, click and mlrt's entry module). ``--compare DIR`` also runs each
 command with DIR first on PYTHONPATH, so the same store is read by another
 version of mlrt (the ``mlrt`` package each imports is printed); the two
@@ -36,7 +39,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, clone_finished_runs, machine_line, median, tool, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    bench_env,
+    clone_finished_runs,
+    machine_line,
+    median,
+    start_resident,
+    stop_resident,
+    tool,
+    write_json,
+)
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PG_NAME = "mlrt_bench_x"
@@ -133,11 +145,14 @@ def measure(backend: str, args, workdir: Path) -> dict:
         template_id = make_template(db, workdir, env)
         fill_s = fill(db, template_id, args.runs, args.points)
         print(f"{backend}: {args.runs} runs, {args.points} points of m0 in run {template_id} ({fill_s:.0f} s to fill)")
-        envs = {"this checkout": env}
+        env["MLRT_RESIDENT_DIR"] = str(workdir / "resident")
+        envs = {"resident": env, "own process": env | {"MLRT_RESIDENT": "0"}}
         if args.compare:
             envs["--compare"] = env | {
-                "PYTHONPATH": os.pathsep.join(filter(None, [args.compare, env.get("PYTHONPATH")]))
+                "PYTHONPATH": os.pathsep.join(filter(None, [args.compare, env.get("PYTHONPATH")])),
+                "MLRT_RESIDENT": "0",
             }
+        start_resident([tool("mlrt"), "--db", db, "--help"], env)
         versions = {}
         for label, version_env in envs.items():
             versions[label] = subprocess.run(
@@ -154,6 +169,7 @@ def measure(backend: str, args, workdir: Path) -> dict:
                 print(f"  {name:<30} {label:<14} min {f['min_s']:.3f} s  median {f['median_s']:.3f} s")
         return {"db": backend, "mlrt": versions, "commands": figures, "load_after": os.getloadavg()}
     finally:
+        stop_resident(workdir / "resident")
         if admin is not None:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{PG_NAME}" WITH (FORCE)'))
