@@ -98,7 +98,9 @@ def test_reports_and_gates_come_from_the_finalizing_pod(cli, write_spec, tmp_pat
     assert report_runner.load_results(store, run_id)["confusion"]["accuracy"] == 0.75
     assert (output / "reports" / "report.html").is_file()
     assert any(a.path == "reports/confusion.json" for a in store.artifacts(run_id))
-    assert any(e.reason == "reports built: confusion" for e in store.events(run_id))
+    events = [e.reason for e in store.events(run_id)]
+    assert f"building the reports in Job {job['metadata']['name']} (created; log: {log_dir / 'finalize.log'})" in events
+    assert "reports built: confusion" in events
     assert job["metadata"]["ownerReferences"][0]["name"] == store.latest_attempt(run_id).handle["job"]
     # No database credentials and none of the attempt's Secrets in the finalizing pod.
     (container,) = job["spec"]["template"]["spec"]["containers"]
@@ -151,12 +153,18 @@ def test_a_restarted_controller_takes_over_the_finalizing_job(cli, write_spec, k
     assert run.state == "SUCCEEDED", run.reason
     assert len(finalize_jobs(kube)) == 1 and len(kube.pods("ml", job=finalize_jobs(kube)[0]["metadata"]["name"])) == 1
     assert float(store.params(run_id)["gate_violation"]) == 0.0
+    taken = [e.reason for e in store.events(run_id) if e.reason.startswith("building the reports in Job")]
+    assert len(taken) == 2 and "(created; " in taken[0] and "(taken over; " in taken[1]
 
 
 def test_a_failed_finalizing_pod_fails_the_gate_with_its_reason(cli, write_spec, kube):
     run_id = submit(cli, write_spec, "kube-finalize-fail", ["python", "train.py"])
     pod = workers_succeed(kube)
     name = pod["metadata"]["name"]
+    kube.unschedulable(name, namespace="ml", message="0/3 nodes are available: 3 Insufficient memory.")
+    store = Store()
+    wait_for(lambda: any("finalizing pod: pending" in e.reason for e in store.events(run_id)), timeout=20)
+    assert Store().get_run(run_id).state == "FINALIZING"
     kube.start_pod(name, namespace="ml")
     kube.append_log(name, "error: run x has no predictions.parquet\n", namespace="ml")
     kube.fail_pod(name, exit_code=1, namespace="ml")

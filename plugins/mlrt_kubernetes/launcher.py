@@ -1038,7 +1038,12 @@ class KubernetesLauncher(Launcher):
     # -- finalize --------------------------------------------------------------
 
     def build_reports(
-        self, request: LaunchRequest, metrics: dict[str, float], log_path: str, stop: threading.Event
+        self,
+        request: LaunchRequest,
+        metrics: dict[str, float],
+        log_path: str,
+        stop: threading.Event,
+        note: Callable[[str], None],
     ) -> dict[str, dict[str, Any]] | None:
         """Build the reports in the attempt's finalizing Job (``details["finalize"]``, see
         :func:`~mlrt_kubernetes.manifests.finalize_job`) and return the results its pod's log ends with.
@@ -1058,7 +1063,9 @@ class KubernetesLauncher(Launcher):
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         handle = {"namespace": namespace, "job": name, "schedule_timeout": request.details["schedule_timeout"]}
         self._watch(namespace)
-        self._create_finalize(request, manifest, metrics)
+        created = self._create_finalize(request, manifest, metrics)
+        note(f"building the reports in Job {name} ({'created' if created else 'taken over'}; log: {log_path})")
+        said = ""
         while not stop.wait(0.1):
             job, pods = self._state(handle)
             if job is None or _condition(job, "Complete") or _condition(job, "Failed"):
@@ -1084,6 +1091,9 @@ class KubernetesLauncher(Launcher):
             elif status is not None and status.state is RunState.FAILED:
                 reason = status.reason.replace("raise compute.memory", "raise compute.kubernetes.finalize.memory")
             else:
+                if status is not None and status.reason and status.reason != said:
+                    said = status.reason  # pending, unschedulable (until schedule_timeout)
+                    note(f"finalizing pod: {said}")
                 continue
             log = self._keep_log(pod, namespace, log_path) if pod is not None else ""
             if not failed and pod is not None and not _pod_done(pod):  # it cannot start: it would wait for ever
@@ -1093,8 +1103,9 @@ class KubernetesLauncher(Launcher):
         self._delete_job(namespace, name)
         return None
 
-    def _create_finalize(self, request: LaunchRequest, manifest: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Create the finalizing Job (owned by the workers' Job while that exists), or take over the one there."""
+    def _create_finalize(self, request: LaunchRequest, manifest: dict[str, Any], metrics: dict[str, float]) -> bool:
+        """Create the finalizing Job (owned by the workers' Job while that exists), or take over the one there;
+        whether it was created."""
         from kubernetes.client.exceptions import ApiException
 
         from mlrt.report_runner import ReportError
@@ -1126,6 +1137,8 @@ class KubernetesLauncher(Launcher):
                 raise ReportError(
                     f"a Job named {body['metadata']['name']} that mlrt did not create exists in {namespace}"
                 ) from None
+            return False
+        return True
 
     def _keep_log(self, pod: dict[str, Any], namespace: str, path: str) -> str:
         """The finalizing pod's log, also written to ``path``; "" when it cannot be read."""

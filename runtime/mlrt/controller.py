@@ -1132,7 +1132,10 @@ class Controller:
         if launcher is not None and attempt.request:
             log = str(Path(attempt.log_dir) / "finalize.log")
             metrics = self.store.latest_metrics(run.id)
-            results = launcher.build_reports(_request_from_row(attempt.request), metrics, log, abandoned)
+            request = _request_from_row(attempt.request)
+            results = launcher.build_reports(
+                request, metrics, log, abandoned, lambda line: self.store.add_event(run.id, line)
+            )
             if abandoned.is_set():
                 raise _Abandoned
             if results is not None:

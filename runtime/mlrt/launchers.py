@@ -19,6 +19,7 @@ from mlrt.states import RunState
 
 if TYPE_CHECKING:  # pragma: no cover
     import threading
+    from collections.abc import Callable
 
     from pydantic import BaseModel
 
@@ -287,14 +288,20 @@ class Launcher(abc.ABC):
         """Release what the attempt left behind (containers, pods). Default: nothing."""
 
     def build_reports(
-        self, request: LaunchRequest, metrics: dict[str, float], log_path: str, stop: threading.Event
+        self,
+        request: LaunchRequest,
+        metrics: dict[str, float],
+        log_path: str,
+        stop: threading.Event,
+        note: Callable[[str], None],
     ) -> dict[str, dict[str, Any]] | None:
         """Build the run's reports where its workers ran, out of the controller's process, once the
         workers of ``request``'s attempt have succeeded; return the results by report name, as
         :func:`mlrt.report_runner.compute` returns them (the controller stores them and checks the
         gates). ``metrics`` are the run's latest; the work's own log goes to ``log_path``. Called in
         the controller's finalizing pool, so it may wait: when ``stop`` is set (the run was
-        cancelled or timed out) stop the work and return at once (anything). Raise
+        cancelled or timed out) stop the work and return at once (anything). ``note(line)`` records
+        a line about the work as an event on the run (where it runs, why it waits). Raise
         :class:`mlrt.report_runner.ReportError` with a one-line reason when the reports could not
         be built. Must take over work that a controller now gone started for the same attempt
         rather than start it twice. Default: None, the controller builds them in its own process."""
