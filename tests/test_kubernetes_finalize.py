@@ -52,14 +52,14 @@ spec:
     kubernetes:
       namespace: ml
       volumes: [{{name: run, claim: runs, mount_path: /mlrt/run}}]
-  reports: [confusion]
+  reports: {reports}
   gates: [{{metric: confusion.accuracy, min: 0.9}}]
   stopping: {{grace_period: 1s}}
-"""
+{more}"""
 
 
-def submit(cli, write_spec, name, command):
-    text = SPEC.format(name=name, command=json.dumps(command))
+def submit(cli, write_spec, name, command, reports=("confusion",), more=""):
+    text = SPEC.format(name=name, command=json.dumps(command), reports=json.dumps(list(reports)), more=more)
     return submit_detached(cli, write_spec(text, name=f"{name}.yaml"))
 
 
@@ -75,8 +75,12 @@ def finalize_jobs(kube):
 
 
 def test_reports_and_gates_come_from_the_finalizing_pod(cli, write_spec, tmp_path, monkeypatch):
+    # A feature of the validation channel, which the finalizing pod's init container fetches as the workers' does.
+    channel = tmp_path / "validation.csv"
+    channel.write_text("id,label,color\na,0,red\nb,1,red\nc,1,blue\nd,0,blue\n")
+    more = f"  data: {{validation: {{uri: 'file://{channel}', id: id}}}}\n  slices: [{{column: color}}]\n"
     with controller_standin(tmp_path, monkeypatch) as kube, LocalKubelet(kube, "ml", tmp_path):
-        run_id = submit(cli, write_spec, "kube-finalize", ["python", "-c", WORKER])
+        run_id = submit(cli, write_spec, "kube-finalize", ["python", "-c", WORKER], ("confusion", "slices"), more)
         run = finished(run_id)
         (job,) = finalize_jobs(kube)
         (pod,) = kube.pods("ml", job=job["metadata"]["name"])
@@ -95,12 +99,15 @@ def test_reports_and_gates_come_from_the_finalizing_pod(cli, write_spec, tmp_pat
     assert (tmp_path / "claims" / "runs" / "output" / "predictions.parquet").exists()
     from mlrt import report_runner
 
-    assert report_runner.load_results(store, run_id)["confusion"]["accuracy"] == 0.75
+    results = report_runner.load_results(store, run_id)
+    assert results["confusion"]["accuracy"] == 0.75
+    by_color = {row["value"]: row["errors"] for row in results["slices"]["listed"]["color"]}
+    assert by_color == {"blue": 1, "red": 0}, "the pod joined the predictions with the fetched channel"
     assert (output / "reports" / "report.html").is_file()
     assert any(a.path == "reports/confusion.json" for a in store.artifacts(run_id))
     events = [e.reason for e in store.events(run_id)]
     assert f"building the reports in Job {job['metadata']['name']} (created; log: {log_dir / 'finalize.log'})" in events
-    assert "reports built: confusion" in events
+    assert "reports built: confusion, slices" in events
     assert job["metadata"]["ownerReferences"][0]["name"] == store.latest_attempt(run_id).handle["job"]
     # No database credentials and none of the attempt's Secrets in the finalizing pod.
     (container,) = job["spec"]["template"]["spec"]["containers"]
