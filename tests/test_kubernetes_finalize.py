@@ -113,7 +113,8 @@ def test_reports_and_gates_come_from_the_finalizing_pod(cli, write_spec, tmp_pat
     (container,) = job["spec"]["template"]["spec"]["containers"]
     names = {e["name"] for e in container["env"]}
     assert "MLRT_TRACKING_URI" not in names and "MLRT_TRACKING_TOKEN" not in names
-    kubernetes_validate.validate(job, "1.33.0", strict=False)
+    planned = store.latest_attempt(run_id).request["details"]["finalize"]  # as planned, before the API's defaults
+    kubernetes_validate.validate(planned, "1.33.0", strict=True)
 
 
 @pytest.fixture
