@@ -99,8 +99,12 @@ def main() -> int:
         return 2
     python = sys.executable
     workdir = Path(tempfile.mkdtemp(prefix="mlrt-bench-launch-"))
-    (workdir / "noop.py").write_text("")
-    (workdir / "job.yaml").write_text(JOB_YAML.format(python=json.dumps(python)))
+    # The job's folder holds its code only, as a user's project would: mlrt packs it (the source
+    # bundle) and TorchX's local_cwd runs in it; the bench's caches and mlrt's home lie beside it.
+    jobdir = workdir / "job"
+    jobdir.mkdir()
+    (jobdir / "noop.py").write_text("")
+    (jobdir / "job.yaml").write_text(JOB_YAML.format(python=json.dumps(python)))
     env = bench_env(workdir, bytecode_cache=not args.no_bytecode_cache)
     env["MLRT_HOME"] = str(workdir / "mlrt-home")
     env.pop("MLRT_DB", None)
@@ -133,7 +137,7 @@ def main() -> int:
     start_resident([args.mlrt, "--help"], env)  # as a user's first command of the day would
     for name, argv in list(commands.items()):
         try:
-            warmup[name] = timed(argv, workdir, envs.get(name, env))
+            warmup[name] = timed(argv, jobdir, envs.get(name, env))
         except (RuntimeError, OSError) as exc:
             if name != "torchx":
                 raise
@@ -143,7 +147,7 @@ def main() -> int:
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.repetitions):
         for name, argv in commands.items():
-            samples[name].append(timed(argv, workdir, envs.get(name, env)))
+            samples[name].append(timed(argv, jobdir, envs.get(name, env)))
 
     # Check that every mlrt submission really made a SUCCEEDED run in the one database.
     import sqlite3

@@ -320,7 +320,9 @@ def serve(path: str, idle_seconds: float) -> None:
 
 def _preload() -> None:
     """Import the command line, the store, the spec, the controller and the built-in plugins'
-    modules (imports only: nothing that reads the environment, which is each command's own)."""
+    modules (imports only: nothing that reads the environment, which is each command's own).
+    Not numpy, pandas or scikit-learn (``mlrt report`` imports them itself): their thread
+    pools would start in this process, and a forked child inherits no threads."""
     import importlib
     import importlib.metadata
 
@@ -344,7 +346,23 @@ def _preload() -> None:
         "mlrt.run_search",
         "mlrt.sdk",
         "mlrt.plugins",
+        "mlrt.plugin_checks",
+        "mlrt.planning",
+        "mlrt.columns",
+        "mlrt.sources",
+        "mlrt.bundles",
+        "mlrt.report_runner",
+        "mlrt.metric_json",
+        "mlrt.service.views",
         "pluggy",
+        "pathspec",
+        "psutil",
+        "sqlite3",
+        "tarfile",
+        "gzip",
+        "glob",
+        "difflib",
+        "encodings.ascii",
         "rich.console",
         "rich.table",
         "rich.live",
@@ -363,6 +381,10 @@ def _preload() -> None:
     from sqlalchemy.orm import configure_mappers
 
     configure_mappers()  # what the first query of every command would do
+    import threading
+
+    if threading.active_count() > 1:  # a forked child would lack them: say so in the log
+        print(f"resident: {threading.active_count() - 1} threads started while preloading", file=sys.stderr)
 
 
 def _watched_files() -> dict[str, int]:
