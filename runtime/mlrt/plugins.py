@@ -124,6 +124,14 @@ def _warn_unknown(variable: str, names: set[str] | None, installed: set[str]) ->
         )
 
 
+@functools.cache
+def installed_entry_points() -> tuple[importlib.metadata.EntryPoint, ...]:
+    """The ``mlrt`` entry points of the installed distributions, read once per process (reading
+    means opening every distribution's metadata). The resident process (:mod:`mlrt.resident`)
+    reads them before it forks commands, and steps down when a distribution changes."""
+    return tuple(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 @functools.lru_cache(maxsize=1)
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, with entry-point plugins loaded once."""
@@ -134,7 +142,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm.enable_tracing()
     allowed = _names("MLRT_LOAD_PLUGINS")
     disabled = _names("MLRT_DISABLE_PLUGINS") or set()
-    entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    entry_points = list(installed_entry_points())
     installed = {ep.name for ep in entry_points}
     _warn_unknown("MLRT_LOAD_PLUGINS", allowed, installed)
     _warn_unknown("MLRT_DISABLE_PLUGINS", disabled, installed)

@@ -324,7 +324,6 @@ def _preload() -> None:
     Not numpy, pandas or scikit-learn (``mlrt report`` imports them itself): their thread
     pools would start in this process, and a forked child inherits no threads."""
     import importlib
-    import importlib.metadata
 
     modules = [
         "mlrt.cli",
@@ -370,7 +369,9 @@ def _preload() -> None:
         "yaml",
         "sqlalchemy.dialects.sqlite",
     ]
-    for entry in importlib.metadata.entry_points(group="mlrt"):
+    from mlrt.plugins import installed_entry_points
+
+    for entry in installed_entry_points():
         if entry.dist is not None and entry.dist.name == "mlrt":
             modules.append(entry.module)
     for name in modules:
@@ -388,9 +389,19 @@ def _preload() -> None:
 
 
 def _watched_files() -> dict[str, int]:
-    """Modification times of every imported module's file and every ``sys.path`` folder."""
+    """Modification times of every imported module's file, every ``sys.path`` folder and every
+    installed distribution's metadata folder and entry points (read once, before forking)."""
     paths = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
-    paths.update(entry for entry in sys.path if entry)
+    for entry in filter(None, sys.path):
+        paths.add(entry)
+        try:
+            children = os.listdir(entry)
+        except OSError:
+            continue
+        for child in children:
+            if child.endswith((".dist-info", ".egg-info")):
+                paths.add(os.path.join(entry, child))
+                paths.add(os.path.join(entry, child, "entry_points.txt"))
     watched = {}
     for path in paths:
         if path:
