@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, literal, or_, select
 from sqlmodel import col
 
-from mlrt.store.models import Job, Metric, Run, utcnow
+from mlrt.store.models import Job, MetricSummary, Run, utcnow
 from mlrt.units import shown
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -240,12 +240,11 @@ def find_runs(store: Store, query: RunQuery) -> RunPage:
 
 
 def _last_value(key: str) -> ColumnElement[Any]:
-    """The last value of metric ``key`` of the run in the outer query (NULL when none)."""
+    """The last value of metric ``key`` of the run in the outer query (NULL when none): one
+    probe of the key's summary row."""
     return (
-        select(Metric.value)
-        .where(Metric.run_id == Run.id, Metric.key == key)
-        .order_by(col(Metric.step).desc(), col(Metric.id).desc())
-        .limit(1)
+        select(MetricSummary.last_value)
+        .where(MetricSummary.run_id == Run.id, MetricSummary.key == key)
         .correlate(Run)
         .scalar_subquery()
     )
