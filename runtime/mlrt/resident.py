@@ -126,8 +126,13 @@ def socket_path() -> str | None:
     if info.st_uid != os.getuid() or info.st_mode & 0o077:
         return None  # another user's, or open to others: not a place to take commands from
     # What shaped this interpreter's start-up: a resident process started under other settings
-    # would run the command with another interpreter, other modules or other warnings filters.
-    startup = sorted(f"{name}={value}" for name, value in os.environ.items() if name.startswith("PYTHON"))
+    # would run the command with another interpreter, other modules, other warnings filters or
+    # another file-name encoding.
+    startup = sorted(
+        f"{name}={value}"
+        for name, value in os.environ.items()
+        if name.startswith("PYTHON") or name in ("LANG", "LC_ALL", "LC_CTYPE")
+    )
     identity = "\0".join([sys.executable, sys.version, *sys.path, *startup])
     return os.path.join(folder, f"r-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.sock")
 
