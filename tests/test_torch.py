@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conftest import import_or_missing, run_json, wait_for
 from mlrt.store import Store
@@ -244,3 +245,57 @@ def test_the_bring_your_own_ddp_script_runs_on_two_workers(cli):
     logs = cli("logs", run["id"]).output
     assert "[worker 0] epoch 9 val_accuracy=" in logs
     assert "model.pt" in {a["path"] for a in json.loads(cli("artifacts", run["id"], "--json").stdout)}
+
+
+def test_the_training_loop_computes_what_a_plain_torch_loop_does(tmp_path, monkeypatch):
+    """Per epoch, the plugin's train_loss is a plain loop's over the same batches, to the bit
+    (same shuffle, dropout masks, loss and optimizer arithmetic); all-one weights change nothing."""
+    import numpy as np
+    from mlrt_torch import CNN as CNNAlgorithm
+    from mlrt_torch.model import Preprocessor
+    from mlrt_torch.networks import CNN
+
+    from mlrt.algorithms import Dataset, TrainContext
+
+    monkeypatch.delenv("MLRT_RUN_ID", raising=False)
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.normal(size=(200, 16)).astype(np.float32), columns=[f"px{i}" for i in range(16)])
+    labels = pd.Series(rng.integers(0, 3, 200))
+    hp = {
+        **{name: h.default for name, h in CNNAlgorithm.hyperparameters.items()},
+        **{"epochs": 2, "batch_size": 32, "channels": 4, "hidden_size": 8},
+    }
+
+    def plugin_losses(weights: pd.Series | None) -> list[float]:
+        logged: list[float] = []
+        ctx = TrainContext(
+            hyperparameters=hp,
+            channels={"train": Dataset("train", features, labels, pd.Series(range(200)), weights)},
+            output_dir=tmp_path,
+            checkpoint_dir=tmp_path / ("weighted" if weights is not None else "plain"),
+            seed=3,
+            stopping={},
+            log_metric=lambda key, value, step: logged.append(value) if key == "train_loss" else None,
+        )
+        ctx.checkpoint_dir.mkdir()
+        CNNAlgorithm().train(ctx)
+        return logged
+
+    x = torch.from_numpy(Preprocessor.fit(features).transform(features))
+    y = torch.tensor(labels.to_numpy())
+    torch.manual_seed(3)
+    network = CNN((1, 4, 4), 3, 4, 8, hp["dropout"], "relu")
+    optimizer = torch.optim.Adam(network.parameters(), lr=hp["learning_rate"])
+    plain = []
+    for epoch in range(2):
+        total = 0.0
+        for rows in torch.randperm(200, generator=torch.Generator().manual_seed(3 + epoch)).split(32):
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(network(x[rows]), y[rows])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        plain.append(total / 200)
+
+    assert plugin_losses(None) == plain
+    assert plugin_losses(pd.Series(np.ones(200))) == pytest.approx(plain, rel=1e-6)
