@@ -288,15 +288,18 @@ class LocalLauncher(Launcher):
         return process.poll() is None if process is not None else _alive(worker["pid"])
 
     def wakeup_fds(self) -> list[int]:
+        # Called from the reconcile thread while launches in the pool add zygotes and processes:
+        # iterate over copies (a dict that grows during iteration raises).
         fds = []
-        for zygote in self._zygotes.values():
+        for zygote in list(self._zygotes.values()):
             if zygote.alive():
                 zygote.drain()
                 fds.append(zygote.fileno())
-        for processes in self._processes.values():
-            for process in processes:
-                if isinstance(process, subprocess.Popen) and process.returncode is None and process.pid in self._pidfds:
-                    fds.append(self._pidfds[process.pid])
+        pidfds = dict(self._pidfds)
+        for processes in list(self._processes.values()):
+            for process in list(processes):
+                if isinstance(process, subprocess.Popen) and process.returncode is None and process.pid in pidfds:
+                    fds.append(pidfds[process.pid])
         return fds
 
     def cleanup(self, handle: dict[str, Any]) -> None:
