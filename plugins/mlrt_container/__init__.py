@@ -387,7 +387,7 @@ class ContainerLauncher(Launcher):
     def wakeup_fds(self) -> list[int]:
         return [
             waiter.pidfd
-            for waiter in self._waiters.values()
+            for waiter in list(self._waiters.values())  # launches in the pool add waiters meanwhile
             if waiter.pidfd is not None and waiter.process.returncode is None
         ]
 
