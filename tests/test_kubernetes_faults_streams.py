@@ -153,3 +153,17 @@ def test_a_launch_still_throttled_after_the_clients_retries_is_launched_again_un
     events = [e.reason for e in Store().events(run_id)]
     assert any(r.startswith("attempt 1 not launched: the cluster's API is throttling requests") for r in events)
     assert len(kube.jobs("ml")) == 1, "one Job: the attempt was launched again under its own name"
+
+
+def test_a_launch_deferred_past_the_limit_is_a_failed_attempt_charged_to_the_retries(
+    cli, write_spec, kube, monkeypatch
+):
+    # A cluster that keeps throttling must not hold a run QUEUED for ever: past
+    # MLRT_LAUNCH_DEFER_LIMIT (30 min by default; 0 here) the deferral is a failed attempt.
+    monkeypatch.setenv("MLRT_LAUNCH_DEFER_LIMIT", "0")
+    kube.throttle(requests=40, retry_after=0)
+    run_id = submit(cli, write_spec, "kube-deferred-too-long")
+    run = finished(run_id, timeout=120)
+    assert run.state == "FAILED", run.reason
+    assert "the cluster's API is throttling requests" in run.reason and "past the limit of 0 s" in run.reason
+    assert run.attempts == 1

@@ -300,6 +300,30 @@ def check_pool_sizes() -> None:
     pool_size("MLRT_FINALIZE_CONCURRENCY", "", 1)
 
 
+LAUNCH_DEFER_LIMIT = 1800.0
+"""Seconds a run's launch may keep being deferred (:class:`~mlrt.launchers.LaunchDeferred`, a
+cluster throttling its API) before the attempt counts as failed, charged to the run's retries: a
+cluster that never stops throttling must not hold a run QUEUED for ever. ``MLRT_LAUNCH_DEFER_LIMIT``
+sets another number of seconds."""
+
+
+def launch_defer_limit() -> float:
+    """:data:`LAUNCH_DEFER_LIMIT`, or ``MLRT_LAUNCH_DEFER_LIMIT``; an unusable value is a
+    :class:`mlrt.service.SettingError` naming the variable (one line)."""
+    from mlrt.service import SettingError
+
+    value = os.environ.get("MLRT_LAUNCH_DEFER_LIMIT", "").strip()
+    if not value:
+        return LAUNCH_DEFER_LIMIT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 30 * 86400:
+        raise SettingError(f"MLRT_LAUNCH_DEFER_LIMIT: {value!r} is not a number of seconds from 0 to 2592000")
+    return seconds
+
+
 class WorkerTracking:
     """Where an attempt's workers send metrics and params (``MLRT_TRACKING_URI``).
 
@@ -336,6 +360,8 @@ class Controller:
         self._launching: dict[str, tuple[str, Future]] = {}  # run id -> (backend, its launch)
         self._finalizing: dict[str, _Finalizing] = {}
         self._next_poll: dict[str, float] = {}
+        self._deferred_since: dict[str, float] = {}  # run id -> when its launch was first deferred
+        self.launch_defer_limit = launch_defer_limit()
         host_backends = frozenset(name for name, launcher in plugins.launchers().items() if launcher.runs_on_host)
         self.admission = Admission(store, host_backends)
         self.wakeup_fds.append(_DONE_READ)
@@ -776,10 +802,23 @@ class Controller:
         number is launched again later (its objects, named after it, are taken over where some were
         made), so the run's retries are not charged for the backend's state."""
         number = run.attempts
+        since = self._deferred_since.setdefault(run.id, time.monotonic())
+        waited = time.monotonic() - since
+        if waited >= self.launch_defer_limit:
+            self._deferred_since.pop(run.id, None)
+            self._attempt_failed(
+                run,
+                attempt,
+                f"{deferred}; the launch was deferred for {waited:.0f} s, past the limit of "
+                f"{self.launch_defer_limit:g} s",
+                None,
+            )
+            return
         self.tracking.attempt_ended(run.id)  # the next launch gets a fresh token
         if attempt is not None:
             self.store.delete_attempt(attempt.id)
         if self.store.get_run(run.id).cancel_requested:
+            self._deferred_since.pop(run.id, None)
             self.store.transition(run.id, RunState.CANCELLED, "cancelled by user")
             self._notify_finished(run.id)
             return
@@ -803,6 +842,7 @@ class Controller:
         adopted: bool = False,
     ) -> None:
         """Record running workers (launched now, or adopted) and start watching them."""
+        self._deferred_since.pop(run.id, None)
         self.store.update_attempt(attempt.id, state=RunState.RUNNING.value, handle=handle)
         note_image(self.store, run.id, handle.get("image_digest"))  # the run's lineage
         first = request.workers[0]
