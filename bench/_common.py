@@ -151,6 +151,10 @@ def bench_env(workdir: Path, *, bytecode_cache: bool) -> dict[str, str]:
     if bytecode_cache:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    # The resident process the bench's mlrt commands start (mlrt.resident) lives in the workdir
+    # and exits 30 s after the bench's last command, not 10 minutes.
+    env["MLRT_RESIDENT_DIR"] = str(workdir / "resident")
+    env["MLRT_RESIDENT_IDLE"] = "30"
     # Keep peers off the network and quiet.
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("DO_NOT_TRACK", "true")

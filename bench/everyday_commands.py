@@ -145,7 +145,6 @@ def measure(backend: str, args, workdir: Path) -> dict:
         template_id = make_template(db, workdir, env)
         fill_s = fill(db, template_id, args.runs, args.points)
         print(f"{backend}: {args.runs} runs, {args.points} points of m0 in run {template_id} ({fill_s:.0f} s to fill)")
-        env["MLRT_RESIDENT_DIR"] = str(workdir / "resident")
         envs = {"resident": env, "own process": env | {"MLRT_RESIDENT": "0"}}
         if args.compare:
             envs["--compare"] = env | {

@@ -146,7 +146,6 @@ def main() -> int:
     env["MLRT_HOME"] = str(workdir / "mlrt-home")
     env.pop("MLRT_DB", None)
 
-    env["MLRT_RESIDENT_DIR"] = str(workdir / "resident")
     submit = [args.mlrt, "submit", "--wait", "-q", "job.yaml"]
     commands: dict[str, list[str]] = {"direct": [python, "noop.py"], "mlrt": submit, "mlrt-own": submit}
     envs = {"mlrt-own": {**env, "MLRT_RESIDENT": "0"}}
