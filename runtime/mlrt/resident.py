@@ -373,6 +373,8 @@ def _preload() -> None:
         "rich.progress",
         "yaml",
         "sqlalchemy.dialects.sqlite",
+        "sqlalchemy.dialects.postgresql.psycopg",  # where the postgres extra is installed
+        "psycopg",
     ]
     from mlrt.plugins import installed_entry_points
 
@@ -382,6 +384,9 @@ def _preload() -> None:
     for name in modules:
         try:
             importlib.import_module(name)
+        except ImportError as exc:
+            if name.split(".")[0] != "psycopg" and "psycopg" not in str(exc):
+                print(f"resident: not preloaded: {name}: {exc}", file=sys.stderr, flush=True)
         except Exception as exc:  # the command that needs it reports it, in its own words
             print(f"resident: not preloaded: {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     from sqlalchemy.orm import configure_mappers
