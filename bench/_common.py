@@ -286,13 +286,7 @@ def start_resident(argv: list[str], env: dict[str, str], timeout: float = 120.0)
 
 
 def stop_resident(folder: Path) -> None:
-    """Stop the resident process whose socket folder is ``folder`` (its pid is in its lock file)."""
-    import signal
+    """Stop the resident process whose socket folder is ``folder``."""
+    from mlrt.resident import stop_all
 
-    for lock in folder.glob("*.lock"):
-        pid = lock.read_text().strip()
-        if pid:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    stop_all(str(folder))

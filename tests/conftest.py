@@ -54,19 +54,13 @@ def import_or_missing(module: str, component: str, reason: str) -> Any:
 def resident_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The ``mlrt`` console script runs commands in a resident process (:mod:`mlrt.resident`): the
     tests' get one per test process, in a folder of their own, stopped when the session ends."""
-    import signal
+    from mlrt.resident import stop_all
 
     folder = tmp_path_factory.mktemp("resident")
     folder.chmod(0o700)
     os.environ["MLRT_RESIDENT_DIR"] = str(folder)
     yield folder
-    for lock in folder.glob("*.lock"):
-        pid = lock.read_text().strip()
-        if pid:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+    stop_all(str(folder))
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MLRT_SCRIPT, command_spec, pid_alive, wait_for
-from mlrt.resident import _command_of
+from mlrt.resident import _command_of, stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,7 @@ def folder() -> Iterator[Path]:
     """A socket folder of this test's own (short: a socket's path has at most 107 bytes)."""
     path = Path(tempfile.mkdtemp(prefix="mlrt-r-"))
     yield path
-    for pid in resident_pids(path):
-        os.kill(pid, signal.SIGTERM)
+    stop_all(str(path))
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -137,6 +137,21 @@ def socket_path() -> str | None:
     return os.path.join(folder, f"r-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.sock")
 
 
+def stop_all(folder: str) -> None:
+    """Stop every resident process whose socket is in ``folder`` (its pid is in its lock file):
+    what a test session or a benchmark that gave its commands a folder of their own does at the end."""
+    import glob
+
+    for lock in glob.glob(os.path.join(folder, "*.lock")):
+        with open(lock) as file:
+            pid = file.read().strip()
+        if pid:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
 # -- the client -----------------------------------------------------------------------------
 
 
