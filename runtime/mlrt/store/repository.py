@@ -133,6 +133,24 @@ _STEP, _VALUE = operator.itemgetter(2), operator.itemgetter(3)
 """The step and the value of a ``metrics`` row as :func:`_metric_rows` makes it."""
 
 
+def _chunks(cursor: Any, size: int, *, ahead: bool) -> Iterator[list[tuple]]:
+    """``cursor.fetchmany(size)`` until it is empty. With ``ahead`` (a server's cursor, whose
+    fetches wait on the network), the next chunk is fetched in a thread while the caller works
+    on this one: the server's reading and the caller's writing overlap. A caller that stops
+    early waits for the one fetch under way, never more."""
+    if not ahead:
+        while chunk := cursor.fetchmany(size):
+            yield chunk
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="mlrt-fetch") as pool:
+        pending = pool.submit(cursor.fetchmany, size)
+        while chunk := pending.result():
+            pending = pool.submit(cursor.fetchmany, size)
+            yield chunk
+
+
 class NotFound(LookupError):
     """No job or run has the given id."""
 
@@ -641,7 +659,7 @@ class Store:
             try:
                 cursor.execute(sql, (run_id, key) if key else (run_id,))
                 current, index = None, 0
-                while chunk := cursor.fetchmany(10_000):
+                for chunk in _chunks(cursor, 10_000, ahead=postgres):
                     if every <= 1:
                         yield from chunk
                         continue
