@@ -112,7 +112,10 @@ def _command_of(args: list[str]) -> str | None:
 
 def socket_path() -> str | None:
     """The socket of this user's resident process for this Python environment; None when its
-    folder cannot be made private (then every command runs in its own process)."""
+    folder cannot be made private, or off Linux (it needs ``SO_PEERCRED`` to know who connects):
+    then every command runs in its own process."""
+    if not (hasattr(socket, "SO_PEERCRED") and hasattr(socket, "send_fds") and hasattr(os, "fork")):
+        return None
     folder = os.environ.get("MLRT_RESIDENT_DIR") or (
         os.path.join(os.environ["XDG_RUNTIME_DIR"], "mlrt")
         if os.environ.get("XDG_RUNTIME_DIR")
