@@ -330,6 +330,7 @@ def serve(path: str, idle_seconds: float) -> None:
                     listener.close()
                     if _still_mine(path, identity):
                         os.unlink(path)
+                    lock.close()  # a fresh resident process may start while these finish
                 else:
                     last_used = time.monotonic()
                     _accept(listener, selector, children, lock, wakeup_read, wakeup_write)
