@@ -167,3 +167,25 @@ def test_points_of_a_run_that_does_not_exist_are_refused(backend, tmp_path, requ
     with store.engine.connect() as conn:
         for table in ("metrics", "metric_summaries", "metric_batches"):
             assert conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE run_id = 'ghost'")).scalar() == 0
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        [],
+        [("loss", step, step / 7, 1.7e9 + step / 3) for step in range(25_000)],  # chunks through orjson
+        [("a", 0, math.nan, 1.0), ("b", 1, math.inf, 2.0), ("c", 2, -math.inf, 3.0)],  # as json writes them
+        [('odd},{"key"\n', 0, 5e-324, 1.7976931348623157e308), ("x", 1, 1e308, 1e308)],
+    ],
+    ids=["none", "finite", "not-finite", "odd-keys-and-extremes"],
+)
+def test_series_json_reads_back_as_the_points_one_point_a_line(points):
+    from mlrt.metric_json import points_json
+
+    text = "".join(points_json(iter(points)))
+
+    back = json.loads(text)
+    assert len(back) == len(points) and text.count("\n") == len(points) + 1 + bool(points)
+    for got, (key, step, value, stamp) in zip(back, points, strict=True):
+        assert (got["key"], got["step"], got["timestamp"]) == (key, step, stamp)
+        assert got["value"] == value or (math.isnan(got["value"]) and math.isnan(value))
