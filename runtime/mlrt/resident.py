@@ -137,7 +137,8 @@ def socket_path() -> str | None:
         if name.startswith("PYTHON") or name in ("LANG", "LC_ALL", "LC_CTYPE")
     )
     identity = "\0".join([sys.executable, sys.version, *sys.path, *startup])
-    return os.path.join(folder, f"r-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.sock")
+    path = os.path.join(folder, f"r-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.sock")
+    return path if len(os.fsencode(path)) < 100 else None  # a socket's address holds at most 107 bytes
 
 
 def stop_all(folder: str) -> None:
