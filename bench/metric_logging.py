@@ -228,11 +228,15 @@ def run_mlrt_case(case: Case, workdir: Path, env: dict[str, str], mlrt: str, db_
     out = workdir / f"mlrt-{tag}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "--child", f"mlrt:{case.case}"]
     command += ["--points", str(case.points), "--out", str(out)]
-    spec = workdir / f"job-{tag}.yaml"
+    # The specs' folder is the job's source folder (packed at submit): it holds the specs only,
+    # not the MLflow databases and caches that grow in the workdir.
+    jobs = workdir / "jobs"
+    jobs.mkdir(exist_ok=True)
+    spec = jobs / f"job-{tag}.yaml"
     spec.write_text(JOB_YAML.format(name=f"bench-{case.case}", command=json.dumps(command)))
     result = subprocess.run(
         [mlrt, "submit", "--wait", "-q", str(spec)],
-        cwd=workdir,
+        cwd=jobs,
         env=dict(env, MLRT_DB=db_url),
         capture_output=True,
         text=True,
