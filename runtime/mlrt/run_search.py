@@ -218,11 +218,15 @@ def find_runs(store: Store, query: RunQuery) -> RunPage:
     descending = query.sort.startswith("-")
     order = _sort_column(sort_key, store.engine.dialect.name)
     order = order.desc() if descending else order.asc()
+    if sort_key == "created_at":  # never NULL: the plain order reads the index ix_runs_created_at_id
+        ordering = [order, col(Run.id).desc() if descending else col(Run.id).asc()]
+    else:
+        ordering = [order.nulls_last(), col(Run.created_at).desc(), col(Run.id).desc()]
     page = (
         select(Run, Job)
         .join(Job, Job.id == Run.job_id)
         .where(*filters)
-        .order_by(order.nulls_last(), col(Run.created_at).desc(), col(Run.id).desc())
+        .order_by(*ordering)
         .limit(query.limit)
         .offset(query.offset)
     )

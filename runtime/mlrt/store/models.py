@@ -52,6 +52,8 @@ class Run(SQLModel, table=True):
     """
 
     __tablename__ = "runs"
+    # Newest first (``mlrt runs list``, ``status``, the UI) reads a page of this index, not every run.
+    __table_args__ = (Index("ix_runs_created_at_id", "created_at", "id"),)
 
     id: str = Field(primary_key=True)
     job_id: str = Field(foreign_key="jobs.id", index=True)
