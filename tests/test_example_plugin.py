@@ -69,7 +69,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def mlrt(site: Path, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the installed ``mlrt`` console script with the plugin's folder on the path."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLRT_")}
+    # Not mlrt's settings, but the session's resident folder (conftest stops what starts there).
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLRT_") or k == "MLRT_RESIDENT_DIR"}
     environment.update(MLRT_HOME=str(home), PYTHONPATH=str(site), **env)
     return subprocess.run(
         [str(MLRT), *args], capture_output=True, text=True, env=environment, cwd=home.parent, timeout=240

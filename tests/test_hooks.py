@@ -444,7 +444,8 @@ def broken_plugin(tmp_path: Path, home: Path, name: str) -> subprocess.Completed
     (site / f"{name}.py").write_text(BROKEN[name])
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[mlrt]\n{name} = {name}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRT_")}
+    # Not mlrt's settings, but the session's resident folder (conftest stops what starts there).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRT_") or k == "MLRT_RESIDENT_DIR"}
     env.update(MLRT_HOME=str(home), PYTHONPATH=str(site))
     mlrt = Path(sys.executable).parent / "mlrt"
     return subprocess.run([str(mlrt), "plugins"], capture_output=True, text=True, env=env, timeout=60)

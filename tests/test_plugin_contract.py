@@ -291,7 +291,8 @@ def install(site: Path) -> None:
 
 
 def mlrt(tmp_path: Path, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLRT_")}
+    # Not mlrt's settings, but the session's resident folder (conftest stops what starts there).
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLRT_") or k == "MLRT_RESIDENT_DIR"}
     environment.update(MLRT_HOME=str(home), PYTHONPATH=str(tmp_path / "site"), **env)
     return subprocess.run([str(MLRT), *args], capture_output=True, text=True, env=environment, timeout=90, cwd=tmp_path)
 
