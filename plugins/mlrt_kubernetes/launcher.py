@@ -68,6 +68,11 @@ from mlrt_kubernetes.manifests import (
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt_kubernetes.settings import KubernetesSettings
 
+FINALIZE_LOG_LINES = 1_000
+"""Lines of a finalizing pod's log the controller reads and keeps: the end, where the results are."""
+FINALIZE_LOG_BYTES = 16 * 1024 * 1024
+"""Bytes of those lines read at most: the results line of every report of a run fits many times over."""
+
 # Waiting reasons after which a pod will not start without someone changing something.
 FATAL_WAITING = {
     "ErrImagePull": "its image could not be pulled",
@@ -1141,12 +1146,21 @@ class KubernetesLauncher(Launcher):
         return True
 
     def _keep_log(self, pod: dict[str, Any], namespace: str, path: str) -> str:
-        """The finalizing pod's log, also written to ``path``; "" when it cannot be read."""
+        """The end of the finalizing pod's log (its last :data:`FINALIZE_LOG_LINES` lines, at most
+        :data:`FINALIZE_LOG_BYTES`), also written to ``path``; "" when it cannot be read. The pod may
+        run the user's own image: what it prints is never read whole into the controller."""
         try:
             response = self.cluster.core.read_namespaced_pod_log(
-                pod["metadata"]["name"], namespace, container=FINALIZE_CONTAINER, _preload_content=False
+                pod["metadata"]["name"],
+                namespace,
+                container=FINALIZE_CONTAINER,
+                tail_lines=FINALIZE_LOG_LINES,
+                _preload_content=False,
             )
-            log = response.data.decode(errors="replace")
+            try:
+                log = response.read(FINALIZE_LOG_BYTES).decode(errors="replace")
+            finally:
+                response.release_conn()
         except Exception:  # the pod went, or never started its container: no log to read
             return ""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
