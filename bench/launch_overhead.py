@@ -97,11 +97,9 @@ def _resident_pid(env: dict[str, str]) -> int | None:
     """The pid of the resident process that serves ``env``'s commands, if one runs them."""
     if env.get("MLRT_RESIDENT") == "0" or not env.get("MLRT_RESIDENT_DIR"):
         return None
-    for lock in Path(env["MLRT_RESIDENT_DIR"]).glob("*.lock"):
-        text = lock.read_text().strip()
-        if text:
-            return int(text)
-    return None
+    from mlrt.resident import pids
+
+    return next(iter(pids(env["MLRT_RESIDENT_DIR"])), None)
 
 
 def _reaped_cpu(pid: int | None) -> float:

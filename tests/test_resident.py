@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MLRT_SCRIPT, command_spec, pid_alive, wait_for
-from mlrt.resident import _command_of, stop_all
+from mlrt.resident import _command_of, pids, stop_all
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def folder() -> Iterator[Path]:
 
 
 def resident_pids(folder: Path) -> list[int]:
-    return [int(text) for lock in folder.glob("*.lock") if (text := lock.read_text().strip()) and pid_alive(int(text))]
+    return [pid for pid in pids(str(folder)) if pid_alive(pid)]
 
 
 def environment(folder: Path, home: Path, **extra: str) -> dict[str, str]:

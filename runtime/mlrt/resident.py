@@ -141,19 +141,28 @@ def socket_path() -> str | None:
     return path if len(os.fsencode(path)) < 100 else None  # a socket's address holds at most 107 bytes
 
 
-def stop_all(folder: str) -> None:
-    """Stop every resident process whose socket is in ``folder`` (its pid is in its lock file):
-    what a test session or a benchmark that gave its commands a folder of their own does at the end."""
+def pids(folder: str) -> list[int]:
+    """The pids of the resident processes whose sockets are in ``folder`` (each writes its pid
+    into its lock file), those still running or not."""
     import glob
 
+    found = []
     for lock in glob.glob(os.path.join(folder, "*.lock")):
         with open(lock) as file:
-            pid = file.read().strip()
-        if pid:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            text = file.read().strip()
+        if text:
+            found.append(int(text))
+    return found
+
+
+def stop_all(folder: str) -> None:
+    """Stop every resident process whose socket is in ``folder``: what a test session or a
+    benchmark that gave its commands a folder of their own does at the end."""
+    for pid in pids(folder):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 # -- the client -----------------------------------------------------------------------------
@@ -474,6 +483,7 @@ def _accept(listener, selector, children, lock, wakeup_read: int, wakeup_write: 
     except OSError:
         return
     connection.settimeout(10)
+    fds: list[int] = []
     try:
         uid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
         data, fds, _, _ = socket.recv_fds(connection, 65536, 3)
@@ -491,7 +501,7 @@ def _accept(listener, selector, children, lock, wakeup_read: int, wakeup_write: 
         request = json.loads(body)
     except (OSError, ValueError):
         connection.close()
-        for fd in locals().get("fds") or []:
+        for fd in fds:
             os.close(fd)
         return
     connection.settimeout(None)
