@@ -130,6 +130,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def run_ended(run_id: str, timeout: float) -> Any:
+    """The run, once it is in a terminal state in this test's store; fails after ``timeout`` seconds."""
+    from mlrt.states import RunState
+    from mlrt.store import Store
+
+    store = Store()
+    return wait_for(lambda: RunState((run := store.get_run(run_id)).state).is_terminal() and run, timeout)
+
+
 def pid_alive(pid: int) -> bool:
     import psutil
 

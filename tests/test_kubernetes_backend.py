@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import import_or_missing, submit_detached, wait_for
+from conftest import import_or_missing, run_ended, submit_detached, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -57,10 +57,7 @@ def pods_of(kube, count):
 
 
 def finished(run_id, timeout=30):
-    store = Store()
-    return wait_for(
-        lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r, timeout
-    )
+    return run_ended(run_id, timeout)
 
 
 def metric_line(key, step, value):

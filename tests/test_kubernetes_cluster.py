@@ -13,8 +13,7 @@ import json
 
 import pytest
 
-from conftest import import_or_missing, submit_detached, wait_for
-from mlrt.store import Store
+from conftest import import_or_missing, run_ended, submit_detached
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
 from kube_cluster import cluster_fixture  # noqa: E402, F401  (the cluster fixture)
@@ -56,9 +55,7 @@ def submit(cli, write_spec, cluster, name, exit_code=0, last_line="done"):
 
 
 def finished(run_id):
-    store = Store()
-    ended = ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
-    return wait_for(lambda: (r := store.get_run(run_id)).state not in ended and r, timeout=RUN_TIMEOUT)
+    return run_ended(run_id, RUN_TIMEOUT)
 
 
 def test_two_workers_run_to_success_with_their_logs_and_metrics(cli, write_spec, cluster):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import import_or_missing, submit_detached, wait_for
+from conftest import import_or_missing, run_ended, submit_detached, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -34,7 +34,6 @@ spec:
   compute: {{backend: kubernetes, kubernetes: {{namespace: ml}}}}
   stopping: {{grace_period: {grace}{limit}}}
 """
-ENDED = ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
 
 
 @pytest.fixture
@@ -55,8 +54,7 @@ def started_pod(kube) -> str:
 
 
 def finished(run_id, timeout=120):
-    store = Store()
-    return wait_for(lambda: (r := store.get_run(run_id)).state not in ENDED and r, timeout)
+    return run_ended(run_id, timeout)
 
 
 def cancelling(cli, run_id) -> tuple[threading.Thread, list]:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import import_or_missing, submit_detached, wait_for
+from conftest import import_or_missing, run_ended, submit_detached, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -30,7 +30,6 @@ spec:
     kubernetes: {{namespace: ml}}
   stopping: {{grace_period: 1s}}
 """
-ACTIVE = ("QUEUED", "STARTING", "RUNNING", "FINALIZING")
 
 
 @pytest.fixture
@@ -52,8 +51,7 @@ def running_pod(kube, job_prefix):
 
 
 def finished(run_id, timeout=30):
-    store = Store()
-    return wait_for(lambda: (run := store.get_run(run_id)).state not in ACTIVE and run, timeout)
+    return run_ended(run_id, timeout)
 
 
 def metric_line(step):

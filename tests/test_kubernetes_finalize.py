@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import import_or_missing, submit_detached, wait_for
+from conftest import import_or_missing, run_ended, submit_detached, wait_for
 from mlrt.store import Store
 
 client = import_or_missing("kubernetes.client", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -64,10 +64,7 @@ def submit(cli, write_spec, name, command, reports=("confusion",), more=""):
 
 
 def finished(run_id, timeout=60):
-    store = Store()
-    return wait_for(
-        lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r, timeout
-    )
+    return run_ended(run_id, timeout)
 
 
 def finalize_jobs(kube):

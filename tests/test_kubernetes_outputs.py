@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import import_or_missing, submit_detached, wait_for
+from conftest import import_or_missing, run_ended, submit_detached, wait_for
 from mlrt.store import Store
 
 import_or_missing("kubernetes", "kubernetes", "the kubernetes backend needs the kubernetes client")
@@ -62,10 +62,7 @@ def submit(cli, write_spec, name, workers=1):
 
 
 def finished(run_id, timeout=60):
-    store = Store()
-    return wait_for(
-        lambda: (r := store.get_run(run_id)).state not in ("QUEUED", "STARTING", "RUNNING", "FINALIZING") and r, timeout
-    )
+    return run_ended(run_id, timeout)
 
 
 def pod_folder(root: Path) -> Path:
