@@ -273,9 +273,9 @@ def test_interrupting_submit_cancels_the_run(write_spec, tmp_path, home):
     )
     worker = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=60)
-    assert process.returncode == 1
-    assert "CANCELLED" in out and "interrupted in the submitting terminal" in out
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    assert "CANCELLED" in out and "interrupted in the submitting terminal" in out, (out, err)
     assert not pid_alive(worker)
     run = Store().list_runs()[0]
     assert run.state == "CANCELLED"

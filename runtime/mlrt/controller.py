@@ -35,8 +35,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -268,10 +269,24 @@ class _Finalizing:
 
 _POOLS: dict[str, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
-# Written when work in a pool ends, so a controller waiting between passes wakes up.
-_DONE_READ, _DONE_WRITE = os.pipe()
-os.set_blocking(_DONE_READ, False)
-os.set_blocking(_DONE_WRITE, False)
+# Written when work in a pool ends (or a stop signal arrives), so a controller waiting between
+# passes wakes up. Each process has its own: a child forked from the resident process
+# (:mod:`mlrt.resident`), which imported this module, must not wake its siblings or drain their wakeups.
+_DONE_READ, _DONE_WRITE = -1, -1
+
+
+def _new_wakeup_pipe() -> None:
+    global _DONE_READ, _DONE_WRITE
+    for fd in (_DONE_READ, _DONE_WRITE):
+        if fd >= 0:
+            os.close(fd)
+    _DONE_READ, _DONE_WRITE = os.pipe()
+    os.set_blocking(_DONE_READ, False)
+    os.set_blocking(_DONE_WRITE, False)
+
+
+_new_wakeup_pipe()
+os.register_at_fork(after_in_child=_new_wakeup_pipe)
 
 
 class _Abandoned(Exception):
@@ -371,6 +386,29 @@ class Controller:
         self._kinds: dict[str, str] = {}
         self._troubles: dict[str, _Trouble] = {}
         self._last_heartbeat = 0.0
+        self._stop_signal: int | None = None
+
+    @contextmanager
+    def stopped_by_signals(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+        """While inside, ``signals`` do not interrupt this thread wherever it happens to be
+        (half-way through a database write, a launch, a lock): they are noted, wake the wait
+        between passes, and :meth:`run_until_done` raises :class:`KeyboardInterrupt` at the
+        start of its next pass, where nothing is half done; the caller then cancels
+        (:meth:`cancel_all`). Call from the main thread (the only one that gets signals)."""
+
+        def note(signum: int, _frame: Any) -> None:
+            self._stop_signal = signum
+            try:
+                os.write(_DONE_WRITE, b"!")
+            except BlockingIOError:
+                pass  # full: a wakeup is pending anyway
+
+        previous = {signum: signal.signal(signum, note) for signum in signals}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     # -- ownership -----------------------------------------------------------
 
@@ -402,6 +440,8 @@ class Controller:
                 self.claim(run_id)
         delay = FIRST_POLL
         while True:
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt(f"signal {signal.Signals(self._stop_signal).name}")
             changed = self.reconcile()
             if on_tick is not None:
                 on_tick()
@@ -1409,12 +1449,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     controller = Controller(Store(args.db))
 
-    def _terminate(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
     try:
-        controller.run_until_done(args.run_ids, adopt=args.adopt)
+        with controller.stopped_by_signals():
+            controller.run_until_done(args.run_ids, adopt=args.adopt)
     except KeyboardInterrupt:
         controller.cancel_all("the controller was asked to stop (SIGTERM/SIGINT)")
         return 1

@@ -27,10 +27,6 @@ _set_option = click.option(
 )
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def _wait(app: App, run_id: str, quiet: bool) -> None:
     """Follow the run to its end, showing its progress (:func:`mlrt.cli.progress.follow`).
 
@@ -44,9 +40,11 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
         controller = Controller(app.store)
 
         def drive(on_tick: Callable[[], None] | None) -> None:
-            controller.run_until_done([run_id], on_tick=on_tick)
+            # Ctrl-C and SIGTERM stop the controller between passes, never inside a write.
+            with controller.stopped_by_signals():
+                controller.run_until_done([run_id], on_tick=on_tick)
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt_watching)
     try:
         follow(app, run_id, drive, quiet)
     except KeyboardInterrupt:
@@ -56,6 +54,11 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
         controller.cancel_all("interrupted in the submitting terminal (Ctrl-C or SIGTERM)")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_watching(signum: int, _frame: Any) -> None:
+    """SIGTERM ends the wait as Ctrl-C does (the embedded controller takes both over while it drives)."""
+    raise KeyboardInterrupt
 
 
 def _watcher(app: App, run_id: str, interval: float = 0.5) -> Callable[[Callable[[], None] | None], None]:
