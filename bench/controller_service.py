@@ -207,9 +207,11 @@ class ProcessSampler:
     its live children at the time of reading. Memory: the largest resident set
     of the process seen in any sample, every ``SAMPLE_INTERVAL`` seconds;
     :meth:`high_water` adds the kernel's own peak (``VmHWM``), which no sample
-    can miss. Children are left out of the memory figures: a child between
+    can miss. Children are left out of the memory figures (a child between
     fork and exec shows its parent's whole resident set, which would count the
-    controller twice."""
+    controller twice), except the service processes of ``--processes N``,
+    forked and never exec'd (same command line): their sets are added up, and
+    ``VmHWM`` is then the supervisor's alone."""
 
     def __init__(self, pid: int):
         import psutil
@@ -232,9 +234,17 @@ class ProcessSampler:
     def _run(self) -> None:
         import psutil
 
+        command = self.process.cmdline()
         while not self._stop.is_set():
             try:
-                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+                rss = self.process.memory_info().rss
+                for child in self.process.children():  # --processes N: the service processes, forked
+                    try:
+                        if child.cmdline() == command:
+                            rss += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak_rss = max(self.peak_rss, rss)
             except psutil.Error:
                 return
             self.samples += 1
@@ -266,6 +276,20 @@ class ProcessSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def machine_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process (the submitting clients and the
+    in-process stand-in) and of PostgreSQL's live server processes (backends that end in
+    between are missed, so its figure is a lower bound)."""
+    import psutil
+
+    own = psutil.Process().cpu_times()
+    postgres = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
+            postgres += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return {"bench_process": own.user + own.system, "postgres": postgres}
 
 
 # -- one environment: database, stand-in, controller -------------------------------
@@ -321,7 +345,7 @@ class Environment:
             self.url_api = f"http://127.0.0.1:{port}"
             self.log = self.workdir / "controller.log"
             command = [args.mlrt, "--db", self.url, "controller", "--port", str(port)]
-            command += ["--poll-interval", str(args.poll_interval)]
+            command += ["--poll-interval", str(args.poll_interval), "--processes", str(args.controller_processes)]
             with self.log.open("ab") as log:
                 self.process = subprocess.Popen(
                     command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -358,11 +382,16 @@ class Environment:
         return self.sampler.cpu_seconds()
 
     def reconcile_histogram(self) -> tuple[float, float]:
-        """(passes, seconds) of ``mlrt_reconcile_seconds`` so far."""
+        """(passes, seconds) of ``mlrt_reconcile_seconds`` so far, from the leader's ``/metrics``
+        (with ``--processes N`` each connection reaches one process: ask until the leader answers)."""
         import httpx
 
         count = total = 0.0
-        for line in httpx.get(f"{self.url_api}/metrics", timeout=30).text.splitlines():
+        for _ in range(100):
+            scrape = httpx.get(f"{self.url_api}/metrics", timeout=30).text
+            if "\nmlrt_leader 1.0" in scrape:
+                break
+        for line in scrape.splitlines():
             if line.startswith("mlrt_reconcile_seconds_count"):
                 count = float(line.split()[-1])
             elif line.startswith("mlrt_reconcile_seconds_sum"):
@@ -591,6 +620,7 @@ def submission_round(name: str, clients: int, jobs: int, args, workdir: Path, cl
         say(f"    controller at {env.url_api}, database {env.url.rsplit('/', 1)[-1]}; one warm-up job first")
         _, cold = warm_up(env, template, name)
         cpu_before = env.cpu_seconds()
+        others_before = machine_cpu()
         passes_before = env.reconcile_histogram()
         say("    submitting...")
         submitted = submit_all(env, specs, clients)
@@ -599,6 +629,7 @@ def submission_round(name: str, clients: int, jobs: int, args, workdir: Path, cl
         drained_all = wait_running(env, jobs + 1, timeout=args.timeout, label=name, required=False)
         stopped = time.time()
         cpu_drain = env.cpu_seconds() - cpu_before
+        others = {k: v - others_before[k] for k, v in machine_cpu().items()}
         passes_drain = env.reconcile_histogram()
         # The controller's steady cost with every run RUNNING and nothing changing.
         idle = idle_window(env, args.idle_window) if drained_all else None
@@ -641,6 +672,10 @@ def submission_round(name: str, clients: int, jobs: int, args, workdir: Path, cl
         "controller_cpu_seconds": cpu_drain,
         "controller_cpu_share": cpu_drain / (stopped - first_start),
         "controller_memory": env.memory,
+        "bench_process_cpu_seconds": others["bench_process"],
+        "postgres_cpu_seconds": others["postgres"],
+        "cpu_window_seconds": stopped - first_start,
+        "cpus": os.cpu_count(),
         "reconcile_passes": drain_passes,
         "reconcile_mean_ms": 1000 * (passes_drain[1] - passes_before[1]) / max(1, drain_passes),
         "idle": idle,
@@ -910,6 +945,15 @@ def print_round(r: dict) -> None:
         f"{memory_line(r['controller_memory'])}; "
         f"{r['reconcile_passes']:,.0f} reconcile passes, mean {r['reconcile_mean_ms']:,.0f} ms"
     )
+    if "postgres_cpu_seconds" in r:
+        cpu = r["controller_cpu_seconds"] + r["bench_process_cpu_seconds"] + r["postgres_cpu_seconds"]
+        wall = r["cpu_window_seconds"]
+        print(
+            f"  CPU from the first submission until all were RUNNING: controller {r['controller_cpu_seconds']:.1f}, "
+            f"this process (clients + stand-in) {r['bench_process_cpu_seconds']:.1f}, PostgreSQL >= {r['postgres_cpu_seconds']:.1f}; "
+            f"together {cpu:.1f} CPU-s = {1000 * cpu / (r['jobs'] or 1):.1f} ms per job, "
+            f"{cpu / wall / r['cpus']:.0%} of the machine's {r['cpus']} CPUs over the {wall:.1f}s"
+        )
     if r["idle"]:
         print(f"  with all {r['jobs']:,} RUNNING and nothing changing: {idle_line(r['idle'])}")
     parts = ", ".join(
@@ -1008,6 +1052,7 @@ def main() -> int:
         "a real API server validates in Go), so the figures are the controller's rather than the stand-in's",
     )
     parser.add_argument("--poll-interval", type=float, default=0.2, help="the controller's --poll-interval")
+    parser.add_argument("--controller-processes", type=int, default=1, help="the controller's --processes (default 1)")
     parser.add_argument(
         "--rounds", default="sequential,concurrent,fairness,idle,ingestion", help="which rounds to run (default all)"
     )

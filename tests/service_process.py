@@ -24,8 +24,16 @@ def free_port() -> int:
 class ServiceProcess:
     """``mlrt --db DB controller --port PORT`` with its log in ``log_file``."""
 
-    def __init__(self, db: str, log_file: Path, port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        db: str,
+        log_file: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
+    ):
         self.db = db
+        self.options = options
         self.log_file = log_file
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -38,7 +46,17 @@ class ServiceProcess:
         """Start and wait until /readyz answers (and, with ``leader``, this replica leads)."""
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [str(MLRT_SCRIPT), "--db", self.db, "controller", "--port", str(self.port), "--poll-interval", "0.1"],
+                [
+                    str(MLRT_SCRIPT),
+                    "--db",
+                    self.db,
+                    "controller",
+                    "--port",
+                    str(self.port),
+                    "--poll-interval",
+                    "0.1",
+                    *self.options,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,

@@ -279,6 +279,10 @@ def test_advertise_url_override(renderer):
     assert only(docs, "ConfigMap")["data"]["MLRT_ADVERTISE_URL"] == "https://mlrt.acme.dev"
 
 
+def test_service_processes_per_pod(renderer):
+    assert only(documents(renderer, {"processes": 3}), "ConfigMap")["data"]["MLRT_CONTROLLER_PROCESSES"] == "3"
+
+
 def test_every_backend_can_be_allowed(renderer):
     assert "MLRT_ALLOWED_BACKENDS" not in only(documents(renderer, {"allowedBackends": []}), "ConfigMap")["data"]
 

@@ -26,8 +26,17 @@ def _database(app: App) -> None:
     help="How workers reach this service's tracking endpoint (default: http://HOST:PORT).",
 )
 @click.option("--poll-interval", default=0.2, show_default=True, help="Longest wait between reconcile passes (s).")
+@click.option(
+    "--processes",
+    envvar="MLRT_CONTROLLER_PROCESSES",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Service processes sharing the port: they elect one leader to reconcile and all serve the API "
+    "(more than 1 puts the API on other CPUs than the launches).",
+)
 @pass_app
-def controller(app: App, host: str, port: int, advertise_url: str | None, poll_interval: float) -> None:
+def controller(app: App, host: str, port: int, advertise_url: str | None, poll_interval: float, processes: int) -> None:
     """Run the controller service: the HTTP API, and the reconcile loop when elected leader.
 
     The database comes from --db / MLRT_DB (PostgreSQL for a team); its schema
@@ -44,7 +53,7 @@ def controller(app: App, host: str, port: int, advertise_url: str | None, poll_i
     except SecretError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
-    serve(app.db, host, port, advertise_url, poll_interval=poll_interval)
+    serve(app.db, host, port, advertise_url, poll_interval=poll_interval, processes=processes)
 
 
 @click.group()

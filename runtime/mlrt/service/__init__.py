@@ -32,15 +32,21 @@ class SettingError(ValueError):
     """An operator setting of the service is unusable; the message is one ``NAME: problem`` line."""
 
 
-def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, poll_interval: float = 0.2) -> None:
-    """Run the service until SIGTERM/SIGINT; leadership is given up on the way out."""
-    import uvicorn
+def serve(
+    db: str | None,
+    host: str,
+    port: int,
+    advertise_url: str | None,
+    *,
+    poll_interval: float = 0.2,
+    processes: int = 1,
+) -> None:
+    """Run the service until SIGTERM/SIGINT; leadership is given up on the way out.
 
+    With ``processes`` > 1 this process checks the settings and the database, opens the
+    listening socket and starts that many service processes on it (:mod:`mlrt.service.processes`)."""
     from mlrt.service import policy
-    from mlrt.service.api import create_app
     from mlrt.service.guard import max_request_bytes
-    from mlrt.service.loop import ServiceLoop
-    from mlrt.service.telemetry import Telemetry
     from mlrt.store.engine import check_writable
 
     max_body = max_request_bytes()  # a bad setting stops the service before it opens anything
@@ -50,10 +56,38 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
     store = Store(db)  # applies pending migrations first
     check_writable(store.engine)  # a full or read-only database stops the service now, in one line
     store.seal_clear_secrets()  # rows written before spec.env values were encrypted
+    advertised = advertise_url or f"http://{_reachable(host)}:{port}"
+    if processes > 1:
+        from mlrt.service.processes import serve_processes
+
+        store.engine.dispose()  # no connection crosses a fork
+        serve_processes(
+            processes, host, port, lambda sockets: _serve_one(Store(db), advertised, poll_interval, max_body, sockets)
+        )
+        return
+    _serve_one(store, advertised, poll_interval, max_body, None, host=host, port=port)
+
+
+def _serve_one(
+    store: Store,
+    advertised: str,
+    poll_interval: float,
+    max_body: int,
+    sockets: list | None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> None:
+    """One service process: the API on ``sockets`` (or ``host:port``) and a reconcile loop
+    that runs while this process is the elected leader."""
+    import uvicorn
+
+    from mlrt.service.api import create_app
+    from mlrt.service.loop import ServiceLoop
+    from mlrt.service.telemetry import Telemetry
+
     telemetry = Telemetry(store)
-    loop = ServiceLoop(
-        store, advertise_url or f"http://{_reachable(host)}:{port}", telemetry, poll_interval=poll_interval
-    )
+    loop = ServiceLoop(store, advertised, telemetry, poll_interval=poll_interval)
     app = create_app(store, loop, telemetry, max_body=max_body)
 
     @contextlib.asynccontextmanager
@@ -63,7 +97,14 @@ def serve(db: str | None, host: str, port: int, advertise_url: str | None, *, po
         loop.stop()
 
     app.router.lifespan_context = lifespan
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # uvicorn raises the SIGINT it caught again, once shut down
+        pass
+    if not server.started:  # the port was taken, or start-up failed: uvicorn.run's exit status
+        raise SystemExit(3)
 
 
 _SIZE_SETTINGS = ("MLRT_MAX_LOG_BYTES", "MLRT_MAX_LINE_BYTES")
