@@ -295,6 +295,13 @@ class _Cluster:
         """The JSON body of a call made with ``_preload_content=False``."""
         return json.loads(response.data)
 
+    @staticmethod
+    def done(response: Any) -> None:
+        """Finish a call made with ``_preload_content=False`` whose answer is not needed (no
+        model objects built from it): read the body, so the connection goes back to the pool."""
+        response.drain_conn()
+        response.release_conn()
+
 
 def _run_of(obj: dict[str, Any]) -> str | None:
     """The run an object of mlrt's belongs to (its ``mlrt.dev/run-id`` annotation)."""
@@ -777,13 +784,21 @@ class KubernetesLauncher(Launcher):
             for secret in secrets:  # spec.env values and the tracking token: they must exist before the pods start
                 values = _secret_values(secret, request.workers[0].env, request.attempt)
                 try:
-                    cluster.core.create_namespaced_secret(namespace, {**secret, "stringData": values})
+                    cluster.done(
+                        cluster.core.create_namespaced_secret(
+                            namespace, {**secret, "stringData": values}, _preload_content=False
+                        )
+                    )
                 except ApiException as exc:
                     if exc.status != 409:
                         raise
-                    cluster.core.patch_namespaced_secret(secret["metadata"]["name"], namespace, {"stringData": values})
+                    cluster.done(
+                        cluster.core.patch_namespaced_secret(
+                            secret["metadata"]["name"], namespace, {"stringData": values}, _preload_content=False
+                        )
+                    )
             try:
-                cluster.core.create_namespaced_service(namespace, service)
+                cluster.done(cluster.core.create_namespaced_service(namespace, service, _preload_content=False))
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -803,9 +818,13 @@ class KubernetesLauncher(Launcher):
                 "blockOwnerDeletion": True,
             }
             owned = {"metadata": {"ownerReferences": [owner]}}
-            cluster.core.patch_namespaced_service(name, namespace, owned)
+            cluster.done(cluster.core.patch_namespaced_service(name, namespace, owned, _preload_content=False))
             for secret in secrets:  # deleted with the Job
-                cluster.core.patch_namespaced_secret(secret["metadata"]["name"], namespace, owned)
+                cluster.done(
+                    cluster.core.patch_namespaced_secret(
+                        secret["metadata"]["name"], namespace, owned, _preload_content=False
+                    )
+                )
         except ApiException as exc:
             if exc.status == 429 or (exc.status >= 500 and "Retry-After" in (exc.headers or {})):
                 # Still throttled after client-go's ten retries: the API server is overloaded, not the

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -384,6 +384,8 @@ class Controller:
         self._ended_this_pass: set[str] = set()
         self._studies: dict[str, Study] = {}
         self._kinds: dict[str, str] = {}
+        self._deadlines: dict[str, datetime | None] = {}
+        """When each running training run reaches its ``max_runtime`` (None: never), once handled."""
         self._troubles: dict[str, _Trouble] = {}
         self._last_heartbeat = 0.0
         self._stop_signal: int | None = None
@@ -505,11 +507,18 @@ class Controller:
         self._ended_this_pass = set()
         changed = self._collect()
         before = self.store.active_signature(self.owner)
-        runs = self.store.busy_runs(self.owner)
-        busy = {run.id for run in runs}
+        busy = {run_id for run_id, _, _ in before[0]}
         if len(self._kinds) > 2 * len(busy) + 1000:  # what is kept of ended runs stays bounded
             self._kinds = {run_id: kind for run_id, kind in self._kinds.items() if run_id in busy}
-        due = self._due_for_poll(runs)
+            self._deadlines = {run_id: at for run_id, at in self._deadlines.items() if run_id in busy}
+        due = self._due_for_poll(before[0])
+        # Only the runs with something to do are read whole: a running run that is not due for
+        # a poll, has no cancel request and is within its max_runtime costs the pass nothing.
+        wanted = {row[0] for row in before[0] if self._needs_pass(*row, due)}
+        if 2 * len(wanted) > len(busy):
+            runs = [run for run in self.store.busy_runs(self.owner) if run.id in wanted]
+        else:
+            runs = self.store.busy_runs_by_id(wanted)
         # Trials before their tuning runs, so a tuning run sees the trials that
         # ended in this very pass and starts their successors at once.
         for run in sorted(runs, key=lambda r: self.kind(r) == "TuningJob"):
@@ -534,23 +543,38 @@ class Controller:
         else:
             self._troubles.pop(run.id, None)
 
-    def _due_for_poll(self, runs: list[Run]) -> set[str]:
-        """The running runs to poll in this pass (see :meth:`reconcile`)."""
+    def _due_for_poll(self, busy: list[tuple[str, str, bool]]) -> set[str]:
+        """The running runs to poll in this pass, of ``(id, state, cancel requested)`` rows (see
+        :meth:`reconcile`)."""
         now = time.monotonic()
         changes: dict[str, set[str] | None] = {}
         due = set()
-        for run in runs:
-            active = self._active.get(run.id)
-            if active is None or run.state != RunState.RUNNING.value:
+        for run_id, state, _ in busy:
+            active = self._active.get(run_id)
+            if active is None or state != RunState.RUNNING.value:
                 continue
             name = active.launcher.name
             if name not in changes:
                 changes[name] = active.launcher.changed_runs()
             changed = changes[name]
-            if changed is None or run.id in changed or now >= self._next_poll.get(run.id, 0.0):
-                due.add(run.id)
-                self._next_poll[run.id] = now + RESYNC_EVERY
+            if changed is None or run_id in changed or now >= self._next_poll.get(run_id, 0.0):
+                due.add(run_id)
+                self._next_poll[run_id] = now + RESYNC_EVERY
         return due
+
+    def _needs_pass(self, run_id: str, state: str, cancel_requested: bool, due: set[str]) -> bool:
+        """Whether this pass has anything to do for the run: all but a running training run
+        this controller launched that is not due for a poll, has no cancel request and is
+        within its ``max_runtime`` (:attr:`_deadlines`, noted the first time it was handled),
+        or a run whose launch is still under way in a pool."""
+        if state == RunState.STARTING.value and run_id in self._launching:
+            return False
+        if state != RunState.RUNNING.value or cancel_requested or run_id in due:
+            return True
+        if run_id not in self._active or self._kinds.get(run_id) != "TrainingJob" or run_id not in self._deadlines:
+            return True
+        deadline = self._deadlines[run_id]
+        return deadline is not None and utcnow() > deadline
 
     def _reconcile_run(self, run: Run, poll: bool = True) -> None:
         """Move one run one step (see the module docstring)."""
@@ -1015,6 +1039,8 @@ class Controller:
             self._finish(run, RunState.CANCELLED, "cancelled by user", stop=True)
             return
         max_runtime = stopping.get("max_runtime")
+        if run.started_at:
+            self._deadlines[run.id] = run.started_at + timedelta(seconds=max_runtime) if max_runtime else None
         if max_runtime and run.started_at and utcnow() - run.started_at > timedelta(seconds=max_runtime):
             self._finish(
                 run,

@@ -157,7 +157,12 @@ class ServiceLoop:
     def take_over(self) -> bool:
         """Drive every API run not driven yet (see the module docstring); True if any."""
         runs = self.store.project_runs_not_owned_by(self.controller.owner)
+        # New submissions (queued, never driven) in one statement: a burst of them is the common case.
+        fresh = [run.id for run in runs if run.owner is None and run.state == RunState.QUEUED.value]
+        self.store.claim_unowned(fresh, self.controller.owner)
         for run in runs:
+            if run.owner is None and run.state == RunState.QUEUED.value:
+                continue
             try:
                 self._take_over(run)
             except Exception as exc:

@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -316,24 +316,34 @@ class Store:
             )
             return [(run, project) for run, project in s.exec(query)]
 
-    def active_signature(self, owner: str) -> tuple[list[tuple[str, str]], int]:
+    def busy_runs_by_id(self, run_ids: Collection[str]) -> list[Run]:
+        """The runs of ``run_ids`` (those of :meth:`busy_runs` a pass has to handle), oldest first."""
+        if not run_ids:
+            return []
+        with self.session() as s:
+            query = select(Run).where(col(Run.id).in_(list(run_ids)))
+            return list(s.exec(query.order_by(Run.created_at)))
+
+    def active_signature(self, owner: str) -> tuple[list[tuple[str, str, bool]], int]:
         """What a pass compares before and after to see whether anything it owns changed:
-        ``(id, state)`` of :meth:`busy_runs` and how many other runs are queued (one query)."""
+        ``(id, state, cancel_requested)`` of :meth:`busy_runs` and how many other runs are
+        queued (one query, of these columns only)."""
         busy = (
-            select(Run.id, Run.state)
+            select(Run.id, Run.state, Run.cancel_requested)
             .join(Job, Job.id == Run.job_id)
             .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
             .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
         )
         queued = (
-            select(literal(None, String), cast(func.count(), String))
+            select(literal(None, String), cast(func.count(), String), literal(False))
             .select_from(Run)
             .where(Run.state == RunState.QUEUED.value, Run.owner == owner, ~col(Run.cancel_requested))
         )
         with self.session() as s:
             rows = list(s.connection().execute(union_all(busy, queued)))
-        count = next(int(state) for run_id, state in rows if run_id is None)
-        return sorted((run_id, state) for run_id, state in rows if run_id is not None), count
+        count = next(int(state) for run_id, state, _ in rows if run_id is None)
+        busy_rows = ((run_id, state, bool(cancel)) for run_id, state, cancel in rows if run_id is not None)
+        return sorted(busy_rows), count
 
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
         """Active runs of jobs submitted through the API (they have a project) that
@@ -420,6 +430,14 @@ class Store:
             current = col(Run.owner).is_(None) if old is None else Run.owner == old
             result = s.exec(update(Run).where(Run.id == run_id, current).values(owner=new, heartbeat_at=utcnow()))  # type: ignore[call-overload]
             return result.rowcount == 1
+
+    def claim_unowned(self, run_ids: Sequence[str], owner: str) -> None:
+        """Make ``owner`` the owner of those of ``run_ids`` that no one owns (one statement;
+        a run another process took first keeps its owner)."""
+        for start in range(0, len(run_ids), 1000):  # bounded statements, on SQLite too
+            with self.session() as s:
+                claim = update(Run).where(col(Run.id).in_(run_ids[start : start + 1000]), col(Run.owner).is_(None))
+                s.exec(claim.values(owner=owner, heartbeat_at=utcnow()))  # type: ignore[call-overload]
 
     def heartbeat(self, owner: str) -> None:
         """Mark every active run owned by ``owner`` as still watched."""
