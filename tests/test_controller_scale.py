@@ -243,3 +243,46 @@ def test_a_project_priority_cap_refuses_higher_priorities_and_is_shown(cli):
     assert (
         json.loads(cli("projects", "limit", "vision", "--max-priority", "none", "--json").stdout)[0]["max_running"] == 4
     )
+
+
+def test_a_pass_reads_whole_only_the_runs_it_has_work_for(write_spec, monkeypatch):
+    # Four running runs whose backend says nothing changed: a pass reads none of them whole
+    # (issue 14 item 3: the idle pass stays flat as runs accumulate). A cancel request makes
+    # the next pass read that run, and only it.
+    import mlrt.controller as controller_module
+    from mlrt import plugins
+
+    monkeypatch.setattr(controller_module, "RESYNC_EVERY", 3600.0)
+    store = Store()
+    sleeper = '[python, -c, "import time; time.sleep(120)"]'
+    small = "  compute: {cpu: 0.25}"  # four fit on the smallest machine
+    ids = [submit(store, load_spec(job(write_spec, f"sleeper{i}", sleeper, small))) for i in range(4)]
+    controller = Controller(store)
+    for run_id in ids:
+        controller.claim(run_id)
+    try:
+        wait_for(
+            lambda: controller.reconcile() is not None and all(store.get_run(r).state == "RUNNING" for r in ids),
+            what="four runs RUNNING",
+        )
+        controller.reconcile()  # each has been handled once as RUNNING: its max_runtime is known
+        monkeypatch.setattr(plugins.launchers()["local"], "changed_runs", lambda: set())
+        read: list[str] = []
+        original = store.busy_runs_by_id
+
+        def recording(run_ids):
+            read.extend(run_ids)
+            return original(run_ids)
+
+        monkeypatch.setattr(store, "busy_runs_by_id", recording)
+        monkeypatch.setattr(store, "busy_runs", lambda owner: pytest.fail("read every busy run"))
+        controller.reconcile()
+        assert read == []
+
+        store.update_run(ids[1], cancel_requested=True)
+        controller.reconcile()
+        assert read == [ids[1]]
+        wait_for(lambda: controller.reconcile() is not None and store.get_run(ids[1]).state == "CANCELLED")
+        assert [store.get_run(r).state for r in (ids[0], ids[2], ids[3])] == ["RUNNING"] * 3
+    finally:
+        controller.cancel_all("test over")
