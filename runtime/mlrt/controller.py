@@ -716,6 +716,7 @@ class Controller:
             return {run.id for run, _ in heads}
         backends = {run.id: run.backend or self._backend(run) for run in ready}
         host_bound = any(backends[run.id] in self.admission.host_backends for run in ready)
+        starting: list[Run] = []
         with self.admission.deciding(host_bound):
             self.admission.refresh()
             for run in self.admission.order(ready, projects):
@@ -729,7 +730,8 @@ class Controller:
                         self._guarded(run, lambda run=run, why=why: self.store.update_run(run.id, waiting=why))
                     continue
                 room[backends[run.id]] -= 1
-                self._guarded(run, lambda run=run: self._launch(run, backends[run.id]))
+                starting.append(run)
+            self._launch(starting, backends)
         return {run.id for run, _ in heads}
 
     def _backend(self, run: Run) -> str:
@@ -770,13 +772,42 @@ class Controller:
         except BlockingIOError:
             pass  # the pipe is full: the controller wakes anyway
 
-    def _launch(self, run: Run, backend: str) -> None:
-        """Start attempt N+1 of ``run``: STARTING now, then plan and launch in the backend's pool."""
+    def _launch(self, runs: list[Run], backends: dict[str, str]) -> None:
+        """Start attempt N+1 of each of ``runs``: STARTING now, in one transaction for all of
+        them (one per run where that is refused: a refused run is its own trouble), then plan
+        and launch in the pool of its backend (``backends``: run id -> backend)."""
+        if not runs:
+            return
+        try:
+            self.store.transitions([self._starting(run) for run in runs])
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise
+            for run in runs:
+                self._guarded(run, lambda run=run: self._launch_one(run, backends[run.id]))
+            return
+        for run in runs:
+            self._submit_launch(run, backends[run.id])
+
+    def _launch_one(self, run: Run, backend: str) -> None:
+        run_id, to, reason, fields = self._starting(run)
+        self.store.transition(run_id, to, reason, **fields)
+        self._submit_launch(run, backend)
+
+    @staticmethod
+    def _starting(run: Run) -> tuple[str, RunState, str, dict[str, Any]]:
+        """The transition that starts ``run``'s next attempt."""
         number = run.attempts + 1
-        self.store.transition(
-            run.id, RunState.STARTING, f"starting attempt {number} of {run.max_attempts}", attempts=number, waiting=""
+        return (
+            run.id,
+            RunState.STARTING,
+            f"starting attempt {number} of {run.max_attempts}",
+            {"attempts": number, "waiting": ""},
         )
-        self._launching[run.id] = (backend, self._submit(backend, self._prepare_and_launch, run, number))
+
+    def _submit_launch(self, run: Run, backend: str) -> None:
+        """Plan and launch attempt N+1 of ``run`` (now STARTING) in ``backend``'s pool."""
+        self._launching[run.id] = (backend, self._submit(backend, self._prepare_and_launch, run, run.attempts + 1))
 
     def _prepare_and_launch(self, run: Run, number: int) -> _Launched:
         """In a launch pool: materialize the data, plan, check the folders, record the attempt, launch."""

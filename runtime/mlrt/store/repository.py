@@ -405,18 +405,19 @@ class Store:
             run = s.get(Run, run_id, with_for_update=True)
             if run is None:
                 raise NotFound(f"no run {run_id!r}")
-            current = RunState(run.state)
-            check_transition(current, to)
-            run.state = to.value
-            run.reason = reason
-            for key, value in fields.items():
-                setattr(run, key, value)
-            if to is RunState.RUNNING and run.started_at is None:
-                run.started_at = utcnow()
-            if to.is_terminal():
-                run.ended_at = utcnow()
-            s.add(Event(run_id=run_id, from_state=current.value, to_state=to.value, reason=reason))
+            _transition(s, run, to, reason, fields)
             return run
+
+    def transitions(self, changes: Sequence[tuple[str, RunState, str, dict[str, Any]]]) -> None:
+        """:meth:`transition` for several runs, ``(run id, to, reason, fields)`` each, in one
+        transaction: all are made or, where one is refused, none."""
+        with self.session() as s:
+            query = select(Run).where(col(Run.id).in_([run_id for run_id, *_ in changes])).with_for_update()
+            runs = {run.id: run for run in s.exec(query)}
+            for run_id, to, reason, fields in changes:
+                if run_id not in runs:
+                    raise NotFound(f"no run {run_id!r}")
+                _transition(s, runs[run_id], to, reason, fields)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run that are not its state (owner, record, cancel flag...)."""
@@ -457,10 +458,10 @@ class Store:
     # -- attempts --------------------------------------------------------------
 
     def add_attempt(self, attempt: Attempt) -> Attempt:
+        """Insert ``attempt``; it comes back with its id (every other column is set here)."""
         with self.session() as s:
             s.add(attempt)
             s.flush()
-            s.refresh(attempt)
             return attempt
 
     def delete_attempt(self, attempt_id: int) -> None:
@@ -770,3 +771,18 @@ class Store:
         """The kept bundle of ``digest``, or None."""
         with self.session() as s:
             return s.get(SourceBundle, digest)
+
+
+def _transition(s: Session, run: Run, to: RunState, reason: str, fields: dict[str, Any]) -> None:
+    """Move ``run`` (read for update in ``s``) to ``to``, with its event and ``fields``."""
+    current = RunState(run.state)
+    check_transition(current, to)
+    run.state = to.value
+    run.reason = reason
+    for key, value in fields.items():
+        setattr(run, key, value)
+    if to is RunState.RUNNING and run.started_at is None:
+        run.started_at = utcnow()
+    if to.is_terminal():
+        run.ended_at = utcnow()
+    s.add(Event(run_id=run.id, from_state=current.value, to_state=to.value, reason=reason))
