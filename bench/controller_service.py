@@ -343,7 +343,9 @@ class Environment:
             self.url_api = f"http://127.0.0.1:{port}"
             self.log = self.workdir / "controller.log"
             command = [args.mlrt, "--db", self.url, "controller", "--port", str(port)]
-            command += ["--poll-interval", str(args.poll_interval), "--processes", str(args.controller_processes)]
+            command += ["--poll-interval", str(args.poll_interval)]
+            if args.controller_processes > 1:  # a commit from before --processes can be measured too
+                command += ["--processes", str(args.controller_processes)]
             with self.log.open("ab") as log:
                 self.process = subprocess.Popen(
                     command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
