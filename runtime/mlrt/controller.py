@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -99,8 +99,10 @@ def process_identity(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
 
 
-def owner_alive(run: Run) -> bool:
-    """Whether the controller that owns ``run`` is still there to drive it."""
+def owner_alive(run: Run, heartbeats: Mapping[str, datetime]) -> bool:
+    """Whether the controller that owns ``run`` is still there to drive it: on this host, its
+    process; elsewhere, its last heartbeat (``heartbeats``, :meth:`Store.owner_heartbeats`)
+    or, before its first, when it took the run over."""
     if run.owner is None:
         return utcnow() - run.created_at < UNCLAIMED_STALE
     host, pid, started = run.owner.rsplit(":", 2)
@@ -113,7 +115,8 @@ def owner_alive(run: Run) -> bool:
             return f"{process.create_time():.2f}" == started and process.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
-    return run.heartbeat_at is not None and utcnow() - run.heartbeat_at < HEARTBEAT_STALE
+    last = max(filter(None, (heartbeats.get(run.owner), run.heartbeat_at)), default=None)
+    return last is not None and utcnow() - last < HEARTBEAT_STALE
 
 
 def close_orphaned_attempt(store: Store, run_id: str, state: RunState, reason: str, grace_period: float) -> None:
@@ -133,7 +136,7 @@ def request_cancel(store: Store, run: Run, who: str) -> bool:
     """Cancel ``run`` for ``who`` (``mlrt cancel``, the web UI). When a controller drives it, ask that
     controller to stop it (SIGTERM, its grace period, SIGKILL) and return True; when none does,
     stop what is left of its workers here, end it CANCELLED and return False."""
-    if run.owner is not None and owner_alive(run):
+    if run.owner is not None and owner_alive(run, store.owner_heartbeats()):
         store.update_run(run.id, cancel_requested=True)
         store.add_event(run.id, f"cancel requested by {who}")
         return True
@@ -194,8 +197,9 @@ def _hand_over(store: Store, run: Run) -> bool:
 def reap_orphans(store: Store) -> list[str]:
     """Hand over or fail every active run whose controller is gone; return their ids."""
     reaped = []
+    heartbeats = store.owner_heartbeats()
     for run in store.active_runs():
-        if owner_alive(run):
+        if owner_alive(run, heartbeats):
             continue
         if adoptable(store, run):
             _hand_over(store, run)

@@ -45,8 +45,9 @@ class Run(SQLModel, table=True):
     run whose ``parent_id`` is that run and ``trial`` its number.
 
     ``owner`` identifies the controller process that drives the run
-    (``host:pid:start-time``) and ``heartbeat_at`` when it last said it was
-    alive; a run whose owner is gone is failed by the next controller or
+    (``host:pid:start-time``) and ``heartbeat_at`` when it took the run over
+    (the owner's later heartbeats are one row per process, in
+    :class:`ControllerHeartbeat`); a run whose owner is gone is failed by the next controller or
     ``mlrt status`` that looks. ``cancel_requested`` is how ``mlrt cancel``
     tells the owner to stop it. ``not_before`` delays a retry (backoff).
     """
@@ -78,6 +79,18 @@ class Run(SQLModel, table=True):
     memory: int = Field(default=0, sa_type=BigInteger)
     gpus: int = 0
     waiting: str = ""
+
+
+class ControllerHeartbeat(SQLModel, table=True):
+    """When a controller process (``owner``: ``host:pid:start-time``) last said it was alive:
+    one row per process, written every few seconds however many runs it drives (a run of an
+    owner on another host counts as orphaned once its owner's row is old, see
+    :func:`mlrt.controller.owner_alive`). Rows of processes gone for an hour are removed."""
+
+    __tablename__ = "controller_heartbeats"
+
+    owner: str = Field(primary_key=True)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
 
 
 class Attempt(SQLModel, table=True):

@@ -14,6 +14,7 @@ import math
 import operator
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, bindparam, cast, delete, func, literal, text, union_all, update
@@ -24,6 +25,7 @@ from mlrt.store.engine import create_db_engine, database_url, migrate
 from mlrt.store.models import (
     Artifact,
     Attempt,
+    ControllerHeartbeat,
     Event,
     Job,
     Metric,
@@ -44,6 +46,8 @@ TERMINAL = sorted(state.value for state in TERMINAL_STATES)
 ACTIVE = sorted(state.value for state in RunState if state not in TERMINAL_STATES)
 """The other states: ``state IN ACTIVE`` finds active runs through the state index, so the
 queries of a reconcile pass cost the same however many finished runs the database holds."""
+STALE_HEARTBEATS_KEPT = timedelta(hours=1)
+"""A controller process silent this long is forgotten (its runs were reaped long before)."""
 _METRIC_COPY_TYPES = ("text", "text", "int4", "float8", "float8")
 """PostgreSQL types of the ``metrics`` columns a binary COPY writes (run_id, key, step, value, timestamp)."""
 _FLOAT8_ARRAY_OID = 1022
@@ -441,10 +445,25 @@ class Store:
                 s.exec(claim.values(owner=owner, heartbeat_at=utcnow()))  # type: ignore[call-overload]
 
     def heartbeat(self, owner: str) -> None:
-        """Mark every active run owned by ``owner`` as still watched."""
+        """Say that the controller process ``owner`` is alive (one row, however many runs it
+        drives), and forget the processes that have not said so for an hour."""
+        now = utcnow()
         with self.session() as s:
-            active = update(Run).where(Run.owner == owner, col(Run.state).in_(ACTIVE))
-            s.exec(active.values(heartbeat_at=utcnow()))  # type: ignore[call-overload]
+            conn = s.connection()
+            if conn.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            row = insert(ControllerHeartbeat).values(owner=owner, heartbeat_at=now)
+            conn.execute(row.on_conflict_do_update(index_elements=["owner"], set_={"heartbeat_at": now}))
+            stale = col(ControllerHeartbeat.heartbeat_at) < now - STALE_HEARTBEATS_KEPT
+            conn.execute(delete(ControllerHeartbeat).where(stale))
+
+    def owner_heartbeats(self) -> dict[str, datetime]:
+        """When each controller process last said it was alive (:meth:`heartbeat`)."""
+        with self.session() as s:
+            rows = s.exec(select(ControllerHeartbeat.owner, ControllerHeartbeat.heartbeat_at))
+            return {owner: at for owner, at in rows}
 
     def add_event(self, run_id: str, reason: str) -> None:
         """Record something notable that is not a state change."""
