@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 import operator
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -450,11 +450,7 @@ class Store:
         now = utcnow()
         with self.session() as s:
             conn = s.connection()
-            if conn.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            row = insert(ControllerHeartbeat).values(owner=owner, heartbeat_at=now)
+            row = _upsertable_insert(conn)(ControllerHeartbeat).values(owner=owner, heartbeat_at=now)
             conn.execute(row.on_conflict_do_update(index_elements=["owner"], set_={"heartbeat_at": now}))
             stale = col(ControllerHeartbeat.heartbeat_at) < now - STALE_HEARTBEATS_KEPT
             conn.execute(delete(ControllerHeartbeat).where(stale))
@@ -576,12 +572,8 @@ class Store:
 
         ``ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL): a second sender of the
         same batch waits on the first one's row lock and then finds it stored."""
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         claimed = conn.execute(
-            insert(MetricBatch)
+            _upsertable_insert(conn)(MetricBatch)
             .values(run_id=run_id, batch_id=batch_id, points=points, created_at=utcnow())
             .on_conflict_do_nothing(index_elements=["run_id", "batch_id"])
             .returning(MetricBatch.batch_id)
@@ -790,6 +782,15 @@ class Store:
         """The kept bundle of ``digest``, or None."""
         with self.session() as s:
             return s.get(SourceBundle, digest)
+
+
+def _upsertable_insert(conn: Any) -> Callable[..., Any]:
+    """The ``insert`` of ``conn``'s dialect, which has ``on_conflict_do_*`` (SQLite and PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 def _transition(s: Session, run: Run, to: RunState, reason: str, fields: dict[str, Any]) -> None:
