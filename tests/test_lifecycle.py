@@ -143,6 +143,8 @@ def test_failing_worker_stops_its_siblings(cli, write_spec, tmp_path):
         rank = os.environ["RANK"]
         open(f"pid-{rank}", "w").write(str(os.getpid()))
         if rank == "1":
+            while not os.path.exists("pid-0"):  # fail once the sibling is up (else it may never start)
+                time.sleep(0.05)
             sys.exit(1)
         time.sleep(60)
     """

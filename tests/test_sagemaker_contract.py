@@ -55,10 +55,54 @@ ARGPARSE_SCRIPT = """
     import json
     import os
     import socket
+    import time
 
     import joblib
     import numpy as np
     from sklearn.linear_model import SGDClassifier
+
+
+    def resolve(host):
+        # As SageMaker's training toolkit does before it runs a script: wait until the name resolves
+        # (a container's name joins the network's DNS when that container starts).
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return socket.gethostbyname(host)
+            except socket.gaierror:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+    def resolve_all_together(hosts, current):
+        # Every host resolves every name while all are up: the first host waits for the others to
+        # connect, and each of them stays until the first has resolved (a host that ended would
+        # leave the network's DNS before a slower one looked it up).
+        port = int(os.environ["MASTER_PORT"])
+        if current == hosts[0]:
+            with socket.create_server(("", port)) as server:
+                server.settimeout(120)
+                peers = [server.accept()[0] for _ in hosts[1:]]
+                addresses = {host: resolve(host) for host in hosts}
+                for peer in peers:
+                    peer.close()
+                return addresses
+        addresses = {host: resolve(host) for host in hosts}
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                peer = socket.create_connection((hosts[0], port), timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with peer:
+            peer.settimeout(120)
+            peer.recv(1)  # until the first host has resolved every name and closed
+        return addresses
+
 
     if __name__ == "__main__":
         parser = argparse.ArgumentParser()
@@ -74,7 +118,7 @@ ARGPARSE_SCRIPT = """
         rows = np.loadtxt(os.path.join(args.train, "train.csv"), delimiter=",", skiprows=1)
         model = SGDClassifier(max_iter=args.epochs, alpha=args.alpha, tol=None, random_state=0)
         model.fit(rows[:, :2], rows[:, 2])
-        addresses = {host: socket.gethostbyname(host) for host in args.hosts} if len(args.hosts) > 1 else {}
+        addresses = resolve_all_together(args.hosts, args.current_host) if len(args.hosts) > 1 else {}
         if args.current_host == args.hosts[0]:
             joblib.dump(model, os.path.join(args.model_dir, "model.joblib"))
         report = {

@@ -249,6 +249,8 @@ class LocalLauncher(Launcher):
                 )
                 continue
             code = process.poll()
+            if code is not None:
+                self._output_copied(handle, worker["rank"])
             limit = self._limit(handle, worker["rank"])
             if limit is not None and (limit.reason is not None or code is None and limit.over()):
                 statuses.append(
@@ -263,6 +265,15 @@ class LocalLauncher(Launcher):
                     WorkerStatus(worker["rank"], RunState.FAILED, exit_code=code, reason=describe_exit(code))
                 )
         return statuses
+
+    def _output_copied(self, handle: dict[str, Any], rank: int) -> None:
+        """Let an ended worker's last output reach its log before its end is reported (the
+        controller reads the log's last line as the failure's reason). A descendant that still
+        holds the pipe delays this by at most a second; :meth:`cleanup` waits for the rest."""
+        copies = self._copies.get(handle["key"], [])
+        if rank < len(copies) and not copies[rank].ended_waited:
+            copies[rank].ended_waited = True  # once: a descendant holding the pipe costs one second
+            copies[rank].join(1.0)
 
     def _limit(self, handle: dict[str, Any], rank: int) -> MemoryLimit | None:
         limits = self._limits.get(handle["key"], [])

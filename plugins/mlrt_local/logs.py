@@ -30,6 +30,8 @@ class OutputCopy:
         self.log_path = log_path
         self._fifo_folder: str | None = None
         self._thread: threading.Thread | None = None
+        self.ended_waited = False
+        """Whether the launcher has waited for this copy once since its worker ended."""
 
     def pipe(self) -> int:
         """A new pipe whose reading end this copy reads; returns the writing end for the worker
