@@ -268,12 +268,10 @@ class LocalLauncher(Launcher):
 
     def _output_copied(self, handle: dict[str, Any], rank: int) -> None:
         """Let an ended worker's last output reach its log before its end is reported (the
-        controller reads the log's last line as the failure's reason). A descendant that still
-        holds the pipe delays this by at most a second; :meth:`cleanup` waits for the rest."""
+        controller reads the log's last line as the failure's reason)."""
         copies = self._copies.get(handle["key"], [])
-        if rank < len(copies) and not copies[rank].ended_waited:
-            copies[rank].ended_waited = True  # once: a descendant holding the pipe costs one second
-            copies[rank].join(1.0)
+        if rank < len(copies):
+            copies[rank].wait_after_exit(1.0)
 
     def _limit(self, handle: dict[str, Any], rank: int) -> MemoryLimit | None:
         limits = self._limits.get(handle["key"], [])

@@ -30,8 +30,7 @@ class OutputCopy:
         self.log_path = log_path
         self._fifo_folder: str | None = None
         self._thread: threading.Thread | None = None
-        self.ended_waited = False
-        """Whether the launcher has waited for this copy once since its worker ended."""
+        self._ended_waited = False
 
     def pipe(self) -> int:
         """A new pipe whose reading end this copy reads; returns the writing end for the worker
@@ -73,6 +72,13 @@ class OutputCopy:
             shutil.rmtree(self._fifo_folder, ignore_errors=True)
             self._fifo_folder = None
         return done
+
+    def wait_after_exit(self, timeout: float) -> None:
+        """Once, when the worker has ended: let its last output reach the log (a descendant still
+        holding the pipe costs ``timeout`` once; :meth:`join` at clean-up waits for the rest)."""
+        if not self._ended_waited:
+            self._ended_waited = True
+            self.join(timeout)
 
     def _release_fifo(self) -> None:
         """Unblock a reader still waiting for a worker that never opened the named pipe (open, then close it)."""

@@ -62,10 +62,13 @@ def serve(
 
         store.engine.dispose()  # no connection crosses a fork
         serve_processes(
-            processes, host, port, lambda sockets: _serve_one(Store(db), advertised, poll_interval, max_body, sockets)
+            processes,
+            host,
+            port,
+            lambda sockets: _serve_one(Store(db), advertised, poll_interval, max_body, host, port, sockets),
         )
         return
-    _serve_one(store, advertised, poll_interval, max_body, None, host=host, port=port)
+    _serve_one(store, advertised, poll_interval, max_body, host, port)
 
 
 def _serve_one(
@@ -73,13 +76,12 @@ def _serve_one(
     advertised: str,
     poll_interval: float,
     max_body: int,
-    sockets: list | None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
+    host: str,
+    port: int,
+    sockets: list | None = None,
 ) -> None:
-    """One service process: the API on ``sockets`` (or ``host:port``) and a reconcile loop
-    that runs while this process is the elected leader."""
+    """One service process: the API on ``host:port`` (on ``sockets`` already listening there,
+    when given) and a reconcile loop that runs while this process is the elected leader."""
     import uvicorn
 
     from mlrt.service.api import create_app
