@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 
+from mlrt import plugins
 from mlrt.spec import load_spec
 from mlrt.states import RunState
 from mlrt.store import Store
@@ -85,3 +86,24 @@ def test_a_kubernetes_job_without_cluster_credentials_is_refused_at_submit(cli, 
     assert line.startswith("error: spec.compute.backend: kubernetes: no usable cluster credentials here (")
     assert "set KUBECONFIG" in line
     assert json.loads(cli("runs", "list", "--json").stdout) == [], "nothing was queued"
+
+
+def test_credentials_are_read_again_when_the_kubeconfig_changes(tmp_path, monkeypatch):
+    """A service checks credentials for every submission and rereads them only when their file
+    changed: a kubeconfig removed or emptied after a passing check is refused at once."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    launcher = plugins.launchers()["kubernetes"]
+    assert launcher.preflight({}) is None
+    assert launcher.preflight({}) is None
+    config.write_text("apiVersion: v1\nkind: Config\ncurrent-context: gone\n")
+    assert "no usable cluster credentials" in launcher.preflight({})
+    config.unlink()
+    assert "no usable cluster credentials" in launcher.preflight({})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,31 @@ def test_a_job_runs_end_to_end_on_postgresql(cli, write_spec, postgres_db):
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+def test_a_store_outlives_its_server_connections_being_dropped(postgres_db):
+    """A pooled connection the server dropped (a restart, an idle timeout) is replaced when it is
+    next used after sitting idle: the caller never sees the dead one. One used a moment ago comes
+    straight back from the pool."""
+    store = Store(postgres_db)
+
+    def server_process() -> int:
+        with store.session() as s:
+            return s.execute(text("SELECT pg_backend_pid()")).scalar()
+
+    first = server_process()
+    assert server_process() == first
+    database = postgres_db.rsplit("/", 1)[1]
+    admin = Store(postgres_db.rsplit("/", 1)[0] + "/test", migrate_schema=False)
+    with admin.engine.connect() as conn:
+        dropped = conn.execute(
+            text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :d"), {"d": database}
+        ).scalar()
+    admin.engine.dispose()
+    assert dropped >= 1
+    time.sleep(engine_module.PING_AFTER_IDLE + 0.2)
+    assert server_process() != first  # a new connection, not an error
+    assert store.list_runs() == []
 
 
 def test_upgrading_an_older_schema_keeps_its_data(tmp_path):

@@ -265,6 +265,30 @@ def _respecting_retry_after(request: Callable[..., Any]) -> Callable[..., Any]:
     return request_with_retries
 
 
+_SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def _credential_sources() -> tuple[Any, ...]:
+    """What :class:`_Cluster` reads its configuration from, with each file's identity and
+    modification time: equal tuples mean the same configuration."""
+
+    def identity(path: Path) -> tuple[str, int, int, int] | None:
+        try:
+            found = path.stat()
+        except OSError:
+            return None
+        return str(path), found.st_ino, found.st_size, found.st_mtime_ns
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        files = [_SERVICE_ACCOUNT / "token", _SERVICE_ACCOUNT / "ca.crt"]
+        where = (os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT"))
+    else:
+        configs = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        files = [Path(part).expanduser() for part in configs.split(os.pathsep) if part]
+        where = (configs, os.environ.get("MLRT_KUBE_CONTEXT"))
+    return (*where, *(identity(path) for path in files))
+
+
 class _Cluster:
     """The client objects, created on first use (planning needs no cluster); throttled calls wait and retry
     (:func:`_respecting_retry_after`)."""
@@ -701,6 +725,7 @@ class KubernetesLauncher(Launcher):
         os.set_blocking(self._write, False)
         self._lock = threading.Lock()  # launches run concurrently (launch_concurrency)
         self._changed: set[str] | None = None  # None: any run may have changed
+        self._credentials_passed: tuple[Any, ...] | None = None  # what the last passing preflight read
 
     @property
     def cluster(self) -> _Cluster:
@@ -728,7 +753,13 @@ class KubernetesLauncher(Launcher):
     def preflight(self, compute: dict[str, Any]) -> str | None:
         """No usable credentials: neither the in-cluster service account nor a kubeconfig
         (``KUBECONFIG``, else ``~/.kube/config``) with the context ``MLRT_KUBE_CONTEXT`` names
-        (else its current one). Reads the configuration only; the cluster is not contacted."""
+        (else its current one). Reads the configuration only; the cluster is not contacted.
+
+        A service checks this for every submission: the configuration is read again only when
+        the files or variables it comes from changed since it last passed."""
+        sources = _credential_sources()
+        if sources == self._credentials_passed:
+            return None
         try:
             _Cluster()
         except Exception as exc:
@@ -737,6 +768,7 @@ class KubernetesLauncher(Launcher):
                 f"spec.compute.backend: kubernetes: no usable cluster credentials here ({first}); set KUBECONFIG"
                 " to a kubeconfig file (MLRT_KUBE_CONTEXT picks its context) or submit from inside the cluster"
             )
+        self._credentials_passed = sources
         return None
 
     # -- plan ----------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mlrt.store.migrations import HEAD_REVISION
 
+# A pooled server connection idle for longer than this many seconds is pinged
+# before its next use; one used more recently is not (see _ping_if_idle).
+PING_AFTER_IDLE = 1.0
 _MIGRATION_LOCK_ID = 0x6D6C7274  # "mlrt": the PostgreSQL advisory lock key
 # Seconds to wait for a PostgreSQL server before calling it unreachable (a URL's own
 # ``connect_timeout`` wins); without it a host that drops packets hangs a command for minutes.
@@ -129,10 +133,44 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _ping_if_idle(engine: Engine) -> None:
+    """Check a pooled server connection before use when it has been idle over
+    :data:`PING_AFTER_IDLE` seconds, and replace it when the check fails.
+
+    SQLAlchemy's ``pool_pre_ping`` pings before every use: a round trip per
+    session, the most frequent statement of a busy controller. A connection
+    used a moment ago is as good as its last answer; one that sat in the pool
+    may have outlived a database restart or an idle timeout. This is the
+    "custom pessimistic ping" of SQLAlchemy's pooling documentation
+    ("Disconnect Handling - Pessimistic"), with the idle time as its condition."""
+
+    def connected(_dbapi_connection, record) -> None:
+        record.info["mlrt_used_at"] = time.monotonic()
+
+    def checkout(dbapi_connection, record, _proxy) -> None:
+        if time.monotonic() - record.info.get("mlrt_used_at", 0.0) <= PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the driver's own error for a closed connection
+            raise DisconnectionError(f"the pooled connection is gone: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection is gone")  # the pool connects again
+
+    def checkin(_dbapi_connection, record) -> None:
+        if record is not None:
+            record.info["mlrt_used_at"] = time.monotonic()
+
+    event.listen(engine, "connect", connected)
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", checkin)
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get WAL mode and a generous busy timeout.
 
-    Server connections are checked before each use (``pool_pre_ping``), so an
+    A server connection idle in the pool for more than :data:`PING_AFTER_IDLE`
+    seconds is checked before its next use (:func:`_ping_if_idle`), so an
     engine outlives a database restart: the first use afterwards reconnects.
     Raises :class:`StoreUnavailable` for a URL that names no usable database."""
     try:
@@ -147,7 +185,11 @@ def create_db_engine(url: str) -> Engine:
         connect_args = {}
         if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT
-        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        # Last in, first out: the connections a steady load needs stay in use (and unpinged);
+        # the rest sit idle and are checked when next needed.
+        engine = create_engine(parsed, connect_args=connect_args, pool_use_lifo=True)
+        _ping_if_idle(engine)
+        return engine
     except (ArgumentError, NoSuchModuleError, ImportError, OSError) as exc:
         raise database_problem(url, exc) from exc
 
