@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlrt import artifacts, failures, plugins, s3, s3sync, sanity
 from mlrt.admission import Admission
@@ -254,6 +254,17 @@ class _Launched:
     """The backend could not launch now (:class:`~mlrt.launchers.LaunchDeferred`): queued again, not charged."""
 
 
+class _Planned(NamedTuple):
+    """A planned attempt, and what is to be stored before it launches."""
+
+    ctx: LaunchContext
+    request: LaunchRequest
+    record: dict[str, Any] | None
+    """The run's record with what planning added (data hashes); None when unchanged."""
+    rows: list[Any]
+    """Rows for the workers (their tracking token, :meth:`WorkerTracking.environment`)."""
+
+
 @dataclasses.dataclass
 class _Finalizing:
     """An attempt being closed in the finalizing pool: a run whose workers succeeded being
@@ -357,9 +368,10 @@ class WorkerTracking:
     def __init__(self, store: Store):
         self.store = store
 
-    def environment(self, run_id: str) -> dict[str, str]:
-        """Variables that tell the workers of ``run_id`` where and how to report."""
-        return {"MLRT_TRACKING_URI": self.store.url}
+    def environment(self, run_id: str) -> tuple[dict[str, str], list[Any]]:
+        """Variables that tell the workers of ``run_id`` where and how to report, and the
+        rows (such as a token) to store before the workers start."""
+        return {"MLRT_TRACKING_URI": self.store.url}, []
 
     def attempt_ended(self, run_id: str) -> None:
         """The attempt's workers are gone: revoke whatever was issued to them."""
@@ -790,13 +802,14 @@ class Controller:
             for run in runs:
                 self._guarded(run, lambda run=run: self._launch_one(run, backends[run.id]))
             return
+        specs = self.store.resolved_specs({run.job_id for run in runs})
         for run in runs:
-            self._submit_launch(run, backends[run.id])
+            self._submit_launch(run, backends[run.id], specs[run.job_id])
 
     def _launch_one(self, run: Run, backend: str) -> None:
         run_id, to, reason, fields = self._starting(run)
         self.store.transition(run_id, to, reason, **fields)
-        self._submit_launch(run, backend)
+        self._submit_launch(run, backend, self.store.get_job(run.job_id).spec_resolved)
 
     @staticmethod
     def _starting(run: Run) -> tuple[str, RunState, str, dict[str, Any]]:
@@ -809,17 +822,19 @@ class Controller:
             {"attempts": number, "waiting": ""},
         )
 
-    def _submit_launch(self, run: Run, backend: str) -> None:
-        """Plan and launch attempt N+1 of ``run`` (now STARTING) in ``backend``'s pool."""
-        self._launching[run.id] = (backend, self._submit(backend, self._prepare_and_launch, run, run.attempts + 1))
+    def _submit_launch(self, run: Run, backend: str, resolved: dict[str, Any]) -> None:
+        """Plan and launch attempt N+1 of ``run`` (now STARTING; ``resolved``: its job's resolved
+        spec) in ``backend``'s pool."""
+        number = run.attempts + 1
+        self._launching[run.id] = (backend, self._submit(backend, self._prepare_and_launch, run, number, resolved))
 
-    def _prepare_and_launch(self, run: Run, number: int) -> _Launched:
+    def _prepare_and_launch(self, run: Run, number: int, resolved: dict[str, Any]) -> _Launched:
         """In a launch pool: materialize the data, plan, check the folders, record the attempt, launch."""
-        resolved = self.store.get_job(run.job_id).spec_resolved
         spec = resolved["spec"]
         try:
             launcher = plugins.launchers()[spec["compute"]["backend"]]
-            ctx, request = self._plan(run, resolved, number, launcher)
+            planned = self._plan(run, resolved, number, launcher)
+            ctx, request = planned.ctx, planned.request
         except LaunchError as exc:
             if exc.retry:
                 return _Launched(failed=f"could not prepare attempt {number}: {exc}")
@@ -837,16 +852,15 @@ class Controller:
                 ensure_writable(Path(path), what)
         except NotWritable as exc:
             return _Launched(fatal=f"{exc} (not retried: fix the folder and submit again)")
-        attempt = self.store.add_attempt(
-            Attempt(
-                run_id=run.id,
-                number=number,
-                state=RunState.STARTING.value,
-                backend=launcher.name,
-                request=mask_request(request.to_dict(), spec),  # as the database keeps it
-                log_dir=ctx.log_dir,
-            )
+        attempt = Attempt(
+            run_id=run.id,
+            number=number,
+            state=RunState.STARTING.value,
+            backend=launcher.name,
+            request=mask_request(request.to_dict(), spec),  # as the database keeps it
+            log_dir=ctx.log_dir,
         )
+        self.store.add_attempt(attempt, record=planned.record, rows=planned.rows)
         try:
             handle = launcher.launch(request)
         except LaunchDeferred as exc:
@@ -858,14 +872,18 @@ class Controller:
         return _Launched(attempt, launcher, request, handle, spec)
 
     def _collect(self) -> bool:
-        """Record the launches and finalizations that ended since the last pass; True if any."""
-        collected = False
-        for run_id, (_, future) in list(self._launching.items()):
-            if future.done():
-                del self._launching[run_id]
-                collected = True
-                run = self.store.get_run(run_id)
-                self._guarded(run, lambda run=run, future=future: self._launched(run, future))
+        """Record the launches and finalizations that ended since the last pass; True if any.
+        The runs of the launches are read in one query, and the launches that started workers
+        are recorded together (:meth:`_started`)."""
+        ended = [run_id for run_id, (_, future) in self._launching.items() if future.done()]
+        runs = {run.id: run for run in self.store.busy_runs_by_id(ended)}
+        started: list[tuple[Run, _Launched]] = []
+        for run_id in ended:
+            _, future = self._launching.pop(run_id)
+            run = runs.get(run_id) or self.store.get_run(run_id)
+            self._guarded(run, lambda run=run, future=future: self._launched(run, future, started))
+        self._started(started)
+        collected = bool(ended)
         for run_id, finalizing in list(self._finalizing.items()):
             if finalizing.future.done():
                 del self._finalizing[run_id]
@@ -874,7 +892,8 @@ class Controller:
                 self._guarded(run, lambda run=run, finalizing=finalizing: self._finalized(run, finalizing))
         return collected
 
-    def _launched(self, run: Run, future: Future) -> None:
+    def _launched(self, run: Run, future: Future, started: list[tuple[Run, _Launched]]) -> None:
+        """Act on what launching ``run`` came to; a launch that started workers joins ``started``."""
         try:
             launched: _Launched = future.result()
         except Exception as exc:
@@ -886,7 +905,7 @@ class Controller:
             if launched.attempt is not None and launched.attempt.number != run.attempts:
                 launched.attempt = None
         if launched.handle is not None:
-            self._started(run, launched.attempt, launched.launcher, launched.request, launched.handle, launched.spec)
+            started.append((run, launched))
         elif launched.fatal:
             if launched.attempt is not None:
                 self.store.finish_attempt(launched.attempt.id, RunState.FAILED, launched.fatal, None)
@@ -930,25 +949,46 @@ class Controller:
             not_before=utcnow() + timedelta(seconds=deferred.after),
         )
 
-    def _started(
-        self,
-        run: Run,
-        attempt: Attempt,
-        launcher: Launcher,
-        request: LaunchRequest,
-        handle: dict[str, Any],
-        spec: dict[str, Any],
-        adopted: bool = False,
-    ) -> None:
-        """Record running workers (launched now, or adopted) and start watching them."""
-        self._deferred_since.pop(run.id, None)
-        self.store.update_attempt(attempt.id, state=RunState.RUNNING.value, handle=handle)
-        note_image(self.store, run.id, handle.get("image_digest"))  # the run's lineage
+    def _started(self, started: list[tuple[Run, _Launched]], adopted: bool = False) -> None:
+        """Record running workers (launched now, or adopted) and start watching them: the
+        attempts and the runs' RUNNING transitions of all of ``started`` in one transaction
+        (one per run where that is refused: a refused run is its own trouble)."""
+        if not started:
+            return
+        try:
+            self._record_started(started, adopted)
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise
+            for one in started:
+                self._guarded(one[0], lambda one=one: self._record_started([one], adopted))
+
+    def _record_started(self, started: list[tuple[Run, _Launched]], adopted: bool) -> None:
+        verb = "adopted" if adopted else "started"
+        changes = []
+        for run, launched in started:
+            if run.state != RunState.RUNNING.value:
+                workers = len(launched.request.workers)
+                reason = f"attempt {launched.attempt.number}: {workers} worker{'s' * (workers > 1)} {verb}"
+                changes.append((run.id, RunState.RUNNING, reason, {}))
+        self.store.record_running([(launched.attempt.id, launched.handle) for _, launched in started], changes)
+        steps = self.store.max_steps_of([run.id for run, _ in started])
+        for run, launched in started:
+            self._deferred_since.pop(run.id, None)
+            note_image(self.store, run.id, launched.handle.get("image_digest"))  # the run's lineage
+            self._watch(run, launched, {key: step + 1 for key, step in steps.get(run.id, {}).items()})
+            if not adopted:
+                self._notify(run.id, "mlrt_run_started")
+
+    def _watch(self, run: Run, launched: _Launched, next_steps: dict[str, int]) -> None:
+        """Keep what polling ``run``'s started attempt needs: its handle, its log scanner
+        (continuing each metric at ``next_steps``) and, for a service, its log shipper."""
+        attempt, request, handle = launched.attempt, launched.request, launched.handle
         first = request.workers[0]
         scanner = LogMetricScanner(
             Path(first.log_path),
-            spec.get("metrics") or [],
-            self._next_steps(run.id),
+            launched.spec.get("metrics") or [],
+            next_steps,
             sdk_records=first.env.get("MLRT_TRACKING_URI") == LOG_TRACKING_URI,
             logs=[Path(worker.log_path) for worker in request.workers],
         )
@@ -958,15 +998,7 @@ class Controller:
         if self.tracking.ships_logs:
             logs = [Path(worker.log_path) for worker in request.workers]
             shipper = LogShipper(self.store, run.id, attempt.number, logs)
-        self._active[run.id] = _Active(attempt, launcher, handle, scanner, spec, shipper)
-        if run.state != RunState.RUNNING.value:
-            workers = len(request.workers)
-            verb = "adopted" if adopted else "started"
-            self.store.transition(
-                run.id, RunState.RUNNING, f"attempt {attempt.number}: {workers} worker{'s' * (workers > 1)} {verb}"
-            )
-        if not adopted:
-            self._notify(run.id, "mlrt_run_started")
+        self._active[run.id] = _Active(attempt, launched.launcher, handle, scanner, launched.spec, shipper)
 
     def _adopt(self, run: Run) -> None:
         """Take over the workers of a run whose controller is gone (see :func:`reap_orphans`)."""
@@ -983,24 +1015,23 @@ class Controller:
             if handle is None:  # the old controller died before the workers started
                 self.store.add_event(run.id, f"attempt {attempt.number} had no workers yet; launching them")
                 # Plan again: a stored request lacks what must not be stored (spec.env values).
-                _, request = self._plan(run, resolved, attempt.number, launcher)
+                planned = self._plan(run, resolved, attempt.number, launcher)
+                self.store.keep_planned(run.id, planned.record, planned.rows)
+                request = planned.request
                 handle = launcher.launch(request)
         except (LaunchError, RuntimeError) as exc:
             self._attempt_failed(run, attempt, str(exc), None)
             return
-        self._started(run, attempt, launcher, request, handle, spec, adopted=True)
+        self._started([(run, _Launched(attempt, launcher, request, handle, spec))], adopted=True)
 
-    def _plan(
-        self, run: Run, resolved: dict[str, Any], number: int, launcher: Launcher
-    ) -> tuple[LaunchContext, LaunchRequest]:
-        """Materialize the data channels and plan attempt ``number`` of ``run``."""
-        paths = self._materialize(run, resolved["spec"])
+    def _plan(self, run: Run, resolved: dict[str, Any], number: int, launcher: Launcher) -> _Planned:
+        """Materialize the data channels and plan attempt ``number`` of ``run``; what is to be
+        stored before it launches comes back with the plan, so the caller stores it at once."""
+        paths, record = self._materialize(run, resolved["spec"])
         ctx = launch_context(resolved, run.id, number, self.store.url, paths, run.record)
-        ctx.env.update(self.tracking.environment(run.id))
-        return ctx, launcher.plan(ctx)
-
-    def _next_steps(self, run_id: str) -> dict[str, int]:
-        return {key: step + 1 for key, step in self.store.max_steps(run_id).items()}
+        variables, rows = self.tracking.environment(run.id)
+        ctx.env.update(variables)
+        return _Planned(ctx, launcher.plan(ctx), record, rows)
 
     def _ingest(self, run_id: str, active: _Active, final: bool = False) -> None:
         """Store what the workers' logs gained since the last scan: the rank-0 log's pattern
@@ -1027,8 +1058,9 @@ class Controller:
             active.handle["scanned"] = active.scanner.offset
             self.store.update_attempt(active.attempt.id, handle=active.handle)
 
-    def _materialize(self, run: Run, spec: dict[str, Any]) -> dict[str, str]:
-        """Local paths for every data channel; records their content hashes once."""
+    def _materialize(self, run: Run, spec: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any] | None]:
+        """Local paths for every data channel, and the run's record with their content hashes
+        where it lacks them (None when it has them all)."""
         from mlrt.data import content_hash, uri_scheme
 
         schemes = plugins.data_schemes()
@@ -1049,8 +1081,8 @@ class Controller:
                 data_record[name] = {**data_record[name], "sanity": done}
             paths[name] = str(path)
         if data_record != run.record.get("data"):
-            self.store.update_run(run.id, record={**run.record, "data": data_record})
-        return paths
+            return paths, {**run.record, "data": data_record}
+        return paths, None
 
     def _sanity_channel(self, run: Run, name: str, path: Path, seed: int, said: str | None) -> tuple[Path, str]:
         """The subsample a sanity run's command reads instead of channel ``name`` (see

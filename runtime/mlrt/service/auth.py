@@ -58,13 +58,20 @@ def _hash(secret: str) -> str:
 
 def issue(store: Store, kind: str, user: str, project: str | None = None, run_id: str | None = None) -> str:
     """Create a token and return it in plain text (the only time it exists unhashed)."""
+    row, token = new_token(kind, user, project, run_id)
+    with store.session() as s:
+        s.add(row)
+    return token
+
+
+def new_token(kind: str, user: str, project: str | None = None, run_id: str | None = None) -> tuple[Token, str]:
+    """A token's row, not yet stored, and the token in plain text (see :func:`issue`)."""
     if kind not in KINDS:
         raise ValueError(f"token kind must be one of {', '.join(KINDS)}, got {kind!r}")
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    with store.session() as s:
-        s.add(Token(id=token_id, secret_hash=_hash(secret), kind=kind, user=user, project=project, run_id=run_id))
-    return f"{_PREFIX}{token_id}_{secret}"
+    row = Token(id=token_id, secret_hash=_hash(secret), kind=kind, user=user, project=project, run_id=run_id)
+    return row, f"{_PREFIX}{token_id}_{secret}"
 
 
 def authenticate(store: Store, presented: str) -> Principal | None:

@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from mlrt.controller import FIRST_POLL, Controller, WorkerTracking, adoptable, close_orphaned_attempt
 from mlrt.service import auth
@@ -57,9 +58,9 @@ class ServiceTracking(WorkerTracking):
         super().__init__(store)
         self.advertise_url = advertise_url.rstrip("/")
 
-    def environment(self, run_id: str) -> dict[str, str]:
-        token = auth.issue(self.store, "worker", user=f"run:{run_id}", run_id=run_id)
-        return {"MLRT_TRACKING_URI": self.advertise_url, "MLRT_TRACKING_TOKEN": token}
+    def environment(self, run_id: str) -> tuple[dict[str, str], list[Any]]:
+        row, token = auth.new_token("worker", user=f"run:{run_id}", run_id=run_id)
+        return {"MLRT_TRACKING_URI": self.advertise_url, "MLRT_TRACKING_TOKEN": token}, [row]
 
     def attempt_ended(self, run_id: str) -> None:
         auth.revoke_run_tokens(self.store, run_id)

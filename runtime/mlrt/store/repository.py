@@ -189,7 +189,9 @@ class Store:
             s.flush()
             s.add(run)
             s.flush()
-            s.add_all(Param(run_id=run.id, key=k, value=param_text(v)) for k, v in params.items())
+            if params:  # one statement for all of them
+                rows = [{"run_id": run.id, "key": k, "value": param_text(v)} for k, v in params.items()]
+                s.connection().execute(Param.__table__.insert().values(rows))
             s.add(Event(run_id=run.id, to_state=run.state, reason="submitted"))
 
     def seal_clear_secrets(self) -> int:
@@ -213,6 +215,14 @@ class Store:
                         attempt.request = mask_request(json.loads(json.dumps(attempt.request)), spec)
                 changed += 1
         return changed
+
+    def resolved_specs(self, job_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The resolved spec of each of ``job_ids``, in one query."""
+        if not job_ids:
+            return {}
+        with self.session() as s:
+            rows = s.exec(select(Job.id, Job.spec_resolved).where(col(Job.id).in_(list(job_ids))))
+            return {job_id: spec for job_id, spec in rows}
 
     def get_job(self, job_id: str) -> Job:
         with self.session() as s:
@@ -416,12 +426,25 @@ class Store:
         """:meth:`transition` for several runs, ``(run id, to, reason, fields)`` each, in one
         transaction: all are made or, where one is refused, none."""
         with self.session() as s:
-            query = select(Run).where(col(Run.id).in_([run_id for run_id, *_ in changes])).with_for_update()
-            runs = {run.id: run for run in s.exec(query)}
-            for run_id, to, reason, fields in changes:
-                if run_id not in runs:
-                    raise NotFound(f"no run {run_id!r}")
-                _transition(s, runs[run_id], to, reason, fields)
+            _transitions(s, changes)
+
+    def record_running(
+        self,
+        attempts: Sequence[tuple[int, dict[str, Any]]],
+        changes: Sequence[tuple[str, RunState, str, dict[str, Any]]],
+    ) -> None:
+        """Attempts whose workers started, ``(attempt id, handle)`` each (state RUNNING), and the
+        runs' ``changes`` as :meth:`transitions` makes them, in one transaction."""
+        with self.session() as s:
+            if attempts:
+                table = Attempt.__table__
+                started = update(table).where(table.c.id == bindparam("attempt_id"))
+                rows = [{"attempt_id": attempt_id, "started_handle": handle} for attempt_id, handle in attempts]
+                s.connection().execute(
+                    started.values(state=RunState.RUNNING.value, handle=bindparam("started_handle")), rows
+                )
+            if changes:
+                _transitions(s, changes)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run that are not its state (owner, record, cancel flag...)."""
@@ -472,12 +495,23 @@ class Store:
 
     # -- attempts --------------------------------------------------------------
 
-    def add_attempt(self, attempt: Attempt) -> Attempt:
-        """Insert ``attempt``; it comes back with its id (every other column is set here)."""
+    def add_attempt(
+        self, attempt: Attempt, *, record: dict[str, Any] | None = None, rows: Sequence[Any] = ()
+    ) -> Attempt:
+        """Insert ``attempt``; it comes back with its id (every other column is set here). In the
+        same transaction: what planning it added to the run's ``record`` and ``rows`` for its
+        workers (see :meth:`keep_planned`)."""
         with self.session() as s:
+            _keep_planned(s, attempt.run_id, record, rows)
             s.add(attempt)
             s.flush()
             return attempt
+
+    def keep_planned(self, run_id: str, record: dict[str, Any] | None, rows: Sequence[Any]) -> None:
+        """Store what planning an attempt of ``run_id`` made: the run's new ``record`` (None: it
+        did not change) and ``rows`` for its workers, such as their tracking token."""
+        with self.session() as s:
+            _keep_planned(s, run_id, record, rows)
 
     def delete_attempt(self, attempt_id: int) -> None:
         """Remove an attempt that never started (its launch is to be made again under its number)."""
@@ -613,6 +647,18 @@ class Store:
         )
         with self.engine.connect() as conn:
             return {run_id: value for run_id, value in conn.execute(query)}
+
+    def max_steps_of(self, run_ids: Collection[str]) -> dict[str, dict[str, int]]:
+        """:meth:`max_steps` of several runs in one query (runs without metrics are left out)."""
+        found: dict[str, dict[str, int]] = {}
+        if not run_ids:
+            return found
+        summaries = MetricSummary.__table__.c
+        query = select(summaries.run_id, summaries.key, summaries.last_step).where(summaries.run_id.in_(list(run_ids)))
+        with self.engine.connect() as conn:
+            for run_id, key, step in conn.execute(query):
+                found.setdefault(run_id, {})[key] = int(step)
+        return found
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         """The highest step logged so far for each metric key (to continue a series)."""
@@ -791,6 +837,23 @@ def _upsertable_insert(conn: Any) -> Callable[..., Any]:
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert
+
+
+def _keep_planned(s: Session, run_id: str, record: dict[str, Any] | None, rows: Sequence[Any]) -> None:
+    if record is not None:
+        s.exec(update(Run).where(Run.id == run_id).values(record=record))  # type: ignore[call-overload]
+    s.add_all(rows)
+
+
+def _transitions(s: Session, changes: Sequence[tuple[str, RunState, str, dict[str, Any]]]) -> None:
+    """:func:`_transition` of each of ``changes``, ``(run id, to, reason, fields)``, the runs read
+    for update in one query."""
+    query = select(Run).where(col(Run.id).in_([run_id for run_id, *_ in changes])).order_by(Run.id)
+    runs = {run.id: run for run in s.exec(query.with_for_update())}  # locked in one order: no deadlock
+    for run_id, to, reason, fields in changes:
+        if run_id not in runs:
+            raise NotFound(f"no run {run_id!r}")
+        _transition(s, runs[run_id], to, reason, fields)
 
 
 def _transition(s: Session, run: Run, to: RunState, reason: str, fields: dict[str, Any]) -> None:
