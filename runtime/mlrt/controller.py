@@ -804,6 +804,7 @@ class Controller:
             return
         specs = self.store.resolved_specs({run.job_id for run in runs})
         for run in runs:
+            self._kinds[run.id] = "TrainingJob"  # the queue holds no tuning runs (Store.queue_heads)
             self._submit_launch(run, backends[run.id], specs[run.job_id])
 
     def _launch_one(self, run: Run, backend: str) -> None:
