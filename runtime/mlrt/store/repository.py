@@ -545,10 +545,12 @@ class Store:
     # -- params, metrics, artifacts ------------------------------------------
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        """Insert or replace params of a run."""
+        """Insert or replace params of a run; :class:`NotFound` when there is no run ``run_id``."""
         if not params:
             return
         with self.session() as s:
+            if s.get(Run, run_id) is None:
+                raise NotFound(f"no run {run_id!r}")
             s.exec(delete(Param).where(Param.run_id == run_id, col(Param.key).in_(list(params))))  # type: ignore[call-overload]
             s.add_all(Param(run_id=run_id, key=k, value=param_text(v)) for k, v in params.items())
 
