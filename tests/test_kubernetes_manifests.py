@@ -79,7 +79,8 @@ def manifests(cli, write_spec, case: str) -> list[dict]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_manifests_match_the_reviewed_golden_files_and_the_kubernetes_schemas(cli, write_spec, case):
     documents = manifests(cli, write_spec, case)
-    assert [d["kind"] for d in documents] == ["Service", "Job"]
+    several = "workers:" in CASES[case][1]
+    assert [d["kind"] for d in documents] == (["Service", "Job"] if several else ["Job"])
     for document in documents:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
     golden = GOLDEN / f"{case}.yaml"
@@ -113,8 +114,16 @@ def test_multi_worker_job_is_indexed_with_a_headless_service_for_the_rendezvous(
     assert _worker(job)["command"] == ["python", "-m", "mlrt.worker"]
 
 
+def test_a_single_worker_is_its_own_rendezvous_without_a_service(cli, write_spec):
+    """No Service for one worker: nothing resolves its name, and rank 0 is the worker itself."""
+    (job,) = manifests(cli, write_spec, "single-worker")
+    assert "subdomain" not in job["spec"]["template"]["spec"]
+    env = _env(job)
+    assert env["MASTER_ADDR"] == "127.0.0.1" and env["WORLD_SIZE"] == "1"
+
+
 def test_data_channels_are_fetched_by_an_init_container_into_the_contract_paths(cli, write_spec):
-    _, job = manifests(cli, write_spec, "single-worker")
+    *_, job = manifests(cli, write_spec, "single-worker")
     pod = job["spec"]["template"]["spec"]
     (fetch,) = pod["initContainers"]
     assert fetch["command"][:4] == ["python", "-m", "mlrt.fetch", "/mlrt/data"]
@@ -155,7 +164,7 @@ def test_an_s3_output_is_restored_and_uploaded_by_containers_of_the_pod(cli, wri
 
 
 def test_gpu_requests_and_kueue_queue_suspend_the_job_for_admission(cli, write_spec):
-    _, job = manifests(cli, write_spec, "gpu")
+    *_, job = manifests(cli, write_spec, "gpu")
     assert _worker(job)["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
@@ -164,7 +173,7 @@ def test_gpu_requests_and_kueue_queue_suspend_the_job_for_admission(cli, write_s
 
 
 def test_secret_values_never_appear_only_references(cli, write_spec):
-    _, job = manifests(cli, write_spec, "secrets")
+    *_, job = manifests(cli, write_spec, "secrets")
     env = _env(job)
     assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "huggingface", "key": "token"}}
     assert _worker(job)["envFrom"] == [{"secretRef": {"name": "wandb-credentials"}}]
@@ -178,7 +187,7 @@ def test_retries_map_to_a_pod_failure_policy_and_max_runtime_to_a_deadline(cli, 
         BASE.format(name="deadline", what=what, compute=compute) + "  stopping: {max_runtime: 10m, grace_period: 20s}\n"
     )
     result = cli("validate", str(write_spec(text)), "--manifests", "--json")
-    _, job = json.loads(result.stdout)
+    (job,) = json.loads(result.stdout)
     assert job["spec"]["backoffLimit"] == 0
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}

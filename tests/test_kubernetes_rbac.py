@@ -36,7 +36,7 @@ spec:
   image: registry.example.com/acme/train:1.0
   command: [python, train.py]
   env: {GREETING: hello}
-  compute: {backend: kubernetes, kubernetes: {namespace: ml}}
+  compute: {backend: kubernetes, workers: 2, kubernetes: {namespace: ml}}
   stopping: {grace_period: 1s}
 """
 
@@ -45,7 +45,7 @@ spec:
 NEEDED_BY: dict[tuple[str, str, str], str | None] = {
     ("", "secrets", "create"): "launch",  # the attempt's Secret of spec.env values
     ("", "secrets", "patch"): "launch",  # the Job made the Secret's owner
-    ("", "services", "create"): "launch",  # the headless rendezvous Service
+    ("", "services", "create"): "launch",  # the headless rendezvous Service (of several workers)
     ("", "services", "patch"): "launch",  # the Job made the Service's owner
     ("batch", "jobs", "create"): "launch",
     ("batch", "jobs", "watch"): None,
@@ -106,10 +106,10 @@ def run_scenario(kube: KubeStandIn, tmp_path: Path, write_spec) -> str | None:
     handle, error = refused(launcher.launch, request)
     if error:
         return "launch"
-    (pod,) = wait_for(lambda: kube.pods(NAMESPACE), timeout=30)
-    name = pod["metadata"]["name"]
-    kube.start_pod(name, namespace=NAMESPACE)
-    kube.append_log(name, "hello from the pod\n", namespace=NAMESPACE)
+    pods = wait_for(lambda: len(found := kube.pods(NAMESPACE)) == 2 and found, timeout=30)
+    for pod in pods:
+        kube.start_pod(pod["metadata"]["name"], namespace=NAMESPACE)
+        kube.append_log(pod["metadata"]["name"], "hello from the pod\n", namespace=NAMESPACE)
 
     def copied_or_refused():
         _, error = refused(launcher.poll, handle)

@@ -794,7 +794,7 @@ class KubernetesLauncher(Launcher):
             "job": name,
             "selector": selector(ctx.run_id, ctx.attempt),
             "schedule_timeout": pod_settings(ctx.compute).schedule_timeout,
-            "manifests": [service, job],
+            "manifests": [service, job] if service is not None else [job],
         }
         for secret in (tracking_secret(ctx), env_secret(ctx)):
             if secret is not None:
@@ -808,7 +808,8 @@ class KubernetesLauncher(Launcher):
     def launch(self, request: LaunchRequest) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
-        *secrets, service, job = request.details["manifests"]
+        *secrets, job = request.details["manifests"]  # [Secrets..., the Service (several workers), the Job]
+        service = secrets.pop() if secrets and secrets[-1]["kind"] == "Service" else None
         namespace, name = request.details["namespace"], request.details["job"]
         cluster = self.cluster
         self._watch(namespace)
@@ -829,11 +830,12 @@ class KubernetesLauncher(Launcher):
                             secret["metadata"]["name"], namespace, {"stringData": values}, _preload_content=False
                         )
                     )
-            try:
-                cluster.done(cluster.core.create_namespaced_service(namespace, service, _preload_content=False))
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+            if service is not None:
+                try:
+                    cluster.done(cluster.core.create_namespaced_service(namespace, service, _preload_content=False))
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
             try:
                 created = cluster.raw(cluster.batch.create_namespaced_job(namespace, job, _preload_content=False))
             except ApiException as exc:
@@ -850,7 +852,8 @@ class KubernetesLauncher(Launcher):
                 "blockOwnerDeletion": True,
             }
             owned = {"metadata": {"ownerReferences": [owner]}}
-            cluster.done(cluster.core.patch_namespaced_service(name, namespace, owned, _preload_content=False))
+            if service is not None:
+                cluster.done(cluster.core.patch_namespaced_service(name, namespace, owned, _preload_content=False))
             for secret in secrets:  # deleted with the Job
                 cluster.done(
                     cluster.core.patch_namespaced_secret(

@@ -1,11 +1,15 @@
 """The Kubernetes objects of one attempt, planned without touching a cluster.
 
 An attempt is a ``batch/v1`` Indexed Job (``completions = parallelism =
-workers``) and a headless Service named like the Job. Each pod's hostname is
-``JOB-INDEX`` under the Service's subdomain, so every worker resolves rank 0
-as ``JOB-0.JOB`` (``MASTER_ADDR``) as soon as the Service exists; the
-Service publishes not-ready addresses, so the name resolves before rank 0
-is ready. ``RANK`` comes from the pod's completion index.
+workers``) and, for several workers, a headless Service named like the Job.
+Each pod's hostname is ``JOB-INDEX`` under the Service's subdomain, so every
+worker resolves rank 0 as ``JOB-0.JOB`` (``MASTER_ADDR``) as soon as the
+Service exists; the Service publishes not-ready addresses, so the name
+resolves before rank 0 is ready. ``RANK`` comes from the pod's completion
+index. A single worker is its own rank 0 (``MASTER_ADDR=127.0.0.1``, as
+``torchrun --standalone``), so its attempt has no Service: one object for
+the API server to store and the launch to create instead of two (and the
+Service's EndpointSlice).
 
 Paths of the container contract live under ``/mlrt`` in the pod: data
 channels are fetched into an ``emptyDir`` by an init container of mlrt's
@@ -157,8 +161,9 @@ def env_secret(ctx: LaunchContext) -> dict[str, Any] | None:
     }
 
 
-def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Job and the headless Service of ``ctx``'s attempt, as plain manifests."""
+def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The Job and the headless Service of ``ctx``'s attempt, as plain manifests (no Service
+    for a single worker: see the module docstring)."""
     kube = pod_settings(ctx.compute)
     workers = int(ctx.compute.get("workers", 1))
     name = object_name(ctx.run_id, ctx.attempt)
@@ -195,6 +200,8 @@ def plan_manifests(ctx: LaunchContext) -> tuple[dict[str, Any], dict[str, Any]]:
     if kube.suspend or kube.queue:
         job_spec["suspend"] = True
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+    if workers == 1:
+        return job, None
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -369,7 +376,7 @@ def _pod_spec(ctx: LaunchContext, name: str) -> dict[str, Any]:
 
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "subdomain": name,
+        **({"subdomain": name} if int(ctx.compute.get("workers", 1)) > 1 else {}),  # the Service's
         "containers": [container],
         "volumes": volumes,
         "terminationGracePeriodSeconds": termination_grace_seconds(ctx),
@@ -558,7 +565,7 @@ def _env(ctx: LaunchContext, name: str) -> list[dict[str, Any]]:
         MLRT_CHECKPOINT_DIR=f"{RUN_DIR}/checkpoints",
         MLRT_FAILURE_FILE=TERMINATION_LOG,
         PYTHONUNBUFFERED="1",
-        MASTER_ADDR=f"{name}-0.{name}",
+        MASTER_ADDR=f"{name}-0.{name}" if workers > 1 else "127.0.0.1",
         MASTER_PORT=str(MASTER_PORT),
         WORLD_SIZE=str(workers),
         LOCAL_RANK="0",
