@@ -349,7 +349,9 @@ def test_refused_requests_get_401_or_403_and_leave_no_trace(remote, service, tok
     ghost = auth.issue(Store(postgres_db), "worker", "run:ghost", run_id="no-such-run")
     with api(service, ghost) as orphan:  # a worker token whose run is not there: 404, not a server error
         assert orphan.post("/runs/no-such-run/tracking/params", json={"x": 1}).status_code == 404
-        assert orphan.post("/runs/no-such-run/tracking/metrics", json={"points": [["x", 0, 1.0, 0.0]]}).status_code == 404
+        assert (
+            orphan.post("/runs/no-such-run/tracking/metrics", json={"points": [["x", 0, 1.0, 0.0]]}).status_code == 404
+        )
     with api(service, tokens["alice"]) as alice:
         for path in ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "a/../../b", "%2Fetc%2Fpasswd"):
             assert alice.get(f"/runs/{run_id}/artifacts/{path}").status_code in (400, 404)
