@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 
 import httpx
 import psutil
 from test_service import LOCAL, api, job_spec, program, tokens  # noqa: F401 (fixtures)
 
 from conftest import wait_for
+from mlrt.service import processes
 from service_process import ServiceProcess
 
 
@@ -57,3 +60,29 @@ def test_a_service_process_that_dies_takes_the_service_down_for_a_restart(postgr
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive
     assert "ended on its own" in (tmp_path / "controller.log").read_text()
+
+
+def test_connections_accepted_on_the_shared_socket_send_without_delay():
+    """asyncio turns Nagle's algorithm off (TCP_NODELAY) only on connections whose socket says
+    TCP; the service processes' shared socket must, or each response waits for a delayed ACK."""
+    listener = processes._listen("127.0.0.1", 0)
+    accepted: list[int] = []
+
+    async def serve_one_connection() -> None:
+        loop = asyncio.get_running_loop()
+        connected = loop.create_future()
+
+        class Note(asyncio.Protocol):
+            def connection_made(self, transport):
+                sock = transport.get_extra_info("socket")
+                accepted.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                connected.set_result(None)
+
+        server = await loop.create_server(Note, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        await asyncio.wait_for(connected, 10)
+        writer.close()
+        server.close()
+
+    asyncio.run(serve_one_connection())
+    assert accepted and accepted[0] != 0

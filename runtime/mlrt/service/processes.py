@@ -75,9 +75,14 @@ def serve_processes(count: int, host: str, port: int, serve_one: Callable[[list[
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket every service process accepts on (as uvicorn binds its own)."""
+    """The listening socket every service process accepts on (as uvicorn binds its own).
+
+    Its protocol is named (``IPPROTO_TCP``, not 0): asyncio sets ``TCP_NODELAY`` on an accepted
+    connection only when its socket says TCP, and the accepted ones inherit this socket's. Without
+    it every response waited for the client's delayed ACK (Nagle): about 50 ms a request, 150
+    no-op requests/s from 8 clients against 870/s from one process that bound its own socket."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
