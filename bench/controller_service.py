@@ -489,6 +489,38 @@ def submit_all(env: Environment, specs: list[str], clients: int, token: str | No
     return results  # type: ignore[return-value]
 
 
+def request_floor(env: Environment, clients: int, n: int) -> float:
+    """Authenticated no-op requests per second (``GET /api/v1/whoami``: the token's lookup, no
+    work) from ``clients`` threads like :func:`submit_all`'s: the most submissions per second
+    the API, the clients and this machine could reach if a submission cost nothing."""
+    import httpx
+
+    left = iter(range(n))
+    lock = threading.Lock()
+
+    def client(http: httpx.Client) -> None:
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            http.get("/api/v1/whoami").raise_for_status()
+
+    headers = {"Authorization": f"Bearer {env.token}"}
+    https = [httpx.Client(base_url=env.url_api, headers=headers, timeout=120) for _ in range(clients)]
+    for http in https:  # connect outside the clock
+        http.get("/api/v1/whoami").raise_for_status()
+    threads = [threading.Thread(target=client, args=(http,)) for http in https]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    for http in https:
+        http.close()
+    return n / seconds
+
+
 WAITING_STATES = ("QUEUED", "STARTING", "RUNNING")
 
 
@@ -619,6 +651,7 @@ def submission_round(name: str, clients: int, jobs: int, args, workdir: Path, cl
     try:
         say(f"    controller at {env.url_api}, database {env.url.rsplit('/', 1)[-1]}; one warm-up job first")
         _, cold = warm_up(env, template, name)
+        floor = request_floor(env, clients, min(jobs, 2000))
         cpu_before = env.cpu_seconds()
         others_before = machine_cpu()
         passes_before = env.reconcile_histogram()
@@ -662,6 +695,7 @@ def submission_round(name: str, clients: int, jobs: int, args, workdir: Path, cl
         "running_at_end": len(ran),
         "drained": drained_all,
         "submissions_per_s": jobs / (last_response - first_start),
+        "noop_requests_per_s": floor,
         "submit_seconds": last_response - first_start,
         **figures,
         "median_by_tenth": by_tenth,
@@ -920,6 +954,11 @@ def print_round(r: dict) -> None:
         f"{r['submissions_per_s']:,.1f} submissions/s; {r['running_at_end']:,} RUNNING after {r['drain_seconds']:.1f}s "
         f"({r['launches_per_s']:,.1f} launches/s end to end, {r['launch_rate_while_launching']:,.1f}/s from the first launch)"
     )
+    if "noop_requests_per_s" in r:
+        print(
+            f"  the same clients' authenticated no-op requests (GET /api/v1/whoami) before the round:"
+            f" {r['noop_requests_per_s']:,.1f}/s, the ceiling of submissions/s here"
+        )
     if not r["drained"]:
         print(f"  NOT DRAINED: {r['jobs'] - r['running_at_end']:,} runs not RUNNING when the round stopped waiting")
         print("  (their time so far counts as a lower bound: quantiles marked >= are lower bounds;")
