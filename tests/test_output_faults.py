@@ -257,6 +257,25 @@ def test_a_full_output_folder_fails_the_run_at_once_with_no_space_left(cli, writ
     assert run_json(cli, run["id"])["attempts"] == []
 
 
+def test_the_folders_of_launches_share_one_sync_of_their_file_system(tmp_path: Path, monkeypatch):
+    """Every probe writes; one sync a second per file system stands for all of them."""
+    from mlrt import folders
+
+    synced: list[int] = []
+    real_fsync = folders.os.fsync
+    monkeypatch.setattr(folders.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(folders, "_synced_at", {})
+    monkeypatch.setattr(folders, "SYNC_EVERY", 3600.0)
+    for run in ("a", "b"):
+        for what in ("output", "checkpoint", "log"):
+            folders.ensure_writable(tmp_path / run / what, what)
+            assert (tmp_path / run / what).is_dir() and list((tmp_path / run / what).iterdir()) == []
+    assert len(synced) == 1
+    monkeypatch.setattr(folders, "SYNC_EVERY", 0.0)
+    folders.ensure_writable(tmp_path / "c", "output")
+    assert len(synced) == 2
+
+
 @pytest.fixture
 def s3_service(moto, postgres_db: str, tmp_path: Path, home: Path):
     """A real ``mlrt controller`` on PostgreSQL, started with the environment ``moto`` set (local jobs allowed)."""

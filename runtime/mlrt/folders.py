@@ -11,12 +11,17 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 # One block: enough for a full file system to refuse it.
 PROBE_BYTES = 4096
+# A file system whose probe was synced this many seconds ago or less is not synced again:
+# the three folders of a launch, and the launches of a busy controller, share one sync.
+SYNC_EVERY = 1.0
+_synced_at: dict[int, float] = {}  # device -> when a probe on it was last synced (monotonic)
 
 
 class NotWritable(Exception):
@@ -28,14 +33,20 @@ def ensure_writable(path: Path, what: str) -> None:
 
     ``what`` names the folder in the message (``output``, ``checkpoint``,
     ``log``). Raises :class:`NotWritable` like ``output folder /x/y is not
-    writable: Read-only file system``.
+    writable: Read-only file system``. The sync is skipped on a file system
+    synced by a probe in the last :data:`SYNC_EVERY` seconds: a sync waits for
+    everything the system has to write there (a database's log included), and
+    a controller launching many runs would wait for it three times a run.
     """
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".mlrt-write-probe-")
         try:
             os.write(fd, b"\0" * PROBE_BYTES)
-            os.fsync(fd)  # some file systems report a full disk only when the data goes out
+            device = os.fstat(fd).st_dev
+            if time.monotonic() - _synced_at.get(device, float("-inf")) > SYNC_EVERY:
+                os.fsync(fd)  # some file systems report a full disk only when the data goes out
+                _synced_at[device] = time.monotonic()
         finally:
             os.close(fd)
             os.unlink(probe)
