@@ -289,6 +289,16 @@ def _credential_sources() -> tuple[Any, ...]:
     return (*where, *(identity(path) for path in files))
 
 
+def _api_callers() -> int:
+    """How many threads of a controller may call the API at once: the launch pool
+    (``MLRT_LAUNCH_CONCURRENCY``), the finalizing pool (``MLRT_FINALIZE_CONCURRENCY``), the
+    reconcile thread and the watches of a few namespaces."""
+    from mlrt.controller import FINALIZE_CONCURRENCY, pool_size
+
+    launches = pool_size("MLRT_LAUNCH_CONCURRENCY", "kubernetes", KubernetesLauncher.launch_concurrency)
+    return launches + pool_size("MLRT_FINALIZE_CONCURRENCY", "", FINALIZE_CONCURRENCY) + 8
+
+
 class _Cluster:
     """The client objects, created on first use (planning needs no cluster); throttled calls wait and retry
     (:func:`_respecting_retry_after`)."""
@@ -309,6 +319,9 @@ class _Cluster:
             )
         # urllib3 would retry a 429 itself for some verbs only, 3 times, then raise: leave answers to the wrapper.
         configuration.retries = Retry(total=3, status=0, respect_retry_after_header=False)
+        # Keep a connection for every thread that calls the API at once, or urllib3 discards the surplus
+        # and each of their calls opens a new one (its default keeps 5 per CPU).
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, _api_callers())
         self.api = client.ApiClient(configuration)
         self.api.rest_client.request = _respecting_retry_after(self.api.rest_client.request)
         self.batch = client.BatchV1Api(self.api)
