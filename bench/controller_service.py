@@ -419,7 +419,19 @@ class Environment:
             query = text("SELECT waiting, COUNT(*) FROM runs WHERE state = 'QUEUED' GROUP BY waiting")
             return dict(conn.execute(query).all())
 
+    def failures(self) -> dict[str, int]:
+        """Why runs FAILED, by reason (none should: the stand-in never fails a pod)."""
+        from sqlalchemy import text
+
+        with self.store.engine.connect() as conn:
+            return dict(
+                conn.execute(text("SELECT reason, COUNT(*) FROM runs WHERE state = 'FAILED' GROUP BY reason")).all()
+            )
+
     def close(self) -> None:
+        if self.store is not None and self.admin_engine is not None:
+            for reason, count in self.failures().items():  # said before the database goes
+                print(f"    {count} run(s) FAILED: {reason}", flush=True)
         if self.sampler is not None:
             self.memory = {"peak_rss_sampled": self.sampler.peak_rss, "vm_hwm": self.sampler.high_water()}
             self.sampler.stop()

@@ -1854,6 +1854,9 @@ class _Handler(BaseHTTPRequestHandler):
         retry_after = self.server.throttled()
         if retry_after is not None:
             return self._too_many_requests(retry_after)
+        if self.server.dropped(method):  # read, never answered: the client sees the connection closed
+            self.close_connection = True
+            return None
         try:
             query = dict(parse_qsl(url.query))
             self.server.access.check(self.headers.get("Authorization"), method, url.path, query)  # 401, 403
@@ -1999,10 +2002,24 @@ class _Server(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_changed = threading.Condition()
         self._closing = False
+        self._drop: tuple[int, str | None] = (0, None)
 
     def throttle(self, requests: int, retry_after: int) -> None:
         with self._lock:
             self._throttle = (requests, retry_after)
+
+    def drop(self, requests: int, method: str | None) -> None:
+        with self._lock:
+            self._drop = (requests, method)
+
+    def dropped(self, method: str) -> bool:
+        """Whether this request is one of those :meth:`KubeStandIn.drop_connections` asked to go unanswered."""
+        with self._lock:
+            left, only = self._drop
+            if left <= 0 or only not in (None, method):
+                return False
+            self._drop = (left - 1, only)
+            return True
 
     def throttled(self) -> int | None:
         """The Retry-After to answer this request with when it is one of the throttled ones, else None."""
@@ -2172,6 +2189,14 @@ class KubeStandIn:
         """Answer the next ``requests`` requests (any verb, streams included) with 429 Too Many Requests and a
         ``Retry-After: retry_after`` header, as an overloaded API server's flow control does."""
         self._server.throttle(requests, retry_after)
+
+    def drop_connections(self, requests: int, method: str | None = None) -> None:
+        """Close the connections of the next ``requests`` requests (of ``method``, else any, streams included)
+        after reading them, without an answer: the client sees ``Connection aborted`` / ``RemoteDisconnected``, as
+        when an API server restarts or a proxy between it and the client closes a kept-alive connection between a
+        request and its answer. Nothing of those requests is done (TCP's behaviour, not the API server's: no
+        Kubernetes doc involved)."""
+        self._server.drop(requests, method)
 
     @property
     def throttled_left(self) -> int:

@@ -165,3 +165,18 @@ def test_a_launch_deferred_past_the_limit_is_a_failed_attempt_charged_to_the_ret
     assert run.state == "FAILED", run.reason
     assert "the cluster's API is throttling requests" in run.reason and "past the limit of 0 s" in run.reason
     assert run.attempts == 1
+
+
+def test_a_launch_whose_connection_drops_is_launched_again_uncharged(cli, write_spec, kube):
+    # The API server closes the connection of the Job's POST without an answer (it restarted, or a proxy closed
+    # a kept-alive connection): urllib3 does not send a POST again, and the run's only attempt must not fail.
+    kube.drop_connections(requests=1, method="POST")
+    run_id = submit(cli, write_spec, "kube-dropped")
+    pod = running_pod(kube, "")
+    kube.succeed_pod(pod, namespace="ml")
+    run = finished(run_id, timeout=120)
+    assert run.state == "SUCCEEDED", run.reason
+    assert run.attempts == 1 and run.max_attempts == 1, "the dropped connection charged no attempt"
+    events = [e.reason for e in Store().events(run_id)]
+    assert any(r.startswith("attempt 1 not launched: the cluster's API did not answer") for r in events), events
+    assert len(kube.jobs("ml")) == 1

@@ -820,6 +820,7 @@ class KubernetesLauncher(Launcher):
 
     def launch(self, request: LaunchRequest) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as ConnectionFault
 
         *secrets, job = request.details["manifests"]  # [Secrets..., the Service (several workers), the Job]
         service = secrets.pop() if secrets and secrets[-1]["kind"] == "Service" else None
@@ -879,6 +880,12 @@ class KubernetesLauncher(Launcher):
                 # attempt wrong. The same attempt is launched again later: what was made is taken over (409).
                 raise LaunchDeferred(f"the cluster's API is throttling requests ({_api_error(exc)})") from None
             raise LaunchError(f"the cluster refused the attempt's objects: {_api_error(exc)}") from None
+        except ConnectionFault as exc:
+            # The connection dropped between a request and its answer (an API server restarting, a proxy closing
+            # a kept-alive connection): urllib3 does not send a POST again, as it may have been done. Launching
+            # the same attempt again is safe: what was made is taken over (409).
+            problem = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise LaunchDeferred(f"the cluster's API did not answer ({problem})", after=1.0) from None
         return self._handle(request)
 
     def adopt(self, request: LaunchRequest, handle: dict[str, Any] | None) -> dict[str, Any] | None:

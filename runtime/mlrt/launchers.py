@@ -160,7 +160,8 @@ class LaunchError(RuntimeError):
 
 class LaunchDeferred(LaunchError):
     """The backend cannot launch now, for a reason that passes by itself: the cluster's API
-    throttles its requests (429 Too Many Requests) beyond the client's own retries. The run is
+    throttles its requests (429 Too Many Requests) beyond the client's own retries, or a
+    connection to it dropped before an answer came. The run is
     queued again and the same attempt (same number, so the same object names: :meth:`Launcher.launch`
     must take over what it made before) is launched after ``after`` seconds, without charging the
     run's retries, as a Kubernetes controller requeues an object its API calls were throttled for."""
