@@ -397,7 +397,7 @@ def test_kubernetes_manifests_are_stored_and_printed_without_the_value_and_the_p
     assert run.state == "SUCCEEDED", run.reason
 
     (attempt,) = store.attempts(run_id)
-    stored_secret, _, stored_job = attempt.request["details"]["manifests"]
+    stored_secret, stored_job = attempt.request["details"]["manifests"]  # one worker: no Service
     assert stored_secret["stringData"] == {"API_TOKEN": "<set at launch>"}
     stored_env = {e["name"]: e for e in stored_job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert stored_env["API_TOKEN"] == {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": reference}}
