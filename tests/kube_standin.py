@@ -468,6 +468,12 @@ class Store:
         self.closed = False
         self._objects: dict[tuple[str, str, str], JSON] = {}
         self._recorded: dict[tuple[str, str, str], JSON] = {}  # each object's state in its latest event
+        # Indexes, so that a list or a Job's sync costs what it returns, not the whole store (the real server's
+        # watch cache and the Job controller's informer are indexed too): objects by (plural, namespace), and the
+        # keys of the objects whose ownerReferences name each uid.
+        self._collections: dict[tuple[str, str], dict[str, JSON]] = {}
+        self._owned: dict[str, set[tuple[str, str, str]]] = {}
+        self._owners_of: dict[tuple[str, str, str], set[str]] = {}
         # The watch history is a window of the latest events, like the watch cache's ring buffer
         # (staging/src/k8s.io/apiserver/pkg/storage/cacher/watch_cache.go): ``history_limit`` events at most, and
         # :meth:`compact` drops all of it. Positions (cursors) count every event ever recorded; ``_dropped`` of
@@ -494,8 +500,31 @@ class Store:
 
     def list(self, kind: ResourceKind, namespace: str) -> list[JSON]:
         """The live stored objects of a kind in a namespace, by name."""
-        found = [(key, obj) for key, obj in self._objects.items() if key[:2] == (kind.plural, namespace)]
-        return [obj for _, obj in sorted(found, key=lambda item: item[0])]
+        found = self._collections.get((kind.plural, namespace), {})
+        return [found[name] for name in sorted(found)]
+
+    def owned_by(self, uid: str) -> list[tuple[ResourceKind, JSON]]:
+        """The live objects whose ``ownerReferences`` name ``uid``, by kind and name."""
+        kinds = {kind.plural: kind for kind in KINDS}
+        return [(kinds[key[0]], self._objects[key]) for key in sorted(self._owned.get(uid, ()))]
+
+    def _put(self, key: tuple[str, str, str], obj: JSON) -> None:
+        self._objects[key] = obj
+        self._collections.setdefault(key[:2], {})[key[2]] = obj
+        owners = {ref["uid"] for ref in obj["metadata"].get("ownerReferences", [])}
+        for gone in self._owners_of.get(key, set()) - owners:
+            self._owned[gone].discard(key)
+        for uid in owners:
+            self._owned.setdefault(uid, set()).add(key)
+        self._owners_of[key] = owners
+
+    def _take_out(self, key: tuple[str, str, str]) -> None:
+        del self._objects[key], self._recorded[key]
+        del self._collections[key[:2]][key[2]]
+        for uid in self._owners_of.pop(key, set()):
+            self._owned[uid].discard(key)
+            if not self._owned[uid]:
+                del self._owned[uid]
 
     def create(
         self, kind: ResourceKind, namespace: str, obj: JSON, prepare: Callable[[JSON], None] | None = None
@@ -513,14 +542,14 @@ class Store:
         meta.update(name=name, namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=_now())
         if prepare is not None:
             prepare(obj)
-        self._objects[(kind.plural, namespace, name)] = obj
+        self._put((kind.plural, namespace, name), obj)
         self._record(kind, "ADDED", obj)
         return obj
 
     def update(self, kind: ResourceKind, obj: JSON) -> None:
         """Store the object's new state and record MODIFIED; an update that changes nothing is a no-op."""
         key = (kind.plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
-        self._objects[key] = obj
+        self._put(key, obj)
         if obj != self._recorded[key]:
             self._record(kind, "MODIFIED", obj)
 
@@ -570,7 +599,7 @@ class Store:
         key = (kind.plural, meta["namespace"], meta["name"])
         if self._objects.get(key) is not obj:
             return
-        del self._objects[key], self._recorded[key]
+        self._take_out(key)
         self._record(kind, "DELETED", obj)
         for ref in meta.get("ownerReferences", []):
             for owner_kind in KINDS:
@@ -645,12 +674,9 @@ class Store:
         self.cond.notify_all()
 
     def _dependents(self, namespace: str, uid: str) -> list[tuple[ResourceKind, JSON]]:
-        return [
-            (kind, obj)
-            for kind in KINDS
-            for obj in self.list(kind, namespace)
-            if any(ref["uid"] == uid for ref in obj["metadata"].get("ownerReferences", []))
-        ]
+        order = {kind.plural: index for index, kind in enumerate(KINDS)}
+        found = [(kind, obj) for kind, obj in self.owned_by(uid) if obj["metadata"]["namespace"] == namespace]
+        return sorted(found, key=lambda item: order[item[0].plural])  # by kind, then name, as before
 
     def _generate_name(self, kind: ResourceKind, namespace: str, prefix: str) -> str:
         if not prefix:
@@ -938,11 +964,13 @@ class JobController:
         self._store.update(JOBS, job)
 
     def _pods(self, job: JSON) -> list[JSON]:
-        uid = job["metadata"]["uid"]
+        uid, namespace = job["metadata"]["uid"], job["metadata"]["namespace"]
         return [
             pod
-            for pod in self._store.list(PODS, job["metadata"]["namespace"])
-            if any(ref["uid"] == uid and ref.get("controller") for ref in pod["metadata"].get("ownerReferences", []))
+            for kind, pod in self._store.owned_by(uid)
+            if kind is PODS
+            and pod["metadata"]["namespace"] == namespace
+            and any(ref["uid"] == uid and ref.get("controller") for ref in pod["metadata"]["ownerReferences"])
         ]
 
     def _job_of(self, pod: JSON) -> JSON | None:
