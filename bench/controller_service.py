@@ -521,6 +521,12 @@ def request_floor(env: Environment, clients: int, n: int) -> float:
     https = [httpx.Client(base_url=env.url_api, headers=headers, timeout=120) for _ in range(clients)]
     for http in https:  # connect outside the clock
         http.get("/api/v1/whoami").raise_for_status()
+    return n / run_clients(https, client)
+
+
+def run_clients(https: list, client) -> float:
+    """Seconds until ``client(http)``, one thread per connected client of ``https``, has returned
+    for all of them; the clients are closed afterwards."""
     threads = [threading.Thread(target=client, args=(http,)) for http in https]
     started = time.perf_counter()
     for thread in threads:
@@ -530,7 +536,7 @@ def request_floor(env: Environment, clients: int, n: int) -> float:
     seconds = time.perf_counter() - started
     for http in https:
         http.close()
-    return n / seconds
+    return seconds
 
 
 WAITING_STATES = ("QUEUED", "STARTING", "RUNNING")
@@ -852,15 +858,7 @@ def post_points(env: Environment, run_id: str, token: str, key: str, points: int
             if response.status_code != 204:
                 errors.append(f"HTTP {response.status_code}: {response.text[:300]}")
 
-    threads = [threading.Thread(target=client, args=(http,)) for http in http_clients]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
-    for http in http_clients:
-        http.close()
+    seconds = run_clients(http_clients, client)
     if errors:
         raise RuntimeError(f"ingestion {key}: {errors[0]}")
     return seconds

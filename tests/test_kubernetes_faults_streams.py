@@ -138,18 +138,30 @@ def test_a_throttled_api_slows_but_completes_every_launch(cli, write_spec, kube)
     assert len(posted) >= launches
 
 
-def test_a_launch_still_throttled_after_the_clients_retries_is_launched_again_uncharged(cli, write_spec, kube):
-    # Retry-After: 0, so client-go's ten retries go at once; the eleventh answer is a 429 too,
-    # and the run is queued again (LaunchDeferred) instead of failing its only attempt.
-    kube.throttle(requests=40, retry_after=0)  # more than the watch and the launch retry through
-    run_id = submit(cli, write_spec, "kube-deferred")
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        # Retry-After: 0, so client-go's ten retries go at once; the eleventh answer is a 429 too.
+        ("throttled", "the cluster's API is throttling requests"),
+        # The Job's POST gets no answer (the API server restarted, or a proxy closed a kept-alive
+        # connection): urllib3 does not send a POST again.
+        ("dropped", "the cluster's API did not answer"),
+    ],
+)
+def test_a_launch_the_api_cannot_take_now_is_launched_again_uncharged(cli, write_spec, kube, fault, said):
+    # The run is queued again (LaunchDeferred) instead of failing its only attempt.
+    if fault == "throttled":
+        kube.throttle(requests=40, retry_after=0)  # more than the watch and the launch retry through
+    else:
+        kube.drop_connections(requests=1, method="POST")
+    run_id = submit(cli, write_spec, f"kube-{fault}")
     pod = running_pod(kube, "")
     kube.succeed_pod(pod, namespace="ml")
     run = finished(run_id, timeout=120)
     assert run.state == "SUCCEEDED", run.reason
     assert run.attempts == 1 and run.max_attempts == 1, "the deferral charged no attempt"
     events = [e.reason for e in Store().events(run_id)]
-    assert any(r.startswith("attempt 1 not launched: the cluster's API is throttling requests") for r in events)
+    assert any(r.startswith(f"attempt 1 not launched: {said}") for r in events), events
     assert len(kube.jobs("ml")) == 1, "one Job: the attempt was launched again under its own name"
 
 
@@ -165,18 +177,3 @@ def test_a_launch_deferred_past_the_limit_is_a_failed_attempt_charged_to_the_ret
     assert run.state == "FAILED", run.reason
     assert "the cluster's API is throttling requests" in run.reason and "past the limit of 0 s" in run.reason
     assert run.attempts == 1
-
-
-def test_a_launch_whose_connection_drops_is_launched_again_uncharged(cli, write_spec, kube):
-    # The API server closes the connection of the Job's POST without an answer (it restarted, or a proxy closed
-    # a kept-alive connection): urllib3 does not send a POST again, and the run's only attempt must not fail.
-    kube.drop_connections(requests=1, method="POST")
-    run_id = submit(cli, write_spec, "kube-dropped")
-    pod = running_pod(kube, "")
-    kube.succeed_pod(pod, namespace="ml")
-    run = finished(run_id, timeout=120)
-    assert run.state == "SUCCEEDED", run.reason
-    assert run.attempts == 1 and run.max_attempts == 1, "the dropped connection charged no attempt"
-    events = [e.reason for e in Store().events(run_id)]
-    assert any(r.startswith("attempt 1 not launched: the cluster's API did not answer") for r in events), events
-    assert len(kube.jobs("ml")) == 1
