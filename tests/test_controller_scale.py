@@ -286,3 +286,40 @@ def test_a_pass_reads_whole_only_the_runs_it_has_work_for(write_spec, monkeypatc
         assert [store.get_run(r).state for r in (ids[0], ids[2], ids[3])] == ["RUNNING"] * 3
     finally:
         controller.cancel_all("test over")
+
+
+def test_launches_that_end_together_are_recorded_together_and_a_refused_one_alone(write_spec, monkeypatch):
+    # The launches a pass collects are written in one transaction; when it is refused for one
+    # run, the others are recorded one by one and that run alone is in trouble.
+    import mlrt.controller as controller_module
+
+    monkeypatch.setenv("MLRT_LAUNCH_CONCURRENCY", "local=4")
+    monkeypatch.setattr(controller_module, "_POOLS", {})  # a local pool of 4 for this test
+    store = Store()
+    sleeper = '[python, -c, "import time; time.sleep(120)"]'
+    small = "  compute: {cpu: 0.25}"  # four fit on the smallest machine
+    ids = [submit(store, load_spec(job(write_spec, f"batch{i}", sleeper, small))) for i in range(4)]
+    batches: list[list[int]] = []
+    original = store.record_running
+
+    def refusing(attempts, changes):
+        batches.append([attempt_id for attempt_id, _ in attempts])
+        if any(run_id == ids[0] for run_id, *_ in changes):
+            raise ValueError("refused in the test")
+        return original(attempts, changes)
+
+    monkeypatch.setattr(store, "record_running", refusing)
+    controller = Controller(store)
+    for run_id in ids:
+        controller.claim(run_id)
+    try:
+        controller.reconcile()  # admits all four; their launches run in the pool
+        assert sorted(controller._launching) == sorted(ids)
+        wait_for(lambda: all(future.done() for _, future in controller._launching.values()), what="launches")
+        controller.reconcile()  # collects the four at once
+        assert [len(batch) for batch in batches] == [4, 1, 1, 1, 1]
+        assert [store.get_run(r).state for r in ids] == ["STARTING", "RUNNING", "RUNNING", "RUNNING"]
+        assert any("refused in the test" in e.reason for e in store.events(ids[0]))
+        assert not any("refused" in e.reason for r in ids[1:] for e in store.events(r))
+    finally:
+        controller.cancel_all("test over")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import select
@@ -957,14 +958,25 @@ class Controller:
         if not started:
             return
         try:
-            self._record_started(started, adopted)
+            self._record_running(started, adopted)
         except Exception as exc:
             if is_database_fault(exc):
                 raise
-            for one in started:
-                self._guarded(one[0], lambda one=one: self._record_started([one], adopted))
+            recorded: list[tuple[Run, _Launched]] = []
 
-    def _record_started(self, started: list[tuple[Run, _Launched]], adopted: bool) -> None:
+            def record(one: tuple[Run, _Launched]) -> None:
+                self._record_running([one], adopted)
+                recorded.append(one)
+
+            for one in started:
+                self._guarded(one[0], functools.partial(record, one))
+            started = recorded
+        steps = self.store.max_steps_of([run.id for run, _ in started])
+        for run, launched in started:
+            next_steps = {key: step + 1 for key, step in steps.get(run.id, {}).items()}
+            self._guarded(run, functools.partial(self._watch, run, launched, next_steps, adopted))
+
+    def _record_running(self, started: list[tuple[Run, _Launched]], adopted: bool) -> None:
         verb = "adopted" if adopted else "started"
         changes = []
         for run, launched in started:
@@ -973,17 +985,12 @@ class Controller:
                 reason = f"attempt {launched.attempt.number}: {workers} worker{'s' * (workers > 1)} {verb}"
                 changes.append((run.id, RunState.RUNNING, reason, {}))
         self.store.record_running([(launched.attempt.id, launched.handle) for _, launched in started], changes)
-        steps = self.store.max_steps_of([run.id for run, _ in started])
-        for run, launched in started:
-            self._deferred_since.pop(run.id, None)
-            note_image(self.store, run.id, launched.handle.get("image_digest"))  # the run's lineage
-            self._watch(run, launched, {key: step + 1 for key, step in steps.get(run.id, {}).items()})
-            if not adopted:
-                self._notify(run.id, "mlrt_run_started")
 
-    def _watch(self, run: Run, launched: _Launched, next_steps: dict[str, int]) -> None:
+    def _watch(self, run: Run, launched: _Launched, next_steps: dict[str, int], adopted: bool) -> None:
         """Keep what polling ``run``'s started attempt needs: its handle, its log scanner
         (continuing each metric at ``next_steps``) and, for a service, its log shipper."""
+        self._deferred_since.pop(run.id, None)
+        note_image(self.store, run.id, launched.handle.get("image_digest"))  # the run's lineage
         attempt, request, handle = launched.attempt, launched.request, launched.handle
         first = request.workers[0]
         scanner = LogMetricScanner(
@@ -1000,6 +1007,8 @@ class Controller:
             logs = [Path(worker.log_path) for worker in request.workers]
             shipper = LogShipper(self.store, run.id, attempt.number, logs)
         self._active[run.id] = _Active(attempt, launched.launcher, handle, scanner, launched.spec, shipper)
+        if not adopted:
+            self._notify(run.id, "mlrt_run_started")
 
     def _adopt(self, run: Run) -> None:
         """Take over the workers of a run whose controller is gone (see :func:`reap_orphans`)."""
