@@ -664,9 +664,7 @@ class Store:
 
     def max_steps(self, run_id: str) -> dict[str, int]:
         """The highest step logged so far for each metric key (to continue a series)."""
-        query = select(MetricSummary.key, MetricSummary.last_step).where(MetricSummary.run_id == run_id)
-        with self.engine.connect() as conn:
-            return {key: int(step) for key, step in conn.execute(query)}
+        return self.max_steps_of([run_id]).get(run_id, {})
 
     def params_of(self, run_ids: list[str]) -> dict[str, dict[str, str]]:
         """The params of each of ``run_ids``, in one query (runs without params are left out)."""
