@@ -8,6 +8,7 @@ goes to MLRT_OUTPUT_DIR. The same script runs under torchrun.
 
 import json
 import os
+import time
 
 import numpy as np
 import torch
@@ -62,6 +63,10 @@ def main():
     # that peer ("terminate called without an active exception").
     dist.barrier()
     dist.destroy_process_group()
+    # Then hand gloo's threads the GIL before exiting: each drops its last
+    # gradient all-reduce itself, which takes the GIL, and a thread still waiting
+    # for it when the interpreter exits aborts the process (pytorch/pytorch#190489).
+    time.sleep(0.1)
 
 
 if __name__ == "__main__":

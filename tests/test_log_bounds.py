@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -190,7 +191,8 @@ def test_the_container_backend_keeps_a_flooded_log_within_its_limit(cli, write_s
     assert run["state"] == "SUCCEEDED", run["reason"]
     log = Path(Store().attempts(run["id"])[0].log_dir) / "worker-0.log"
     assert log.stat().st_size <= LIMIT + (1 << 20)
-    assert output_size(log) == (40 << 20) + len("loss=1.5\n\nloss=0.5\n")
+    kept_besides_the_flood = re.sub(rb"x+", b"x..", log.read_bytes())
+    assert output_size(log) == (40 << 20) + len("loss=1.5\n\nloss=0.5\n"), kept_besides_the_flood
     assert [(p.step, p.value) for p in Store().metrics(run["id"], "loss")] == [(0, 1.5), (1, 0.5)]
     assert sum("MLRT_MAX_LOG_BYTES" in e.reason for e in Store().events(run["id"])) == 1
 

@@ -28,6 +28,10 @@ class LogFollower:
     """Copies ``ENGINE logs -f NAME`` (stdout and stderr, in order) into the worker's log file,
     within its size limit (:class:`mlrt.logfile.CappedLog`).
 
+    The engine runs at ``--log-level=error``: its own warnings (a storage
+    layer another engine process is writing, say) share its stderr with the
+    container's, and they are not the worker's output.
+
     The engine replays a container's log from its start, so the follower drops
     the first ``skip`` bytes: a controller that adopts a running container
     passes how much output the log file already stands for
@@ -39,7 +43,9 @@ class LogFollower:
         self.log_path = Path(log_path)
         self.skip = skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.process = _child([engine, "logs", "-f", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.process = _child(
+            [engine, "--log-level=error", "logs", "-f", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self._thread = threading.Thread(target=self._copy, name=f"logs {name}", daemon=True)
         self._thread.start()
 
