@@ -106,10 +106,12 @@ def test_the_service_answers_the_same_summary_and_series(postgres_db, remote, to
 
 
 def aggregated(store: Store, run_id: str) -> dict[str, tuple]:
-    """``(points, min, max, highest step)`` per key as the database aggregates the points."""
+    """``(points, min, max, highest step)`` per key as the database aggregates the points (SQLite's
+    NaN, the text "NaN", made a float)."""
     query = "SELECT key, COUNT(*), MIN(value), MAX(value), MAX(step) FROM metrics WHERE run_id = :run GROUP BY key"
     with store.engine.connect() as conn:
-        return {key: tuple(rest) for key, *rest in conn.execute(text(query), {"run": run_id})}
+        rows = conn.execute(text(query), {"run": run_id})
+        return {key: (count, float(low), float(high), step) for key, count, low, high, step in rows}
 
 
 def same(a: tuple, b: tuple) -> bool:
@@ -121,16 +123,17 @@ def test_the_kept_summaries_follow_every_write_and_discard(backend, tmp_path, re
     db = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
     run_id, points = filled_run(db, tmp_path)
     store = Store(db)
-    if backend == "postgresql":  # NaN sorts above every number there (SQLite cannot store it)
-        nan_points = [
-            ("nan", 0, 2.0, 0.0),
-            ("nan", 1, math.nan, 0.0),
-            ("nan", 2, -1.0, 0.0),
-            ("only-nan", 4, math.nan, 0.0),
-        ]
-        store.insert_metrics(run_id, nan_points)
-        store.insert_metrics(run_id, [("nan", 0, -3.0, 0.0)])
-        points += [*nan_points, ("nan", 0, -3.0, 0.0)]
+    # NaN sorts above every number, as PostgreSQL orders its NaN (SQLite keeps it as text, which it
+    # orders after every number).
+    nan_points = [
+        ("nan", 0, 2.0, 0.0),
+        ("nan", 1, math.nan, 0.0),
+        ("nan", 2, -1.0, 0.0),
+        ("only-nan", 4, math.nan, 0.0),
+    ]
+    store.insert_metrics(run_id, nan_points)
+    store.insert_metrics(run_id, [("nan", 0, -3.0, 0.0)])
+    points += [*nan_points, ("nan", 0, -3.0, 0.0)]
 
     def check(points: list[tuple[str, int, float, float]]) -> None:
         summary = {row["key"]: row for row in store.metric_summary(run_id)}
@@ -189,3 +192,31 @@ def test_series_json_reads_back_as_the_points_one_point_a_line(points):
     for got, (key, step, value, stamp) in zip(back, points, strict=True):
         assert (got["key"], got["step"], got["timestamp"]) == (key, step, stamp)
         assert got["value"] == value or (math.isnan(got["value"]) and math.isnan(value))
+
+
+DIVERGING = """
+    import mlrt
+    for step, loss in enumerate([2.0, 0.5, float("nan"), float("inf")]):
+        mlrt.log_metric("loss", loss, step=step)
+"""
+
+
+def test_a_run_whose_loss_turns_nan_keeps_every_point_in_the_embedded_store(cli, write_spec):
+    """A diverging run is when its curve matters most: the batch holding a NaN is stored whole
+    in the default (SQLite) store, and reads back as NaN everywhere."""
+    from conftest import command_spec
+
+    spec = write_spec(command_spec("diverging", "[python, train.py]"), files={"train.py": DIVERGING})
+    run = json.loads(cli("submit", str(spec), "--json").stdout)
+    assert run["state"] == "SUCCEEDED", run["reason"]
+    assert "not recorded" not in cli("logs", run["id"]).stdout
+    values = [point["value"] for point in json.loads(cli("metrics", run["id"], "--key", "loss", "--json").stdout)]
+    assert values[:2] == [2.0, 0.5] and math.isnan(values[2]) and values[3] == math.inf
+    store = Store()
+    (summary,) = store.metric_summary(run["id"])
+    assert (summary["points"], summary["min"], summary["last"]) == (4, 0.5, math.inf) and math.isnan(summary["max"])
+    steps, series = store.metric_arrays(run["id"], "loss")
+    assert list(steps) == [0, 1, 2, 3] and math.isnan(series[2]) and series[3] == math.inf
+    # NaN is above every number, as PostgreSQL orders it: a run whose loss reached NaN has a max above 1.
+    found = json.loads(cli("runs", "list", "--where", "loss > 1", "--json").stdout)
+    assert [r["id"] for r in found] == [run["id"]]

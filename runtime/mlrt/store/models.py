@@ -6,14 +6,45 @@ Schema changes go through an alembic migration in ``mlrt/store/migrations``;
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 # 64-bit on PostgreSQL; INTEGER on SQLite, where only that type autoincrements.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+SQLITE_NAN = "NaN"
+"""How SQLite keeps a NaN metric value: the text ``NaN`` in the REAL column.
+
+SQLite turns a bound NaN into NULL (and the value columns are NOT NULL); a
+text that is no number keeps its text in a REAL column, and SQLite orders
+every text after every number, so ``MIN``, ``MAX``, ``ORDER BY`` and
+comparisons treat it as PostgreSQL treats its NaN: above every number."""
+
+
+def nan_as_sqlite_stores_it(value: float) -> float | str:
+    """``value`` as SQLite is given it: NaN as :data:`SQLITE_NAN`, any other number as it is."""
+    return SQLITE_NAN if value != value else value
+
+
+class MetricValue(TypeDecorator):
+    """A float column that keeps NaN on SQLite too (see :data:`SQLITE_NAN`); PostgreSQL stores
+    NaN itself. Columns of this type read back as floats on both."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if dialect.name == "sqlite" and isinstance(value, float) and math.isnan(value):
+            return SQLITE_NAN
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return float(value) if isinstance(value, str) else value
 
 
 def utcnow() -> datetime:
@@ -140,7 +171,7 @@ class Metric(SQLModel, table=True):
     run_id: str
     key: str
     step: int = 0
-    value: float
+    value: float = Field(sa_type=MetricValue)
     timestamp: float
 
 
@@ -159,10 +190,10 @@ class MetricSummary(SQLModel, table=True):
     run_id: str = Field(foreign_key="runs.id", primary_key=True)
     key: str = Field(primary_key=True)
     points: int = Field(sa_type=BigInteger)
-    low: float
-    high: float
+    low: float = Field(sa_type=MetricValue)
+    high: float = Field(sa_type=MetricValue)
     last_step: int
-    last_value: float
+    last_value: float = Field(sa_type=MetricValue)
 
 
 class MetricBatch(SQLModel, table=True):

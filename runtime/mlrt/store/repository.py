@@ -35,6 +35,7 @@ from mlrt.store.models import (
     ProjectLimit,
     Run,
     SourceBundle,
+    nan_as_sqlite_stores_it,
     utcnow,
 )
 
@@ -135,6 +136,29 @@ def _metric_rows(run_id: str, points: Iterable[tuple[str, int, float, float]]) -
 
 _STEP, _VALUE = operator.itemgetter(2), operator.itemgetter(3)
 """The step and the value of a ``metrics`` row as :func:`_metric_rows` makes it."""
+
+
+def _with_sqlite_nans(rows: list[tuple], summaries: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """:func:`_metric_rows`'s rows and summaries with each NaN as SQLite keeps it
+    (:data:`~mlrt.store.models.SQLITE_NAN`); the same lists when they hold none."""
+    if not any(summary[4] != summary[4] for summary in summaries):
+        return rows, summaries  # a key's high is NaN where any of its values is
+    rows = [(*row[:3], nan_as_sqlite_stores_it(row[3]), row[4]) for row in rows]
+    summaries = [
+        (*summary[:3], *map(nan_as_sqlite_stores_it, summary[3:5]), summary[5], nan_as_sqlite_stores_it(summary[6]))
+        for summary in summaries
+    ]
+    return rows, summaries
+
+
+def _float_values(rows: list[tuple]) -> list[tuple]:
+    """SQLite's rows of ``(key, step, value, timestamp)`` with a NaN kept as text made a float again."""
+    if not any(row[2].__class__ is str for row in rows):
+        return rows
+    return [
+        (key, step, float(value), stamp) if value.__class__ is str else (key, step, value, stamp)
+        for key, step, value, stamp in rows
+    ]
 
 
 def _chunks(cursor: Any, size: int, *, ahead: bool) -> Iterator[list[tuple]]:
@@ -595,6 +619,7 @@ class Store:
             else:
                 # The driver's executemany with tuples: half the cost of SQLAlchemy's
                 # per-row parameter processing, which matters for SDK batches.
+                rows, summaries = _with_sqlite_nans(rows, summaries)
                 sql = f"INSERT INTO metrics (run_id, key, step, value, timestamp) VALUES ({', '.join([marker] * 5)})"
                 conn.exec_driver_sql(sql, rows)
             least, greatest = ("LEAST", "GREATEST") if postgres else ("MIN", "MAX")
@@ -736,6 +761,8 @@ class Store:
                 cursor.execute(sql, (run_id, key) if key else (run_id,))
                 current, index = None, 0
                 for chunk in _chunks(cursor, 10_000, ahead=postgres):
+                    if not postgres:
+                        chunk = _float_values(chunk)
                     if every <= 1:
                         yield from chunk
                         continue
@@ -793,6 +820,7 @@ class Store:
             cursor = driver.cursor()
             try:
                 cursor.execute(sql, args)
+                # numpy reads SQLite's NaN (the text "NaN") as the float it stands for.
                 flat = np.fromiter(itertools.chain.from_iterable(cursor), dtype=np.float64)
             finally:
                 cursor.close()
