@@ -65,6 +65,10 @@ CASES = {
         "        - {name: settings, mount_path: /etc/train, config_map: train-settings}\n"
         "        - {name: scratch, mount_path: /scratch, empty_dir: true}\n",
     ),
+    "reports": (  # the finalizing Job builds them, on the claim that holds the run's output
+        "algorithm: sklearn.logistic_regression\n  reports: [confusion, slices]",
+        "    kubernetes:\n      volumes: [{name: run, mount_path: /mlrt/run, claim: mlrt-runs}]\n",
+    ),
 }
 
 
@@ -79,8 +83,8 @@ def manifests(cli, write_spec, case: str) -> list[dict]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_manifests_match_the_reviewed_golden_files_and_the_kubernetes_schemas(cli, write_spec, case):
     documents = manifests(cli, write_spec, case)
-    several = "workers:" in CASES[case][1]
-    assert [d["kind"] for d in documents] == (["Service", "Job"] if several else ["Job"])
+    several, reports = "workers:" in CASES[case][1], "reports:" in CASES[case][0]
+    assert [d["kind"] for d in documents] == ["Service"] * several + ["Job"] + ["Job"] * reports
     for document in documents:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
     golden = GOLDEN / f"{case}.yaml"

@@ -184,7 +184,8 @@ def submit(
     "--manifests",
     is_flag=True,
     help="Print only what the backend will create, as YAML: Kubernetes objects (one document each, "
-    "ready for kubectl or a schema check) or container engine commands.",
+    "ready for kubectl or a schema check, in the order they are created: a finalizing Job, made when "
+    "the workers have succeeded, last) or container engine commands.",
 )
 @pass_app
 def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool, manifests: bool) -> None:
@@ -210,6 +211,8 @@ def validate(app: App, spec_file: str, overrides: tuple[str, ...], as_json: bool
         launch = (plan.get("example_trial") or plan)["launch"]
         details = launch["details"]
         created = details.get("manifests") or details.get("commands")
+        if details.get("manifests") and details.get("finalize"):
+            created = [*created, details["finalize"]]  # the reports' Job, once the workers have succeeded
         if not created:
             raise click.UsageError(
                 f"the {launch['backend']} backend creates no manifests; see `mlrt validate` without --manifests"
