@@ -143,3 +143,26 @@ def test_an_upload_sidecar_that_fails_is_said_on_the_run(cli, write_spec, kube, 
     kube.finish_termination(pod, exit_code=143, namespace="ml")
     cancel.join(120)
     assert answers[0].exit_code == 0 and finished(run_id).state == "CANCELLED"
+
+
+def test_workers_the_api_would_not_stop_keep_their_run_active_until_they_are_stopped(cli, write_spec, kube):
+    """A cancel whose Job deletion cannot reach the API server does not end the run CANCELLED with its pod
+    still running: the run stays RUNNING, says why, and is cancelled once the API answers again."""
+    run_id = submit(cli, write_spec, "kube-unreachable", grace="5s")
+    store = Store()
+    pod = started_pod(kube)
+    wait_for(lambda: store.get_run(run_id).state == "RUNNING", timeout=60)
+    kube.drop_connections(12)  # the client tries each call 4 times: a few calls find no API server
+    cancel, answers = cancelling(cli, run_id)
+    wait_for(lambda: any("could not stop the workers" in e.reason for e in store.events(run_id)), timeout=60)
+    assert store.get_run(run_id).state == "RUNNING", "its pod may still run: the run has not ended"
+    (terminating,) = wait_for(lambda: kube.terminating_pods("ml"), timeout=60)  # once the API answers
+    kube.finish_termination(pod, exit_code=0, namespace="ml")
+    cancel.join(120)
+    assert answers[0].exit_code == 0, answers[0].output
+    run = finished(run_id)
+    assert (run.state, run.reason) == ("CANCELLED", "cancelled by user")
+    stop_events = [e.reason for e in store.events(run_id) if "could not stop the workers" in e.reason]
+    assert stop_events[0].startswith("could not stop the workers to end the run CANCELLED (")
+    assert "they may still run: trying again in 1s (try 1)" in stop_events[0]
+    assert kube.jobs("ml") == [] and kube.pods("ml") == []

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from mlrt.launchers import (
     LaunchContext,
@@ -265,6 +266,29 @@ def _respecting_retry_after(request: Callable[..., Any]) -> Callable[..., Any]:
     return request_with_retries
 
 
+REQUEST_TIMEOUT = (10.0, 75.0)
+"""Seconds to connect to the API server and to wait for its answer, for every call but watches
+and log follows (streams that stay open). The API server answers a request within its own
+``--request-timeout`` (60 s by default, kube-apiserver's command-line reference), so the read
+timeout cuts no answer short; without it, a call to a server that stopped answering (a dead
+node, a dropped route) waits for ever, and with it whatever waits on the call: the end of a
+run, a controller's shutdown."""
+
+
+def _with_timeout(request: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap the client's REST ``request`` so that a call without ``_request_timeout`` gets
+    :data:`REQUEST_TIMEOUT`, unless it is a watch or a log follow."""
+
+    @functools.wraps(request)
+    def request_with_timeout(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        streams = not {"watch=true", "follow=true"}.isdisjoint(urlsplit(url).query.split("&"))
+        if kwargs.get("_request_timeout") is None and not streams:
+            kwargs["_request_timeout"] = REQUEST_TIMEOUT
+        return request(method, url, *args, **kwargs)
+
+    return request_with_timeout
+
+
 _SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -323,7 +347,7 @@ class _Cluster:
         # and each of their calls opens a new one (its default keeps 5 per CPU).
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize, _api_callers())
         self.api = client.ApiClient(configuration)
-        self.api.rest_client.request = _respecting_retry_after(self.api.rest_client.request)
+        self.api.rest_client.request = _with_timeout(_respecting_retry_after(self.api.rest_client.request))
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
 

@@ -110,8 +110,15 @@ def resident(processes: list[Any]) -> int:
     return total
 
 
+KILL_WAIT = 5.0
+"""Seconds :func:`kill_tree` waits for the killed descendants to be gone."""
+
+
 def kill_tree(pid: int) -> None:
-    """SIGKILL process ``pid``, its process group, and descendants that left the group."""
+    """SIGKILL process ``pid``, its process group, and descendants that left the group; return once
+    the descendants have exited (at most :data:`KILL_WAIT` seconds), as Kubernetes reports a
+    container OOMKilled once its processes are gone: a process that frees a large heap takes a
+    moment to exit after SIGKILL. (``pid`` itself is its launcher's child, reaped by its poll.)"""
     import psutil
 
     try:
@@ -127,6 +134,15 @@ def kill_tree(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    deadline = time.monotonic() + KILL_WAIT
+    for process in descendants:
+        while time.monotonic() < deadline:
+            try:
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    break  # exited; its new parent reaps it
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.005)
 
 
 def amount(size: int) -> str:

@@ -73,6 +73,8 @@ UNCLAIMED_STALE = timedelta(seconds=60)
 # A run whose handling raises is tried again after 1, 2, 4... s and failed at the last try.
 RECONCILE_TRIES = 4
 RECONCILE_BACKOFF = 1.0
+# Workers that could not be stopped (the backend unreachable) are stopped again after 1, 2, 4... s, up to this.
+STOP_RETRY_CAP = 60.0
 # A running run whose backend reports which runs changed is still polled this often.
 RESYNC_EVERY = 5.0
 FINALIZE_CONCURRENCY = 4
@@ -236,6 +238,10 @@ class _Active:
     shipped_at: float = 0.0
     waiting: dict[int, str] = dataclasses.field(default_factory=dict)
     """The last reason each worker gave for not running yet (reported once as an event)."""
+    stop_failures: int = 0
+    """Tries to stop the workers that raised in a row (the backend could not be reached): the run
+    stays active, and they are stopped again from ``stop_again_at`` (:meth:`Controller._stop_failed`)."""
+    stop_again_at: float = 0.0
 
 
 @dataclasses.dataclass
@@ -281,6 +287,12 @@ class _Finalizing:
     """For an ending: the rank of the worker whose failure ended the attempt. Its log's last
     lines are kept with the attempt, and the attempt is retried if the run has retries left
     and ``spec.retries.on`` covers the failure (:mod:`mlrt.failures`)."""
+    active: _Active | None = None
+    """For an ending: the attempt as it ran, which is active again when its workers could not be stopped."""
+
+
+class _StopFailed(Exception):
+    """Stopping an attempt's workers raised (its ``__cause__``): they may still run."""
 
 
 _POOLS: dict[str, ThreadPoolExecutor] = {}
@@ -688,18 +700,31 @@ class Controller:
         """End ``run`` in ``state``: its workers are stopped first if it has any running."""
         self._finish(run, state, reason, stop=True)
 
-    def cancel_all(self, reason: str) -> None:
+    def cancel_all(self, reason: str, within: float | None = None) -> list[str]:
         """Stop every run this controller owns (used on Ctrl-C / SIGTERM) and return once they
-        have ended, launches and endings in the pools included."""
+        have ended, launches and endings in the pools included; with ``within``, return after
+        that many seconds at the latest. Returns the runs still active then: their workers could
+        not be stopped (:meth:`_stop_failed`), and the next controller or ``mlrt status`` takes
+        them over."""
+        give_up_at = None if within is None else time.monotonic() + within
         while True:
             self._collect()
-            for run in self.store.active_runs(owner=self.owner):
+            left = self.store.active_runs(owner=self.owner)
+            for run in left:
                 if run.id not in self._launching:
                     self._finish(run, RunState.CANCELLED, reason, stop=True)
             self._collect()
-            if not self.busy():
-                return
+            if not self.busy() and not self._active:
+                return []
+            if give_up_at is not None and time.monotonic() > give_up_at:
+                return sorted(run.id for run in self.store.active_runs(owner=self.owner))
             self.wait(0.1)
+
+    def stop_deadline(self) -> float:
+        """Seconds :meth:`cancel_all` may take on a stop signal: the longest grace period of the
+        runs this controller drives, and :data:`STOP_RETRY_CAP` for workers that do not stop at once."""
+        graces = [active.spec["stopping"]["grace_period"] for active in self._active.values()]
+        return max(graces, default=0.0) + STOP_RETRY_CAP
 
     def busy(self) -> bool:
         """Whether launches or endings are still under way in the pools."""
@@ -1222,19 +1247,25 @@ class Controller:
     ) -> None:
         """End an attempt with workers off the loop: stop them (within their grace period), clean
         up, read the logs' last lines and register the output in the finalizing pool; the run
-        keeps its state until :meth:`_ended` records the end (or the retry)."""
+        keeps its state until :meth:`_ended` records the end (or the retry). Workers that could
+        not be stopped a moment ago are left until their backoff has passed (:meth:`_stop_failed`)."""
+        if stop and active.stop_again_at > time.monotonic():
+            return
         self._active.pop(run.id, None)
         self._next_poll.pop(run.id, None)
         abandoned = threading.Event()
         future = self._submit("", self._wind_down, run, active, state, reason, stop)
         self._finalizing[run.id] = _Finalizing(
-            active.attempt, future, abandoned, (state, reason, exit_code), failed_worker
+            active.attempt, future, abandoned, (state, reason, exit_code), failed_worker, active
         )
 
     def _wind_down(self, run: Run, active: _Active, state: RunState, reason: str, stop: bool) -> tuple[RunState, str]:
         """In the finalizing pool: what :meth:`_end_in_pool` describes; returns how it ends."""
         if stop:
-            active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
+            try:
+                active.launcher.stop(active.handle, active.spec["stopping"]["grace_period"])
+            except Exception as exc:
+                raise _StopFailed from exc
         active.launcher.cleanup(active.handle)  # finishes copying the logs first
         self._ingest(run.id, active, final=True)
         self.tracking.attempt_ended(run.id)
@@ -1244,6 +1275,9 @@ class Controller:
         state, reason, exit_code = finalizing.ending
         try:
             state, reason = finalizing.future.result()
+        except _StopFailed as failed:
+            self._stop_failed(run, finalizing, failed.__cause__)
+            return
         except Exception as exc:
             if is_database_fault(exc):
                 raise
@@ -1260,6 +1294,27 @@ class Controller:
         self.store.transition(run.id, state, reason)
         self._ended_this_pass.add(run.id)
         self._notify_finished(run.id)
+
+    def _stop_failed(self, run: Run, finalizing: _Finalizing, exc: BaseException | None) -> None:
+        """The workers of an attempt being ended could not be stopped (the backend could not be
+        reached): they may still run, so the run is not ended. It is active again, and what ended
+        it (a cancel, a timeout, a failed worker) ends it again in a pass after a backoff of 1, 2,
+        4... s up to :data:`STOP_RETRY_CAP`, once its workers stop. A controller that itself stops
+        meanwhile leaves the run to the next one (:meth:`cancel_all`)."""
+        active = finalizing.active
+        assert active is not None
+        active.stop_failures += 1
+        delay = min(STOP_RETRY_CAP, RECONCILE_BACKOFF * 2 ** (active.stop_failures - 1))
+        active.stop_again_at = time.monotonic() + delay
+        self._active[run.id] = active
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300] if exc else "unknown"
+        _log.warning("run %s: stopping its workers raised", run.id, exc_info=exc)
+        if active.stop_failures == 1 or delay < STOP_RETRY_CAP or active.stop_failures % 10 == 0:
+            self.store.add_event(
+                run.id,
+                f"could not stop the workers to end the run {finalizing.ending[0].value} ({problem}); they may"
+                f" still run: trying again in {delay:g}s (try {active.stop_failures})",
+            )
 
     def _reconcile_finalizing(self, run: Run) -> None:
         """Cancel and ``max_runtime`` act on a finalizing run too; one whose finalizing was lost
@@ -1556,7 +1611,13 @@ def main(argv: list[str] | None = None) -> int:
         with controller.stopped_by_signals():
             controller.run_until_done(args.run_ids, adopt=args.adopt)
     except KeyboardInterrupt:
-        controller.cancel_all("the controller was asked to stop (SIGTERM/SIGINT)")
+        left = controller.cancel_all("the controller was asked to stop (SIGTERM/SIGINT)", controller.stop_deadline())
+        for run_id in left:
+            print(
+                f"mlrt: {run_id}: its workers could not be stopped (see `mlrt status {run_id}`); the next controller"
+                " or `mlrt status` takes the run over",
+                file=sys.stderr,
+            )
         return 1
     return 0
 
