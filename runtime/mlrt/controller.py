@@ -709,15 +709,16 @@ class Controller:
         give_up_at = None if within is None else time.monotonic() + within
         while True:
             self._collect()
-            left = self.store.active_runs(owner=self.owner)
-            for run in left:
+            for run in self.store.active_runs(owner=self.owner):
                 if run.id not in self._launching:
                     self._finish(run, RunState.CANCELLED, reason, stop=True)
             self._collect()
-            if not self.busy() and not self._active:
+            if self.busy():
+                left = None  # ends under way
+            elif not (left := self.store.active_runs(owner=self.owner)):
                 return []
             if give_up_at is not None and time.monotonic() > give_up_at:
-                return sorted(run.id for run in self.store.active_runs(owner=self.owner))
+                return sorted(run.id for run in left or self.store.active_runs(owner=self.owner))
             self.wait(0.1)
 
     def stop_deadline(self) -> float:
