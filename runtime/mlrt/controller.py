@@ -73,8 +73,10 @@ UNCLAIMED_STALE = timedelta(seconds=60)
 # A run whose handling raises is tried again after 1, 2, 4... s and failed at the last try.
 RECONCILE_TRIES = 4
 RECONCILE_BACKOFF = 1.0
-# Workers that could not be stopped (the backend unreachable) are stopped again after 1, 2, 4... s, up to this.
+# Workers that could not be stopped (the backend unreachable) are stopped again after 1, 2, 4... s, up to this;
 STOP_RETRY_CAP = 60.0
+# and their run ends anyway (saying they may still run) when stops have failed for this long.
+STOP_GIVE_UP = 900.0
 # A running run whose backend reports which runs changed is still polled this often.
 RESYNC_EVERY = 5.0
 FINALIZE_CONCURRENCY = 4
@@ -240,8 +242,9 @@ class _Active:
     """The last reason each worker gave for not running yet (reported once as an event)."""
     stop_failures: int = 0
     """Tries to stop the workers that raised in a row (the backend could not be reached): the run
-    stays active, and they are stopped again from ``stop_again_at`` (:meth:`Controller._stop_failed`)."""
+    stays active, and they are stopped again from ``stop_again_at`` (:meth:`Controller._stop_again`)."""
     stop_again_at: float = 0.0
+    stop_failing_since: float = 0.0
 
 
 @dataclasses.dataclass
@@ -704,7 +707,7 @@ class Controller:
         """Stop every run this controller owns (used on Ctrl-C / SIGTERM) and return once they
         have ended, launches and endings in the pools included; with ``within``, return after
         that many seconds at the latest. Returns the runs still active then: their workers could
-        not be stopped (:meth:`_stop_failed`), and the next controller or ``mlrt status`` takes
+        not be stopped (:meth:`_stop_again`), and the next controller or ``mlrt status`` takes
         them over."""
         give_up_at = None if within is None else time.monotonic() + within
         while True:
@@ -1249,7 +1252,7 @@ class Controller:
         """End an attempt with workers off the loop: stop them (within their grace period), clean
         up, read the logs' last lines and register the output in the finalizing pool; the run
         keeps its state until :meth:`_ended` records the end (or the retry). Workers that could
-        not be stopped a moment ago are left until their backoff has passed (:meth:`_stop_failed`)."""
+        not be stopped a moment ago are left until their backoff has passed (:meth:`_stop_again`)."""
         if stop and active.stop_again_at > time.monotonic():
             return
         self._active.pop(run.id, None)
@@ -1277,8 +1280,11 @@ class Controller:
         try:
             state, reason = finalizing.future.result()
         except _StopFailed as failed:
-            self._stop_failed(run, finalizing, failed.__cause__)
-            return
+            exc = failed.__cause__
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            if self._stop_again(run, finalizing, problem):
+                return
+            reason = f"{reason}; its workers could not be stopped for {STOP_GIVE_UP:g}s ({problem}): they may still run"
         except Exception as exc:
             if is_database_fault(exc):
                 raise
@@ -1296,26 +1302,33 @@ class Controller:
         self._ended_this_pass.add(run.id)
         self._notify_finished(run.id)
 
-    def _stop_failed(self, run: Run, finalizing: _Finalizing, exc: BaseException | None) -> None:
+    def _stop_again(self, run: Run, finalizing: _Finalizing, problem: str) -> bool:
         """The workers of an attempt being ended could not be stopped (the backend could not be
-        reached): they may still run, so the run is not ended. It is active again, and what ended
-        it (a cancel, a timeout, a failed worker) ends it again in a pass after a backoff of 1, 2,
-        4... s up to :data:`STOP_RETRY_CAP`, once its workers stop. A controller that itself stops
-        meanwhile leaves the run to the next one (:meth:`cancel_all`)."""
+        reached): they may still run, so the run is not ended yet. It is active again, and what
+        ended it (a cancel, a timeout, a failed worker) ends it again in a pass after a backoff of
+        1, 2, 4... s up to :data:`STOP_RETRY_CAP`, once its workers stop; True. After
+        :data:`STOP_GIVE_UP` seconds of failed stops, False: the run ends anyway, saying its
+        workers may still run. A controller that itself stops meanwhile leaves the run to the
+        next one (:meth:`cancel_all`)."""
         active = finalizing.active
-        assert active is not None
+        assert active is not None and finalizing.ending is not None
+        now = time.monotonic()
+        if active.stop_failures == 0:
+            active.stop_failing_since = now
+        elif now - active.stop_failing_since > STOP_GIVE_UP:
+            return False
         active.stop_failures += 1
         delay = min(STOP_RETRY_CAP, RECONCILE_BACKOFF * 2 ** (active.stop_failures - 1))
-        active.stop_again_at = time.monotonic() + delay
+        active.stop_again_at = now + delay
         self._active[run.id] = active
-        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300] if exc else "unknown"
-        _log.warning("run %s: stopping its workers raised", run.id, exc_info=exc)
-        if active.stop_failures == 1 or delay < STOP_RETRY_CAP or active.stop_failures % 10 == 0:
+        _log.warning("run %s: stopping its workers failed: %s", run.id, problem)
+        if delay < STOP_RETRY_CAP or active.stop_failures % 10 == 0:  # not an event a minute
             self.store.add_event(
                 run.id,
                 f"could not stop the workers to end the run {finalizing.ending[0].value} ({problem}); they may"
                 f" still run: trying again in {delay:g}s (try {active.stop_failures})",
             )
+        return True
 
     def _reconcile_finalizing(self, run: Run) -> None:
         """Cancel and ``max_runtime`` act on a finalizing run too; one whose finalizing was lost
