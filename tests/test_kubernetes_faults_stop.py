@@ -166,3 +166,32 @@ def test_workers_the_api_would_not_stop_keep_their_run_active_until_they_are_sto
     assert stop_events[0].startswith("could not stop the workers to end the run CANCELLED (")
     assert "they may still run: trying again in 1s (try 1)" in stop_events[0]
     assert kube.jobs("ml") == [] and kube.pods("ml") == []
+
+
+def test_workers_that_stay_unstoppable_end_their_run_at_last_saying_they_may_still_run(
+    cli, write_spec, kube, monkeypatch
+):
+    """An API server gone for good must not keep a run active for ever: after ``STOP_GIVE_UP`` seconds of
+    failed stops the run ends, and its reason says its workers may still run."""
+    import mlrt.controller as controller
+
+    monkeypatch.setattr(controller, "STOP_GIVE_UP", 3.0)
+    spec = write_spec(SPEC.format(name="kube-gone", grace="5s", limit=""), name="kube-gone.yaml")
+    store = Store()
+
+    def kubelet_then_cancel() -> None:
+        started_pod(kube)
+        (run,) = wait_for(lambda: [r for r in store.active_runs() if r.state == "RUNNING"], timeout=60)
+        kube.drop_connections(10**9)  # no answer from now on
+        controller.request_cancel(store, run, "the test")
+
+    helper = threading.Thread(target=kubelet_then_cancel)
+    helper.start()
+    result = cli("submit", str(spec), "--json")  # the controller in this process, until the run ends
+    helper.join(60)
+    kube.drop_connections(0)
+    run = json.loads(result.stdout)
+    assert run["state"] == "CANCELLED", run
+    assert run["reason"].startswith("cancelled by user; its workers could not be stopped for 3s ("), run["reason"]
+    assert run["reason"].endswith("): they may still run")
+    assert kube.pods("ml"), "nothing stopped the pod"
