@@ -196,3 +196,30 @@ def test_workers_that_stay_unstoppable_end_their_run_at_last_saying_they_may_sti
     assert run["reason"].startswith("cancelled by user; its workers could not be stopped for 3s ("), run["reason"]
     assert run["reason"].endswith("): they may still run")
     assert kube.pods("ml"), "nothing stopped the pod"
+
+
+def test_cancelling_a_run_without_its_controller_when_the_api_does_not_answer_says_so(cli, write_spec, kube):
+    """``mlrt cancel`` stops a run no controller drives from the command's own process: when the API server
+    does not answer, it says the workers may still run (one line, exit 1) and leaves the run as it is."""
+    import os
+    import signal
+
+    import psutil
+
+    run_id = submit(cli, write_spec, "kube-orphan-cancel", grace="5s")
+    store = Store()
+    started_pod(kube)
+    wait_for(lambda: store.get_run(run_id).state == "RUNNING", timeout=60)
+    controller = psutil.Process(int(store.get_run(run_id).owner.rsplit(":", 2)[1]))
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait(30)
+    kube.drop_connections(10**9)
+    refused = cli("cancel", run_id)
+    kube.drop_connections(0)
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(f"error: could not stop the workers of {run_id} (")
+    assert refused.stderr.rstrip().endswith("; they may still run") and "Traceback" not in refused.output
+    assert store.get_run(run_id).state == "RUNNING" and kube.pods("ml")
+    cancelled = cli("cancel", run_id)
+    assert cancelled.exit_code == 0 and f"{run_id} CANCELLED" in cancelled.stdout, cancelled.output
+    assert kube.jobs("ml") == []

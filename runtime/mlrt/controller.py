@@ -216,7 +216,14 @@ def reap_orphans(store: Store) -> list[str]:
                 f"; continue the search with `mlrt submit SPEC --resume-from {run.id}`"
                 " (its finished trials are not run again)"
             )
-        close_orphaned_attempt(store, run.id, RunState.FAILED, reason, grace_period=2.0)
+        try:
+            close_orphaned_attempt(store, run.id, RunState.FAILED, reason, grace_period=2.0)
+        except Exception as exc:
+            if is_database_fault(exc):
+                raise
+            # Its workers may still run: the run stays as it is, and the next look tries again.
+            _log.warning("run %s: stopping the workers its controller left raised", run.id, exc_info=exc)
+            continue
         try:
             store.transition(run.id, RunState.FAILED, reason)
         except Exception:  # another process reaped or finished it first

@@ -400,6 +400,7 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
     """Stop a run: its workers get SIGTERM, then SIGKILL after the grace period."""
     from mlrt.controller import request_cancel
     from mlrt.states import RunState
+    from mlrt.store.engine import is_database_fault
 
     store = app.store
     run = store.get_run(run_id)
@@ -408,7 +409,15 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
         return
     if app.remote is not None:
         app.remote.cancel(run_id)  # the service's leader stops it; wait below as locally
-    if app.remote is not None or request_cancel(store, run, "user"):
+    try:
+        driven = app.remote is not None or request_cancel(store, run, "user")
+    except Exception as exc:  # no controller drives it, and its workers could not be stopped from here
+        if is_database_fault(exc):
+            raise
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        click.echo(f"error: could not stop the workers of {run_id} ({problem}); they may still run", err=True)
+        sys.exit(EXIT_FAILED)
+    if driven:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = store.get_run(run_id)
@@ -416,6 +425,8 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
                 click.echo(f"{run_id} {run.state}: {run.reason}")
                 return
             time.sleep(0.1)
-        click.echo(f"{run_id} is still {run.state}; its controller has not stopped it yet", err=True)
+        said = [e.reason for e in store.events(run_id) if e.reason.startswith("could not stop the workers")]
+        why = f" ({said[-1]})" if said else ""
+        click.echo(f"{run_id} is still {run.state}; its controller has not stopped it yet{why}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"{run_id} CANCELLED")
