@@ -1619,6 +1619,14 @@ def _request_from_row(row: dict[str, Any]) -> LaunchRequest:
     return LaunchRequest(**{**row, "workers": workers})
 
 
+def left_behind(run_id: str) -> str:
+    """What a controller that stops says of a run :meth:`Controller.cancel_all` could not end."""
+    return (
+        f"mlrt: {run_id}: its workers could not be stopped (see `mlrt status {run_id}`); the next controller"
+        " or `mlrt status` takes the run over"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a detached controller process."""
     parser = argparse.ArgumentParser(prog="python -m mlrt.controller")
@@ -1632,13 +1640,10 @@ def main(argv: list[str] | None = None) -> int:
         with controller.stopped_by_signals():
             controller.run_until_done(args.run_ids, adopt=args.adopt)
     except KeyboardInterrupt:
-        left = controller.cancel_all("the controller was asked to stop (SIGTERM/SIGINT)", controller.stop_deadline())
-        for run_id in left:
-            print(
-                f"mlrt: {run_id}: its workers could not be stopped (see `mlrt status {run_id}`); the next controller"
-                " or `mlrt status` takes the run over",
-                file=sys.stderr,
-            )
+        for run_id in controller.cancel_all(
+            "the controller was asked to stop (SIGTERM/SIGINT)", controller.stop_deadline()
+        ):
+            print(left_behind(run_id), file=sys.stderr)
         return 1
     return 0
 

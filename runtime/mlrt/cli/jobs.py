@@ -35,7 +35,7 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
     if app.remote is not None:
         drive = _watcher(app, run_id)
     else:
-        from mlrt.controller import Controller
+        from mlrt.controller import Controller, left_behind
 
         controller = Controller(app.store)
 
@@ -51,7 +51,9 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
         if app.remote is not None:
             click.echo(f"stopped following {run_id}; it goes on (mlrt cancel {run_id} stops it)", err=True)
             sys.exit(EXIT_FAILED)
-        controller.cancel_all("interrupted in the submitting terminal (Ctrl-C or SIGTERM)")
+        reason = "interrupted in the submitting terminal (Ctrl-C or SIGTERM)"
+        for left in controller.cancel_all(reason, controller.stop_deadline()):
+            click.echo(left_behind(left), err=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
