@@ -754,6 +754,7 @@ class KubernetesLauncher(Launcher):
 
     def __init__(self) -> None:
         self._cluster: _Cluster | None = None
+        self._cluster_sources: tuple[Any, ...] = ()
         self._watches: dict[str, _Watch] = {}
         self._copies: dict[str, _LogCopy] = {}  # pod name -> its log copy
         self._resume: set[tuple[str, int]] = set()  # (job, rank) whose log file an adopted copy continues
@@ -766,12 +767,19 @@ class KubernetesLauncher(Launcher):
 
     @property
     def cluster(self) -> _Cluster:
+        """The API client for the credentials as they are now: made again when their files or
+        variables changed (:func:`_credential_sources`), so one process that serves several
+        commands (the resident process, a test session) never talks to a cluster it was pointed
+        at before, nor reads the watch caches of one."""
+        sources = _credential_sources()
         with self._lock:
-            if self._cluster is None:
+            if self._cluster is None or sources != self._cluster_sources:
                 try:
                     self._cluster = _Cluster()
                 except Exception as exc:
                     raise LaunchError(f"cannot reach a Kubernetes cluster: {exc}") from None
+                self._cluster_sources = sources
+                self._watches = {}  # the old ones watch the old cluster (their threads end with the process)
             return self._cluster
 
     def _note_change(self, run_id: str | None) -> None:
