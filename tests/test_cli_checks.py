@@ -107,3 +107,23 @@ def test_credentials_are_read_again_when_the_kubeconfig_changes(tmp_path, monkey
     assert "no usable cluster credentials" in launcher.preflight({})
     config.unlink()
     assert "no usable cluster credentials" in launcher.preflight({})
+
+
+def test_the_kubernetes_client_follows_the_kubeconfig_it_is_pointed_at(tmp_path, monkeypatch):
+    """One process serving several commands (the resident process) talks to the cluster the
+    credentials name now, not the one they named before."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    launcher = plugins.launchers()["kubernetes"]
+    servers = []
+    for port in (6443, 7443):
+        config = tmp_path / f"kubeconfig-{port}"
+        config.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            f"clusters: [{{name: k, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        )
+        monkeypatch.setenv("KUBECONFIG", str(config))
+        servers.append(launcher.cluster.api.configuration.host)
+        assert launcher.cluster is launcher.cluster, "made again only when the credentials change"
+    assert servers == ["https://127.0.0.1:6443", "https://127.0.0.1:7443"]

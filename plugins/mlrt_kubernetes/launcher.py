@@ -313,6 +313,15 @@ def _credential_sources() -> tuple[Any, ...]:
     return (*where, *(identity(path) for path in files))
 
 
+def _cluster_identity() -> tuple[Any, ...]:
+    """What decides the cluster the client talks to, and as whom: :func:`_credential_sources`, but
+    in a pod the API server's address only. The client reads the ServiceAccount token that the
+    kubelet rotates again by itself (``load_incluster_config``'s token refresh)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT")
+    return _credential_sources()
+
+
 def _api_callers() -> int:
     """How many threads of a controller may call the API at once: the launch pool
     (``MLRT_LAUNCH_CONCURRENCY``), the finalizing pool (``MLRT_FINALIZE_CONCURRENCY``), the
@@ -419,6 +428,8 @@ class _Watch:
         self.pods_by_job: dict[str, dict[str, dict[str, Any]]] = {}  # job-name label -> pod name -> pod
         self.synced: set[str] = set()
         self.problems: dict[str, str] = {}  # kind -> what keeps its watch from working
+        self.retired = threading.Event()
+        """Set when the launcher's credentials changed: the threads end at their next event or retry."""
         for kind in self.objects:
             threading.Thread(target=self._run, args=(kind,), name=f"mlrt-watch-{kind}", daemon=True).start()
 
@@ -440,13 +451,15 @@ class _Watch:
         backoff = _Backoff(0.8, 30.0)
         failures = 0
         version: str | None = None  # where the watch resumes; None: list first
-        while True:
+        while not self.retired.is_set():
             verb = "list" if version is None else "watch"
             try:
                 if version is None:
                     version = self._list(kind, function)
                 else:
                     for seen in self._events(kind, function, version):
+                        if self.retired.is_set():
+                            return
                         version = seen
                         failures = 0
                         backoff.reset()
@@ -768,10 +781,10 @@ class KubernetesLauncher(Launcher):
     @property
     def cluster(self) -> _Cluster:
         """The API client for the credentials as they are now: made again when their files or
-        variables changed (:func:`_credential_sources`), so one process that serves several
+        variables changed (:func:`_cluster_identity`), so one process that serves several
         commands (the resident process, a test session) never talks to a cluster it was pointed
         at before, nor reads the watch caches of one."""
-        sources = _credential_sources()
+        sources = _cluster_identity()
         with self._lock:
             if self._cluster is None or sources != self._cluster_sources:
                 try:
@@ -779,7 +792,9 @@ class KubernetesLauncher(Launcher):
                 except Exception as exc:
                     raise LaunchError(f"cannot reach a Kubernetes cluster: {exc}") from None
                 self._cluster_sources = sources
-                self._watches = {}  # the old ones watch the old cluster (their threads end with the process)
+                for watch in self._watches.values():
+                    watch.retired.set()
+                self._watches = {}
             return self._cluster
 
     def _note_change(self, run_id: str | None) -> None:
