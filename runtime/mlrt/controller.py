@@ -1172,7 +1172,9 @@ class Controller:
                 self.store.add_event(run.id, f"worker {status.rank}: {status.reason}")
         failed = [s for s in statuses if s.state is RunState.FAILED]
         if failed:
-            first = failed[0]
+            # The worker whose own exit ended the attempt, rather than one the backend reports
+            # failed with it (a Kubernetes Job that failed while that worker's pod still ran).
+            first = next((s for s in failed if s.exit_code is not None), failed[0])
             detail = self._failure_detail(active, first.rank)
             reason = f"worker {first.rank} {first.reason}" + (f": {detail}" if detail else "")
             self._end_in_pool(
