@@ -637,7 +637,7 @@ class Controller:
     def _run_trouble(self, run: Run, exc: Exception) -> None:
         """Handling ``run`` raised ``exc``: back off, or fail the run after too many tries."""
         _log.warning("run %s: reconciling raised", run.id, exc_info=exc)
-        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        problem = failures.exception_line(exc)
         trouble = self._troubles.setdefault(run.id, _Trouble())
         trouble.failures += 1
         if trouble.failures >= RECONCILE_TRIES:
@@ -668,7 +668,7 @@ class Controller:
             self._active.pop(run.id, None)
             self._ended_this_pass.add(run.id)
             if not RunState(self.store.get_run(run.id).state).is_terminal():
-                clean_up = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                clean_up = failures.exception_line(exc)
                 self.store.transition(run.id, RunState.FAILED, f"{reason}; its clean-up failed too ({clean_up})")
 
     def kind(self, run: Run) -> str:
@@ -723,12 +723,11 @@ class Controller:
                 if run.id not in self._launching:
                     self._finish(run, RunState.CANCELLED, reason, stop=True)
             self._collect()
-            if self.busy():
-                left = None  # ends under way
-            elif not (left := self.store.active_runs(owner=self.owner)):
+            left = self.store.active_runs(owner=self.owner)
+            if not left and not self.busy():
                 return []
             if give_up_at is not None and time.monotonic() > give_up_at:
-                return sorted(run.id for run in left or self.store.active_runs(owner=self.owner))
+                return sorted(run.id for run in left)
             self.wait(0.1)
 
     def stop_deadline(self) -> float:
@@ -938,7 +937,7 @@ class Controller:
             if is_database_fault(exc):
                 raise
             _log.warning("run %s: launching raised", run.id, exc_info=exc)
-            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            problem = failures.exception_line(exc)
             launched = _Launched(attempt=self.store.latest_attempt(run.id), failed=f"could not launch: {problem}")
             if launched.attempt is not None and launched.attempt.number != run.attempts:
                 launched.attempt = None
@@ -1240,7 +1239,7 @@ class Controller:
                 self.store.add_event(run.id, f"finalizing stopped by a database fault ({exc}); starting it again")
                 return
             _log.warning("run %s: finalizing raised", run.id, exc_info=exc)
-            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            problem = failures.exception_line(exc)
             state, reason = RunState.FAILED, f"finalizing failed: {problem} (the workers had succeeded)"
         self.store.finish_attempt(finalizing.attempt.id, state, reason, 0)
         self.store.transition(run.id, state, reason)
@@ -1290,7 +1289,7 @@ class Controller:
             state, reason = finalizing.future.result()
         except _StopFailed as failed:
             exc = failed.__cause__
-            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            problem = failures.exception_line(exc)
             if self._stop_again(run, finalizing, problem):
                 return
             reason = f"{reason}; its workers could not be stopped for {STOP_GIVE_UP:g}s ({problem}): they may still run"
@@ -1298,7 +1297,7 @@ class Controller:
             if is_database_fault(exc):
                 raise
             _log.warning("run %s: ending it raised", run.id, exc_info=exc)
-            problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            problem = failures.exception_line(exc)
             reason = f"{reason}; its clean-up failed ({problem})"
         if finalizing.failed_worker is not None:
             request = finalizing.attempt.request

@@ -48,6 +48,12 @@ def is_infrastructure(exit_code: int | None, reason: str, log_tail: list[str]) -
     return any(_INFRASTRUCTURE.search(text) for text in (reason, *log_tail))
 
 
+def exception_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` in one line for a reason or an event: its type and the first line of its message,
+    cut to ``limit`` characters (an exception's text may carry a whole server answer)."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:limit]
+
+
 def retried(on: str, infrastructure: bool) -> bool:
     """Whether ``spec.retries.on`` = ``on`` retries a failure (of the infrastructure or not)."""
     return on == "any" or infrastructure

@@ -401,6 +401,7 @@ def _log_part(app: App, run_id: str, attempt: int, rank: int, path: Path, offset
 def cancel(app: App, run_id: str, timeout: float) -> None:
     """Stop a run: its workers get SIGTERM, then SIGKILL after the grace period."""
     from mlrt.controller import request_cancel
+    from mlrt.failures import exception_line
     from mlrt.states import RunState
     from mlrt.store.engine import is_database_fault
 
@@ -416,7 +417,7 @@ def cancel(app: App, run_id: str, timeout: float) -> None:
     except Exception as exc:  # no controller drives it, and its workers could not be stopped from here
         if is_database_fault(exc):
             raise
-        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        problem = exception_line(exc)
         click.echo(f"error: could not stop the workers of {run_id} ({problem}); they may still run", err=True)
         sys.exit(EXIT_FAILED)
     if driven:

@@ -6,7 +6,6 @@ Schema changes go through an alembic migration in ``mlrt/store/migrations``;
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,9 +38,7 @@ class MetricValue(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        if dialect.name == "sqlite" and isinstance(value, float) and math.isnan(value):
-            return SQLITE_NAN
-        return value
+        return nan_as_sqlite_stores_it(value) if dialect.name == "sqlite" and isinstance(value, float) else value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         return float(value) if isinstance(value, str) else value
