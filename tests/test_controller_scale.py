@@ -227,6 +227,37 @@ def test_a_pass_reads_only_the_head_of_each_queue_in_launch_order():
     assert [run.id for run in store.busy_runs("me")] == [cancelled.id]
 
 
+def test_the_digest_of_a_controllers_runs_changes_with_them_on_postgres(postgres_db):
+    # A pass learns that nothing changed from one row the database computes (issue 14 item 3):
+    # the digest moves with a state, a cancel request, a new busy run, an owner and the queue.
+    store = Store(postgres_db)
+    for age in range(3):
+        _queued(store, "vision", "a", age)
+        store.update_run(f"a-{age}", owner="me", state="RUNNING")
+    _queued(store, "vision", "q", 10)
+    store.update_run("q-10", owner="me")
+    signature = store.active_signature("me")
+    assert [row[0] for row in signature.rows] == ["a-0", "a-1", "a-2"] and signature.queued == 1
+    assert store.active_digest("me") == (1, signature.digest)
+    seen = {signature.digest}
+    for change in (
+        lambda: store.update_run("a-1", state="FINALIZING"),
+        lambda: store.update_run("a-2", cancel_requested=True),
+        lambda: store.update_run("q-10", cancel_requested=True),
+        lambda: store.update_run("a-0", owner="someone-else"),
+    ):
+        change()
+        queued, digest = store.active_digest("me")
+        assert digest not in seen
+        assert store.active_signature("me") == (store.active_signature("me").rows, queued, digest)
+        seen.add(digest)
+    _queued(store, "vision", "r", 11)
+    store.update_run("r-11", owner="me")
+    assert store.active_digest("me") == (1, digest)  # the queue is counted apart
+    assert store.active_digest("nobody") == (0, "0:0")
+    assert Store().active_digest("me") is None  # SQLite: the rows are read
+
+
 def test_a_project_priority_cap_refuses_higher_priorities_and_is_shown(cli):
     from mlrt.admission import priority_problem
 
@@ -249,10 +280,9 @@ def test_a_pass_reads_whole_only_the_runs_it_has_work_for(write_spec, monkeypatc
     # Four running runs whose backend says nothing changed: a pass reads none of them whole
     # (issue 14 item 3: the idle pass stays flat as runs accumulate). A cancel request makes
     # the next pass read that run, and only it.
-    import mlrt.controller as controller_module
     from mlrt import plugins
 
-    monkeypatch.setattr(controller_module, "RESYNC_EVERY", 3600.0)
+    monkeypatch.setattr(type(plugins.launchers()["local"]), "resync_interval", 3600.0)
     store = Store()
     sleeper = '[python, -c, "import time; time.sleep(120)"]'
     small = "  compute: {cpu: 0.25}"  # four fit on the smallest machine

@@ -266,6 +266,12 @@ def _respecting_retry_after(request: Callable[..., Any]) -> Callable[..., Any]:
     return request_with_retries
 
 
+RESYNC_WATCHED = 60.0
+"""Seconds between polls of a running run that no watch event named, while the watches are
+open: polls then read the watch cache, which the events keep, so this is a safety net only
+(client-go's informers resync from their cache for the same reason, every 10 hours by default
+in controller-runtime). At 10,000 running runs, 5 s would be 2,000 polls a second."""
+
 REQUEST_TIMEOUT = (10.0, 75.0)
 """Seconds to connect to the API server and to wait for its answer, for every call but watches
 and log follows (streams that stay open). The API server answers a request within its own
@@ -578,6 +584,11 @@ class _Watch:
         except BlockingIOError:
             pass  # the pipe is full: the controller will wake anyway
 
+    def open(self) -> bool:
+        """Whether both watches are open and working: every change reaches ``changed``."""
+        with self.lock:
+            return len(self.synced) == len(self.objects) and not self.problems
+
     def job(self, name: str) -> tuple[bool, dict[str, Any] | None]:
         """``(known, job)``: whether the cache can answer, and the Job if it exists."""
         with self.lock:
@@ -776,6 +787,7 @@ class KubernetesLauncher(Launcher):
         os.set_blocking(self._write, False)
         self._lock = threading.Lock()  # launches run concurrently (launch_concurrency)
         self._changed: set[str] | None = None  # None: any run may have changed
+        self._timers: dict[str, float] = {}  # run id -> when a poll must look again (a pod's schedule timeout)
         self._credentials_passed: tuple[Any, ...] | None = None  # what the last passing preflight read
 
     @property
@@ -805,10 +817,36 @@ class KubernetesLauncher(Launcher):
                 self._changed.add(run_id)
 
     def changed_runs(self) -> set[str] | None:
-        """Runs whose Job or pods had a watch event, or whose log grew, since the last call."""
+        """Runs whose Job or pods had a watch event, or whose log grew, since the last call, and
+        those a poll asked to be looked at again by now (a pending pod's schedule timeout)."""
+        now = time.monotonic()
         with self._lock:
             changed, self._changed = self._changed, set()
+            ripe = [run_id for run_id, at in self._timers.items() if at <= now]
+            for run_id in ripe:
+                del self._timers[run_id]
+            if changed is not None:
+                changed.update(ripe)
             return changed
+
+    def _look_again(self, pod: dict[str, Any], seconds: float) -> None:
+        """Have the run of ``pod`` polled again in ``seconds`` (no watch event says when time is up)."""
+        run_id = _run_of(pod)
+        if run_id is not None:
+            at = time.monotonic() + max(seconds, 0.0)
+            with self._lock:
+                self._timers[run_id] = min(at, self._timers.get(run_id, at))
+
+    @property
+    def resync_interval(self) -> float:
+        """:data:`RESYNC_WATCHED` while the watches of every namespace are open (they name each
+        run whose Job or pods changed, and a relist names every run), else the default: the
+        runs are then polled through the API, as client-go's informers fall back to a relist."""
+        with self._lock:
+            watches = list(self._watches.values())
+        if all(watch.open() for watch in watches):
+            return RESYNC_WATCHED
+        return super().resync_interval
 
     def preflight(self, compute: dict[str, Any]) -> str | None:
         """No usable credentials: neither the in-cluster service account nor a kubeconfig
@@ -1074,8 +1112,7 @@ class KubernetesLauncher(Launcher):
                 return _last_line((exited or {}).get("message") or "")
         return ""
 
-    @staticmethod
-    def _pod_status(rank: int, pod: dict[str, Any], handle: dict[str, Any]) -> WorkerStatus:
+    def _pod_status(self, rank: int, pod: dict[str, Any], handle: dict[str, Any]) -> WorkerStatus:
         name = pod["metadata"]["name"]
         phase = (pod.get("status") or {}).get("phase", "Pending")
         failed_init = _failed_init_container(pod)
@@ -1116,11 +1153,13 @@ class KubernetesLauncher(Launcher):
         )
         if unscheduled is not None:
             why = f"{unscheduled.get('reason', 'Unschedulable')}: {unscheduled.get('message', '')}".strip(": ")
-            if _age(pod) > float(handle["schedule_timeout"]):  # every handle has it (from the plan's settings)
+            left = float(handle["schedule_timeout"]) - _age(pod)  # every handle has it (from the plan's settings)
+            if left < 0:
                 limit = f"{float(handle['schedule_timeout']):g}s"
                 return WorkerStatus(
                     rank, RunState.FAILED, reason=f"pod {name} could not be scheduled within {limit} ({why})"
                 )
+            self._look_again(pod, left + 0.1)
             return WorkerStatus(rank, RunState.RUNNING, reason=f"pending, pod {name} {why}")
         return WorkerStatus(rank, RunState.RUNNING, reason=_failing_sidecar(pod))
 

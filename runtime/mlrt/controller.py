@@ -57,6 +57,7 @@ from mlrt.states import RunState
 from mlrt.store import Store, mlrt_home
 from mlrt.store.engine import is_database_fault
 from mlrt.store.models import Attempt, Run, utcnow
+from mlrt.store.repository import BusySignature
 from mlrt.submission import launch_context, local_prefix
 from mlrt.tuning_controller import Study
 from mlrt.tuning_spec import tuner_choice
@@ -77,8 +78,9 @@ RECONCILE_BACKOFF = 1.0
 STOP_RETRY_CAP = 60.0
 # and their run ends anyway (saying they may still run) when stops have failed for this long.
 STOP_GIVE_UP = 900.0
-# A running run whose backend reports which runs changed is still polled this often.
-RESYNC_EVERY = 5.0
+# A pass reads the rows of the runs it owns again at least this often, however often the
+# database's digest of them (Store.active_digest) says that nothing changed.
+SIGNATURE_REREAD = 60.0
 FINALIZE_CONCURRENCY = 4
 # A running run's log bytes go to the database at most this often (and once at its end).
 SHIP_EVERY = 1.0
@@ -413,7 +415,9 @@ class Controller:
         self._active: dict[str, _Active] = {}
         self._launching: dict[str, tuple[str, Future]] = {}  # run id -> (backend, its launch)
         self._finalizing: dict[str, _Finalizing] = {}
-        self._next_poll: dict[str, float] = {}
+        self._polled: dict[str, float] = {}  # run id -> when it was last polled
+        self._signature: BusySignature | None = None
+        self._signature_until = 0.0
         self._deferred_since: dict[str, float] = {}  # run id -> when its launch was first deferred
         self.launch_defer_limit = launch_defer_limit()
         host_backends = frozenset(name for name, launcher in plugins.launchers().items() if launcher.runs_on_host)
@@ -532,8 +536,8 @@ class Controller:
         (``MLRT_FINALIZE_CONCURRENCY``, default 4); the pass records what they
         came to. Queued runs are launched in the order, and within the limits,
         of :mod:`mlrt.admission`. A running run is polled when its backend
-        says its workers changed (:meth:`Launcher.changed_runs`), else at
-        least every :data:`RESYNC_EVERY` seconds; cancel requests and
+        says its workers changed (:meth:`Launcher.changed_runs`), else every
+        :attr:`Launcher.resync_interval` seconds; cancel requests and
         ``max_runtime`` are acted on every pass.
 
         One run cannot stall the others: when handling a run raises, the error is
@@ -545,15 +549,16 @@ class Controller:
         self._heartbeat()
         self._ended_this_pass = set()
         changed = self._collect()
-        before = self.store.active_signature(self.owner)
-        busy = {run_id for run_id, _, _ in before[0]}
+        before = self._busy_signature()
+        busy = {run_id for run_id, _, _ in before.rows}
         if len(self._kinds) > 2 * len(busy) + 1000:  # what is kept of ended runs stays bounded
             self._kinds = {run_id: kind for run_id, kind in self._kinds.items() if run_id in busy}
             self._deadlines = {run_id: at for run_id, at in self._deadlines.items() if run_id in busy}
-        due = self._due_for_poll(before[0])
+            self._polled = {run_id: at for run_id, at in self._polled.items() if run_id in busy}
+        due = self._due_for_poll(before.rows)
         # Only the runs with something to do are read whole: a running run that is not due for
         # a poll, has no cancel request and is within its max_runtime costs the pass nothing.
-        wanted = {row[0] for row in before[0] if self._needs_pass(*row, due)}
+        wanted = {row[0] for row in before.rows if self._needs_pass(*row, due)}
         if 2 * len(wanted) > len(busy):
             runs = [run for run in self.store.busy_runs(self.owner) if run.id in wanted]
         else:
@@ -567,9 +572,28 @@ class Controller:
             if trouble is not None and time.monotonic() < trouble.retry_at:
                 continue
             self._guarded(run, lambda run=run: self._reconcile_run(run, run.id in due))
-        heads = self._admit() if before[1] else set()  # before[1]: how many runs are queued
+        heads = self._admit() if before.queued else set()
         self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in busy or run_id in heads}
-        return changed or self.store.active_signature(self.owner) != before
+        return changed or self._changed_since(before)
+
+    def _busy_signature(self) -> BusySignature:
+        """The rows of the runs this controller owns (:meth:`Store.active_signature`). On
+        PostgreSQL they are read again only when the database's digest of them changed since
+        they were last read, or :data:`SIGNATURE_REREAD` seconds later: a pass over thousands
+        of running runs of which none changed reads one row, not thousands."""
+        cached = self._signature
+        if cached is not None and cached.digest is not None and time.monotonic() < self._signature_until:
+            if self.store.active_digest(self.owner) == (cached.queued, cached.digest):
+                return cached
+        self._signature = self.store.active_signature(self.owner)
+        self._signature_until = time.monotonic() + SIGNATURE_REREAD
+        return self._signature
+
+    def _changed_since(self, before: BusySignature) -> bool:
+        """Whether the runs this controller owns changed since ``before`` was read."""
+        if before.digest is not None:
+            return self.store.active_digest(self.owner) != (before.queued, before.digest)
+        return self.store.active_signature(self.owner) != before
 
     def _guarded(self, run: Run, handle: Callable[[], None]) -> None:
         """Run ``handle`` for ``run``; a failure is the run's trouble, a database fault the pass's."""
@@ -583,22 +607,22 @@ class Controller:
             self._troubles.pop(run.id, None)
 
     def _due_for_poll(self, busy: list[tuple[str, str, bool]]) -> set[str]:
-        """The running runs to poll in this pass, of ``(id, state, cancel requested)`` rows (see
-        :meth:`reconcile`)."""
+        """The running runs to poll in this pass, of ``(id, state, cancel requested)`` rows: those
+        their backend names as changed, and those polled :attr:`Launcher.resync_interval` ago."""
         now = time.monotonic()
-        changes: dict[str, set[str] | None] = {}
+        changes: dict[str, tuple[set[str] | None, float]] = {}
         due = set()
         for run_id, state, _ in busy:
             active = self._active.get(run_id)
             if active is None or state != RunState.RUNNING.value:
                 continue
-            name = active.launcher.name
-            if name not in changes:
-                changes[name] = active.launcher.changed_runs()
-            changed = changes[name]
-            if changed is None or run_id in changed or now >= self._next_poll.get(run_id, 0.0):
+            launcher = active.launcher
+            if launcher.name not in changes:
+                changes[launcher.name] = (launcher.changed_runs(), launcher.resync_interval)
+            changed, interval = changes[launcher.name]
+            if changed is None or run_id in changed or now - self._polled.get(run_id, -interval) >= interval:
                 due.add(run_id)
-                self._next_poll[run_id] = now + RESYNC_EVERY
+                self._polled[run_id] = now
         return due
 
     def _needs_pass(self, run_id: str, state: str, cancel_requested: bool, due: set[str]) -> bool:
@@ -1193,7 +1217,7 @@ class Controller:
         if run.state != RunState.FINALIZING.value:
             self.store.transition(run.id, RunState.FINALIZING, f"{reason}; finalizing (reports, gates, output)")
         self._active.pop(run.id, None)
-        self._next_poll.pop(run.id, None)
+        self._polled.pop(run.id, None)
         attempt = active.attempt if active is not None else self.store.latest_attempt(run.id)
         abandoned = threading.Event()
         future = self._submit("", self._finalize, run, attempt, active, reason, abandoned)
@@ -1264,7 +1288,7 @@ class Controller:
         if stop and active.stop_again_at > time.monotonic():
             return
         self._active.pop(run.id, None)
-        self._next_poll.pop(run.id, None)
+        self._polled.pop(run.id, None)
         abandoned = threading.Event()
         future = self._submit("", self._wind_down, run, active, state, reason, stop)
         self._finalizing[run.id] = _Finalizing(

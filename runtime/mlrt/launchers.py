@@ -23,6 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from pydantic import BaseModel
 
+RESYNC_INTERVAL = 5.0
+"""Seconds between polls of a running run its backend did not name as changed (the default of
+:attr:`Launcher.resync_interval`)."""
+
 
 def channel_env(name: str) -> str:
     """The environment variable that holds data channel ``name``'s local path (``MLRT_CHANNEL_<NAME>``)."""
@@ -281,9 +285,16 @@ class Launcher(abc.ABC):
     def changed_runs(self) -> set[str] | None:
         """The ids of the runs whose workers may have changed (state, log) since the last call,
         or None when the backend cannot tell. The controller polls the runs named here at once
-        and the others only every few seconds, so a pass costs what changed, not what runs.
-        Default: None (every run is polled every pass)."""
+        and the others only every :attr:`resync_interval` seconds, so a pass costs what
+        changed, not what runs. Default: None (every run is polled every pass)."""
         return None
+
+    @property
+    def resync_interval(self) -> float:
+        """Seconds between polls of a running run that :meth:`changed_runs` did not name: the
+        safety net for a change the backend did not report. Read once per pass, so a backend
+        can shorten it while its own change feed is down. Default: 5."""
+        return RESYNC_INTERVAL
 
     def cleanup(self, handle: dict[str, Any]) -> None:
         """Release what the attempt left behind (containers, pods). Default: nothing."""

@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import String, bindparam, cast, delete, func, literal, text, union_all, update
 from sqlmodel import Session, col, select
@@ -53,6 +53,18 @@ _METRIC_COPY_TYPES = ("text", "text", "int4", "float8", "float8")
 """PostgreSQL types of the ``metrics`` columns a binary COPY writes (run_id, key, step, value, timestamp)."""
 _FLOAT8_ARRAY_OID = 1022
 """PostgreSQL's ``float8[]`` (``pg_type.oid``)."""
+
+
+class BusySignature(NamedTuple):
+    """What :meth:`Store.active_signature` reads of the runs a controller owns."""
+
+    rows: list[tuple[str, str, bool]]
+    """``(id, state, cancel_requested)`` of each run :meth:`Store.busy_runs` returns, sorted."""
+    queued: int
+    """How many of its other runs are queued (without a cancel request)."""
+    digest: str | None
+    """A digest of ``rows`` computed by the database in the same query (PostgreSQL; None on
+    SQLite): :meth:`Store.active_digest` gives it again without reading the rows."""
 
 
 def _float8_array(data: Any) -> Any:
@@ -313,13 +325,7 @@ class Store:
         whose cancel was requested). The rest of the queue is read by :meth:`queue_heads`, so a
         pass costs the same however long the queue is."""
         with self.session() as s:
-            query = (
-                select(Run)
-                .join(Job, Job.id == Run.job_id)
-                .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
-                .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
-            )
-            return list(s.exec(query.order_by(Run.created_at)))
+            return list(s.exec(self._busy_query(owner, Run).order_by(Run.created_at)))
 
     def queue_heads(self, owner: str, backends: Sequence[str], depth: int, now: Any) -> list[tuple[Run, str | None]]:
         """``(run, project)`` for the first ``depth`` runs of each (project, backend) queue of
@@ -362,26 +368,84 @@ class Store:
             query = select(Run).where(col(Run.id).in_(list(run_ids)))
             return list(s.exec(query.order_by(Run.created_at)))
 
-    def active_signature(self, owner: str) -> tuple[list[tuple[str, str, bool]], int]:
-        """What a pass compares before and after to see whether anything it owns changed:
-        ``(id, state, cancel_requested)`` of :meth:`busy_runs` and how many other runs are
-        queued (one query, of these columns only)."""
-        busy = (
-            select(Run.id, Run.state, Run.cancel_requested)
+    def _busy_query(self, owner: str, *columns: Any) -> Any:
+        """``columns`` of the runs :meth:`busy_runs` returns, unordered: ``owner``'s active runs
+        but the queued training runs without a cancel request."""
+        return (
+            select(*columns)
             .join(Job, Job.id == Run.job_id)
             .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
             .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
         )
-        queued = (
+
+    def _queued_count(self, owner: str) -> Any:
+        """``owner``'s queued runs without a cancel request, counted (one row, the count as text)."""
+        return (
             select(literal(None, String), cast(func.count(), String), literal(False))
             .select_from(Run)
             .where(Run.state == RunState.QUEUED.value, Run.owner == owner, ~col(Run.cancel_requested))
         )
+
+    def active_signature(self, owner: str) -> BusySignature:
+        """What a pass compares before and after to see whether anything it owns changed (one
+        query, of these columns only): see :class:`BusySignature`."""
+        queued = self._queued_count(owner)
+        busy = self._busy_query(owner, Run.id, Run.state, Run.cancel_requested)
+        digest = self._digest_query(owner)
         with self.session() as s:
-            rows = list(s.connection().execute(union_all(busy, queued)))
-        count = next(int(state) for run_id, state, _ in rows if run_id is None)
+            rows = list(s.connection().execute(union_all(busy, queued, *([digest] if digest is not None else []))))
+        # The two rows without an id: the queued count (False) and the digest (True).
+        tail = {bool(tag): text for run_id, text, tag in rows if run_id is None}
         busy_rows = ((run_id, state, bool(cancel)) for run_id, state, cancel in rows if run_id is not None)
-        return sorted(busy_rows), count
+        return BusySignature(sorted(busy_rows), int(tail[False]), tail.get(True))
+
+    def active_digest(self, owner: str) -> tuple[int, str] | None:
+        """``(queued, digest)`` of :meth:`active_signature` as it is now, in one small query
+        (PostgreSQL); None on SQLite. While they stay the same, so (but for a chance of 2**-64
+        per change) does the signature: a pass learns that nothing changed without reading
+        a row per run."""
+        digest = self._digest_query(owner)
+        if digest is None:
+            return None
+        with self.session() as s:
+            rows = list(s.connection().execute(union_all(self._queued_count(owner), digest)))
+        tail = {bool(tag): text for _, text, tag in rows}
+        return int(tail[False]), tail[True]
+
+    def _busy_query(self, owner: str, *columns: Any) -> Any:
+        """``columns`` of the runs :meth:`busy_runs` returns, unordered: ``owner``'s active runs
+        but the queued training runs without a cancel request."""
+        # The kind is looked up for the queued runs only (EXISTS, by the jobs' key): a join
+        # would read every job, finished ones included, once thousands of runs are active.
+        tuning = select(Job.id).where(Job.id == Run.job_id, Job.kind == "TuningJob").exists()
+        return (
+            select(*columns)
+            .select_from(Run)
+            .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
+            .where((Run.state != RunState.QUEUED.value) | col(Run.cancel_requested) | tuning)
+        )
+
+    @staticmethod
+    def _queued_count(owner: str) -> Any:
+        """``(NULL, how many of owner's runs are queued without a cancel request, as text, false)``."""
+        return (
+            select(literal(None, String), cast(func.count(), String), literal(False))
+            .select_from(Run)
+            .where(Run.state == RunState.QUEUED.value, Run.owner == owner, ~col(Run.cancel_requested))
+        )
+
+    def _digest_query(self, owner: str) -> Any | None:
+        """``(NULL, digest, true)`` of :meth:`_busy_query`'s rows, on PostgreSQL: their count and
+        the sum of a 64-bit hash (``hashtextextended``) of each one's id, state and cancel
+        request, as text; None on SQLite, which has no hash function (an embedded controller
+        drives few runs: it reads them)."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        row = Run.id + ":" + Run.state + ":" + cast(Run.cancel_requested, String)
+        total = func.coalesce(func.sum(func.hashtextextended(row, 0)), 0)
+        return self._busy_query(
+            owner, literal(None, String), cast(func.count(), String) + ":" + cast(total, String), literal(True)
+        )
 
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
         """Active runs of jobs submitted through the API (they have a project) that
