@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import heapq
 import logging
 import os
 import select
@@ -235,6 +236,23 @@ def reap_orphans(store: Store) -> list[str]:
 
 
 @dataclasses.dataclass
+class _View:
+    """What a pass knows of the runs its controller owns, made when their rows are read
+    (:meth:`Controller._busy_view`) and kept while the database's digest of them stays the same."""
+
+    signature: BusySignature
+    ids: frozenset[str]
+    """Every busy run (:meth:`Store.busy_runs`)."""
+    running: frozenset[str]
+    """The RUNNING runs without a cancel request: a pass handles one only when it is due for a
+    poll, unsettled or past its ``max_runtime``."""
+    others: list[tuple[str, str, bool]]
+    """``(id, state, cancel_requested)`` of the rest, which every pass handles."""
+    unsettled: set[str]
+    """Running runs not settled yet (:meth:`Controller._settled`): every pass handles them until they are."""
+
+
+@dataclasses.dataclass
 class _Active:
     """What the controller keeps in memory about a launched attempt."""
 
@@ -415,9 +433,13 @@ class Controller:
         self._active: dict[str, _Active] = {}
         self._launching: dict[str, tuple[str, Future]] = {}  # run id -> (backend, its launch)
         self._finalizing: dict[str, _Finalizing] = {}
-        self._polled: dict[str, float] = {}  # run id -> when it was last polled
-        self._signature: BusySignature | None = None
-        self._signature_until = 0.0
+        self._polled: dict[str, str] = {}  # run id -> its backend, for each running run polled at least once
+        self._poll_queues: dict[str, dict[str, float]] = {}  # backend -> {run id: last poll}, oldest poll first
+        self._deadline_heap: list[tuple[datetime, str]] = []  # (max_runtime reached, run id) of running runs
+        self._overdue: set[str] = set()  # running runs past their max_runtime, handled every pass until they end
+        self._stop_retries: dict[str, float] = {}  # run id -> when to poll it again to stop its workers again
+        self._view: _View | None = None
+        self._view_until = 0.0
         self._deferred_since: dict[str, float] = {}  # run id -> when its launch was first deferred
         self.launch_defer_limit = launch_defer_limit()
         host_backends = frozenset(name for name, launcher in plugins.launchers().items() if launcher.runs_on_host)
@@ -549,17 +571,18 @@ class Controller:
         self._heartbeat()
         self._ended_this_pass = set()
         changed = self._collect()
-        before = self._busy_signature()
-        busy = {run_id for run_id, _, _ in before.rows}
-        if len(self._kinds) > 2 * len(busy) + 1000:  # what is kept of ended runs stays bounded
-            self._kinds = {run_id: kind for run_id, kind in self._kinds.items() if run_id in busy}
-            self._deadlines = {run_id: at for run_id, at in self._deadlines.items() if run_id in busy}
-            self._polled = {run_id: at for run_id, at in self._polled.items() if run_id in busy}
-        due = self._due_for_poll(before.rows)
+        view = self._busy_view()
+        if len(self._kinds) > 2 * len(view.ids) + 1000:  # what is kept of ended runs stays bounded
+            self._kinds = {run_id: kind for run_id, kind in self._kinds.items() if run_id in view.ids}
+            self._deadlines = {run_id: at for run_id, at in self._deadlines.items() if run_id in view.ids}
+            self._polled = {run_id: name for run_id, name in self._polled.items() if run_id in view.ids}
+            self._deadline_heap = [(at, run_id) for at, run_id in self._deadline_heap if run_id in view.ids]
+            heapq.heapify(self._deadline_heap)
+        due = self._due_for_poll(view)
         # Only the runs with something to do are read whole: a running run that is not due for
         # a poll, has no cancel request and is within its max_runtime costs the pass nothing.
-        wanted = {row[0] for row in before.rows if self._needs_pass(*row, due)}
-        if 2 * len(wanted) > len(busy):
+        wanted = self._wanted(view, due)
+        if 2 * len(wanted) > len(view.ids):
             runs = [run for run in self.store.busy_runs(self.owner) if run.id in wanted]
         else:
             runs = self.store.busy_runs_by_id(wanted)
@@ -572,22 +595,29 @@ class Controller:
             if trouble is not None and time.monotonic() < trouble.retry_at:
                 continue
             self._guarded(run, lambda run=run: self._reconcile_run(run, run.id in due))
-        heads = self._admit() if before.queued else set()
-        self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in busy or run_id in heads}
-        return changed or self._changed_since(before)
+        heads = self._admit() if view.signature.queued else set()
+        self._troubles = {run_id: t for run_id, t in self._troubles.items() if run_id in view.ids or run_id in heads}
+        return changed or self._changed_since(view.signature)
 
-    def _busy_signature(self) -> BusySignature:
-        """The rows of the runs this controller owns (:meth:`Store.active_signature`). On
-        PostgreSQL they are read again only when the database's digest of them changed since
-        they were last read, or :data:`SIGNATURE_REREAD` seconds later: a pass over thousands
-        of running runs of which none changed reads one row, not thousands."""
-        cached = self._signature
-        if cached is not None and cached.digest is not None and time.monotonic() < self._signature_until:
-            if self.store.active_digest(self.owner) == (cached.queued, cached.digest):
+    def _busy_view(self) -> _View:
+        """The runs this controller owns (:meth:`Store.active_signature`). On PostgreSQL their
+        rows are read again only when the database's digest of them changed since they were
+        last read, or :data:`SIGNATURE_REREAD` seconds later: a pass over thousands of running
+        runs of which none changed reads one row, not thousands."""
+        cached = self._view
+        if cached is not None and cached.signature.digest is not None and time.monotonic() < self._view_until:
+            if self.store.active_digest(self.owner) == (cached.signature.queued, cached.signature.digest):
                 return cached
-        self._signature = self.store.active_signature(self.owner)
-        self._signature_until = time.monotonic() + SIGNATURE_REREAD
-        return self._signature
+        signature = self.store.active_signature(self.owner)
+        running = frozenset(
+            run_id for run_id, state, cancel in signature.rows if state == RunState.RUNNING.value and not cancel
+        )
+        others = [row for row in signature.rows if row[0] not in running]
+        unsettled = {run_id for run_id in running if not self._settled(run_id)}
+        self._view = _View(signature, frozenset(row[0] for row in signature.rows), running, others, unsettled)
+        self._view_until = time.monotonic() + SIGNATURE_REREAD
+        self._overdue &= running
+        return self._view
 
     def _changed_since(self, before: BusySignature) -> bool:
         """Whether the runs this controller owns changed since ``before`` was read."""
@@ -606,38 +636,83 @@ class Controller:
         else:
             self._troubles.pop(run.id, None)
 
-    def _due_for_poll(self, busy: list[tuple[str, str, bool]]) -> set[str]:
-        """The running runs to poll in this pass, of ``(id, state, cancel requested)`` rows: those
-        their backend names as changed, and those polled :attr:`Launcher.resync_interval` ago."""
+    def _due_for_poll(self, view: _View) -> set[str]:
+        """The running runs to poll in this pass: those never polled, those their backend names
+        as changed (all of its runs when it cannot tell), those polled
+        :attr:`Launcher.resync_interval` ago, and those whose handling failed and whose backoff
+        has passed. Costs what is due, not what runs: each backend's runs are kept in the order
+        they were last polled."""
         now = time.monotonic()
-        changes: dict[str, tuple[set[str] | None, float]] = {}
-        due = set()
-        for run_id, state, _ in busy:
-            active = self._active.get(run_id)
-            if active is None or state != RunState.RUNNING.value:
+        due = {run_id for run_id in view.unsettled if run_id not in self._polled}
+        for name, queue in self._poll_queues.items():
+            if not queue:
                 continue
-            launcher = active.launcher
-            if launcher.name not in changes:
-                changes[launcher.name] = (launcher.changed_runs(), launcher.resync_interval)
-            changed, interval = changes[launcher.name]
-            if changed is None or run_id in changed or now - self._polled.get(run_id, -interval) >= interval:
-                due.add(run_id)
-                self._polled[run_id] = now
+            launcher = plugins.launchers()[name]
+            changed = launcher.changed_runs()
+            due.update(queue if changed is None else changed)
+            interval = launcher.resync_interval
+            gone = []
+            for run_id, polled in queue.items():
+                if now - polled < interval:
+                    break
+                if run_id in view.running and self._polled.get(run_id) == name:
+                    due.add(run_id)
+                else:
+                    gone.append(run_id)
+            for run_id in gone:
+                del queue[run_id]
+        due.update(run_id for run_id, trouble in self._troubles.items() if now >= trouble.retry_at)
+        again = [run_id for run_id, at in self._stop_retries.items() if now >= at]
+        for run_id in again:
+            del self._stop_retries[run_id]
+        due.update(again)
+        due = {run_id for run_id in due if run_id in view.running and run_id in self._active}
+        for run_id in due:
+            name = self._active[run_id].launcher.name
+            if self._polled.get(run_id) not in (None, name):
+                self._poll_queues[self._polled[run_id]].pop(run_id, None)
+            self._polled[run_id] = name
+            queue = self._poll_queues.setdefault(name, {})
+            queue.pop(run_id, None)
+            queue[run_id] = now
         return due
 
-    def _needs_pass(self, run_id: str, state: str, cancel_requested: bool, due: set[str]) -> bool:
-        """Whether this pass has anything to do for the run: all but a running training run
-        this controller launched that is not due for a poll, has no cancel request and is
-        within its ``max_runtime`` (:attr:`_deadlines`, noted the first time it was handled),
-        or a run whose launch is still under way in a pool."""
-        if state == RunState.STARTING.value and run_id in self._launching:
-            return False
-        if state != RunState.RUNNING.value or cancel_requested or run_id in due:
-            return True
-        if run_id not in self._active or self._kinds.get(run_id) != "TrainingJob" or run_id not in self._deadlines:
-            return True
-        deadline = self._deadlines[run_id]
-        return deadline is not None and utcnow() > deadline
+    def _wanted(self, view: _View, due: set[str]) -> set[str]:
+        """The runs this pass handles: every busy run but a running one whose launch is under
+        way in a pool, and but a running training run that is settled, not due for a poll and
+        within its ``max_runtime`` (:attr:`_deadlines`, noted the first time it was handled)."""
+        view.unsettled = {run_id for run_id in view.unsettled if not self._settled(run_id)}
+        wanted = due | view.unsettled
+        wanted.update(
+            run_id
+            for run_id, state, _ in view.others
+            if not (state == RunState.STARTING.value and run_id in self._launching)
+        )
+        now = utcnow()
+        while self._deadline_heap and self._deadline_heap[0][0] < now:
+            deadline, run_id = heapq.heappop(self._deadline_heap)
+            if self._deadlines.get(run_id) == deadline:
+                self._overdue.add(run_id)
+        self._overdue &= view.running
+        return wanted | self._overdue
+
+    def _settled(self, run_id: str) -> bool:
+        """Whether a running run needs a pass only when it is due for a poll or past its
+        ``max_runtime``: a training run this controller drives, polled and handled before."""
+        return (
+            run_id in self._active
+            and self._kinds.get(run_id) == "TrainingJob"
+            and run_id in self._deadlines
+            and run_id in self._polled
+        )
+
+    def _note_deadline(self, run_id: str, deadline: datetime | None) -> None:
+        """Keep when ``run_id`` reaches its ``max_runtime`` (None: never)."""
+        if run_id in self._deadlines and self._deadlines[run_id] == deadline:
+            return
+        self._deadlines[run_id] = deadline
+        if deadline is not None:
+            heapq.heappush(self._deadline_heap, (deadline, run_id))
 
     def _reconcile_run(self, run: Run, poll: bool = True) -> None:
         """Move one run one step (see the module docstring)."""
@@ -1176,7 +1251,7 @@ class Controller:
             return
         max_runtime = stopping.get("max_runtime")
         if run.started_at:
-            self._deadlines[run.id] = run.started_at + timedelta(seconds=max_runtime) if max_runtime else None
+            self._note_deadline(run.id, run.started_at + timedelta(seconds=max_runtime) if max_runtime else None)
         if max_runtime and run.started_at and utcnow() - run.started_at > timedelta(seconds=max_runtime):
             self._finish(
                 run,
@@ -1353,6 +1428,7 @@ class Controller:
         delay = min(STOP_RETRY_CAP, RECONCILE_BACKOFF * 2 ** (active.stop_failures - 1))
         active.stop_again_at = now + delay
         self._active[run.id] = active
+        self._stop_retries[run.id] = active.stop_again_at
         _log.warning("run %s: stopping its workers failed: %s", run.id, problem)
         if delay < STOP_RETRY_CAP or active.stop_failures % 10 == 0:  # not an event a minute
             self.store.add_event(
