@@ -90,6 +90,22 @@ def test_streams_cut_and_watches_expired_mid_run_lose_no_line_and_no_metric(cli,
     assert not [e.reason for e in store.events(run_id) if "keeps failing" in e.reason or "forbids" in e.reason]
 
 
+def test_runs_are_polled_rarely_while_the_watches_work_and_often_while_they_do_not(kube):
+    # Between watch events a running run is polled as a safety net only (issue 14 item 3: 10,000 running
+    # runs polled every 5 s would be 2,000 polls a second): every RESYNC_WATCHED seconds while both watches
+    # of every namespace are open, every RESYNC_INTERVAL seconds while one is down (polls then read the API).
+    from mlrt.launchers import RESYNC_INTERVAL
+    from mlrt_kubernetes.launcher import RESYNC_WATCHED, KubernetesLauncher
+
+    launcher = KubernetesLauncher()
+    launcher._watch("ml")
+    wait_for(lambda: launcher.resync_interval == RESYNC_WATCHED, 30)
+    kube.drop_connections(4, method="GET")  # the watches' next tries fail: they back off 0.8, 1.6... s
+    kube.cut_streams("watch", error=True)
+    wait_for(lambda: launcher.resync_interval == RESYNC_INTERVAL, 30)
+    wait_for(lambda: launcher.resync_interval == RESYNC_WATCHED, 60)
+
+
 def test_a_forbidden_watch_is_an_event_on_the_run_which_still_completes(cli, write_spec, kube, tmp_path, monkeypatch):
     everything_but_watching_pods = [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
