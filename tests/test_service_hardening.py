@@ -168,6 +168,37 @@ def test_bodies_over_the_limit_are_413_at_once_or_while_they_stream(postgres_db,
         service.stop()
 
 
+def test_a_client_that_sends_its_whole_refused_body_still_reads_the_answer(postgres_db, tokens, tmp_path, home):
+    # Most clients send the whole body before they read. A service that answers 413 from the
+    # headers and closes with the body unread makes the kernel reset the connection, and the
+    # client gets "connection reset" instead of the 413; a lingering close reads the rest first.
+    limit = 100_000
+    env = {**LOCAL, "MLRT_MAX_REQUEST_BYTES": str(limit)}
+    service = ServiceProcess(postgres_db, tmp_path / "controller.log", env=env).start()
+    try:
+        for token, status in ((tokens["alice"], 413), ("mlrt_x_y", 401)):
+            size = 100 * limit  # 10 MB: more than the sockets' buffers take while the service does not read
+            with socket.create_connection(("127.0.0.1", service.port)) as sock:
+                sock.sendall(
+                    f"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode()
+                    + b"x" * size
+                )
+                answer = read_response(sock)
+            assert answer[0] == status and answer[1]["connection"] == "close", answer
+        with socket.create_connection(("127.0.0.1", service.port)) as sock:  # the same, chunked
+            sock.sendall(
+                f"POST /api/v1/validate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tokens['alice']}\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                + b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in [b'{"spec": "' + b"x" * 50_000] * 40)
+                + b"0\r\n\r\n"
+            )
+            answer = read_response(sock)
+        assert answer[0] == 413 and "MLRT_MAX_REQUEST_BYTES" in json.loads(answer[2])["detail"], answer
+    finally:
+        service.stop()
+
+
 def test_the_default_limit_takes_50000_metric_points_in_one_request(service, tokens, postgres_db):
     with api(service, tokens["alice"]) as client:
         run_id = client.post("/jobs", json={"spec": spec_text("tracked", "import time; time.sleep(60)")}).json()[

@@ -12,6 +12,13 @@ A pure ASGI middleware (it wraps ``receive`` and ``send``; nothing is buffered):
   the source limits allow, :mod:`mlrt.bundles`) is 413: at once when
   ``Content-Length`` says so, else as soon as the bytes read pass the limit
   (a chunked body is counted while it streams);
+- a refusal that closes the connection before the body was read whole (401, 413)
+  is a lingering close (RFC 9112 section 9.6, nginx's ``lingering_close``): the
+  answer is sent, then what the client still sends is read and dropped for up to
+  :data:`LINGER_SECONDS` and :data:`LINGER_BYTES` before the connection closes.
+  Closing with unread bytes makes the kernel reset the connection, and a client
+  still writing its body (most send it whole before they read) would get that
+  reset instead of the answer;
 - a handler that raises what it did not expect gets a 500 ``{"detail":
   "internal error", "request_id": ...}``, with the traceback logged under that
   request id, and the process goes on serving; a database that cannot be
@@ -20,6 +27,7 @@ A pure ASGI middleware (it wraps ``receive`` and ``send``; nothing is buffered):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -42,6 +50,9 @@ DEFAULT_MAX_REQUEST_BYTES = 8 << 20
 PRINCIPAL = "mlrt.principal"
 """The ASGI scope key where the authenticated :class:`Principal` of an ``/api/`` request waits for its route."""
 REQUEST_ID_HEADER = "X-Request-Id"
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 << 20
+"""How long, and how much of a refused body, a lingering close reads before it closes anyway."""
 SOURCES_PATH = "/api/v1/sources"
 """Source bundle uploads, whose body limit follows the source limits (see :meth:`Guard.limit_of`)."""
 
@@ -85,12 +96,22 @@ class Guard:
             return
         request_id = secrets.token_hex(8)
         answered: dict[str, int] = {}
+        headers = Headers(scope=scope)
+        # A client that waits for "100 Continue" sends no body after a refusal: nothing to read.
+        waits = "100-continue" in headers.get("expect", "").lower()
+        body = {"read": waits or not _announces_body(headers), "closes": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answered["status"] = message["status"]
                 headers = [*message.get("headers", []), (REQUEST_ID_HEADER.lower().encode(), request_id.encode())]
                 message = {**message, "headers": headers}
+                body["closes"] = (b"connection", b"close") in ((k.lower(), v.lower()) for k, v in headers)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                if body["closes"] and not body["read"]:
+                    await send({**message, "more_body": True})  # the whole answer: the client can read it
+                    await _linger(receive)
+                    message = {"type": "http.response.body", "body": b""}
             await send(message)
 
         try:
@@ -99,7 +120,7 @@ class Guard:
                 status, detail, headers = refusal
                 await _answer(send_with_id, status, {"detail": detail}, headers)
                 return
-            await self.app(scope, self._limited(receive, self.limit_of(scope)), send_with_id)
+            await self.app(scope, self._limited(receive, self.limit_of(scope), body), send_with_id)
         except BodyTooLarge as exc:  # read outside a route (a route's own read is answered by FastAPI)
             if "status" not in answered:
                 await _answer(send_with_id, 413, {"detail": exc.detail}, exc.headers or {})
@@ -143,13 +164,16 @@ class Guard:
             source = limits.MAX_SOURCE_BYTES
         return max(self.limit, source + limits.MAX_SOURCE_FILES * 3 * 512)  # each file's tar header blocks
 
-    def _limited(self, receive: Receive, limit: int) -> Receive:
-        """``receive`` that raises :class:`BodyTooLarge` once the body read passes ``limit``."""
+    def _limited(self, receive: Receive, limit: int, body: dict[str, bool]) -> Receive:
+        """``receive`` that raises :class:`BodyTooLarge` once the body read passes ``limit``, and
+        sets ``body["read"]`` once the body was read whole (or the client left)."""
         read = 0
 
         async def limited() -> Message:
             nonlocal read
             message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                body["read"] = True
             if message["type"] == "http.request":
                 read += len(message.get("body", b""))
                 if read > limit:
@@ -187,6 +211,22 @@ def _content_length(headers: Headers) -> int | None:
 
 def _announces_body(headers: Headers) -> bool:
     return bool(_content_length(headers)) or "chunked" in headers.get("transfer-encoding", "").lower()
+
+
+async def _linger(receive: Receive) -> None:
+    """Read and drop the rest of a refused request's body until it ends or the client leaves, for
+    at most :data:`LINGER_SECONDS` and :data:`LINGER_BYTES` (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    dropped = 0
+    while dropped < LINGER_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), deadline - loop.time())
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+        dropped += len(message.get("body", b""))
 
 
 async def _answer(send: Send, status: int, content: dict[str, str], headers: dict[str, str]) -> None:
