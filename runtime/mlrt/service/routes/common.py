@@ -37,11 +37,15 @@ class ServiceParts:
             self.loop.wake()
 
 
-def service_parts(request: Request) -> ServiceParts:
+# The dependencies below do no I/O: declared ``async``, FastAPI runs them on the event loop. A
+# plain ``def`` dependency is run in the thread pool, a hand-off each (three a request here).
+
+
+async def service_parts(request: Request) -> ServiceParts:
     return request.app.state.parts
 
 
-def service_store(request: Request) -> Store:
+async def service_store(request: Request) -> Store:
     return request.app.state.parts.store
 
 
@@ -52,7 +56,9 @@ StoreDep = Annotated[Store, Depends(service_store)]
 bearer = HTTPBearer(auto_error=False, description="A token of `mlrt tokens create`, or a run's worker token.")
 
 
-def principal(request: Request, _shown: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+async def principal(
+    request: Request, _shown: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
     """Who the request acts as: :class:`mlrt.service.guard.Guard` authenticated it before its body was read."""
     found = principal_of(request.scope)
     if found is None:  # only /api/ routes are authenticated, and only they ask
@@ -60,7 +66,7 @@ def principal(request: Request, _shown: Annotated[HTTPAuthorizationCredentials |
     return found
 
 
-def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
+async def user(who: Annotated[Principal, Depends(principal)]) -> Principal:
     """A user or admin token: a worker token is 403 here."""
     if who.kind == "worker":
         raise HTTPException(403, "a worker token can only record metrics and params of its own run")

@@ -19,7 +19,7 @@ from mlrt.store.registry import Registry, RegistryError
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
 
-def registry(store: StoreDep) -> Registry:
+async def registry(store: StoreDep) -> Registry:  # no I/O: on the event loop
     return Registry(store)
 
 

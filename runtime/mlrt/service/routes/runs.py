@@ -16,7 +16,7 @@ from mlrt.states import RunState
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
 
-def run_query(
+async def run_query(  # no I/O: on the event loop
     who: User,
     limit: int = 50,
     offset: int = 0,
