@@ -258,6 +258,27 @@ def test_the_digest_of_a_controllers_runs_changes_with_them_on_postgres(postgres
     assert Store().active_digest("me") is None  # SQLite: the rows are read
 
 
+def test_admission_reads_usage_summed_by_the_database(postgres_db):
+    # One row per project, however many runs are active (issue 14 item 3), on both databases.
+    import socket
+
+    from mlrt.admission import ACTIVE_STATES
+
+    host = socket.gethostname()
+    for store in (Store(postgres_db), Store()):
+        _queued(store, "vision", "a", 0, cpus=1.5)
+        _queued(store, "vision", "a", 1, cpus=2.0)
+        _queued(store, "speech", "b", 2, cpus=4.0)
+        _queued(store, "speech", "w", 3, cpus=8.0)  # still queued: holds nothing
+        store.update_run("a-0", state="RUNNING", backend="local", owner=f"{host}:1:2.00", memory=1 << 30)
+        store.update_run("a-1", state="STARTING", backend="local", owner="elsewhere:1:2.00")
+        store.update_run("b-2", state="RUNNING", backend="kubernetes", owner=f"{host}:1:2.00", gpus=1)
+        projects, machine = store.active_usage(ACTIVE_STATES, {"local"}, host)
+        assert sorted(projects) == [("speech", 1, 4.0, 0, 1), ("vision", 2, 3.5, 1 << 30, 0)]
+        assert machine == (1, 1.5, 1 << 30, 0)  # local runs of a controller on this host only
+        assert store.active_usage(ACTIVE_STATES, set(), host)[1] == (0, 0.0, 0, 0)
+
+
 def test_a_project_priority_cap_refuses_higher_priorities_and_is_shown(cli):
     from mlrt.admission import priority_problem
 

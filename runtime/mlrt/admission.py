@@ -94,13 +94,9 @@ class Admission:
 
     def refresh(self) -> None:
         """Read the current usage from the database (at the start of a pass)."""
-        self.projects = {}
-        self.machine = Usage()
-        host = socket.gethostname()
-        for project, backend, owner, cpus, memory, gpus in self.store.active_resources(ACTIVE_STATES):
-            self.projects.setdefault(project, Usage()).add(cpus, memory, gpus)
-            if backend in self.host_backends and owner and owner.rsplit(":", 2)[0] == host:
-                self.machine.add(cpus, memory, gpus)
+        projects, machine = self.store.active_usage(ACTIVE_STATES, self.host_backends, socket.gethostname())
+        self.projects = {project: Usage(*usage) for project, *usage in projects}
+        self.machine = Usage(*machine)
         self.limits = {limit.project: limit for limit in self.store.project_limits()}
 
     def order(self, runs: list[Any], projects: dict[str, str | None]) -> list[Any]:

@@ -468,18 +468,39 @@ class Store:
             rows = s.exec(select(Run.id, Job.project).join(Job, Job.id == Run.job_id).where(col(Run.id).in_(run_ids)))
             return {run_id: project for run_id, project in rows}
 
-    def active_resources(
-        self, states: Sequence[str]
-    ) -> list[tuple[str | None, str | None, str | None, float, int, int]]:
-        """``(project, backend, owner, cpus, memory, gpus)`` of every run in ``states``, tuning
-        runs left out (their trials are the runs that hold resources): admission's usage."""
-        with self.session() as s:
-            query = (
-                select(Job.project, Run.backend, Run.owner, Run.cpus, Run.memory, Run.gpus)
+    def active_usage(
+        self, states: Sequence[str], host_backends: Collection[str], host: str
+    ) -> tuple[list[tuple[str | None, int, float, int, int]], tuple[int, float, int, int]]:
+        """What the runs in ``states`` hold, summed by the database (tuning runs left out: their
+        trials are the runs that hold resources), for admission: ``(project, runs, cpus,
+        memory, gpus)`` per project, and ``(runs, cpus, memory, gpus)`` of those of
+        ``host_backends`` driven by a controller on ``host`` (an owner ``host:pid:start``).
+        Two grouped queries: a pass costs one row per project, however many runs are active."""
+        sums = (func.count(), func.coalesce(func.sum(Run.cpus), 0.0), func.sum(Run.memory), func.sum(Run.gpus))
+
+        def active(*columns: Any) -> Any:
+            return (
+                select(*columns)
+                .select_from(Run)
                 .join(Job, Job.id == Run.job_id)
                 .where(col(Run.state).in_(list(states)), Job.kind != "TuningJob")
             )
-            return [tuple(row) for row in s.exec(query)]
+
+        with self.session() as s:
+            conn = s.connection()
+            projects = [
+                (project, int(runs), float(cpus), int(memory or 0), int(gpus or 0))
+                for project, runs, cpus, memory, gpus in conn.execute(active(Job.project, *sums).group_by(Job.project))
+            ]
+            machine = (0, 0.0, 0, 0)
+            if host_backends:
+                runs, cpus, memory, gpus = conn.execute(
+                    active(*sums)
+                    .where(col(Run.backend).in_(list(host_backends)))
+                    .where(col(Run.owner).startswith(f"{host}:", autoescape=True))
+                ).one()
+                machine = (int(runs), float(cpus), int(memory or 0), int(gpus or 0))
+        return projects, machine
 
     def project_limits(self) -> list[ProjectLimit]:
         """Every project's limits (projects without a row have none)."""
