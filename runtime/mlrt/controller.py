@@ -678,8 +678,8 @@ class Controller:
         return due
 
     def _wanted(self, view: _View, due: set[str]) -> set[str]:
-        """The runs this pass handles: every busy run but a running one whose launch is under
-        way in a pool, and but a running training run that is settled, not due for a poll and
+        """The runs this pass handles: every busy run except a starting one whose launch is
+        under way in a pool and a running training run that is settled, not due for a poll and
         within its ``max_runtime`` (:attr:`_deadlines`, noted the first time it was handled)."""
         view.unsettled = {run_id for run_id in view.unsettled if not self._settled(run_id)}
         wanted = due | view.unsettled
