@@ -115,7 +115,7 @@ class Guard:
             await send(message)
 
         try:
-            refusal = await self._refusal(scope)
+            refusal = await self._refusal(scope, headers)
             if refusal is not None:
                 status, detail, headers = refusal
                 await _answer(send_with_id, status, {"detail": detail}, headers)
@@ -129,9 +129,8 @@ class Guard:
         finally:
             self.counted(scope["method"], answered.get("status", 500))
 
-    async def _refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
+    async def _refusal(self, scope: Scope, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
         """Why the request is answered before its body is read, or None."""
-        headers = Headers(scope=scope)
         close = {"Connection": "close"} if _announces_body(headers) else {}
         if scope["path"].startswith("/api/"):
             challenge = {"WWW-Authenticate": "Bearer", **close}

@@ -368,24 +368,6 @@ class Store:
             query = select(Run).where(col(Run.id).in_(list(run_ids)))
             return list(s.exec(query.order_by(Run.created_at)))
 
-    def _busy_query(self, owner: str, *columns: Any) -> Any:
-        """``columns`` of the runs :meth:`busy_runs` returns, unordered: ``owner``'s active runs
-        but the queued training runs without a cancel request."""
-        return (
-            select(*columns)
-            .join(Job, Job.id == Run.job_id)
-            .where(col(Run.state).in_(ACTIVE), Run.owner == owner)
-            .where((Run.state != RunState.QUEUED.value) | (Job.kind == "TuningJob") | col(Run.cancel_requested))
-        )
-
-    def _queued_count(self, owner: str) -> Any:
-        """``owner``'s queued runs without a cancel request, counted (one row, the count as text)."""
-        return (
-            select(literal(None, String), cast(func.count(), String), literal(False))
-            .select_from(Run)
-            .where(Run.state == RunState.QUEUED.value, Run.owner == owner, ~col(Run.cancel_requested))
-        )
-
     def active_signature(self, owner: str) -> BusySignature:
         """What a pass compares before and after to see whether anything it owns changed (one
         query, of these columns only): see :class:`BusySignature`."""
