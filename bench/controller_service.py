@@ -26,6 +26,10 @@ round's running runs do not slow the next):
 * sequential: `--jobs` submissions from one client (POST /api/v1/jobs, one
   after the other); `--jobs 1000,10000` runs the round once per count;
 * concurrent: `--jobs` submissions from `--clients` threads;
+* queue-only: `--jobs` submissions from `--clients` threads into a project
+  limited to 0 running runs: the submissions alone, nothing launched beside
+  them (submissions/s, and CPU per submission of the controller, the clients
+  and PostgreSQL);
 * fairness: project A queues `--fair-jobs` jobs (from `--clients` threads),
   then project B submits `--fair-b` jobs from one client: how long until B's
   first run is RUNNING, B's p50/p99, and how many of A's ran before it;
@@ -737,6 +741,74 @@ def submission_round(name: str, clients: int, jobs: int, args, workdir: Path, cl
     }
 
 
+# -- queue-only: the submissions alone -------------------------------------------------
+
+
+def queue_only_round(jobs: int, args, workdir: Path, clock: StandInClock) -> dict:
+    """``jobs`` submissions from ``--clients`` threads while the project may run none of them
+    (its ``max_running`` limit is 0, set after the warm-up job ran): what the API, the clients
+    and the database take per submission on this machine with nothing launched beside them."""
+    template = ALGORITHM_SPEC if args.spec == "algorithm" else COMMAND_SPEC
+    specs = [template.format(index=i) for i in range(jobs)]
+    say(f"  queue-only: {jobs:,} jobs from {args.clients} clients, nothing launched; starting")
+    speed_before = speed_check()
+    env = Environment(f"queue-only-{jobs}", args, workdir, clock)
+    try:
+        _, cold = warm_up(env, template, "queue-only")
+        env.store.set_project_limit("bench", max_running=0)  # the project of env.token
+        floor = request_floor(env, args.clients, min(jobs, 2000))
+        cpu_before, others_before, passes_before = env.cpu_seconds(), machine_cpu(), env.reconcile_histogram()
+        submitted = submit_all(env, specs, args.clients)
+        cpu, passes = env.cpu_seconds() - cpu_before, env.reconcile_histogram()
+        others = {k: v - others_before[k] for k, v in machine_cpu().items()}
+        counts = env.state_counts([s["run_id"] for s in submitted])
+    finally:
+        env.close()
+    speed_after = speed_check()
+    seconds = max(s["end"] for s in submitted) - min(s["start"] for s in submitted)
+    return {
+        "round": "queue-only",
+        "jobs": jobs,
+        "clients": args.clients,
+        "first_launch_cold_s": cold,
+        "submissions_per_s": jobs / seconds,
+        "noop_requests_per_s": floor,
+        "submit_seconds": seconds,
+        "http_request": spread([s["end"] - s["start"] for s in submitted]),
+        "states_after": counts,
+        "reconcile_passes": passes[0] - passes_before[0],
+        "reconcile_seconds": passes[1] - passes_before[1],
+        "controller_cpu_seconds": cpu,
+        "bench_process_cpu_seconds": others["bench_process"],
+        "machine_cpu_seconds": others["machine"],
+        "cpus": os.cpu_count(),
+        "speed_check_ms": [speed_before, speed_after],
+    }
+
+
+def print_queue_only(r: dict) -> None:
+    per = {key: 1000 * r[f"{key}_cpu_seconds"] / r["jobs"] for key in ("controller", "bench_process", "machine")}
+    rest = per["machine"] - per["controller"] - per["bench_process"]
+    print(
+        f"queue-only ({r['jobs']:,} jobs, {r['clients']} clients; the project limited to 0 running runs, so nothing"
+        f" launches): {r['submissions_per_s']:,.1f} submissions/s; states after: {r['states_after']}"
+    )
+    print(f"  the same clients' authenticated no-op requests before the round: {r['noop_requests_per_s']:,.1f}/s")
+    passes = r["reconcile_passes"]
+    print(
+        f"  the leader's reconcile passes meanwhile: {passes:,.0f}, {1000 * r['reconcile_seconds'] / max(1, passes):.1f} ms"
+        f" each, {r['reconcile_seconds']:.1f}s in all"
+    )
+    cells = " ".join(f"{quantile(r['http_request'], q):>9}" for q in ("p50", "p90", "p99", "max"))
+    print(f"  submit request ms (client side), p50 p90 p99 max: {cells}")
+    print(
+        f"  CPU per submission: controller {per['controller']:.1f} ms, this process (clients) {per['bench_process']:.1f} ms,"
+        f" PostgreSQL and the rest {rest:.1f} ms; the machine {per['machine']:.1f} ms,"
+        f" {r['machine_cpu_seconds'] / r['submit_seconds'] / r['cpus']:.0%} of its {r['cpus']} CPUs over the"
+        f" {r['submit_seconds']:.1f}s; speed check {r['speed_check_ms'][0]:.0f} / {r['speed_check_ms'][1]:.0f} ms"
+    )
+
+
 # -- fairness: a second project behind a full queue -------------------------------------
 
 
@@ -1056,7 +1128,7 @@ def print_idle(r: dict) -> None:
     )
 
 
-ROUNDS = ("sequential", "concurrent", "fairness", "idle", "ingestion")
+ROUNDS = ("sequential", "concurrent", "queue-only", "fairness", "idle", "ingestion")
 
 
 def job_counts(text: str) -> list[int]:
@@ -1189,6 +1261,11 @@ def main() -> int:
                     print()
                     print_round(summary["rounds"][-1])
                     print()
+            if "queue-only" in rounds:
+                summary["rounds"].append(queue_only_round(jobs, args, workdir, clock))
+                print()
+                print_queue_only(summary["rounds"][-1])
+                print()
         if "fairness" in rounds:
             summary["fairness"] = fairness_round(args, workdir, clock)
             print()

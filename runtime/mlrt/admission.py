@@ -170,10 +170,10 @@ def priority_problem(store: Any, project: str | None, priority: int) -> str | No
     """One line when ``priority`` is above ``project``'s ``max_priority`` limit, else None."""
     if project is None:
         return None
-    limit = next((row for row in store.project_limits() if row.project == project), None)
-    if limit is None or limit.max_priority is None or priority <= limit.max_priority:
+    cap = store.max_priority(project)
+    if cap is None or priority <= cap:
         return None
     return (
-        f"spec.priority: {priority} is above project {project}'s limit of {limit.max_priority}"
-        f" (set by its operator with `mlrt projects limit {project} --max-priority N`); use {limit.max_priority} or less"
+        f"spec.priority: {priority} is above project {project}'s limit of {cap}"
+        f" (set by its operator with `mlrt projects limit {project} --max-priority N`); use {cap} or less"
     )

@@ -219,16 +219,11 @@ class Store:
     # -- jobs and runs -------------------------------------------------------
 
     def create_job(self, job: Job, run: Run, params: dict[str, Any]) -> None:
-        """Insert a job with its run (QUEUED) and initial params, and the first event."""
-        with self.session() as s:
-            s.add(job)
-            s.flush()
-            s.add(run)
-            s.flush()
-            if params:  # one statement for all of them
-                rows = [{"run_id": run.id, "key": k, "value": param_text(v)} for k, v in params.items()]
-                s.connection().execute(Param.__table__.insert().values(rows))
-            s.add(Event(run_id=run.id, to_state=run.state, reason="submitted"))
+        """Insert a job with its run (QUEUED) and initial params, and the first event, in one
+        transaction (Core statements whose compiled form is cached: no unit of work to flush)."""
+        param_rows = [Param(run_id=run.id, key=key, value=param_text(value)) for key, value in params.items()]
+        with self.engine.begin() as conn:
+            _insert_rows(conn, [job, run, *param_rows, Event(run_id=run.id, to_state=run.state, reason="submitted")])
 
     def seal_clear_secrets(self) -> int:
         """Encrypt the ``spec.env`` values of jobs stored before mlrt encrypted them, and hide
@@ -489,6 +484,13 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(ProjectLimit).order_by(ProjectLimit.project)))
 
+    def max_priority(self, project: str) -> int | None:
+        """``project``'s ``max_priority`` limit (None: none), read with one Core statement: every
+        submission through the API asks it."""
+        table = ProjectLimit.__table__
+        with self.engine.connect() as conn:
+            return conn.execute(select(table.c.max_priority).where(table.c.project == project)).scalar()
+
     def set_project_limit(self, project: str, **limits: float | int | None) -> ProjectLimit:
         """Set (or with every limit None, remove) the limits of ``project``."""
         with self.session() as s:
@@ -592,17 +594,16 @@ class Store:
         """Insert ``attempt``; it comes back with its id (every other column is set here). In the
         same transaction: what planning it added to the run's ``record`` and ``rows`` for its
         workers (see :meth:`keep_planned`)."""
-        with self.session() as s:
-            _keep_planned(s, attempt.run_id, record, rows)
-            s.add(attempt)
-            s.flush()
+        with self.engine.begin() as conn:
+            _keep_planned(conn, attempt.run_id, record, rows)
+            attempt.id = _insert_rows(conn, [attempt])
             return attempt
 
     def keep_planned(self, run_id: str, record: dict[str, Any] | None, rows: Sequence[Any]) -> None:
         """Store what planning an attempt of ``run_id`` made: the run's new ``record`` (None: it
         did not change) and ``rows`` for its workers, such as their tracking token."""
-        with self.session() as s:
-            _keep_planned(s, run_id, record, rows)
+        with self.engine.begin() as conn:
+            _keep_planned(conn, run_id, record, rows)
 
     def delete_attempt(self, attempt_id: int) -> None:
         """Remove an attempt that never started (its launch is to be made again under its number)."""
@@ -934,10 +935,29 @@ def _upsertable_insert(conn: Any) -> Callable[..., Any]:
     return insert
 
 
-def _keep_planned(s: Session, run_id: str, record: dict[str, Any] | None, rows: Sequence[Any]) -> None:
+def _insert_rows(conn: Any, rows: Sequence[Any]) -> Any:
+    """Insert the model instances ``rows`` with Core statements, in their order, one statement
+    per run of rows of one table; the primary key the last row got.
+
+    Every column is sent as the instance holds it, as the ORM's flush does, except a primary
+    key left None (the database numbers it)."""
+    last = None
+    for model, group in itertools.groupby(rows, key=type):
+        table = model.__table__
+        values = [{column.key: getattr(row, column.key) for column in table.columns} for row in group]
+        for row in values:
+            for column in table.primary_key.columns:
+                if row[column.key] is None:
+                    del row[column.key]
+        result = conn.execute(table.insert(), values[0] if len(values) == 1 else values)  # many: batched
+        last = result.inserted_primary_key[0] if len(values) == 1 else None
+    return last
+
+
+def _keep_planned(conn: Any, run_id: str, record: dict[str, Any] | None, rows: Sequence[Any]) -> None:
     if record is not None:
-        s.exec(update(Run).where(Run.id == run_id).values(record=record))  # type: ignore[call-overload]
-    s.add_all(rows)
+        conn.execute(update(Run).where(Run.id == run_id).values(record=record))
+    _insert_rows(conn, rows)
 
 
 def _transitions(s: Session, changes: Sequence[tuple[str, RunState, str, dict[str, Any]]]) -> None:
