@@ -281,3 +281,41 @@ def test_interrupting_submit_cancels_the_run(write_spec, tmp_path, home):
     assert not pid_alive(worker)
     run = Store().list_runs()[0]
     assert run.state == "CANCELLED"
+
+
+def test_interrupting_submit_stops_a_worker_that_ignores_sigterm_within_the_stop_deadline(write_spec, tmp_path, home):
+    """SIGTERM to `mlrt submit`: its controller asks the worker to stop (SIGTERM), waits the grace
+    period, then kills it; the command waits for that (its stop deadline is the longest grace
+    period and the stop retries), so no run is left behind with its worker still running."""
+    import subprocess
+
+    from conftest import MLRT_SCRIPT
+
+    program = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: open('got-term', 'w').close())  # noted, not obeyed\n"
+        "open('pid', 'w').write(str(os.getpid()))\n"
+        "while True:\n"
+        "    time.sleep(1)\n"
+    )
+    spec = write_spec(
+        command_spec("stubborn-interrupted", "[python, stubborn.py]", "  stopping: {grace_period: 2s}\n"),
+        files={"stubborn.py": program},
+    )
+    process = subprocess.Popen(
+        [str(MLRT_SCRIPT), "submit", "-q", str(spec)],
+        env={**os.environ, "MLRT_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    assert "CANCELLED" in out, (out, err)
+    assert "could not be stopped" not in err, err
+    assert (tmp_path / "got-term").exists()  # asked first ...
+    assert not pid_alive(worker)  # ... then killed when the grace period ran out
+    run = Store().list_runs()[0]
+    assert run.state == "CANCELLED"
