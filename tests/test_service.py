@@ -379,6 +379,46 @@ def test_login_saves_the_token_for_the_owner_only_and_later_commands_use_it(
     assert result.exit_code == 2 and "401" in result.output
 
 
+def _scraped(scrape: str, name: str) -> float:
+    """The value of the sample ``name`` (with its labels) in a Prometheus text scrape."""
+    return float(next(line.split()[-1] for line in scrape.splitlines() if line.startswith(name + " ")))
+
+
+def test_metrics_report_the_answering_process_and_its_garbage_collector(service):
+    scrape = httpx.get(f"{service.url}/metrics").text
+    assert _scraped(scrape, "process_resident_memory_bytes") > 0
+    assert _scraped(scrape, "process_cpu_seconds_total") > 0
+    assert _scraped(scrape, 'python_gc_collections_total{generation="0"}') >= 0
+
+
+def test_a_service_process_serves_with_the_cyclic_collector_on(tmp_path, monkeypatch):
+    """A service runs for weeks: the reference cycles its requests and passes leave must be
+    freed, though the console script pauses the collector for start-up (mlrt.cli.main)."""
+    import gc
+
+    import uvicorn
+
+    from mlrt import service as service_module
+
+    seen = {}
+
+    def run(server, sockets=None):  # what the collector is like when the server would start serving
+        seen.update(enabled=gc.isenabled(), threshold=gc.get_threshold())
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
+    gc.disable()
+    try:
+        service_module._serve_one(
+            Store(f"sqlite:///{tmp_path / 'mlrt.db'}"), "http://127.0.0.1:1", 0.2, 1 << 20, "127.0.0.1", 1
+        )
+    finally:
+        gc.set_threshold(*threshold)
+        (gc.enable if enabled else gc.disable)()
+    assert seen == {"enabled": True, "threshold": (service_module.GC_YOUNG_THRESHOLD, *threshold[1:])}
+
+
 def test_replicas_elect_one_leader_that_launches_each_job_once(postgres_db, service, tokens, tmp_path, program, remote):
     standby = ServiceProcess(postgres_db, tmp_path / "standby.log", env=LOCAL).start(leader=False)
     try:

@@ -54,14 +54,15 @@ class App:
 
     @property
     def store(self):
-        if self._store is None and self.remote is not None:
-            from mlrt.remote import RemoteStore
-
-            self._store = RemoteStore(self.remote)
         if self._store is None:
-            from mlrt.store import Store
+            if self.remote is not None:
+                from mlrt.remote import RemoteStore
 
-            self._store = Store(self.db)
+                self._store = RemoteStore(self.remote)
+            else:
+                from mlrt.store import Store
+
+                self._store = Store(self.db)
             # Start-up imports are done: keep their objects out of future
             # collections and turn the collector back on (main() paused it).
             gc.freeze()

@@ -8,12 +8,15 @@
 - ``mlrt_reconcile_failures_total``: passes (or leader elections) that failed,
   such as while the database is unreachable (``/readyz`` says degraded meanwhile);
 - ``mlrt_metric_points_total``: metric points received on the tracking endpoint;
-- ``mlrt_api_requests_total{method,status}``: API requests answered.
+- ``mlrt_api_requests_total{method,status}``: API requests answered;
+- ``process_*`` (CPU seconds, resident memory, open files) and ``python_gc_*``
+  (collections and the objects they freed, per generation) of the process that
+  took the scrape, as the Prometheus client's default registry has them.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func
 from sqlmodel import select
@@ -44,6 +47,10 @@ class Telemetry:
 
     def __init__(self, store: Store):
         self.registry = CollectorRegistry()
+        # The process's CPU, memory and open files, and its garbage collector's work, as the
+        # client library's default registry has them (process_*, python_gc_*).
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.registry.register(_RunStates(store))
         self.leader = Gauge("mlrt_leader", "1 when this replica is the leader", registry=self.registry)
         self.reconcile_seconds = Histogram(
