@@ -199,6 +199,53 @@ def test_a_client_that_sends_its_whole_refused_body_still_reads_the_answer(postg
         service.stop()
 
 
+def test_refusals_beyond_the_lingering_cap_close_at_once(monkeypatch):
+    """A flood of refused clients holds at most LINGER_CONNECTIONS readers of one service
+    process: a refusal beyond them closes as soon as its answer is sent (the Guard in
+    front of uvicorn, in this process, with a long linger and a cap of two)."""
+    import threading
+
+    import uvicorn
+
+    from mlrt.service import guard
+
+    monkeypatch.setattr(guard, "LINGER_SECONDS", 120.0)
+    monkeypatch.setattr(guard, "LINGER_CONNECTIONS", 2)
+
+    async def unreachable(scope, receive, send):
+        raise AssertionError("every request here is refused by the Guard")
+
+    guarded = guard.Guard(unreachable, store=None, limit=1 << 20, counted=lambda method, status: None)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(guarded, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started)
+    port = listener.getsockname()[1]
+    anonymous = b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"  # its body never sent
+
+    def refused() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(anonymous)
+        status, headers, _ = read_response(sock)
+        assert status == 401 and headers["connection"] == "close"
+        return sock
+
+    try:
+        first, second = refused(), refused()
+        wait_for(lambda: guarded.lingering == 2)  # both wait for the rest of their bodies
+        with refused() as third:  # one more than the cap: closed right after its answer
+            assert third.recv(1) == b""
+        first.close()
+        second.close()
+        wait_for(lambda: guarded.lingering == 0)  # a client that leaves ends its linger
+        with refused():
+            wait_for(lambda: guarded.lingering == 1)  # room again
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def test_the_default_limit_takes_50000_metric_points_in_one_request(service, tokens, postgres_db):
     with api(service, tokens["alice"]) as client:
         run_id = client.post("/jobs", json={"spec": spec_text("tracked", "import time; time.sleep(60)")}).json()[

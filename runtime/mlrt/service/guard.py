@@ -15,7 +15,8 @@ A pure ASGI middleware (it wraps ``receive`` and ``send``; nothing is buffered):
 - a refusal that closes the connection before the body was read whole (401, 413)
   is a lingering close (RFC 9112 section 9.6, nginx's ``lingering_close``): the
   answer is sent, then what the client still sends is read and dropped for up to
-  :data:`LINGER_SECONDS` and :data:`LINGER_BYTES` before the connection closes.
+  :data:`LINGER_SECONDS` and :data:`LINGER_BYTES` before the connection closes, by
+  at most :data:`LINGER_CONNECTIONS` connections at once (beyond them it closes at once).
   Closing with unread bytes makes the kernel reset the connection, and a client
   still writing its body (most send it whole before they read) would get that
   reset instead of the answer;
@@ -53,6 +54,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 << 20
 """How long, and how much of a refused body, a lingering close reads before it closes anyway."""
+LINGER_CONNECTIONS = 64
+"""At most this many connections of one service process linger at once: a refusal beyond them
+closes as soon as its answer is sent, so clients refused in a flood (anonymous ones too) hold
+at most this many readers, not one each."""
 SOURCES_PATH = "/api/v1/sources"
 """Source bundle uploads, whose body limit follows the source limits (see :meth:`Guard.limit_of`)."""
 
@@ -89,6 +94,8 @@ class Guard:
         self.store = store
         self.limit = limit
         self.counted = counted
+        self.lingering = 0
+        """Connections lingering now (see :data:`LINGER_CONNECTIONS`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,7 +117,12 @@ class Guard:
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 if body["closes"] and not body["read"]:
                     await send({**message, "more_body": True})  # the whole answer: the client can read it
-                    await _linger(receive)
+                    if self.lingering < LINGER_CONNECTIONS:
+                        self.lingering += 1  # on the event loop: no other coroutine runs in between
+                        try:
+                            await _linger(receive)
+                        finally:
+                            self.lingering -= 1
                     message = {"type": "http.response.body", "body": b""}
             await send(message)
 
