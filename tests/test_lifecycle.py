@@ -259,13 +259,13 @@ def test_command_job_outputs_become_artifacts_with_sha256(cli, write_spec):
     assert any("'escape' skipped" in reason for reason in events)
 
 
-def test_interrupting_submit_cancels_the_run(write_spec, tmp_path, home):
+def submit_until_the_worker_runs(spec: Path, home: Path, pid_file: Path):
+    """`mlrt submit -q SPEC` in a process of its own (a signal reaches it alone), once its
+    worker has written its pid to ``pid_file``: the process and the worker's pid."""
     import subprocess
 
     from conftest import MLRT_SCRIPT
 
-    program = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
-    spec = write_spec(command_spec("interrupted", "[python, sleeper.py]"), files={"sleeper.py": program})
     process = subprocess.Popen(
         [str(MLRT_SCRIPT), "submit", "-q", str(spec)],
         env={**os.environ, "MLRT_HOME": str(home)},
@@ -273,7 +273,13 @@ def test_interrupting_submit_cancels_the_run(write_spec, tmp_path, home):
         stderr=subprocess.PIPE,
         text=True,
     )
-    worker = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
+    return process, int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+
+
+def test_interrupting_submit_cancels_the_run(write_spec, tmp_path, home):
+    program = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    spec = write_spec(command_spec("interrupted", "[python, sleeper.py]"), files={"sleeper.py": program})
+    process, worker = submit_until_the_worker_runs(spec, home, tmp_path / "pid")
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1, err
@@ -287,10 +293,6 @@ def test_interrupting_submit_stops_a_worker_that_ignores_sigterm_within_the_stop
     """SIGTERM to `mlrt submit`: its controller asks the worker to stop (SIGTERM), waits the grace
     period, then kills it; the command waits for that (its stop deadline is the longest grace
     period and the stop retries), so no run is left behind with its worker still running."""
-    import subprocess
-
-    from conftest import MLRT_SCRIPT
-
     program = (
         "import os, signal, time\n"
         "signal.signal(signal.SIGTERM, lambda *_: open('got-term', 'w').close())  # noted, not obeyed\n"
@@ -302,14 +304,7 @@ def test_interrupting_submit_stops_a_worker_that_ignores_sigterm_within_the_stop
         command_spec("stubborn-interrupted", "[python, stubborn.py]", "  stopping: {grace_period: 2s}\n"),
         files={"stubborn.py": program},
     )
-    process = subprocess.Popen(
-        [str(MLRT_SCRIPT), "submit", "-q", str(spec)],
-        env={**os.environ, "MLRT_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    worker = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
+    process, worker = submit_until_the_worker_runs(spec, home, tmp_path / "pid")
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
