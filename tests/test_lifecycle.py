@@ -314,3 +314,28 @@ def test_interrupting_submit_stops_a_worker_that_ignores_sigterm_within_the_stop
     assert not pid_alive(worker)  # ... then killed when the grace period ran out
     run = Store().list_runs()[0]
     assert run.state == "CANCELLED"
+
+
+def test_a_second_interrupt_stops_the_workers_at_once(write_spec, tmp_path, home):
+    """Ctrl-C again (a second SIGTERM here) while the workers have their grace period: they are
+    killed at once, the run is CANCELLED and the command exits, instead of leaving them running."""
+    program = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: open('got-term', 'w').close())  # noted, not obeyed\n"
+        "open('pid', 'w').write(str(os.getpid()))\n"
+        "while True:\n"
+        "    time.sleep(1)\n"
+    )
+    spec = write_spec(
+        command_spec("stubborn-forced", "[python, stubborn.py]", "  stopping: {grace_period: 600s}\n"),
+        files={"stubborn.py": program},
+    )
+    process, worker = submit_until_the_worker_runs(spec, home, tmp_path / "pid")
+    process.send_signal(signal.SIGTERM)
+    wait_for(lambda: (tmp_path / "got-term").exists())  # the grace period has begun
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)  # well inside the 600 s grace period
+    assert process.returncode == 1, err
+    assert "CANCELLED" in out, (out, err)
+    assert not pid_alive(worker)
+    assert Store().list_runs()[0].state == "CANCELLED"

@@ -816,11 +816,15 @@ class Controller:
         not be stopped (:meth:`_stop_again`), and the next controller or ``mlrt status`` takes
         them over."""
         give_up_at = None if within is None else time.monotonic() + within
+        forced = False
         while True:
             self._collect()
             for run in self.store.active_runs(owner=self.owner):
                 if run.id not in self._launching:
                     self._finish(run, RunState.CANCELLED, reason, stop=True)
+            if self._stop_signal is not None and not forced:  # see cancel_on_signal
+                forced = True
+                self._stop_at_once()
             self._collect()
             left = self.store.active_runs(owner=self.owner)
             if not left and not self.busy():
@@ -828,6 +832,27 @@ class Controller:
             if give_up_at is not None and time.monotonic() > give_up_at:
                 return sorted(run.id for run in left)
             self.wait(0.1)
+
+    def cancel_on_signal(self, reason: str) -> list[str]:
+        """:meth:`cancel_all` within :meth:`stop_deadline`, for a process a stop signal
+        interrupted: its workers get their grace period, and a second SIGINT or SIGTERM while
+        they have it (Ctrl-C again) stops them at once instead of leaving them running. Call
+        from the main thread, after :meth:`stopped_by_signals` has let go."""
+        self._stop_signal = None
+        with self.stopped_by_signals():
+            return self.cancel_all(reason, self.stop_deadline())
+
+    def _stop_at_once(self) -> None:
+        """Stop the workers of the runs being wound down without waiting out their grace period.
+        A launcher's ``stop`` is idempotent: the stop the pool is waiting on returns once they are gone."""
+        for run_id, finalizing in list(self._finalizing.items()):
+            active = finalizing.active
+            if active is None:
+                continue
+            try:
+                active.launcher.stop(active.handle, 0.0)
+            except Exception as exc:  # the pool's own stop goes on, and retries if it fails too
+                _log.warning("run %s: stopping its workers at once failed: %s", run_id, exc)
 
     def stop_deadline(self) -> float:
         """Seconds :meth:`cancel_all` may take on a stop signal: the longest grace period of the
@@ -1741,9 +1766,7 @@ def main(argv: list[str] | None = None) -> int:
         with controller.stopped_by_signals():
             controller.run_until_done(args.run_ids, adopt=args.adopt)
     except KeyboardInterrupt:
-        for run_id in controller.cancel_all(
-            "the controller was asked to stop (SIGTERM/SIGINT)", controller.stop_deadline()
-        ):
+        for run_id in controller.cancel_on_signal("the controller was asked to stop (SIGTERM/SIGINT)"):
             print(left_behind(run_id), file=sys.stderr)
         return 1
     return 0

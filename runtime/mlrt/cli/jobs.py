@@ -52,7 +52,9 @@ def _wait(app: App, run_id: str, quiet: bool) -> None:
             click.echo(f"stopped following {run_id}; it goes on (mlrt cancel {run_id} stops it)", err=True)
             sys.exit(EXIT_FAILED)
         reason = "interrupted in the submitting terminal (Ctrl-C or SIGTERM)"
-        for left in controller.cancel_all(reason, controller.stop_deadline()):
+        if not quiet:
+            click.echo(f"stopping {run_id} (Ctrl-C again stops its workers at once)", err=True)
+        for left in controller.cancel_on_signal(reason):
             click.echo(left_behind(left), err=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
