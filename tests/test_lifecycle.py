@@ -259,6 +259,16 @@ def test_command_job_outputs_become_artifacts_with_sha256(cli, write_spec):
     assert any("'escape' skipped" in reason for reason in events)
 
 
+NOTES_SIGTERM_RUNS_ON = (
+    "import os, signal, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: open('got-term', 'w').close())  # noted, not obeyed\n"
+    "open('pid', 'w').write(str(os.getpid()))\n"
+    "while True:\n"
+    "    time.sleep(1)\n"
+)
+"""A worker that writes its pid, notes SIGTERM in the file ``got-term`` and runs on: only SIGKILL stops it."""
+
+
 def submit_until_the_worker_runs(spec: Path, home: Path, pid_file: Path):
     """`mlrt submit -q SPEC` in a process of its own (a signal reaches it alone), once its
     worker has written its pid to ``pid_file``: the process and the worker's pid."""
@@ -293,16 +303,9 @@ def test_interrupting_submit_stops_a_worker_that_ignores_sigterm_within_the_stop
     """SIGTERM to `mlrt submit`: its controller asks the worker to stop (SIGTERM), waits the grace
     period, then kills it; the command waits for that (its stop deadline is the longest grace
     period and the stop retries), so no run is left behind with its worker still running."""
-    program = (
-        "import os, signal, time\n"
-        "signal.signal(signal.SIGTERM, lambda *_: open('got-term', 'w').close())  # noted, not obeyed\n"
-        "open('pid', 'w').write(str(os.getpid()))\n"
-        "while True:\n"
-        "    time.sleep(1)\n"
-    )
     spec = write_spec(
         command_spec("stubborn-interrupted", "[python, stubborn.py]", "  stopping: {grace_period: 2s}\n"),
-        files={"stubborn.py": program},
+        files={"stubborn.py": NOTES_SIGTERM_RUNS_ON},
     )
     process, worker = submit_until_the_worker_runs(spec, home, tmp_path / "pid")
     process.send_signal(signal.SIGTERM)
@@ -319,16 +322,9 @@ def test_interrupting_submit_stops_a_worker_that_ignores_sigterm_within_the_stop
 def test_a_second_interrupt_stops_the_workers_at_once(write_spec, tmp_path, home):
     """Ctrl-C again (a second SIGTERM here) while the workers have their grace period: they are
     killed at once, the run is CANCELLED and the command exits, instead of leaving them running."""
-    program = (
-        "import os, signal, time\n"
-        "signal.signal(signal.SIGTERM, lambda *_: open('got-term', 'w').close())  # noted, not obeyed\n"
-        "open('pid', 'w').write(str(os.getpid()))\n"
-        "while True:\n"
-        "    time.sleep(1)\n"
-    )
     spec = write_spec(
         command_spec("stubborn-forced", "[python, stubborn.py]", "  stopping: {grace_period: 600s}\n"),
-        files={"stubborn.py": program},
+        files={"stubborn.py": NOTES_SIGTERM_RUNS_ON},
     )
     process, worker = submit_until_the_worker_runs(spec, home, tmp_path / "pid")
     process.send_signal(signal.SIGTERM)
