@@ -28,6 +28,14 @@ import os
 
 from mlrt.store import Store
 
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations (net of frees) between collections of the youngest generation in a service
+process (Python's default is 700). At 700 a 1,000-job round (submissions and launches) set
+off about 1,500 collections and 10 full ones, each walking the objects the first launches
+import: 2.2 ms of CPU per job. At 10,000: 61 young collections and no full one, 0.4 ms per
+job, and as much garbage freed (38,800 objects against 42,500; bench/README.md, "The cyclic
+collector was off in the controller")."""
+
 
 class SettingError(ValueError):
     """An operator setting of the service is unusable; the message is one ``NAME: problem`` line."""
@@ -116,14 +124,6 @@ def _serve_one(
     if not server.started:  # the port was taken, or start-up failed: uvicorn.run's exit status
         raise SystemExit(3)
 
-
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations (net of frees) between collections of the youngest generation in a service
-process (Python's default is 700). At 700 a 1,000-job round (submissions and launches) set
-off about 1,500 collections and 10 full ones, each walking the objects the first launches
-import: 2.2 ms of CPU per job. At 10,000: 61 young collections and no full one, 0.4 ms per
-job, and as much garbage freed (38,800 objects against 42,500; bench/README.md, "The cyclic
-collector was off in the controller")."""
 
 _SIZE_SETTINGS = ("MLRT_MAX_LOG_BYTES", "MLRT_MAX_LINE_BYTES")
 """Sizes the controller reads where a bad value could only fall back in silence (:mod:`mlrt.logfile`,
