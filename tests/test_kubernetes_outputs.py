@@ -11,6 +11,7 @@ closed port), then lets the pod succeed.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -91,7 +92,8 @@ def sidecar(pod: dict, root: Path, env: dict[str, str] | None = None) -> subproc
     argv[argv.index("/mlrt/run")] = str(run_dir)
     process = subprocess.Popen(
         [*argv, "--every", "0.2"],
-        env={**os.environ, **values, **(env or {})},
+        # PYTHONFAULTHANDLER: a SIGABRT prints every thread's stack, should the sidecar hang.
+        env={**os.environ, **values, **(env or {}), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -100,7 +102,13 @@ def sidecar(pod: dict, root: Path, env: dict[str, str] | None = None) -> subproc
     first = process.stdout.readline()
     assert first.startswith("[mlrt s3sync] "), first + process.stderr.read()
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=60)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        out, err = process.communicate(timeout=30)
+        faulthandler.dump_traceback()  # this process's threads too: the moto server answers from one of them
+        pytest.fail(f"the sidecar did not exit within 60 s of SIGTERM; its output:\n{first}{out}{err}")
     return subprocess.CompletedProcess(process.args, process.returncode, first + out, err)
 
 
