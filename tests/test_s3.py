@@ -362,3 +362,45 @@ def test_a_pods_sync_containers_restore_checkpoints_and_upload_on_sigterm(s3_end
     assert s3sync.restore(retry, uri) == 1
     assert (retry / "checkpoints" / "epoch-1.pt").read_bytes() == b"weights after epoch 1"
     assert s3sync.restore(tmp_path / "first", "s3://mlrt-test/sync/never-ran") == 0
+
+
+# Raise SIGTERM at each Python event (call, line, return) of a sidecar's wait in turn: Python runs the
+# handler at the next point it checks for signals, so every place the wait can be when one lands is met.
+SIGNAL_AT_EVERY_POINT = """
+import signal, sys
+from mlrt.s3sync import StopSignals
+
+def events_of_a_wait():
+    stop, seen = StopSignals(), []
+    sys.settrace(lambda frame, event, arg: seen.append(event) or (lambda *a: seen.append(a[1])))
+    stop.wait(0)
+    sys.settrace(None)
+    return len(seen)
+
+points = events_of_a_wait()
+for at in range(1, points + 1):
+    stop, count = StopSignals(), 0
+    def raise_at(frame, event, arg):
+        global count
+        count += 1
+        if count == at:
+            signal.raise_signal(signal.SIGTERM)
+        return raise_at
+    sys.settrace(raise_at)
+    stop.wait(1)  # a signal landing as it returns is for the next wait
+    sys.settrace(None)
+    assert stop.wait(0), f"the signal raised at point {at} of {points} was lost"
+print("stopped at", points, "points")
+"""
+
+
+def test_a_sidecars_stop_signal_ends_its_wait_wherever_it_lands():
+    """The sidecar's SIGTERM handler must not take a lock the interrupted wait may hold (stop 31's CI hung
+    60 s in ``threading.Event.wait`` whose handler called ``Event.set``): a signal at any point of a wait
+    ends it or the next one, and every later wait returns at once."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AT_EVERY_POINT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("stopped at ")

@@ -44,12 +44,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import select
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from mlrt import s3
 
@@ -128,16 +128,36 @@ def _remove_marker(uri: str, attempt: int, worker: int) -> bool:
     return True
 
 
+class StopSignals:
+    """SIGTERM and SIGINT, noted for :meth:`wait` without running Python code where they land.
+
+    Python runs a signal handler in the main thread between two bytecodes,
+    wherever that thread is, even inside ``threading.Event.wait`` holding the
+    event's lock: a handler that took that lock (``Event.set``) would wait
+    for itself for ever, and the pod's output would never be uploaded. The
+    handlers installed here do nothing; the interpreter's C-level handler
+    writes each signal to a pipe (:func:`signal.set_wakeup_fd`), which
+    :meth:`wait` polls. Create in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self._read, write = os.pipe()
+        os.set_blocking(write, False)  # as set_wakeup_fd requires: a full pipe drops a wakeup, never blocks
+        signal.set_wakeup_fd(write)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+        self._poller = select.poll()
+        self._poller.register(self._read, select.POLLIN)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True once a stop signal has arrived (then at once, every time)."""
+        return bool(self._poller.poll(seconds * 1000))
+
+
 def watch(run_dir: Path, uri: str, every: float, attempt: int, worker: int) -> int:
     """Upload checkpoints every ``every`` seconds until SIGTERM, then everything once more and
     the completion marker, retried with backoff; 0 when it is all in S3, else 1 (one ``error:`` line)."""
-    stop = threading.Event()
-
-    def _stop(_signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = StopSignals()
     removed = _remove_marker(uri, attempt, worker)
     while not stop.wait(every):
         removed = removed or _remove_marker(uri, attempt, worker)
