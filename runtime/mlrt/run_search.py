@@ -231,7 +231,7 @@ def find_runs(store: Store, query: RunQuery) -> RunPage:
         .offset(query.offset)
     )
     counted = select(func.count()).select_from(Run).join(Job, Job.id == Run.job_id).where(*filters)
-    with store.session() as s:
+    with store.read_session() as s:
         rows = [tuple(row) for row in s.execute(page)]
         total = s.execute(counted).scalar_one()
         for run, job in rows:

@@ -81,8 +81,8 @@ def authenticate(store: Store, presented: str) -> Principal | None:
     token_id, _, secret = presented[len(_PREFIX) :].partition("_")
     if not token_id or not secret:
         return None
-    table = Token.__table__  # one Core statement: every API request asks this
-    with store.engine.connect() as conn:
+    table = Token.__table__  # one Core statement, with no transaction around it: every API request asks this
+    with store.read_connection() as conn:
         row = conn.execute(select(table).where(table.c.id == token_id)).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         return None

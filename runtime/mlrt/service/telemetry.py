@@ -33,7 +33,7 @@ class _RunStates:
         self.store = store
 
     def collect(self):
-        with self.store.session() as s:
+        with self.store.read_session() as s:
             counts = dict(s.exec(select(Run.state, func.count()).group_by(Run.state)).all())
         runs = GaugeMetricFamily("mlrt_runs", "Runs by state", labels=["state"])
         for state in RunState:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import String, bindparam, cast, delete, func, literal, text, union_all, update
+from sqlalchemy import Connection, String, bindparam, cast, delete, func, literal, text, union_all, update
 from sqlmodel import Session, col, select
 
 from mlrt.states import TERMINAL_STATES, RunState, check_transition
@@ -206,6 +206,12 @@ class Store:
     def __init__(self, url: str | None = None, *, migrate_schema: bool = True):
         self.url = database_url(url)
         self.engine = create_db_engine(self.url)
+        # PostgreSQL: reads in autocommit. A transaction around one SELECT costs a BEGIN and a
+        # ROLLBACK, each a round trip, for nothing under READ COMMITTED, where every statement
+        # takes its own snapshot anyway. SQLite keeps its transactions (snapshots across
+        # statements, and switching its mode costs a PRAGMA per connection).
+        postgres = self.engine.dialect.name == "postgresql"
+        self._reads = self.engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else self.engine
         if migrate_schema:
             migrate(self.engine)
 
@@ -215,6 +221,18 @@ class Store:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
             session.commit()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: nothing it adds or changes is kept. On PostgreSQL each of its
+        statements runs on its own (autocommit), one round trip each, with the snapshot it would
+        have had in a READ COMMITTED transaction."""
+        with Session(self._reads, expire_on_commit=False) as session:
+            yield session
+
+    def read_connection(self) -> Connection:
+        """A connection for Core reads only, like :meth:`read_session` (use it as a context manager)."""
+        return self._reads.connect()
 
     # -- jobs and runs -------------------------------------------------------
 
@@ -251,19 +269,19 @@ class Store:
         """The resolved spec of each of ``job_ids``, in one query."""
         if not job_ids:
             return {}
-        with self.session() as s:
+        with self.read_session() as s:
             rows = s.exec(select(Job.id, Job.spec_resolved).where(col(Job.id).in_(list(job_ids))))
             return {job_id: spec for job_id, spec in rows}
 
     def get_job(self, job_id: str) -> Job:
-        with self.session() as s:
+        with self.read_session() as s:
             job = s.get(Job, job_id)
             if job is None:
                 raise NotFound(f"no job {job_id!r}")
             return job
 
     def get_run(self, run_id: str) -> Run:
-        with self.session() as s:
+        with self.read_session() as s:
             run = s.get(Run, run_id)
             if run is None:
                 raise NotFound(f"no run {run_id!r}")
@@ -278,7 +296,7 @@ class Store:
         project: str | None = None,
     ) -> list[Run]:
         """Newest first; ``project`` keeps only the runs of that project's jobs."""
-        with self.session() as s:
+        with self.read_session() as s:
             query = select(Run).order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit)
             if project is not None:
                 query = query.join(Job, Job.id == Run.job_id).where(Job.project == project)
@@ -303,12 +321,12 @@ class Store:
         query = select(Run).where(Run.parent_id == parent_id)
         if unfinished_or is not None:
             query = query.where(col(Run.state).not_in(TERMINAL) | col(Run.id).in_(list(unfinished_or)))
-        with self.session() as s:
+        with self.read_session() as s:
             return list(s.exec(query.order_by(Run.trial)))
 
     def active_runs(self, owner: str | None = None) -> list[Run]:
         """Runs not yet terminal, optionally only those a given controller owns."""
-        with self.session() as s:
+        with self.read_session() as s:
             query = select(Run).where(col(Run.state).in_(ACTIVE))
             if owner is not None:
                 query = query.where(Run.owner == owner)
@@ -319,7 +337,7 @@ class Store:
         but QUEUED, and the QUEUED runs that are not waiting for admission (tuning runs, runs
         whose cancel was requested). The rest of the queue is read by :meth:`queue_heads`, so a
         pass costs the same however long the queue is."""
-        with self.session() as s:
+        with self.read_session() as s:
             return list(s.exec(self._busy_query(owner, Run).order_by(Run.created_at)))
 
     def queue_heads(self, owner: str, backends: Sequence[str], depth: int, now: Any) -> list[tuple[Run, str | None]]:
@@ -345,7 +363,7 @@ class Store:
             .where(col(Run.backend).in_(list(backends)) | col(Run.backend).is_(None))
             .subquery()
         )
-        with self.session() as s:
+        with self.read_session() as s:
             query = (
                 select(Run, Job.project)
                 .join(queued, queued.c.id == Run.id)
@@ -359,7 +377,7 @@ class Store:
         """The runs of ``run_ids`` (those of :meth:`busy_runs` a pass has to handle), oldest first."""
         if not run_ids:
             return []
-        with self.session() as s:
+        with self.read_session() as s:
             query = select(Run).where(col(Run.id).in_(list(run_ids)))
             return list(s.exec(query.order_by(Run.created_at)))
 
@@ -369,7 +387,7 @@ class Store:
         queued = self._queued_count(owner)
         busy = self._busy_query(owner, Run.id, Run.state, Run.cancel_requested)
         digest = self._digest_query(owner)
-        with self.session() as s:
+        with self.read_session() as s:
             rows = list(s.connection().execute(union_all(busy, queued, *([digest] if digest is not None else []))))
         # The two rows without an id: the queued count (False) and the digest (True).
         tail = {bool(tag): text for run_id, text, tag in rows if run_id is None}
@@ -384,7 +402,7 @@ class Store:
         digest = self._digest_query(owner)
         if digest is None:
             return None
-        with self.session() as s:
+        with self.read_session() as s:
             rows = list(s.connection().execute(union_all(self._queued_count(owner), digest)))
         tail = {bool(tag): text for _, text, tag in rows}
         return int(tail[False]), tail[True]
@@ -427,7 +445,7 @@ class Store:
     def project_runs_not_owned_by(self, owner: str) -> list[Run]:
         """Active runs of jobs submitted through the API (they have a project) that
         ``owner`` does not drive: new submissions, and runs of a former leader."""
-        with self.session() as s:
+        with self.read_session() as s:
             query = (
                 select(Run)
                 .join(Job, Job.id == Run.job_id)
@@ -441,7 +459,7 @@ class Store:
         """The project of each run's job (None for local jobs); unknown runs are left out."""
         if not run_ids:
             return {}
-        with self.session() as s:
+        with self.read_session() as s:
             rows = s.exec(select(Run.id, Job.project).join(Job, Job.id == Run.job_id).where(col(Run.id).in_(run_ids)))
             return {run_id: project for run_id, project in rows}
 
@@ -463,7 +481,7 @@ class Store:
                 .where(col(Run.state).in_(list(states)), Job.kind != "TuningJob")
             )
 
-        with self.session() as s:
+        with self.read_session() as s:
             conn = s.connection()
             projects = [
                 (project, int(runs), float(cpus), int(memory or 0), int(gpus or 0))
@@ -481,14 +499,14 @@ class Store:
 
     def project_limits(self) -> list[ProjectLimit]:
         """Every project's limits (projects without a row have none)."""
-        with self.session() as s:
+        with self.read_session() as s:
             return list(s.exec(select(ProjectLimit).order_by(ProjectLimit.project)))
 
     def max_priority(self, project: str) -> int | None:
         """``project``'s ``max_priority`` limit (None: none), read with one Core statement: every
         submission through the API asks it."""
         table = ProjectLimit.__table__
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return conn.execute(select(table.c.max_priority).where(table.c.project == project)).scalar()
 
     def set_project_limit(self, project: str, **limits: float | int | None) -> ProjectLimit:
@@ -573,7 +591,7 @@ class Store:
 
     def owner_heartbeats(self) -> dict[str, datetime]:
         """When each controller process last said it was alive (:meth:`heartbeat`)."""
-        with self.session() as s:
+        with self.read_session() as s:
             rows = s.exec(select(ControllerHeartbeat.owner, ControllerHeartbeat.heartbeat_at))
             return {owner: at for owner, at in rows}
 
@@ -583,7 +601,7 @@ class Store:
             s.add(Event(run_id=run_id, reason=reason))
 
     def events(self, run_id: str) -> list[Event]:
-        with self.session() as s:
+        with self.read_session() as s:
             return list(s.exec(select(Event).where(Event.run_id == run_id).order_by(Event.id)))
 
     # -- attempts --------------------------------------------------------------
@@ -626,11 +644,11 @@ class Store:
             )  # type: ignore[call-overload]
 
     def attempts(self, run_id: str) -> list[Attempt]:
-        with self.session() as s:
+        with self.read_session() as s:
             return list(s.exec(select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.number)))
 
     def latest_attempt(self, run_id: str) -> Attempt | None:
-        with self.session() as s:
+        with self.read_session() as s:
             query = select(Attempt).where(Attempt.run_id == run_id).order_by(col(Attempt.number).desc())
             return s.exec(query.limit(1)).first()
 
@@ -647,7 +665,7 @@ class Store:
             s.add_all(Param(run_id=run_id, key=k, value=param_text(v)) for k, v in params.items())
 
     def params(self, run_id: str) -> dict[str, str]:
-        with self.session() as s:
+        with self.read_session() as s:
             return {p.key: p.value for p in s.exec(select(Param).where(Param.run_id == run_id))}
 
     def insert_metrics(
@@ -740,7 +758,7 @@ class Store:
         query = select(MetricSummary.run_id, MetricSummary.last_value).where(
             col(MetricSummary.run_id).in_(list(run_ids)), MetricSummary.key == key
         )
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return {run_id: value for run_id, value in conn.execute(query)}
 
     def max_steps_of(self, run_ids: Collection[str]) -> dict[str, dict[str, int]]:
@@ -750,7 +768,7 @@ class Store:
             return found
         summaries = MetricSummary.__table__.c
         query = select(summaries.run_id, summaries.key, summaries.last_step).where(summaries.run_id.in_(list(run_ids)))
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             for run_id, key, step in conn.execute(query):
                 found.setdefault(run_id, {})[key] = int(step)
         return found
@@ -764,7 +782,7 @@ class Store:
         found: dict[str, dict[str, str]] = {}
         if not run_ids:
             return found
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             rows = conn.execute(select(Param.run_id, Param.key, Param.value).where(col(Param.run_id).in_(run_ids)))
             for run_id, key, value in rows:
                 found.setdefault(run_id, {})[key] = value
@@ -778,7 +796,7 @@ class Store:
         query = select(MetricSummary.run_id, MetricSummary.key, MetricSummary.last_value).where(
             col(MetricSummary.run_id).in_(list(run_ids))
         )
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             for run_id, key, value in conn.execute(query.order_by(MetricSummary.run_id, MetricSummary.key)):
                 found.setdefault(run_id, {})[key] = value
         return found
@@ -800,7 +818,7 @@ class Store:
             .where(MetricSummary.run_id == run_id)
             .order_by(MetricSummary.key)
         )
-        with self.engine.connect() as conn:
+        with self.read_connection() as conn:
             return [
                 {"key": key, "points": points, "last": last, "min": low, "max": high}
                 for key, points, last, low, high in conn.execute(query)
@@ -904,7 +922,7 @@ class Store:
                 s.merge(artifact)
 
     def artifacts(self, run_id: str) -> list[Artifact]:
-        with self.session() as s:
+        with self.read_session() as s:
             return list(s.exec(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.path)))
 
     def put_source_bundle(self, bundle: SourceBundle) -> bool:
@@ -922,7 +940,7 @@ class Store:
 
     def source_bundle(self, digest: str) -> SourceBundle | None:
         """The kept bundle of ``digest``, or None."""
-        with self.session() as s:
+        with self.read_session() as s:
             return s.get(SourceBundle, digest)
 
 
