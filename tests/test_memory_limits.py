@@ -17,7 +17,7 @@ import pytest
 from conftest import command_spec, missing, pid_alive, run_json
 from hostile import ENGINE, RUN_ARGS, engine_problem
 from mlrt_container import describe_exit
-from mlrt_local.memory import backstop_bytes
+from mlrt_local.memory import amount, backstop_bytes
 
 # Holds what it allocated until it is killed: 400 MB in a child process, so the limit must count
 # the worker's whole tree and the kill must reach the child.
@@ -143,3 +143,11 @@ def test_a_container_over_its_memory_limit_fails_as_out_of_memory(cli, write_spe
         [ENGINE, "ps", "-a", "-q", "--filter", f"label=mlrt.run-id={run['id']}"], capture_output=True, text=True
     )
     assert left.stdout.split() == []
+
+
+def test_an_amount_over_a_limit_never_reads_as_the_limit():
+    """The reason rounds what the processes used up: 200.3 MiB over a 200Mi limit reads 201Mi."""
+    assert amount(200 * 2**20) == "200Mi"
+    assert amount(200 * 2**20 + 300_000) == "201Mi"
+    assert amount(3 * 2**29) == "1.50Gi"
+    assert amount(3 * 2**29 + 1) == "1.51Gi"

@@ -146,10 +146,11 @@ def kill_tree(pid: int) -> None:
 
 
 def amount(size: int) -> str:
-    """``size`` bytes for a reason: ``412Mi``, ``1.50Gi``."""
+    """``size`` bytes for a reason: ``412Mi``, ``1.50Gi``, rounded up, so that an amount over a
+    limit never reads as the limit itself (200.3 MiB is ``201Mi``, not ``200Mi``)."""
     if size >= 2**30:
-        return f"{size / 2**30:.2f}Gi"
-    return f"{size / 2**20:.0f}Mi"
+        return f"{math.ceil(size * 100 / 2**30) / 100:.2f}Gi"
+    return f"{math.ceil(size / 2**20)}Mi"
 
 
 def out_of_memory(used: int, limit: str) -> str:
