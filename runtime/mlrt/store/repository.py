@@ -224,9 +224,10 @@ class Store:
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
-        """A session for reads only: nothing it adds or changes is kept. On PostgreSQL each of its
-        statements runs on its own (autocommit), one round trip each, with the snapshot it would
-        have had in a READ COMMITTED transaction."""
+        """A session for reads only, never committed. On PostgreSQL each of its statements runs
+        on its own (autocommit), one round trip each, with the snapshot it would have had in a
+        READ COMMITTED transaction; so write through :meth:`session`, never here: a flush would
+        be kept at once, not as one transaction."""
         with Session(self._reads, expire_on_commit=False) as session:
             yield session
 
