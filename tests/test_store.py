@@ -12,7 +12,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
 import mlrt.store.engine as engine_module
 import mlrt.store.registry  # noqa: F401  (the registry's tables, which the migrations create too)
@@ -126,6 +126,30 @@ def test_a_store_outlives_its_server_connections_being_dropped(postgres_db):
     time.sleep(engine_module.PING_AFTER_IDLE + 0.2)
     assert server_process() != first  # a new connection, not an error
     assert store.list_runs() == []
+
+
+@pytest.mark.postgres
+def test_reads_on_postgresql_take_no_transaction_and_writes_on_the_same_connection_still_do(postgres_db):
+    """``now()`` is when the transaction began: two statements of a read session see two times (each ran
+    on its own), two of a writing session one. The pool hands both sessions the same server connection,
+    so a read's autocommit must not stay with it."""
+    store = Store(postgres_db)
+    clock = text("SELECT now(), pg_backend_pid()")
+
+    def two_statements(session: Session) -> tuple[object, object, int]:
+        first, pid = session.execute(clock).one()
+        time.sleep(0.01)
+        second, again = session.execute(clock).one()
+        assert pid == again
+        return first, second, pid
+
+    with store.read_session() as s:
+        read_first, read_second, read_pid = two_statements(s)
+    with store.session() as s:
+        write_first, write_second, write_pid = two_statements(s)
+    assert read_pid == write_pid
+    assert read_first != read_second
+    assert write_first == write_second
 
 
 def test_upgrading_an_older_schema_keeps_its_data(tmp_path):
