@@ -195,7 +195,12 @@ def test_workers_that_stay_unstoppable_end_their_run_at_last_saying_they_may_sti
     assert run["state"] == "CANCELLED", run
     assert run["reason"].startswith("cancelled by user; its workers could not be stopped for 3s ("), run["reason"]
     assert run["reason"].endswith("): they may still run")
-    assert kube.pods("ml"), "nothing stopped the pod"
+    (pod,) = kube.pods("ml")  # nothing stopped it
+    # Its log is still copied while it may run, and no longer once it has ended.
+    copy = f"mlrt-log-{pod['metadata']['name']}"
+    assert copy in {thread.name for thread in threading.enumerate()}
+    kube.succeed_pod(pod["metadata"]["name"], namespace="ml")
+    wait_for(lambda: copy not in {thread.name for thread in threading.enumerate()}, timeout=60)
 
 
 def test_cancelling_a_run_without_its_controller_when_the_api_does_not_answer_says_so(cli, write_spec, kube):
