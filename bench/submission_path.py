@@ -28,20 +28,12 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line  # noqa: E402
+from controller_service import ALGORITHM_SPEC  # noqa: E402
 
-SPEC = """\
-apiVersion: mlrt/v1
-kind: TrainingJob
-metadata: {{name: bench-{index:05d}}}
-spec:
-  algorithm: sklearn.logistic_regression
-  data:
-    train: builtin://sklearn/digits?split=train
-    validation: builtin://sklearn/digits?split=validation
-  hyperparameters: {{C: 1.0, max_iter: 200}}
-  compute: {{backend: local, workers: 1, cpu: 1}}
-  stopping: {{max_runtime: 1h}}
-"""
+# controller_service's job, on the local backend: the route's checks need no cluster to reach.
+SPEC = ALGORITHM_SPEC.replace("backend: kubernetes", "backend: local").replace(
+    "    kubernetes: {{namespace: default}}\n", ""
+)
 WARM_UP = 30
 
 
