@@ -12,6 +12,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
 import mlrt.store.engine as engine_module
@@ -20,6 +21,7 @@ from conftest import command_spec
 from mlrt.states import IllegalTransition, RunState
 from mlrt.store import Store
 from mlrt.store.migrations import HEAD_REVISION
+from mlrt.store.models import Attempt, Job, Run, Token
 
 
 def test_migrations_produce_exactly_the_models(tmp_path):
@@ -150,6 +152,34 @@ def test_reads_on_postgresql_take_no_transaction_and_writes_on_the_same_connecti
     assert read_pid == write_pid
     assert read_first != read_second
     assert write_first == write_second
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_an_attempt_is_written_with_what_planning_made_all_or_nothing(database, request, tmp_path):
+    """An attempt, its run's new record and its workers' token are one write (on PostgreSQL one
+    statement): it comes back with its id, and a token id that is taken leaves none of them."""
+    url = request.getfixturevalue("postgres_db") if database == "postgres" else f"sqlite:///{tmp_path}/a.db"
+    store = Store(url)
+    job_id = "planned-0123456789abcdef"
+    store.create_job(
+        Job(id=job_id, name="planned", kind="TrainingJob", spec_submitted="", spec_resolved={}),
+        Run(id=job_id, job_id=job_id, state="STARTING", output_uri="file:///out"),
+        {"lr": 0.1},
+    )
+
+    def attempt(number: int) -> Attempt:
+        return Attempt(run_id=job_id, number=number, state="STARTING", backend="local", log_dir="/logs")
+
+    token = Token(id="tok-1", secret_hash="x", kind="worker", user="planned", run_id=job_id)
+    first = store.add_attempt(attempt(1), record={"planned": 1}, rows=[token])
+    assert first.id is not None
+    assert store.get_run(job_id).record == {"planned": 1}
+    with pytest.raises(IntegrityError):
+        store.add_attempt(attempt(2), record={"planned": 2}, rows=[Token(**token.model_dump())])
+    assert store.get_run(job_id).record == {"planned": 1}
+    assert [a.number for a in store.attempts(job_id)] == [1]
+    assert store.add_attempt(attempt(2)).id not in (None, first.id)  # nothing planned: the attempt alone
+    assert store.params(job_id) == {"lr": "0.1"}
 
 
 def test_upgrading_an_older_schema_keeps_its_data(tmp_path):

@@ -210,8 +210,10 @@ class Store:
         # ROLLBACK, each a round trip, for nothing under READ COMMITTED, where every statement
         # takes its own snapshot anyway. SQLite keeps its transactions (snapshots across
         # statements, and switching its mode costs a PRAGMA per connection).
-        postgres = self.engine.dialect.name == "postgresql"
-        self._reads = self.engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else self.engine
+        self._postgres = self.engine.dialect.name == "postgresql"
+        self._autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else self.engine
+        )
         if migrate_schema:
             migrate(self.engine)
 
@@ -228,21 +230,29 @@ class Store:
         on its own (autocommit), one round trip each, with the snapshot it would have had in a
         READ COMMITTED transaction; so write through :meth:`session`, never here: a flush would
         be kept at once, not as one transaction."""
-        with Session(self._reads, expire_on_commit=False) as session:
+        with Session(self._autocommit, expire_on_commit=False) as session:
             yield session
 
     def read_connection(self) -> Connection:
         """A connection for Core reads only, like :meth:`read_session` (use it as a context manager)."""
-        return self._reads.connect()
+        return self._autocommit.connect()
+
+    @contextmanager
+    def _rows_connection(self) -> Iterator[Connection]:
+        """A connection for one :func:`_write_rows`, which is atomic either way: on PostgreSQL
+        in autocommit, where it is one statement and so its own transaction (no ``BEGIN`` and
+        ``COMMIT`` round trips around it); on SQLite in a transaction around its statements."""
+        with self._autocommit.connect() if self._postgres else self.engine.begin() as conn:
+            yield conn
 
     # -- jobs and runs -------------------------------------------------------
 
     def create_job(self, job: Job, run: Run, params: dict[str, Any]) -> None:
-        """Insert a job with its run (QUEUED) and initial params, and the first event, in one
-        transaction (Core statements whose compiled form is cached: no unit of work to flush)."""
+        """Insert a job with its run (QUEUED) and initial params, and the first event, at once
+        (:func:`_write_rows`: on PostgreSQL one statement, whose compiled form is cached)."""
         param_rows = [Param(run_id=run.id, key=key, value=param_text(value)) for key, value in params.items()]
-        with self.engine.begin() as conn:
-            _insert_rows(conn, [job, run, *param_rows, Event(run_id=run.id, to_state=run.state, reason="submitted")])
+        with self._rows_connection() as conn:
+            _write_rows(conn, [job, run, *param_rows, Event(run_id=run.id, to_state=run.state, reason="submitted")])
 
     def seal_clear_secrets(self) -> int:
         """Encrypt the ``spec.env`` values of jobs stored before mlrt encrypted them, and hide
@@ -613,16 +623,17 @@ class Store:
         """Insert ``attempt``; it comes back with its id (every other column is set here). In the
         same transaction: what planning it added to the run's ``record`` and ``rows`` for its
         workers (see :meth:`keep_planned`)."""
-        with self.engine.begin() as conn:
-            _keep_planned(conn, attempt.run_id, record, rows)
-            attempt.id = _insert_rows(conn, [attempt])
+        with self._rows_connection() as conn:
+            attempt.id = _write_rows(conn, [*rows, attempt], run_record=_run_record(attempt.run_id, record))
             return attempt
 
     def keep_planned(self, run_id: str, record: dict[str, Any] | None, rows: Sequence[Any]) -> None:
         """Store what planning an attempt of ``run_id`` made: the run's new ``record`` (None: it
         did not change) and ``rows`` for its workers, such as their tracking token."""
-        with self.engine.begin() as conn:
-            _keep_planned(conn, run_id, record, rows)
+        if record is None and not rows:
+            return
+        with self._rows_connection() as conn:
+            _write_rows(conn, rows, run_record=_run_record(run_id, record))
 
     def delete_attempt(self, attempt_id: int) -> None:
         """Remove an attempt that never started (its launch is to be made again under its number)."""
@@ -954,29 +965,85 @@ def _upsertable_insert(conn: Any) -> Callable[..., Any]:
     return insert
 
 
-def _insert_rows(conn: Any, rows: Sequence[Any]) -> Any:
-    """Insert the model instances ``rows`` with Core statements, in their order, one statement
-    per run of rows of one table; the primary key the last row got.
+def _write_rows(conn: Any, rows: Sequence[Any], *, run_record: tuple[str, dict[str, Any]] | None = None) -> Any:
+    """Insert the model instances ``rows`` in their order, and with ``run_record``, ``(run id,
+    record)``, set that run's ``record``; the primary key the last row got (None: no rows).
 
     Every column is sent as the instance holds it, as the ORM's flush does, except a primary
-    key left None (the database numbers it)."""
+    key left None (the database numbers it).
+
+    On PostgreSQL this is one statement (:func:`_rows_statement`), so one round trip, and
+    atomic on its own. SQLite has no ``INSERT`` in ``WITH``: there it is one statement per
+    run of rows of one table (many rows batched), in the caller's transaction."""
+    shapes, values = [], []
+    for row in rows:
+        table = row.__table__
+        given = {column.key: getattr(row, column.key) for column in table.columns}
+        for column in table.primary_key.columns:
+            if given[column.key] is None:
+                del given[column.key]
+        shapes.append((table.name, tuple(given)))
+        values.append(given)
+    if conn.dialect.name == "postgresql":
+        binds = {f"r{index}_{key}": value for index, given in enumerate(values) for key, value in given.items()}
+        if run_record is not None:
+            binds.update(record_run_id=run_record[0], record=run_record[1])
+        statement = _rows_statement(tuple(shapes), run_record is not None)
+        if statement is None:
+            return None
+        result = conn.execute(statement, binds)
+        return result.scalar() if rows else None
+    if run_record is not None:
+        conn.execute(update(Run).where(Run.id == run_record[0]).values(record=run_record[1]))
     last = None
-    for model, group in itertools.groupby(rows, key=type):
-        table = model.__table__
-        values = [{column.key: getattr(row, column.key) for column in table.columns} for row in group]
-        for row in values:
-            for column in table.primary_key.columns:
-                if row[column.key] is None:
-                    del row[column.key]
-        result = conn.execute(table.insert(), values[0] if len(values) == 1 else values)  # many: batched
-        last = result.inserted_primary_key[0] if len(values) == 1 else None
+    for (name, _), group in itertools.groupby(zip(shapes, values, strict=True), key=lambda pair: pair[0]):
+        batch = [given for _, given in group]
+        result = conn.execute(Run.metadata.tables[name].insert(), batch[0] if len(batch) == 1 else batch)
+        last = result.inserted_primary_key[0] if len(batch) == 1 else None
     return last
 
 
-def _keep_planned(conn: Any, run_id: str, record: dict[str, Any] | None, rows: Sequence[Any]) -> None:
-    if record is not None:
-        conn.execute(update(Run).where(Run.id == run_id).values(record=record))
-    _insert_rows(conn, rows)
+def _run_record(run_id: str, record: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    return None if record is None else (run_id, record)
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_statement(shapes: tuple[tuple[str, tuple[str, ...]], ...], sets_record: bool) -> Any:
+    """PostgreSQL's one statement for :func:`_write_rows`: an ``INSERT`` per row, of the
+    columns ``shapes`` names (``(table, columns)`` per row), with bound parameters
+    ``r<row>_<column>``, and when ``sets_record`` an ``UPDATE`` of the run ``record_run_id``'s
+    ``record``. All but the last ``INSERT`` are data-modifying CTEs of the last, which returns
+    its primary key; None when there is nothing to write.
+
+    The statement is built once per shape and, having one row per ``INSERT``, SQLAlchemy
+    compiles it once too. Rows may refer to each other (a run to its job, a param to its
+    run): PostgreSQL checks foreign keys at the end of the whole statement, and runs it as
+    one transaction, so a failing row (a taken id) leaves nothing of the others
+    (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING)."""
+    tables = Run.metadata.tables
+    inserts = [
+        tables[name]
+        .insert()
+        .values({key: bindparam(f"r{index}_{key}", type_=tables[name].c[key].type) for key in keys})
+        for index, (name, keys) in enumerate(shapes)
+    ]
+    runs = Run.__table__
+    update_record = (
+        [
+            update(runs)
+            .where(runs.c.id == bindparam("record_run_id"))
+            .values(record=bindparam("record", type_=runs.c.record.type))
+        ]
+        if sets_record
+        else []
+    )
+    writes = [*update_record, *inserts]
+    if not writes:
+        return None
+    last = writes[-1]
+    if inserts:
+        last = last.returning(*tables[shapes[-1][0]].primary_key.columns)
+    return last.add_cte(*(write.cte(f"w{index}") for index, write in enumerate(writes[:-1])))
 
 
 def _transitions(s: Session, changes: Sequence[tuple[str, RunState, str, dict[str, Any]]]) -> None:
