@@ -281,13 +281,19 @@ def test_admission_reads_usage_summed_by_the_database(postgres_db):
 
 def test_a_project_priority_cap_refuses_higher_priorities_and_is_shown(cli):
     from mlrt.admission import priority_problem
+    from mlrt.service import auth
 
     result = cli("projects", "limit", "vision", "--max-priority", "10", "--running", "4", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["max_priority"] == 10
-    store = Store()
-    assert priority_problem(store, "vision", 10) is None and priority_problem(store, "speech", 500) is None
-    assert priority_problem(store, "vision", 11).startswith("spec.priority: 11 is above project vision's limit of 10")
+    store = Store()  # the API reads the cap with the submitter's token
+    vision, speech = (auth.authenticate(store, auth.issue(store, "user", "u", p)) for p in ("vision", "speech"))
+    assert (vision.max_priority, speech.max_priority) == (10, None)
+    assert priority_problem("vision", vision.max_priority, 10) is None
+    assert priority_problem("speech", speech.max_priority, 500) is None
+    assert priority_problem("vision", vision.max_priority, 11).startswith(
+        "spec.priority: 11 is above project vision's limit of 10"
+    )
     bad = cli("projects", "limit", "vision", "--max-priority", "5000")
     assert bad.exit_code == 2 and "--max-priority" in bad.output and "-1000 to 1000" in bad.output
     shown = cli("projects", "list")

@@ -166,12 +166,10 @@ def _total_memory() -> int:
     return int(psutil.virtual_memory().total)
 
 
-def priority_problem(store: Any, project: str | None, priority: int) -> str | None:
-    """One line when ``priority`` is above ``project``'s ``max_priority`` limit, else None."""
-    if project is None:
-        return None
-    cap = store.max_priority(project)
-    if cap is None or priority <= cap:
+def priority_problem(project: str | None, cap: int | None, priority: int) -> str | None:
+    """One line when ``priority`` is above ``cap``, ``project``'s ``max_priority`` limit (None:
+    none), else None."""
+    if project is None or cap is None or priority <= cap:
         return None
     return (
         f"spec.priority: {priority} is above project {project}'s limit of {cap}"

@@ -23,11 +23,11 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlmodel import select
 
 from mlrt.store import Store
-from mlrt.store.models import Token, utcnow
+from mlrt.store.models import ProjectLimit, Token, utcnow
 
 KINDS = ("user", "admin", "worker")
 _PREFIX = "mlrt_"
@@ -42,6 +42,9 @@ class Principal:
     user: str
     project: str | None
     run_id: str | None = None
+    max_priority: int | None = None
+    """The ``max_priority`` limit of the token's project when the token was looked up (None: no
+    cap), read in the same query as the token: every submission checks its priority against it."""
 
     def can_see(self, project: str | None) -> bool:
         """Whether this principal may read and act on a job of ``project``."""
@@ -81,12 +84,19 @@ def authenticate(store: Store, presented: str) -> Principal | None:
     token_id, _, secret = presented[len(_PREFIX) :].partition("_")
     if not token_id or not secret:
         return None
-    table = Token.__table__  # one Core statement, with no transaction around it: every API request asks this
-    with store.read_connection() as conn:
-        row = conn.execute(select(table).where(table.c.id == token_id)).first()
+    with store.read_connection() as conn:  # no transaction around it: every API request asks this
+        row = conn.execute(_LOOKUP, {"token_id": token_id}).first()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash, _hash(secret)):
         return None
-    return Principal(row.id, row.kind, row.user, row.project, row.run_id)
+    return Principal(row.id, row.kind, row.user, row.project, row.run_id, row.max_priority)
+
+
+_LOOKUP = (
+    select(Token.__table__, ProjectLimit.__table__.c.max_priority)
+    .outerjoin(ProjectLimit.__table__, ProjectLimit.__table__.c.project == Token.__table__.c.project)
+    .where(Token.__table__.c.id == bindparam("token_id"))
+)
+"""A token by id, with its project's priority cap: one Core statement, built once."""
 
 
 def revoke_run_tokens(store: Store, run_id: str) -> None:

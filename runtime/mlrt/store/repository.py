@@ -513,13 +513,6 @@ class Store:
         with self.read_session() as s:
             return list(s.exec(select(ProjectLimit).order_by(ProjectLimit.project)))
 
-    def max_priority(self, project: str) -> int | None:
-        """``project``'s ``max_priority`` limit (None: none), read with one Core statement: every
-        submission through the API asks it."""
-        table = ProjectLimit.__table__
-        with self.read_connection() as conn:
-            return conn.execute(select(table.c.max_priority).where(table.c.project == project)).scalar()
-
     def set_project_limit(self, project: str, **limits: float | int | None) -> ProjectLimit:
         """Set (or with every limit None, remove) the limits of ``project``."""
         with self.session() as s:

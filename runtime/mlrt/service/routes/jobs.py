@@ -122,7 +122,7 @@ def submit(body: SubmitBody, who: User, parts: Parts) -> dict[str, Any]:
         loaded = load(body.spec, body.filename, body.overrides, folder, spec_dir)  # checks the text before writing
         check_columns(loaded)  # as `mlrt submit` does: a column the data does not have, one line now
         check_launchable(loaded)  # the backend's own preflight on this side (e.g. cluster credentials)
-        capped = priority_problem(parts.store, who.project, training_spec(loaded).get("priority", 0))
+        capped = priority_problem(who.project, who.max_priority, training_spec(loaded).get("priority", 0))
         if capped:
             raise SpecError([capped])
         # Masked: spec.env values are kept only encrypted, in the job row (mlrt.secrets).
