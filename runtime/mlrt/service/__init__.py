@@ -115,6 +115,7 @@ def _serve_one(
         loop.stop()
 
     app.router.lifespan_context = lifespan
+    # loop and http "auto": uvloop and httptools, dependencies of mlrt, else asyncio and h11.
     config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
     try:
