@@ -528,20 +528,15 @@ class Store:
             s.add(row)
             return row
 
-    def transition(self, run_id: str, to: RunState, reason: str, **fields: Any) -> Run:
+    def transition(self, run_id: str, to: RunState, reason: str, **fields: Any) -> None:
         """Move a run to ``to`` (checked against the state machine), record the event, set ``fields``."""
-        with self.session() as s:
-            run = s.get(Run, run_id, with_for_update=True)
-            if run is None:
-                raise NotFound(f"no run {run_id!r}")
-            _transition(s, run, to, reason, fields)
-            return run
+        self.transitions([(run_id, to, reason, fields)])
 
     def transitions(self, changes: Sequence[tuple[str, RunState, str, dict[str, Any]]]) -> None:
         """:meth:`transition` for several runs, ``(run id, to, reason, fields)`` each, in one
         transaction: all are made or, where one is refused, none."""
-        with self.session() as s:
-            _transitions(s, changes)
+        with self.engine.begin() as conn:
+            _transitions(conn, changes)
 
     def record_running(
         self,
@@ -550,16 +545,14 @@ class Store:
     ) -> None:
         """Attempts whose workers started, ``(attempt id, handle)`` each (state RUNNING), and the
         runs' ``changes`` as :meth:`transitions` makes them, in one transaction."""
-        with self.session() as s:
+        with self.engine.begin() as conn:
             if attempts:
                 table = Attempt.__table__
                 started = update(table).where(table.c.id == bindparam("attempt_id"))
                 rows = [{"attempt_id": attempt_id, "started_handle": handle} for attempt_id, handle in attempts]
-                s.connection().execute(
-                    started.values(state=RunState.RUNNING.value, handle=bindparam("started_handle")), rows
-                )
+                conn.execute(started.values(state=RunState.RUNNING.value, handle=bindparam("started_handle")), rows)
             if changes:
-                _transitions(s, changes)
+                _transitions(conn, changes)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run that are not its state (owner, record, cancel flag...)."""
@@ -1039,27 +1032,41 @@ def _rows_statement(shapes: tuple[tuple[str, tuple[str, ...]], ...], sets_record
     return last.add_cte(*(write.cte(f"w{index}") for index, write in enumerate(writes[:-1])))
 
 
-def _transitions(s: Session, changes: Sequence[tuple[str, RunState, str, dict[str, Any]]]) -> None:
-    """:func:`_transition` of each of ``changes``, ``(run id, to, reason, fields)``, the runs read
-    for update in one query."""
-    query = select(Run).where(col(Run.id).in_([run_id for run_id, *_ in changes])).order_by(Run.id)
-    runs = {run.id: run for run in s.exec(query.with_for_update())}  # locked in one order: no deadlock
+def _transitions(conn: Connection, changes: Sequence[tuple[str, RunState, str, dict[str, Any]]]) -> None:
+    """Make ``changes``, ``(run id, to, reason, fields)`` each, in ``conn``'s transaction: each
+    checked against the state machine from the state the run is in (or the change before it
+    left it in), with its event; a run's ``started_at`` set when it first runs, ``ended_at``
+    when it ends. Core statements: the runs read for update in one query, locked in one order
+    (no deadlock between two passes), then one batched ``UPDATE`` per set of columns changed
+    and one batched ``INSERT`` of the events."""
+    runs = Run.__table__
+    locked = select(runs.c.id, runs.c.state, runs.c.started_at).where(runs.c.id.in_(sorted({c[0] for c in changes})))
+    now = utcnow()
+    current = {
+        row.id: (row.state, row.started_at) for row in conn.execute(locked.order_by(runs.c.id).with_for_update())
+    }
+    values: dict[str, dict[str, Any]] = {}  # per run: every column its changes set, the last value of each
+    events = []
     for run_id, to, reason, fields in changes:
-        if run_id not in runs:
+        if run_id not in current:
             raise NotFound(f"no run {run_id!r}")
-        _transition(s, runs[run_id], to, reason, fields)
-
-
-def _transition(s: Session, run: Run, to: RunState, reason: str, fields: dict[str, Any]) -> None:
-    """Move ``run`` (read for update in ``s``) to ``to``, with its event and ``fields``."""
-    current = RunState(run.state)
-    check_transition(current, to)
-    run.state = to.value
-    run.reason = reason
-    for key, value in fields.items():
-        setattr(run, key, value)
-    if to is RunState.RUNNING and run.started_at is None:
-        run.started_at = utcnow()
-    if to.is_terminal():
-        run.ended_at = utcnow()
-    s.add(Event(run_id=run.id, from_state=current.value, to_state=to.value, reason=reason))
+        state, started_at = current[run_id]
+        check_transition(RunState(state), to)
+        changed = values.setdefault(run_id, {})
+        changed.update(state=to.value, reason=reason, **fields)
+        started_at = changed.get("started_at", started_at)
+        if to is RunState.RUNNING and started_at is None:
+            changed["started_at"] = started_at = now
+        if to.is_terminal():
+            changed["ended_at"] = now
+        current[run_id] = (to.value, started_at)
+        events.append({"run_id": run_id, "at": now, "from_state": state, "to_state": to.value, "reason": reason})
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for run_id, changed in values.items():
+        by_columns.setdefault(tuple(sorted(changed)), []).append(
+            {"run": run_id, **{f"new_{k}": v for k, v in changed.items()}}
+        )
+    for columns, rows in by_columns.items():
+        statement = update(runs).where(runs.c.id == bindparam("run"))
+        conn.execute(statement.values({column: bindparam(f"new_{column}") for column in columns}), rows)
+    conn.execute(Event.__table__.insert(), events)
