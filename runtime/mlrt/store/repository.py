@@ -1003,9 +1003,10 @@ def _rows_statement(shapes: tuple[tuple[str, tuple[str, ...]], ...], sets_record
 
     The statement is built once per shape and, having one row per ``INSERT``, SQLAlchemy
     compiles it once too. Rows may refer to each other (a run to its job, a param to its
-    run): PostgreSQL checks foreign keys at the end of the whole statement, and runs it as
-    one transaction, so a failing row (a taken id) leaves nothing of the others
-    (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING)."""
+    run): a foreign key that is not deferrable "is checked immediately after every command"
+    (PostgreSQL's CREATE TABLE reference), so after the whole statement, not after each CTE;
+    and the statement is one transaction, so a failing row (a taken id) leaves nothing of the
+    others (https://www.postgresql.org/docs/current/queries-with.html#QUERIES-WITH-MODIFYING)."""
     tables = Run.metadata.tables
     inserts = [
         tables[name]
