@@ -956,7 +956,9 @@ def _write_rows(conn: Any, rows: Sequence[Any], *, run_record: tuple[str, dict[s
     record)``, set that run's ``record``; the primary key the last row got (None: no rows).
 
     Every column is sent as the instance holds it, as the ORM's flush does, except a primary
-    key left None (the database numbers it).
+    key left None (the database numbers it) and another column left None that has no default
+    (the database's NULL all the same): fewer parameters, and psycopg caches the conversion of
+    a statement's text only up to 50 of them.
 
     On PostgreSQL this is one statement (:func:`_rows_statement`), so one round trip, and
     atomic on its own. SQLite has no ``INSERT`` in ``WITH``: there it is one statement per
@@ -965,8 +967,8 @@ def _write_rows(conn: Any, rows: Sequence[Any], *, run_record: tuple[str, dict[s
     for row in rows:
         table = row.__table__
         given = {column.key: getattr(row, column.key) for column in table.columns}
-        for column in table.primary_key.columns:
-            if given[column.key] is None:
+        for column in table.columns:
+            if given[column.key] is None and (column.primary_key or column.default is column.server_default is None):
                 del given[column.key]
         shapes.append((table.name, tuple(given)))
         values.append(given)
