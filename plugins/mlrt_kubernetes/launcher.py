@@ -279,10 +279,10 @@ and log follows (streams that stay open). The API server answers a request withi
 timeout cuts no answer short; without it, a call to a server that stopped answering (a dead
 node, a dropped route) waits for ever, and with it whatever waits on the call: the end of a
 run, a controller's shutdown."""
+# The collections mlrt creates objects in (_Cluster.create), as the Kubernetes API reference names them.
 JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 SECRETS = "/api/v1/namespaces/{namespace}/secrets"
 SERVICES = "/api/v1/namespaces/{namespace}/services"
-"""The collections mlrt creates objects in (:meth:`_Cluster.create`), as the Kubernetes API reference names them."""
 
 
 def _with_timeout(request: Callable[..., Any]) -> Callable[..., Any]:
