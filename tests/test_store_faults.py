@@ -144,3 +144,45 @@ def test_a_bad_size_setting_stops_the_service_at_start_in_one_line(cli, monkeypa
     assert result.stderr.strip() == f"error: {name}: 'lots' is not a positive number of bytes, e.g. " + (
         str(8 << 20) if name == "MLRT_MAX_REQUEST_BYTES" else str(100 << 20)
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "least"), [("MLRT_DB_POOL_SIZE", "many", 1), ("MLRT_DB_MAX_OVERFLOW", "-1", 0)]
+)
+def test_a_bad_pool_setting_is_one_line_naming_it(cli, monkeypatch, postgres_db, name, value, least):
+    monkeypatch.setenv(name, value)
+    result = cli("--db", postgres_db, "runs", "list")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {name}: {value!r} is not a whole number from {least} to 1000"
+
+
+def test_bursts_of_database_work_reuse_the_connections_the_first_burst_opened(postgres_db):
+    """Connections beyond the pool are closed after one use: with SQLAlchemy's own default of 5,
+    every burst of 12 threads reading at once opened 7 server connections again."""
+    import threading
+
+    from sqlalchemy import event, text
+
+    from mlrt.store import Store
+
+    store = Store(postgres_db)
+    opened = []
+    event.listen(store.engine, "connect", lambda *_: opened.append(1))
+    barrier = threading.Barrier(12)
+
+    def read() -> None:
+        with store.read_connection() as connection:
+            connection.execute(text("SELECT 1"))
+            barrier.wait(timeout=30)  # all 12 hold a connection at once
+
+    for burst in range(3):
+        threads = [threading.Thread(target=read) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        if burst == 0:
+            first = len(opened)
+    assert first <= 12  # (the pool may hold some from opening the store)
+    assert len(opened) == first  # the later bursts opened none
+    store.engine.dispose()
