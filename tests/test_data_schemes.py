@@ -217,3 +217,67 @@ def _as_unprivileged(call):
         result = answer.read().decode()
     os.waitpid(pid, 0)
     return result
+
+
+@pytest.fixture
+def counted_reads(monkeypatch) -> Counter:
+    """How many times each file was opened for reading, settled at once (``SETTLED`` 0)."""
+    import mlrt.data
+
+    monkeypatch.setattr(mlrt.data, "SETTLED", 0.0)
+    reads: Counter = Counter()
+    real_open = Path.open
+
+    def counting_open(self, mode="r", *args, **kwargs):
+        if "r" in mode:
+            reads[self.name] += 1
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    return reads
+
+
+def test_an_unchanged_dataset_is_read_once_for_many_launches(tmp_path: Path, counted_reads: Counter):
+    from mlrt.data import content_hash
+
+    data = tmp_path / "big.csv"
+    data.write_bytes(b"x,label\n" + b"1,0\n" * 100_000)
+    with ThreadPoolExecutor(8) as pool:
+        hashes = set(pool.map(lambda _: content_hash(data), range(32)))
+    assert len(hashes) == 1 and hashes.pop().startswith("sha256:")
+    assert counted_reads["big.csv"] == 1
+
+
+def test_a_dataset_changed_in_place_is_read_again(tmp_path: Path, counted_reads: Counter):
+    """Same size, modification time set back as before: the status-change time still moved."""
+    from mlrt.data import content_hash
+
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"x,label\n1,0\n")
+    before = content_hash(data)
+    stat = data.stat()
+    data.write_bytes(b"x,label\n1,1\n")
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert content_hash(data) != before
+    assert counted_reads["d.csv"] == 2
+
+
+def test_a_folder_is_read_again_when_a_file_is_added(tmp_path: Path, counted_reads: Counter):
+    from mlrt.data import content_hash
+
+    (tmp_path / "part-0.csv").write_text("x\n1\n")
+    first = content_hash(tmp_path)
+    assert content_hash(tmp_path) == first and counted_reads["part-0.csv"] == 1
+    (tmp_path / "part-1.csv").write_text("x\n2\n")
+    assert content_hash(tmp_path) != first
+    assert counted_reads["part-0.csv"] == 2
+
+
+def test_a_file_changed_just_before_hashing_is_not_remembered(tmp_path: Path, counted_reads: Counter, monkeypatch):
+    import mlrt.data
+
+    monkeypatch.setattr(mlrt.data, "SETTLED", 60.0)
+    data = tmp_path / "fresh.csv"
+    data.write_text("x\n1\n")
+    assert mlrt.data.content_hash(data) == mlrt.data.content_hash(data)
+    assert counted_reads["fresh.csv"] == 2

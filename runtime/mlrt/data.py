@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -148,14 +151,55 @@ def load_dataset(
     return Dataset(name, features, labels, ids.reset_index(drop=True), weights, analysis)
 
 
+SETTLED = 1.0
+"""Seconds since a file last changed before its hash is remembered (:func:`content_hash`)."""
+_REMEMBERED = 1024  # paths whose hash is remembered, the most recently used
+_hashes: OrderedDict[str, tuple[bytes, str]] = OrderedDict()  # path -> (its files' signature, hash)
+_hash_locks = [threading.Lock() for _ in range(64)]  # one path is hashed by one thread at a time
+
+
 def content_hash(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (names and contents, in order)."""
-    digest = hashlib.sha256()
+    """sha256 of a file, or of a folder's files (names and contents, in order).
+
+    Remembered by the process while the files stay as they were, so a controller that
+    launches many runs of one dataset reads it once, not once a run, and runs launched
+    together wait for one reading. A file counts as changed when its device, inode, size,
+    modification or status-change time moved (the test of git's index). The hash of a file
+    that changed less than :data:`SETTLED` seconds before it was read is not remembered: a
+    write in the same tick of the file system's clock would leave those times as they were
+    (git's "racily clean" entries)."""
+    key = str(path)
+    with _hash_locks[hash(key) % len(_hash_locks)]:
+        started = time.time()
+        files, signature, newest = _signature(path)
+        known = _hashes.get(key)
+        if known is not None and known[0] == signature:
+            _hashes.move_to_end(key)
+            return known[1]
+        digest = hashlib.sha256()
+        for file in files:
+            if path.is_dir():
+                digest.update(str(file.relative_to(path)).encode())
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        value = "sha256:" + digest.hexdigest()
+        if newest < started - SETTLED and _signature(path)[1] == signature:
+            _hashes[key] = (signature, value)
+            _hashes.move_to_end(key)
+            while len(_hashes) > _REMEMBERED:
+                _hashes.popitem(last=False)
+        return value
+
+
+def _signature(path: Path) -> tuple[list[Path], bytes, float]:
+    """The files :func:`content_hash` reads for ``path``, a digest of their identities, sizes and
+    times, and the latest of those times (seconds)."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    identity = hashlib.blake2b()
+    newest = 0.0
     for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()
+        st = file.stat()
+        identity.update(f"{file}\0{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}\0".encode())
+        newest = max(newest, st.st_mtime, st.st_ctime)
+    return files, identity.digest(), newest
