@@ -174,6 +174,26 @@ def test_submitted_text_is_masked_in_place_or_re_serialized():
     assert mask_submitted("spec: {command: [x]}\n") == "spec: {command: [x]}\n"
 
 
+def test_a_request_is_masked_for_storage_while_the_launch_keeps_the_values():
+    """``to_dict`` is a deep copy, as ``dataclasses.asdict`` was: masking it in place for the
+    database leaves the request that launches the workers as it was."""
+    import dataclasses
+
+    from mlrt.launchers import LaunchRequest, WorkerRequest
+    from mlrt.secrets import mask_request
+
+    env = [{"name": "TOKEN", "value": "tok-1"}, {"name": "SEED", "value": "7"}]
+    manifest = {"kind": "Job", "spec": {"template": {"spec": {"containers": [{"name": "w", "env": env}]}}}}
+    worker = WorkerRequest(0, ["python", "train.py"], {"TOKEN": "tok-1", "SEED": "7"}, "/w", "/w/log")
+    request = LaunchRequest("kubernetes", "r1", 1, [worker], {"manifests": [manifest], "ports": (29500, 29501)})
+    before = dataclasses.asdict(request)
+    stored = mask_request(request.to_dict(), {"env": {"TOKEN": "tok-1"}})
+    assert json.dumps(stored).count("tok-1") == 0 and json.dumps(stored).count('"7"') == 2
+    assert dataclasses.asdict(request) == before  # the workers still get the value
+    assert {**stored, "workers": before["workers"], "details": before["details"]} == before
+    assert stored["details"]["ports"] == [29500, 29501]
+
+
 def test_set_overrides_of_env_are_recorded_without_their_values():
     overrides = ["spec.env.A=tok-1", "spec.env={B: tok-2}", "spec={env: {C: tok-3}}", "spec.template.env.D=tok-4"]
     assert mask_overrides([*overrides, "spec.seed=7"]) == [
