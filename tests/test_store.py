@@ -254,3 +254,25 @@ def test_upgrading_to_0009_drops_the_metrics_foreign_key_and_sums_up_the_points(
     with store.engine.connect() as conn:
         assert inspect(conn).get_foreign_keys("metrics") == []
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_row_built_without_an_instance_is_written_as_the_instance_would_be(database, request, tmp_path):
+    """``row_of`` fills each column the constructor would (defaults and default factories)."""
+    from mlrt.store.models import Row, row_of
+
+    url = request.getfixturevalue("postgres_db") if database == "postgres" else f"sqlite:///{tmp_path}/a.db"
+    store = Store(url)
+
+    job = row_of(Job, id="rows-1", name="rows", kind="TrainingJob", spec_submitted="x", spec_resolved={"spec": {}})
+    run = row_of(Run, id="rows-1", job_id="rows-1", state="QUEUED", output_uri="file:///nowhere")
+    assert isinstance(job, Row) and job.values["labels"] == {} and job.values["project"] is None
+    store.create_job(job, run, {"C": 0.5, "kernel": "rbf"})
+    stored = store.get_run("rows-1")
+    model = Run(id="rows-1", job_id="rows-1", state="QUEUED", output_uri="file:///nowhere")
+    same = ("max_attempts", "attempts", "priority", "record", "memory", "owner", "backend")
+    assert {key: getattr(stored, key) for key in same} == {key: getattr(model, key) for key in same}
+    assert store.get_job("rows-1").labels == {} and [e.reason for e in store.events("rows-1")] == ["submitted"]
+    assert store.params("rows-1") == {"C": "0.5", "kernel": "rbf"}
+    with pytest.raises(TypeError, match="Run has no column 'colour'"):
+        row_of(Run, id="x", colour="red")

@@ -26,7 +26,7 @@ from mlrt.secrets import SecretError, mask_overrides, mask_submitted, reveal_env
 from mlrt.spec import LoadedSpec
 from mlrt.states import RunState
 from mlrt.store import NotFound, Store, mlrt_home
-from mlrt.store.models import Job, Run
+from mlrt.store.models import Job, Row, Run, row_of
 
 # The program an ``algorithm:`` job's workers run.
 WORKER_ARGV = [sys.executable, "-m", "mlrt.worker"]
@@ -42,7 +42,7 @@ trials), and the whole must fit a Kubernetes label value and a DNS label (63 cha
 ID_ATTEMPTS = 5
 """How many fresh ids a submission draws before it gives up (one more than one is already a marvel)."""
 
-RowsFor = Callable[[str], tuple[Job, Run, dict[str, Any]]]
+RowsFor = Callable[[str], tuple[Row, Row, dict[str, Any]]]
 """Builds a job's rows (job, run, initial params) for a given id."""
 
 
@@ -210,10 +210,11 @@ def submit(
         params["algorithm"] = spec["algorithm"]
     stored = _stored_spec(resolved)
 
-    def rows(job_id: str) -> tuple[Job, Run, dict[str, Any]]:
+    def rows(job_id: str) -> tuple[Row, Row, dict[str, Any]]:
         return (
             _job_row(job_id, loaded, stored, project, submitted_by),
-            Run(
+            row_of(
+                Run,
                 id=job_id,
                 job_id=job_id,
                 state=RunState.QUEUED.value,
@@ -261,9 +262,10 @@ def _kept_source(store: Store, loaded) -> dict[str, Any] | None:
     return sources.described(*packed)
 
 
-def _job_row(job_id: str, loaded: LoadedSpec, stored: dict[str, Any], project: str | None, by: str | None) -> Job:
+def _job_row(job_id: str, loaded: LoadedSpec, stored: dict[str, Any], project: str | None, by: str | None) -> Row:
     """The jobs row of ``loaded`` (its submitted text masked, its resolved spec as ``stored``)."""
-    return Job(
+    return row_of(
+        Job,
         id=job_id,
         name=loaded.name,
         kind=loaded.job.kind,
@@ -317,10 +319,11 @@ def _submit_tuning(
     record["source"] = source if source is not None or project is not None else _kept_source(store, loaded)
     stored = _stored_spec(resolved)
 
-    def rows(job_id: str) -> tuple[Job, Run, dict[str, Any]]:
+    def rows(job_id: str) -> tuple[Row, Row, dict[str, Any]]:
         return (
             _job_row(job_id, loaded, stored, project, submitted_by),
-            Run(
+            row_of(
+                Run,
                 id=job_id,
                 job_id=job_id,
                 state=RunState.QUEUED.value,

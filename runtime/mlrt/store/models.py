@@ -6,10 +6,12 @@ Schema changes go through an alembic migration in ``mlrt/store/migrations``;
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer
+from pydantic_core import PydanticUndefined
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, Table
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -304,3 +306,39 @@ class SourceBundle(SQLModel, table=True):
     data: bytes | None = None
     uri: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Row(NamedTuple):
+    """A row to insert, built without a model instance (:func:`row_of`): its table and a value
+    for each of its columns. :meth:`~mlrt.store.Store.create_job` takes these or instances."""
+
+    table: Table
+    values: dict[str, Any]
+
+
+def row_of(model: type[SQLModel], **values: Any) -> Row:
+    """``model(**values)`` as a :class:`Row`: each column as given, else its field's default
+    (``default_factory`` called), as the constructor fills them. Without the instance and its
+    attribute bookkeeping it costs a tenth as much, for rows written once and never read back,
+    such as a submission's."""
+    table, fields = _fields(model)
+    unknown = values.keys() - fields.keys()
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column {min(unknown)!r}")
+    return Row(
+        table,
+        {
+            name: values[name] if name in values else (factory() if factory is not None else default)
+            for name, (default, factory) in fields.items()
+        },
+    )
+
+
+@functools.cache
+def _fields(model: type[SQLModel]) -> tuple[Table, dict[str, tuple[Any, Any]]]:
+    """``model``'s table and ``(default, default_factory)`` of each of its fields."""
+    fields = {
+        name: (None if info.default is PydanticUndefined else info.default, info.default_factory)
+        for name, info in model.model_fields.items()
+    }
+    return model.__table__, fields

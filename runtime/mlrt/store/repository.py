@@ -33,9 +33,11 @@ from mlrt.store.models import (
     MetricSummary,
     Param,
     ProjectLimit,
+    Row,
     Run,
     SourceBundle,
     nan_as_sqlite_stores_it,
+    row_of,
     utcnow,
 )
 
@@ -247,12 +249,16 @@ class Store:
 
     # -- jobs and runs -------------------------------------------------------
 
-    def create_job(self, job: Job, run: Run, params: dict[str, Any]) -> None:
+    def create_job(self, job: Job | Row, run: Run | Row, params: dict[str, Any]) -> None:
         """Insert a job with its run (QUEUED) and initial params, and the first event, at once
-        (:func:`_write_rows`: on PostgreSQL one statement, whose compiled form is cached)."""
-        param_rows = [Param(run_id=run.id, key=key, value=param_text(value)) for key, value in params.items()]
+        (:func:`_write_rows`: on PostgreSQL one statement, whose compiled form is cached). The
+        job and the run are model instances or :func:`~mlrt.store.models.row_of` rows."""
+        run_id, state = (run.values["id"], run.values["state"]) if isinstance(run, Row) else (run.id, run.state)
+        rows = [job, run]
+        rows.extend(row_of(Param, run_id=run_id, key=key, value=param_text(value)) for key, value in params.items())
+        rows.append(row_of(Event, run_id=run_id, to_state=state, reason="submitted"))
         with self._rows_connection() as conn:
-            _write_rows(conn, [job, run, *param_rows, Event(run_id=run.id, to_state=run.state, reason="submitted")])
+            _write_rows(conn, rows)
 
     def seal_clear_secrets(self) -> int:
         """Encrypt the ``spec.env`` values of jobs stored before mlrt encrypted them, and hide
@@ -952,10 +958,11 @@ def _upsertable_insert(conn: Any) -> Callable[..., Any]:
 
 
 def _write_rows(conn: Any, rows: Sequence[Any], *, run_record: tuple[str, dict[str, Any]] | None = None) -> Any:
-    """Insert the model instances ``rows`` in their order, and with ``run_record``, ``(run id,
-    record)``, set that run's ``record``; the primary key the last row got (None: no rows).
+    """Insert ``rows`` (model instances or :class:`~mlrt.store.models.Row`) in their order, and
+    with ``run_record``, ``(run id, record)``, set that run's ``record``; the primary key the
+    last row got (None: no rows).
 
-    Every column is sent as the instance holds it, as the ORM's flush does, except a primary
+    Every column is sent as the row holds it, as the ORM's flush does, except a primary
     key left None (the database numbers it) and another column left None that has no default
     (the database's NULL all the same): fewer parameters, and psycopg caches the conversion of
     a statement's text only up to 50 of them.
@@ -965,8 +972,11 @@ def _write_rows(conn: Any, rows: Sequence[Any], *, run_record: tuple[str, dict[s
     run of rows of one table (many rows batched), in the caller's transaction."""
     shapes, values = [], []
     for row in rows:
-        table = row.__table__
-        given = {column.key: getattr(row, column.key) for column in table.columns}
+        if isinstance(row, Row):
+            table, given = row.table, dict(row.values)
+        else:
+            table = row.__table__
+            given = {column.key: getattr(row, column.key) for column in table.columns}
         for column in table.columns:
             if given[column.key] is None and (column.primary_key or column.default is column.server_default is None):
                 del given[column.key]
