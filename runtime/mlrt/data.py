@@ -153,7 +153,7 @@ def load_dataset(
 
 SETTLED = 1.0
 """Seconds since a file last changed before its hash is remembered (:func:`content_hash`)."""
-_REMEMBERED = 1024  # paths whose hash is remembered, the most recently used
+_REMEMBERED = 1024  # paths whose hash is remembered, the most recently hashed
 _hashes: OrderedDict[str, tuple[bytes, str]] = OrderedDict()  # path -> (its files' signature, hash)
 _hash_locks = [threading.Lock() for _ in range(64)]  # one path is hashed by one thread at a time
 
@@ -169,12 +169,15 @@ def content_hash(path: Path) -> str:
     write in the same tick of the file system's clock would leave those times as they were
     (git's "racily clean" entries)."""
     key = str(path)
+    files, signature, newest = _signature(path)
+    known = _hashes.get(key)
+    if known is not None and known[0] == signature:
+        return known[1]  # no lock: many launches of one dataset must not queue for it
     with _hash_locks[hash(key) % len(_hash_locks)]:
         started = time.time()
         files, signature, newest = _signature(path)
         known = _hashes.get(key)
         if known is not None and known[0] == signature:
-            _hashes.move_to_end(key)
             return known[1]
         digest = hashlib.sha256()
         for file in files:
