@@ -178,9 +178,9 @@ def pool_settings() -> dict[str, int]:
 
     A controller uses a connection at once in every API request, launch and finalizing thread
     and its reconcile pass. With SQLAlchemy's own default (5, and 10 more at a peak) a burst
-    of 1,000 submissions opened and closed about 300 connections, each a new PostgreSQL
-    backend process, about 3 ms of the server's CPU per submission; with 20 kept, about 20
-    were opened in all. The server's ``max_connections`` must cover every process of every
+    of 1,000 jobs submitted and launched opened and closed about 300 connections, each a new
+    PostgreSQL backend process, about 3 ms of the server's CPU per job; with 20 kept, 16 to 20
+    were opened in all (bench/controller_service.py). The server's ``max_connections`` must cover every process of every
     replica at its peak: ``replicas x processes x (pool + overflow)``."""
     values = {}
     for variable, key, default, least in (
