@@ -169,19 +169,19 @@ def content_hash(path: Path) -> str:
     write in the same tick of the file system's clock would leave those times as they were
     (git's "racily clean" entries)."""
     key = str(path)
+    started = time.time()
     files, signature, newest = _signature(path)
     known = _hashes.get(key)
     if known is not None and known[0] == signature:
         return known[1]  # no lock: many launches of one dataset must not queue for it
     with _hash_locks[hash(key) % len(_hash_locks)]:
-        started = time.time()
-        files, signature, newest = _signature(path)
-        known = _hashes.get(key)
+        known = _hashes.get(key)  # another launch may have hashed it meanwhile
         if known is not None and known[0] == signature:
             return known[1]
+        folder = path.is_dir()
         digest = hashlib.sha256()
         for file in files:
-            if path.is_dir():
+            if folder:
                 digest.update(str(file.relative_to(path)).encode())
             with file.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):

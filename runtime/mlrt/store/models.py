@@ -334,6 +334,15 @@ def row_of(model: type[SQLModel], **values: Any) -> Row:
     )
 
 
+def row_values(row: SQLModel | Row) -> tuple[Table, dict[str, Any]]:
+    """The table of ``row`` (a model instance or a :class:`Row`) and a value for each of its
+    columns, in a dict of its own."""
+    if isinstance(row, Row):
+        return row.table, dict(row.values)
+    table = row.__table__
+    return table, {column.key: getattr(row, column.key) for column in table.columns}
+
+
 @functools.cache
 def _fields(model: type[SQLModel]) -> tuple[Table, dict[str, tuple[Any, Any]]]:
     """``model``'s table and ``(default, default_factory)`` of each of its fields."""

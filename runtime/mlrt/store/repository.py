@@ -38,6 +38,7 @@ from mlrt.store.models import (
     SourceBundle,
     nan_as_sqlite_stores_it,
     row_of,
+    row_values,
     utcnow,
 )
 
@@ -253,7 +254,8 @@ class Store:
         """Insert a job with its run (QUEUED) and initial params, and the first event, at once
         (:func:`_write_rows`: on PostgreSQL one statement, whose compiled form is cached). The
         job and the run are model instances or :func:`~mlrt.store.models.row_of` rows."""
-        run_id, state = (run.values["id"], run.values["state"]) if isinstance(run, Row) else (run.id, run.state)
+        _, values = row_values(run)
+        run_id, state = values["id"], values["state"]
         rows = [job, run]
         rows.extend(row_of(Param, run_id=run_id, key=key, value=param_text(value)) for key, value in params.items())
         rows.append(row_of(Event, run_id=run_id, to_state=state, reason="submitted"))
@@ -972,11 +974,7 @@ def _write_rows(conn: Any, rows: Sequence[Any], *, run_record: tuple[str, dict[s
     run of rows of one table (many rows batched), in the caller's transaction."""
     shapes, values = [], []
     for row in rows:
-        if isinstance(row, Row):
-            table, given = row.table, dict(row.values)
-        else:
-            table = row.__table__
-            given = {column.key: getattr(row, column.key) for column in table.columns}
+        table, given = row_values(row)
         for column in table.columns:
             if given[column.key] is None and (column.primary_key or column.default is column.server_default is None):
                 del given[column.key]
