@@ -100,7 +100,10 @@ def test_runs_are_polled_rarely_while_the_watches_work_and_often_while_they_do_n
     launcher = KubernetesLauncher()
     launcher._watch("ml")
     wait_for(lambda: launcher.resync_interval == RESYNC_WATCHED, 30)
-    kube.drop_connections(4, method="GET")  # the watches' next tries fail: they back off 0.8, 1.6... s
+    # The watches' next tries fail: they back off 0.8, 1.6... s. Each request is tried 4 times (the client's
+    # Retry(total=3)) and the two watches' retries interleave: 4 drops could fall 2 and 2 and leave both up.
+    # With 8, one of them takes 4 whatever the order.
+    kube.drop_connections(8, method="GET")
     kube.cut_streams("watch", error=True)
     wait_for(lambda: launcher.resync_interval == RESYNC_INTERVAL, 30)
     wait_for(lambda: launcher.resync_interval == RESYNC_WATCHED, 60)
