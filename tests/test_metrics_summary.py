@@ -161,6 +161,63 @@ def test_the_kept_summaries_follow_every_write_and_discard(backend, tmp_path, re
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_points_read_in_pages_of_any_size_are_every_point_once_in_order(backend, tmp_path, request, monkeypatch):
+    """Pages end anywhere: inside a key, between two points of one step, and inside a run of
+    points at one step longer than a page."""
+    from mlrt.store import repository
+
+    db = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
+    run_id, points = filled_run(db, tmp_path)
+    crowded = [("crowded", 4, float(i), float(i)) for i in range(11)]  # one step, many points
+    crowded += [("crowded", 2, -1.0, 0.0), ("crowded", 5, math.nan, 0.0)]
+    store = Store(db)
+    store.insert_metrics(run_id, crowded)
+    points += crowded
+
+    def in_order(key: str) -> list[tuple[str, int, float]]:
+        return [(key, step, value) for step, value in in_step_order(points, key)]
+
+    everything = [point for key in sorted({p[0] for p in points}) for point in in_order(key)]
+    if backend == "postgresql":  # the database's collation orders keys, not Python's code points
+        everything = [p for key in [row["key"] for row in store.metric_summary(run_id)] for p in in_order(key)]
+    for page in (1, 2, 3, 7, 10_000):
+        monkeypatch.setattr(repository, "METRIC_PAGE", page)
+        read = [point[:3] for point in store.iter_metric_points(run_id)]
+        assert [(k, s) for k, s, _ in read] == [(k, s) for k, s, _ in everything], page
+        assert same(tuple(v for *_, v in read), tuple(v for *_, v in everything)), page
+        assert [point[:3] for point in store.iter_metric_points(run_id, "loss")] == in_order("loss"), page
+        crowded_read = [point[:3] for point in store.iter_metric_points(run_id, "crowded", every=2)]
+        thinned = in_order("crowded")[::2]
+        assert [p[:2] for p in crowded_read] == [p[:2] for p in thinned], page
+        assert same(tuple(p[2] for p in crowded_read), tuple(p[2] for p in thinned)), page
+
+
+def test_a_reader_holds_no_connection_between_pages(postgres_db, tmp_path, monkeypatch):
+    """Readers that stop between pages (a slow client of the service) keep none of the pool:
+    with one connection in all, three readers take turns and the store still answers between."""
+    from mlrt.store import repository
+
+    monkeypatch.setenv("MLRT_DB_POOL_SIZE", "1")
+    monkeypatch.setenv("MLRT_DB_MAX_OVERFLOW", "0")
+    monkeypatch.setattr(repository, "METRIC_PAGE", 5)
+    run_id, points = filled_run(postgres_db, tmp_path)
+    store = Store(postgres_db)
+    readers = [store.iter_metric_points(run_id, "loss") for _ in range(3)]
+    read: list[list] = [[], [], []]
+    while any(readers):
+        for index, reader in enumerate(readers):
+            if reader is not None:
+                point = next(reader, None)
+                if point is None:
+                    readers[index] = None
+                else:
+                    read[index].append(point[:3])
+        assert store.metric_summary(run_id)  # answered, not kept waiting for a reader's connection
+    assert read == [[("loss", step, value) for step, value in in_step_order(points, "loss")]] * 3
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_points_of_a_run_that_does_not_exist_are_refused(backend, tmp_path, request):
     db = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path / 'm.db'}"
     store = Store(db)

@@ -9,6 +9,7 @@ itself when it returns (a private PostgreSQL server is stopped and started).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -264,6 +265,45 @@ def test_the_default_limit_takes_50000_metric_points_in_one_request(service, tok
         assert response.status_code == 204, response.text
         assert len(client.get(f"/runs/{run_id}/metrics").json()) == 50_000
         client.post(f"/runs/{run_id}/cancel")
+
+
+def test_clients_that_stop_reading_long_series_hold_none_of_the_database_connections(
+    postgres_db, tokens, tmp_path, home
+):
+    """A client may read a long series slowly (or stop reading). With two pooled connections in
+    all, four such readers leave the service answering everyone else; each series then reads
+    back whole. (While a reader held its connection for the whole series, the request after the
+    second reader waited for the pool's 30 s and failed.)"""
+    pool = {"MLRT_DB_POOL_SIZE": "2", "MLRT_DB_MAX_OVERFLOW": "0"}
+    service = ServiceProcess(postgres_db, tmp_path / "controller.log", env={**LOCAL, **pool}).start()
+    points = 300_000  # ~25 MB of JSON: more than the sockets between client and server buffer
+    try:
+        with api(service, tokens["alice"]) as client:
+            job = {"spec": spec_text("long-series", "import time; time.sleep(120)")}
+            run_id = client.post("/jobs", json=job).json()["run_id"]
+            store = Store(postgres_db)
+            for first in range(0, points, 50_000):
+                store.insert_metrics(
+                    run_id, [("loss", i, 1 / (i + 1), 1.7e9 + i) for i in range(first, first + 50_000)]
+                )
+            store.engine.dispose()
+            with contextlib.ExitStack() as readers:
+                started = []
+                for _ in range(4):
+                    response = readers.enter_context(client.stream("GET", f"/runs/{run_id}/metrics"))
+                    assert response.status_code == 200
+                    stream = response.iter_bytes()
+                    started.append((next(stream), stream))  # one read, then the client stops reading
+                answer = client.get(f"/runs/{run_id}/metrics/summary")
+                assert answer.status_code == 200, answer.text
+                assert answer.json()[0]["points"] == points
+                assert client.get(f"/runs/{run_id}").status_code == 200
+                for first, rest in started[:2]:  # two of the readers go on to the end
+                    series = json.loads(first + b"".join(rest))
+                    assert [point["step"] for point in series] == list(range(points))
+            client.post(f"/runs/{run_id}/cancel")
+    finally:
+        service.stop()
 
 
 def test_a_spec_over_its_size_limit_is_413_for_submit_and_validate(service, tokens, postgres_db):

@@ -256,6 +256,37 @@ def test_upgrading_to_0009_drops_the_metrics_foreign_key_and_sums_up_the_points(
         assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
 
 
+@pytest.mark.postgres
+def test_upgrading_to_0012_indexes_the_points_by_id_too_and_rebuilds_an_index_left_by_a_cut_short_build(
+    postgres_db,
+):
+    """On PostgreSQL the index is built CONCURRENTLY, outside the migration's transaction: a build
+    cut short leaves an invalid index of the new name, which the next upgrade drops and builds."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    engine = engine_module.create_db_engine(postgres_db)
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0011")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE INDEX ix_metrics_run_key_step_id ON metrics (run_id)"))  # the wrong columns
+        conn.execute(
+            text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_metrics_run_key_step_id'::regclass")
+        )
+    engine.dispose()
+    store = Store(postgres_db)  # migrates to the newest revision
+    with store.engine.connect() as conn:
+        indexes = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("metrics")}
+        assert indexes == {"ix_metrics_run_key_step_id": ["run_id", "key", "step", "id"]}
+        valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_metrics_run_key_step_id'::regclass"
+        assert conn.execute(text(valid)).scalar() is True
+        assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_a_row_built_without_an_instance_is_written_as_the_instance_would_be(database, request, tmp_path):
     """``row_of`` fills each column the constructor would (defaults and default factories)."""

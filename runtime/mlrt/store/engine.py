@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -236,27 +236,42 @@ def current_revision(engine: Engine) -> str | None:
     """The schema revision recorded in the database, or None for an empty one
     (an unreachable or damaged database raises)."""
     with engine.connect() as conn:
+        return _revision(conn)
+
+
+def _revision(conn: Connection) -> str | None:
+    try:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        conn.commit()  # the read's transaction ends here, not when the connection is next used
 
 
 @contextmanager
-def _migration_lock(engine: Engine) -> Iterator[None]:
-    if engine.dialect.name == "sqlite":
-        from mlrt.folders import exclusive
+def _migration_connection(engine: Engine) -> Iterator[Connection]:
+    """The one connection a migration uses, outside any transaction, held by one process at a
+    time: a file lock beside a SQLite database, a session advisory lock on PostgreSQL, taken on
+    the connection itself so that a pool of one connection can migrate."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            from mlrt.folders import exclusive
 
-        with exclusive(Path(str(engine.url.database) + ".migrate.lock")):
-            yield
-    elif engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
+            with exclusive(Path(str(engine.url.database) + ".migrate.lock")):
+                yield conn
+        elif engine.dialect.name == "postgresql":
+            # A session's lock outlives the transaction that took it, which must end: a connection
+            # idle in a transaction keeps a snapshot, that CREATE INDEX CONCURRENTLY waits on.
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+            conn.commit()
             try:
-                yield
+                yield conn
             finally:
+                conn.rollback()
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_ID})
-    else:
-        yield
+                conn.commit()
+        else:
+            yield conn
 
 
 def check_writable(engine: Engine) -> None:
@@ -289,11 +304,10 @@ def _migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
 
-    with _migration_lock(engine):
-        if current_revision(engine) == HEAD_REVISION:
+    with _migration_connection(engine) as conn:
+        if _revision(conn) == HEAD_REVISION:
             return
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        config.attributes["connection"] = conn  # each migration begins and commits its own transaction
+        command.upgrade(config, "head")

@@ -164,7 +164,7 @@ class Metric(SQLModel, table=True):
     delete its points and summaries in the same transaction."""
 
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+    __table_args__ = (Index("ix_metrics_run_key_step_id", "run_id", "key", "step", "id"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BIG_ID)
     run_id: str

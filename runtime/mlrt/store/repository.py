@@ -166,6 +166,10 @@ def _with_sqlite_nans(rows: list[tuple], summaries: list[tuple]) -> tuple[list[t
     return rows, summaries
 
 
+METRIC_PAGE = 10_000
+"""Points per query of :meth:`Store.iter_metric_points`."""
+
+
 def _float_values(rows: list[tuple]) -> list[tuple]:
     """SQLite's rows of ``(key, step, value, timestamp)`` with a NaN kept as text made a float again."""
     if not any(row[2].__class__ is str for row in rows):
@@ -176,22 +180,17 @@ def _float_values(rows: list[tuple]) -> list[tuple]:
     ]
 
 
-def _chunks(cursor: Any, size: int, *, ahead: bool) -> Iterator[list[tuple]]:
-    """``cursor.fetchmany(size)`` until it is empty. With ``ahead`` (a server's cursor, whose
-    fetches wait on the network), the next chunk is fetched in a thread while the caller works
-    on this one: the server's reading and the caller's writing overlap. A caller that stops
-    early waits for the one fetch under way, never more."""
-    if not ahead:
-        while chunk := cursor.fetchmany(size):
-            yield chunk
-        return
+def _read_ahead(pages: Iterator[list[tuple]]) -> Iterator[list[tuple]]:
+    """The pages of ``pages``, each next one read in a thread while the caller works on the
+    one it has: the database's reading and the caller's writing overlap. A caller that stops
+    early waits for the one read under way, never more."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="mlrt-fetch") as pool:
-        pending = pool.submit(cursor.fetchmany, size)
-        while chunk := pending.result():
-            pending = pool.submit(cursor.fetchmany, size)
-            yield chunk
+        pending = pool.submit(next, pages, None)
+        while (page := pending.result()) is not None:
+            pending = pool.submit(next, pages, None)
+            yield page
 
 
 class NotFound(LookupError):
@@ -834,44 +833,80 @@ class Store:
         self, run_id: str, key: str | None = None, *, every: int = 1
     ) -> Iterator[tuple[str, int, float, float]]:
         """``(key, step, value, timestamp)`` of a run's points (one key's, or every key's), by key
-        then step, read in chunks as they are consumed (a server-side cursor on PostgreSQL), so
-        a long series is never held whole. ``every=N`` keeps the 1st, (N+1)th, ... point of each key.
+        then step (points of equal step in the order they were stored), read as they are consumed,
+        so a long series is never held whole. ``every=N`` keeps the 1st, (N+1)th, ... point of each
+        key.
+
+        Read in pages of :data:`METRIC_PAGE` points, each one query that goes on where the page
+        before ended, in the order of the points' ``(run_id, key, step, id)`` index: a connection
+        is held only while a page is read, never while the caller works or waits, so a reader that
+        is slow to take the points (a client on a slow network) holds none of the pool that every
+        other request shares. Each page is its own snapshot: of the points a live run writes
+        while it is read, those after the read's position are read and those before it are not
+        (two writers storing the same key and step at once, as a page ends there, may have a
+        point read twice). On PostgreSQL the next page is read while the caller works on this one.
 
         Read through the driver's cursor: its rows are plain tuples of the column types, and
         skipping SQLAlchemy's row objects halves the cost per point. PostgreSQL sends them in its
         binary format: a third of the client's CPU of parsing a million points' text."""
+        postgres = self.engine.dialect.name == "postgresql"
+        pages = self._metric_pages(run_id, key)
+        current, index = None, 0
+        for page in _read_ahead(pages) if postgres else pages:
+            if every <= 1:
+                yield from page
+                continue
+            for point in page:
+                if point[0] != current:
+                    current, index = point[0], 0
+                if index % every == 0:
+                    yield point
+                index += 1
+
+    def _metric_pages(self, run_id: str, key: str | None) -> Iterator[list[tuple[str, int, float, float]]]:
+        """The pages of :meth:`iter_metric_points`, each read on a connection of its own.
+
+        A page starts at the ``(key, step)`` of the last point of the page before, past the
+        points of that key and step already read (``OFFSET``, almost always 1): the rows need
+        no ``id``, which would cost a third more CPU per point to read and then leave out."""
         marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        sql = f"SELECT key, step, value, timestamp FROM metrics WHERE run_id = {marker}"
+        postgres = self.engine.dialect.name == "postgresql"
+        select_points = f"SELECT key, step, value, timestamp FROM metrics WHERE run_id = {marker}"
+        first: tuple = (run_id,)
         if key:
-            sql += f" AND key = {marker}"
-        sql += " ORDER BY key, step, id"
-        with self.engine.connect() as conn:
-            driver = conn.connection.driver_connection
-            postgres = self.engine.dialect.name == "postgresql"
-            cursor = driver.cursor(name="mlrt_metric_points", binary=True) if postgres else driver.cursor()
-            try:
-                cursor.execute(sql, (run_id, key) if key else (run_id,))
-                current, index = None, 0
-                for chunk in _chunks(cursor, 10_000, ahead=postgres):
-                    if not postgres:
-                        chunk = _float_values(chunk)
-                    if every <= 1:
-                        yield from chunk
-                        continue
-                    for row in chunk:
-                        if row[0] != current:
-                            current, index = row[0], 0
-                        if index % every == 0:
-                            yield row
-                        index += 1
-            finally:
-                cursor.close()
+            select_points += f" AND key = {marker}"
+            first = (run_id, key)
+        # One range of the (run_id, key, step, id) index on both databases. With ``key = ?`` too,
+        # PostgreSQL would start a row comparison's range at the key's first point.
+        after = f" AND step >= {marker}" if key else f" AND (key, step) >= ({marker}, {marker})"
+        order = " ORDER BY key, step, id"
+        sql, args = f"{select_points}{order} LIMIT {METRIC_PAGE}", first
+        at, read_there = None, 0  # the (key, step) a page ended at, and how many points of it were read
+        while True:
+            with self.read_connection() as conn:
+                driver = conn.connection.driver_connection
+                cursor = driver.cursor(binary=True) if postgres else driver.cursor()
+                try:
+                    cursor.execute(sql, args)
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+            if rows:
+                yield rows if postgres else _float_values(rows)
+            if len(rows) < METRIC_PAGE:
+                return
+            last = rows[-1][:2]
+            same = next((i for i, row in enumerate(reversed(rows)) if row[:2] != last), len(rows))
+            read_there = read_there + same if same == len(rows) and last == at else same
+            at = last
+            sql = f"{select_points}{after}{order} LIMIT {METRIC_PAGE} OFFSET {read_there}"
+            args = (*first, at[1]) if key else (*first, *at)
 
     def metric_arrays(
         self, run_id: str, key: str, *, x: str = "step", low: float | None = None, high: float | None = None
     ) -> tuple[Any, Any]:
         """One series of a run as two float64 numpy arrays ``(x, value)``, by step (points of the
-        same step as the index holds them, in practice as logged); ``x`` is ``"step"`` or
+        same step in the order they were stored); ``x`` is ``"step"`` or
         ``"timestamp"`` (epoch seconds), and ``low``/``high`` keep only the points whose ``x`` lies
         in that closed range.
 
@@ -892,11 +927,10 @@ class Store:
             if bound is not None:
                 where += f" AND {x} {op} {marker}"
                 args.append(bound)
-        # Sorted by step alone, the order of the (run_id, key, step) index, which holds points of
-        # equal step in the order their rows were written (rowid on SQLite, heap position on
-        # PostgreSQL): adding id would make PostgreSQL sort a million rows again. "AS x": an
-        # output column named step would be what ORDER BY sorts, the cast value no index holds.
-        sql = f"SELECT {column} AS x, value FROM metrics WHERE {where} ORDER BY step"
+        # Sorted by step and id, the order of the (run_id, key, step, id) index: nothing to sort.
+        # "AS x": an output column named step would be what ORDER BY sorts, the cast value no
+        # index holds.
+        sql = f"SELECT {column} AS x, value FROM metrics WHERE {where} ORDER BY step, id"
         with self.engine.connect() as conn:
             driver = conn.connection.driver_connection
             if postgres:

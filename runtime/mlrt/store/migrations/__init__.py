@@ -6,4 +6,4 @@ Add a migration with ``alembic revision`` against ``mlrt.store.models`` and
 update ``HEAD_REVISION``.
 """
 
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
