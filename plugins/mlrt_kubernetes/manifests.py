@@ -497,11 +497,11 @@ def upload_grace_seconds() -> int:
     :data:`_SECONDS_PER_REQUEST` per attempt. The time covers one such request for each try
     ``MLRT_S3_UPLOAD_BACKOFF`` allows (default 4) and two more for the checkpoint round that
     SIGTERM may find under way, the backoff's pauses and :data:`_UPLOAD_SECONDS` for the
-    transfer (at most :data:`_GRACE_MAX`). A pod whose upload ends sooner ends sooner. Raises :class:`mlrt.service.SettingError` naming a bad setting."""
+    transfer (at most :data:`_GRACE_MAX`). A pod whose upload ends sooner ends sooner. Raises :class:`mlrt.settings.SettingError` naming a bad setting."""
     import os
 
     from mlrt import s3
-    from mlrt.service import SettingError
+    from mlrt.settings import SettingError
 
     try:
         pauses = s3.upload_backoff()

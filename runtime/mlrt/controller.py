@@ -353,8 +353,8 @@ class _Abandoned(Exception):
 
 def pool_size(variable: str, backend: str, default: int) -> int:
     """A pool's size from ``variable``: ``N`` for every backend or ``BACKEND=N,...``; else ``default``.
-    An unusable value is a :class:`mlrt.service.SettingError` naming the variable (one line)."""
-    from mlrt.service import SettingError
+    An unusable value is a :class:`mlrt.settings.SettingError` naming the variable (one line)."""
+    from mlrt.settings import SettingError
 
     value = os.environ.get(variable, "").strip()
     sizes = {}
@@ -382,8 +382,8 @@ sets another number of seconds."""
 
 def launch_defer_limit() -> float:
     """:data:`LAUNCH_DEFER_LIMIT`, or ``MLRT_LAUNCH_DEFER_LIMIT``; an unusable value is a
-    :class:`mlrt.service.SettingError` naming the variable (one line)."""
-    from mlrt.service import SettingError
+    :class:`mlrt.settings.SettingError` naming the variable (one line)."""
+    from mlrt.settings import SettingError
 
     value = os.environ.get("MLRT_LAUNCH_DEFER_LIMIT", "").strip()
     if not value:

@@ -84,7 +84,7 @@ class MlrtGroup(click.Group):
             # pay for the spec models (mlrt.spec) and the API client (mlrt.remote) it never used.
             from mlrt.plugins import PluginError
             from mlrt.remote import RemoteError
-            from mlrt.service import SettingError
+            from mlrt.settings import SettingError
             from mlrt.spec import SpecError
             from mlrt.store import NotFound, database_url
             from mlrt.store.engine import database_problem, is_database_fault

@@ -26,6 +26,7 @@ import gc
 import logging
 import os
 
+from mlrt.settings import SettingError
 from mlrt.store import Store
 
 GC_YOUNG_THRESHOLD = 10_000
@@ -35,10 +36,6 @@ off about 1,500 collections and 10 full ones, each walking the objects the first
 import: 2.2 ms of CPU per job. At 10,000: 61 young collections and no full one, 0.4 ms per
 job, and as much garbage freed (38,800 objects against 42,500; bench/README.md, "The cyclic
 collector was off in the controller")."""
-
-
-class SettingError(ValueError):
-    """An operator setting of the service is unusable; the message is one ``NAME: problem`` line."""
 
 
 def serve(

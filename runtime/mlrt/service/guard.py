@@ -40,8 +40,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlrt.service import SettingError, auth
+from mlrt.service import auth
 from mlrt.service.auth import Principal
+from mlrt.settings import SettingError
 from mlrt.store import Store
 from mlrt.store.engine import is_database_fault
 

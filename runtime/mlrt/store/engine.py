@@ -174,7 +174,7 @@ def _ping_if_idle(engine: Engine) -> None:
 def pool_settings() -> dict[str, int]:
     """The connection pool of a server database: :data:`POOL_SIZE` and :data:`MAX_OVERFLOW`, or
     ``MLRT_DB_POOL_SIZE`` and ``MLRT_DB_MAX_OVERFLOW``. An unusable value is a
-    :class:`mlrt.service.SettingError` naming the variable (one line).
+    :class:`mlrt.settings.SettingError` naming the variable (one line).
 
     A controller uses a connection at once in every API request, launch and finalizing thread
     and its reconcile pass. With SQLAlchemy's own default (5, and 10 more at a peak) a burst
@@ -193,7 +193,7 @@ def pool_settings() -> dict[str, int]:
         elif value.isdigit() and least <= int(value) <= 1000:
             values[key] = int(value)
         else:
-            from mlrt.service import SettingError
+            from mlrt.settings import SettingError
 
             raise SettingError(f"{variable}: {value!r} is not a whole number from {least} to 1000")
     return values
