@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import missing, wait_for
+from conftest import MLRT_SCRIPT, missing, wait_for
 from mlrt.service import auth
 from mlrt.store import Store
 from mlrt.store.models import Job, Run
@@ -267,6 +267,40 @@ def test_the_default_limit_takes_50000_metric_points_in_one_request(service, tok
         client.post(f"/runs/{run_id}/cancel")
 
 
+def long_series(client: httpx.Client, postgres_db: str, points: int = 100_000) -> str:
+    """A running run with ``points`` points of ``loss`` (~8 MB of JSON at 100,000: more than the
+    service's socket sends before a :func:`slow_reader` stops taking it)."""
+    job = {"spec": spec_text("long-series", "import time; time.sleep(120)")}
+    run_id = client.post("/jobs", json=job).json()["run_id"]
+    store = Store(postgres_db)
+    for first in range(0, points, 50_000):
+        store.insert_metrics(run_id, [("loss", i, 1 / (i + 1), 1.7e9 + i) for i in range(first, first + 50_000)])
+    store.engine.dispose()
+    return run_id
+
+
+def slow_reader(service: ServiceProcess, token: str) -> httpx.Client:
+    """An API client whose sockets receive at most 64 KiB ahead of what it reads: a client on a
+    slow network, whose requests stay in flight while it does not read (this machine's receive
+    buffers grow to 32 MiB by default, enough for a whole series)."""
+    transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)])
+    return httpx.Client(
+        base_url=f"{service.url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60, transport=transport
+    )
+
+
+def stalled_readers(readers: contextlib.ExitStack, client: httpx.Client, run_id: str, count: int) -> list:
+    """``count`` reads of the run's series that each take one piece and then stop reading:
+    ``(first piece, the rest)`` of each."""
+    started = []
+    for _ in range(count):
+        response = readers.enter_context(client.stream("GET", f"/runs/{run_id}/metrics"))
+        assert response.status_code == 200
+        stream = response.iter_bytes()
+        started.append((next(stream), stream))
+    return started
+
+
 def test_clients_that_stop_reading_long_series_hold_none_of_the_database_connections(
     postgres_db, tokens, tmp_path, home
 ):
@@ -276,34 +310,78 @@ def test_clients_that_stop_reading_long_series_hold_none_of_the_database_connect
     second reader waited for the pool's 30 s and failed.)"""
     pool = {"MLRT_DB_POOL_SIZE": "2", "MLRT_DB_MAX_OVERFLOW": "0"}
     service = ServiceProcess(postgres_db, tmp_path / "controller.log", env={**LOCAL, **pool}).start()
-    points = 300_000  # ~25 MB of JSON: more than the sockets between client and server buffer
     try:
-        with api(service, tokens["alice"]) as client:
-            job = {"spec": spec_text("long-series", "import time; time.sleep(120)")}
-            run_id = client.post("/jobs", json=job).json()["run_id"]
-            store = Store(postgres_db)
-            for first in range(0, points, 50_000):
-                store.insert_metrics(
-                    run_id, [("loss", i, 1 / (i + 1), 1.7e9 + i) for i in range(first, first + 50_000)]
-                )
-            store.engine.dispose()
+        with api(service, tokens["alice"]) as client, slow_reader(service, tokens["alice"]) as slow:
+            run_id = long_series(client, postgres_db)
             with contextlib.ExitStack() as readers:
-                started = []
-                for _ in range(4):
-                    response = readers.enter_context(client.stream("GET", f"/runs/{run_id}/metrics"))
-                    assert response.status_code == 200
-                    stream = response.iter_bytes()
-                    started.append((next(stream), stream))  # one read, then the client stops reading
+                started = stalled_readers(readers, slow, run_id, 4)
                 answer = client.get(f"/runs/{run_id}/metrics/summary")
                 assert answer.status_code == 200, answer.text
-                assert answer.json()[0]["points"] == points
+                assert answer.json()[0]["points"] == 100_000
                 assert client.get(f"/runs/{run_id}").status_code == 200
                 for first, rest in started[:2]:  # two of the readers go on to the end
                     series = json.loads(first + b"".join(rest))
-                    assert [point["step"] for point in series] == list(range(points))
+                    assert [point["step"] for point in series] == list(range(100_000))
             client.post(f"/runs/{run_id}/cancel")
     finally:
         service.stop()
+
+
+def refusals(service: ServiceProcess, status: int = 429) -> int:
+    """How many requests the service process has answered with ``status`` (its Prometheus counter)."""
+    text = httpx.get(f"{service.url}/metrics", timeout=30).text
+    found = re.findall(rf'mlrt_api_requests_total{{[^}}]*status="{status}"[^}}]*}} ([0-9.]+)', text)
+    return int(sum(float(value) for value in found))
+
+
+def test_a_caller_with_its_share_of_requests_in_flight_waits_and_others_do_not(postgres_db, tokens, tmp_path, home):
+    """Alice holds her 3 requests (``MLRT_MAX_REQUESTS_PER_CALLER``) in flight: her 4th is 429 with
+    Retry-After, before its body is read, while another user is served. A CLI command of hers
+    sends its request again after each Retry-After and goes through once a slot frees."""
+    limit = {"MLRT_MAX_REQUESTS_PER_CALLER": "3"}
+    service = ServiceProcess(postgres_db, tmp_path / "controller.log", env={**LOCAL, **limit}).start()
+    try:
+        with api(service, tokens["alice"]) as client, api(service, tokens["admin"]) as admin:
+            run_id = long_series(client, postgres_db)
+            with contextlib.ExitStack() as readers, slow_reader(service, tokens["alice"]) as slow:
+                held = stalled_readers(readers, slow, run_id, 3)  # kept: a stream let go of is closed
+                assert all(first.startswith(b"[") for first, _ in held)
+                refused = client.get("/whoami")
+                assert refused.status_code == 429
+                assert refused.headers["Retry-After"] == "1"
+                assert refused.json()["detail"] == (
+                    "too many requests at once: 3 of yours are in flight in this process"
+                    " (MLRT_MAX_REQUESTS_PER_CALLER); retry after 1 s"
+                )
+                with_body = client.post("/jobs", json={"spec": spec_text("more", "pass")})
+                assert with_body.status_code == 429 and with_body.headers["Connection"] == "close"
+                assert admin.get("/whoami").status_code == 200  # another caller is served
+                assert admin.get(f"/runs/{run_id}/metrics/summary").json()[0]["points"] == 100_000
+                command = subprocess.Popen(
+                    [str(MLRT_SCRIPT), "--server", service.url, "runs", "show", run_id, "--json"],
+                    env={**os.environ, "MLRT_TOKEN": tokens["alice"]},
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                wait_for(lambda: refusals(service) >= 3, timeout=60)  # the command's request was refused too
+            out, err = command.communicate(timeout=90)  # the readers are gone: their slots free up
+            assert command.returncode == 0, err
+            assert json.loads(out)["id"] == run_id
+            assert client.get("/whoami").status_code == 200
+            client.post(f"/runs/{run_id}/cancel")
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_bad_requests_per_caller_setting_stops_the_service_at_start_in_one_line(cli, monkeypatch, value):
+    monkeypatch.setenv("MLRT_MAX_REQUESTS_PER_CALLER", value)
+    result = cli("controller", "--port", "0")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: MLRT_MAX_REQUESTS_PER_CALLER: {value!r} is not a whole number of requests from 1, e.g. 16"
+    )
 
 
 def test_a_spec_over_its_size_limit_is_413_for_submit_and_validate(service, tokens, postgres_db):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Run
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlrt.run_search import RunPage, RunQuery
+
+BUSY_RETRY_FOR = 60.0
+"""Seconds a command goes on sending a request the service answers 429 (too many at once)."""
 
 
 class RemoteError(Exception):
@@ -78,13 +82,25 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any):
         """Send a request (an ``httpx.Response`` back); turn refusals into :class:`NotFound`,
-        :class:`SpecError` or :class:`RemoteError`."""
+        :class:`SpecError` or :class:`RemoteError`.
+
+        A 429 (this caller has as many requests in flight as the service allows it) is sent
+        again after its ``Retry-After`` (at most 10 s a time), for up to :data:`BUSY_RETRY_FOR`
+        seconds: the service refused it before reading its body, so nothing was done."""
         import httpx
 
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach the mlrt controller at {self.server}: {exc}") from None
+        give_up = time.monotonic() + BUSY_RETRY_FOR
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                raise RemoteError(f"cannot reach the mlrt controller at {self.server}: {exc}") from None
+            if response.status_code != 429:
+                break
+            pause = _retry_after(response.headers.get("Retry-After"))
+            if time.monotonic() + pause > give_up:
+                break
+            time.sleep(pause)
         if response.is_success:
             return response
         try:
@@ -179,6 +195,14 @@ class ApiClient:
         each S3 request retries on its own (minutes when S3 is down)."""
         response = self.request("POST", f"/runs/{quote(run_id)}/artifacts/push", json={}, timeout=None)
         return [Artifact.model_validate(a) for a in response.json()]
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait from a ``Retry-After`` header in seconds (1 when missing or a date), within 0.1-10."""
+    try:
+        return min(max(float(value or 1), 0.1), 10.0)
+    except ValueError:
+        return 1.0
 
 
 def _spec_body(spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:

@@ -52,10 +52,11 @@ def serve(
     With ``processes`` > 1 this process checks the settings and the database, opens the
     listening socket and starts that many service processes on it (:mod:`mlrt.service.processes`)."""
     from mlrt.service import policy
-    from mlrt.service.guard import max_request_bytes
+    from mlrt.service.guard import max_request_bytes, max_requests_per_caller
     from mlrt.store.engine import check_writable
 
     max_body = max_request_bytes()  # a bad setting stops the service before it opens anything
+    max_requests_per_caller()
     _check_sizes()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     policy.isolate_workers()

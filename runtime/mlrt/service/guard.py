@@ -20,6 +20,13 @@ A pure ASGI middleware (it wraps ``receive`` and ``send``; nothing is buffered):
   Closing with unread bytes makes the kernel reset the connection, and a client
   still writing its body (most send it whole before they read) would get that
   reset instead of the answer;
+- one caller (a user's tokens, or the workers of one run) has at most
+  :func:`max_requests_per_caller` requests in flight in a service process, from
+  its token's check until its answer's last byte; one more is 429 with
+  ``Retry-After``, before its body is read. The routes run in a pool of 40
+  threads per process: a caller who sends a flood (a script polling in a
+  loop, a run with a hundred workers) waits on its own requests, and leaves
+  the others' threads to everyone else;
 - a handler that raises what it did not expect gets a 500 ``{"detail":
   "internal error", "request_id": ...}``, with the traceback logged under that
   request id, and the process goes on serving; a database that cannot be
@@ -59,6 +66,10 @@ LINGER_CONNECTIONS = 64
 """At most this many connections of one service process linger at once: a refusal beyond them
 closes as soon as its answer is sent, so clients refused in a flood (anonymous ones too) hold
 at most this many readers, not one each."""
+CALLER_LIMIT_VARIABLE = "MLRT_MAX_REQUESTS_PER_CALLER"
+DEFAULT_MAX_REQUESTS_PER_CALLER = 16
+"""Of the 40 threads that run a process's routes, one caller takes at most 16."""
+RETRY_AFTER_SECONDS = 1
 SOURCES_PATH = "/api/v1/sources"
 """Source bundle uploads, whose body limit follows the source limits (see :meth:`Guard.limit_of`)."""
 
@@ -73,6 +84,24 @@ def max_request_bytes() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise SettingError(f"{LIMIT_VARIABLE}: {raw!r} is not a positive number of bytes, e.g. {8 << 20}")
     return int(raw)
+
+
+def max_requests_per_caller() -> int:
+    """How many requests one caller may have in flight at once in a service process, from
+    ``MLRT_MAX_REQUESTS_PER_CALLER`` (default 16)."""
+    raw = os.environ.get(CALLER_LIMIT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_REQUESTS_PER_CALLER
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise SettingError(f"{CALLER_LIMIT_VARIABLE}: {raw!r} is not a whole number of requests from 1, e.g. 16")
+    return int(raw)
+
+
+def caller_of(principal: Principal) -> tuple[str, str]:
+    """Whose share a request counts against: a run's workers share one, a user's tokens share one."""
+    if principal.kind == "worker":
+        return "run", principal.run_id or principal.token_id
+    return principal.kind, principal.user
 
 
 class BodyTooLarge(HTTPException):
@@ -97,6 +126,9 @@ class Guard:
         self.counted = counted
         self.lingering = 0
         """Connections lingering now (see :data:`LINGER_CONNECTIONS`)."""
+        self.per_caller = max_requests_per_caller()
+        self.in_flight: dict[tuple[str, str], int] = {}
+        """Requests in flight by :func:`caller_of`; changed on the event loop only."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,7 +165,17 @@ class Guard:
                 status, detail, headers = refusal
                 await _answer(send_with_id, status, {"detail": detail}, headers)
                 return
-            await self.app(scope, self._limited(receive, self.limit_of(scope), body), send_with_id)
+            # No await between the count's check in _refusal and here: no other request counts in between.
+            caller = caller_of(scope[PRINCIPAL]) if PRINCIPAL in scope else None
+            if caller is not None:
+                self.in_flight[caller] = self.in_flight.get(caller, 0) + 1
+            try:
+                await self.app(scope, self._limited(receive, self.limit_of(scope), body), send_with_id)
+            finally:
+                if caller is not None:
+                    left = self.in_flight.pop(caller) - 1
+                    if left:
+                        self.in_flight[caller] = left
         except BodyTooLarge as exc:  # read outside a route (a route's own read is answered by FastAPI)
             if "status" not in answered:
                 await _answer(send_with_id, 413, {"detail": exc.detail}, exc.headers or {})
@@ -156,6 +198,12 @@ class Guard:
             )
             if found is None:
                 return 401, "invalid or revoked token", challenge
+            if self.in_flight.get(caller_of(found), 0) >= self.per_caller:
+                detail = (
+                    f"too many requests at once: {self.per_caller} of yours are in flight in this process"
+                    f" ({CALLER_LIMIT_VARIABLE}); retry after {RETRY_AFTER_SECONDS} s"
+                )
+                return 429, detail, {"Retry-After": str(RETRY_AFTER_SECONDS), **close}
             scope[PRINCIPAL] = found
         length = _content_length(headers)
         limit = self.limit_of(scope)
