@@ -240,7 +240,8 @@ def test_points_of_a_run_that_does_not_exist_are_refused(backend, tmp_path, requ
     ids=["none", "finite", "not-finite", "odd-keys-and-extremes"],
 )
 def test_series_json_reads_back_as_the_points_one_point_a_line(points):
-    from mlrt.metric_json import points_json
+    """Whole, as JSON; and line by line as a remote command reads it while it arrives."""
+    from mlrt.metric_json import points_json, points_of_lines
 
     text = "".join(points_json(iter(points)))
 
@@ -249,6 +250,21 @@ def test_series_json_reads_back_as_the_points_one_point_a_line(points):
     for got, (key, step, value, stamp) in zip(back, points, strict=True):
         assert (got["key"], got["step"], got["timestamp"]) == (key, step, stamp)
         assert got["value"] == value or (math.isnan(got["value"]) and math.isnan(value))
+    by_line = list(points_of_lines(iter(text.splitlines())))
+    assert [p[:2] + p[3:] for p in by_line] == [p[:2] + p[3:] for p in points]
+    assert same(tuple(p[2] for p in by_line), tuple(p[2] for p in points))
+
+
+def test_a_list_of_points_cut_off_on_its_way_is_refused_not_taken_for_the_whole():
+    from mlrt.metric_json import points_json, points_of_lines
+
+    lines = "".join(points_json(iter([("loss", step, 0.5, 1.0) for step in range(5)]))).splitlines()
+    with pytest.raises(ValueError, match="ends early"):
+        list(points_of_lines(lines[:-1]))
+    with pytest.raises(ValueError, match="not a point"):
+        list(points_of_lines([*lines[:2], '{"key": "loss"}', "]"]))
+    with pytest.raises(ValueError, match="after the end"):
+        list(points_of_lines([*lines, '{"key": "loss", "step": 9, "value": 1, "timestamp": 1}']))
 
 
 DIVERGING = """

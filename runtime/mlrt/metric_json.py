@@ -18,6 +18,7 @@ CHUNK_POINTS = 10_000
 """Points per chunk of text."""
 
 Point = tuple[str, int, float, float]
+_POINT_FIELDS = {"key", "step", "value", "timestamp"}
 
 
 def points_json(points: Iterable[Point]) -> Iterator[str]:
@@ -31,6 +32,32 @@ def points_json(points: Iterable[Point]) -> Iterator[str]:
         yield separator + _chunk_text(chunk)
         separator = ",\n"
     yield "[]\n" if separator == "[\n" else "\n]\n"
+
+
+def points_of_lines(lines: Iterable[str]) -> Iterator[Point]:
+    """The points of a list :func:`points_json` wrote, from its lines as they arrive (each point
+    is one line, since JSON escapes a newline within a string). Raises ``ValueError`` when a
+    line is not a point, or the list never ends (an answer cut off on its way)."""
+    ended = False
+    for line in lines:
+        text = line.strip()
+        if text in ("[", ""):
+            continue
+        if text in ("]", "[]"):
+            ended = True
+            continue
+        if ended:
+            raise ValueError(f"text after the end of the list: {text[:80]!r}")
+        text = text.removesuffix(",")
+        try:
+            point = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            point = json.loads(text)  # NaN and the infinities, which orjson does not read
+        if not isinstance(point, dict) or not _POINT_FIELDS <= point.keys():
+            raise ValueError(f"not a point: {text[:80]!r}")
+        yield point["key"], point["step"], point["value"], point["timestamp"]
+    if not ended:
+        raise ValueError("the list of points ends early")
 
 
 def _chunk_text(chunk: list[Point]) -> str:

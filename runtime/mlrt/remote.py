@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -81,18 +82,33 @@ class ApiClient:
         self.http = httpx.Client(base_url=f"{self.server}/api/v1", headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, **kwargs: Any):
-        """Send a request (an ``httpx.Response`` back); turn refusals into :class:`NotFound`,
-        :class:`SpecError` or :class:`RemoteError`.
+        """Send a request (an ``httpx.Response`` back, read whole); turn refusals into
+        :class:`NotFound`, :class:`SpecError` or :class:`RemoteError`.
 
         A 429 (this caller has as many requests in flight as the service allows it) is sent
         again after its ``Retry-After`` (at most 10 s a time), for up to :data:`BUSY_RETRY_FOR`
         seconds: the service refused it before reading its body, so nothing was done."""
+        return self._send(method, path, stream=False, **kwargs)
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Any]:
+        """:meth:`request` whose answer's body is read as it arrives (``iter_lines``,
+        ``iter_bytes``), closed when the block ends."""
+        response = self._send(method, path, stream=True, **kwargs)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _send(self, method: str, path: str, *, stream: bool, **kwargs: Any):
         import httpx
 
         give_up = time.monotonic() + BUSY_RETRY_FOR
         while True:
             try:
-                response = self.http.request(method, path, **kwargs)
+                response = self.http.send(self.http.build_request(method, path, **kwargs), stream=stream)
+                if stream and not response.is_success:
+                    response.read()
             except httpx.HTTPError as exc:
                 raise RemoteError(f"cannot reach the mlrt controller at {self.server}: {exc}") from None
             if response.status_code != 429:
@@ -285,9 +301,20 @@ class RemoteStore:
     def iter_metric_points(
         self, run_id: str, key: str | None = None, *, every: int = 1
     ) -> Iterator[tuple[str, int, float, float]]:
+        """The points as the service streams them, each parsed as its line arrives
+        (:func:`mlrt.metric_json.points_of_lines`): a long series never sits whole in memory."""
+        import httpx
+
+        from mlrt.metric_json import points_of_lines
+
         params: dict[str, Any] = {"every": every, **({"key": key} if key else {})}
-        for m in self.client.get(self._run(run_id, "/metrics"), **params):
-            yield m["key"], m["step"], m["value"], m["timestamp"]
+        with self.client.stream("GET", self._run(run_id, "/metrics"), params=params) as response:
+            try:
+                yield from points_of_lines(response.iter_lines())
+            except (ValueError, httpx.HTTPError) as exc:
+                raise RemoteError(
+                    f"{self.client.server}: the points of run {run_id} came back cut off: {exc}"
+                ) from None
 
     def last_values(self, run_ids: list[str], key: str) -> dict[str, float]:
         if not run_ids:
