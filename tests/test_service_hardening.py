@@ -336,7 +336,8 @@ def refusals(service: ServiceProcess, status: int = 429) -> int:
 
 def test_a_caller_with_its_share_of_requests_in_flight_waits_and_others_do_not(postgres_db, tokens, tmp_path, home):
     """Alice holds her 3 requests (``MLRT_MAX_REQUESTS_PER_CALLER``) in flight: her 4th is 429 with
-    Retry-After, before its body is read, while another user is served. A CLI command of hers
+    Retry-After, before its body is read, and so are her pages in the web UI (not its static
+    files), while another user is served. A CLI command of hers
     sends its request again after each Retry-After and goes through once a slot frees."""
     limit = {"MLRT_MAX_REQUESTS_PER_CALLER": "3"}
     service = ServiceProcess(postgres_db, tmp_path / "controller.log", env={**LOCAL, **limit}).start()
@@ -356,6 +357,11 @@ def test_a_caller_with_its_share_of_requests_in_flight_waits_and_others_do_not(p
                 with_body = client.post("/jobs", json={"spec": spec_text("more", "pass")})
                 assert with_body.status_code == 429 and with_body.headers["Connection"] == "close"
                 assert admin.get("/whoami").status_code == 200  # another caller is served
+                pages = {"mlrt_session": tokens["alice"]}  # her browser counts with her tokens
+                assert httpx.get(f"{service.url}/ui/", cookies=pages, timeout=60).status_code == 429
+                assert httpx.get(f"{service.url}/ui/static/ui.css", cookies=pages, timeout=60).status_code == 200
+                admin_pages = {"mlrt_session": tokens["admin"]}
+                assert httpx.get(f"{service.url}/ui/", cookies=admin_pages, timeout=60).status_code == 200
                 assert admin.get(f"/runs/{run_id}/metrics/summary").json()[0]["points"] == 100_000
                 command = subprocess.Popen(
                     [str(MLRT_SCRIPT), "--server", service.url, "runs", "show", run_id, "--json"],

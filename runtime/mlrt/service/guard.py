@@ -45,6 +45,7 @@ from collections.abc import Callable
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlrt.service import auth
@@ -52,12 +53,14 @@ from mlrt.service.auth import Principal
 from mlrt.settings import SettingError
 from mlrt.store import Store
 from mlrt.store.engine import is_database_fault
+from mlrt.ui import auth as ui_auth
 
 LIMIT_VARIABLE = "MLRT_MAX_REQUEST_BYTES"
 DEFAULT_MAX_REQUEST_BYTES = 8 << 20
 """8 MiB: a 1 MiB spec even when every character is JSON-escaped, and 50,000 metric points."""
-PRINCIPAL = "mlrt.principal"
-"""The ASGI scope key where the authenticated :class:`Principal` of an ``/api/`` request waits for its route."""
+PRINCIPAL = ui_auth.SESSION_SCOPE_KEY
+"""The ASGI scope key where the authenticated :class:`Principal` of an ``/api/`` request waits for
+its route; for a ``/ui`` request with a session cookie, its viewer (None when the session is not valid)."""
 REQUEST_ID_HEADER = "X-Request-Id"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 << 20
@@ -102,6 +105,13 @@ def caller_of(principal: Principal) -> tuple[str, str]:
     if principal.kind == "worker":
         return "run", principal.run_id or principal.token_id
     return principal.kind, principal.user
+
+
+def _ui_page(path: str) -> bool:
+    """Whether ``path`` is a page or fragment of the web UI (its static files need no viewer)."""
+    return (path == ui_auth.PREFIX or path.startswith(ui_auth.PREFIX + "/")) and not path.startswith(
+        ui_auth.PREFIX + "/static/"
+    )
 
 
 class BodyTooLarge(HTTPException):
@@ -166,7 +176,8 @@ class Guard:
                 await _answer(send_with_id, status, {"detail": detail}, headers)
                 return
             # No await between the count's check in _refusal and here: no other request counts in between.
-            caller = caller_of(scope[PRINCIPAL]) if PRINCIPAL in scope else None
+            principal = scope.get(PRINCIPAL)
+            caller = caller_of(principal) if principal is not None else None
             if caller is not None:
                 self.in_flight[caller] = self.in_flight.get(caller, 0) + 1
             try:
@@ -198,18 +209,31 @@ class Guard:
             )
             if found is None:
                 return 401, "invalid or revoked token", challenge
-            if self.in_flight.get(caller_of(found), 0) >= self.per_caller:
-                detail = (
-                    f"too many requests at once: {self.per_caller} of yours are in flight in this process"
-                    f" ({CALLER_LIMIT_VARIABLE}); retry after {RETRY_AFTER_SECONDS} s"
-                )
-                return 429, detail, {"Retry-After": str(RETRY_AFTER_SECONDS), **close}
+            if self._at_share(found):
+                return 429, self._busy_detail(), {"Retry-After": str(RETRY_AFTER_SECONDS), **close}
+            scope[PRINCIPAL] = found
+        elif _ui_page(scope["path"]) and (session := cookie_parser(headers.get("cookie", "")).get(ui_auth.COOKIE)):
+            # A signed-in page counts against its viewer's share too; its route takes the principal
+            # from here (None: no valid session, the route sends the viewer to the login page).
+            found = await run_in_threadpool(ui_auth.session_principal, self.store, session)
+            if found is not None and self._at_share(found):
+                return 429, self._busy_detail(), {"Retry-After": str(RETRY_AFTER_SECONDS), **close}
             scope[PRINCIPAL] = found
         length = _content_length(headers)
         limit = self.limit_of(scope)
         if length is not None and length > limit:
             return 413, BodyTooLarge(limit).detail, close
         return None
+
+    def _at_share(self, principal: Principal) -> bool:
+        """Whether the principal's caller has its :func:`max_requests_per_caller` in flight."""
+        return self.in_flight.get(caller_of(principal), 0) >= self.per_caller
+
+    def _busy_detail(self) -> str:
+        return (
+            f"too many requests at once: {self.per_caller} of yours are in flight in this process"
+            f" ({CALLER_LIMIT_VARIABLE}); retry after {RETRY_AFTER_SECONDS} s"
+        )
 
     def limit_of(self, scope: Scope) -> int:
         """The body limit of a request: :func:`max_request_bytes`, or for a source bundle's upload

@@ -37,6 +37,8 @@ PREFIX = "/ui"
 FRAGMENT_HEADER = "X-Mlrt-Fragment"
 """Sent by ``static/ui.js`` with its fetches: such a request is answered 401, not sent to the login page."""
 MAX_FORM_BYTES = 64 << 10
+SESSION_SCOPE_KEY = "mlrt.principal"
+"""Where the service's middleware leaves a session's principal (:data:`mlrt.service.guard.PRINCIPAL`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +76,17 @@ def session_principal(store: Store, token: str) -> Principal | None:
 
 
 def viewer(request: Request, ctx: Context) -> Principal:
-    """Who the request acts as (a sync dependency: the token lookup runs in a worker thread)."""
+    """Who the request acts as (a sync dependency: the token lookup runs in a worker thread).
+    Under the service, the session was looked up already by its middleware
+    (:class:`mlrt.service.guard.Guard`, which counts the viewer's requests), under the scope key
+    ``mlrt.principal``."""
     if not ctx.login_required:
         return local_user()
-    token = request.cookies.get(COOKIE, "")
-    found = session_principal(ctx.store, token) if token else None
+    if SESSION_SCOPE_KEY in request.scope:
+        found = request.scope[SESSION_SCOPE_KEY]
+    else:
+        token = request.cookies.get(COOKIE, "")
+        found = session_principal(ctx.store, token) if token else None
     if found is None:
         raise LoginNeeded()
     return found
