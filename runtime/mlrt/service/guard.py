@@ -20,9 +20,9 @@ A pure ASGI middleware (it wraps ``receive`` and ``send``; nothing is buffered):
   Closing with unread bytes makes the kernel reset the connection, and a client
   still writing its body (most send it whole before they read) would get that
   reset instead of the answer;
-- one caller (a user's tokens, or the workers of one run) has at most
-  :func:`max_requests_per_caller` requests in flight in a service process, from
-  its token's check until its answer's last byte; one more is 429 with
+- one caller (a user's tokens and signed-in web UI pages, or the workers of one
+  run) has at most :func:`max_requests_per_caller` requests in flight in a service
+  process, from its token's check until its answer's last byte; one more is 429 with
   ``Retry-After``, before its body is read. The routes run in a pool of 40
   threads per process: a caller who sends a flood (a script polling in a
   loop, a run with a hundred workers) waits on its own requests, and leaves
