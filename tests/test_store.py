@@ -287,6 +287,39 @@ def test_upgrading_to_0012_indexes_the_points_by_id_too_and_rebuilds_an_index_le
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
 
 
+@pytest.mark.postgres
+def test_replicas_that_start_together_all_migrate_without_a_deadlock(postgres_db):
+    """Replicas (the chart runs two) open the database at once: one migrates, the others wait for
+    it. While one waited inside a statement for the migration lock, its snapshot held up the
+    holder's CREATE INDEX CONCURRENTLY, and PostgreSQL failed a replica with "deadlock detected"."""
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    engine = engine_module.create_db_engine(postgres_db)
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0011")
+    with engine.begin() as conn:  # points enough that the index takes a while to build
+        conn.execute(
+            text(
+                "INSERT INTO metrics (run_id, key, step, value, timestamp)"
+                " SELECT 'r', 'loss', n, 1.0 / n, n FROM generate_series(1, 300000) AS n"
+            )
+        )
+    engine.dispose()
+    opening = f"from mlrt.store import Store; Store({postgres_db!r})"
+    replicas = [subprocess.Popen([sys.executable, "-c", opening], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for replica in replicas:
+        _, err = replica.communicate(timeout=120)
+        assert replica.returncode == 0, err.strip().splitlines()[-1:]
+    with Store(postgres_db).engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_a_row_built_without_an_instance_is_written_as_the_instance_would_be(database, request, tmp_path):
     """``row_of`` fills each column the constructor would (defaults and default factories)."""

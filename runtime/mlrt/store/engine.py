@@ -40,6 +40,7 @@ from mlrt.store.migrations import HEAD_REVISION
 # before its next use; one used more recently is not (see _ping_if_idle).
 PING_AFTER_IDLE = 1.0
 _MIGRATION_LOCK_ID = 0x6D6C7274  # "mlrt": the PostgreSQL advisory lock key
+_MIGRATION_LOCK_POLL = 0.2  # seconds between tries while another process migrates
 # Seconds to wait for a PostgreSQL server before calling it unreachable (a URL's own
 # ``connect_timeout`` wins); without it a host that drops packets hangs a command for minutes.
 CONNECT_TIMEOUT = 10
@@ -260,9 +261,13 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
             with exclusive(Path(str(engine.url.database) + ".migrate.lock")):
                 yield conn
         elif engine.dialect.name == "postgresql":
-            # A session's lock outlives the transaction that took it, which must end: a connection
-            # idle in a transaction keeps a snapshot, that CREATE INDEX CONCURRENTLY waits on.
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+            # Tried, not waited for: a statement waiting for the lock holds a snapshot, which the
+            # holder's CREATE INDEX CONCURRENTLY would wait on (PostgreSQL ends that deadlock by
+            # failing one of them). A session's lock outlives the transaction that took it, and
+            # each try's transaction ends at once, so no snapshot stays open between tries.
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_ID}).scalar():
+                conn.commit()
+                time.sleep(_MIGRATION_LOCK_POLL)
             conn.commit()
             try:
                 yield conn
