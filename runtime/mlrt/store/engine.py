@@ -272,9 +272,12 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
             try:
                 yield conn
             finally:
-                conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_ID})
-                conn.commit()
+                try:
+                    conn.rollback()
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_ID})
+                    conn.commit()
+                except Exception:  # the connection is gone, and its session's lock with it
+                    pass
         else:
             yield conn
 
