@@ -24,6 +24,24 @@ from mlrt.store.migrations import HEAD_REVISION
 from mlrt.store.models import Attempt, Job, Run, Token
 
 
+def migrations_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
+    return config
+
+
+def upgraded_to(url: str, revision: str):
+    """An engine on ``url`` whose schema alembic has upgraded to ``revision`` (an older one)."""
+    from alembic import command
+
+    engine = engine_module.create_db_engine(url)
+    config = migrations_config()
+    with engine.connect() as conn:  # as mlrt runs them: each migration commits its own transaction
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+    return engine
+
+
 def test_migrations_produce_exactly_the_models(tmp_path):
     store = Store(f"sqlite:///{tmp_path}/m.db")
     with store.engine.connect() as conn:
@@ -31,9 +49,7 @@ def test_migrations_produce_exactly_the_models(tmp_path):
 
 
 def test_head_revision_constant_matches_the_newest_migration():
-    config = Config()
-    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
-    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    assert ScriptDirectory.from_config(migrations_config()).get_current_head() == HEAD_REVISION
 
 
 def test_sqlite_uses_wal_and_reopening_keeps_data(tmp_path):
@@ -183,15 +199,8 @@ def test_an_attempt_is_written_with_what_planning_made_all_or_nothing(database, 
 
 
 def test_upgrading_an_older_schema_keeps_its_data(tmp_path):
-    from alembic import command
-
     url = f"sqlite:///{tmp_path}/old.db"
-    engine = engine_module.create_db_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0001")
+    engine = upgraded_to(url, "0001")
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -215,16 +224,10 @@ def test_upgrading_an_older_schema_keeps_its_data(tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_upgrading_to_0009_drops_the_metrics_foreign_key_and_sums_up_the_points(backend, tmp_path, request):
-    from alembic import command
     from sqlalchemy import inspect
 
     url = request.getfixturevalue("postgres_db") if backend == "postgresql" else f"sqlite:///{tmp_path}/old.db"
-    engine = engine_module.create_db_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0008")
+    engine = upgraded_to(url, "0008")
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -262,15 +265,9 @@ def test_upgrading_to_0012_indexes_the_points_by_id_too_and_rebuilds_an_index_le
 ):
     """On PostgreSQL the index is built CONCURRENTLY, outside the migration's transaction: a build
     cut short leaves an invalid index of the new name, which the next upgrade drops and builds."""
-    from alembic import command
     from sqlalchemy import inspect
 
-    engine = engine_module.create_db_engine(postgres_db)
-    config = Config()
-    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
-    with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0011")
+    engine = upgraded_to(postgres_db, "0011")
     with engine.begin() as conn:
         conn.execute(text("CREATE INDEX ix_metrics_run_key_step_id ON metrics (run_id)"))  # the wrong columns
         conn.execute(
@@ -295,14 +292,7 @@ def test_replicas_that_start_together_all_migrate_without_a_deadlock(postgres_db
     import subprocess
     import sys
 
-    from alembic import command
-
-    engine = engine_module.create_db_engine(postgres_db)
-    config = Config()
-    config.set_main_option("script_location", str(Path(engine_module.__file__).with_name("migrations")))
-    with engine.connect() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0011")
+    engine = upgraded_to(postgres_db, "0011")
     with engine.begin() as conn:  # points enough that the index takes a while to build
         conn.execute(
             text(
