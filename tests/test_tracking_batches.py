@@ -215,3 +215,37 @@ def test_sdk_records_read_twice_from_a_log_are_stored_once(postgres_db, run_id, 
             assert kind == "batch"
             store.insert_metrics(run_id, value[0], batch_id=value[1])
     assert steps(postgres_db, run_id, "loss") == list(range(1200))
+
+
+def test_a_run_whose_workers_have_their_share_in_flight_waits_and_every_point_arrives(
+    postgres_db, run_id, worker_token, tmp_path
+):
+    """With a share of one request per caller, a request of the run's token that is still sending
+    its body holds the run's share: the worker's batch is answered 429, the SDK sends it again
+    after the pause (at least the Retry-After), and once the slow request is gone every point
+    arrives."""
+    import socket
+
+    from test_service_hardening import refusals
+
+    service = ServiceProcess(
+        postgres_db, tmp_path / "controller.log", env={"MLRT_MAX_REQUESTS_PER_CALLER": "1"}
+    ).start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", service.port), timeout=30)
+        slow.sendall(
+            (
+                f"POST /api/v1/runs/{run_id}/tracking/metrics HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {worker_token}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            ).encode()
+            + b'{"points": ['  # and no more, for now
+        )
+        worker = start_worker(tmp_path, service, run_id, worker_token, STEPS="50")
+        wait_for(lambda: refusals(service) >= 1, timeout=60)  # the worker's first batch was refused
+        slow.close()  # the body never comes: the service drops the request, and its share is free
+        _, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr
+        assert steps(postgres_db, run_id, "loss") == list(range(50))
+    finally:
+        service.stop()

@@ -216,9 +216,10 @@ class ApiClient:
 def _retry_after(value: str | None) -> float:
     """Seconds to wait from a ``Retry-After`` header in seconds (1 when missing or a date), within 0.1-10."""
     try:
-        return min(max(float(value or 1), 0.1), 10.0)
+        seconds = float(value or 1)
     except ValueError:
         return 1.0
+    return min(max(seconds, 0.1), 10.0) if seconds == seconds else 1.0  # NaN: 1
 
 
 def _spec_body(spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:

@@ -58,6 +58,15 @@ _POINTS_PER_LINE = 500
 Point = tuple[str, int, float, float]
 
 
+def _asked_wait(retry_after: str | None) -> float:
+    """The seconds a ``Retry-After`` header asks for, at most 10 (0 when there is none, or a date)."""
+    try:
+        seconds = float(retry_after or 0)
+    except ValueError:
+        return 0.0
+    return min(max(seconds, 0.0), 10.0) if seconds == seconds else 0.0  # NaN: none asked
+
+
 class _LogSink:
     """The store's write side as ``##mlrt {json}`` lines on stdout (``MLRT_TRACKING_URI=log:``).
 
@@ -138,8 +147,11 @@ class _HttpSink:
                     response.raise_for_status()
                     return response.json() if response.content else None
                 problem = f"HTTP {response.status_code}"
+                wait = _asked_wait(response.headers.get("Retry-After"))
             except httpx.TransportError as exc:
                 problem = str(exc) or type(exc).__name__
+                wait = 0.0
+            pause = max(pause, wait)  # a 429's Retry-After: this run's workers have their share in flight
             if time.monotonic() + pause > deadline:
                 raise RuntimeError(f"tracking endpoint unavailable: {problem}")
             time.sleep(pause)
