@@ -75,7 +75,9 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(cli, write_s
     assert run.state == "SUCCEEDED", run.reason
     assert run.attempts == 2
     params = store.params(run_id)
-    assert int(params["resumed_at_epoch"]) >= 3
+    # Epoch 2's points were seen; its checkpoint is written after them (a worker killed in between
+    # resumes at epoch 2 and writes its points again), so the checkpoint holds epoch 2 at least.
+    assert int(params["resumed_at_epoch"]) >= 2
     steps = [p.step for p in store.metrics(run_id, "validation_accuracy")]
     assert steps == list(range(25)), "the series continues without gaps or duplicate steps"
     assert store.metrics(run_id, "validation_accuracy")[-1].value >= 0.9
