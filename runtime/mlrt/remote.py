@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from mlrt.logfile import OutputPart
+from mlrt.retry_after import retry_after_seconds
 from mlrt.spec import SpecError
 from mlrt.store import NotFound
 from mlrt.store.models import Artifact, Attempt, Event, Job, Metric, Run
@@ -113,7 +114,7 @@ class ApiClient:
                 raise RemoteError(f"cannot reach the mlrt controller at {self.server}: {exc}") from None
             if response.status_code != 429:
                 break
-            pause = _retry_after(response.headers.get("Retry-After"))
+            pause = max(retry_after_seconds(response.headers.get("Retry-After"), default=1.0), 0.1)
             if time.monotonic() + pause > give_up:
                 break
             time.sleep(pause)
@@ -211,15 +212,6 @@ class ApiClient:
         each S3 request retries on its own (minutes when S3 is down)."""
         response = self.request("POST", f"/runs/{quote(run_id)}/artifacts/push", json={}, timeout=None)
         return [Artifact.model_validate(a) for a in response.json()]
-
-
-def _retry_after(value: str | None) -> float:
-    """Seconds to wait from a ``Retry-After`` header in seconds (1 when missing or a date), within 0.1-10."""
-    try:
-        seconds = float(value or 1)
-    except ValueError:
-        return 1.0
-    return min(max(seconds, 0.1), 10.0) if seconds == seconds else 1.0  # NaN: 1
 
 
 def _spec_body(spec_file: str, overrides: tuple[str, ...]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from mlrt.retry_after import retry_after_seconds
+
 FLUSH_INTERVAL = 1.0
 FLUSH_AT = 20_000
 BATCH_POINTS = 10_000
@@ -56,15 +58,6 @@ DROPPED_PARAM = "mlrt_points_dropped"
 _POINTS_PER_LINE = 500
 
 Point = tuple[str, int, float, float]
-
-
-def _asked_wait(retry_after: str | None) -> float:
-    """The seconds a ``Retry-After`` header asks for, at most 10 (0 when there is none, or a date)."""
-    try:
-        seconds = float(retry_after or 0)
-    except ValueError:
-        return 0.0
-    return min(max(seconds, 0.0), 10.0) if seconds == seconds else 0.0  # NaN: none asked
 
 
 class _LogSink:
@@ -147,7 +140,7 @@ class _HttpSink:
                     response.raise_for_status()
                     return response.json() if response.content else None
                 problem = f"HTTP {response.status_code}"
-                wait = _asked_wait(response.headers.get("Retry-After"))
+                wait = retry_after_seconds(response.headers.get("Retry-After"), default=0.0)
             except httpx.TransportError as exc:
                 problem = str(exc) or type(exc).__name__
                 wait = 0.0

@@ -1,9 +1,10 @@
 """metric points indexed by (run_id, key, step, id), the order they are read in
 
-:meth:`mlrt.store.Store.iter_metric_points` reads a run's points in pages, each
-starting after the last point of the one before by ``(key, step, id)``; with
-``id`` in the index, each page is one range of it. The new index replaces
-``ix_metrics_run_key_step``, whose queries it answers too.
+:meth:`mlrt.store.Store.iter_metric_points` reads a run's points in pages, in
+the order ``key, step, id``, each going on from the ``(key, step)`` where the page
+before ended; with ``id`` in the index, each page is one range of it, in order,
+with nothing to sort. The new index replaces ``ix_metrics_run_key_step``, whose
+queries it answers too.
 
 On PostgreSQL both changes run ``CONCURRENTLY``, outside a transaction, so
 workers keep writing points while a large table is indexed (a plain ``CREATE
